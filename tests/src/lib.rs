@@ -1,1 +1,45 @@
+//! rotor's test bed: network namespaces, a cgroup, real HTTP/2 peers (nghttpd,
+//! curl, nghttp, h2load), a Rust load client, and the agent, all cleaned up on drop.
+//!
+//! Every resource is a guard: [`Netns`], [`TestCgroup`], [`Child`], [`Topology`],
+//! [`Agent`]. Drop order matters only in that processes should go before the
+//! namespace they run in; declaring `topo`, then `cgroup`, then `agent` as locals
+//! gets that right (locals drop in reverse order).
 
+pub mod agent;
+pub mod backend;
+pub mod cgroup;
+pub mod content;
+pub mod demo;
+pub mod load;
+pub mod loadgen;
+pub mod netns;
+pub mod process;
+pub mod tools;
+pub mod topology;
+pub mod util;
+
+pub use agent::Agent;
+pub use backend::Backend;
+pub use cgroup::TestCgroup;
+pub use load::{run_load, spawn_load, LoadSpec, RunningLoad};
+pub use loadgen::LoadReport;
+pub use netns::Netns;
+pub use process::{Child, Stream};
+pub use topology::{backend_addr, Topology, AGENT_LISTEN, VIP};
+
+/// Whether this process can build the test bed (root, `ip`, a cgroup2 mount).
+/// Tests call it to skip with a message instead of failing on machines without privileges.
+pub fn environment_ok() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!("rotor tests need root (network namespaces, cgroups)");
+    }
+    cgroup::cgroup2_root()?;
+    for tool in ["ip", "iptables-restore", "nghttpd"] {
+        if !std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(tool).is_file()) {
+            anyhow::bail!("`{tool}` not found in PATH");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! `Agent`: rotor-agent running in the node namespace and the test cgroup,
+//! configured from a static YAML file that tests rewrite to change endpoints.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cgroup::TestCgroup;
+use crate::process::{netns_command, Child, Stream};
+use crate::topology::{Topology, VIP};
+use crate::util::target_dir;
+
+/// How long the agent may take to print `ready`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Load-balancing policy of the test Service.
+pub const POLICY: &str = "round-robin";
+
+/// The agent binary: `ROTOR_AGENT_BIN`, else `<target>/release/rotor-agent`.
+pub fn agent_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("ROTOR_AGENT_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let p = target_dir().join("release").join("rotor-agent");
+    if !p.is_file() {
+        bail!("{} not found: run `cargo build --release -p rotor` (or set ROTOR_AGENT_BIN)", p.display());
+    }
+    Ok(p)
+}
+
+/// A running rotor-agent. Dropping it stops the process (SIGTERM, then SIGKILL).
+#[derive(Debug)]
+pub struct Agent {
+    child: Child,
+    config: PathBuf,
+    admin: PathBuf,
+}
+
+impl Agent {
+    /// Writes a config for service `echo` (VIP `10.96.0.10:8080`) with `endpoints`,
+    /// starts `rotor-agent --config FILE --cgroup CG --listen 10.0.0.1:15001 --admin SOCK`
+    /// in the node namespace and in `cgroup`, and waits for `ready` on stdout.
+    pub fn start(topo: &Topology, cgroup: &TestCgroup, endpoints: &[SocketAddrV4]) -> Result<Agent> {
+        Agent::start_with_args(topo, cgroup, endpoints, &[])
+    }
+
+    /// Like [`Agent::start`], with extra command-line arguments.
+    pub fn start_with_args(
+        topo: &Topology,
+        cgroup: &TestCgroup,
+        endpoints: &[SocketAddrV4],
+        extra: &[&str],
+    ) -> Result<Agent> {
+        let bin = agent_binary()?;
+        let config = topo.dir().join("rotor-agent.yaml");
+        let admin = topo.dir().join("rotor-admin.sock");
+        write_config(&config, endpoints)?;
+        let mut cmd = netns_command(topo.node_ns(), Some(cgroup.path()), &bin);
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("--cgroup")
+            .arg(cgroup.path())
+            .arg("--listen")
+            .arg(topo.agent_listen().to_string())
+            .arg("--admin")
+            .arg(&admin)
+            .args(extra);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let mut child = Child::spawn("rotor-agent", cmd, topo.dir())?;
+        child
+            .wait_for(Stream::Stdout, "a line `ready`", |l| l.trim() == "ready", READY_TIMEOUT)
+            .context("starting rotor-agent")?;
+        Ok(Agent { child, config, admin })
+    }
+
+    /// Rewrites the config with new endpoints, atomically (temp file + rename);
+    /// the agent reloads it on change.
+    pub fn set_endpoints(&self, endpoints: &[SocketAddrV4]) -> Result<()> {
+        write_config(&self.config, endpoints)
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// The admin Unix socket the agent serves.
+    pub fn admin_socket(&self) -> &Path {
+        &self.admin
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// What the agent wrote to stdout / stderr so far.
+    pub fn stdout(&self) -> String {
+        self.child.output(Stream::Stdout)
+    }
+
+    pub fn stderr(&self) -> String {
+        self.child.output(Stream::Stderr)
+    }
+
+    /// Fails (with stderr) if the agent has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("rotor-agent exited ({status}); stderr:\n{}", self.child.stderr_tail());
+        }
+        Ok(())
+    }
+
+    /// Stops the agent now (SIGTERM, then SIGKILL after 3 s).
+    pub fn stop(&mut self) {
+        self.child.stop();
+    }
+}
+
+/// The YAML config the agent reads.
+pub fn config_yaml(endpoints: &[SocketAddrV4]) -> String {
+    let eps: Vec<String> = endpoints.iter().map(|e| e.to_string()).collect();
+    let mut y = String::from("services:\n");
+    let _ = writeln!(y, "  - name: echo");
+    let _ = writeln!(y, "    vip: {VIP}");
+    let _ = writeln!(y, "    policy: {POLICY}");
+    let _ = writeln!(y, "    endpoints: [{}]", eps.join(", "));
+    y
+}
+
+fn write_config(path: &Path, endpoints: &[SocketAddrV4]) -> Result<()> {
+    let tmp = path.with_extension("yaml.tmp");
+    fs::write(&tmp, config_yaml(endpoints)).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn yaml_shape() {
+        let y = super::config_yaml(&[crate::topology::backend_addr(1), crate::topology::backend_addr(2)]);
+        assert_eq!(
+            y,
+            "services:\n  - name: echo\n    vip: 10.96.0.10:8080\n    policy: round-robin\n    endpoints: [10.1.1.2:8080, 10.1.2.2:8080]\n"
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! `Topology`: client, node and backend namespaces wired with veth pairs, plus
+//! an optional kube-proxy-like DNAT for the Service VIP (the "without rotor" path).
+//!
+//! ```text
+//!  client 10.0.0.2/24 ── veth ── 10.0.0.1/24 node 10.1.k.1/24 ── veth ── 10.1.k.2/24 be{k}
+//! ```
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use crate::backend::{Backend, BACKEND_PORT};
+use crate::netns::Netns;
+use crate::util::{unique_suffix, TempDir};
+
+/// The Service address nobody listens on.
+pub const VIP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 8080);
+/// Where the agent listens, in the node namespace.
+pub const AGENT_LISTEN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 15001);
+/// The client's address.
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+/// Address of backend `k` (1-based): `10.1.k.2:8080`.
+pub fn backend_addr(k: usize) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(10, 1, k as u8, 2), BACKEND_PORT)
+}
+
+/// One backend: its namespace and the nghttpd serving in it.
+#[derive(Debug)]
+struct BackendSlot {
+    // Field order is drop order: the server stops before its namespace goes.
+    server: Backend,
+    ns: Netns,
+}
+
+/// The whole test network. Dropping it stops the backends and deletes every
+/// namespace (with it the veths and iptables rules), then the temp dir.
+#[derive(Debug)]
+pub struct Topology {
+    // Field order is drop order.
+    backends: Vec<BackendSlot>,
+    client: Netns,
+    node: Netns,
+    id: String,
+    dnat: bool,
+    dir: TempDir,
+}
+
+impl Topology {
+    /// Builds the network with `n_backends` backends, each already serving.
+    pub fn new(n_backends: usize) -> Result<Topology> {
+        if n_backends > 250 {
+            bail!("at most 250 backends");
+        }
+        let id = unique_suffix();
+        let dir = TempDir::new(&format!("rotor-test-{id}"))?;
+        let client = Netns::create(&format!("rotor-{id}-client"))?;
+        let node = Netns::create(&format!("rotor-{id}-node"))?;
+        // veth with one end in each namespace: no name ever appears in the root namespace.
+        node.ip(&["link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns", client.name()])?;
+        node.ip(&["addr", "add", "10.0.0.1/24", "dev", "c0"])?;
+        node.ip(&["link", "set", "c0", "up"])?;
+        client.ip(&["addr", "add", "10.0.0.2/24", "dev", "eth0"])?;
+        client.ip(&["link", "set", "eth0", "up"])?;
+        client.ip(&["route", "add", "default", "via", "10.0.0.1"])?;
+        node.sysctl("net.ipv4.ip_forward", "1")?;
+        let mut topo = Topology { backends: Vec::new(), client, node, id, dnat: false, dir };
+        for _ in 0..n_backends {
+            topo.add_backend()?;
+        }
+        Ok(topo)
+    }
+
+    /// Adds backend `be{n+1}` (namespace, veth, routes, nghttpd); returns its index k.
+    pub fn add_backend(&mut self) -> Result<usize> {
+        let k = self.backends.len() + 1;
+        if k > 250 {
+            bail!("at most 250 backends");
+        }
+        let name = format!("be{k}");
+        let ns = Netns::create(&format!("rotor-{}-{name}", self.id))?;
+        let node_if = format!("b{k}");
+        self.node.ip(&["link", "add", &node_if, "type", "veth", "peer", "name", "eth0", "netns", ns.name()])?;
+        self.node.ip(&["addr", "add", &format!("10.1.{k}.1/24"), "dev", &node_if])?;
+        self.node.ip(&["link", "set", &node_if, "up"])?;
+        ns.ip(&["addr", "add", &format!("10.1.{k}.2/24"), "dev", "eth0"])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        ns.ip(&["route", "add", "default", "via", &format!("10.1.{k}.1")])?;
+        let server = Backend::start(&name, ns.name(), backend_addr(k), self.dir.path())
+            .with_context(|| format!("backend {name}"))?;
+        self.backends.push(BackendSlot { server, ns });
+        Ok(k)
+    }
+
+    /// The short id shared by this topology's namespace names.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Directory for logs and files of this topology (removed on drop).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Name of the client namespace.
+    pub fn client_ns(&self) -> &str {
+        self.client.name()
+    }
+
+    /// Name of the node namespace (where the agent runs).
+    pub fn node_ns(&self) -> &str {
+        self.node.name()
+    }
+
+    /// The client namespace guard (for running commands in it).
+    pub fn client(&self) -> &Netns {
+        &self.client
+    }
+
+    /// The node namespace guard.
+    pub fn node(&self) -> &Netns {
+        &self.node
+    }
+
+    /// Every namespace name of this topology.
+    pub fn netns_names(&self) -> Vec<String> {
+        let mut v = vec![self.client.name().to_string(), self.node.name().to_string()];
+        v.extend(self.backends.iter().map(|b| b.ns.name().to_string()));
+        v
+    }
+
+    /// Number of backends.
+    pub fn n_backends(&self) -> usize {
+        self.backends.len()
+    }
+
+    /// Backend `k` (1-based).
+    pub fn backend(&self, k: usize) -> Result<&Backend> {
+        k.checked_sub(1)
+            .and_then(|i| self.backends.get(i))
+            .map(|b| &b.server)
+            .with_context(|| format!("no backend {k} (have {})", self.backends.len()))
+    }
+
+    /// Backend `k`, mutable (e.g. to stop it).
+    pub fn backend_mut(&mut self, k: usize) -> Result<&mut Backend> {
+        let n = self.backends.len();
+        k.checked_sub(1)
+            .and_then(|i| self.backends.get_mut(i))
+            .map(|b| &mut b.server)
+            .with_context(|| format!("no backend {k} (have {n})"))
+    }
+
+    /// All backends, in order be1, be2, …
+    pub fn backends(&self) -> impl Iterator<Item = &Backend> {
+        self.backends.iter().map(|b| &b.server)
+    }
+
+    /// Addresses of all backends.
+    pub fn backend_addrs(&self) -> Vec<SocketAddrV4> {
+        self.backends().map(Backend::addr).collect()
+    }
+
+    /// Request counts of all backends, by name.
+    pub fn request_counts(&self) -> Result<Vec<(String, u64)>> {
+        self.backends().map(|b| Ok((b.name().to_string(), b.requests()?))).collect()
+    }
+
+    /// The Service VIP, `10.96.0.10:8080`.
+    pub fn vip(&self) -> SocketAddrV4 {
+        VIP
+    }
+
+    /// The agent's listen address, `10.0.0.1:15001`.
+    pub fn agent_listen(&self) -> SocketAddrV4 {
+        AGENT_LISTEN
+    }
+
+    /// Installs, in the client namespace, a kube-proxy-style `nat OUTPUT` DNAT of
+    /// the VIP to the current backends: each new connection picks one at random
+    /// (`-m statistic --mode random`). Removed with the namespace.
+    pub fn kube_proxy_dnat(&mut self) -> Result<()> {
+        if self.dnat {
+            bail!("kube-proxy DNAT already installed");
+        }
+        let rules = dnat_rules(&self.backend_addrs());
+        let mut child = self
+            .client
+            .command("iptables-restore")
+            .arg("--noflush")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning iptables-restore")?;
+        child
+            .stdin
+            .take()
+            .context("no stdin")?
+            .write_all(rules.as_bytes())
+            .context("writing rules to iptables-restore")?;
+        let out = child.wait_with_output().context("waiting for iptables-restore")?;
+        if !out.status.success() {
+            bail!("iptables-restore failed: {}\n{rules}", String::from_utf8_lossy(&out.stderr));
+        }
+        self.dnat = true;
+        Ok(())
+    }
+
+    /// The client namespace's nat table (`iptables-save -t nat`), for inspection.
+    pub fn client_nat_rules(&self) -> Result<String> {
+        let out = crate::util::run(self.client.command("iptables-save").args(["-t", "nat"]))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A `Command` running `program` in the client namespace (no cgroup).
+    pub fn client_command(&self, program: &str) -> Command {
+        self.client.command(program)
+    }
+}
+
+/// kube-proxy's iptables mode: a KUBE-SVC chain choosing among KUBE-SEP chains
+/// with probabilities 1/n, 1/(n-1), …, 1.
+fn dnat_rules(backends: &[SocketAddrV4]) -> String {
+    let mut r = String::from("*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-ROTOR - [0:0]\n");
+    for k in 1..=backends.len() {
+        r.push_str(&format!(":KUBE-SEP-ROTOR{k} - [0:0]\n"));
+    }
+    r.push_str("-A OUTPUT -m comment --comment rotor-test-kube-services -j KUBE-SERVICES\n");
+    r.push_str(&format!(
+        "-A KUBE-SERVICES -d {}/32 -p tcp -m tcp --dport {} -j KUBE-SVC-ROTOR\n",
+        VIP.ip(),
+        VIP.port()
+    ));
+    let n = backends.len();
+    for (i, be) in backends.iter().enumerate() {
+        let k = i + 1;
+        let left = n - i;
+        if left > 1 {
+            r.push_str(&format!(
+                "-A KUBE-SVC-ROTOR -m statistic --mode random --probability {:.11} -j KUBE-SEP-ROTOR{k}\n",
+                1.0 / left as f64
+            ));
+        } else {
+            r.push_str(&format!("-A KUBE-SVC-ROTOR -j KUBE-SEP-ROTOR{k}\n"));
+        }
+        r.push_str(&format!("-A KUBE-SEP-ROTOR{k} -p tcp -m tcp -j DNAT --to-destination {be}\n"));
+    }
+    r.push_str("COMMIT\n");
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dnat_probabilities() {
+        let r = super::dnat_rules(&[super::backend_addr(1), super::backend_addr(2), super::backend_addr(3)]);
+        assert!(r.contains("--probability 0.33333333333 -j KUBE-SEP-ROTOR1"));
+        assert!(r.contains("--probability 0.50000000000 -j KUBE-SEP-ROTOR2"));
+        assert!(r.contains("-A KUBE-SVC-ROTOR -j KUBE-SEP-ROTOR3"));
+        assert!(r.contains("--to-destination 10.1.3.2:8080"));
+    }
+}

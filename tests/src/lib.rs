@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod backend;
+pub mod bed;
 pub mod cgroup;
 pub mod content;
 pub mod demo;
@@ -21,6 +22,7 @@ pub mod util;
 
 pub use agent::Agent;
 pub use backend::Backend;
+pub use bed::TestBed;
 pub use cgroup::TestCgroup;
 pub use load::{run_load, spawn_load, LoadSpec, RunningLoad};
 pub use loadgen::LoadReport;

@@ -1,1 +1,112 @@
-fn main() {}
+//! `cargo xtask`: project tasks (system dependencies, demo, tests).
+
+mod deps;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "rotor project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the system packages rotor needs (Debian, as root), if any is missing.
+    Deps,
+    /// Build everything and show h2load over one connection, without and with rotor.
+    Demo {
+        /// Requests h2load sends in each phase.
+        #[arg(long, default_value_t = 3000)]
+        requests: u64,
+        /// Concurrent streams on the connection.
+        #[arg(long, default_value_t = 8)]
+        streams: u32,
+    },
+    /// Build everything and run the test suite: `cargo xtask test [CARGO TEST ARGS] [-- TEST BINARY ARGS]`.
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `cargo args...` in the workspace root; returns its exit code.
+fn cargo(args: &[String]) -> Result<i32> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    println!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running {}", cargo.to_string_lossy()))?;
+    Ok(status.code().unwrap_or(1))
+}
+
+fn strings(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Deps => {
+            deps::ensure()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Demo { requests, streams } => {
+            deps::ensure()?;
+            let code = cargo(&strings(&["build", "--release", "--workspace"]))?;
+            if code != 0 {
+                return Ok(exit(code));
+            }
+            let opts = rotor_tests::demo::DemoOptions { requests, streams, ..Default::default() };
+            let result = rotor_tests::demo::run_demo(&opts)?;
+            match result.with_rotor {
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(_) => Ok(ExitCode::FAILURE),
+            }
+        }
+        Cmd::Test { args } => {
+            deps::ensure()?;
+            let code = cargo(&strings(&["build", "--release", "--workspace", "--bins"]))?;
+            if code != 0 {
+                return Ok(exit(code));
+            }
+            // Split at the first `--`: cargo's arguments before, the test binaries' after.
+            let (cargo_args, test_args) = match args.iter().position(|a| a == "--") {
+                Some(i) => (&args[..i], &args[i + 1..]),
+                None => (&args[..], &[][..]),
+            };
+            let mut full = strings(&["test", "--release", "--workspace"]);
+            full.extend(cargo_args.iter().cloned());
+            full.push("--".into());
+            if !test_args.iter().any(|a| a.starts_with("--test-threads")) {
+                full.push("--test-threads=2".into());
+            }
+            full.extend(test_args.iter().cloned());
+            Ok(exit(cargo(&full)?))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! `cargo xtask deps`: install the system packages rotor needs, only if missing.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// Debian packages to install.
+pub const PACKAGES: &[&str] = &[
+    "clang-16",
+    "llvm-16",
+    "libbpf-dev",
+    "linux-libc-dev",
+    "nghttp2-client",
+    "nghttp2-server",
+    "bpftool",
+    "iproute2",
+    "iptables",
+    "curl",
+];
+
+/// Commands that must be on PATH afterwards (and the package that provides each).
+const COMMANDS: &[(&str, &str)] = &[
+    ("clang-16", "clang-16"),
+    ("llc-16", "llvm-16"),
+    ("bpftool", "bpftool"),
+    ("nghttpd", "nghttp2-server"),
+    ("nghttp", "nghttp2-client"),
+    ("h2load", "nghttp2-client"),
+    ("ip", "iproute2"),
+    ("iptables", "iptables"),
+    ("iptables-restore", "iptables"),
+    ("curl", "curl"),
+];
+
+/// Packages checked with dpkg (headers, no command).
+const DPKG_ONLY: &[&str] = &["libbpf-dev", "linux-libc-dev"];
+
+fn has_command(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", "command -v \"$1\" >/dev/null 2>&1", "sh", cmd])
+        .stdin(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// What is missing, as package names.
+pub fn missing() -> Vec<&'static str> {
+    let mut m: Vec<&str> = COMMANDS.iter().filter(|(c, _)| !has_command(c)).map(|(_, p)| *p).collect();
+    m.extend(DPKG_ONLY.iter().filter(|p| !dpkg_installed(p)));
+    m.sort_unstable();
+    m.dedup();
+    m
+}
+
+fn apt_get(args: &[&str]) -> Result<()> {
+    println!("xtask: apt-get {}", args.join(" "));
+    let status = Command::new("apt-get")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null())
+        .status()
+        .context("running apt-get")?;
+    if !status.success() {
+        bail!("apt-get {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Installs the packages if anything is missing; does nothing otherwise.
+pub fn ensure() -> Result<()> {
+    let missing = missing();
+    if missing.is_empty() {
+        println!("xtask: system dependencies present");
+        return Ok(());
+    }
+    println!("xtask: missing {}", missing.join(", "));
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("installing {} needs root: run `cargo xtask deps` as root", missing.join(" "));
+    }
+    apt_get(&["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(PACKAGES);
+    apt_get(&args)?;
+    let still = self::missing();
+    if !still.is_empty() {
+        bail!("still missing after apt-get install: {}", still.join(", "));
+    }
+    Ok(())
+}

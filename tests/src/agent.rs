@@ -55,11 +55,21 @@ impl Agent {
         endpoints: &[SocketAddrV4],
         extra: &[&str],
     ) -> Result<Agent> {
-        let bin = agent_binary()?;
+        Agent::start_binary(&agent_binary()?, topo, cgroup, endpoints, extra)
+    }
+
+    /// Like [`Agent::start_with_args`], with an explicit binary (e.g. a stub in tests).
+    pub fn start_binary(
+        bin: &Path,
+        topo: &Topology,
+        cgroup: &TestCgroup,
+        endpoints: &[SocketAddrV4],
+        extra: &[&str],
+    ) -> Result<Agent> {
         let config = topo.dir().join("rotor-agent.yaml");
         let admin = topo.dir().join("rotor-admin.sock");
         write_config(&config, endpoints)?;
-        let mut cmd = netns_command(topo.node_ns(), Some(cgroup.path()), &bin);
+        let mut cmd = netns_command(topo.node_ns(), Some(cgroup.path()), bin);
         cmd.arg("--config")
             .arg(&config)
             .arg("--cgroup")

@@ -83,3 +83,28 @@ fn dnat_big_bodies() {
     let report = run_load(&topo, Some(&cgroup), &down).unwrap();
     assert_eq!((report.ok, report.failed, report.count("big")), (8, 0, 8), "{report:?}");
 }
+
+#[test]
+fn agent_runs_in_node_netns_and_test_cgroup() {
+    use std::os::unix::fs::PermissionsExt;
+    let (topo, cgroup) = setup();
+    // A stub agent: reports where it runs, prints `ready`, then waits.
+    let stub = topo.dir().join("stub-agent");
+    std::fs::write(
+        &stub,
+        "#!/bin/sh\necho \"args: $*\" >&2\nip -4 -o addr show >&2\necho not ready yet\necho ready\nexec sleep 60\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let agent = rotor_tests::Agent::start_binary(&stub, &topo, &cgroup, &topo.backend_addrs(), &[]).unwrap();
+    assert_eq!(cgroup.pids().unwrap(), vec![agent.pid()]);
+    let err = agent.stderr();
+    assert!(err.contains("inet 10.0.0.1/24"), "not in the node netns: {err}");
+    let cg = cgroup.path().display().to_string();
+    assert!(err.contains(&format!("--cgroup {cg} --listen 10.0.0.1:15001 --admin")), "{err}");
+    let config = std::fs::read_to_string(agent.config_path()).unwrap();
+    assert!(config.contains("endpoints: [10.1.1.2:8080, 10.1.2.2:8080, 10.1.3.2:8080]"), "{config}");
+    agent.set_endpoints(&[rotor_tests::backend_addr(2)]).unwrap();
+    let config = std::fs::read_to_string(agent.config_path()).unwrap();
+    assert!(config.contains("endpoints: [10.1.2.2:8080]\n"), "{config}");
+}

@@ -27,6 +27,9 @@ enum Cmd {
         /// Concurrent streams on the connection.
         #[arg(long, default_value_t = 8)]
         streams: u32,
+        /// Skip `cargo build --release --workspace` (use the binaries already built).
+        #[arg(long)]
+        no_build: bool,
     },
     /// Build everything and run the test suite: `cargo xtask test [CARGO TEST ARGS] [-- TEST BINARY ARGS]`.
     Test {
@@ -65,11 +68,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             deps::ensure()?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Demo { requests, streams } => {
+        Cmd::Demo { requests, streams, no_build } => {
             deps::ensure()?;
-            let code = cargo(&strings(&["build", "--release", "--workspace"]))?;
-            if code != 0 {
-                return Ok(exit(code));
+            if !no_build {
+                let code = cargo(&strings(&["build", "--release", "--workspace"]))?;
+                if code != 0 {
+                    return Ok(exit(code));
+                }
             }
             let opts = rotor_tests::demo::DemoOptions { requests, streams, ..Default::default() };
             let result = rotor_tests::demo::run_demo(&opts)?;

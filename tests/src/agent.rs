@@ -27,7 +27,10 @@ pub fn agent_binary() -> Result<PathBuf> {
     }
     let p = target_dir().join("release").join("rotor-agent");
     if !p.is_file() {
-        bail!("{} not found: run `cargo build --release -p rotor` (or set ROTOR_AGENT_BIN)", p.display());
+        bail!(
+            "{} not found: run `cargo build --release -p rotor` (or set ROTOR_AGENT_BIN)",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -44,7 +47,11 @@ impl Agent {
     /// Writes a config for service `echo` (VIP `10.96.0.10:8080`) with `endpoints`,
     /// starts `rotor-agent --config FILE --cgroup CG --listen 10.0.0.1:15001 --admin SOCK`
     /// in the node namespace and in `cgroup`, and waits for `ready` on stdout.
-    pub fn start(topo: &Topology, cgroup: &TestCgroup, endpoints: &[SocketAddrV4]) -> Result<Agent> {
+    pub fn start(
+        topo: &Topology,
+        cgroup: &TestCgroup,
+        endpoints: &[SocketAddrV4],
+    ) -> Result<Agent> {
         Agent::start_with_args(topo, cgroup, endpoints, &[])
     }
 
@@ -84,9 +91,18 @@ impl Agent {
         }
         let mut child = Child::spawn("rotor-agent", cmd, topo.dir())?;
         child
-            .wait_for(Stream::Stdout, "a line `ready`", |l| l.trim() == "ready", READY_TIMEOUT)
+            .wait_for(
+                Stream::Stdout,
+                "a line `ready`",
+                |l| l.trim() == "ready",
+                READY_TIMEOUT,
+            )
             .context("starting rotor-agent")?;
-        Ok(Agent { child, config, admin })
+        Ok(Agent {
+            child,
+            config,
+            admin,
+        })
     }
 
     /// Rewrites the config with new endpoints, atomically (temp file + rename);
@@ -120,7 +136,10 @@ impl Agent {
     /// Fails (with stderr) if the agent has exited.
     pub fn check_alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
-            bail!("rotor-agent exited ({status}); stderr:\n{}", self.child.stderr_tail());
+            bail!(
+                "rotor-agent exited ({status}); stderr:\n{}",
+                self.child.stderr_tail()
+            );
         }
         Ok(())
     }
@@ -144,15 +163,20 @@ pub fn config_yaml(endpoints: &[SocketAddrV4]) -> String {
 
 fn write_config(path: &Path, endpoints: &[SocketAddrV4]) -> Result<()> {
     let tmp = path.with_extension("yaml.tmp");
-    fs::write(&tmp, config_yaml(endpoints)).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    fs::write(&tmp, config_yaml(endpoints))
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn yaml_shape() {
-        let y = super::config_yaml(&[crate::topology::backend_addr(1), crate::topology::backend_addr(2)]);
+        let y = super::config_yaml(&[
+            crate::topology::backend_addr(1),
+            crate::topology::backend_addr(2),
+        ]);
         assert_eq!(
             y,
             "services:\n  - name: echo\n    vip: 10.96.0.10:8080\n    policy: round-robin\n    endpoints: [10.1.1.2:8080, 10.1.2.2:8080]\n"

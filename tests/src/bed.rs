@@ -23,7 +23,11 @@ impl TestBed {
         crate::environment_ok()?;
         let topo = Topology::new(n_backends).context("building topology")?;
         let cgroup = TestCgroup::create().context("creating test cgroup")?;
-        Ok(TestBed { agent: None, cgroup, topo })
+        Ok(TestBed {
+            agent: None,
+            cgroup,
+            topo,
+        })
     }
 
     /// Like [`TestBed::new`], with the agent started on every backend.
@@ -38,7 +42,11 @@ impl TestBed {
         if self.agent.is_some() {
             bail!("agent already running");
         }
-        self.agent = Some(Agent::start(&self.topo, &self.cgroup, &self.topo.backend_addrs())?);
+        self.agent = Some(Agent::start(
+            &self.topo,
+            &self.cgroup,
+            &self.topo.backend_addrs(),
+        )?);
         Ok(())
     }
 
@@ -74,7 +82,10 @@ impl TestBed {
         Ok(now
             .into_iter()
             .map(|(name, n)| {
-                let b = before.iter().find(|(bn, _)| *bn == name).map_or(0, |(_, b)| *b);
+                let b = before
+                    .iter()
+                    .find(|(bn, _)| *bn == name)
+                    .map_or(0, |(_, b)| *b);
                 (name, n - b)
             })
             .collect())
@@ -82,7 +93,11 @@ impl TestBed {
 
     /// Agent liveness, the end of its stderr and backend counts: for assertion messages.
     pub fn diagnostics(&mut self) -> String {
-        let counts = self.topo.request_counts().map(|c| format!("{c:?}")).unwrap_or_else(|e| format!("{e:#}"));
+        let counts = self
+            .topo
+            .request_counts()
+            .map(|c| format!("{c:?}"))
+            .unwrap_or_else(|e| format!("{e:#}"));
         let agent = match self.agent.as_mut() {
             None => "no agent".to_string(),
             Some(a) => {
@@ -92,7 +107,10 @@ impl TestBed {
                 };
                 let err = a.stderr();
                 let tail: Vec<&str> = err.lines().rev().take(20).collect();
-                format!("{alive}; agent stderr (last lines):\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+                format!(
+                    "{alive}; agent stderr (last lines):\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
             }
         };
         format!("backend request counts: {counts}\n{agent}")

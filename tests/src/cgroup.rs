@@ -61,7 +61,10 @@ impl TestCgroup {
         }
         let path = root.join(format!("rotor-test-{}", unique_suffix()));
         fs::create_dir(&path).with_context(|| format!("creating cgroup {}", path.display()))?;
-        Ok(TestCgroup { path, parent: root.to_path_buf() })
+        Ok(TestCgroup {
+            path,
+            parent: root.to_path_buf(),
+        })
     }
 
     /// The cgroup directory (what the agent's `--cgroup` takes).
@@ -102,7 +105,8 @@ impl TestCgroup {
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
             }
         }
-        fs::remove_dir(&self.path).with_context(|| format!("removing cgroup {}", self.path.display()))
+        fs::remove_dir(&self.path)
+            .with_context(|| format!("removing cgroup {}", self.path.display()))
     }
 }
 

@@ -22,7 +22,12 @@ pub struct DemoOptions {
 
 impl Default for DemoOptions {
     fn default() -> DemoOptions {
-        DemoOptions { backends: 3, connections: 1, streams: 8, requests: 3000 }
+        DemoOptions {
+            backends: 3,
+            connections: 1,
+            streams: 8,
+            requests: 3000,
+        }
     }
 }
 
@@ -70,22 +75,32 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoResult> {
     }
 
     println!("\n{}", table(&without_rotor, with_rotor.as_ref().ok()));
-    Ok(DemoResult { without_rotor, with_rotor })
+    Ok(DemoResult {
+        without_rotor,
+        with_rotor,
+    })
 }
 
 /// Runs h2load against the VIP and returns how many requests each backend got.
 fn run_h2load(topo: &Topology, cgroup: &TestCgroup, opts: &DemoOptions) -> Result<DemoRun> {
     let before = topo.request_counts()?;
     let url = format!("http://{}/whoami", topo.vip());
-    let (c, m, n) = (opts.connections.to_string(), opts.streams.to_string(), opts.requests.to_string());
+    let (c, m, n) = (
+        opts.connections.to_string(),
+        opts.streams.to_string(),
+        opts.requests.to_string(),
+    );
     let (summary, _) = h2load(topo, Some(cgroup), &["-c", &c, "-m", &m, "-n", &n, &url])?;
     // nghttpd logs a request when its HEADERS arrive, before answering, so the
     // counts are complete once h2load is done; allow a moment anyway.
     let deadline = Instant::now() + Duration::from_secs(2);
     let counts = loop {
         let after = topo.request_counts()?;
-        let counts: Vec<(String, u64)> =
-            after.iter().zip(&before).map(|((name, a), (_, b))| (name.clone(), a - b)).collect();
+        let counts: Vec<(String, u64)> = after
+            .iter()
+            .zip(&before)
+            .map(|((name, a), (_, b))| (name.clone(), a - b))
+            .collect();
         let sum: u64 = counts.iter().map(|(_, n)| n).sum();
         if sum >= summary.done || Instant::now() >= deadline {
             break counts;
@@ -103,14 +118,21 @@ fn print_summary(s: &H2loadSummary) {
 
 /// The side-by-side table of requests per backend.
 pub fn table(without: &DemoRun, with: Option<&DemoRun>) -> String {
-    let mut out = format!("{:<10} | {:>14} | {:>11}\n", "backend", "without rotor", "with rotor");
+    let mut out = format!(
+        "{:<10} | {:>14} | {:>11}\n",
+        "backend", "without rotor", "with rotor"
+    );
     out.push_str(&format!("{:-<10}-+-{:->14}-+-{:->11}\n", "", "", ""));
     for (i, (name, n)) in without.counts.iter().enumerate() {
-        let w = with.and_then(|r| r.counts.get(i)).map_or("-".to_string(), |(_, n)| n.to_string());
+        let w = with
+            .and_then(|r| r.counts.get(i))
+            .map_or("-".to_string(), |(_, n)| n.to_string());
         out.push_str(&format!("{name:<10} | {n:>14} | {w:>11}\n"));
     }
     let total: u64 = without.counts.iter().map(|(_, n)| n).sum();
-    let wtotal = with.map_or("-".to_string(), |r| r.counts.iter().map(|(_, n)| n).sum::<u64>().to_string());
+    let wtotal = with.map_or("-".to_string(), |r| {
+        r.counts.iter().map(|(_, n)| n).sum::<u64>().to_string()
+    });
     out.push_str(&format!("{:<10} | {total:>14} | {wtotal:>11}\n", "total"));
     let ok = |s: &H2loadSummary| format!("{}/{}", s.succeeded, s.total);
     out.push_str(&format!(

@@ -39,7 +39,9 @@ pub fn environment_ok() -> anyhow::Result<()> {
     }
     cgroup::cgroup2_root()?;
     for tool in ["ip", "iptables-restore", "nghttpd"] {
-        if !std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(tool).is_file()) {
+        if !std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .any(|d| d.join(tool).is_file())
+        {
             anyhow::bail!("`{tool}` not found in PATH");
         }
     }

@@ -22,6 +22,8 @@ pub struct LoadSpec {
     pub requests: Option<u64>,
     /// Seconds to keep issuing requests.
     pub duration: Option<f64>,
+    /// Requests per second, over all connections (None: as fast as possible).
+    pub rate: Option<f64>,
     pub path: Option<String>,
     pub upload_bytes: Option<usize>,
     /// Chunk size for the hand-written split-write client.
@@ -39,6 +41,7 @@ impl Default for LoadSpec {
             streams: 1,
             requests: Some(1),
             duration: None,
+            rate: None,
             path: None,
             upload_bytes: None,
             split_writes: None,
@@ -51,7 +54,12 @@ impl Default for LoadSpec {
 impl LoadSpec {
     /// `connections` connections × `streams` streams, `requests` GETs of /whoami to the VIP.
     pub fn whoami(connections: usize, streams: usize, requests: u64) -> LoadSpec {
-        LoadSpec { connections, streams, requests: Some(requests), ..LoadSpec::default() }
+        LoadSpec {
+            connections,
+            streams,
+            requests: Some(requests),
+            ..LoadSpec::default()
+        }
     }
 
     pub fn args(&self) -> Vec<String> {
@@ -73,10 +81,14 @@ impl LoadSpec {
         };
         opt("--requests", self.requests.map(|v| v.to_string()));
         opt("--duration", self.duration.map(|v| v.to_string()));
+        opt("--rate", self.rate.map(|v| v.to_string()));
         opt("--path", self.path.clone());
         opt("--upload-bytes", self.upload_bytes.map(|v| v.to_string()));
         opt("--split-writes", self.split_writes.map(|v| v.to_string()));
-        opt("--chunk-delay-us", self.chunk_delay_us.map(|v| v.to_string()));
+        opt(
+            "--chunk-delay-us",
+            self.chunk_delay_us.map(|v| v.to_string()),
+        );
         a
     }
 }
@@ -102,15 +114,26 @@ impl RunningLoad {
     pub fn finish(mut self) -> Result<LoadReport> {
         let status = self.child.wait_timeout(self.limit)?;
         let out = self.child.output(Stream::Stdout);
-        let line = out.lines().rev().find(|l| l.trim_start().starts_with('{')).with_context(|| {
-            format!("rotor-load ({status}) printed no report; stderr:\n{}", self.child.stderr_tail())
-        })?;
+        let line = out
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with('{'))
+            .with_context(|| {
+                format!(
+                    "rotor-load ({status}) printed no report; stderr:\n{}",
+                    self.child.stderr_tail()
+                )
+            })?;
         serde_json::from_str(line).with_context(|| format!("parsing rotor-load report {line:?}"))
     }
 }
 
 /// Starts `rotor-load` in the client namespace, in `cgroup` when given.
-pub fn spawn_load(topo: &Topology, cgroup: Option<&TestCgroup>, spec: &LoadSpec) -> Result<RunningLoad> {
+pub fn spawn_load(
+    topo: &Topology,
+    cgroup: Option<&TestCgroup>,
+    spec: &LoadSpec,
+) -> Result<RunningLoad> {
     static RUNS: AtomicU32 = AtomicU32::new(0);
     let bin = load_binary()?;
     let mut cmd = netns_command(topo.client_ns(), cgroup.map(|c| c.path()), &bin);
@@ -123,6 +146,10 @@ pub fn spawn_load(topo: &Topology, cgroup: Option<&TestCgroup>, spec: &LoadSpec)
 }
 
 /// Runs `rotor-load` to completion and returns its report.
-pub fn run_load(topo: &Topology, cgroup: Option<&TestCgroup>, spec: &LoadSpec) -> Result<LoadReport> {
+pub fn run_load(
+    topo: &Topology,
+    cgroup: Option<&TestCgroup>,
+    spec: &LoadSpec,
+) -> Result<LoadReport> {
     spawn_load(topo, cgroup, spec)?.finish()
 }

@@ -26,7 +26,9 @@ impl Netns {
         }
         run(Command::new("ip").args(["netns", "add", name]))
             .with_context(|| format!("creating netns {name}"))?;
-        let ns = Netns { name: name.to_string() };
+        let ns = Netns {
+            name: name.to_string(),
+        };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }

@@ -59,15 +59,24 @@ impl Child {
         let stdout = dir.join(format!("{name}.stdout"));
         let stderr = dir.join(format!("{name}.stderr"));
         let desc = describe(&cmd);
-        let out = File::create(&stdout).with_context(|| format!("creating {}", stdout.display()))?;
-        let err = File::create(&stderr).with_context(|| format!("creating {}", stderr.display()))?;
+        let out =
+            File::create(&stdout).with_context(|| format!("creating {}", stdout.display()))?;
+        let err =
+            File::create(&stderr).with_context(|| format!("creating {}", stderr.display()))?;
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
             .with_context(|| format!("spawning {name}: `{desc}`"))?;
-        Ok(Child { name: name.to_string(), desc, child, stdout, stderr, status: None })
+        Ok(Child {
+            name: name.to_string(),
+            desc,
+            child,
+            stdout,
+            stderr,
+            status: None,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -87,7 +96,9 @@ impl Child {
 
     /// Everything the child wrote to `stream` so far.
     pub fn output(&self, stream: Stream) -> String {
-        fs::read(self.path(stream)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        fs::read(self.path(stream))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// The last lines of stderr (for error messages).
@@ -98,14 +109,22 @@ impl Child {
     /// `Some(status)` once the child has exited.
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
         if self.status.is_none() {
-            self.status = self.child.try_wait().with_context(|| format!("waiting for {}", self.name))?;
+            self.status = self
+                .child
+                .try_wait()
+                .with_context(|| format!("waiting for {}", self.name))?;
         }
         Ok(self.status)
     }
 
     /// Waits until a line of `stream` contains `needle`; returns that line.
     /// Fails when the child exits first or `timeout` passes (stderr included).
-    pub fn wait_for_line(&mut self, stream: Stream, needle: &str, timeout: Duration) -> Result<String> {
+    pub fn wait_for_line(
+        &mut self,
+        stream: Stream,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<String> {
         self.wait_for(stream, needle, |l| l.contains(needle), timeout)
     }
 
@@ -157,7 +176,11 @@ impl Child {
             }
             if Instant::now() >= deadline {
                 self.stop();
-                bail!("{} still running after {timeout:?}: killed\nstderr:\n{}", self.name, self.stderr_tail());
+                bail!(
+                    "{} still running after {timeout:?}: killed\nstderr:\n{}",
+                    self.name,
+                    self.stderr_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -26,7 +26,11 @@ pub fn client_tool(
 
 fn check(program: &str, out: Output) -> Result<Output> {
     if !out.status.success() {
-        bail!("{program} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{program} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(out)
 }
@@ -34,14 +38,27 @@ fn check(program: &str, out: Output) -> Result<Output> {
 /// `curl --http2-prior-knowledge URL`: the response body. One URL per curl
 /// (curl 7.88 sends only the first of several URLs on one prior-knowledge connection).
 pub fn curl_h2(topo: &Topology, cgroup: Option<&TestCgroup>, url: &str) -> Result<Vec<u8>> {
-    let args = ["-sS", "--fail", "--http2-prior-knowledge", "--max-time", "10", url];
-    let out = check("curl", client_tool(topo, cgroup, "curl", &args, Duration::from_secs(15))?)?;
+    let args = [
+        "-sS",
+        "--fail",
+        "--http2-prior-knowledge",
+        "--max-time",
+        "10",
+        url,
+    ];
+    let out = check(
+        "curl",
+        client_tool(topo, cgroup, "curl", &args, Duration::from_secs(15))?,
+    )?;
     Ok(out.stdout)
 }
 
 /// `nghttp args...` (fails on a non-zero exit); stdout holds response bodies unless `-n`.
 pub fn nghttp(topo: &Topology, cgroup: Option<&TestCgroup>, args: &[&str]) -> Result<Output> {
-    check("nghttp", client_tool(topo, cgroup, "nghttp", args, Duration::from_secs(60))?)
+    check(
+        "nghttp",
+        client_tool(topo, cgroup, "nghttp", args, Duration::from_secs(60))?,
+    )
 }
 
 /// The counters of h2load's `requests:` line, and its summary lines.
@@ -68,8 +85,12 @@ pub fn parse_h2load(stdout: &str) -> Result<H2loadSummary> {
         .with_context(|| format!("no `requests:` line in h2load output:\n{stdout}"))?;
     for part in line.trim_start_matches("requests:").split(',') {
         let mut it = part.split_whitespace();
-        let (Some(n), Some(key)) = (it.next(), it.next()) else { continue };
-        let n: u64 = n.parse().with_context(|| format!("bad number in {line:?}"))?;
+        let (Some(n), Some(key)) = (it.next(), it.next()) else {
+            continue;
+        };
+        let n: u64 = n
+            .parse()
+            .with_context(|| format!("bad number in {line:?}"))?;
         match key {
             "total" => s.total = n,
             "started" => s.started = n,
@@ -83,14 +104,22 @@ pub fn parse_h2load(stdout: &str) -> Result<H2loadSummary> {
     }
     s.lines = stdout
         .lines()
-        .filter(|l| l.starts_with("finished in") || l.starts_with("requests:") || l.starts_with("status codes:"))
+        .filter(|l| {
+            l.starts_with("finished in")
+                || l.starts_with("requests:")
+                || l.starts_with("status codes:")
+        })
         .map(str::to_string)
         .collect();
     Ok(s)
 }
 
 /// Runs `h2load args...` and parses its summary.
-pub fn h2load(topo: &Topology, cgroup: Option<&TestCgroup>, args: &[&str]) -> Result<(H2loadSummary, Output)> {
+pub fn h2load(
+    topo: &Topology,
+    cgroup: Option<&TestCgroup>,
+    args: &[&str],
+) -> Result<(H2loadSummary, Output)> {
     let out = client_tool(topo, cgroup, "h2load", args, Duration::from_secs(120))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let summary = parse_h2load(&stdout)
@@ -106,7 +135,10 @@ mod tests {
 requests: 100 total, 100 started, 100 done, 98 succeeded, 2 failed, 1 errored, 0 timeout\n\
 status codes: 98 2xx, 0 3xx, 0 4xx, 0 5xx\n";
         let s = super::parse_h2load(out).unwrap();
-        assert_eq!((s.total, s.done, s.succeeded, s.failed, s.errored), (100, 100, 98, 2, 1));
+        assert_eq!(
+            (s.total, s.done, s.succeeded, s.failed, s.errored),
+            (100, 100, 98, 2, 1)
+        );
         assert_eq!(s.lines.len(), 3);
     }
 }

@@ -46,12 +46,20 @@ pub struct Topology {
     node: Netns,
     id: String,
     dnat: bool,
+    count_requests: bool,
     dir: TempDir,
 }
 
 impl Topology {
-    /// Builds the network with `n_backends` backends, each already serving.
+    /// Builds the network with `n_backends` backends, each already serving and
+    /// counting the requests it receives.
     pub fn new(n_backends: usize) -> Result<Topology> {
+        Topology::with_counting(n_backends, true)
+    }
+
+    /// Like [`Topology::new`]; `count_requests: false` runs the backends without
+    /// verbose logs (twice their request rate; for benchmarks).
+    pub fn with_counting(n_backends: usize, count_requests: bool) -> Result<Topology> {
         if n_backends > 250 {
             bail!("at most 250 backends");
         }
@@ -60,14 +68,33 @@ impl Topology {
         let client = Netns::create(&format!("rotor-{id}-client"))?;
         let node = Netns::create(&format!("rotor-{id}-node"))?;
         // veth with one end in each namespace: no name ever appears in the root namespace.
-        node.ip(&["link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns", client.name()])?;
+        node.ip(&[
+            "link",
+            "add",
+            "c0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            client.name(),
+        ])?;
         node.ip(&["addr", "add", "10.0.0.1/24", "dev", "c0"])?;
         node.ip(&["link", "set", "c0", "up"])?;
         client.ip(&["addr", "add", "10.0.0.2/24", "dev", "eth0"])?;
         client.ip(&["link", "set", "eth0", "up"])?;
         client.ip(&["route", "add", "default", "via", "10.0.0.1"])?;
         node.sysctl("net.ipv4.ip_forward", "1")?;
-        let mut topo = Topology { backends: Vec::new(), client, node, id, dnat: false, dir };
+        let mut topo = Topology {
+            backends: Vec::new(),
+            client,
+            node,
+            id,
+            dnat: false,
+            count_requests,
+            dir,
+        };
         for _ in 0..n_backends {
             topo.add_backend()?;
         }
@@ -83,14 +110,32 @@ impl Topology {
         let name = format!("be{k}");
         let ns = Netns::create(&format!("rotor-{}-{name}", self.id))?;
         let node_if = format!("b{k}");
-        self.node.ip(&["link", "add", &node_if, "type", "veth", "peer", "name", "eth0", "netns", ns.name()])?;
-        self.node.ip(&["addr", "add", &format!("10.1.{k}.1/24"), "dev", &node_if])?;
+        self.node.ip(&[
+            "link",
+            "add",
+            &node_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
+        ])?;
+        self.node
+            .ip(&["addr", "add", &format!("10.1.{k}.1/24"), "dev", &node_if])?;
         self.node.ip(&["link", "set", &node_if, "up"])?;
         ns.ip(&["addr", "add", &format!("10.1.{k}.2/24"), "dev", "eth0"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
         ns.ip(&["route", "add", "default", "via", &format!("10.1.{k}.1")])?;
-        let server = Backend::start(&name, ns.name(), backend_addr(k), self.dir.path())
-            .with_context(|| format!("backend {name}"))?;
+        let server = Backend::start_with(
+            &name,
+            ns.name(),
+            backend_addr(k),
+            self.dir.path(),
+            self.count_requests,
+        )
+        .with_context(|| format!("backend {name}"))?;
         self.backends.push(BackendSlot { server, ns });
         Ok(k)
     }
@@ -166,7 +211,9 @@ impl Topology {
 
     /// Request counts of all backends, by name.
     pub fn request_counts(&self) -> Result<Vec<(String, u64)>> {
-        self.backends().map(|b| Ok((b.name().to_string(), b.requests()?))).collect()
+        self.backends()
+            .map(|b| Ok((b.name().to_string(), b.requests()?)))
+            .collect()
     }
 
     /// The Service VIP, `10.96.0.10:8080`.
@@ -202,9 +249,14 @@ impl Topology {
             .context("no stdin")?
             .write_all(rules.as_bytes())
             .context("writing rules to iptables-restore")?;
-        let out = child.wait_with_output().context("waiting for iptables-restore")?;
+        let out = child
+            .wait_with_output()
+            .context("waiting for iptables-restore")?;
         if !out.status.success() {
-            bail!("iptables-restore failed: {}\n{rules}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "iptables-restore failed: {}\n{rules}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         self.dnat = true;
         Ok(())
@@ -247,7 +299,9 @@ fn dnat_rules(backends: &[SocketAddrV4]) -> String {
         } else {
             r.push_str(&format!("-A KUBE-SVC-ROTOR -j KUBE-SEP-ROTOR{k}\n"));
         }
-        r.push_str(&format!("-A KUBE-SEP-ROTOR{k} -p tcp -m tcp -j DNAT --to-destination {be}\n"));
+        r.push_str(&format!(
+            "-A KUBE-SEP-ROTOR{k} -p tcp -m tcp -j DNAT --to-destination {be}\n"
+        ));
     }
     r.push_str("COMMIT\n");
     r
@@ -257,7 +311,11 @@ fn dnat_rules(backends: &[SocketAddrV4]) -> String {
 mod tests {
     #[test]
     fn dnat_probabilities() {
-        let r = super::dnat_rules(&[super::backend_addr(1), super::backend_addr(2), super::backend_addr(3)]);
+        let r = super::dnat_rules(&[
+            super::backend_addr(1),
+            super::backend_addr(2),
+            super::backend_addr(3),
+        ]);
         assert!(r.contains("--probability 0.33333333333 -j KUBE-SEP-ROTOR1"));
         assert!(r.contains("--probability 0.50000000000 -j KUBE-SEP-ROTOR2"));
         assert!(r.contains("-A KUBE-SVC-ROTOR -j KUBE-SEP-ROTOR3"));

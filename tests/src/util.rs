@@ -21,7 +21,8 @@ pub fn unique_suffix() -> String {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let mix = std::process::id() ^ nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(16);
+        let mix =
+            std::process::id() ^ nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(16);
         bytes.copy_from_slice(&mix.to_le_bytes()[..3]);
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -36,7 +37,9 @@ pub struct TempDir {
 impl TempDir {
     /// Creates `$TMPDIR/<prefix>-<suffix>` (`/tmp` when TMPDIR is unset).
     pub fn new(prefix: &str) -> Result<TempDir> {
-        let base = std::env::var_os("TMPDIR").map(PathBuf::from).unwrap_or_else(|| "/tmp".into());
+        let base = std::env::var_os("TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "/tmp".into());
         for _ in 0..16 {
             let path = base.join(format!("{prefix}-{}", unique_suffix()));
             match fs::create_dir(&path) {
@@ -45,7 +48,10 @@ impl TempDir {
                 Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
             }
         }
-        bail!("could not create a unique temp dir under {}", base.display())
+        bail!(
+            "could not create a unique temp dir under {}",
+            base.display()
+        )
     }
 
     pub fn path(&self) -> &Path {
@@ -138,7 +144,9 @@ pub fn describe(cmd: &Command) -> String {
 
 /// The last `n` lines of a file, for error messages (empty if unreadable).
 pub fn tail(path: &Path, n: usize) -> String {
-    let text = fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let text = fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
@@ -148,7 +156,9 @@ pub fn target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(dir);
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
 }
 
 /// Finds a binary built by this workspace: env `env_var`, then next to the running
@@ -171,5 +181,7 @@ pub fn find_binary(name: &str, env_var: &str) -> Result<PathBuf> {
         .iter()
         .find(|p| p.is_file())
         .cloned()
-        .with_context(|| format!("binary `{name}` not found (set {env_var}); looked in {candidates:?}"))
+        .with_context(|| {
+            format!("binary `{name}` not found (set {env_var}); looked in {candidates:?}")
+        })
 }

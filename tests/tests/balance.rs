@@ -13,10 +13,16 @@ fn one_connection_eight_streams_spread_evenly() {
     for k in 1..=3 {
         let name = format!("be{k}");
         let seen = report.count(&name);
-        assert!((900..=1100).contains(&seen), "{name}: client saw {seen} responses, want 1000±10%: {report:?}\n{diag}");
+        assert!(
+            (900..=1100).contains(&seen),
+            "{name}: client saw {seen} responses, want 1000±10%: {report:?}\n{diag}"
+        );
     }
     for (name, n) in &served {
-        assert!((900..=1100).contains(n), "{name} served {n}, want 1000±10%: {served:?}\n{diag}");
+        assert!(
+            (900..=1100).contains(n),
+            "{name} served {n}, want 1000±10%: {served:?}\n{diag}"
+        );
     }
 }
 
@@ -26,5 +32,8 @@ fn short_connections_do_not_all_land_on_one_backend() {
     let report = bed.load(&LoadSpec::whoami(30, 1, 30)).unwrap();
     let diag = bed.diagnostics();
     assert_eq!((report.ok, report.failed), (30, 0), "{report:?}\n{diag}");
-    assert!(report.by_body.len() >= 2, "30 one-request connections all went to one backend: {report:?}\n{diag}");
+    assert!(
+        report.by_body.len() >= 2,
+        "30 one-request connections all went to one backend: {report:?}\n{diag}"
+    );
 }

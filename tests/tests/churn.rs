@@ -5,7 +5,14 @@ use std::time::{Duration, Instant};
 use rotor_tests::{LoadSpec, TestBed};
 
 fn steady_load() -> LoadSpec {
-    LoadSpec { streams: 4, requests: None, duration: Some(5.0), timeout: 30.0, ..LoadSpec::whoami(1, 4, 0) }
+    // Paced, so the backends' verbose logs stay small: 500 requests/s over 4 streams.
+    LoadSpec {
+        requests: None,
+        duration: Some(5.0),
+        rate: Some(500.0),
+        timeout: 30.0,
+        ..LoadSpec::whoami(1, 4, 0)
+    }
 }
 
 #[test]
@@ -15,7 +22,10 @@ fn added_backend_gets_streams_within_a_second() {
     std::thread::sleep(Duration::from_millis(1500));
     let k = bed.topo.add_backend().unwrap();
     assert_eq!(k, 4);
-    bed.agent().unwrap().set_endpoints(&bed.topo.backend_addrs()).unwrap();
+    bed.agent()
+        .unwrap()
+        .set_endpoints(&bed.topo.backend_addrs())
+        .unwrap();
     let changed = Instant::now();
     let mut first = None;
     while changed.elapsed() < Duration::from_secs(3) {
@@ -28,7 +38,10 @@ fn added_backend_gets_streams_within_a_second() {
     let report = load.finish().unwrap();
     let diag = bed.diagnostics();
     let first = first.unwrap_or_else(|| panic!("be4 got no stream within 3 s: {report:?}\n{diag}"));
-    assert!(first <= Duration::from_secs(1), "be4's first stream came {first:?} after the config change\n{diag}");
+    assert!(
+        first <= Duration::from_secs(1),
+        "be4's first stream came {first:?} after the config change\n{diag}"
+    );
     assert_eq!(report.failed, 0, "{report:?}\n{diag}");
     assert!(report.count("be4") > 0, "{report:?}\n{diag}");
 }
@@ -47,8 +60,17 @@ fn removed_backend_stops_getting_streams_and_none_fail() {
     let report = load.finish().unwrap();
     let be3_end = bed.topo.backend(3).unwrap().requests().unwrap();
     let diag = bed.diagnostics();
-    assert!(be3_before > 0, "be3 had no streams before removal: {report:?}\n{diag}");
-    assert_eq!(be3_end, be3_settled, "be3 still got streams a second after removal\n{diag}");
+    assert!(
+        be3_before > 0,
+        "be3 had no streams before removal: {report:?}\n{diag}"
+    );
+    assert_eq!(
+        be3_end, be3_settled,
+        "be3 still got streams a second after removal\n{diag}"
+    );
     assert_eq!(report.failed, 0, "{report:?}\n{diag}");
-    assert!(report.count("be1") > 0 && report.count("be2") > 0, "{report:?}\n{diag}");
+    assert!(
+        report.count("be1") > 0 && report.count("be2") > 0,
+        "{report:?}\n{diag}"
+    );
 }

@@ -28,12 +28,21 @@ fn build_and_drop(panic: bool) -> Made {
         let mut cmd = netns_command(topo.client_ns(), Some(cgroup.path()), "sh");
         cmd.args(["-c", "echo started; exec sleep 60"]);
         let mut sleeper = Child::spawn("sleeper", cmd, topo.dir()).unwrap();
-        sleeper.wait_for_line(Stream::Stdout, "started", Duration::from_secs(5)).unwrap();
-        assert_eq!(cgroup.pids().unwrap(), vec![sleeper.pid()], "wrapper put the process in the cgroup");
+        sleeper
+            .wait_for_line(Stream::Stdout, "started", Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(
+            cgroup.pids().unwrap(),
+            vec![sleeper.pid()],
+            "wrapper put the process in the cgroup"
+        );
         let mut pids: Vec<u32> = topo.backends().map(|b| b.pid()).collect();
         pids.push(sleeper.pid());
-        *made.lock().unwrap() =
-            Some(Made { names: topo.netns_names(), cgroup: cgroup.path().to_path_buf(), pids });
+        *made.lock().unwrap() = Some(Made {
+            names: topo.netns_names(),
+            cgroup: cgroup.path().to_path_buf(),
+            pids,
+        });
         assert!(topo.client_nat_rules().unwrap().contains("KUBE-SVC-ROTOR"));
         if panic {
             panic!("deliberate panic with everything up");
@@ -50,7 +59,11 @@ fn assert_gone(made: &Made) {
     for n in &made.names {
         assert!(!list.contains(n), "netns {n} still exists: {list:?}");
     }
-    assert!(!made.cgroup.exists(), "cgroup {} still exists", made.cgroup.display());
+    assert!(
+        !made.cgroup.exists(),
+        "cgroup {} still exists",
+        made.cgroup.display()
+    );
     for pid in &made.pids {
         assert!(!alive(*pid), "pid {pid} still alive");
     }

@@ -15,7 +15,11 @@ fn setup() -> (Topology, TestCgroup) {
 }
 
 fn deltas(before: &[(String, u64)], after: &[(String, u64)]) -> BTreeMap<String, u64> {
-    after.iter().zip(before).map(|((n, a), (_, b))| (n.clone(), a - b)).collect()
+    after
+        .iter()
+        .zip(before)
+        .map(|((n, a), (_, b))| (n.clone(), a - b))
+        .collect()
 }
 
 #[test]
@@ -31,7 +35,11 @@ fn dnat_one_connection_sticks_to_one_backend_and_counts_agree() {
     // The backends' own counts (from their logs) agree with the bodies.
     let served = deltas(&before, &topo.request_counts().unwrap());
     for (be, count) in &served {
-        assert_eq!(*count, report.count(be), "backend {be}: served {served:?}, client saw {report:?}");
+        assert_eq!(
+            *count,
+            report.count(be),
+            "backend {be}: served {served:?}, client saw {report:?}"
+        );
     }
 }
 
@@ -40,7 +48,10 @@ fn dnat_short_connections_spread() {
     let (topo, cgroup) = setup();
     let report = run_load(&topo, Some(&cgroup), &LoadSpec::whoami(30, 1, 30)).unwrap();
     assert_eq!((report.ok, report.failed), (30, 0), "{report:?}");
-    assert!(report.by_body.len() >= 2, "30 connections all on one backend: {report:?}");
+    assert!(
+        report.by_body.len() >= 2,
+        "30 connections all on one backend: {report:?}"
+    );
 }
 
 #[test]
@@ -48,17 +59,40 @@ fn dnat_real_peers() {
     let (topo, cgroup) = setup();
     let body = curl_h2(&topo, Some(&cgroup), "http://10.96.0.10:8080/whoami").unwrap();
     let body = String::from_utf8(body).unwrap();
-    assert!(["be1", "be2", "be3"].contains(&body.as_str()), "curl got {body:?}");
+    assert!(
+        ["be1", "be2", "be3"].contains(&body.as_str()),
+        "curl got {body:?}"
+    );
 
     let out = nghttp(&topo, Some(&cgroup), &["http://10.96.0.10:8080/big"]).unwrap();
     assert_eq!(out.stdout.len(), content::BIG_LEN);
     assert!(out.stdout == content::big(), "nghttp /big: content differs");
 
-    let out = nghttp(&topo, Some(&cgroup), &["-n", "-s", "http://10.96.0.10:8080/whoami"]).unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("/whoami"), "nghttp -s output: {out:?}");
+    let out = nghttp(
+        &topo,
+        Some(&cgroup),
+        &["-n", "-s", "http://10.96.0.10:8080/whoami"],
+    )
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("/whoami"),
+        "nghttp -s output: {out:?}"
+    );
 
-    let (summary, _) = h2load(&topo, Some(&cgroup), &["-c", "2", "-m", "4", "-n", "200", "http://10.96.0.10:8080/whoami"])
-        .unwrap();
+    let (summary, _) = h2load(
+        &topo,
+        Some(&cgroup),
+        &[
+            "-c",
+            "2",
+            "-m",
+            "4",
+            "-n",
+            "200",
+            "http://10.96.0.10:8080/whoami",
+        ],
+    )
+    .unwrap();
     assert_eq!((summary.succeeded, summary.failed), (200, 0), "{summary:?}");
 }
 
@@ -66,22 +100,53 @@ fn dnat_real_peers() {
 fn dnat_split_writes() {
     let (topo, cgroup) = setup();
     for chunk in [1, 7] {
-        let spec = LoadSpec { split_writes: Some(chunk), streams: 2, requests: Some(4), chunk_delay_us: Some(500), ..LoadSpec::default() };
+        let spec = LoadSpec {
+            split_writes: Some(chunk),
+            streams: 2,
+            requests: Some(4),
+            chunk_delay_us: Some(500),
+            ..LoadSpec::default()
+        };
         let report = run_load(&topo, Some(&cgroup), &spec).unwrap();
-        assert_eq!((report.ok, report.failed), (4, 0), "chunk {chunk}: {report:?}");
-        assert!(report.by_body.keys().all(|k| k.starts_with("be")), "{report:?}");
+        assert_eq!(
+            (report.ok, report.failed),
+            (4, 0),
+            "chunk {chunk}: {report:?}"
+        );
+        assert!(
+            report.by_body.keys().all(|k| k.starts_with("be")),
+            "{report:?}"
+        );
     }
 }
 
 #[test]
 fn dnat_big_bodies() {
     let (topo, cgroup) = setup();
-    let up = LoadSpec { streams: 4, requests: Some(4), upload_bytes: Some(8 << 20), ..LoadSpec::default() };
+    let up = LoadSpec {
+        streams: 4,
+        requests: Some(4),
+        upload_bytes: Some(8 << 20),
+        ..LoadSpec::default()
+    };
     let report = run_load(&topo, Some(&cgroup), &up).unwrap();
-    assert_eq!((report.ok, report.failed, report.count("echo")), (4, 0, 4), "{report:?}");
-    let down = LoadSpec { streams: 4, requests: Some(8), path: Some("/big".into()), ..LoadSpec::default() };
+    assert_eq!(
+        (report.ok, report.failed, report.count("echo")),
+        (4, 0, 4),
+        "{report:?}"
+    );
+    let down = LoadSpec {
+        streams: 4,
+        requests: Some(8),
+        path: Some("/big".into()),
+        ..LoadSpec::default()
+    };
     let report = run_load(&topo, Some(&cgroup), &down).unwrap();
-    assert_eq!((report.ok, report.failed, report.count("big")), (8, 0, 8), "{report:?}");
+    assert_eq!(
+        (report.ok, report.failed, report.count("big")),
+        (8, 0, 8),
+        "{report:?}"
+    );
 }
 
 #[test]
@@ -96,15 +161,27 @@ fn agent_runs_in_node_netns_and_test_cgroup() {
     )
     .unwrap();
     std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let agent = rotor_tests::Agent::start_binary(&stub, &topo, &cgroup, &topo.backend_addrs(), &[]).unwrap();
+    let agent = rotor_tests::Agent::start_binary(&stub, &topo, &cgroup, &topo.backend_addrs(), &[])
+        .unwrap();
     assert_eq!(cgroup.pids().unwrap(), vec![agent.pid()]);
     let err = agent.stderr();
-    assert!(err.contains("inet 10.0.0.1/24"), "not in the node netns: {err}");
+    assert!(
+        err.contains("inet 10.0.0.1/24"),
+        "not in the node netns: {err}"
+    );
     let cg = cgroup.path().display().to_string();
-    assert!(err.contains(&format!("--cgroup {cg} --listen 10.0.0.1:15001 --admin")), "{err}");
+    assert!(
+        err.contains(&format!("--cgroup {cg} --listen 10.0.0.1:15001 --admin")),
+        "{err}"
+    );
     let config = std::fs::read_to_string(agent.config_path()).unwrap();
-    assert!(config.contains("endpoints: [10.1.1.2:8080, 10.1.2.2:8080, 10.1.3.2:8080]"), "{config}");
-    agent.set_endpoints(&[rotor_tests::backend_addr(2)]).unwrap();
+    assert!(
+        config.contains("endpoints: [10.1.1.2:8080, 10.1.2.2:8080, 10.1.3.2:8080]"),
+        "{config}"
+    );
+    agent
+        .set_endpoints(&[rotor_tests::backend_addr(2)])
+        .unwrap();
     let config = std::fs::read_to_string(agent.config_path()).unwrap();
     assert!(config.contains("endpoints: [10.1.2.2:8080]\n"), "{config}");
 }

@@ -13,7 +13,10 @@ fn curl_gets_a_backend_name() {
         let body = curl_h2(&bed.topo, Some(&bed.cgroup), WHOAMI);
         let diag = bed.diagnostics();
         let body = String::from_utf8(body.unwrap_or_else(|e| panic!("{e:#}\n{diag}"))).unwrap();
-        assert!(["be1", "be2", "be3"].contains(&body.as_str()), "curl got {body:?}\n{diag}");
+        assert!(
+            ["be1", "be2", "be3"].contains(&body.as_str()),
+            "curl got {body:?}\n{diag}"
+        );
     }
 }
 
@@ -26,17 +29,31 @@ fn nghttp_many_streams_on_one_connection() {
     let diag = bed.diagnostics();
     let out = out.unwrap_or_else(|e| panic!("{e:#}\n{diag}"));
     let bodies = String::from_utf8_lossy(&out.stdout).into_owned();
-    let names: Vec<&str> = bodies.as_bytes().chunks(3).map(|c| std::str::from_utf8(c).unwrap_or("?")).collect();
+    let names: Vec<&str> = bodies
+        .as_bytes()
+        .chunks(3)
+        .map(|c| std::str::from_utf8(c).unwrap_or("?"))
+        .collect();
     assert_eq!(names.len(), 30, "nghttp output {bodies:?}\n{diag}");
-    assert!(names.iter().all(|n| ["be1", "be2", "be3"].contains(n)), "nghttp output {bodies:?}\n{diag}");
+    assert!(
+        names.iter().all(|n| ["be1", "be2", "be3"].contains(n)),
+        "nghttp output {bodies:?}\n{diag}"
+    );
     let served = bed.served_since(&before).unwrap();
-    assert!(served.iter().all(|(_, n)| *n > 0), "one connection, 30 streams: {served:?}\n{diag}");
+    assert!(
+        served.iter().all(|(_, n)| *n > 0),
+        "one connection, 30 streams: {served:?}\n{diag}"
+    );
 }
 
 #[test]
 fn nghttp_downloads_big_intact() {
     let mut bed = TestBed::with_agent(3).expect("test bed with agent");
-    let out = nghttp(&bed.topo, Some(&bed.cgroup), &["http://10.96.0.10:8080/big"]);
+    let out = nghttp(
+        &bed.topo,
+        Some(&bed.cgroup),
+        &["http://10.96.0.10:8080/big"],
+    );
     let diag = bed.diagnostics();
     let out = out.unwrap_or_else(|e| panic!("{e:#}\n{diag}"));
     assert_eq!(out.stdout.len(), content::BIG_LEN, "{diag}");
@@ -51,10 +68,18 @@ fn nghttp_downloads_big_intact() {
 fn h2load_one_connection() {
     let mut bed = TestBed::with_agent(3).expect("test bed with agent");
     let before = bed.topo.request_counts().unwrap();
-    let res = h2load(&bed.topo, Some(&bed.cgroup), &["-c", "1", "-m", "8", "-n", "600", WHOAMI]);
+    let res = h2load(
+        &bed.topo,
+        Some(&bed.cgroup),
+        &["-c", "1", "-m", "8", "-n", "600", WHOAMI],
+    );
     let diag = bed.diagnostics();
     let (summary, _) = res.unwrap_or_else(|e| panic!("{e:#}\n{diag}"));
-    assert_eq!((summary.succeeded, summary.failed), (600, 0), "{summary:?}\n{diag}");
+    assert_eq!(
+        (summary.succeeded, summary.failed),
+        (600, 0),
+        "{summary:?}\n{diag}"
+    );
     let served = bed.served_since(&before).unwrap();
     assert!(served.iter().all(|(_, n)| *n >= 150), "{served:?}\n{diag}");
 }

@@ -16,9 +16,16 @@ fn split_frame_headers_get_correct_responses() {
         };
         let report = bed.load(&spec).unwrap();
         let diag = bed.diagnostics();
-        assert_eq!((report.ok, report.failed), (12, 0), "chunk {chunk}: {report:?}\n{diag}");
+        assert_eq!(
+            (report.ok, report.failed),
+            (12, 0),
+            "chunk {chunk}: {report:?}\n{diag}"
+        );
         assert!(
-            report.by_body.keys().all(|k| ["be1", "be2", "be3"].contains(&k.as_str())),
+            report
+                .by_body
+                .keys()
+                .all(|k| ["be1", "be2", "be3"].contains(&k.as_str())),
             "chunk {chunk}: {report:?}\n{diag}"
         );
     }

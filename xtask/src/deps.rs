@@ -49,12 +49,19 @@ fn dpkg_installed(pkg: &str) -> bool {
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains("install ok installed")
+        })
 }
 
 /// What is missing, as package names.
 pub fn missing() -> Vec<&'static str> {
-    let mut m: Vec<&str> = COMMANDS.iter().filter(|(c, _)| !has_command(c)).map(|(_, p)| *p).collect();
+    let mut m: Vec<&str> = COMMANDS
+        .iter()
+        .filter(|(c, _)| !has_command(c))
+        .map(|(_, p)| *p)
+        .collect();
     m.extend(DPKG_ONLY.iter().filter(|p| !dpkg_installed(p)));
     m.sort_unstable();
     m.dedup();
@@ -85,7 +92,10 @@ pub fn ensure() -> Result<()> {
     println!("xtask: missing {}", missing.join(", "));
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("installing {} needs root: run `cargo xtask deps` as root", missing.join(" "));
+        bail!(
+            "installing {} needs root: run `cargo xtask deps` as root",
+            missing.join(" ")
+        );
     }
     apt_get(&["update", "-q"])?;
     let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];

@@ -68,7 +68,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             deps::ensure()?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Demo { requests, streams, no_build } => {
+        Cmd::Demo {
+            requests,
+            streams,
+            no_build,
+        } => {
             deps::ensure()?;
             if !no_build {
                 let code = cargo(&strings(&["build", "--release", "--workspace"]))?;
@@ -76,7 +80,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     return Ok(exit(code));
                 }
             }
-            let opts = rotor_tests::demo::DemoOptions { requests, streams, ..Default::default() };
+            let opts = rotor_tests::demo::DemoOptions {
+                requests,
+                streams,
+                ..Default::default()
+            };
             let result = rotor_tests::demo::run_demo(&opts)?;
             match result.with_rotor {
                 Ok(_) => Ok(ExitCode::SUCCESS),
@@ -94,7 +102,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Some(i) => (&args[..i], &args[i + 1..]),
                 None => (&args[..], &[][..]),
             };
-            let mut full = strings(&["test", "--release", "--workspace"]);
+            let mut full = strings(&["test", "--release", "--workspace", "--no-fail-fast"]);
             full.extend(cargo_args.iter().cloned());
             full.push("--".into());
             if !test_args.iter().any(|a| a.starts_with("--test-threads")) {

@@ -70,7 +70,12 @@ pub fn ping_ack(opaque: &[u8]) -> Vec<u8> {
 }
 
 pub fn window_update(stream: u32, increment: u32) -> Vec<u8> {
-    frame(WINDOW_UPDATE, 0, stream, &(increment & 0x7fff_ffff).to_be_bytes())
+    frame(
+        WINDOW_UPDATE,
+        0,
+        stream,
+        &(increment & 0x7fff_ffff).to_be_bytes(),
+    )
 }
 
 /// A GET request: HEADERS with END_STREAM | END_HEADERS, every field a
@@ -114,8 +119,12 @@ pub fn strip_padding(kind: u8, flags: u8, payload: &[u8]) -> Result<&[u8], Strin
     if kind == HEADERS && flags & FLAG_PRIORITY != 0 {
         p = p.get(5..).ok_or("HEADERS too short for priority")?;
     }
-    p.get(..p.len().checked_sub(pad).ok_or("padding longer than payload")?)
-        .ok_or_else(|| "bad padding".to_string())
+    p.get(
+        ..p.len()
+            .checked_sub(pad)
+            .ok_or("padding longer than payload")?,
+    )
+    .ok_or_else(|| "bad padding".to_string())
 }
 
 #[cfg(test)]
@@ -126,7 +135,15 @@ mod tests {
     fn request_decodes_with_hpack() {
         let f = get_request(1, "/whoami", "10.96.0.10:8080");
         let h = FrameHeader::parse(f[..9].try_into().unwrap());
-        assert_eq!(h, FrameHeader { len: f.len() - 9, kind: HEADERS, flags: 5, stream: 1 });
+        assert_eq!(
+            h,
+            FrameHeader {
+                len: f.len() - 9,
+                kind: HEADERS,
+                flags: 5,
+                stream: 1
+            }
+        );
         let fields = hpack::Decoder::new().decode(&f[9..]).unwrap();
         let fields: Vec<(String, String)> = fields
             .into_iter()
@@ -147,7 +164,10 @@ mod tests {
 
     #[test]
     fn padding() {
-        assert_eq!(strip_padding(DATA, FLAG_PADDED, &[2, b'a', b'b', 0, 0]).unwrap(), b"ab");
+        assert_eq!(
+            strip_padding(DATA, FLAG_PADDED, &[2, b'a', b'b', 0, 0]).unwrap(),
+            b"ab"
+        );
         assert!(strip_padding(DATA, FLAG_PADDED, &[5, b'a']).is_err());
     }
 }

@@ -18,6 +18,17 @@ struct Plan {
     upload: Option<Bytes>,
     expected: Option<Expected>,
     stop_at: Option<Instant>,
+    start: Instant,
+    rate: Option<f64>,
+}
+
+impl Plan {
+    /// When request number `slot` may start, under `--rate`.
+    fn due(&self, slot: u64) -> Option<Instant> {
+        self.rate
+            .filter(|r| *r > 0.0)
+            .map(|r| self.start + Duration::from_secs_f64(slot as f64 / r))
+    }
 }
 
 /// Runs `args.connections` connections × `args.streams` workers until the
@@ -27,9 +38,13 @@ pub async fn run(args: &Args) -> LoadReport {
     let stats = Arc::new(Stats::new(args.total_requests()));
     let plan = Arc::new(Plan {
         uri: format!("http://{}{}", args.authority(), args.path()),
-        upload: args.upload_bytes.map(|n| Bytes::from(content::pseudo_random(n, content::UPLOAD_SEED))),
+        upload: args
+            .upload_bytes
+            .map(|n| Bytes::from(content::pseudo_random(n, content::UPLOAD_SEED))),
         expected: args.expected_body(),
         stop_at: args.duration().map(|d| start + d),
+        start,
+        rate: args.rate,
     });
     let mut conns = JoinSet::new();
     for _ in 0..args.connections.max(1) {
@@ -45,7 +60,9 @@ pub async fn run(args: &Args) -> LoadReport {
 }
 
 async fn handshake(args: &Args, stats: Arc<Stats>) -> Result<SendRequest<Bytes>, String> {
-    let tcp = TcpStream::connect(args.addr).await.map_err(|e| format!("connect {}: {e}", args.addr))?;
+    let tcp = TcpStream::connect(args.addr)
+        .await
+        .map_err(|e| format!("connect {}: {e}", args.addr))?;
     let _ = tcp.set_nodelay(true);
     let (send, conn) = h2::client::Builder::new()
         .initial_window_size(8 << 20)
@@ -78,10 +95,22 @@ async fn connection(args: Args, plan: Arc<Plan>, stats: Arc<Stats>) {
     for _ in 0..args.streams.max(1) {
         let (send, plan, stats) = (send.clone(), plan.clone(), stats.clone());
         workers.spawn(async move {
-            while !past(plan.stop_at) && stats.issue() {
+            while !past(plan.stop_at) {
+                let Some(slot) = stats.issue_slot() else {
+                    break;
+                };
+                if let Some(due) = plan.due(slot) {
+                    tokio::time::sleep_until(due.into()).await;
+                    if past(plan.stop_at) {
+                        stats.unissue();
+                        break;
+                    }
+                }
                 let t0 = Instant::now();
                 match request(send.clone(), &plan).await {
-                    Ok((status, body)) => classify(&stats, plan.expected.as_ref(), status, &body, t0.elapsed()),
+                    Ok((status, body)) => {
+                        classify(&stats, plan.expected.as_ref(), status, &body, t0.elapsed())
+                    }
                     Err(e) => stats.fail(e),
                 }
             }
@@ -98,7 +127,9 @@ async fn request(send: SendRequest<Bytes>, plan: &Plan) -> Result<(u16, Vec<u8>)
     let mut send = send.ready().await.map_err(|e| format!("ready: {e}"))?;
     let mut builder = Request::builder().uri(&plan.uri);
     builder = match &plan.upload {
-        Some(body) => builder.method(Method::POST).header("content-length", body.len()),
+        Some(body) => builder
+            .method(Method::POST)
+            .header("content-length", body.len()),
         None => builder.method(Method::GET),
     };
     let req = builder.body(()).map_err(|e| format!("request: {e}"))?;
@@ -123,7 +154,9 @@ async fn request(send: SendRequest<Bytes>, plan: &Plan) -> Result<(u16, Vec<u8>)
 /// Sends `body` as DATA frames as flow control allows, then END_STREAM.
 async fn send_body(tx: &mut h2::SendStream<Bytes>, mut body: Bytes) -> Result<(), String> {
     if body.is_empty() {
-        return tx.send_data(Bytes::new(), true).map_err(|e| format!("send_data: {e}"));
+        return tx
+            .send_data(Bytes::new(), true)
+            .map_err(|e| format!("send_data: {e}"));
     }
     while !body.is_empty() {
         tx.reserve_capacity(body.len().min(1 << 20));
@@ -136,7 +169,8 @@ async fn send_body(tx: &mut h2::SendStream<Bytes>, mut body: Bytes) -> Result<()
             continue;
         }
         let chunk = body.split_to(cap.min(body.len()));
-        tx.send_data(chunk, body.is_empty()).map_err(|e| format!("send_data: {e}"))?;
+        tx.send_data(chunk, body.is_empty())
+            .map_err(|e| format!("send_data: {e}"))?;
     }
     Ok(())
 }

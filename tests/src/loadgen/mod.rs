@@ -2,8 +2,8 @@
 //! (many streams over a few long-lived connections) and a hand-written client
 //! whose writes split frames down to single bytes.
 
-pub mod h2client;
 pub mod frames;
+pub mod h2client;
 pub mod split;
 pub mod stats;
 
@@ -17,7 +17,10 @@ pub use stats::{LoadReport, Stats};
 
 /// Command line of `rotor-load`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "rotor-load", about = "HTTP/2 load client for rotor tests (prints a JSON report)")]
+#[command(
+    name = "rotor-load",
+    about = "HTTP/2 load client for rotor tests (prints a JSON report)"
+)]
 pub struct Args {
     /// Address to dial (the Service VIP in tests).
     #[arg(long)]
@@ -34,6 +37,9 @@ pub struct Args {
     /// Keep issuing requests for this many seconds (stops early when --requests are done).
     #[arg(long)]
     pub duration: Option<f64>,
+    /// Pace requests to at most this many per second (over all connections).
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// Request path. Default: /whoami, or /whoami?echo with --upload-bytes.
     #[arg(long)]
     pub path: Option<String>,
@@ -64,7 +70,9 @@ impl Args {
     }
 
     pub fn authority(&self) -> String {
-        self.authority.clone().unwrap_or_else(|| self.addr.to_string())
+        self.authority
+            .clone()
+            .unwrap_or_else(|| self.addr.to_string())
     }
 
     /// Total requests, or `None` for "until --duration ends".
@@ -87,7 +95,10 @@ impl Args {
     /// What a response body must be, if the path or mode defines it.
     pub fn expected_body(&self) -> Option<Expected> {
         if let Some(n) = self.upload_bytes {
-            return Some(Expected { label: "echo".into(), body: content::pseudo_random(n, content::UPLOAD_SEED) });
+            return Some(Expected {
+                label: "echo".into(),
+                body: content::pseudo_random(n, content::UPLOAD_SEED),
+            });
         }
         let path = self.path();
         let file = path.trim_start_matches('/').split('?').next().unwrap_or("");
@@ -97,7 +108,10 @@ impl Args {
             "64k" => content::pseudo_random(64 * 1024, 64),
             _ => return None,
         };
-        Some(Expected { label: file.to_string(), body })
+        Some(Expected {
+            label: file.to_string(),
+            body,
+        })
     }
 }
 
@@ -109,7 +123,13 @@ pub struct Expected {
 }
 
 /// Checks a response and records it.
-pub fn classify(stats: &Stats, expected: Option<&Expected>, status: u16, body: &[u8], latency: Duration) {
+pub fn classify(
+    stats: &Stats,
+    expected: Option<&Expected>,
+    status: u16,
+    body: &[u8],
+    latency: Duration,
+) {
     if status != 200 {
         stats.fail(format!("status {status}"));
         return;
@@ -123,7 +143,9 @@ pub fn classify(stats: &Stats, expected: Option<&Expected>, status: u16, body: &
             content::fnv1a64(body),
             exp.body.len(),
             content::fnv1a64(&exp.body),
-            first_difference(body, &exp.body).map(|i| format!(", first difference at {i}")).unwrap_or_default()
+            first_difference(body, &exp.body)
+                .map(|i| format!(", first difference at {i}"))
+                .unwrap_or_default()
         )),
         None => {
             let label = match std::str::from_utf8(body) {
@@ -136,7 +158,10 @@ pub fn classify(stats: &Stats, expected: Option<&Expected>, status: u16, body: &
 }
 
 fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
-    a.iter().zip(b).position(|(x, y)| x != y).or((a.len() != b.len()).then(|| a.len().min(b.len())))
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .or((a.len() != b.len()).then(|| a.len().min(b.len())))
 }
 
 /// Runs the load described by `args` and returns the report.
@@ -144,7 +169,11 @@ pub fn run(args: &Args) -> LoadReport {
     if let Some(chunk) = args.split_writes {
         return split::run(args, chunk.max(1));
     }
-    match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(h2client::run(args)),
         Err(e) => {
             let stats = Stats::new(args.total_requests());

@@ -38,7 +38,9 @@ pub fn run(args: &Args, chunk: usize) -> LoadReport {
     let threads: Vec<_> = (0..args.connections.max(1))
         .map(|_| {
             let (args, stats, expected) = (args.clone(), stats.clone(), expected.clone());
-            std::thread::spawn(move || connection(&args, chunk, &stats, expected, deadline, stop_at))
+            std::thread::spawn(move || {
+                connection(&args, chunk, &stats, expected, deadline, stop_at)
+            })
         })
         .collect();
     let mut timed_out = false;
@@ -82,7 +84,9 @@ fn connection(
         let (tx_r, started_r, expected_r) = (tx.clone(), &started, &*expected);
         scope.spawn(move || read_loop(reader_stream, stats, expected_r, started_r, &tx_r));
         drop(tx);
-        let timed_out = write_loop(&stream, args, chunk, stats, &started, &rx, deadline, stop_at);
+        let timed_out = write_loop(
+            &stream, args, chunk, stats, &started, &rx, deadline, stop_at,
+        );
         // Unblocks the reader, which then ends the scope.
         let _ = stream.shutdown(Shutdown::Both);
         timed_out
@@ -212,7 +216,10 @@ fn read_frames(
     let mut streams: HashMap<u32, Response> = HashMap::new();
     let mut block: Vec<u8> = Vec::new(); // header block being assembled (HEADERS + CONTINUATION)
     let mut conn_unacked: u32 = 0;
-    let send = |f: Vec<u8>| tx.send(Event::Send(f)).map_err(|_| "writer gone".to_string());
+    let send = |f: Vec<u8>| {
+        tx.send(Event::Send(f))
+            .map_err(|_| "writer gone".to_string())
+    };
     loop {
         let mut hdr = [0u8; 9];
         match stream.read_exact(&mut hdr) {
@@ -225,14 +232,20 @@ fn read_frames(
             return Err(format!("frame too large: {h:?}"));
         }
         let mut payload = vec![0u8; h.len];
-        stream.read_exact(&mut payload).map_err(|e| format!("read payload of {h:?}: {e}"))?;
+        stream
+            .read_exact(&mut payload)
+            .map_err(|e| format!("read payload of {h:?}: {e}"))?;
         let mut end_stream = false;
         match h.kind {
             frames::SETTINGS if h.flags & frames::FLAG_ACK == 0 => send(frames::settings_ack())?,
             frames::PING if h.flags & frames::FLAG_ACK == 0 => send(frames::ping_ack(&payload))?,
             frames::GOAWAY => {
-                let last = payload.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff);
-                let code = payload.get(4..8).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                let last = payload
+                    .get(..4)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff);
+                let code = payload
+                    .get(4..8)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
                 stats.error(format!("GOAWAY last_stream={last:?} code={code:?}"));
             }
             frames::RST_STREAM => {
@@ -247,7 +260,9 @@ fn read_frames(
                 let frag = frames::strip_padding(h.kind, h.flags, &payload)?;
                 block.extend_from_slice(frag);
                 if h.flags & frames::FLAG_END_HEADERS != 0 {
-                    let fields = decoder.decode(&block).map_err(|e| format!("HPACK decode: {e:?}"))?;
+                    let fields = decoder
+                        .decode(&block)
+                        .map_err(|e| format!("HPACK decode: {e:?}"))?;
                     block.clear();
                     let r = streams.entry(h.stream).or_default();
                     for (k, v) in fields {
@@ -279,8 +294,16 @@ fn read_frames(
         }
         if end_stream {
             let r = streams.remove(&h.stream).unwrap_or_default();
-            let latency = take_start(started, h.stream).map(|t| t.elapsed()).unwrap_or_default();
-            classify(stats, expected.as_ref(), r.status.unwrap_or(0), &r.body, latency);
+            let latency = take_start(started, h.stream)
+                .map(|t| t.elapsed())
+                .unwrap_or_default();
+            classify(
+                stats,
+                expected.as_ref(),
+                r.status.unwrap_or(0),
+                &r.body,
+                latency,
+            );
             tx.send(Event::StreamDone).map_err(|_| "writer gone")?;
         }
     }

@@ -57,18 +57,36 @@ struct Inner {
 
 impl Stats {
     pub fn new(limit: Option<u64>) -> Stats {
-        Stats { limit, issued: AtomicU64::new(0), inner: Mutex::new(Inner::default()) }
+        Stats {
+            limit,
+            issued: AtomicU64::new(0),
+            inner: Mutex::new(Inner::default()),
+        }
     }
 
     /// Takes one request slot; `false` once the request budget is used up.
     pub fn issue(&self) -> bool {
-        let n = self.issued.fetch_add(1, Ordering::Relaxed);
-        self.limit.is_none_or(|l| n < l)
+        self.issue_slot().is_some()
+    }
+
+    /// Takes one request slot and returns its index (0, 1, …), or `None` once
+    /// the request budget is used up.
+    pub fn issue_slot(&self) -> Option<u64> {
+        // Never counts past the limit, so `issued` is exact and `unissue` is safe.
+        self.issued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                self.limit.is_none_or(|l| n < l).then_some(n + 1)
+            })
+            .ok()
+    }
+
+    /// Gives back a slot taken by [`Stats::issue_slot`] but never used.
+    pub fn unissue(&self) {
+        self.issued.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub fn issued(&self) -> u64 {
-        let n = self.issued.load(Ordering::Relaxed);
-        self.limit.map_or(n, |l| n.min(l))
+        self.issued.load(Ordering::Relaxed)
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
@@ -117,11 +135,18 @@ impl Stats {
         self.with(|i| {
             let missing = expected.saturating_sub(i.ok + i.failed);
             if missing > 0 {
-                Self::note(i, format!("{missing} requests not answered before the timeout"));
+                Self::note(
+                    i,
+                    format!("{missing} requests not answered before the timeout"),
+                );
             }
             let mut lat = i.latencies_us.clone();
             lat.sort_unstable();
-            let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
+            let pct = |p: f64| {
+                lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+                    .copied()
+                    .unwrap_or(0)
+            };
             LoadReport {
                 ok: i.ok,
                 failed: i.failed + missing,

@@ -1,1 +1,57 @@
-fn main() {}
+//! rotor: shows what the agent balances.
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(version, about = "Inspect the rotor agent")]
+struct Args {
+    /// The agent's admin socket.
+    #[arg(long, global = true, default_value = "/run/rotor/admin.sock")]
+    admin: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Services, live connections and kernel counters.
+    Status {
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut sock = UnixStream::connect(&args.admin)
+        .with_context(|| format!("connecting to the agent at {} (is rotor-agent running?)", args.admin.display()))?;
+    let mut body = String::new();
+    sock.read_to_string(&mut body).context("reading the agent's status")?;
+    let Command::Status { json } = args.command;
+    if json {
+        println!("{body}");
+        return Ok(());
+    }
+    let status: rotor::agent::Status = serde_json::from_str(&body).context("parsing the agent's status")?;
+    println!("SERVICES");
+    for s in &status.services {
+        println!("  {:<20} {:<22} {}", s.name, s.vip, s.endpoints.join(" "));
+    }
+    println!("CONNECTIONS ({})", status.connections.len());
+    for c in &status.connections {
+        let path = if c.fast { "kernel" } else { "agent" };
+        println!("  #{:<5} {:<16} {:<22} {:<7} {}", c.id, c.service, c.client, path, c.upstreams.join(", "));
+    }
+    println!("OPEN STREAMS {}", status.open_streams);
+    println!("KERNEL");
+    for (k, v) in &status.kernel {
+        println!("  {k:<20} {v}");
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * Verdict on A (bytes the client sent): stream frames go to the egress of
+ * the upstream chosen when HEADERS opened the stream; everything else goes
+ * to the agent.
+ */
+#include "lib/h2.h"
+#include "lib/conn.h"
+
+/* A stream frame goes fast only once the agent has handled every message
+ * passed before: then nothing the agent still holds can be overtaken. */
+static __always_inline int conn_fast(struct conn *c, struct parse_state *st)
+{
+	if (c->flags & CONN_FAST)
+		return 1;
+	if ((c->flags & CONN_GATE_OPEN) && st->passed == c->consumed) {
+		__sync_fetch_and_or(&c->flags, CONN_FAST);
+		return 1;
+	}
+	return 0;
+}
+
+/* Counted in the socket's parse state, which exists from the first byte:
+ * the agent counts the same messages as it reads them. */
+static __always_inline int slow(struct conn *c, struct parse_state *st)
+{
+	if (!c || !(c->flags & CONN_FAST))
+		st->passed++;
+	return pass_to_agent();
+}
+
+static __always_inline int open_stream(struct conn *c, __u32 conn_id, struct parse_state *st)
+{
+	/* Stream ids only grow; anything else is the agent's to answer. */
+	if (!(st->stream & 1) || st->stream <= c->last_stream)
+		return -1;
+	int slot = pick_upstream(c);
+
+	if (slot < 0) {
+		stat_inc(STAT_NO_UPSTREAM);
+		return -1;
+	}
+	struct stream_key key = { .conn_id = conn_id, .stream = st->stream };
+	struct stream s = { .slot = slot, .flags = 0 };
+
+	if (bpf_map_update_elem(&streams, &key, &s, BPF_NOEXIST) < 0)
+		return -1;
+	c->last_stream = st->stream;
+	__sync_fetch_and_add(&c->up[slot & (ROTOR_MAX_UPSTREAMS - 1)].streams, 1);
+	return slot;
+}
+
+SEC("sk_skb/stream_verdict")
+int rotor_client_verdict(struct __sk_buff *skb)
+{
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	struct parse_state *st = bpf_map_lookup_elem(&parse_states, &cookie);
+	struct sock_ident *id = bpf_map_lookup_elem(&sock_idents, &cookie);
+
+	if (!st)
+		return pass_to_agent();
+	if (!id)
+		return slow(0, st);
+	__u32 conn_id = id->conn_id;
+	struct conn *c = bpf_map_lookup_elem(&conns, &conn_id);
+
+	if (!c)
+		return slow(0, st);
+	if (st->kind != MSG_FRAME || st->stream == 0 || !conn_fast(c, st))
+		return slow(c, st);
+
+	struct stream_key key = { .conn_id = conn_id, .stream = st->stream };
+	struct stream *s = bpf_map_lookup_elem(&streams, &key);
+	__u32 slot;
+
+	if (!s) {
+		if (st->type != H2_HEADERS)
+			return slow(c, st);
+		int picked = open_stream(c, conn_id, st);
+
+		if (picked < 0)
+			return slow(c, st);
+		s = bpf_map_lookup_elem(&streams, &key);
+		if (!s)
+			return slow(c, st);
+	}
+	if (s->flags & STREAM_SLOW)
+		return slow(c, st);
+	slot = s->slot & (ROTOR_MAX_UPSTREAMS - 1);
+	struct upstream *up = &c->up[slot];
+
+	if (st->type == H2_DATA) {
+		__u64 sent = __sync_fetch_and_add(&up->req_data, st->len - 9) + st->len - 9;
+
+		if (sent > up->req_limit) {
+			/* Over the endpoint's connection window: this stream
+			 * continues through the agent, which waits for credit. */
+			__sync_fetch_and_sub(&up->req_data, st->len - 9);
+			__sync_fetch_and_or(&s->flags, STREAM_SLOW);
+			stat_inc(STAT_DIVERT);
+			emit_event(conn_id, EV_DIVERTED, slot);
+			return slow(c, st);
+		}
+		if (sent >= up->req_notify) {
+			/* disarm before the event, so the agent's re-arm wins */
+			up->req_notify = ~0ULL;
+			emit_event(conn_id, EV_REQ_DATA, slot);
+		}
+	}
+	if (st->type == H2_RST_STREAM)
+		stream_end(c, &key, s, STREAM_CLIENT_END, 1);
+	else if ((st->type == H2_DATA || st->type == H2_HEADERS) &&
+		 (st->first_flags & H2_FLAG_END_STREAM))
+		stream_end(c, &key, s, STREAM_CLIENT_END, 0);
+	return redirect_to_upstream(skb, conn_id, slot);
+}

@@ -1,0 +1,203 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * Structures and constants shared by the kernel programs and the agent.
+ * Every struct here is mirrored with #[repr(C)] in userspace/src/ebpf/abi.rs;
+ * a test there checks sizes and offsets against the values this header
+ * compiles to (ebpf/abi_check.c). Change both, or neither.
+ */
+#ifndef ROTOR_H
+#define ROTOR_H
+
+#include <linux/types.h>
+
+#define ROTOR_MAX_UPSTREAMS 16
+/* Largest frame either peer may send: we never raise SETTINGS_MAX_FRAME_SIZE. */
+#define ROTOR_MAX_FRAME 16384
+/* A header block (HEADERS + CONTINUATION) travels as one message. */
+#define ROTOR_MAX_BLOCK 65536
+#define ROTOR_MAX_CONTINUATIONS 16
+
+/* HTTP/2 frame types (RFC 9113 §6) and the agent's private routing frame. */
+#define H2_DATA 0x0
+#define H2_HEADERS 0x1
+#define H2_PRIORITY 0x2
+#define H2_RST_STREAM 0x3
+#define H2_SETTINGS 0x4
+#define H2_PUSH_PROMISE 0x5
+#define H2_PING 0x6
+#define H2_GOAWAY 0x7
+#define H2_WINDOW_UPDATE 0x8
+#define H2_CONTINUATION 0x9
+/* Never leaves the agent's injector socket: it names the target of the
+ * frames that follow it, and carries actions applied in order. */
+#define ROTOR_ROUTE 0xfa
+
+#define H2_FLAG_END_STREAM 0x1
+#define H2_FLAG_END_HEADERS 0x4
+
+/* What the parser made of the last message on a socket (parse_state.kind). */
+#define MSG_FRAME 0    /* one frame, or a whole header block */
+#define MSG_PREFACE 1  /* the 24-byte client connection preface */
+#define MSG_RAW 2      /* not HTTP/2: bytes passed on as they come */
+
+/* sock_ident.role */
+#define ROLE_AGENT 1    /* A: the agent's accepted end of a client connection */
+#define ROLE_UPSTREAM 2 /* Uk: the agent's connection to one endpoint */
+#define ROLE_INJECTOR 3 /* J: receives the agent's own frames, routes them */
+
+/* conn.flags */
+#define CONN_FAST 0x1      /* stream frames may bypass the agent */
+#define CONN_ACKED 0x2     /* unused by the kernel; kept for inspection */
+#define CONN_GATE_OPEN 0x4 /* the agent published `consumed` after the client's SETTINGS ACK */
+
+/* upstream.state */
+#define UP_EMPTY 0
+#define UP_ACTIVE 1   /* takes new streams */
+#define UP_DRAINING 2 /* in-flight streams only */
+
+/* stream.flags */
+#define STREAM_SLOW 0x1       /* every frame of this stream goes through the agent */
+#define STREAM_CLIENT_END 0x2 /* client sent END_STREAM */
+#define STREAM_SERVER_END 0x4 /* endpoint sent END_STREAM */
+
+/* route.target: 0 = the client socket, k + 1 = upstream slot k */
+#define ROUTE_CLIENT 0
+/* route.action */
+#define ROUTE_ACT_NONE 0
+#define ROUTE_ACT_GATE 1 /* conn.consumed = arg; conn.flags |= CONN_GATE_OPEN */
+
+/* event.kind */
+#define EV_REQ_DATA 1  /* client DATA forwarded to upstreams crossed req_notify */
+#define EV_RESP_DATA 2 /* endpoint DATA forwarded to the client crossed resp_notify */
+#define EV_DIVERTED 3  /* a flow-control limit sent frames to the agent */
+
+struct service_key {
+	__u32 ip;   /* network byte order */
+	__u32 port; /* host byte order */
+};
+
+struct service {
+	__u32 id;
+	__u32 flags;
+};
+
+struct agent_config {
+	__u32 listen_ip;   /* network byte order */
+	__u32 listen_port; /* host byte order */
+	__u32 agent_tgid;  /* connect4 leaves the agent's own sockets alone */
+	__u32 client_rcvbuf;
+};
+
+/* Written by connect4 (keyed by socket cookie) and moved by sockops to
+ * client_origins, keyed by the client's address, for the agent's accept. */
+struct origin {
+	__u32 ip;   /* network byte order */
+	__u32 port; /* host byte order */
+	__u32 service_id;
+	__u32 pad;
+};
+
+/* A client socket, named from the client's side: the key of client_socks. */
+struct client_key {
+	__u32 client_ip; /* network byte order */
+	__u32 agent_ip;
+	__u32 client_port; /* host byte order */
+	__u32 agent_port;
+};
+
+/* The agent's address of a client: key of client_origins. */
+struct peer_key {
+	__u32 ip;   /* network byte order */
+	__u32 port; /* host byte order */
+};
+
+/* Per-socket identity, keyed by socket cookie, written by the agent. */
+struct sock_ident {
+	__u32 conn_id;
+	__u32 role;
+	__u32 slot;
+	__u32 pad;
+};
+
+/* Per-socket parser state, keyed by socket cookie, owned by the programs.
+ * See ebpf/README.md, "Where a message starts". */
+struct parse_state {
+	__u32 leftover; /* bytes after the last message in the skb that ended it */
+	__u32 msg_off;  /* offset of the message being parsed in its head skb */
+	__u32 in_msg;   /* msg_off is valid: parse was called for this message */
+	__u32 preface;  /* 1 while the client preface is still expected */
+	__u32 raw;      /* not HTTP/2: hand every byte to the agent */
+	/* the last complete message, for the verdict */
+	__u32 kind;
+	__u32 len;    /* whole message, headers included */
+	__u32 stream; /* stream id of its first frame */
+	__u32 type;
+	__u32 flags;  /* flags of the last frame (END_STREAM lives on HEADERS) */
+	__u32 first_flags;
+	__u32 passed; /* messages the verdict passed to the agent before CONN_FAST */
+};
+
+struct upstream {
+	__u32 state;
+	__u32 streams; /* open streams routed here */
+	__u64 req_data;   /* client DATA bytes redirected here by the kernel */
+	__u64 req_limit;  /* the kernel redirects DATA only up to this */
+	__u64 req_notify; /* event when req_data reaches this (agent re-arms) */
+	__u64 resp_data;  /* endpoint DATA bytes redirected to the client */
+	__u64 resp_notify; /* event when resp_data reaches this (agent re-arms) */
+	__u32 diverted;   /* endpoint frames go to the agent from now on */
+	__u32 pad;
+};
+
+struct conn {
+	struct client_key client;
+	__u32 flags;
+	__u32 service_id;
+	__u32 consumed; /* messages the agent had handled when it opened the gate */
+	__u32 generation; /* bumped by the agent each time it reuses this slot */
+	__u32 last_stream; /* highest client stream id seen by the kernel */
+	__u32 next;        /* round-robin cursor */
+	__u32 first_slot;  /* streams before CONN_FAST and before the ACK go here */
+	__u32 pad;
+	__u64 client_recv;  /* endpoint DATA bytes redirected to the client */
+	__u64 client_limit; /* the client's connection window as the agent knows it */
+	struct upstream up[ROTOR_MAX_UPSTREAMS];
+};
+
+struct stream_key {
+	__u32 conn_id;
+	__u32 stream;
+};
+
+struct stream {
+	__u32 slot;
+	__u32 flags;
+};
+
+struct route {
+	__u32 conn_id;
+	__u32 target;
+	__u32 action;
+	__u32 arg;
+};
+
+struct event {
+	__u32 conn_id;
+	__u32 kind;
+	__u32 slot;
+	__u32 pad;
+};
+
+/* Counters in the `stats` per-CPU array. */
+enum stat {
+	STAT_REDIRECT_UP = 0,
+	STAT_REDIRECT_CLIENT,
+	STAT_PASS_AGENT,
+	STAT_DIVERT,
+	STAT_BAD_FRAME,
+	STAT_CONNECT_REWRITE,
+	STAT_NO_UPSTREAM,
+	STAT_MAX,
+};
+
+#endif

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * Verdict on J, the agent's injector socket. Every byte the agent sends to
+ * a client or an upstream comes through here, so it joins the same per-
+ * socket queue as the frames the kernel redirects: whole frames, in order,
+ * never inside another frame (DESIGN rules 11 and 14).
+ * A ROTOR_ROUTE frame names the target of the frames after it and may carry
+ * an action, applied after every frame before it has been queued.
+ */
+#include "lib/h2.h"
+#include "lib/conn.h"
+
+static __always_inline void apply_action(struct route *r)
+{
+	__u32 conn_id = r->conn_id;
+	struct conn *c = bpf_map_lookup_elem(&conns, &conn_id);
+
+	if (!c)
+		return;
+	if (r->action == ROUTE_ACT_GATE) {
+		c->consumed = r->arg;
+		__sync_fetch_and_or(&c->flags, CONN_GATE_OPEN);
+	}
+}
+
+SEC("sk_skb/stream_verdict")
+int rotor_injector_verdict(struct __sk_buff *skb)
+{
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	struct parse_state *st = bpf_map_lookup_elem(&parse_states, &cookie);
+
+	if (!st || st->kind != MSG_FRAME)
+		return SK_DROP;
+	if (st->type == ROTOR_ROUTE) {
+		struct route r;
+
+		if (st->len != 9 + sizeof(r) ||
+		    bpf_skb_load_bytes(skb, st->msg_off + 9, &r, sizeof(r)) < 0)
+			return SK_DROP;
+		bpf_map_update_elem(&routes, &cookie, &r, BPF_ANY);
+		apply_action(&r);
+		return SK_DROP;
+	}
+	struct route *r = bpf_map_lookup_elem(&routes, &cookie);
+
+	if (!r)
+		return SK_DROP;
+	__u32 conn_id = r->conn_id;
+	struct conn *c = bpf_map_lookup_elem(&conns, &conn_id);
+
+	if (!c)
+		return SK_DROP;
+	if (r->target == ROUTE_CLIENT)
+		return redirect_to_client(skb, c);
+	return redirect_to_upstream(skb, conn_id, (r->target - 1) & (ROTOR_MAX_UPSTREAMS - 1));
+}

@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+#ifndef ROTOR_COMMON_H
+#define ROTOR_COMMON_H
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "rotor.h"
+#include "maps.h"
+
+#define AF_INET 2
+#define SOL_SOCKET 1
+#define SO_RCVBUF 8
+
+#endif

@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/* Connection, stream and upstream state shared by the verdict programs. */
+#ifndef ROTOR_CONN_H
+#define ROTOR_CONN_H
+
+#include "common.h"
+
+static __always_inline struct sock_ident *ident_of(struct __sk_buff *skb)
+{
+	__u64 cookie = bpf_get_socket_cookie(skb);
+
+	return bpf_map_lookup_elem(&sock_idents, &cookie);
+}
+
+static __always_inline __u64 upstream_sock_key(__u32 conn_id, __u32 slot)
+{
+	return ((__u64)conn_id << 32) | slot;
+}
+
+static __always_inline struct upstream *upstream_of(struct conn *c, __u32 slot)
+{
+	if (slot >= ROTOR_MAX_UPSTREAMS)
+		return 0;
+	return &c->up[slot];
+}
+
+/* Next upstream taking new streams, round robin from the connection's cursor. */
+static __always_inline int pick_upstream(struct conn *c)
+{
+	__u32 start = c->next;
+
+	for (__u32 i = 0; i < ROTOR_MAX_UPSTREAMS; i++) {
+		__u32 slot = (start + i) % ROTOR_MAX_UPSTREAMS;
+
+		if (c->up[slot].state == UP_ACTIVE) {
+			c->next = slot + 1;
+			return slot;
+		}
+	}
+	return -1;
+}
+
+/* Both ends have finished, or one reset it: forget the stream. The delete
+ * succeeds once, so the count drops once even if both directions race. */
+static __always_inline void stream_end(struct conn *c, struct stream_key *key,
+				       struct stream *s, __u32 end_flag, int reset)
+{
+	__u32 both = STREAM_CLIENT_END | STREAM_SERVER_END;
+	__u32 before = __sync_fetch_and_or(&s->flags, end_flag);
+	__u32 slot = s->slot;
+
+	if (!reset && ((before | end_flag) & both) != both)
+		return;
+	if (bpf_map_delete_elem(&streams, key) == 0 && slot < ROTOR_MAX_UPSTREAMS)
+		__sync_fetch_and_sub(&c->up[slot].streams, 1);
+}
+
+static __always_inline int redirect_to_client(struct __sk_buff *skb, struct conn *c)
+{
+	struct client_key key = c->client;
+
+	stat_inc(STAT_REDIRECT_CLIENT);
+	return bpf_sk_redirect_hash(skb, &client_socks, &key, BPF_F_INGRESS);
+}
+
+static __always_inline int redirect_to_upstream(struct __sk_buff *skb, __u32 conn_id, __u32 slot)
+{
+	__u64 key = upstream_sock_key(conn_id, slot);
+
+	stat_inc(STAT_REDIRECT_UP);
+	return bpf_sk_redirect_hash(skb, &upstream_socks, &key, 0);
+}
+
+static __always_inline int pass_to_agent(void)
+{
+	stat_inc(STAT_PASS_AGENT);
+	return SK_PASS;
+}
+
+#endif

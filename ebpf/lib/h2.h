@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * HTTP/2 frame boundaries for sk_skb stream parsers.
+ *
+ * strparser hands the parser (and later the verdict) the skb the message
+ * *starts in*, from that skb's first byte; the message offset is private to
+ * strparser. We derive it instead of reading kernel internals: the parser
+ * only ever returns a length once the whole message is in the skb chain, so
+ * the message ends in the last skb, and the next message starts `leftover`
+ * bytes before the end of that same skb (or at 0 of the next skb when
+ * leftover is 0). Strparser's own check ("length must reach into the newest
+ * skb") enforces the premise. See ebpf/README.md.
+ */
+#ifndef ROTOR_H2_H
+#define ROTOR_H2_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "rotor.h"
+#include "maps.h"
+
+#define EPROTO 71
+
+struct frame_header {
+	__u32 len;
+	__u8 type;
+	__u8 flags;
+	__u32 stream;
+};
+
+static __always_inline int load_frame_header(struct __sk_buff *skb, __u32 off,
+					     struct frame_header *fh)
+{
+	__u8 b[9];
+
+	if (bpf_skb_load_bytes(skb, off, b, sizeof(b)) < 0)
+		return -1;
+	fh->len = ((__u32)b[0] << 16) | ((__u32)b[1] << 8) | b[2];
+	fh->type = b[3];
+	fh->flags = b[4];
+	fh->stream = (((__u32)b[5] << 24) | ((__u32)b[6] << 16) |
+		      ((__u32)b[7] << 8) | b[8]) & 0x7fffffff;
+	return 0;
+}
+
+static const char client_preface[24] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/* 1: the whole preface is there; 0: a prefix of it; -1: not HTTP/2. */
+static __always_inline int check_preface(struct __sk_buff *skb, __u32 off, __u32 avail)
+{
+	char b[24];
+	__u32 n = avail < 24 ? avail : 24;
+
+	if (n == 0)
+		return 0;
+	/* bpf_skb_load_bytes needs a constant-bounded length */
+	if (n < 24) {
+		for (__u32 i = 0; i < 24; i++) {
+			if (i >= n)
+				return 0;
+			if (bpf_skb_load_bytes(skb, off + i, &b[i], 1) < 0)
+				return -1;
+			if (b[i] != client_preface[i])
+				return -1;
+		}
+		return 0;
+	}
+	if (bpf_skb_load_bytes(skb, off, b, 24) < 0)
+		return -1;
+	for (int i = 0; i < 24; i++)
+		if (b[i] != client_preface[i])
+			return -1;
+	return 1;
+}
+
+static __always_inline struct parse_state *parse_state_of(struct __sk_buff *skb, int create)
+{
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	struct parse_state *st = bpf_map_lookup_elem(&parse_states, &cookie);
+
+	if (st || !create)
+		return st;
+	struct parse_state init = {};
+	struct sock_ident *id = bpf_map_lookup_elem(&sock_idents, &cookie);
+	/* A socket in agent_socks gets here before the agent knows it: a
+	 * missing identity on the parser's first call means the client side. */
+	init.preface = (!id || id->role == ROLE_AGENT) ? 1 : 0;
+	bpf_map_update_elem(&parse_states, &cookie, &init, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&parse_states, &cookie);
+}
+
+static __always_inline int finish_message(struct parse_state *st, struct __sk_buff *skb,
+					  __u32 off, __u32 len)
+{
+	st->leftover = skb->len - off - len;
+	st->in_msg = 0;
+	st->len = len;
+	return len;
+}
+
+/* Length of the header block starting with the frame at `off`, 0 if more
+ * bytes are needed, <0 if it is not a valid block. */
+static __always_inline int header_block_len(struct __sk_buff *skb, __u32 off,
+					    struct frame_header *first, __u32 *last_flags)
+{
+	__u32 total = 9 + first->len;
+	struct frame_header fh;
+
+	*last_flags = first->flags;
+	if (first->flags & H2_FLAG_END_HEADERS)
+		return total;
+	for (int i = 0; i < ROTOR_MAX_CONTINUATIONS; i++) {
+		if (skb->len < off + total + 9)
+			return 0;
+		if (load_frame_header(skb, off + total, &fh) < 0)
+			return -EPROTO;
+		if (fh.type != H2_CONTINUATION || fh.stream != first->stream ||
+		    fh.len > ROTOR_MAX_FRAME)
+			return -EPROTO;
+		total += 9 + fh.len;
+		if (total > ROTOR_MAX_BLOCK)
+			return -EPROTO;
+		if (fh.flags & H2_FLAG_END_HEADERS) {
+			*last_flags = first->flags | H2_FLAG_END_HEADERS;
+			return total;
+		}
+	}
+	return -EPROTO;
+}
+
+static __always_inline int parse_frames(struct __sk_buff *skb)
+{
+	struct parse_state *st = parse_state_of(skb, 1);
+	struct frame_header fh;
+	__u32 off, avail;
+
+	if (!st)
+		return skb->len; /* no state: cannot frame; the verdict passes it */
+	if (!st->in_msg) {
+		st->msg_off = st->leftover ? skb->len - st->leftover : 0;
+		st->in_msg = 1;
+	}
+	off = st->msg_off;
+	if (off > skb->len)
+		return -EPROTO;
+	avail = skb->len - off;
+
+	if (st->raw) {
+		st->kind = MSG_RAW;
+		return avail ? finish_message(st, skb, off, avail) : 0;
+	}
+	if (st->preface) {
+		int p = check_preface(skb, off, avail);
+
+		if (p == 0)
+			return 0;
+		st->preface = 0;
+		if (p < 0) {
+			st->raw = 1;
+			st->kind = MSG_RAW;
+			return finish_message(st, skb, off, avail);
+		}
+		st->kind = MSG_PREFACE;
+		st->stream = 0;
+		st->type = 0xff;
+		return finish_message(st, skb, off, 24);
+	}
+	if (avail < 9)
+		return 0;
+	if (load_frame_header(skb, off, &fh) < 0 || fh.len > ROTOR_MAX_FRAME) {
+		stat_inc(STAT_BAD_FRAME);
+		return -EPROTO;
+	}
+	int total = 9 + fh.len;
+	__u32 flags = fh.flags;
+
+	if ((fh.type == H2_HEADERS || fh.type == H2_PUSH_PROMISE) &&
+	    !(fh.flags & H2_FLAG_END_HEADERS)) {
+		total = header_block_len(skb, off, &fh, &flags);
+		if (total < 0) {
+			stat_inc(STAT_BAD_FRAME);
+			return total;
+		}
+		if (total == 0)
+			return 0;
+	} else if (fh.type == H2_CONTINUATION) {
+		stat_inc(STAT_BAD_FRAME); /* CONTINUATION outside a header block */
+		return -EPROTO;
+	}
+	if (avail < (__u32)total)
+		return 0;
+	st->kind = MSG_FRAME;
+	st->type = fh.type;
+	st->stream = fh.stream;
+	st->first_flags = fh.flags;
+	st->flags = flags;
+	return finish_message(st, skb, off, total);
+}
+
+#endif

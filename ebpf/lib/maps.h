@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/* Every map rotor uses, declared once. The agent finds them by these names. */
+#ifndef ROTOR_MAPS_H
+#define ROTOR_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "rotor.h"
+
+#define MAX_CONNS 65536
+#define MAX_STREAMS 262144
+
+/* Balanced Service addresses (VIP:port) → service id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct service_key);
+	__type(value, struct service);
+} services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct agent_config);
+} agent_config SEC(".maps");
+
+/* connect4 → sockops, keyed by socket cookie. LRU: a connect that never
+ * completes must not leak an entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_CONNS);
+	__type(key, __u64);
+	__type(value, struct origin);
+} pending_origins SEC(".maps");
+
+/* sockops → agent's accept, keyed by the client's address. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_CONNS);
+	__type(key, struct peer_key);
+	__type(value, struct origin);
+} client_origins SEC(".maps");
+
+/* C: client sockets, redirect targets only (ingress). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, MAX_CONNS);
+	__type(key, struct client_key);
+	__type(value, __u32);
+} client_socks SEC(".maps");
+
+/* A: the agent's accepted sockets; frame parser + client verdict. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, MAX_CONNS);
+	__type(key, struct client_key);
+	__type(value, __u32);
+} agent_socks SEC(".maps");
+
+/* Uk: upstream sockets, key (conn_id << 32 | slot); frame parser + upstream verdict. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, MAX_CONNS * 4);
+	__type(key, __u64);
+	__type(value, __u32);
+} upstream_socks SEC(".maps");
+
+/* J: the agent's injector sockets; frame parser + injector verdict. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} injector_socks SEC(".maps");
+
+/* Socket cookie → which connection and role a socket has (agent-written). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_CONNS * 4);
+	__type(key, __u64);
+	__type(value, struct sock_ident);
+} sock_idents SEC(".maps");
+
+/* Socket cookie → frame parser state (program-written, agent-deleted). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_CONNS * 4);
+	__type(key, __u64);
+	__type(value, struct parse_state);
+} parse_states SEC(".maps");
+
+/* Socket cookie of an injector → the current route. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u64);
+	__type(value, struct route);
+} routes SEC(".maps");
+
+/* Indexed by conn_id. Memory-mapped by the agent, which writes single
+ * fields in place: a map update would copy the whole value back and undo the
+ * counters the programs changed meanwhile. The agent resizes it at load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct conn);
+} conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_STREAMS);
+	__type(key, struct stream_key);
+	__type(value, struct stream);
+} streams SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static __always_inline void stat_inc(__u32 which)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &which);
+
+	if (v)
+		(*v)++;
+}
+
+static __always_inline void emit_event(__u32 conn_id, __u32 kind, __u32 slot)
+{
+	struct event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+
+	if (!ev)
+		return;
+	ev->conn_id = conn_id;
+	ev->kind = kind;
+	ev->slot = slot;
+	ev->pad = 0;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+#endif

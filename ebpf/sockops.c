@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * sockops: client sockets (C) join client_socks, the agent's accepted
+ * sockets (A) join agent_socks, both at ESTABLISHED, before any payload is
+ * queued (DESIGN rule 7: bytes queued before insertion are not parsed).
+ */
+#include "lib/common.h"
+
+static __always_inline void client_established(struct bpf_sock_ops *skops)
+{
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct origin *o = bpf_map_lookup_elem(&pending_origins, &cookie);
+
+	if (!o)
+		return;
+	struct origin copy = *o;
+	struct client_key key = {
+		.client_ip = skops->local_ip4,
+		.agent_ip = skops->remote_ip4,
+		.client_port = skops->local_port,
+		.agent_port = bpf_ntohl(skops->remote_port),
+	};
+	struct peer_key peer = { .ip = key.client_ip, .port = key.client_port };
+
+	bpf_map_delete_elem(&pending_origins, &cookie);
+	bpf_map_update_elem(&client_origins, &peer, &copy, BPF_ANY);
+
+	/* Redirected frames are charged to C's receive buffer, which is not
+	 * auto-tuned on this path (DESIGN rule 5). */
+	__u32 zero = 0;
+	struct agent_config *cfg = bpf_map_lookup_elem(&agent_config, &zero);
+	int rcvbuf = cfg && cfg->client_rcvbuf ? cfg->client_rcvbuf : 4 << 20;
+
+	bpf_setsockopt(skops, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	bpf_sock_hash_update(skops, &client_socks, &key, BPF_ANY);
+}
+
+static __always_inline void agent_established(struct bpf_sock_ops *skops)
+{
+	__u32 zero = 0;
+	struct agent_config *cfg = bpf_map_lookup_elem(&agent_config, &zero);
+
+	if (!cfg || skops->local_ip4 != cfg->listen_ip || skops->local_port != cfg->listen_port)
+		return;
+	struct client_key key = {
+		.client_ip = skops->remote_ip4,
+		.agent_ip = skops->local_ip4,
+		.client_port = bpf_ntohl(skops->remote_port),
+		.agent_port = skops->local_port,
+	};
+	/* strparser refuses messages larger than sk_rcvbuf; header blocks
+	 * can reach ROTOR_MAX_BLOCK. */
+	int rcvbuf = 4 * ROTOR_MAX_BLOCK;
+
+	bpf_setsockopt(skops, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	bpf_sock_hash_update(skops, &agent_socks, &key, BPF_ANY);
+}
+
+SEC("sockops")
+int rotor_sockops(struct bpf_sock_ops *skops)
+{
+	if (skops->family != AF_INET)
+		return 1;
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		client_established(skops);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		agent_established(skops);
+		break;
+	}
+	return 1;
+}

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * Verdict on Uk (bytes an endpoint sent): stream frames go to the ingress
+ * of the client socket; stream-0 frames go to the agent, which is the
+ * endpoint's peer for the connection.
+ */
+#include "lib/h2.h"
+#include "lib/conn.h"
+
+static __always_inline int divert(struct conn *c, struct upstream *up, __u32 conn_id, __u32 slot)
+{
+	/* Sticky: once one frame of this upstream waits in the agent, every
+	 * later one must follow it or the client sees them out of order. */
+	up->diverted = 1;
+	stat_inc(STAT_DIVERT);
+	emit_event(conn_id, EV_DIVERTED, slot);
+	return pass_to_agent();
+}
+
+SEC("sk_skb/stream_verdict")
+int rotor_upstream_verdict(struct __sk_buff *skb)
+{
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	struct parse_state *st = bpf_map_lookup_elem(&parse_states, &cookie);
+	struct sock_ident *id = bpf_map_lookup_elem(&sock_idents, &cookie);
+
+	if (!st || !id || id->role != ROLE_UPSTREAM)
+		return pass_to_agent();
+	__u32 conn_id = id->conn_id;
+	__u32 slot = id->slot & (ROTOR_MAX_UPSTREAMS - 1);
+	struct conn *c = bpf_map_lookup_elem(&conns, &conn_id);
+
+	if (!c || st->kind != MSG_FRAME || st->stream == 0 || st->type == H2_PUSH_PROMISE)
+		return pass_to_agent();
+	struct upstream *up = &c->up[slot];
+
+	if (up->diverted)
+		return pass_to_agent();
+	if (st->type == H2_DATA) {
+		__u64 n = st->len - 9;
+		__u64 recv = __sync_fetch_and_add(&c->client_recv, n) + n;
+
+		if (recv > c->client_limit) {
+			__sync_fetch_and_sub(&c->client_recv, n);
+			return divert(c, up, conn_id, slot);
+		}
+		__u64 resp = __sync_fetch_and_add(&up->resp_data, n) + n;
+
+		if (resp >= up->resp_notify) {
+			up->resp_notify = ~0ULL;
+			emit_event(conn_id, EV_RESP_DATA, slot);
+		}
+	}
+	struct stream_key key = { .conn_id = conn_id, .stream = st->stream };
+	struct stream *s = bpf_map_lookup_elem(&streams, &key);
+
+	if (s) {
+		if (st->type == H2_RST_STREAM)
+			stream_end(c, &key, s, STREAM_SERVER_END, 1);
+		else if ((st->type == H2_DATA || st->type == H2_HEADERS) &&
+			 (st->first_flags & H2_FLAG_END_STREAM))
+			stream_end(c, &key, s, STREAM_SERVER_END, 0);
+	}
+	return redirect_to_client(skb, c);
+}

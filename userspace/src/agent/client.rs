@@ -1,0 +1,424 @@
+//! One balanced client connection: the agent's side of it. The kernel
+//! carries stream frames once the fast path is open; this task is the
+//! HTTP/2 peer for connection-level frames on both sides and carries, in
+//! order, whatever the kernel passes to it (the slow path).
+
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::registry::{ConnInfo, ServiceState, Wake};
+use super::slot::{Slot, SlotState};
+use super::upstream::{self, UpstreamEvent};
+use super::{Shared, Target};
+use crate::ebpf::abi::*;
+use crate::h2::frame::{self, error_code, setting, DEFAULT_WINDOW};
+use crate::h2::message::{Expect, Message, MessageReader};
+
+/// Connection window the agent keeps open for the client's uploads, and
+/// for each endpoint's responses (as the client's window allows).
+const CLIENT_WINDOW: u64 = 4 << 20;
+const ENDPOINT_WINDOW: u64 = 4 << 20;
+const DRAIN_GRACE: Duration = Duration::from_millis(200);
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+type ConnectResult = (u32, anyhow::Result<upstream::Handshake>);
+
+pub struct ClientConn {
+    id: u32,
+    shared: Arc<Shared>,
+    service: Arc<ServiceState>,
+    slots: Vec<Option<Slot>>,
+    reader: MessageReader,
+    consumed: u32,
+    gate_sent: Option<u32>,
+    acked: bool,
+    first_slot: u32,
+    last_stream: u32,
+    /// Streams the agent carries itself, by id → slot.
+    slow: HashMap<u32, u32>,
+    client_initial_window: u32,
+    /// Connection window granted to the client, in total; bytes of it that
+    /// were dropped (closed streams) rather than forwarded.
+    client_granted: u64,
+    client_dropped: u64,
+    up_tx: mpsc::UnboundedSender<UpstreamEvent>,
+    connect_tx: mpsc::UnboundedSender<ConnectResult>,
+    /// A connection error was sent to the client: stop reading.
+    failed: bool,
+    cookie: u64,
+}
+
+pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddrV4) {
+    let Some(origin) = take_origin(&shared, peer).await else {
+        tracing::warn!(%peer, "connection without a recorded destination; closing");
+        return;
+    };
+    let Some(service) = shared.registry.service(origin.service_id) else {
+        tracing::warn!(%peer, "connection for a service that is gone; closing");
+        return;
+    };
+    let Some(id) = shared.registry.alloc_conn(shared.dp.conns.len() as u32) else {
+        tracing::error!(%peer, "connection table full; raise --max-conns");
+        return;
+    };
+    let (wake_tx, wake_rx) = mpsc::unbounded_channel();
+    shared.registry.register_conn(
+        ConnInfo { id, service: service.name.clone(), client: peer.to_string(), ..Default::default() },
+        wake_tx,
+    );
+    let mut conn = ClientConn::new(id, shared.clone(), service);
+    if let Err(e) = conn.run(a, peer, wake_rx).await {
+        tracing::debug!(conn = id, error = %e, "client connection ended");
+    }
+    conn.teardown();
+    shared.registry.release_conn(id);
+}
+
+/// sockops records the destination when the client's side is established,
+/// which can be a moment after our accept returns.
+async fn take_origin(shared: &Shared, peer: SocketAddrV4) -> Option<Origin> {
+    for _ in 0..50 {
+        if let Some(o) = shared.dp.take_origin(peer) {
+            return Some(o);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    None
+}
+
+impl ClientConn {
+    fn new(id: u32, shared: Arc<Shared>, service: Arc<ServiceState>) -> Self {
+        let (up_tx, _) = mpsc::unbounded_channel();
+        let (connect_tx, _) = mpsc::unbounded_channel();
+        ClientConn {
+            id,
+            shared,
+            service,
+            slots: (0..MAX_UPSTREAMS).map(|_| None).collect(),
+            reader: MessageReader::new(Expect::Preface),
+            consumed: 0,
+            gate_sent: None,
+            acked: false,
+            first_slot: 0,
+            last_stream: 0,
+            slow: HashMap::new(),
+            client_initial_window: DEFAULT_WINDOW,
+            client_granted: DEFAULT_WINDOW as u64,
+            client_dropped: 0,
+            up_tx,
+            connect_tx,
+            failed: false,
+            cookie: 0,
+        }
+    }
+
+    /// The endpoint a non-HTTP/2 connection is spliced to.
+    pub(super) fn l4_endpoint(&self) -> Option<SocketAddrV4> {
+        let eps = self.service.endpoints.borrow();
+        (!eps.is_empty()).then(|| eps[self.first_slot as usize % eps.len()])
+    }
+
+    /// Closes the HTTP/2 upstreams (the connection turned out not to be HTTP/2).
+    pub(super) fn drop_upstreams(&mut self) {
+        for slot in 0..MAX_UPSTREAMS as u32 {
+            self.close_slot(slot);
+        }
+    }
+
+    fn shared_conn(&self) -> &ConnShared {
+        self.shared.dp.conns.get(self.id).expect("conn id within the table")
+    }
+
+    fn up(&self, slot: u32) -> &UpstreamShared {
+        &self.shared_conn().up[slot as usize % MAX_UPSTREAMS]
+    }
+
+    async fn run(&mut self, mut a: TcpStream, peer: SocketAddrV4, mut wake_rx: mpsc::UnboundedReceiver<Wake>) -> anyhow::Result<()> {
+        let (up_tx, mut up_rx) = mpsc::unbounded_channel();
+        let (connect_tx, mut connect_rx) = mpsc::unbounded_channel();
+        self.up_tx = up_tx;
+        self.connect_tx = connect_tx;
+        let local = match a.local_addr()? {
+            std::net::SocketAddr::V4(v4) => v4,
+            other => anyhow::bail!("IPv6 agent address {other}"),
+        };
+        let endpoints = self.service.endpoints.subscribe();
+        let mut endpoints_rx = endpoints.clone();
+        self.init_kernel_state(peer, local, &endpoints.borrow())?;
+        self.cookie = crate::ebpf::socket_cookie(&a)?;
+        self.shared.dp.set_ident(self.cookie, SockIdent { conn_id: self.id, role: ROLE_AGENT, ..Default::default() })?;
+        self.greet_client();
+        let initial: Vec<SocketAddrV4> = endpoints.borrow().clone();
+        for ep in initial {
+            self.add_endpoint(ep);
+        }
+
+        let mut buf = vec![0u8; 65536];
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                r = a.read(&mut buf) => {
+                    let n = r?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    self.reader.push(&buf[..n]);
+                    while let Some(m) = self.reader.next_message()? {
+                        self.consumed += 1;
+                        if let Message::Raw(first) = m {
+                            return super::splice::run(self, a, first).await;
+                        }
+                        self.on_client_message(m);
+                    }
+                    if self.failed {
+                        // let the GOAWAY reach the client before the close
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        return Ok(());
+                    }
+                    self.maybe_open_gate();
+                }
+                Some(ev) = up_rx.recv() => self.on_upstream_event(ev),
+                Some((slot, result)) = connect_rx.recv() => self.on_connected(slot, result),
+                Some(Wake) = wake_rx.recv() => self.on_wake(),
+                Ok(()) = endpoints_rx.changed() => {
+                    let eps = endpoints_rx.borrow_and_update().clone();
+                    self.reconcile(&eps);
+                }
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+    }
+
+    fn init_kernel_state(&mut self, peer: SocketAddrV4, local: SocketAddrV4, endpoints: &[SocketAddrV4]) -> anyhow::Result<()> {
+        let n = endpoints.len().max(1) as u32;
+        self.first_slot = self.service.next_rotation() % n;
+        let dp = self.shared.dp.clone();
+        let c = dp.conns.get(self.id).expect("conn id within the table");
+        c.flags.store(0, Ordering::SeqCst);
+        c.client_ip.store(u32::from_ne_bytes(peer.ip().octets()), Ordering::Relaxed);
+        c.agent_ip.store(u32::from_ne_bytes(local.ip().octets()), Ordering::Relaxed);
+        c.client_port.store(peer.port() as u32, Ordering::Relaxed);
+        c.agent_port.store(local.port() as u32, Ordering::Relaxed);
+        c.service_id.store(self.service.id, Ordering::Relaxed);
+        c.consumed.store(0, Ordering::Relaxed);
+        c.generation.fetch_add(1, Ordering::Relaxed);
+        c.last_stream.store(0, Ordering::Relaxed);
+        c.next.store(self.first_slot + 1, Ordering::Relaxed);
+        c.first_slot.store(self.first_slot, Ordering::Relaxed);
+        c.client_recv.store(0, Ordering::Relaxed);
+        c.client_limit.store(DEFAULT_WINDOW as u64, Ordering::Relaxed);
+        for up in &c.up {
+            up.state.store(UP_EMPTY, Ordering::Relaxed);
+            up.streams.store(0, Ordering::Relaxed);
+            up.req_data.store(0, Ordering::Relaxed);
+            up.req_limit.store(DEFAULT_WINDOW as u64, Ordering::Relaxed);
+            up.req_notify.store(u64::MAX, Ordering::Relaxed);
+            up.resp_data.store(0, Ordering::Relaxed);
+            up.resp_notify.store(u64::MAX, Ordering::Relaxed);
+            up.diverted.store(0, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Our SETTINGS come first on the client's queue (rule 3): the client's
+    /// HPACK encoder must not use a dynamic table whose entries only one
+    /// endpoint would see.
+    fn greet_client(&mut self) {
+        let mut out = BytesMut::new();
+        frame::settings(&mut out, &[(setting::HEADER_TABLE_SIZE, 0)]);
+        let raise = CLIENT_WINDOW - DEFAULT_WINDOW as u64;
+        frame::window_update(&mut out, 0, raise as u32);
+        self.client_granted += raise;
+        self.shared.injector.send(self.id, Target::Client, &out);
+    }
+
+    fn to_client(&self, frames: &[u8]) {
+        self.shared.injector.send(self.id, Target::Client, frames);
+    }
+
+    fn to_upstream(&self, slot: u32, frames: &[u8]) {
+        self.shared.injector.send(self.id, Target::Upstream(slot), frames);
+    }
+
+    fn add_endpoint(&mut self, endpoint: SocketAddrV4) {
+        let Some(slot) = self.slots.iter().position(|s| s.as_ref().is_none_or(|s| s.state == SlotState::Closed)) else {
+            tracing::warn!(conn = self.id, %endpoint, "no free upstream slot");
+            return;
+        };
+        self.slots[slot] = Some(Slot::connecting(endpoint));
+        let tx = self.connect_tx.clone();
+        let window = self.client_initial_window;
+        tokio::spawn(async move {
+            let r = upstream::connect(endpoint, window).await;
+            let _ = tx.send((slot as u32, r));
+        });
+    }
+
+    fn on_connected(&mut self, slot: u32, result: anyhow::Result<upstream::Handshake>) {
+        let id = self.id;
+        let Some(s) = self.slots[slot as usize].as_mut() else { return };
+        if s.state != SlotState::Connecting {
+            return; // removed while connecting
+        }
+        let hs = match result {
+            Ok(hs) => hs,
+            Err(e) => {
+                tracing::warn!(conn = id, endpoint = %s.endpoint, error = %e, "upstream failed");
+                s.state = SlotState::Closed;
+                self.refuse_slot_streams(slot);
+                self.maybe_open_gate();
+                return;
+            }
+        };
+        let dp = &self.shared.dp;
+        let joined = (|| -> anyhow::Result<u64> {
+            let cookie = crate::ebpf::socket_cookie(&hs.stream)?;
+            dp.set_ident(cookie, SockIdent { conn_id: id, role: ROLE_UPSTREAM, slot, pad: 0 })?;
+            dp.insert_upstream(id, slot, &hs.stream)?;
+            Ok(cookie)
+        })();
+        let cookie = match joined {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(conn = id, error = %e, "cannot hand the upstream to the kernel");
+                s.state = SlotState::Closed;
+                return;
+            }
+        };
+        s.cookie = cookie;
+        s.granted_req += hs.extra_window as u64;
+        s.state = SlotState::Active;
+        s.reader = Some(upstream::spawn_reader(slot, hs.stream, self.up_tx.clone()));
+        let up = &self.shared.dp.conns.get(id).expect("conn").up[slot as usize];
+        s.publish_req_limit(up);
+        up.state.store(UP_ACTIVE, Ordering::SeqCst);
+        if self.client_initial_window != DEFAULT_WINDOW {
+            let mut out = BytesMut::new();
+            frame::settings(&mut out, &upstream::our_settings(self.client_initial_window));
+            self.to_upstream(slot, &out);
+        }
+        self.flush_to_endpoint(slot);
+        self.on_wake();
+        self.publish_upstreams();
+        self.maybe_open_gate();
+    }
+
+    fn publish_upstreams(&self) {
+        let ups: Vec<String> = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| s.state != SlotState::Closed)
+            .map(|s| format!("{} ({:?})", s.endpoint, s.state))
+            .collect();
+        let fast = self.shared_conn().flags.load(Ordering::Relaxed) & CONN_FAST != 0;
+        self.shared.registry.update_conn(self.id, |i| {
+            i.upstreams = ups;
+            i.fast = fast;
+        });
+    }
+
+    /// Opens the fast path once the client acknowledged our SETTINGS and the
+    /// first upstreams are settled; re-sent while the kernel has passed
+    /// messages we had not yet read.
+    fn maybe_open_gate(&mut self) {
+        if !self.acked || self.shared_conn().flags.load(Ordering::SeqCst) & CONN_FAST != 0 {
+            return;
+        }
+        let settled = self.slots.iter().flatten().all(|s| s.state != SlotState::Connecting);
+        let queued = self.slots.iter().flatten().any(|s| !s.to_endpoint.is_empty());
+        if !settled || queued || self.gate_sent == Some(self.consumed) {
+            return;
+        }
+        self.gate_sent = Some(self.consumed);
+        self.shared.injector.open_gate(self.id, self.consumed);
+    }
+
+    fn on_tick(&mut self) {
+        self.maybe_open_gate();
+        self.publish_upstreams();
+        for slot in 0..MAX_UPSTREAMS as u32 {
+            let streams = self.up(slot).streams.load(Ordering::SeqCst);
+            let Some(s) = self.slots[slot as usize].as_mut() else { continue };
+            if let SlotState::Draining { since } = s.state {
+                let idle = streams == 0 && s.to_endpoint.is_empty() && s.to_client.is_empty();
+                if (idle && since.elapsed() > DRAIN_GRACE) || since.elapsed() > DRAIN_LIMIT {
+                    tracing::info!(conn = self.id, endpoint = %s.endpoint, "drained upstream closed");
+                    self.close_slot(slot);
+                }
+            }
+        }
+    }
+
+    fn reconcile(&mut self, endpoints: &[SocketAddrV4]) {
+        for slot in 0..MAX_UPSTREAMS {
+            let Some(s) = self.slots[slot].as_mut() else { continue };
+            if s.takes_streams() && !endpoints.contains(&s.endpoint) {
+                if s.state == SlotState::Connecting {
+                    s.state = SlotState::Closed;
+                } else {
+                    s.state = SlotState::Draining { since: tokio::time::Instant::now() };
+                }
+                self.up(slot as u32).state.store(UP_DRAINING, Ordering::SeqCst);
+            }
+        }
+        for ep in endpoints {
+            let present = self.slots.iter().flatten().any(|s| s.endpoint == *ep && s.takes_streams());
+            if !present {
+                self.add_endpoint(*ep);
+            }
+        }
+        self.publish_upstreams();
+    }
+
+    fn close_slot(&mut self, slot: u32) {
+        self.up(slot).state.store(UP_EMPTY, Ordering::SeqCst);
+        let Some(s) = self.slots[slot as usize].as_mut() else { return };
+        let cookie = s.cookie;
+        s.close();
+        self.shared.dp.forget_cookie(cookie);
+    }
+
+    /// Streams whose upstream is gone are refused, so clients may retry them.
+    fn refuse_slot_streams(&mut self, slot: u32) {
+        let mut out = BytesMut::new();
+        for stream in self.shared.dp.take_streams_of(self.id, slot) {
+            self.slow.remove(&stream);
+            frame::rst_stream(&mut out, stream, error_code::REFUSED_STREAM);
+        }
+        let ids: Vec<u32> = self.slow.iter().filter(|(_, s)| **s == slot).map(|(id, _)| *id).collect();
+        for stream in ids {
+            self.slow.remove(&stream);
+            frame::rst_stream(&mut out, stream, error_code::REFUSED_STREAM);
+        }
+        if let Some(s) = self.slots[slot as usize].as_mut() {
+            s.to_endpoint.clear();
+        }
+        self.up(slot).streams.store(0, Ordering::SeqCst);
+        if !out.is_empty() {
+            self.to_client(&out);
+        }
+    }
+
+    fn teardown(&mut self) {
+        for slot in 0..MAX_UPSTREAMS as u32 {
+            self.close_slot(slot);
+        }
+        self.shared.dp.forget_streams(self.id);
+        self.shared.dp.forget_cookie(self.cookie);
+        let c = self.shared_conn();
+        c.flags.store(0, Ordering::SeqCst);
+    }
+}
+
+mod client_side;
+mod flow;
+mod upstream_side;

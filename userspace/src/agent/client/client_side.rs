@@ -1,0 +1,166 @@
+//! Messages the kernel passed from the client: connection-level frames the
+//! agent answers, and stream frames it carries itself (slow path).
+
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+
+use super::ClientConn;
+use crate::ebpf::abi::{Stream, STREAM_CLIENT_END, STREAM_SLOW};
+use crate::h2::frame::{self, error_code, flag, kind, setting, FrameHeader};
+use crate::h2::message::Message;
+
+impl ClientConn {
+    pub(super) fn on_client_message(&mut self, m: Message) {
+        let Message::Frame { header, bytes } = m else { return };
+        if header.stream == 0 {
+            self.on_client_control(header, &bytes);
+        } else {
+            self.on_client_stream_frame(header, bytes);
+        }
+    }
+
+    fn on_client_control(&mut self, header: FrameHeader, bytes: &[u8]) {
+        let payload = &bytes[frame::HEADER_LEN..];
+        let mut out = BytesMut::new();
+        match header.kind {
+            kind::SETTINGS if header.has(flag::ACK) => self.acked = true,
+            kind::SETTINGS => {
+                let Some(values) = frame::parse_settings(payload) else {
+                    return self.fail(error_code::PROTOCOL_ERROR);
+                };
+                if let Some((_, w)) = values.iter().rev().find(|(id, _)| *id == setting::INITIAL_WINDOW_SIZE) {
+                    self.set_client_initial_window(*w);
+                }
+                frame::settings_ack(&mut out);
+                self.to_client(&out);
+            }
+            kind::PING if !header.has(flag::ACK) => {
+                frame::ping_ack(&mut out, payload);
+                self.to_client(&out);
+            }
+            kind::WINDOW_UPDATE => {
+                let inc = frame::parse_window_update(payload).unwrap_or(0) as u64;
+                self.shared_conn().client_limit.fetch_add(inc, Ordering::SeqCst);
+                self.on_wake();
+            }
+            _ => {} // GOAWAY: the client closes when done; PING ACK; unknown types are ignored
+        }
+    }
+
+    /// The client's stream windows are what endpoints may send per stream:
+    /// every endpoint must hear the client's value.
+    fn set_client_initial_window(&mut self, window: u32) {
+        if window == self.client_initial_window {
+            return;
+        }
+        self.client_initial_window = window;
+        let mut out = BytesMut::new();
+        frame::settings(&mut out, &super::upstream::our_settings(window));
+        for slot in 0..self.slots.len() as u32 {
+            if self.slots[slot as usize].as_ref().is_some_and(|s| s.is_open()) {
+                self.to_upstream(slot, &out);
+            }
+        }
+    }
+
+    fn on_client_stream_frame(&mut self, header: FrameHeader, bytes: Bytes) {
+        let Some(slot) = self.slow_stream_slot(&header) else {
+            // A closed or unknown stream: drop it, but its DATA still used
+            // connection window the client must get back.
+            if header.kind == kind::DATA {
+                self.client_dropped += header.len as u64;
+                self.on_wake();
+            }
+            return;
+        };
+        let ends = header.kind == kind::RST_STREAM
+            || ((header.kind == kind::DATA || header.kind == kind::HEADERS) && header.has(flag::END_STREAM));
+        if let Some(s) = self.slots[slot as usize].as_mut() {
+            s.to_endpoint.push_back(bytes);
+        }
+        if ends {
+            self.client_stream_end(header.stream, slot, header.kind == kind::RST_STREAM);
+        }
+        self.flush_to_endpoint(slot);
+    }
+
+    /// The slot of a stream the agent carries; opens it for a new HEADERS.
+    fn slow_stream_slot(&mut self, header: &FrameHeader) -> Option<u32> {
+        if let Some(slot) = self.slow.get(&header.stream) {
+            return Some(*slot);
+        }
+        // A stream the kernel opened and then diverted (over credit).
+        if let Some(s) = self.shared.dp.get_stream(self.id, header.stream) {
+            self.slow.insert(header.stream, s.slot);
+            return Some(s.slot);
+        }
+        if header.kind != kind::HEADERS {
+            return None;
+        }
+        if header.stream % 2 == 0 || header.stream <= self.last_stream {
+            self.fail(error_code::PROTOCOL_ERROR);
+            return None;
+        }
+        self.last_stream = header.stream;
+        self.shared_conn().last_stream.fetch_max(header.stream, Ordering::SeqCst);
+        let Some(slot) = self.pick_slot() else {
+            let mut out = BytesMut::new();
+            frame::rst_stream(&mut out, header.stream, error_code::REFUSED_STREAM);
+            self.to_client(&out);
+            return None;
+        };
+        let stream = Stream { slot, flags: STREAM_SLOW };
+        if let Err(e) = self.shared.dp.set_stream(self.id, header.stream, stream) {
+            tracing::warn!(conn = self.id, error = %e, "streams map full");
+        }
+        self.up(slot).streams.fetch_add(1, Ordering::SeqCst);
+        self.slow.insert(header.stream, slot);
+        Some(slot)
+    }
+
+    /// Before the client acknowledged HEADER_TABLE_SIZE=0 its header blocks
+    /// may refer to each other, so they all go to one endpoint, in order.
+    fn pick_slot(&mut self) -> Option<u32> {
+        let usable = |s: &Option<super::Slot>| s.as_ref().is_some_and(|s| s.takes_streams());
+        if !self.acked && usable(&self.slots[self.first_slot as usize]) {
+            return Some(self.first_slot);
+        }
+        let c = self.shared_conn();
+        let start = c.next.load(Ordering::SeqCst) as usize;
+        for i in 0..self.slots.len() {
+            let slot = (start + i) % self.slots.len();
+            if usable(&self.slots[slot]) {
+                c.next.store(slot as u32 + 1, Ordering::SeqCst);
+                return Some(slot as u32);
+            }
+        }
+        None
+    }
+
+    fn client_stream_end(&mut self, stream: u32, slot: u32, reset: bool) {
+        let dp = &self.shared.dp;
+        let Some(mut s) = dp.get_stream(self.id, stream) else {
+            self.slow.remove(&stream);
+            return;
+        };
+        s.flags |= STREAM_CLIENT_END;
+        let done = reset || s.flags & crate::ebpf::abi::STREAM_SERVER_END != 0;
+        if done {
+            if dp.remove_stream(self.id, stream) {
+                self.up(slot).streams.fetch_sub(1, Ordering::SeqCst);
+            }
+            self.slow.remove(&stream);
+        } else {
+            let _ = dp.set_stream(self.id, stream, s);
+        }
+    }
+
+    /// A connection error: tell the client why, then the task ends.
+    pub(super) fn fail(&mut self, code: u32) {
+        let mut out = BytesMut::new();
+        frame::goaway(&mut out, self.last_stream, code);
+        self.to_client(&out);
+        self.failed = true;
+    }
+}

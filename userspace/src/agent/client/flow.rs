@@ -1,0 +1,133 @@
+//! Connection-level flow control, shared with the kernel's counters: no
+//! endpoint receives more than it granted, the client never receives more
+//! than it granted, and so no upstream's queue grows without bound (rule 8).
+
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+
+use super::{ClientConn, CLIENT_WINDOW, ENDPOINT_WINDOW};
+use crate::agent::slot::data_len;
+use crate::h2::frame;
+use crate::h2::message::Message;
+
+impl ClientConn {
+    /// Sends the frames waiting for an endpoint, in order, as its window allows.
+    pub(super) fn flush_to_endpoint(&mut self, slot: u32) {
+        let id = self.id;
+        let conns = &self.shared.dp.conns;
+        let Some(up) = conns.get(id).map(|c| &c.up[slot as usize]) else { return };
+        let Some(s) = self.slots[slot as usize].as_mut() else { return };
+        if !s.is_open() {
+            return;
+        }
+        let mut out = BytesMut::new();
+        while let Some(n) = s.to_endpoint.front().map(|f| data_len(f)) {
+            if n > 0 && !s.take_req_window(up, n) {
+                break;
+            }
+            if let Some(front) = s.to_endpoint.pop_front() {
+                out.extend_from_slice(&front);
+            }
+        }
+        if !out.is_empty() {
+            self.shared.injector.send(id, super::Target::Upstream(slot), &out);
+            self.replenish_client();
+        }
+    }
+
+    /// Called on kernel events, window updates and new upstreams.
+    pub(super) fn on_wake(&mut self) {
+        for slot in 0..self.slots.len() as u32 {
+            self.flush_to_endpoint(slot);
+            self.flush_to_client(slot);
+        }
+        self.replenish_client();
+        self.grant_endpoints();
+    }
+
+    /// Gives the client back the window its forwarded (or dropped) DATA used.
+    fn replenish_client(&mut self) {
+        let dp = self.shared.dp.clone();
+        let Some(c) = dp.conns.get(self.id) else { return };
+        let mut consumed = self.client_dropped;
+        let active = self.slots.iter().flatten().filter(|s| s.is_open()).count().max(1) as u64;
+        for (slot, s) in self.slots.iter().enumerate() {
+            let Some(s) = s else { continue };
+            let up = &c.up[slot];
+            let kernel = up.req_data.load(Ordering::SeqCst);
+            consumed += kernel + s.agent_req;
+            if s.is_open() {
+                // Re-arm so that the kernel's share alone cannot use a quarter
+                // of the window without waking us.
+                up.req_notify.store(kernel + CLIENT_WINDOW / 4 / active, Ordering::SeqCst);
+            }
+        }
+        let outstanding = self.client_granted.saturating_sub(consumed);
+        if outstanding < CLIENT_WINDOW / 2 {
+            let inc = CLIENT_WINDOW - outstanding;
+            let mut out = BytesMut::new();
+            frame::window_update(&mut out, 0, inc as u32);
+            self.client_granted += inc;
+            self.to_client(&out);
+        }
+    }
+
+    /// Grants endpoints response window, never more in total than the
+    /// client's connection window has left.
+    fn grant_endpoints(&mut self) {
+        let dp = self.shared.dp.clone();
+        let Some(c) = dp.conns.get(self.id) else { return };
+        let outstanding: u64 = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| s.resp_outstanding(&c.up[i])))
+            .sum();
+        let client_left = c.client_limit.load(Ordering::SeqCst).saturating_sub(c.client_recv.load(Ordering::SeqCst));
+        let mut avail = client_left.saturating_sub(outstanding);
+        let mut grants = Vec::new();
+        for (slot, s) in self.slots.iter_mut().enumerate() {
+            let Some(s) = s.as_mut().filter(|s| s.is_open()) else { continue };
+            let up = &c.up[slot];
+            let mine = s.resp_outstanding(up);
+            up.resp_notify.store(up.resp_data.load(Ordering::SeqCst) + ENDPOINT_WINDOW / 4, Ordering::SeqCst);
+            if mine >= ENDPOINT_WINDOW / 2 || avail == 0 {
+                continue;
+            }
+            let inc = (ENDPOINT_WINDOW - mine).min(avail).min(0x7fff_ffff);
+            avail -= inc;
+            s.granted_resp += inc;
+            grants.push((slot as u32, inc as u32));
+        }
+        for (slot, inc) in grants {
+            let mut out = BytesMut::new();
+            frame::window_update(&mut out, 0, inc);
+            self.to_upstream(slot, &out);
+        }
+    }
+
+    /// Endpoint frames diverted to the agent go on as the client's window allows.
+    pub(super) fn flush_to_client(&mut self, slot: u32) {
+        let id = self.id;
+        let Some(c) = self.shared.dp.conns.get(id) else { return };
+        let Some(s) = self.slots[slot as usize].as_mut() else { return };
+        let mut out = BytesMut::new();
+        while let Some(Message::Frame { bytes, .. }) = s.to_client.front() {
+            let n = data_len(bytes);
+            if n > 0 {
+                let recv = c.client_recv.fetch_add(n, Ordering::SeqCst) + n;
+                if recv > c.client_limit.load(Ordering::SeqCst) {
+                    c.client_recv.fetch_sub(n, Ordering::SeqCst);
+                    break;
+                }
+                s.agent_resp += n;
+            }
+            out.extend_from_slice(bytes);
+            s.to_client.pop_front();
+        }
+        if !out.is_empty() {
+            self.shared.injector.send(id, super::Target::Client, &out);
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Messages the kernel passed from an endpoint: its connection-level frames
+//! (the agent is its peer) and frames diverted over the client's window.
+
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+
+use super::{ClientConn, SlotState};
+use crate::agent::upstream::UpstreamEvent;
+use crate::ebpf::abi::{STREAM_SERVER_END, UP_DRAINING};
+use crate::h2::frame::{self, flag, kind};
+use crate::h2::message::Message;
+
+impl ClientConn {
+    pub(super) fn on_upstream_event(&mut self, ev: UpstreamEvent) {
+        match ev {
+            UpstreamEvent::Message { slot, message } => self.on_upstream_message(slot, message),
+            UpstreamEvent::Closed { slot, reason } => {
+                let Some(s) = self.slots[slot as usize].as_mut() else { return };
+                if s.state == SlotState::Closed {
+                    return;
+                }
+                tracing::info!(conn = self.id, endpoint = %s.endpoint, %reason, "upstream closed");
+                self.close_slot(slot);
+                self.refuse_slot_streams(slot);
+            }
+        }
+    }
+
+    fn on_upstream_message(&mut self, slot: u32, m: Message) {
+        let Message::Frame { header, .. } = &m else { return };
+        if header.stream != 0 {
+            // Diverted: keep order behind what is already waiting.
+            if (header.kind == kind::DATA || header.kind == kind::HEADERS) && header.has(flag::END_STREAM)
+                || header.kind == kind::RST_STREAM
+            {
+                self.server_stream_end(header.stream, slot, header.kind == kind::RST_STREAM);
+            }
+            if let Some(s) = self.slots[slot as usize].as_mut() {
+                s.to_client.push_back(m);
+            }
+            self.flush_to_client(slot);
+            return;
+        }
+        let payload = m.payload();
+        let mut out = BytesMut::new();
+        match header.kind {
+            kind::SETTINGS if !header.has(flag::ACK) => {
+                frame::settings_ack(&mut out);
+                self.to_upstream(slot, &out);
+            }
+            kind::PING if !header.has(flag::ACK) => {
+                frame::ping_ack(&mut out, payload);
+                self.to_upstream(slot, &out);
+            }
+            kind::WINDOW_UPDATE => {
+                let inc = frame::parse_window_update(payload).unwrap_or(0) as u64;
+                let up = &self.shared.dp.conns.get(self.id).expect("conn").up[slot as usize];
+                if let Some(s) = self.slots[slot as usize].as_mut() {
+                    s.granted_req += inc;
+                    s.publish_req_limit(up);
+                }
+                self.flush_to_endpoint(slot);
+            }
+            kind::GOAWAY => {
+                // The endpoint is going away: no new streams; in-flight ones finish.
+                if let Some(s) = self.slots[slot as usize].as_mut() {
+                    if s.state == SlotState::Active {
+                        s.state = SlotState::Draining { since: tokio::time::Instant::now() };
+                    }
+                }
+                self.up(slot).state.store(UP_DRAINING, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+    }
+
+    fn server_stream_end(&mut self, stream: u32, slot: u32, reset: bool) {
+        let dp = &self.shared.dp;
+        let Some(mut s) = dp.get_stream(self.id, stream) else { return };
+        s.flags |= STREAM_SERVER_END;
+        let done = reset || s.flags & crate::ebpf::abi::STREAM_CLIENT_END != 0;
+        if done {
+            if dp.remove_stream(self.id, stream) {
+                self.up(slot).streams.fetch_sub(1, Ordering::SeqCst);
+            }
+            self.slow.remove(&stream);
+        } else {
+            let _ = dp.set_stream(self.id, stream, s);
+        }
+    }
+}

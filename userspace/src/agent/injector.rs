@@ -1,0 +1,87 @@
+//! The agent's only way to send bytes to a client or an upstream once the
+//! kernel may redirect to it: a loopback connection whose receiving end (J)
+//! is in `injector_socks`. Its verdict queues each frame on the target's
+//! socket, behind the frames the kernel redirected there before, so agent
+//! frames never land inside another frame and never overtake (rules 11, 14).
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::ebpf::abi::{SockIdent, ROLE_INJECTOR, ROUTE_ACT_GATE, ROUTE_ACT_NONE, ROUTE_CLIENT};
+use crate::ebpf::Datapath;
+use crate::h2::frame::{kind, FrameHeader};
+
+/// Where injected frames go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Client,
+    Upstream(u32),
+}
+
+#[derive(Clone)]
+pub struct Injector {
+    tx: mpsc::UnboundedSender<Bytes>,
+}
+
+impl Injector {
+    pub fn start(dp: &Arc<Datapath>) -> anyhow::Result<Injector> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("injector: bind 127.0.0.1 (is lo up?)")?;
+        let addr: SocketAddr = listener.local_addr()?;
+        let writer = TcpStream::connect(addr).context("injector: connect")?;
+        let (receiver, _) = listener.accept().context("injector: accept")?;
+        writer.set_nodelay(true)?;
+        let cookie = crate::ebpf::socket_cookie(&receiver).context("injector: SO_COOKIE")?;
+        dp.set_ident(cookie, SockIdent { role: ROLE_INJECTOR, ..Default::default() })
+            .context("injector: sock_idents")?;
+        dp.insert_injector(0, &receiver).context("injector: insert into injector_socks")?;
+        writer.set_nonblocking(true)?;
+        let mut writer = tokio::net::TcpStream::from_std(writer)?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+        tokio::spawn(async move {
+            let _receiver = receiver; // J lives as long as the writer
+            let mut batch = BytesMut::new();
+            while let Some(first) = rx.recv().await {
+                batch.extend_from_slice(&first);
+                while let Ok(more) = rx.try_recv() {
+                    batch.extend_from_slice(&more);
+                }
+                if let Err(e) = writer.write_all(&batch).await {
+                    tracing::error!(error = %e, "injector write failed; agent frames are lost");
+                    return;
+                }
+                batch.clear();
+            }
+        });
+        Ok(Injector { tx })
+    }
+
+    /// Sends whole frames to a target of a connection.
+    pub fn send(&self, conn_id: u32, target: Target, frames: &[u8]) {
+        self.send_with(conn_id, target, ROUTE_ACT_NONE, 0, frames);
+    }
+
+    /// Opens the fast path of a connection once the kernel has passed no
+    /// more than `consumed` messages (applied after everything sent before).
+    pub fn open_gate(&self, conn_id: u32, consumed: u32) {
+        self.send_with(conn_id, Target::Client, ROUTE_ACT_GATE, consumed, &[]);
+    }
+
+    fn send_with(&self, conn_id: u32, target: Target, action: u32, arg: u32, frames: &[u8]) {
+        let mut b = BytesMut::with_capacity(25 + frames.len());
+        FrameHeader { len: 16, kind: kind::ROTOR_ROUTE, flags: 0, stream: 0 }.encode(&mut b);
+        let target = match target {
+            Target::Client => ROUTE_CLIENT,
+            Target::Upstream(slot) => slot + 1,
+        };
+        for v in [conn_id, target, action, arg] {
+            b.put_u32_ne(v);
+        }
+        b.extend_from_slice(frames);
+        let _ = self.tx.send(b.freeze());
+    }
+}

@@ -1,0 +1,121 @@
+//! The agent: loads the kernel side, accepts the connections it redirects,
+//! keeps the upstreams, and applies the endpoint model.
+
+mod admin;
+mod client;
+mod events;
+mod injector;
+mod registry;
+mod slot;
+mod splice;
+mod upstream;
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::AsyncWriteExt;
+
+pub use admin::Status;
+pub use injector::{Injector, Target};
+pub use registry::Registry;
+
+use crate::ebpf::{Datapath, LoadOptions};
+use crate::model::{ConfigFile, Model};
+
+pub struct AgentOptions {
+    pub config: PathBuf,
+    pub cgroup: PathBuf,
+    pub listen: SocketAddrV4,
+    pub admin: PathBuf,
+    pub max_conns: u32,
+}
+
+/// What every connection task shares.
+pub struct Shared {
+    pub dp: Arc<Datapath>,
+    pub injector: Injector,
+    pub registry: Arc<Registry>,
+}
+
+pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
+    let mut config = ConfigFile::new(&opts.config);
+    let model = config.poll().context("reading the configuration")?.unwrap_or_default();
+
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    let dp = Arc::new(
+        Datapath::load(&LoadOptions { cgroup: opts.cgroup.clone(), listen: opts.listen, max_conns: opts.max_conns })
+            .context("loading the eBPF programs")?,
+    );
+    let registry = Arc::new(Registry::new(opts.max_conns));
+    let injector = Injector::start(&dp).context("starting the injector")?;
+    if let Some(ring) = dp.take_events() {
+        events::spawn(ring, registry.clone())?;
+    }
+    let shared = Arc::new(Shared { dp: dp.clone(), injector, registry: registry.clone() });
+    apply(&shared, &model);
+    admin::spawn(&opts.admin, shared.clone()).context("starting the admin socket")?;
+    tokio::spawn(watch_config(config, shared.clone()));
+
+    tracing::info!(listen = %opts.listen, cgroup = %opts.cgroup.display(), services = model.services.len(), "agent ready");
+    let mut stdout = tokio::io::stdout();
+    stdout.write_all(b"ready\n").await?;
+    stdout.flush().await?;
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (sock, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let SocketAddr::V4(peer) = peer else { continue };
+                let _ = sock.set_nodelay(true);
+                tokio::spawn(client::serve(shared.clone(), sock, peer));
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+    }
+    tracing::info!("agent stopping; programs detach with it");
+    let _ = std::fs::remove_file(&opts.admin);
+    Ok(())
+}
+
+fn apply(shared: &Shared, model: &Model) {
+    for vip in shared.registry.retain_services(&model.services) {
+        if let Err(e) = shared.dp.remove_service(vip) {
+            tracing::warn!(%vip, error = %e, "cannot remove service");
+        }
+    }
+    for spec in &model.services {
+        let (id, new) = shared.registry.upsert_service(spec);
+        if new {
+            if let Err(e) = shared.dp.set_service(spec.vip, id) {
+                tracing::error!(service = %spec.name, error = %e, "cannot balance service");
+            }
+        }
+        tracing::info!(service = %spec.name, vip = %spec.vip, endpoints = spec.endpoints.len(), "service configured");
+    }
+}
+
+async fn watch_config(mut config: ConfigFile, shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        match config.poll() {
+            Ok(Some(model)) => apply(&shared, &model),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "configuration not applied; keeping the previous one"),
+        }
+    }
+}

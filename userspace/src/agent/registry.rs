@@ -1,0 +1,150 @@
+//! What the agent's tasks share: the services being balanced (with a watch
+//! of their endpoints) and the live client connections by conn id.
+
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::model::ServiceSpec;
+
+pub struct ServiceState {
+    pub id: u32,
+    pub name: String,
+    pub vip: SocketAddrV4,
+    pub endpoints: watch::Sender<Vec<SocketAddrV4>>,
+    /// Where the next connection starts its rotation, so the first streams
+    /// of short connections spread too.
+    rotation: AtomicU32,
+}
+
+impl ServiceState {
+    pub fn next_rotation(&self) -> u32 {
+        self.rotation.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Signals from the kernel (ring buffer) to one connection's task.
+#[derive(Debug, Clone, Copy)]
+pub struct Wake;
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ConnInfo {
+    pub id: u32,
+    pub service: String,
+    pub client: String,
+    pub fast: bool,
+    pub upstreams: Vec<String>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    services: Mutex<HashMap<u32, Arc<ServiceState>>>,
+    next_service: AtomicU32,
+    conns: Mutex<HashMap<u32, (mpsc::UnboundedSender<Wake>, ConnInfo)>>,
+    free_ids: Mutex<Vec<u32>>,
+    next_conn: AtomicU32,
+}
+
+impl Registry {
+    pub fn new(max_conns: u32) -> Self {
+        let r = Registry::default();
+        r.next_conn.store(1, Ordering::Relaxed);
+        // id 0 is never used: a zeroed sock_ident must not name a connection
+        let _ = max_conns;
+        r
+    }
+
+    pub fn service(&self, id: u32) -> Option<Arc<ServiceState>> {
+        self.services.lock().ok()?.get(&id).cloned()
+    }
+
+    pub fn services(&self) -> Vec<Arc<ServiceState>> {
+        self.services.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Adds or updates a service; returns its id and whether it is new.
+    pub fn upsert_service(&self, spec: &ServiceSpec) -> (u32, bool) {
+        let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = services.values().find(|s| s.name == spec.name && s.vip == spec.vip) {
+            s.endpoints.send_if_modified(|eps| {
+                let changed = *eps != spec.endpoints;
+                *eps = spec.endpoints.clone();
+                changed
+            });
+            return (s.id, false);
+        }
+        let id = self.next_service.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, _) = watch::channel(spec.endpoints.clone());
+        services.insert(
+            id,
+            Arc::new(ServiceState {
+                id,
+                name: spec.name.clone(),
+                vip: spec.vip,
+                endpoints: tx,
+                rotation: AtomicU32::new(0),
+            }),
+        );
+        (id, true)
+    }
+
+    /// Removes services not in `keep`; returns their addresses.
+    pub fn retain_services(&self, keep: &[ServiceSpec]) -> Vec<SocketAddrV4> {
+        let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<u32> = services
+            .values()
+            .filter(|s| !keep.iter().any(|k| k.name == s.name && k.vip == s.vip))
+            .map(|s| s.id)
+            .collect();
+        gone.iter()
+            .filter_map(|id| services.remove(id))
+            .map(|s| {
+                s.endpoints.send_replace(Vec::new());
+                s.vip
+            })
+            .collect()
+    }
+
+    pub fn alloc_conn(&self, limit: u32) -> Option<u32> {
+        if let Some(id) = self.free_ids.lock().ok()?.pop() {
+            return Some(id);
+        }
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        (id < limit).then_some(id)
+    }
+
+    pub fn register_conn(&self, info: ConnInfo, wake: mpsc::UnboundedSender<Wake>) {
+        if let Ok(mut m) = self.conns.lock() {
+            m.insert(info.id, (wake, info));
+        }
+    }
+
+    pub fn update_conn(&self, id: u32, f: impl FnOnce(&mut ConnInfo)) {
+        if let Some((_, info)) = self.conns.lock().ok().as_deref_mut().and_then(|m| m.get_mut(&id)) {
+            f(info);
+        }
+    }
+
+    pub fn release_conn(&self, id: u32) {
+        if let Ok(mut m) = self.conns.lock() {
+            m.remove(&id);
+        }
+        if let Ok(mut f) = self.free_ids.lock() {
+            f.push(id);
+        }
+    }
+
+    pub fn wake(&self, id: u32) {
+        if let Some((tx, _)) = self.conns.lock().ok().as_ref().and_then(|m| m.get(&id)) {
+            let _ = tx.send(Wake);
+        }
+    }
+
+    pub fn conns(&self) -> Vec<ConnInfo> {
+        self.conns.lock().map(|m| m.values().map(|(_, i)| i.clone()).collect()).unwrap_or_default()
+    }
+}

@@ -1,0 +1,105 @@
+//! One upstream slot of a client connection, as the agent keeps it: the
+//! endpoint, the socket's reader task, and the agent's share of the
+//! connection-level flow control the kernel also counts (DESIGN rule 8).
+
+use std::collections::VecDeque;
+use std::net::SocketAddrV4;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use crate::ebpf::abi::UpstreamShared;
+use crate::h2::frame::{kind, FrameHeader, DEFAULT_WINDOW};
+use crate::h2::message::Message;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotState {
+    Connecting,
+    Active,
+    /// Removed from the Service: no new streams; closed once idle.
+    Draining { since: tokio::time::Instant },
+    Closed,
+}
+
+pub struct Slot {
+    pub endpoint: SocketAddrV4,
+    pub state: SlotState,
+    pub reader: Option<tokio::task::JoinHandle<()>>,
+    pub cookie: u64,
+    /// Connection window the endpoint granted us, in total.
+    pub granted_req: u64,
+    /// DATA bytes the agent itself forwarded to the endpoint.
+    pub agent_req: u64,
+    /// Connection window we granted the endpoint, in total.
+    pub granted_resp: u64,
+    /// Endpoint DATA bytes the agent itself forwarded to the client.
+    pub agent_resp: u64,
+    /// Client frames for this endpoint waiting for the connection or for window.
+    pub to_endpoint: VecDeque<Bytes>,
+    /// Endpoint frames diverted to the agent, waiting for the client's window.
+    pub to_client: VecDeque<Message>,
+}
+
+impl Slot {
+    pub fn connecting(endpoint: SocketAddrV4) -> Slot {
+        Slot {
+            endpoint,
+            state: SlotState::Connecting,
+            reader: None,
+            cookie: 0,
+            granted_req: DEFAULT_WINDOW as u64,
+            agent_req: 0,
+            granted_resp: DEFAULT_WINDOW as u64,
+            agent_resp: 0,
+            to_endpoint: VecDeque::new(),
+            to_client: VecDeque::new(),
+        }
+    }
+
+    pub fn takes_streams(&self) -> bool {
+        matches!(self.state, SlotState::Connecting | SlotState::Active)
+    }
+
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, SlotState::Active | SlotState::Draining { .. })
+    }
+
+    /// The kernel may redirect DATA up to what the endpoint granted minus
+    /// what the agent sent itself.
+    pub fn publish_req_limit(&self, up: &UpstreamShared) {
+        up.req_limit.store(self.granted_req.saturating_sub(self.agent_req), Ordering::SeqCst);
+    }
+
+    /// Takes window for `n` bytes the agent wants to send, if the endpoint
+    /// has it once the kernel's share is counted.
+    pub fn take_req_window(&mut self, up: &UpstreamShared, n: u64) -> bool {
+        self.agent_req += n;
+        self.publish_req_limit(up);
+        if up.req_data.load(Ordering::SeqCst) + self.agent_req <= self.granted_req {
+            return true;
+        }
+        self.agent_req -= n;
+        self.publish_req_limit(up);
+        false
+    }
+
+    /// Window we granted the endpoint that it has not used yet.
+    pub fn resp_outstanding(&self, up: &UpstreamShared) -> u64 {
+        self.granted_resp.saturating_sub(up.resp_data.load(Ordering::SeqCst) + self.agent_resp)
+    }
+
+    pub fn close(&mut self) {
+        if let Some(r) = self.reader.take() {
+            r.abort();
+        }
+        self.state = SlotState::Closed;
+    }
+}
+
+/// DATA payload length of a single frame's bytes (0 for other frames).
+pub fn data_len(bytes: &[u8]) -> u64 {
+    match FrameHeader::parse(bytes) {
+        Some(h) if h.kind == kind::DATA => h.len as u64,
+        _ => 0,
+    }
+}

@@ -1,0 +1,126 @@
+//! An upstream: the agent's HTTP/2 connection to one endpoint for one client
+//! connection. The handshake happens here, in plain user space, before the
+//! socket joins `upstream_socks`: once it is in, bytes queued before the
+//! insertion would wait for more data (rule 7), and every write has to go
+//! through the injector.
+
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::h2::frame::{self, flag, kind, setting, DEFAULT_WINDOW, PREFACE};
+use crate::h2::message::{Expect, Message, MessageReader};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the endpoint told us during the handshake.
+#[derive(Debug)]
+pub struct Handshake {
+    pub stream: TcpStream,
+    /// Connection window the endpoint granted us beyond the default.
+    pub extra_window: u32,
+}
+
+/// Our settings for every endpoint: response header blocks of all endpoints
+/// reach one client decoder, so none may use the dynamic table; no push.
+pub fn our_settings(initial_window: u32) -> Vec<(u16, u32)> {
+    let mut s = vec![(setting::HEADER_TABLE_SIZE, 0), (setting::ENABLE_PUSH, 0)];
+    if initial_window != DEFAULT_WINDOW {
+        s.push((setting::INITIAL_WINDOW_SIZE, initial_window));
+    }
+    s
+}
+
+pub async fn connect(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Result<Handshake> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(endpoint, initial_window))
+        .await
+        .with_context(|| format!("{endpoint}: HTTP/2 handshake timed out"))?
+}
+
+async fn handshake(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Result<Handshake> {
+    let mut stream = TcpStream::connect(endpoint).await.with_context(|| format!("connect {endpoint}"))?;
+    stream.set_nodelay(true)?;
+    let mut out = BytesMut::from(&PREFACE[..]);
+    frame::settings(&mut out, &our_settings(initial_window));
+    stream.write_all(&out).await?;
+
+    let mut reader = MessageReader::new(Expect::Frames);
+    let (mut got_settings, mut got_ack, mut extra_window) = (false, false, 0u32);
+    let mut buf = vec![0u8; 16384];
+    while !(got_settings && got_ack) {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            bail!("{endpoint} closed the connection during the HTTP/2 handshake");
+        }
+        reader.push(&buf[..n]);
+        while let Some(m) = reader.next_message()? {
+            let Message::Frame { header, .. } = &m else { continue };
+            match header.kind {
+                kind::SETTINGS if header.has(flag::ACK) => got_ack = true,
+                kind::SETTINGS => {
+                    let mut ack = BytesMut::new();
+                    frame::settings_ack(&mut ack);
+                    stream.write_all(&ack).await?;
+                    got_settings = true;
+                }
+                kind::WINDOW_UPDATE if header.stream == 0 => {
+                    extra_window = extra_window.saturating_add(frame::parse_window_update(m.payload()).unwrap_or(0));
+                }
+                kind::PING if !header.has(flag::ACK) => {
+                    let mut ack = BytesMut::new();
+                    frame::ping_ack(&mut ack, m.payload());
+                    stream.write_all(&ack).await?;
+                }
+                kind::GOAWAY => bail!("{endpoint} sent GOAWAY during the handshake"),
+                _ => {}
+            }
+        }
+    }
+    if reader.buffered() > 0 {
+        bail!("{endpoint} sent a partial frame during the handshake");
+    }
+    Ok(Handshake { stream, extra_window })
+}
+
+/// What an upstream's reader task reports to its connection.
+#[derive(Debug)]
+pub enum UpstreamEvent {
+    Message { slot: u32, message: Message },
+    Closed { slot: u32, reason: String },
+}
+
+/// Reads the messages the kernel passes to the agent (stream 0, diverted
+/// frames) until the endpoint closes.
+pub fn spawn_reader(slot: u32, mut stream: TcpStream, tx: mpsc::UnboundedSender<UpstreamEvent>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut reader = MessageReader::new(Expect::Frames);
+        let mut buf = vec![0u8; 65536];
+        let reason = loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => break "closed by the endpoint".to_string(),
+                Ok(n) => reader.push(&buf[..n]),
+                Err(e) => break e.to_string(),
+            }
+            loop {
+                match reader.next_message() {
+                    Ok(Some(message)) => {
+                        if tx.send(UpstreamEvent::Message { slot, message }).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = tx.send(UpstreamEvent::Closed { slot, reason: e.to_string() });
+                        return;
+                    }
+                }
+            }
+        };
+        let _ = tx.send(UpstreamEvent::Closed { slot, reason });
+    })
+}

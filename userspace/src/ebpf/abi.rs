@@ -1,0 +1,240 @@
+//! `#[repr(C)]` mirrors of ebpf/include/rotor.h. The test below checks
+//! them against the layout the C compiler gives the header.
+
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+pub const MAX_UPSTREAMS: usize = 16;
+
+pub const ROLE_AGENT: u32 = 1;
+pub const ROLE_UPSTREAM: u32 = 2;
+pub const ROLE_INJECTOR: u32 = 3;
+
+pub const CONN_FAST: u32 = 0x1;
+pub const CONN_GATE_OPEN: u32 = 0x4;
+
+pub const UP_EMPTY: u32 = 0;
+pub const UP_ACTIVE: u32 = 1;
+pub const UP_DRAINING: u32 = 2;
+
+pub const STREAM_SLOW: u32 = 0x1;
+pub const STREAM_CLIENT_END: u32 = 0x2;
+pub const STREAM_SERVER_END: u32 = 0x4;
+
+pub const ROUTE_CLIENT: u32 = 0;
+pub const ROUTE_ACT_NONE: u32 = 0;
+pub const ROUTE_ACT_GATE: u32 = 1;
+
+pub const EV_REQ_DATA: u32 = 1;
+pub const EV_RESP_DATA: u32 = 2;
+pub const EV_DIVERTED: u32 = 3;
+
+pub const STAT_NAMES: [&str; 7] = [
+    "redirect_upstream",
+    "redirect_client",
+    "pass_agent",
+    "divert",
+    "bad_frame",
+    "connect_rewrite",
+    "no_upstream",
+];
+
+macro_rules! pod {
+    ($($t:ty),*) => {$(
+        // SAFETY: plain integers, repr(C), no padding beyond what C has.
+        unsafe impl aya::Pod for $t {}
+    )*};
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    pub ip: u32, // network byte order
+    pub port: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Service {
+    pub id: u32,
+    pub flags: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AgentConfig {
+    pub listen_ip: u32,
+    pub listen_port: u32,
+    pub agent_tgid: u32,
+    pub client_rcvbuf: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Origin {
+    pub ip: u32,
+    pub port: u32,
+    pub service_id: u32,
+    pub pad: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientKey {
+    pub client_ip: u32,
+    pub agent_ip: u32,
+    pub client_port: u32,
+    pub agent_port: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeerKey {
+    pub ip: u32,
+    pub port: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SockIdent {
+    pub conn_id: u32,
+    pub role: u32,
+    pub slot: u32,
+    pub pad: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ParseState {
+    pub leftover: u32,
+    pub msg_off: u32,
+    pub in_msg: u32,
+    pub preface: u32,
+    pub raw: u32,
+    pub kind: u32,
+    pub len: u32,
+    pub stream: u32,
+    pub kind_type: u32,
+    pub flags: u32,
+    pub first_flags: u32,
+    pub passed: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamKey {
+    pub conn_id: u32,
+    pub stream: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stream {
+    pub slot: u32,
+    pub flags: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Route {
+    pub conn_id: u32,
+    pub target: u32,
+    pub action: u32,
+    pub arg: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Event {
+    pub conn_id: u32,
+    pub kind: u32,
+    pub slot: u32,
+    pub pad: u32,
+}
+
+pod!(ServiceKey, Service, AgentConfig, Origin, ClientKey, PeerKey, SockIdent, ParseState, StreamKey, Stream);
+
+/// `struct upstream`, as the agent sees it in the memory-mapped `conns`
+/// array: the programs change these fields concurrently, so every access is
+/// atomic.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct UpstreamShared {
+    pub state: AtomicU32,
+    pub streams: AtomicU32,
+    pub req_data: AtomicU64,
+    pub req_limit: AtomicU64,
+    pub req_notify: AtomicU64,
+    pub resp_data: AtomicU64,
+    pub resp_notify: AtomicU64,
+    pub diverted: AtomicU32,
+    pub pad: AtomicU32,
+}
+
+/// `struct conn` in the memory-mapped `conns` array.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct ConnShared {
+    pub client_ip: AtomicU32,
+    pub agent_ip: AtomicU32,
+    pub client_port: AtomicU32,
+    pub agent_port: AtomicU32,
+    pub flags: AtomicU32,
+    pub service_id: AtomicU32,
+    pub consumed: AtomicU32,
+    pub generation: AtomicU32,
+    pub last_stream: AtomicU32,
+    pub next: AtomicU32,
+    pub first_slot: AtomicU32,
+    pub pad: AtomicU32,
+    pub client_recv: AtomicU64,
+    pub client_limit: AtomicU64,
+    pub up: [UpstreamShared; MAX_UPSTREAMS],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    mod c {
+        include!(concat!(env!("OUT_DIR"), "/abi_layout.rs"));
+    }
+
+    #[test]
+    fn sizes_match_the_c_header() {
+        assert_eq!(size_of::<ServiceKey>(), c::SIZE_service_key);
+        assert_eq!(size_of::<Service>(), c::SIZE_service);
+        assert_eq!(size_of::<AgentConfig>(), c::SIZE_agent_config);
+        assert_eq!(size_of::<Origin>(), c::SIZE_origin);
+        assert_eq!(size_of::<ClientKey>(), c::SIZE_client_key);
+        assert_eq!(size_of::<PeerKey>(), c::SIZE_peer_key);
+        assert_eq!(size_of::<SockIdent>(), c::SIZE_sock_ident);
+        assert_eq!(size_of::<ParseState>(), c::SIZE_parse_state);
+        assert_eq!(size_of::<UpstreamShared>(), c::SIZE_upstream);
+        assert_eq!(size_of::<ConnShared>(), c::SIZE_conn);
+        assert_eq!(size_of::<StreamKey>(), c::SIZE_stream_key);
+        assert_eq!(size_of::<Stream>(), c::SIZE_stream);
+        assert_eq!(size_of::<Route>(), c::SIZE_route);
+        assert_eq!(size_of::<Event>(), c::SIZE_event);
+        assert_eq!(MAX_UPSTREAMS, c::MAX_UPSTREAMS);
+    }
+
+    #[test]
+    fn offsets_match_the_c_header() {
+        assert_eq!(offset_of!(ConnShared, flags), c::OFF_conn_flags);
+        assert_eq!(offset_of!(ConnShared, consumed), c::OFF_conn_consumed);
+        assert_eq!(offset_of!(ConnShared, last_stream), c::OFF_conn_last_stream);
+        assert_eq!(offset_of!(ConnShared, first_slot), c::OFF_conn_first_slot);
+        assert_eq!(offset_of!(ConnShared, client_recv), c::OFF_conn_client_recv);
+        assert_eq!(offset_of!(ConnShared, client_limit), c::OFF_conn_client_limit);
+        assert_eq!(offset_of!(ConnShared, up), c::OFF_conn_up);
+        assert_eq!(offset_of!(UpstreamShared, req_data), c::OFF_upstream_req_data);
+        assert_eq!(offset_of!(UpstreamShared, req_limit), c::OFF_upstream_req_limit);
+        assert_eq!(offset_of!(UpstreamShared, req_notify), c::OFF_upstream_req_notify);
+        assert_eq!(offset_of!(UpstreamShared, resp_data), c::OFF_upstream_resp_data);
+        assert_eq!(offset_of!(UpstreamShared, resp_notify), c::OFF_upstream_resp_notify);
+        assert_eq!(offset_of!(UpstreamShared, diverted), c::OFF_upstream_diverted);
+        assert_eq!(offset_of!(ParseState, passed), c::OFF_parse_state_passed);
+        assert_eq!(offset_of!(ParseState, kind), c::OFF_parse_state_kind);
+    }
+}

@@ -1,0 +1,299 @@
+//! The loaded kernel side: programs attached to a cgroup and to the socket
+//! hashes, and typed handles to the maps the agent writes.
+//!
+//! Cgroup programs are attached through bpf links owned by this process and
+//! the sk_skb programs through the socket hashes it owns: when the agent
+//! exits, everything detaches and connections go the normal way (fail-open).
+
+use std::fs::File;
+use std::net::SocketAddrV4;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf, SockHash};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SkSkb, SockOps};
+use aya::{Ebpf, EbpfError, EbpfLoader};
+
+use super::abi::*;
+use super::conn_table::{ConnTable, ConnTableError};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rotor.bpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("loading the eBPF object failed (kernel {kernel}); rotor needs BTF-less sockmap, sk_skb and cgroup programs (Linux 6.1+): {source}")]
+    Load { kernel: String, source: EbpfError },
+    #[error("program {name}: {source} (kernel {kernel})")]
+    Program { name: &'static str, kernel: String, source: ProgramError },
+    #[error("map {0} missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, source: MapError },
+    #[error("cgroup {path}: {source}; pass the cgroup v2 directory with --cgroup (e.g. /sys/fs/cgroup)")]
+    Cgroup { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    ConnTable(#[from] ConnTableError),
+}
+
+pub struct LoadOptions {
+    pub cgroup: PathBuf,
+    pub listen: SocketAddrV4,
+    pub max_conns: u32,
+}
+
+/// Maps the agent writes, each behind its own lock (one syscall per use).
+pub struct Datapath {
+    _ebpf: Ebpf,
+    _agent_socks: SockHash<MapData, ClientKey>,
+    pub conns: ConnTable,
+    services: Mutex<HashMap<MapData, ServiceKey, Service>>,
+    client_origins: Mutex<HashMap<MapData, PeerKey, Origin>>,
+    sock_idents: Mutex<HashMap<MapData, u64, SockIdent>>,
+    parse_states: Mutex<HashMap<MapData, u64, ParseState>>,
+    streams: Mutex<HashMap<MapData, StreamKey, Stream>>,
+    upstream_socks: Mutex<SockHash<MapData, u64>>,
+    injector_socks: Mutex<SockHash<MapData, u32>>,
+    stats: PerCpuArray<MapData, u64>,
+    events: Mutex<Option<RingBuf<MapData>>>,
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+fn program_error(name: &'static str) -> impl FnOnce(ProgramError) -> DatapathError {
+    move |source| DatapathError::Program { name, kernel: kernel(), source }
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(DatapathError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| DatapathError::Map { name, source })
+}
+
+impl Datapath {
+    pub fn load(opts: &LoadOptions) -> Result<Self, DatapathError> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("conns", opts.max_conns)
+            .load(OBJECT)
+            .map_err(|source| DatapathError::Load { kernel: kernel(), source })?;
+        let cgroup = File::open(&opts.cgroup)
+            .map_err(|source| DatapathError::Cgroup { path: opts.cgroup.clone(), source })?;
+        check_cgroup2(&opts.cgroup)?;
+
+        let agent_socks: SockHash<MapData, ClientKey> = take(&mut ebpf, "agent_socks")?;
+        let upstream_socks: SockHash<MapData, u64> = take(&mut ebpf, "upstream_socks")?;
+        let injector_socks: SockHash<MapData, u32> = take(&mut ebpf, "injector_socks")?;
+
+        let parser: &mut SkSkb = prog(&mut ebpf, "rotor_frame_parser")?;
+        parser.load().map_err(program_error("rotor_frame_parser"))?;
+        for map in [agent_socks.fd(), upstream_socks.fd(), injector_socks.fd()] {
+            parser.attach(map).map_err(program_error("rotor_frame_parser"))?;
+        }
+        for (name, map) in [
+            ("rotor_client_verdict", agent_socks.fd()),
+            ("rotor_upstream_verdict", upstream_socks.fd()),
+            ("rotor_injector_verdict", injector_socks.fd()),
+        ] {
+            let verdict: &mut SkSkb = prog(&mut ebpf, name)?;
+            verdict.load().map_err(program_error(name))?;
+            verdict.attach(map).map_err(program_error(name))?;
+        }
+
+        let mut config: Array<MapData, AgentConfig> = take(&mut ebpf, "agent_config")?;
+        config
+            .set(
+                0,
+                AgentConfig {
+                    listen_ip: u32::from_ne_bytes(opts.listen.ip().octets()),
+                    listen_port: opts.listen.port() as u32,
+                    agent_tgid: std::process::id(),
+                    client_rcvbuf: 4 << 20,
+                },
+                0,
+            )
+            .map_err(|source| DatapathError::Map { name: "agent_config", source })?;
+
+        let conns_map = ebpf.take_map("conns").ok_or(DatapathError::MissingMap("conns"))?;
+        let aya::maps::Map::Array(conns_data) = &conns_map else {
+            return Err(DatapathError::MissingMap("conns"));
+        };
+        let conns = ConnTable::map(conns_data.fd(), opts.max_conns)?;
+        // The mapping keeps the map alive after the Map handle is dropped.
+        drop(conns_map);
+
+        let sockops: &mut SockOps = prog(&mut ebpf, "rotor_sockops")?;
+        sockops.load().map_err(program_error("rotor_sockops"))?;
+        sockops.attach(&cgroup, CgroupAttachMode::AllowMultiple).map_err(program_error("rotor_sockops"))?;
+        let connect: &mut CgroupSockAddr = prog(&mut ebpf, "rotor_connect4")?;
+        connect.load().map_err(program_error("rotor_connect4"))?;
+        connect.attach(&cgroup, CgroupAttachMode::AllowMultiple).map_err(program_error("rotor_connect4"))?;
+
+        Ok(Datapath {
+            _agent_socks: agent_socks,
+            conns,
+            services: Mutex::new(take(&mut ebpf, "services")?),
+            client_origins: Mutex::new(take(&mut ebpf, "client_origins")?),
+            sock_idents: Mutex::new(take(&mut ebpf, "sock_idents")?),
+            parse_states: Mutex::new(take(&mut ebpf, "parse_states")?),
+            streams: Mutex::new(take(&mut ebpf, "streams")?),
+            upstream_socks: Mutex::new(upstream_socks),
+            injector_socks: Mutex::new(injector_socks),
+            stats: take(&mut ebpf, "stats")?,
+            events: Mutex::new(Some(take(&mut ebpf, "events")?)),
+            _ebpf: ebpf,
+        })
+    }
+
+    pub fn set_service(&self, vip: SocketAddrV4, id: u32) -> Result<(), MapError> {
+        lock(&self.services).insert(service_key(vip), Service { id, flags: 0 }, 0)
+    }
+
+    pub fn remove_service(&self, vip: SocketAddrV4) -> Result<(), MapError> {
+        lock(&self.services).remove(&service_key(vip))
+    }
+
+    /// The original destination of an accepted client connection, once.
+    pub fn take_origin(&self, peer: SocketAddrV4) -> Option<Origin> {
+        let key = PeerKey { ip: u32::from_ne_bytes(peer.ip().octets()), port: peer.port() as u32 };
+        let mut map = lock(&self.client_origins);
+        let origin = map.get(&key, 0).ok()?;
+        let _ = map.remove(&key);
+        Some(origin)
+    }
+
+    pub fn set_ident(&self, cookie: u64, ident: SockIdent) -> Result<(), MapError> {
+        lock(&self.sock_idents).insert(cookie, ident, 0)
+    }
+
+    /// Forgets a socket's identity and parser state (when it closes).
+    pub fn forget_cookie(&self, cookie: u64) {
+        if cookie != 0 {
+            let _ = lock(&self.sock_idents).remove(&cookie);
+            let _ = lock(&self.parse_states).remove(&cookie);
+        }
+    }
+
+    pub fn insert_upstream(&self, conn_id: u32, slot: u32, sock: &impl AsRawFd) -> Result<(), MapError> {
+        lock(&self.upstream_socks).insert(upstream_key(conn_id, slot), sock.as_raw_fd(), 0)
+    }
+
+    pub fn insert_injector(&self, index: u32, sock: &impl AsRawFd) -> Result<(), MapError> {
+        lock(&self.injector_socks).insert(index, sock.as_raw_fd(), 0)
+    }
+
+    pub fn set_stream(&self, conn_id: u32, stream: u32, value: Stream) -> Result<(), MapError> {
+        lock(&self.streams).insert(StreamKey { conn_id, stream }, value, 0)
+    }
+
+    pub fn get_stream(&self, conn_id: u32, stream: u32) -> Option<Stream> {
+        lock(&self.streams).get(&StreamKey { conn_id, stream }, 0).ok()
+    }
+
+    /// True if this call removed the entry (the kernel may race us to it).
+    pub fn remove_stream(&self, conn_id: u32, stream: u32) -> bool {
+        lock(&self.streams).remove(&StreamKey { conn_id, stream }).is_ok()
+    }
+
+    /// Removes and returns the streams of a connection routed to one slot.
+    pub fn take_streams_of(&self, conn_id: u32, slot: u32) -> Vec<u32> {
+        let mut map = lock(&self.streams);
+        let ids: Vec<u32> = map
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, v)| k.conn_id == conn_id && v.slot == slot)
+            .map(|(k, _)| k.stream)
+            .collect();
+        for stream in &ids {
+            let _ = map.remove(&StreamKey { conn_id, stream: *stream });
+        }
+        ids
+    }
+
+    /// Removes every stream entry of a connection (after it closed).
+    pub fn forget_streams(&self, conn_id: u32) -> usize {
+        let mut map = lock(&self.streams);
+        let keys: Vec<StreamKey> =
+            map.keys().filter_map(Result::ok).filter(|k| k.conn_id == conn_id).collect();
+        for k in &keys {
+            let _ = map.remove(k);
+        }
+        keys.len()
+    }
+
+    pub fn stream_count(&self) -> usize {
+        lock(&self.streams).keys().count()
+    }
+
+    pub fn take_events(&self) -> Option<RingBuf<MapData>> {
+        lock(&self.events).take()
+    }
+
+    /// Kernel counters summed over CPUs, by name.
+    pub fn stats(&self) -> Vec<(&'static str, u64)> {
+        STAT_NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let sum = self.stats.get(&(i as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
+                (*name, sum)
+            })
+            .collect()
+    }
+}
+
+pub fn upstream_key(conn_id: u32, slot: u32) -> u64 {
+    ((conn_id as u64) << 32) | slot as u64
+}
+
+fn service_key(vip: SocketAddrV4) -> ServiceKey {
+    ServiceKey { ip: u32::from_ne_bytes(vip.ip().octets()), port: vip.port() as u32 }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn prog<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DatapathError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let p = ebpf.program_mut(name).ok_or(DatapathError::Program {
+        name,
+        kernel: kernel(),
+        source: ProgramError::UnexpectedProgramType,
+    })?;
+    p.try_into().map_err(program_error(name))
+}
+
+fn check_cgroup2(path: &Path) -> Result<(), DatapathError> {
+    if path.join("cgroup.procs").exists() && path.join("cgroup.controllers").exists() {
+        return Ok(());
+    }
+    Err(DatapathError::Cgroup {
+        path: path.to_path_buf(),
+        source: std::io::Error::other("not a cgroup v2 directory"),
+    })
+}
+
+pub fn socket_cookie(sock: &impl AsRawFd) -> std::io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: SO_COOKIE writes a u64 into the buffer we pass with its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cookie)
+}

@@ -1,0 +1,8 @@
+//! Loading, attaching and typed access to the kernel side (ebpf/).
+
+pub mod abi;
+mod conn_table;
+mod datapath;
+
+pub use conn_table::ConnTable;
+pub use datapath::{socket_cookie, upstream_key, Datapath, DatapathError, LoadOptions};

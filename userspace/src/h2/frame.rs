@@ -1,0 +1,169 @@
+//! HTTP/2 frame headers and the few frames the agent writes itself (RFC 9113 §4, §6).
+
+use bytes::{BufMut, BytesMut};
+
+pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub const HEADER_LEN: usize = 9;
+/// We never raise SETTINGS_MAX_FRAME_SIZE, so no peer may send more.
+pub const MAX_FRAME: usize = 16384;
+
+pub mod kind {
+    pub const DATA: u8 = 0x0;
+    pub const HEADERS: u8 = 0x1;
+    pub const PRIORITY: u8 = 0x2;
+    pub const RST_STREAM: u8 = 0x3;
+    pub const SETTINGS: u8 = 0x4;
+    pub const PUSH_PROMISE: u8 = 0x5;
+    pub const PING: u8 = 0x6;
+    pub const GOAWAY: u8 = 0x7;
+    pub const WINDOW_UPDATE: u8 = 0x8;
+    pub const CONTINUATION: u8 = 0x9;
+    /// The agent's private frame on its injector socket (see ebpf/injector_skb.c).
+    pub const ROTOR_ROUTE: u8 = 0xfa;
+}
+
+pub mod flag {
+    pub const END_STREAM: u8 = 0x1;
+    pub const ACK: u8 = 0x1;
+    pub const END_HEADERS: u8 = 0x4;
+    pub const PADDED: u8 = 0x8;
+}
+
+pub mod setting {
+    pub const HEADER_TABLE_SIZE: u16 = 0x1;
+    pub const ENABLE_PUSH: u16 = 0x2;
+    pub const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+    pub const INITIAL_WINDOW_SIZE: u16 = 0x4;
+    pub const MAX_FRAME_SIZE: u16 = 0x5;
+}
+
+pub mod error_code {
+    pub const NO_ERROR: u32 = 0x0;
+    pub const PROTOCOL_ERROR: u32 = 0x1;
+    pub const INTERNAL_ERROR: u32 = 0x2;
+    pub const FLOW_CONTROL_ERROR: u32 = 0x3;
+    pub const REFUSED_STREAM: u32 = 0x7;
+}
+
+/// The HTTP/2 default for every window (RFC 9113 §6.9.2).
+pub const DEFAULT_WINDOW: u32 = 65_535;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub len: u32,
+    pub kind: u8,
+    pub flags: u8,
+    pub stream: u32,
+}
+
+impl FrameHeader {
+    pub fn parse(b: &[u8]) -> Option<FrameHeader> {
+        let b: &[u8; HEADER_LEN] = b.get(..HEADER_LEN)?.try_into().ok()?;
+        Some(FrameHeader {
+            len: u32::from_be_bytes([0, b[0], b[1], b[2]]),
+            kind: b[3],
+            flags: b[4],
+            stream: u32::from_be_bytes([b[5], b[6], b[7], b[8]]) & 0x7fff_ffff,
+        })
+    }
+
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.put_slice(&self.len.to_be_bytes()[1..]);
+        out.put_u8(self.kind);
+        out.put_u8(self.flags);
+        out.put_u32(self.stream & 0x7fff_ffff);
+    }
+
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+fn frame(out: &mut BytesMut, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+    FrameHeader { len: payload.len() as u32, kind, flags, stream }.encode(out);
+    out.put_slice(payload);
+}
+
+pub fn settings(out: &mut BytesMut, values: &[(u16, u32)]) {
+    let mut p = BytesMut::with_capacity(values.len() * 6);
+    for (id, v) in values {
+        p.put_u16(*id);
+        p.put_u32(*v);
+    }
+    frame(out, kind::SETTINGS, 0, 0, &p);
+}
+
+pub fn settings_ack(out: &mut BytesMut) {
+    frame(out, kind::SETTINGS, flag::ACK, 0, &[]);
+}
+
+pub fn ping_ack(out: &mut BytesMut, opaque: &[u8]) {
+    frame(out, kind::PING, flag::ACK, 0, opaque);
+}
+
+pub fn window_update(out: &mut BytesMut, stream: u32, increment: u32) {
+    frame(out, kind::WINDOW_UPDATE, 0, stream, &(increment & 0x7fff_ffff).to_be_bytes());
+}
+
+pub fn rst_stream(out: &mut BytesMut, stream: u32, code: u32) {
+    frame(out, kind::RST_STREAM, 0, stream, &code.to_be_bytes());
+}
+
+pub fn goaway(out: &mut BytesMut, last_stream: u32, code: u32) {
+    let mut p = [0u8; 8];
+    p[..4].copy_from_slice(&(last_stream & 0x7fff_ffff).to_be_bytes());
+    p[4..].copy_from_slice(&code.to_be_bytes());
+    frame(out, kind::GOAWAY, 0, 0, &p);
+}
+
+/// The settings of a SETTINGS payload, or None if its length is not a multiple of 6.
+pub fn parse_settings(payload: &[u8]) -> Option<Vec<(u16, u32)>> {
+    if payload.len() % 6 != 0 {
+        return None;
+    }
+    Some(
+        payload
+            .chunks_exact(6)
+            .map(|c| (u16::from_be_bytes([c[0], c[1]]), u32::from_be_bytes([c[2], c[3], c[4], c[5]])))
+            .collect(),
+    )
+}
+
+/// The increment of a WINDOW_UPDATE payload.
+pub fn parse_window_update(payload: &[u8]) -> Option<u32> {
+    let b: [u8; 4] = payload.try_into().ok()?;
+    Some(u32::from_be_bytes(b) & 0x7fff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip() {
+        let h = FrameHeader { len: 0x12345, kind: kind::HEADERS, flags: 0x25, stream: 0x7fff_fff1 };
+        let mut b = BytesMut::new();
+        h.encode(&mut b);
+        assert_eq!(b.len(), HEADER_LEN);
+        assert_eq!(FrameHeader::parse(&b), Some(h));
+    }
+
+    #[test]
+    fn reserved_bit_is_ignored() {
+        let b = [0, 0, 4, 8, 0, 0x80, 0, 0, 3];
+        assert_eq!(FrameHeader::parse(&b).map(|h| h.stream), Some(3));
+    }
+
+    #[test]
+    fn settings_parse() {
+        let mut b = BytesMut::new();
+        settings(&mut b, &[(setting::HEADER_TABLE_SIZE, 0), (setting::INITIAL_WINDOW_SIZE, 1 << 20)]);
+        let h = FrameHeader::parse(&b).unwrap();
+        assert_eq!((h.kind, h.len), (kind::SETTINGS, 12));
+        assert_eq!(
+            parse_settings(&b[9..]),
+            Some(vec![(setting::HEADER_TABLE_SIZE, 0), (setting::INITIAL_WINDOW_SIZE, 1 << 20)])
+        );
+        assert_eq!(parse_settings(&b[9..14]), None);
+    }
+}

@@ -1,0 +1,59 @@
+//! Services and their endpoints: what the agent balances. Sources (a file
+//! now, Kubernetes later) produce a `Model`; the agent applies it.
+
+mod config;
+
+pub use config::{ConfigError, ConfigFile};
+
+use std::net::SocketAddrV4;
+
+use serde::Deserialize;
+
+pub const MAX_ENDPOINTS: usize = crate::ebpf::abi::MAX_UPSTREAMS;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    #[default]
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub vip: SocketAddrV4,
+    #[serde(default)]
+    pub policy: Policy,
+    pub endpoints: Vec<SocketAddrV4>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
+}
+
+impl Model {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        let mut vips = std::collections::HashSet::new();
+        for s in &self.services {
+            if !names.insert(&s.name) {
+                return Err(ConfigError::Invalid(format!("service {:?} is listed twice", s.name)));
+            }
+            if !vips.insert(s.vip) {
+                return Err(ConfigError::Invalid(format!("address {} belongs to two services", s.vip)));
+            }
+            if s.endpoints.len() > MAX_ENDPOINTS {
+                return Err(ConfigError::Invalid(format!(
+                    "service {:?} has {} endpoints; at most {MAX_ENDPOINTS} are balanced per connection",
+                    s.name,
+                    s.endpoints.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::unique_suffix;
+use crate::util::owned_id;
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
@@ -59,7 +59,7 @@ impl TestCgroup {
         if !is_cgroup2(root) {
             bail!("{} is not on a cgroup2 file system", root.display());
         }
-        let path = root.join(format!("rotor-test-{}", unique_suffix()));
+        let path = root.join(format!("rotor-test-{}", owned_id()));
         fs::create_dir(&path).with_context(|| format!("creating cgroup {}", path.display()))?;
         Ok(TestCgroup {
             path,

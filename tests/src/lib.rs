@@ -16,6 +16,7 @@ pub mod load;
 pub mod loadgen;
 pub mod netns;
 pub mod process;
+pub mod sweep;
 pub mod tools;
 pub mod topology;
 pub mod util;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::{describe, tail};
+use crate::util::{describe, kill_with_parent, tail};
 
 /// Which output stream of a child to look at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +63,7 @@ impl Child {
             File::create(&stdout).with_context(|| format!("creating {}", stdout.display()))?;
         let err =
             File::create(&stderr).with_context(|| format!("creating {}", stderr.display()))?;
+        kill_with_parent(&mut cmd);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out)

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::backend::{Backend, BACKEND_PORT};
 use crate::netns::Netns;
-use crate::util::{unique_suffix, TempDir};
+use crate::util::{owned_id, TempDir};
 
 /// The Service address nobody listens on.
 pub const VIP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 8080);
@@ -63,7 +63,7 @@ impl Topology {
         if n_backends > 250 {
             bail!("at most 250 backends");
         }
-        let id = unique_suffix();
+        let id = owned_id();
         let dir = TempDir::new(&format!("rotor-test-{id}"))?;
         let client = Netns::create(&format!("rotor-{id}-client"))?;
         let node = Netns::create(&format!("rotor-{id}-node"))?;

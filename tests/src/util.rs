@@ -28,6 +28,39 @@ pub fn unique_suffix() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// An id naming this process as the owner: `<pid in hex>-<4 random hex digits>`.
+/// Namespaces and cgroups carry it, so [`crate::sweep`] can tell leftovers of a
+/// killed test run (owner gone) from resources of a run still going on.
+pub fn owned_id() -> String {
+    format!("{:x}-{}", std::process::id(), &unique_suffix()[..4])
+}
+
+/// The owner pid of an id made by [`owned_id`] (the text before the first `-`).
+pub fn owner_of(id: &str) -> Option<u32> {
+    let (pid, rest) = id.split_once('-')?;
+    if rest.is_empty() {
+        return None;
+    }
+    u32::from_str_radix(pid, 16).ok()
+}
+
+/// Makes a command's process get SIGKILL when the thread that spawned it dies
+/// (PR_SET_PDEATHSIG), so a test run killed outright leaves no servers behind.
+/// It survives `exec` (of non-setuid binaries such as sh, ip, nghttpd). Spawn
+/// from a thread that outlives the child: a test's own thread does.
+pub fn kill_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; the closure touches no other state.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A directory removed (recursively) on drop, unless `ROTOR_KEEP_LOGS` is set.
 #[derive(Debug)]
 pub struct TempDir {
@@ -90,6 +123,7 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
 /// Returns its output whatever its exit status.
 pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<Output> {
     let desc = describe(cmd);
+    kill_with_parent(cmd);
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

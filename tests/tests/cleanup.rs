@@ -92,3 +92,65 @@ fn names_are_unique_per_topology() {
     assert_ne!(a.client_ns(), b.client_ns());
     assert!(a.client_ns().starts_with("rotor-"));
 }
+
+#[test]
+fn sweep_removes_leftovers_of_dead_runs_only() {
+    environment_ok().expect("test environment");
+    // Leftovers as a killed run would leave them: owner pid 0x7fffffff cannot exist.
+    let rand = &rotor_tests::util::unique_suffix()[..4];
+    let leaked = format!("rotor-7fffffff-{rand}-client");
+    std::mem::forget(rotor_tests::Netns::create(&leaked).unwrap());
+    let root = rotor_tests::cgroup::cgroup2_root().unwrap();
+    let leaked_cg = root.join(format!("rotor-test-7fffffff-{rand}"));
+    std::fs::create_dir(&leaked_cg).unwrap();
+    // A live run's resources must survive the sweep.
+    let live = Topology::new(0).unwrap();
+    let live_cg = TestCgroup::create().unwrap();
+
+    let swept = rotor_tests::sweep::sweep().unwrap();
+    assert!(swept.netns.contains(&leaked), "{swept:?}");
+    assert!(swept.cgroups.contains(&leaked_cg), "{swept:?}");
+    assert!(!netns::list().unwrap().contains(&leaked));
+    assert!(!leaked_cg.exists());
+    assert!(netns::list()
+        .unwrap()
+        .contains(&live.client_ns().to_string()));
+    assert!(live_cg.path().exists());
+}
+
+#[test]
+fn children_die_with_the_thread_that_spawned_them() {
+    environment_ok().expect("test environment");
+    let dir = rotor_tests::util::TempDir::new("rotor-test-pdeathsig").unwrap();
+    let path = dir.path().to_path_buf();
+    // Leak a child (as if the test process were killed and no Drop ran).
+    let pid = std::thread::spawn(move || {
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("60");
+        let child = Child::spawn("sleeper", cmd, &path).unwrap();
+        let pid = child.pid();
+        std::mem::forget(child);
+        pid
+    })
+    .join()
+    .unwrap();
+    let gone = |pid: u32| {
+        // Killed: a zombie (state Z) until reaped, or gone.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !gone(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(gone(pid), "leaked child {pid} survived its spawning thread");
+    // Reap it.
+    unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), 0) };
+}

@@ -31,6 +31,8 @@ enum Cmd {
         #[arg(long)]
         no_build: bool,
     },
+    /// Remove namespaces and cgroups left by test runs that were killed (owner process gone).
+    Clean,
     /// Build everything and run the test suite: `cargo xtask test [CARGO TEST ARGS] [-- TEST BINARY ARGS]`.
     Test {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -66,6 +68,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Deps => {
             deps::ensure()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Clean => {
+            let swept = rotor_tests::sweep::sweep()?;
+            for n in &swept.netns {
+                println!("xtask: removed netns {n}");
+            }
+            for c in &swept.cgroups {
+                println!("xtask: removed cgroup {}", c.display());
+            }
+            println!(
+                "xtask: {} namespaces, {} cgroups removed",
+                swept.netns.len(),
+                swept.cgroups.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Demo {

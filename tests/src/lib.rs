@@ -4,7 +4,22 @@
 //! Every resource is a guard: [`Netns`], [`TestCgroup`], [`Child`], [`Topology`],
 //! [`Agent`]. Drop order matters only in that processes should go before the
 //! namespace they run in; declaring `topo`, then `cgroup`, then `agent` as locals
-//! gets that right (locals drop in reverse order).
+//! gets that right (locals drop in reverse order), and [`TestBed`] does it for you.
+//!
+//! ```no_run
+//! use rotor_tests::{LoadSpec, TestBed};
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let bed = TestBed::with_agent(3)?; // client, node, be1..be3, cgroup, rotor-agent
+//! let report = bed.load(&LoadSpec::whoami(1, 8, 3000))?; // rotor-load in client netns + cgroup
+//! assert_eq!(report.failed, 0);
+//! println!("{:?}", bed.topo.request_counts()?); // counted by each nghttpd
+//! # Ok(()) }
+//! ```
+//!
+//! Children get SIGKILL when the thread that spawned them dies (PR_SET_PDEATHSIG),
+//! and names carry the owner pid, so `cargo xtask clean` can remove what a killed
+//! run left behind.
 
 pub mod agent;
 pub mod backend;

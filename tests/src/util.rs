@@ -195,10 +195,13 @@ pub fn target_dir() -> PathBuf {
         .join("target")
 }
 
-/// Finds a binary built by this workspace: env `env_var`, then next to the running
+/// Finds a binary built by this workspace: env `env_var`, then `CARGO_BIN_EXE_<name>`, then next to the running
 /// executable (or its parent, for test binaries in `deps/`), then `target/release`.
 pub fn find_binary(name: &str, env_var: &str) -> Result<PathBuf> {
     if let Some(p) = std::env::var_os(env_var) {
+        return Ok(PathBuf::from(p));
+    }
+    if let Some(p) = std::env::var_os(format!("CARGO_BIN_EXE_{name}")) {
         return Ok(PathBuf::from(p));
     }
     let mut candidates = Vec::new();

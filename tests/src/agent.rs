@@ -89,6 +89,11 @@ impl Agent {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
+        if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+            // Error values without backtraces (panics keep RUST_BACKTRACE's setting),
+            // so the error message is what shows in test failures.
+            cmd.env("RUST_LIB_BACKTRACE", "0");
+        }
         let mut child = Child::spawn("rotor-agent", cmd, topo.dir())?;
         child
             .wait_for(

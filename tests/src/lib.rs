@@ -54,7 +54,7 @@ pub fn environment_ok() -> anyhow::Result<()> {
         anyhow::bail!("rotor tests need root (network namespaces, cgroups)");
     }
     cgroup::cgroup2_root()?;
-    for tool in ["ip", "iptables-restore", "nghttpd"] {
+    for tool in ["ip", "nsenter", "iptables-restore", "nghttpd"] {
         if !std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
             .any(|d| d.join(tool).is_file())
         {

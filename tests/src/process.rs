@@ -20,26 +20,32 @@ pub enum Stream {
 /// A command that runs `program` inside network namespace `netns` and, when
 /// `cgroup` is given, inside that cgroup too.
 ///
-/// `ip netns exec` remounts /sys, so the cgroup tree is not visible inside the
-/// namespace: the wrapper shell first writes its own pid into the cgroup, then
-/// execs `ip netns exec`, which execs the program (membership is inherited, and
-/// the spawned pid stays the program's pid).
+/// It enters the namespace with `nsenter --net=/var/run/netns/NAME`, which only
+/// switches the network namespace. `ip netns exec` would also remount /sys, so
+/// the cgroup tree would not be visible inside, and the agent must open its
+/// `--cgroup` directory. For the cgroup, the wrapper shell first writes its own
+/// pid into `cgroup.procs`, then execs nsenter, which execs the program
+/// (membership is inherited; the spawned pid stays the program's pid).
 pub fn netns_command<S: AsRef<OsStr>>(netns: &str, cgroup: Option<&Path>, program: S) -> Command {
+    let ns_path = format!("--net={NETNS_RUN_DIR}/{netns}");
     match cgroup {
         None => {
-            let mut cmd = Command::new("ip");
-            cmd.args(["netns", "exec", netns]).arg(program);
+            let mut cmd = Command::new("nsenter");
+            cmd.arg(ns_path).arg("--").arg(program);
             cmd
         }
         Some(cg) => {
-            // sh: $0 = cgroup dir, $1 = netns, then the program and its arguments.
-            let script = r#"cg=$0; ns=$1; shift; echo $$ > "$cg/cgroup.procs" && exec ip netns exec "$ns" "$@""#;
+            // sh: $0 = cgroup dir, $1 = --net=PATH, then the program and its arguments.
+            let script = r#"cg=$0; ns=$1; shift; echo $$ > "$cg/cgroup.procs" && exec nsenter "$ns" -- "$@""#;
             let mut cmd = Command::new("sh");
-            cmd.arg("-c").arg(script).arg(cg).arg(netns).arg(program);
+            cmd.arg("-c").arg(script).arg(cg).arg(ns_path).arg(program);
             cmd
         }
     }
 }
+
+/// Where `ip netns add` bind-mounts named namespaces.
+pub const NETNS_RUN_DIR: &str = "/var/run/netns";
 
 /// A child process whose stdout/stderr go to `<dir>/<name>.stdout|stderr`.
 /// Dropping it sends SIGTERM to its pid, then SIGKILL after 3 s, and reaps it.
@@ -104,7 +110,7 @@ impl Child {
 
     /// The last lines of stderr (for error messages).
     pub fn stderr_tail(&self) -> String {
-        tail(&self.stderr, 30)
+        tail(&self.stderr, 15)
     }
 
     /// `Some(status)` once the child has exited.

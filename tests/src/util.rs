@@ -176,13 +176,22 @@ pub fn describe(cmd: &Command) -> String {
     s
 }
 
-/// The last `n` lines of a file, for error messages (empty if unreadable).
+/// The first and last `n` lines of a file, for error messages (empty if unreadable).
 pub fn tail(path: &Path, n: usize) -> String {
     let text = fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    if lines.len() <= 2 * n {
+        return lines.join("\n");
+    }
+    // First and last lines: an error printed before a long backtrace stays visible.
+    format!(
+        "{}\n… ({} lines) …\n{}",
+        lines[..n].join("\n"),
+        lines.len() - 2 * n,
+        lines[lines.len() - n..].join("\n")
+    )
 }
 
 /// The cargo target directory of this workspace: `CARGO_TARGET_DIR`, else `<workspace>/target`.

@@ -57,7 +57,7 @@ pub fn curl_h2(topo: &Topology, cgroup: Option<&TestCgroup>, url: &str) -> Resul
 pub fn nghttp(topo: &Topology, cgroup: Option<&TestCgroup>, args: &[&str]) -> Result<Output> {
     check(
         "nghttp",
-        client_tool(topo, cgroup, "nghttp", args, Duration::from_secs(60))?,
+        client_tool(topo, cgroup, "nghttp", args, Duration::from_secs(30))?,
     )
 }
 

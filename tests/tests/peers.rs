@@ -39,11 +39,13 @@ fn nghttp_many_streams_on_one_connection() {
         names.iter().all(|n| ["be1", "be2", "be3"].contains(n)),
         "nghttp output {bodies:?}\n{diag}"
     );
+    // nghttp sends all 30 HEADERS in its first flight, before it has acknowledged
+    // the agent's SETTINGS (HEADER_TABLE_SIZE=0), so by design they may all share
+    // the first upstream (their header blocks may reference each other's HPACK
+    // state). Only the total is checked here; h2load_one_connection checks spread.
     let served = bed.served_since(&before).unwrap();
-    assert!(
-        served.iter().all(|(_, n)| *n > 0),
-        "one connection, 30 streams: {served:?}\n{diag}"
-    );
+    let total: u64 = served.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 30, "{served:?}\n{diag}");
 }
 
 #[test]

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -141,7 +140,7 @@ impl ClientConn {
         &self.shared_conn().up[slot as usize % MAX_UPSTREAMS]
     }
 
-    async fn run(&mut self, mut a: TcpStream, peer: SocketAddrV4, mut wake_rx: mpsc::UnboundedReceiver<Wake>) -> anyhow::Result<()> {
+    async fn run(&mut self, a: TcpStream, peer: SocketAddrV4, mut wake_rx: mpsc::UnboundedReceiver<Wake>) -> anyhow::Result<()> {
         let (up_tx, mut up_rx) = mpsc::unbounded_channel();
         let (connect_tx, mut connect_rx) = mpsc::unbounded_channel();
         self.up_tx = up_tx;
@@ -162,10 +161,11 @@ impl ClientConn {
         }
 
         let mut buf = vec![0u8; 65536];
+        let mut a_reader = super::sockmap_io::SockmapReader::default();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
-                r = a.read(&mut buf) => {
+                r = a_reader.recv(&a, &mut buf) => {
                     let n = r?;
                     if n == 0 {
                         return Ok(());

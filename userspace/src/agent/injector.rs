@@ -72,6 +72,13 @@ impl Injector {
     }
 
     fn send_with(&self, conn_id: u32, target: Target, action: u32, arg: u32, frames: &[u8]) {
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let mut rest = frames;
+            while let Some(h) = FrameHeader::parse(rest) {
+                tracing::trace!(conn_id, ?target, ?h, "inject");
+                rest = rest.get(9 + h.len as usize..).unwrap_or(&[]);
+            }
+        }
         let mut b = BytesMut::with_capacity(25 + frames.len());
         FrameHeader { len: 16, kind: kind::ROTOR_ROUTE, flags: 0, stream: 0 }.encode(&mut b);
         let target = match target {

@@ -7,6 +7,7 @@ mod events;
 mod injector;
 mod registry;
 mod slot;
+mod sockmap_io;
 mod splice;
 mod upstream;
 

@@ -96,12 +96,13 @@ pub enum UpstreamEvent {
 
 /// Reads the messages the kernel passes to the agent (stream 0, diverted
 /// frames) until the endpoint closes.
-pub fn spawn_reader(slot: u32, mut stream: TcpStream, tx: mpsc::UnboundedSender<UpstreamEvent>) -> tokio::task::JoinHandle<()> {
+pub fn spawn_reader(slot: u32, stream: TcpStream, tx: mpsc::UnboundedSender<UpstreamEvent>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut reader = MessageReader::new(Expect::Frames);
         let mut buf = vec![0u8; 65536];
+        let mut sockmap = super::sockmap_io::SockmapReader::default();
         let reason = loop {
-            match stream.read(&mut buf).await {
+            match sockmap.recv(&stream, &mut buf).await {
                 Ok(0) => break "closed by the endpoint".to_string(),
                 Ok(n) => reader.push(&buf[..n]),
                 Err(e) => break e.to_string(),

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf, SockHash};
+// Links ignore the attach mode: several can share a cgroup.
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SkSkb, SockOps};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 
@@ -127,10 +128,10 @@ impl Datapath {
 
         let sockops: &mut SockOps = prog(&mut ebpf, "rotor_sockops")?;
         sockops.load().map_err(program_error("rotor_sockops"))?;
-        sockops.attach(&cgroup, CgroupAttachMode::AllowMultiple).map_err(program_error("rotor_sockops"))?;
+        sockops.attach(&cgroup, CgroupAttachMode::Single).map_err(program_error("rotor_sockops"))?;
         let connect: &mut CgroupSockAddr = prog(&mut ebpf, "rotor_connect4")?;
         connect.load().map_err(program_error("rotor_connect4"))?;
-        connect.attach(&cgroup, CgroupAttachMode::AllowMultiple).map_err(program_error("rotor_connect4"))?;
+        connect.attach(&cgroup, CgroupAttachMode::Single).map_err(program_error("rotor_connect4"))?;
 
         Ok(Datapath {
             _agent_socks: agent_socks,

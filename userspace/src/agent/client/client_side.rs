@@ -13,6 +13,7 @@ use crate::h2::message::Message;
 impl ClientConn {
     pub(super) fn on_client_message(&mut self, m: Message) {
         let Message::Frame { header, bytes } = m else { return };
+        tracing::trace!(conn = self.id, ?header, "from client");
         if header.stream == 0 {
             self.on_client_control(header, &bytes);
         } else {

@@ -73,30 +73,26 @@ impl ClientConn {
         }
     }
 
-    /// Grants endpoints response window, never more in total than the
-    /// client's connection window has left.
+    /// Grants each endpoint response window up to what the client's
+    /// connection window has left. Endpoints start with 65,535 bytes each
+    /// whatever the client granted, so the sum can exceed the client's
+    /// window; the kernel then diverts the overflow to the agent instead of
+    /// sending the client more than it allowed.
     fn grant_endpoints(&mut self) {
         let dp = self.shared.dp.clone();
         let Some(c) = dp.conns.get(self.id) else { return };
-        let outstanding: u64 = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.as_ref().map(|s| s.resp_outstanding(&c.up[i])))
-            .sum();
         let client_left = c.client_limit.load(Ordering::SeqCst).saturating_sub(c.client_recv.load(Ordering::SeqCst));
-        let mut avail = client_left.saturating_sub(outstanding);
         let mut grants = Vec::new();
         for (slot, s) in self.slots.iter_mut().enumerate() {
             let Some(s) = s.as_mut().filter(|s| s.is_open()) else { continue };
             let up = &c.up[slot];
             let mine = s.resp_outstanding(up);
             up.resp_notify.store(up.resp_data.load(Ordering::SeqCst) + ENDPOINT_WINDOW / 4, Ordering::SeqCst);
-            if mine >= ENDPOINT_WINDOW / 2 || avail == 0 {
+            let target = ENDPOINT_WINDOW.min(client_left);
+            if mine >= target / 2 {
                 continue;
             }
-            let inc = (ENDPOINT_WINDOW - mine).min(avail).min(0x7fff_ffff);
-            avail -= inc;
+            let inc = (target - mine).min(0x7fff_ffff);
             s.granted_resp += inc;
             grants.push((slot as u32, inc as u32));
         }

@@ -29,6 +29,7 @@ impl ClientConn {
 
     fn on_upstream_message(&mut self, slot: u32, m: Message) {
         let Message::Frame { header, .. } = &m else { return };
+        tracing::trace!(conn = self.id, slot, ?header, "from upstream");
         if header.stream != 0 {
             // Diverted: keep order behind what is already waiting.
             if (header.kind == kind::DATA || header.kind == kind::HEADERS) && header.has(flag::END_STREAM)

@@ -54,7 +54,7 @@ SEC("sk_skb/stream_verdict")
 int rotor_client_verdict(struct __sk_buff *skb)
 {
 	__u64 cookie = bpf_get_socket_cookie(skb);
-	struct parse_state *st = bpf_map_lookup_elem(&parse_states, &cookie);
+	struct parse_state *st = take_message(skb);
 	struct sock_ident *id = bpf_map_lookup_elem(&sock_idents, &cookie);
 
 	if (!st)

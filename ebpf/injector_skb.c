@@ -27,7 +27,7 @@ SEC("sk_skb/stream_verdict")
 int rotor_injector_verdict(struct __sk_buff *skb)
 {
 	__u64 cookie = bpf_get_socket_cookie(skb);
-	struct parse_state *st = bpf_map_lookup_elem(&parse_states, &cookie);
+	struct parse_state *st = take_message(skb);
 
 	if (!st || st->kind != MSG_FRAME)
 		return SK_DROP;

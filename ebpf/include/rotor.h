@@ -122,9 +122,9 @@ struct sock_ident {
 /* Per-socket parser state, keyed by socket cookie, owned by the programs.
  * See ebpf/README.md, "Where a message starts". */
 struct parse_state {
-	__u32 leftover; /* bytes after the last message in the skb that ended it */
-	__u32 msg_off;  /* offset of the message being parsed in its head skb */
-	__u32 in_msg;   /* msg_off is valid: parse was called for this message */
+	__u32 next_seq;  /* TCP sequence number where the next message starts */
+	__u32 msg_off;   /* offset of the current message in its head skb */
+	__u32 seq_valid; /* next_seq is set */
 	__u32 preface;  /* 1 while the client preface is still expected */
 	__u32 raw;      /* not HTTP/2: hand every byte to the agent */
 	/* the last complete message, for the verdict */
@@ -135,6 +135,11 @@ struct parse_state {
 	__u32 flags;  /* flags of the last frame (END_STREAM lives on HEADERS) */
 	__u32 first_flags;
 	__u32 passed; /* messages the verdict passed to the agent before CONN_FAST */
+	/* for inspection (rotor status) */
+	__u32 parse_calls;
+	__u32 last_seq;
+	__u32 last_skb_len;
+	__s32 last_ret;
 };
 
 struct upstream {

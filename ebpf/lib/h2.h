@@ -4,12 +4,11 @@
  *
  * strparser hands the parser (and later the verdict) the skb the message
  * *starts in*, from that skb's first byte; the message offset is private to
- * strparser. We derive it instead of reading kernel internals: the parser
- * only ever returns a length once the whole message is in the skb chain, so
- * the message ends in the last skb, and the next message starts `leftover`
- * bytes before the end of that same skb (or at 0 of the next skb when
- * leftover is 0). Strparser's own check ("length must reach into the newest
- * skb") enforces the premise. See ebpf/README.md.
+ * strparser. For SK_SKB programs __sk_buff->cb[0] is the TCP sequence number
+ * of that skb's first byte, so the offset is next_seq - cb[0]. Counting
+ * bytes per skb instead breaks: on 6.18 strparser can revisit a receive-queue
+ * skb that TCP has grown by coalescing, starting mid-skb (ebpf/README.md,
+ * "Where a message starts").
  */
 #ifndef ROTOR_H2_H
 #define ROTOR_H2_H
@@ -90,13 +89,23 @@ static __always_inline struct parse_state *parse_state_of(struct __sk_buff *skb,
 	return bpf_map_lookup_elem(&parse_states, &cookie);
 }
 
-static __always_inline int finish_message(struct parse_state *st, struct __sk_buff *skb,
-					  __u32 off, __u32 len)
+/* The parser may run more than once for one message, so it only records
+ * the length; the verdict, which runs once per message, moves next_seq. */
+static __always_inline int finish_message(struct parse_state *st, __u32 len)
 {
-	st->leftover = skb->len - off - len;
-	st->in_msg = 0;
 	st->len = len;
 	return len;
+}
+
+/* Every verdict calls this first: the message it judges is consumed. */
+static __always_inline struct parse_state *take_message(struct __sk_buff *skb)
+{
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	struct parse_state *st = bpf_map_lookup_elem(&parse_states, &cookie);
+
+	if (st)
+		st->next_seq += st->len;
+	return st;
 }
 
 /* Length of the header block starting with the frame at `off`, 0 if more
@@ -129,26 +138,46 @@ static __always_inline int header_block_len(struct __sk_buff *skb, __u32 off,
 	return -EPROTO;
 }
 
+static __always_inline int parse_frames_inner(struct __sk_buff *skb, struct parse_state *st);
+
 static __always_inline int parse_frames(struct __sk_buff *skb)
 {
 	struct parse_state *st = parse_state_of(skb, 1);
-	struct frame_header fh;
-	__u32 off, avail;
 
 	if (!st)
 		return skb->len; /* no state: cannot frame; the verdict passes it */
-	if (!st->in_msg) {
-		st->msg_off = st->leftover ? skb->len - st->leftover : 0;
-		st->in_msg = 1;
+	int ret = parse_frames_inner(skb, st);
+
+	st->parse_calls++;
+	st->last_seq = skb->cb[0];
+	st->last_skb_len = skb->len;
+	st->last_ret = ret;
+	return ret;
+}
+
+static __always_inline int parse_frames_inner(struct __sk_buff *skb, struct parse_state *st)
+{
+	struct frame_header fh;
+	__u32 off, avail;
+	__u32 seq = skb->cb[0];
+
+	if (!st->seq_valid) {
+		/* sockets join their map before any payload: the first byte
+		 * parsed is the first byte of a message */
+		st->next_seq = seq;
+		st->seq_valid = 1;
 	}
-	off = st->msg_off;
-	if (off > skb->len)
+	off = st->next_seq - seq;
+	if (off > skb->len) {
+		stat_inc(STAT_BAD_FRAME);
 		return -EPROTO;
+	}
+	st->msg_off = off;
 	avail = skb->len - off;
 
 	if (st->raw) {
 		st->kind = MSG_RAW;
-		return avail ? finish_message(st, skb, off, avail) : 0;
+		return avail ? finish_message(st, avail) : 0;
 	}
 	if (st->preface) {
 		int p = check_preface(skb, off, avail);
@@ -159,12 +188,12 @@ static __always_inline int parse_frames(struct __sk_buff *skb)
 		if (p < 0) {
 			st->raw = 1;
 			st->kind = MSG_RAW;
-			return finish_message(st, skb, off, avail);
+			return finish_message(st, avail);
 		}
 		st->kind = MSG_PREFACE;
 		st->stream = 0;
 		st->type = 0xff;
-		return finish_message(st, skb, off, 24);
+		return finish_message(st, 24);
 	}
 	if (avail < 9)
 		return 0;
@@ -195,7 +224,7 @@ static __always_inline int parse_frames(struct __sk_buff *skb)
 	st->stream = fh.stream;
 	st->first_flags = fh.flags;
 	st->flags = flags;
-	return finish_message(st, skb, off, total);
+	return finish_message(st, total);
 }
 
 #endif

@@ -27,6 +27,54 @@ pub struct ConnStatus {
     pub client: String,
     pub fast: bool,
     pub upstreams: Vec<String>,
+    pub read_bytes: u64,
+    pub read_messages: u32,
+    /// The kernel's counters for this connection.
+    pub kernel: ConnCounters,
+}
+
+#[derive(Debug, Serialize, Deserialize, Default)]
+pub struct ConnCounters {
+    pub flags: u32,
+    pub client_recv: u64,
+    pub client_limit: u64,
+    pub upstreams: Vec<UpstreamCounters>,
+}
+
+#[derive(Debug, Serialize, Deserialize, Default)]
+pub struct UpstreamCounters {
+    pub slot: u32,
+    pub state: u32,
+    pub streams: u32,
+    pub req_data: u64,
+    pub req_limit: u64,
+    pub resp_data: u64,
+    pub diverted: bool,
+}
+
+fn counters(shared: &Shared, id: u32) -> ConnCounters {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(c) = shared.dp.conns.get(id) else { return ConnCounters::default() };
+    ConnCounters {
+        flags: c.flags.load(Relaxed),
+        client_recv: c.client_recv.load(Relaxed),
+        client_limit: c.client_limit.load(Relaxed),
+        upstreams: c
+            .up
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.state.load(Relaxed) != crate::ebpf::abi::UP_EMPTY)
+            .map(|(slot, u)| UpstreamCounters {
+                slot: slot as u32,
+                state: u.state.load(Relaxed),
+                streams: u.streams.load(Relaxed),
+                req_data: u.req_data.load(Relaxed),
+                req_limit: u.req_limit.load(Relaxed),
+                resp_data: u.resp_data.load(Relaxed),
+                diverted: u.diverted.load(Relaxed) != 0,
+            })
+            .collect(),
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -54,7 +102,16 @@ pub fn spawn(path: &Path, shared: Arc<Shared>) -> anyhow::Result<()> {
 }
 
 fn status(shared: &Shared) -> Status {
-    let conn = |c: ConnInfo| ConnStatus { id: c.id, service: c.service, client: c.client, fast: c.fast, upstreams: c.upstreams };
+    let conn = |c: ConnInfo| ConnStatus {
+        kernel: counters(shared, c.id),
+        id: c.id,
+        service: c.service,
+        client: c.client,
+        fast: c.fast,
+        upstreams: c.upstreams,
+        read_bytes: c.read_bytes,
+        read_messages: c.read_messages,
+    };
     Status {
         services: shared
             .registry

@@ -53,6 +53,10 @@ pub struct ClientConn {
     /// A connection error was sent to the client: stop reading.
     failed: bool,
     cookie: u64,
+    read_bytes: u64,
+    /// Messages read from upstreams (stream 0 and diverted frames).
+    upstream_messages: u64,
+    stall: super::liveness::StallWatch,
 }
 
 pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddrV4) {
@@ -116,6 +120,9 @@ impl ClientConn {
             connect_tx,
             failed: false,
             cookie: 0,
+            read_bytes: 0,
+            upstream_messages: 0,
+            stall: Default::default(),
         }
     }
 
@@ -171,6 +178,7 @@ impl ClientConn {
                         return Ok(());
                     }
                     self.reader.push(&buf[..n]);
+                    self.read_bytes += n as u64;
                     while let Some(m) = self.reader.next_message()? {
                         self.consumed += 1;
                         if let Message::Raw(first) = m {
@@ -320,9 +328,12 @@ impl ClientConn {
             .map(|s| format!("{} ({:?})", s.endpoint, s.state))
             .collect();
         let fast = self.shared_conn().flags.load(Ordering::Relaxed) & CONN_FAST != 0;
+        let (read_bytes, read_messages) = (self.read_bytes, self.consumed);
         self.shared.registry.update_conn(self.id, |i| {
             i.upstreams = ups;
             i.fast = fast;
+            i.read_bytes = read_bytes;
+            i.read_messages = read_messages;
         });
     }
 
@@ -343,6 +354,7 @@ impl ClientConn {
     }
 
     fn on_tick(&mut self) {
+        self.nudge_if_stalled();
         self.maybe_open_gate();
         self.publish_upstreams();
         for slot in 0..MAX_UPSTREAMS as u32 {
@@ -354,6 +366,30 @@ impl ClientConn {
                     tracing::info!(conn = self.id, endpoint = %s.endpoint, "drained upstream closed");
                     self.close_slot(slot);
                 }
+            }
+        }
+    }
+
+    /// A sockmap socket can hold bytes its parser has not looked at until
+    /// more bytes arrive (ebpf/README.md). With streams open and nothing
+    /// moving, a PING to both sides makes each peer send a few bytes.
+    fn nudge_if_stalled(&mut self) {
+        let c = self.shared_conn();
+        let mut progress = self.read_bytes + self.upstream_messages + c.client_recv.load(Ordering::Relaxed);
+        let mut open = !self.slow.is_empty();
+        for up in &c.up {
+            progress += up.req_data.load(Ordering::Relaxed) + up.resp_data.load(Ordering::Relaxed);
+            open |= up.streams.load(Ordering::Relaxed) > 0;
+        }
+        if !self.stall.should_nudge(progress, open) {
+            return;
+        }
+        let mut ping = BytesMut::new();
+        frame::ping(&mut ping, *b"rotor\0\0\0");
+        self.to_client(&ping);
+        for slot in 0..MAX_UPSTREAMS as u32 {
+            if self.slots[slot as usize].as_ref().is_some_and(|s| s.is_open()) {
+                self.to_upstream(slot, &ping);
             }
         }
     }

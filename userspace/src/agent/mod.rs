@@ -5,6 +5,7 @@ mod admin;
 mod client;
 mod events;
 mod injector;
+mod liveness;
 mod registry;
 mod slot;
 mod sockmap_io;

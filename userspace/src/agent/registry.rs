@@ -38,6 +38,9 @@ pub struct ConnInfo {
     pub client: String,
     pub fast: bool,
     pub upstreams: Vec<String>,
+    /// Bytes and messages the agent read from the client's connection.
+    pub read_bytes: u64,
+    pub read_messages: u32,
 }
 
 #[derive(Default)]

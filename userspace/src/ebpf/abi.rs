@@ -105,9 +105,9 @@ pub struct SockIdent {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ParseState {
-    pub leftover: u32,
+    pub next_seq: u32,
     pub msg_off: u32,
-    pub in_msg: u32,
+    pub seq_valid: u32,
     pub preface: u32,
     pub raw: u32,
     pub kind: u32,
@@ -117,6 +117,10 @@ pub struct ParseState {
     pub flags: u32,
     pub first_flags: u32,
     pub passed: u32,
+    pub parse_calls: u32,
+    pub last_seq: u32,
+    pub last_skb_len: u32,
+    pub last_ret: i32,
 }
 
 #[repr(C)]

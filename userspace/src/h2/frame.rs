@@ -97,6 +97,10 @@ pub fn settings_ack(out: &mut BytesMut) {
     frame(out, kind::SETTINGS, flag::ACK, 0, &[]);
 }
 
+pub fn ping(out: &mut BytesMut, opaque: [u8; 8]) {
+    frame(out, kind::PING, 0, 0, &opaque);
+}
+
 pub fn ping_ack(out: &mut BytesMut, opaque: &[u8]) {
     frame(out, kind::PING, flag::ACK, 0, opaque);
 }

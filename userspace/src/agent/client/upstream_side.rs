@@ -14,7 +14,10 @@ use crate::h2::message::Message;
 impl ClientConn {
     pub(super) fn on_upstream_event(&mut self, ev: UpstreamEvent) {
         match ev {
-            UpstreamEvent::Message { slot, message } => self.on_upstream_message(slot, message),
+            UpstreamEvent::Message { slot, message } => {
+                self.upstream_messages += 1;
+                self.on_upstream_message(slot, message)
+            }
             UpstreamEvent::Closed { slot, reason } => {
                 let Some(s) = self.slots[slot as usize].as_mut() else { return };
                 if s.state == SlotState::Closed {

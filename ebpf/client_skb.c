@@ -22,11 +22,11 @@ static __always_inline int conn_fast(struct conn *c, struct parse_state *st)
 
 /* Counted in the socket's parse state, which exists from the first byte:
  * the agent counts the same messages as it reads them. */
-static __always_inline int slow(struct conn *c, struct parse_state *st)
+static __always_inline int slow(struct __sk_buff *skb, struct conn *c, struct parse_state *st)
 {
 	if (!c || !(c->flags & CONN_FAST))
 		st->passed++;
-	return pass_to_agent();
+	return pass_to_agent_from_client(skb);
 }
 
 static __always_inline int open_stream(struct conn *c, __u32 conn_id, struct parse_state *st)
@@ -58,16 +58,16 @@ int rotor_client_verdict(struct __sk_buff *skb)
 	struct sock_ident *id = bpf_map_lookup_elem(&sock_idents, &cookie);
 
 	if (!st)
-		return pass_to_agent();
+		return pass_to_agent_from_client(skb);
 	if (!id)
-		return slow(0, st);
+		return slow(skb, 0, st);
 	__u32 conn_id = id->conn_id;
 	struct conn *c = bpf_map_lookup_elem(&conns, &conn_id);
 
 	if (!c)
-		return slow(0, st);
+		return slow(skb, 0, st);
 	if (st->kind != MSG_FRAME || st->stream == 0 || !conn_fast(c, st))
-		return slow(c, st);
+		return slow(skb, c, st);
 
 	struct stream_key key = { .conn_id = conn_id, .stream = st->stream };
 	struct stream *s = bpf_map_lookup_elem(&streams, &key);
@@ -75,17 +75,17 @@ int rotor_client_verdict(struct __sk_buff *skb)
 
 	if (!s) {
 		if (st->type != H2_HEADERS)
-			return slow(c, st);
+			return slow(skb, c, st);
 		int picked = open_stream(c, conn_id, st);
 
 		if (picked < 0)
-			return slow(c, st);
+			return slow(skb, c, st);
 		s = bpf_map_lookup_elem(&streams, &key);
 		if (!s)
-			return slow(c, st);
+			return slow(skb, c, st);
 	}
 	if (s->flags & STREAM_SLOW)
-		return slow(c, st);
+		return slow(skb, c, st);
 	slot = s->slot & (ROTOR_MAX_UPSTREAMS - 1);
 	struct upstream *up = &c->up[slot];
 
@@ -99,7 +99,7 @@ int rotor_client_verdict(struct __sk_buff *skb)
 			__sync_fetch_and_or(&s->flags, STREAM_SLOW);
 			stat_inc(STAT_DIVERT);
 			emit_event(conn_id, EV_DIVERTED, slot);
-			return slow(c, st);
+			return slow(skb, c, st);
 		}
 		if (sent >= up->req_notify) {
 			/* disarm before the event, so the agent's re-arm wins */

@@ -7,14 +7,15 @@
 #include "lib/h2.h"
 #include "lib/conn.h"
 
-static __always_inline int divert(struct conn *c, struct upstream *up, __u32 conn_id, __u32 slot)
+static __always_inline int divert(struct __sk_buff *skb, struct conn *c, struct upstream *up,
+				  __u32 conn_id, __u32 slot)
 {
 	/* Sticky: once one frame of this upstream waits in the agent, every
 	 * later one must follow it or the client sees them out of order. */
 	up->diverted = 1;
 	stat_inc(STAT_DIVERT);
 	emit_event(conn_id, EV_DIVERTED, slot);
-	return pass_to_agent();
+	return pass_to_agent_from_upstream(skb, conn_id, slot);
 }
 
 SEC("sk_skb/stream_verdict")
@@ -25,24 +26,24 @@ int rotor_upstream_verdict(struct __sk_buff *skb)
 	struct sock_ident *id = bpf_map_lookup_elem(&sock_idents, &cookie);
 
 	if (!st || !id || id->role != ROLE_UPSTREAM)
-		return pass_to_agent();
+		return SK_PASS;
 	__u32 conn_id = id->conn_id;
 	__u32 slot = id->slot & (ROTOR_MAX_UPSTREAMS - 1);
 	struct conn *c = bpf_map_lookup_elem(&conns, &conn_id);
 
 	if (!c || st->kind != MSG_FRAME || st->stream == 0 || st->type == H2_PUSH_PROMISE)
-		return pass_to_agent();
+		return pass_to_agent_from_upstream(skb, conn_id, slot);
 	struct upstream *up = &c->up[slot];
 
 	if (up->diverted)
-		return pass_to_agent();
+		return pass_to_agent_from_upstream(skb, conn_id, slot);
 	if (st->type == H2_DATA) {
 		__u64 n = st->len - 9;
 		__u64 recv = __sync_fetch_and_add(&c->client_recv, n) + n;
 
 		if (recv > c->client_limit) {
 			__sync_fetch_and_sub(&c->client_recv, n);
-			return divert(c, up, conn_id, slot);
+			return divert(skb, c, up, conn_id, slot);
 		}
 		__u64 resp = __sync_fetch_and_add(&up->resp_data, n) + n;
 

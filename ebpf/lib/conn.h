@@ -71,10 +71,38 @@ static __always_inline int redirect_to_upstream(struct __sk_buff *skb, __u32 con
 	return bpf_sk_redirect_hash(skb, &upstream_socks, &key, 0);
 }
 
-static __always_inline int pass_to_agent(void)
+/*
+ * Frames for the agent are redirected into the socket's own ingress queue
+ * rather than returned with SK_PASS. On 6.18 SK_PASS leaves the bytes
+ * accounted in the TCP receive queue until user space reads them, and a
+ * socket whose reader falls behind stops parsing: bytes stay unparsed until
+ * more arrive (ebpf/README.md, "Handing frames to the agent").
+ */
+static __always_inline int pass_to_self(struct __sk_buff *skb, void *map, void *key)
 {
 	stat_inc(STAT_PASS_AGENT);
-	return SK_PASS;
+	if (bpf_sk_redirect_hash(skb, map, key, BPF_F_INGRESS) == SK_PASS)
+		return SK_PASS;
+	return SK_PASS; /* not in the map (yet): plain pass */
+}
+
+static __always_inline int pass_to_agent_from_client(struct __sk_buff *skb)
+{
+	struct client_key key = {
+		.client_ip = skb->remote_ip4,
+		.agent_ip = skb->local_ip4,
+		.client_port = bpf_ntohl(skb->remote_port),
+		.agent_port = skb->local_port,
+	};
+
+	return pass_to_self(skb, &agent_socks, &key);
+}
+
+static __always_inline int pass_to_agent_from_upstream(struct __sk_buff *skb, __u32 conn_id, __u32 slot)
+{
+	__u64 key = upstream_sock_key(conn_id, slot);
+
+	return pass_to_self(skb, &upstream_socks, &key);
 }
 
 #endif

@@ -57,6 +57,7 @@ pub struct ClientConn {
     /// Messages read from upstreams (stream 0 and diverted frames).
     upstream_messages: u64,
     stall: super::liveness::StallWatch,
+    client_headers: crate::h2::header_block::ClientHeaders,
 }
 
 pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddrV4) {
@@ -123,6 +124,7 @@ impl ClientConn {
             read_bytes: 0,
             upstream_messages: 0,
             stall: Default::default(),
+            client_headers: Default::default(),
         }
     }
 
@@ -219,7 +221,7 @@ impl ClientConn {
         c.consumed.store(0, Ordering::Relaxed);
         c.generation.fetch_add(1, Ordering::Relaxed);
         c.last_stream.store(0, Ordering::Relaxed);
-        c.next.store(self.first_slot + 1, Ordering::Relaxed);
+        c.next.store(self.first_slot, Ordering::Relaxed);
         c.first_slot.store(self.first_slot, Ordering::Relaxed);
         c.client_recv.store(0, Ordering::Relaxed);
         c.client_limit.store(DEFAULT_WINDOW as u64, Ordering::Relaxed);

@@ -43,6 +43,7 @@ pub mod error_code {
     pub const INTERNAL_ERROR: u32 = 0x2;
     pub const FLOW_CONTROL_ERROR: u32 = 0x3;
     pub const REFUSED_STREAM: u32 = 0x7;
+    pub const COMPRESSION_ERROR: u32 = 0x9;
 }
 
 /// The HTTP/2 default for every window (RFC 9113 §6.9.2).

@@ -2,4 +2,5 @@
 //! The agent never decodes header blocks: HPACK stays between client and endpoint.
 
 pub mod frame;
+pub mod header_block;
 pub mod message;

@@ -65,7 +65,19 @@ impl ClientConn {
         }
     }
 
-    fn on_client_stream_frame(&mut self, header: FrameHeader, bytes: Bytes) {
+    fn on_client_stream_frame(&mut self, header: FrameHeader, mut bytes: Bytes) {
+        if header.kind == kind::HEADERS {
+            match self.client_headers.rewrite(&bytes) {
+                Ok(rewritten) => bytes = rewritten,
+                // After the ACK the client's table is empty: the block
+                // stands on its own as it is.
+                Err(e) if self.acked => tracing::debug!(conn = self.id, error = %e, "header block forwarded as is"),
+                Err(e) => {
+                    tracing::info!(conn = self.id, error = %e, "undecodable header block");
+                    return self.fail(error_code::COMPRESSION_ERROR);
+                }
+            }
+        }
         let Some(slot) = self.slow_stream_slot(&header) else {
             // A closed or unknown stream: drop it, but its DATA still used
             // connection window the client must get back.
@@ -120,13 +132,11 @@ impl ClientConn {
         Some(slot)
     }
 
-    /// Before the client acknowledged HEADER_TABLE_SIZE=0 its header blocks
-    /// may refer to each other, so they all go to one endpoint, in order.
+    /// Round robin over the endpoints taking streams, from the same cursor
+    /// the kernel uses. Header blocks the agent carries are re-encoded, so
+    /// streams opened before the client's SETTINGS ACK spread too.
     fn pick_slot(&mut self) -> Option<u32> {
         let usable = |s: &Option<super::Slot>| s.as_ref().is_some_and(|s| s.takes_streams());
-        if !self.acked && usable(&self.slots[self.first_slot as usize]) {
-            return Some(self.first_slot);
-        }
         let c = self.shared_conn();
         let start = c.next.load(Ordering::SeqCst) as usize;
         for i in 0..self.slots.len() {

@@ -26,7 +26,7 @@ static __always_inline int slow(struct __sk_buff *skb, struct conn *c, struct pa
 {
 	if (!c || !(c->flags & CONN_FAST))
 		st->passed++;
-	return pass_to_agent_from_client(skb);
+	return pass_to_agent_from_client(skb, st->len);
 }
 
 static __always_inline int open_stream(struct conn *c, __u32 conn_id, struct parse_state *st)
@@ -58,7 +58,7 @@ int rotor_client_verdict(struct __sk_buff *skb)
 	struct sock_ident *id = bpf_map_lookup_elem(&sock_idents, &cookie);
 
 	if (!st)
-		return pass_to_agent_from_client(skb);
+		return pass_to_agent_from_client(skb, 0);
 	if (!id)
 		return slow(skb, 0, st);
 	__u32 conn_id = id->conn_id;
@@ -66,7 +66,8 @@ int rotor_client_verdict(struct __sk_buff *skb)
 
 	if (!c)
 		return slow(skb, 0, st);
-	if (st->kind != MSG_FRAME || st->stream == 0 || !conn_fast(c, st))
+	if (st->kind != MSG_FRAME || st->stream == 0 || !carriable_stream_frame(st) ||
+	    !conn_fast(c, st))
 		return slow(skb, c, st);
 
 	struct stream_key key = { .conn_id = conn_id, .stream = st->stream };
@@ -112,5 +113,5 @@ int rotor_client_verdict(struct __sk_buff *skb)
 	else if ((st->type == H2_DATA || st->type == H2_HEADERS) &&
 		 (st->first_flags & H2_FLAG_END_STREAM))
 		stream_end(c, &key, s, STREAM_CLIENT_END, 0);
-	return redirect_to_upstream(skb, conn_id, slot);
+	return redirect_to_upstream(skb, conn_id, slot, st->len);
 }

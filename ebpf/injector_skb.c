@@ -51,6 +51,6 @@ int rotor_injector_verdict(struct __sk_buff *skb)
 	if (!c)
 		return SK_DROP;
 	if (r->target == ROUTE_CLIENT)
-		return redirect_to_client(skb, c);
-	return redirect_to_upstream(skb, conn_id, (r->target - 1) & (ROTOR_MAX_UPSTREAMS - 1));
+		return redirect_to_client(skb, c, st->len);
+	return redirect_to_upstream(skb, conn_id, (r->target - 1) & (ROTOR_MAX_UPSTREAMS - 1), st->len);
 }

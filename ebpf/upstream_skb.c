@@ -7,7 +7,7 @@
 #include "lib/h2.h"
 #include "lib/conn.h"
 
-static __always_inline int divert(struct __sk_buff *skb, struct conn *c, struct upstream *up,
+static __always_inline int divert(struct __sk_buff *skb, struct parse_state *st, struct upstream *up,
 				  __u32 conn_id, __u32 slot)
 {
 	/* Sticky: once one frame of this upstream waits in the agent, every
@@ -15,7 +15,7 @@ static __always_inline int divert(struct __sk_buff *skb, struct conn *c, struct 
 	up->diverted = 1;
 	stat_inc(STAT_DIVERT);
 	emit_event(conn_id, EV_DIVERTED, slot);
-	return pass_to_agent_from_upstream(skb, conn_id, slot);
+	return pass_to_agent_from_upstream(skb, conn_id, slot, st->len);
 }
 
 SEC("sk_skb/stream_verdict")
@@ -31,19 +31,19 @@ int rotor_upstream_verdict(struct __sk_buff *skb)
 	__u32 slot = id->slot & (ROTOR_MAX_UPSTREAMS - 1);
 	struct conn *c = bpf_map_lookup_elem(&conns, &conn_id);
 
-	if (!c || st->kind != MSG_FRAME || st->stream == 0 || st->type == H2_PUSH_PROMISE)
-		return pass_to_agent_from_upstream(skb, conn_id, slot);
+	if (!c || st->kind != MSG_FRAME || st->stream == 0 || !carriable_stream_frame(st))
+		return pass_to_agent_from_upstream(skb, conn_id, slot, st->len);
 	struct upstream *up = &c->up[slot];
 
 	if (up->diverted)
-		return pass_to_agent_from_upstream(skb, conn_id, slot);
+		return pass_to_agent_from_upstream(skb, conn_id, slot, st->len);
 	if (st->type == H2_DATA) {
 		__u64 n = st->len - 9;
 		__u64 recv = __sync_fetch_and_add(&c->client_recv, n) + n;
 
 		if (recv > c->client_limit) {
 			__sync_fetch_and_sub(&c->client_recv, n);
-			return divert(skb, c, up, conn_id, slot);
+			return divert(skb, st, up, conn_id, slot);
 		}
 		__u64 resp = __sync_fetch_and_add(&up->resp_data, n) + n;
 
@@ -56,11 +56,13 @@ int rotor_upstream_verdict(struct __sk_buff *skb)
 	struct stream *s = bpf_map_lookup_elem(&streams, &key);
 
 	if (s) {
+		if (st->type == H2_HEADERS && !(s->flags & STREAM_ANSWERED))
+			__sync_fetch_and_or(&s->flags, STREAM_ANSWERED);
 		if (st->type == H2_RST_STREAM)
 			stream_end(c, &key, s, STREAM_SERVER_END, 1);
 		else if ((st->type == H2_DATA || st->type == H2_HEADERS) &&
 			 (st->first_flags & H2_FLAG_END_STREAM))
 			stream_end(c, &key, s, STREAM_SERVER_END, 0);
 	}
-	return redirect_to_client(skb, c);
+	return redirect_to_client(skb, c, st->len);
 }

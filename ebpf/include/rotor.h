@@ -59,6 +59,7 @@
 #define STREAM_SLOW 0x1       /* every frame of this stream goes through the agent */
 #define STREAM_CLIENT_END 0x2 /* client sent END_STREAM */
 #define STREAM_SERVER_END 0x4 /* endpoint sent END_STREAM */
+#define STREAM_ANSWERED 0x8   /* endpoint sent response HEADERS */
 
 /* route.target: 0 = the client socket, k + 1 = upstream slot k */
 #define ROUTE_CLIENT 0
@@ -151,7 +152,7 @@ struct upstream {
 	__u64 resp_data;  /* endpoint DATA bytes redirected to the client */
 	__u64 resp_notify; /* event when resp_data reaches this (agent re-arms) */
 	__u32 diverted;   /* endpoint frames go to the agent from now on */
-	__u32 pad;
+	__u32 max_streams; /* the endpoint's SETTINGS_MAX_CONCURRENT_STREAMS */
 };
 
 struct conn {
@@ -202,6 +203,8 @@ enum stat {
 	STAT_BAD_FRAME,
 	STAT_CONNECT_REWRITE,
 	STAT_NO_UPSTREAM,
+	STAT_REDIRECT_BYTES, /* bytes of the frames redirected (both directions) */
+	STAT_AGENT_BYTES,    /* bytes of the messages handed to the agent */
 	STAT_MAX,
 };
 

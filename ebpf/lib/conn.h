@@ -32,7 +32,9 @@ static __always_inline int pick_upstream(struct conn *c)
 	for (__u32 i = 0; i < ROTOR_MAX_UPSTREAMS; i++) {
 		__u32 slot = (start + i) % ROTOR_MAX_UPSTREAMS;
 
-		if (c->up[slot].state == UP_ACTIVE) {
+		struct upstream *up = &c->up[slot];
+
+		if (up->state == UP_ACTIVE && up->streams < up->max_streams) {
 			c->next = slot + 1;
 			return slot;
 		}
@@ -55,19 +57,22 @@ static __always_inline void stream_end(struct conn *c, struct stream_key *key,
 		__sync_fetch_and_sub(&c->up[slot].streams, 1);
 }
 
-static __always_inline int redirect_to_client(struct __sk_buff *skb, struct conn *c)
+static __always_inline int redirect_to_client(struct __sk_buff *skb, struct conn *c, __u32 len)
 {
 	struct client_key key = c->client;
 
 	stat_inc(STAT_REDIRECT_CLIENT);
+	stat_add(STAT_REDIRECT_BYTES, len);
 	return bpf_sk_redirect_hash(skb, &client_socks, &key, BPF_F_INGRESS);
 }
 
-static __always_inline int redirect_to_upstream(struct __sk_buff *skb, __u32 conn_id, __u32 slot)
+static __always_inline int redirect_to_upstream(struct __sk_buff *skb, __u32 conn_id, __u32 slot,
+						__u32 len)
 {
 	__u64 key = upstream_sock_key(conn_id, slot);
 
 	stat_inc(STAT_REDIRECT_UP);
+	stat_add(STAT_REDIRECT_BYTES, len);
 	return bpf_sk_redirect_hash(skb, &upstream_socks, &key, 0);
 }
 
@@ -78,15 +83,16 @@ static __always_inline int redirect_to_upstream(struct __sk_buff *skb, __u32 con
  * socket whose reader falls behind stops parsing: bytes stay unparsed until
  * more arrive (ebpf/README.md, "Handing frames to the agent").
  */
-static __always_inline int pass_to_self(struct __sk_buff *skb, void *map, void *key)
+static __always_inline int pass_to_self(struct __sk_buff *skb, void *map, void *key, __u32 len)
 {
 	stat_inc(STAT_PASS_AGENT);
+	stat_add(STAT_AGENT_BYTES, len);
 	if (bpf_sk_redirect_hash(skb, map, key, BPF_F_INGRESS) == SK_PASS)
 		return SK_PASS;
 	return SK_PASS; /* not in the map (yet): plain pass */
 }
 
-static __always_inline int pass_to_agent_from_client(struct __sk_buff *skb)
+static __always_inline int pass_to_agent_from_client(struct __sk_buff *skb, __u32 len)
 {
 	struct client_key key = {
 		.client_ip = skb->remote_ip4,
@@ -95,14 +101,15 @@ static __always_inline int pass_to_agent_from_client(struct __sk_buff *skb)
 		.agent_port = skb->local_port,
 	};
 
-	return pass_to_self(skb, &agent_socks, &key);
+	return pass_to_self(skb, &agent_socks, &key, len);
 }
 
-static __always_inline int pass_to_agent_from_upstream(struct __sk_buff *skb, __u32 conn_id, __u32 slot)
+static __always_inline int pass_to_agent_from_upstream(struct __sk_buff *skb, __u32 conn_id, __u32 slot,
+						       __u32 len)
 {
 	__u64 key = upstream_sock_key(conn_id, slot);
 
-	return pass_to_self(skb, &upstream_socks, &key);
+	return pass_to_self(skb, &upstream_socks, &key, len);
 }
 
 #endif

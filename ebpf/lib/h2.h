@@ -43,6 +43,26 @@ static __always_inline int load_frame_header(struct __sk_buff *skb, __u32 off,
 	return 0;
 }
 
+/* Frames that belong to a stream and may be carried between peers. Anything
+ * else on a stream (SETTINGS, PING, GOAWAY, PUSH_PROMISE, unknown types) or
+ * with a length its type forbids goes to the agent, which answers it as
+ * RFC 9113 says; a peer never receives a frame nobody inspected. */
+static __always_inline int carriable_stream_frame(struct parse_state *st)
+{
+	switch (st->type) {
+	case H2_DATA:
+	case H2_HEADERS:
+		return 1;
+	case H2_PRIORITY:
+		return st->len == 9 + 5;
+	case H2_RST_STREAM:
+	case H2_WINDOW_UPDATE:
+		return st->len == 9 + 4;
+	default:
+		return 0;
+	}
+}
+
 static const char client_preface[24] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /* 1: the whole preface is there; 0: a prefix of it; -1: not HTTP/2. */

@@ -129,6 +129,26 @@ impl Agent {
         self.child.pid()
     }
 
+    /// `rotor status --json`, read from the admin socket.
+    pub fn status(&self) -> Result<serde_json::Value> {
+        use std::io::Read;
+        let mut sock = std::os::unix::net::UnixStream::connect(&self.admin)
+            .with_context(|| format!("admin socket {}", self.admin.display()))?;
+        let mut body = String::new();
+        sock.read_to_string(&mut body)?;
+        serde_json::from_str(&body).context("admin status JSON")
+    }
+
+    /// One kernel counter from the status (summed over CPUs).
+    pub fn kernel_counter(&self, name: &str) -> Result<u64> {
+        let status = self.status()?;
+        status["kernel"]
+            .as_array()
+            .and_then(|a| a.iter().find(|kv| kv[0] == name))
+            .and_then(|kv| kv[1].as_u64())
+            .with_context(|| format!("no kernel counter {name} in {status}"))
+    }
+
     /// What the agent wrote to stdout / stderr so far.
     pub fn stdout(&self) -> String {
         self.child.output(Stream::Stdout)

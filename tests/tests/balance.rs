@@ -37,3 +37,34 @@ fn short_connections_do_not_all_land_on_one_backend() {
         "30 one-request connections all went to one backend: {report:?}\n{diag}"
     );
 }
+
+#[test]
+fn stream_frames_stay_in_the_kernel() {
+    let mut bed = TestBed::with_agent(3).expect("test bed with agent");
+    let agent = bed.agent.as_ref().expect("agent");
+    let counter = |name: &str| agent.kernel_counter(name).expect("kernel counter");
+    let (up0, client0, bytes0, agent0) =
+        (counter("redirect_upstream"), counter("redirect_client"), counter("redirect_bytes"), counter("agent_bytes"));
+    let spec = LoadSpec { streams: 4, requests: Some(40), path: Some("/big".into()), ..LoadSpec::whoami(1, 4, 40) };
+    let report = bed.load(&spec).unwrap();
+    let agent = bed.agent.as_ref().expect("agent");
+    let counter = |name: &str| agent.kernel_counter(name).expect("kernel counter");
+    let (up, client, bytes, to_agent) = (
+        counter("redirect_upstream") - up0,
+        counter("redirect_client") - client0,
+        counter("redirect_bytes") - bytes0,
+        counter("agent_bytes") - agent0,
+    );
+    let diag = bed.diagnostics();
+    assert_eq!((report.ok, report.failed), (40, 0), "{report:?}\n{diag}");
+    // 40 × 8 MiB in 16 KiB DATA frames: 20,480 frames the kernel moved to
+    // the client, and the requests' HEADERS it moved to the endpoints.
+    assert!(client >= 40 * 512, "frames redirected to the client: {client}\n{diag}");
+    assert!(up >= 30, "HEADERS redirected to endpoints: {up}\n{diag}");
+    // The agent sees connection-level frames (SETTINGS, WINDOW_UPDATE,
+    // PING) and the first requests' headers only: no body bytes.
+    assert!(
+        to_agent * 100 < bytes,
+        "the agent was handed {to_agent} bytes for {bytes} redirected: bodies went through user space\n{diag}"
+    );
+}

@@ -58,6 +58,7 @@ pub struct ClientConn {
     upstream_messages: u64,
     stall: super::liveness::StallWatch,
     client_headers: crate::h2::header_block::ClientHeaders,
+    advertised_streams: Option<u32>,
 }
 
 pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddrV4) {
@@ -125,6 +126,7 @@ impl ClientConn {
             upstream_messages: 0,
             stall: Default::default(),
             client_headers: Default::default(),
+            advertised_streams: None,
         }
     }
 
@@ -169,7 +171,7 @@ impl ClientConn {
             self.add_endpoint(ep);
         }
 
-        let mut buf = vec![0u8; 65536];
+        let mut buf = vec![0u8; 32 * 1024];
         let mut a_reader = super::sockmap_io::SockmapReader::default();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
@@ -234,6 +236,7 @@ impl ClientConn {
             up.resp_data.store(0, Ordering::Relaxed);
             up.resp_notify.store(u64::MAX, Ordering::Relaxed);
             up.diverted.store(0, Ordering::SeqCst);
+            up.max_streams.store(0, Ordering::SeqCst);
         }
         Ok(())
     }
@@ -259,11 +262,17 @@ impl ClientConn {
     }
 
     fn add_endpoint(&mut self, endpoint: SocketAddrV4) {
-        let Some(slot) = self.slots.iter().position(|s| s.as_ref().is_none_or(|s| s.state == SlotState::Closed)) else {
+        let free = |s: &Option<Slot>| s.as_ref().is_none_or(|s| s.state == SlotState::Closed);
+        // the endpoint's own closed slot first: it carries the failure count
+        let own = self.slots.iter().position(|s| s.as_ref().is_some_and(|s| s.endpoint == endpoint) && free(s));
+        let Some(slot) = own.or_else(|| self.slots.iter().position(free)) else {
             tracing::warn!(conn = self.id, %endpoint, "no free upstream slot");
             return;
         };
-        self.slots[slot] = Some(Slot::connecting(endpoint));
+        let failures = self.slots[slot].as_ref().filter(|s| s.endpoint == endpoint).map_or(0, |s| s.failures);
+        let mut fresh = Slot::connecting(endpoint);
+        fresh.failures = failures;
+        self.slots[slot] = Some(fresh);
         let tx = self.connect_tx.clone();
         let window = self.client_initial_window;
         tokio::spawn(async move {
@@ -282,8 +291,9 @@ impl ClientConn {
             Ok(hs) => hs,
             Err(e) => {
                 tracing::warn!(conn = id, endpoint = %s.endpoint, error = %e, "upstream failed");
-                s.state = SlotState::Closed;
-                self.refuse_slot_streams(slot);
+                s.close();
+                s.failures += 1;
+                self.refuse_slot_streams(slot, 0);
                 self.maybe_open_gate();
                 return;
             }
@@ -304,11 +314,14 @@ impl ClientConn {
             }
         };
         s.cookie = cookie;
+        s.failures = 0;
         s.granted_req += hs.extra_window as u64;
+        s.max_streams = hs.max_streams;
         s.state = SlotState::Active;
         s.reader = Some(upstream::spawn_reader(slot, hs.stream, self.up_tx.clone()));
         let up = &self.shared.dp.conns.get(id).expect("conn").up[slot as usize];
         s.publish_req_limit(up);
+        up.max_streams.store(hs.max_streams, Ordering::SeqCst);
         up.state.store(UP_ACTIVE, Ordering::SeqCst);
         if self.client_initial_window != DEFAULT_WINDOW {
             let mut out = BytesMut::new();
@@ -318,7 +331,27 @@ impl ClientConn {
         self.flush_to_endpoint(slot);
         self.on_wake();
         self.publish_upstreams();
+        self.advertise_stream_limit();
         self.maybe_open_gate();
+    }
+
+    /// The client may open as many concurrent streams as the endpoints
+    /// together accept (RFC 9113 §5.1.2), so no stream waits for room.
+    pub(super) fn advertise_stream_limit(&mut self) {
+        let total = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| s.takes_streams())
+            .try_fold(0u32, |sum, s| (s.max_streams != u32::MAX).then(|| sum.saturating_add(s.max_streams)));
+        let Some(total) = total.filter(|t| *t > 0) else { return };
+        if self.advertised_streams == Some(total) {
+            return;
+        }
+        self.advertised_streams = Some(total);
+        let mut out = BytesMut::new();
+        frame::settings(&mut out, &[(setting::MAX_CONCURRENT_STREAMS, total)]);
+        self.to_client(&out);
     }
 
     fn publish_upstreams(&self) {
@@ -357,6 +390,7 @@ impl ClientConn {
 
     fn on_tick(&mut self) {
         self.nudge_if_stalled();
+        self.reconnect();
         self.maybe_open_gate();
         self.publish_upstreams();
         for slot in 0..MAX_UPSTREAMS as u32 {
@@ -396,6 +430,20 @@ impl ClientConn {
         }
     }
 
+    /// Endpoints still in the Service whose upstream failed or closed are
+    /// tried again with backoff.
+    fn reconnect(&mut self) {
+        let endpoints = self.service.endpoints.borrow().clone();
+        for ep in endpoints {
+            let mut mine = self.slots.iter().flatten().filter(|s| s.endpoint == ep);
+            let usable = mine.clone().any(|s| s.takes_streams());
+            let due = mine.all(|s| s.retry_due());
+            if !usable && due {
+                self.add_endpoint(ep);
+            }
+        }
+    }
+
     fn reconcile(&mut self, endpoints: &[SocketAddrV4]) {
         for slot in 0..MAX_UPSTREAMS {
             let Some(s) = self.slots[slot].as_mut() else { continue };
@@ -425,22 +473,27 @@ impl ClientConn {
         self.shared.dp.forget_cookie(cookie);
     }
 
-    /// Streams whose upstream is gone are refused, so clients may retry them.
-    fn refuse_slot_streams(&mut self, slot: u32) {
+    /// Streams of an upstream that is gone (or went away above `last`):
+    /// those the endpoint had not answered are refused, so clients retry
+    /// them (RFC 9113 §8.7); answered ones are cancelled.
+    fn refuse_slot_streams(&mut self, slot: u32, last: u32) {
         let mut out = BytesMut::new();
-        for stream in self.shared.dp.take_streams_of(self.id, slot) {
+        for (stream, flags) in self.shared.dp.take_streams_of(self.id, slot, last) {
             self.slow.remove(&stream);
-            frame::rst_stream(&mut out, stream, error_code::REFUSED_STREAM);
+            self.up(slot).streams.fetch_sub(1, Ordering::SeqCst);
+            let code = if flags & STREAM_ANSWERED != 0 { error_code::CANCEL } else { error_code::REFUSED_STREAM };
+            frame::rst_stream(&mut out, stream, code);
         }
-        let ids: Vec<u32> = self.slow.iter().filter(|(_, s)| **s == slot).map(|(id, _)| *id).collect();
+        let ids: Vec<u32> = self.slow.iter().filter(|(id, s)| **s == slot && **id > last).map(|(id, _)| *id).collect();
         for stream in ids {
             self.slow.remove(&stream);
             frame::rst_stream(&mut out, stream, error_code::REFUSED_STREAM);
         }
-        if let Some(s) = self.slots[slot as usize].as_mut() {
-            s.to_endpoint.clear();
+        if last == 0 {
+            if let Some(s) = self.slots[slot as usize].as_mut() {
+                s.to_endpoint.clear();
+            }
         }
-        self.up(slot).streams.store(0, Ordering::SeqCst);
         if !out.is_empty() {
             self.to_client(&out);
         }

@@ -34,6 +34,11 @@ pub struct Slot {
     pub granted_resp: u64,
     /// Endpoint DATA bytes the agent itself forwarded to the client.
     pub agent_resp: u64,
+    /// The endpoint's SETTINGS_MAX_CONCURRENT_STREAMS.
+    pub max_streams: u32,
+    /// Failed connects in a row, for the reconnect backoff.
+    pub failures: u32,
+    pub closed_at: Option<tokio::time::Instant>,
     /// Client frames for this endpoint waiting for the connection or for window.
     pub to_endpoint: VecDeque<Bytes>,
     /// Endpoint frames diverted to the agent, waiting for the client's window.
@@ -51,6 +56,9 @@ impl Slot {
             agent_req: 0,
             granted_resp: DEFAULT_WINDOW as u64,
             agent_resp: 0,
+            max_streams: u32::MAX,
+            failures: 0,
+            closed_at: None,
             to_endpoint: VecDeque::new(),
             to_client: VecDeque::new(),
         }
@@ -92,7 +100,17 @@ impl Slot {
         if let Some(r) = self.reader.take() {
             r.abort();
         }
+        if self.state != SlotState::Closed {
+            self.closed_at = Some(tokio::time::Instant::now());
+        }
         self.state = SlotState::Closed;
+    }
+
+    /// When a closed slot's endpoint may be tried again: 100 ms after the
+    /// first failure, doubling up to 5 s.
+    pub fn retry_due(&self) -> bool {
+        let backoff = std::time::Duration::from_millis(100 << self.failures.min(6)).min(std::time::Duration::from_secs(5));
+        self.closed_at.is_none_or(|t| t.elapsed() >= backoff)
     }
 }
 

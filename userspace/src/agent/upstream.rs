@@ -24,6 +24,17 @@ pub struct Handshake {
     pub stream: TcpStream,
     /// Connection window the endpoint granted us beyond the default.
     pub extra_window: u32,
+    /// Its SETTINGS_MAX_CONCURRENT_STREAMS (u32::MAX when it set none).
+    pub max_streams: u32,
+}
+
+/// The endpoint's concurrent stream limit in a SETTINGS payload, if it sets one.
+pub fn max_streams_in(payload: &[u8]) -> Option<u32> {
+    frame::parse_settings(payload)?
+        .into_iter()
+        .rev()
+        .find(|(id, _)| *id == setting::MAX_CONCURRENT_STREAMS)
+        .map(|(_, v)| v)
 }
 
 /// Our settings for every endpoint: response header blocks of all endpoints
@@ -51,6 +62,7 @@ async fn handshake(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Resul
 
     let mut reader = MessageReader::new(Expect::Frames);
     let (mut got_settings, mut got_ack, mut extra_window) = (false, false, 0u32);
+    let mut max_streams = u32::MAX;
     let mut buf = vec![0u8; 16384];
     while !(got_settings && got_ack) {
         let n = stream.read(&mut buf).await?;
@@ -63,6 +75,7 @@ async fn handshake(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Resul
             match header.kind {
                 kind::SETTINGS if header.has(flag::ACK) => got_ack = true,
                 kind::SETTINGS => {
+                    max_streams = max_streams_in(m.payload()).unwrap_or(max_streams);
                     let mut ack = BytesMut::new();
                     frame::settings_ack(&mut ack);
                     stream.write_all(&ack).await?;
@@ -84,7 +97,7 @@ async fn handshake(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Resul
     if reader.buffered() > 0 {
         bail!("{endpoint} sent a partial frame during the handshake");
     }
-    Ok(Handshake { stream, extra_window })
+    Ok(Handshake { stream, extra_window, max_streams })
 }
 
 /// What an upstream's reader task reports to its connection.
@@ -99,7 +112,7 @@ pub enum UpstreamEvent {
 pub fn spawn_reader(slot: u32, stream: TcpStream, tx: mpsc::UnboundedSender<UpstreamEvent>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut reader = MessageReader::new(Expect::Frames);
-        let mut buf = vec![0u8; 65536];
+        let mut buf = vec![0u8; 32 * 1024];
         let mut sockmap = super::sockmap_io::SockmapReader::default();
         let reason = loop {
             match sockmap.recv(&stream, &mut buf).await {

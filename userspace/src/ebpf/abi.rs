@@ -19,6 +19,7 @@ pub const UP_DRAINING: u32 = 2;
 pub const STREAM_SLOW: u32 = 0x1;
 pub const STREAM_CLIENT_END: u32 = 0x2;
 pub const STREAM_SERVER_END: u32 = 0x4;
+pub const STREAM_ANSWERED: u32 = 0x8;
 
 pub const ROUTE_CLIENT: u32 = 0;
 pub const ROUTE_ACT_NONE: u32 = 0;
@@ -28,7 +29,7 @@ pub const EV_REQ_DATA: u32 = 1;
 pub const EV_RESP_DATA: u32 = 2;
 pub const EV_DIVERTED: u32 = 3;
 
-pub const STAT_NAMES: [&str; 7] = [
+pub const STAT_NAMES: [&str; 9] = [
     "redirect_upstream",
     "redirect_client",
     "pass_agent",
@@ -36,6 +37,8 @@ pub const STAT_NAMES: [&str; 7] = [
     "bad_frame",
     "connect_rewrite",
     "no_upstream",
+    "redirect_bytes",
+    "agent_bytes",
 ];
 
 macro_rules! pod {
@@ -171,7 +174,7 @@ pub struct UpstreamShared {
     pub resp_data: AtomicU64,
     pub resp_notify: AtomicU64,
     pub diverted: AtomicU32,
-    pub pad: AtomicU32,
+    pub max_streams: AtomicU32,
 }
 
 /// `struct conn` in the memory-mapped `conns` array.

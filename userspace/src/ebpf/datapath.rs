@@ -199,19 +199,18 @@ impl Datapath {
         lock(&self.streams).remove(&StreamKey { conn_id, stream }).is_ok()
     }
 
-    /// Removes and returns the streams of a connection routed to one slot.
-    pub fn take_streams_of(&self, conn_id: u32, slot: u32) -> Vec<u32> {
+    /// Removes and returns (id, flags) of the streams of a connection routed
+    /// to one slot with an id above `above`, each once even if the programs
+    /// race us to it.
+    pub fn take_streams_of(&self, conn_id: u32, slot: u32, above: u32) -> Vec<(u32, u32)> {
         let mut map = lock(&self.streams);
-        let ids: Vec<u32> = map
+        let found: Vec<(u32, u32)> = map
             .iter()
             .filter_map(Result::ok)
-            .filter(|(k, v)| k.conn_id == conn_id && v.slot == slot)
-            .map(|(k, _)| k.stream)
+            .filter(|(k, v)| k.conn_id == conn_id && v.slot == slot && k.stream > above)
+            .map(|(k, v)| (k.stream, v.flags))
             .collect();
-        for stream in &ids {
-            let _ = map.remove(&StreamKey { conn_id, stream: *stream });
-        }
-        ids
+        found.into_iter().filter(|(stream, _)| map.remove(&StreamKey { conn_id, stream: *stream }).is_ok()).collect()
     }
 
     /// Removes every stream entry of a connection (after it closed).

@@ -42,7 +42,10 @@ pub mod error_code {
     pub const PROTOCOL_ERROR: u32 = 0x1;
     pub const INTERNAL_ERROR: u32 = 0x2;
     pub const FLOW_CONTROL_ERROR: u32 = 0x3;
+    pub const STREAM_CLOSED: u32 = 0x5;
+    pub const FRAME_SIZE_ERROR: u32 = 0x6;
     pub const REFUSED_STREAM: u32 = 0x7;
+    pub const CANCEL: u32 = 0x8;
     pub const COMPRESSION_ERROR: u32 = 0x9;
 }
 
@@ -121,6 +124,42 @@ pub fn goaway(out: &mut BytesMut, last_stream: u32, code: u32) {
     frame(out, kind::GOAWAY, 0, 0, &p);
 }
 
+/// What to do with a frame on a stream that breaks RFC 9113.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameCheck {
+    ConnectionError(u32),
+    /// Unknown frame types are ignored (§4.1, §5.5).
+    Ignore,
+}
+
+/// Checks a frame on stream 0 from a client: None if it is acceptable.
+pub fn connection_frame_error(h: &FrameHeader) -> Option<u32> {
+    match h.kind {
+        kind::SETTINGS if h.has(flag::ACK) && h.len != 0 => Some(error_code::FRAME_SIZE_ERROR),
+        kind::SETTINGS if h.len % 6 != 0 => Some(error_code::FRAME_SIZE_ERROR),
+        kind::PING if h.len != 8 => Some(error_code::FRAME_SIZE_ERROR),
+        kind::WINDOW_UPDATE if h.len != 4 => Some(error_code::FRAME_SIZE_ERROR),
+        kind::GOAWAY if h.len < 8 => Some(error_code::FRAME_SIZE_ERROR),
+        kind::DATA | kind::HEADERS | kind::PRIORITY | kind::RST_STREAM | kind::CONTINUATION
+        | kind::PUSH_PROMISE => Some(error_code::PROTOCOL_ERROR),
+        _ => None,
+    }
+}
+
+/// Checks a frame a client sent on a stream (id != 0).
+pub fn stream_frame_error(h: &FrameHeader) -> Option<FrameCheck> {
+    let conn = |code| Some(FrameCheck::ConnectionError(code));
+    match h.kind {
+        kind::SETTINGS | kind::PING | kind::GOAWAY | kind::PUSH_PROMISE | kind::CONTINUATION => {
+            conn(error_code::PROTOCOL_ERROR)
+        }
+        kind::RST_STREAM | kind::WINDOW_UPDATE if h.len != 4 => conn(error_code::FRAME_SIZE_ERROR),
+        kind::PRIORITY if h.len != 5 => conn(error_code::FRAME_SIZE_ERROR),
+        kind::DATA | kind::HEADERS | kind::RST_STREAM | kind::WINDOW_UPDATE | kind::PRIORITY => None,
+        _ => Some(FrameCheck::Ignore),
+    }
+}
+
 /// The settings of a SETTINGS payload, or None if its length is not a multiple of 6.
 pub fn parse_settings(payload: &[u8]) -> Option<Vec<(u16, u32)>> {
     if payload.len() % 6 != 0 {
@@ -157,6 +196,19 @@ mod tests {
     fn reserved_bit_is_ignored() {
         let b = [0, 0, 4, 8, 0, 0x80, 0, 0, 3];
         assert_eq!(FrameHeader::parse(&b).map(|h| h.stream), Some(3));
+    }
+
+    #[test]
+    fn frames_breaking_the_rfc_are_named() {
+        let h = |kind, flags, stream, len| FrameHeader { len, kind, flags, stream };
+        assert_eq!(connection_frame_error(&h(kind::PING, 0, 0, 7)), Some(error_code::FRAME_SIZE_ERROR));
+        assert_eq!(connection_frame_error(&h(kind::DATA, 0, 0, 1)), Some(error_code::PROTOCOL_ERROR));
+        assert_eq!(connection_frame_error(&h(kind::SETTINGS, flag::ACK, 0, 6)), Some(error_code::FRAME_SIZE_ERROR));
+        assert_eq!(connection_frame_error(&h(0xbb, 0, 0, 3)), None);
+        assert_eq!(stream_frame_error(&h(kind::SETTINGS, 0, 1, 0)), Some(FrameCheck::ConnectionError(error_code::PROTOCOL_ERROR)));
+        assert_eq!(stream_frame_error(&h(kind::WINDOW_UPDATE, 0, 1, 5)), Some(FrameCheck::ConnectionError(error_code::FRAME_SIZE_ERROR)));
+        assert_eq!(stream_frame_error(&h(0xbb, 0, 1, 3)), Some(FrameCheck::Ignore));
+        assert_eq!(stream_frame_error(&h(kind::DATA, 0, 1, 3)), None);
     }
 
     #[test]

@@ -23,6 +23,9 @@ impl ClientConn {
 
     fn on_client_control(&mut self, header: FrameHeader, bytes: &[u8]) {
         let payload = &bytes[frame::HEADER_LEN..];
+        if let Some(code) = frame::connection_frame_error(&header) {
+            return self.fail(code);
+        }
         let mut out = BytesMut::new();
         match header.kind {
             kind::SETTINGS if header.has(flag::ACK) => self.acked = true,
@@ -66,6 +69,11 @@ impl ClientConn {
     }
 
     fn on_client_stream_frame(&mut self, header: FrameHeader, mut bytes: Bytes) {
+        match frame::stream_frame_error(&header) {
+            Some(frame::FrameCheck::ConnectionError(code)) => return self.fail(code),
+            Some(frame::FrameCheck::Ignore) => return,
+            None => {}
+        }
         if header.kind == kind::HEADERS {
             match self.client_headers.rewrite(&bytes) {
                 Ok(rewritten) => bytes = rewritten,
@@ -79,12 +87,7 @@ impl ClientConn {
             }
         }
         let Some(slot) = self.slow_stream_slot(&header) else {
-            // A closed or unknown stream: drop it, but its DATA still used
-            // connection window the client must get back.
-            if header.kind == kind::DATA {
-                self.client_dropped += header.len as u64;
-                self.on_wake();
-            }
+            self.on_unknown_stream_frame(&header);
             return;
         };
         let ends = header.kind == kind::RST_STREAM
@@ -96,6 +99,26 @@ impl ClientConn {
             self.client_stream_end(header.stream, slot, header.kind == kind::RST_STREAM);
         }
         self.flush_to_endpoint(slot);
+    }
+
+    /// A frame for a stream nobody carries: idle (never opened) is a
+    /// connection error; closed gets STREAM_CLOSED for DATA, and the window
+    /// its DATA used goes back to the client (RFC 9113 §5.1, §6.9).
+    fn on_unknown_stream_frame(&mut self, header: &FrameHeader) {
+        let last = self.last_stream.max(self.shared_conn().last_stream.load(Ordering::SeqCst));
+        let idle = header.stream > last;
+        match header.kind {
+            kind::DATA if idle => self.fail(error_code::PROTOCOL_ERROR),
+            kind::DATA => {
+                self.client_dropped += header.len as u64;
+                let mut out = BytesMut::new();
+                frame::rst_stream(&mut out, header.stream, error_code::STREAM_CLOSED);
+                self.to_client(&out);
+                self.on_wake();
+            }
+            kind::RST_STREAM | kind::WINDOW_UPDATE if idle => self.fail(error_code::PROTOCOL_ERROR),
+            _ => {} // PRIORITY on any stream, late RST/WINDOW_UPDATE: ignored
+        }
     }
 
     /// The slot of a stream the agent carries; opens it for a new HEADERS.
@@ -111,7 +134,8 @@ impl ClientConn {
         if header.kind != kind::HEADERS {
             return None;
         }
-        if header.stream % 2 == 0 || header.stream <= self.last_stream {
+        let last = self.last_stream.max(self.shared_conn().last_stream.load(Ordering::SeqCst));
+        if header.stream % 2 == 0 || header.stream <= last {
             self.fail(error_code::PROTOCOL_ERROR);
             return None;
         }
@@ -136,12 +160,15 @@ impl ClientConn {
     /// the kernel uses. Header blocks the agent carries are re-encoded, so
     /// streams opened before the client's SETTINGS ACK spread too.
     fn pick_slot(&mut self) -> Option<u32> {
-        let usable = |s: &Option<super::Slot>| s.as_ref().is_some_and(|s| s.takes_streams());
         let c = self.shared_conn();
+        let usable = |slot: usize| {
+            let open = c.up[slot].streams.load(Ordering::SeqCst);
+            self.slots[slot].as_ref().is_some_and(|s| s.takes_streams() && open < s.max_streams)
+        };
         let start = c.next.load(Ordering::SeqCst) as usize;
         for i in 0..self.slots.len() {
             let slot = (start + i) % self.slots.len();
-            if usable(&self.slots[slot]) {
+            if usable(slot) {
                 c.next.store(slot as u32 + 1, Ordering::SeqCst);
                 return Some(slot as u32);
             }

@@ -25,7 +25,8 @@ impl ClientConn {
                 }
                 tracing::info!(conn = self.id, endpoint = %s.endpoint, %reason, "upstream closed");
                 self.close_slot(slot);
-                self.refuse_slot_streams(slot);
+                self.refuse_slot_streams(slot, 0);
+                self.advertise_stream_limit();
             }
         }
     }
@@ -50,6 +51,13 @@ impl ClientConn {
         let mut out = BytesMut::new();
         match header.kind {
             kind::SETTINGS if !header.has(flag::ACK) => {
+                if let Some(max) = crate::agent::upstream::max_streams_in(payload) {
+                    if let Some(s) = self.slots[slot as usize].as_mut() {
+                        s.max_streams = max;
+                    }
+                    self.up(slot).max_streams.store(max, Ordering::SeqCst);
+                    self.advertise_stream_limit();
+                }
                 frame::settings_ack(&mut out);
                 self.to_upstream(slot, &out);
             }
@@ -67,13 +75,18 @@ impl ClientConn {
                 self.flush_to_endpoint(slot);
             }
             kind::GOAWAY => {
-                // The endpoint is going away: no new streams; in-flight ones finish.
+                // The endpoint is going away: no new streams; streams above
+                // its last stream id were not processed and are refused, so
+                // clients retry them; the others finish (RFC 9113 §6.8).
+                self.up(slot).state.store(UP_DRAINING, Ordering::SeqCst);
                 if let Some(s) = self.slots[slot as usize].as_mut() {
                     if s.state == SlotState::Active {
                         s.state = SlotState::Draining { since: tokio::time::Instant::now() };
                     }
                 }
-                self.up(slot).state.store(UP_DRAINING, Ordering::SeqCst);
+                let last = payload.get(..4).map(|b| u32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]]));
+                self.refuse_slot_streams(slot, last.unwrap_or(0));
+                self.advertise_stream_limit();
             }
             _ => {}
         }

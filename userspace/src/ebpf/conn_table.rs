@@ -8,8 +8,8 @@ use super::abi::ConnShared;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnTableError {
-    #[error("mmap of the conns map failed (needs BPF_F_MMAPABLE arrays, Linux 5.5+): {0}")]
-    Mmap(std::io::Error),
+    #[error("mmap of the conns map failed (needs BPF_F_MMAPABLE arrays, Linux 5.5+)")]
+    Mmap(#[source] std::io::Error),
 }
 
 pub struct ConnTable {

@@ -23,15 +23,15 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ro
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
-    #[error("loading the eBPF object failed (kernel {kernel}); rotor needs BTF-less sockmap, sk_skb and cgroup programs (Linux 6.1+): {source}")]
+    #[error("loading the eBPF object failed (kernel {kernel}); rotor needs sockmap, sk_skb and cgroup programs (Linux 6.1+)")]
     Load { kernel: String, source: EbpfError },
-    #[error("program {name}: {source} (kernel {kernel})")]
+    #[error("program {name} (kernel {kernel})")]
     Program { name: &'static str, kernel: String, source: ProgramError },
     #[error("map {0} missing from the eBPF object")]
     MissingMap(&'static str),
-    #[error("map {name}: {source}")]
+    #[error("map {name}")]
     Map { name: &'static str, source: MapError },
-    #[error("cgroup {path}: {source}; pass the cgroup v2 directory with --cgroup (e.g. /sys/fs/cgroup)")]
+    #[error("cgroup {path}: pass the cgroup v2 directory with --cgroup (e.g. /sys/fs/cgroup)")]
     Cgroup { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     ConnTable(#[from] ConnTableError),
@@ -77,13 +77,13 @@ where
 
 impl Datapath {
     pub fn load(opts: &LoadOptions) -> Result<Self, DatapathError> {
+        let cgroup = File::open(&opts.cgroup)
+            .map_err(|source| DatapathError::Cgroup { path: opts.cgroup.clone(), source })?;
+        check_cgroup2(&opts.cgroup)?;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("conns", opts.max_conns)
             .load(OBJECT)
             .map_err(|source| DatapathError::Load { kernel: kernel(), source })?;
-        let cgroup = File::open(&opts.cgroup)
-            .map_err(|source| DatapathError::Cgroup { path: opts.cgroup.clone(), source })?;
-        check_cgroup2(&opts.cgroup)?;
 
         let agent_socks: SockHash<MapData, ClientKey> = take(&mut ebpf, "agent_socks")?;
         let upstream_socks: SockHash<MapData, u64> = take(&mut ebpf, "upstream_socks")?;

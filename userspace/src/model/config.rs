@@ -7,9 +7,9 @@ use super::Model;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {source}")]
+    #[error("{path}: invalid configuration")]
     Parse { path: PathBuf, source: serde_yaml_ng::Error },
     #[error("{0}")]
     Invalid(String),
@@ -73,19 +73,33 @@ mod tests {
         assert_eq!(m.services[0].vip.port(), 8080);
     }
 
+    /// The error and its sources, as `anyhow` prints them.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut cur = e.source();
+        while let Some(s) = cur {
+            out += &format!(": {s}");
+            cur = s.source();
+        }
+        out
+    }
+
     #[test]
     fn errors_name_the_problem() {
         let e = ConfigFile::parse("services:\n  - name: a\n    vip: nonsense\n    endpoints: []\n", Path::new("f.yaml"))
-            .unwrap_err()
-            .to_string();
+            .map(|_| ())
+            .map_err(|e| chain(&e))
+            .unwrap_err();
         assert!(e.contains("f.yaml"), "{e}");
         let e = ConfigFile::parse("services:\n  - {name: a, vip: 1.1.1.1:1, endpoints: []}\n  - {name: a, vip: 1.1.1.2:1, endpoints: []}\n", Path::new("f"))
-            .unwrap_err()
-            .to_string();
+            .map(|_| ())
+            .map_err(|e| chain(&e))
+            .unwrap_err();
         assert!(e.contains("twice"), "{e}");
         let e = ConfigFile::parse("services:\n  - {name: a, vip: 1.1.1.1:1, policy: random, endpoints: []}\n", Path::new("f"))
-            .unwrap_err()
-            .to_string();
+            .map(|_| ())
+            .map_err(|e| chain(&e))
+            .unwrap_err();
         assert!(e.contains("random"), "{e}");
     }
 }

@@ -18,7 +18,7 @@ use super::slot::{Slot, SlotState};
 use super::upstream::{self, UpstreamEvent};
 use super::{Shared, Target};
 use crate::ebpf::abi::*;
-use crate::h2::frame::{self, error_code, setting, DEFAULT_WINDOW};
+use crate::h2::frame::{self, setting, DEFAULT_WINDOW};
 use crate::h2::message::{Expect, Message, MessageReader};
 
 /// Connection window the agent keeps open for the client's uploads, and
@@ -261,99 +261,6 @@ impl ClientConn {
         self.shared.injector.send(self.id, Target::Upstream(slot), frames);
     }
 
-    fn add_endpoint(&mut self, endpoint: SocketAddrV4) {
-        let free = |s: &Option<Slot>| s.as_ref().is_none_or(|s| s.state == SlotState::Closed);
-        // the endpoint's own closed slot first: it carries the failure count
-        let own = self.slots.iter().position(|s| s.as_ref().is_some_and(|s| s.endpoint == endpoint) && free(s));
-        let Some(slot) = own.or_else(|| self.slots.iter().position(free)) else {
-            tracing::warn!(conn = self.id, %endpoint, "no free upstream slot");
-            return;
-        };
-        let failures = self.slots[slot].as_ref().filter(|s| s.endpoint == endpoint).map_or(0, |s| s.failures);
-        let mut fresh = Slot::connecting(endpoint);
-        fresh.failures = failures;
-        self.slots[slot] = Some(fresh);
-        let tx = self.connect_tx.clone();
-        let window = self.client_initial_window;
-        tokio::spawn(async move {
-            let r = upstream::connect(endpoint, window).await;
-            let _ = tx.send((slot as u32, r));
-        });
-    }
-
-    fn on_connected(&mut self, slot: u32, result: anyhow::Result<upstream::Handshake>) {
-        let id = self.id;
-        let Some(s) = self.slots[slot as usize].as_mut() else { return };
-        if s.state != SlotState::Connecting {
-            return; // removed while connecting
-        }
-        let hs = match result {
-            Ok(hs) => hs,
-            Err(e) => {
-                tracing::warn!(conn = id, endpoint = %s.endpoint, error = %e, "upstream failed");
-                s.close();
-                s.failures += 1;
-                self.refuse_slot_streams(slot, 0);
-                self.maybe_open_gate();
-                return;
-            }
-        };
-        let dp = &self.shared.dp;
-        let joined = (|| -> anyhow::Result<u64> {
-            let cookie = crate::ebpf::socket_cookie(&hs.stream)?;
-            dp.set_ident(cookie, SockIdent { conn_id: id, role: ROLE_UPSTREAM, slot, pad: 0 })?;
-            dp.insert_upstream(id, slot, &hs.stream)?;
-            Ok(cookie)
-        })();
-        let cookie = match joined {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(conn = id, error = %e, "cannot hand the upstream to the kernel");
-                s.state = SlotState::Closed;
-                return;
-            }
-        };
-        s.cookie = cookie;
-        s.failures = 0;
-        s.granted_req += hs.extra_window as u64;
-        s.max_streams = hs.max_streams;
-        s.state = SlotState::Active;
-        s.reader = Some(upstream::spawn_reader(slot, hs.stream, self.up_tx.clone()));
-        let up = &self.shared.dp.conns.get(id).expect("conn").up[slot as usize];
-        s.publish_req_limit(up);
-        up.max_streams.store(hs.max_streams, Ordering::SeqCst);
-        up.state.store(UP_ACTIVE, Ordering::SeqCst);
-        if self.client_initial_window != DEFAULT_WINDOW {
-            let mut out = BytesMut::new();
-            frame::settings(&mut out, &upstream::our_settings(self.client_initial_window));
-            self.to_upstream(slot, &out);
-        }
-        self.flush_to_endpoint(slot);
-        self.on_wake();
-        self.publish_upstreams();
-        self.advertise_stream_limit();
-        self.maybe_open_gate();
-    }
-
-    /// The client may open as many concurrent streams as the endpoints
-    /// together accept (RFC 9113 §5.1.2), so no stream waits for room.
-    pub(super) fn advertise_stream_limit(&mut self) {
-        let total = self
-            .slots
-            .iter()
-            .flatten()
-            .filter(|s| s.takes_streams())
-            .try_fold(0u32, |sum, s| (s.max_streams != u32::MAX).then(|| sum.saturating_add(s.max_streams)));
-        let Some(total) = total.filter(|t| *t > 0) else { return };
-        if self.advertised_streams == Some(total) {
-            return;
-        }
-        self.advertised_streams = Some(total);
-        let mut out = BytesMut::new();
-        frame::settings(&mut out, &[(setting::MAX_CONCURRENT_STREAMS, total)]);
-        self.to_client(&out);
-    }
-
     fn publish_upstreams(&self) {
         let ups: Vec<String> = self
             .slots
@@ -430,75 +337,6 @@ impl ClientConn {
         }
     }
 
-    /// Endpoints still in the Service whose upstream failed or closed are
-    /// tried again with backoff.
-    fn reconnect(&mut self) {
-        let endpoints = self.service.endpoints.borrow().clone();
-        for ep in endpoints {
-            let mut mine = self.slots.iter().flatten().filter(|s| s.endpoint == ep);
-            let usable = mine.clone().any(|s| s.takes_streams());
-            let due = mine.all(|s| s.retry_due());
-            if !usable && due {
-                self.add_endpoint(ep);
-            }
-        }
-    }
-
-    fn reconcile(&mut self, endpoints: &[SocketAddrV4]) {
-        for slot in 0..MAX_UPSTREAMS {
-            let Some(s) = self.slots[slot].as_mut() else { continue };
-            if s.takes_streams() && !endpoints.contains(&s.endpoint) {
-                if s.state == SlotState::Connecting {
-                    s.state = SlotState::Closed;
-                } else {
-                    s.state = SlotState::Draining { since: tokio::time::Instant::now() };
-                }
-                self.up(slot as u32).state.store(UP_DRAINING, Ordering::SeqCst);
-            }
-        }
-        for ep in endpoints {
-            let present = self.slots.iter().flatten().any(|s| s.endpoint == *ep && s.takes_streams());
-            if !present {
-                self.add_endpoint(*ep);
-            }
-        }
-        self.publish_upstreams();
-    }
-
-    fn close_slot(&mut self, slot: u32) {
-        self.up(slot).state.store(UP_EMPTY, Ordering::SeqCst);
-        let Some(s) = self.slots[slot as usize].as_mut() else { return };
-        let cookie = s.cookie;
-        s.close();
-        self.shared.dp.forget_cookie(cookie);
-    }
-
-    /// Streams of an upstream that is gone (or went away above `last`):
-    /// those the endpoint had not answered are refused, so clients retry
-    /// them (RFC 9113 §8.7); answered ones are cancelled.
-    fn refuse_slot_streams(&mut self, slot: u32, last: u32) {
-        let mut out = BytesMut::new();
-        for (stream, flags) in self.shared.dp.take_streams_of(self.id, slot, last) {
-            self.slow.remove(&stream);
-            self.up(slot).streams.fetch_sub(1, Ordering::SeqCst);
-            let code = if flags & STREAM_ANSWERED != 0 { error_code::CANCEL } else { error_code::REFUSED_STREAM };
-            frame::rst_stream(&mut out, stream, code);
-        }
-        let ids: Vec<u32> = self.slow.iter().filter(|(id, s)| **s == slot && **id > last).map(|(id, _)| *id).collect();
-        for stream in ids {
-            self.slow.remove(&stream);
-            frame::rst_stream(&mut out, stream, error_code::REFUSED_STREAM);
-        }
-        if last == 0 {
-            if let Some(s) = self.slots[slot as usize].as_mut() {
-                s.to_endpoint.clear();
-            }
-        }
-        if !out.is_empty() {
-            self.to_client(&out);
-        }
-    }
-
     fn teardown(&mut self) {
         for slot in 0..MAX_UPSTREAMS as u32 {
             self.close_slot(slot);
@@ -513,3 +351,4 @@ impl ClientConn {
 mod client_side;
 mod flow;
 mod upstream_side;
+mod upstreams;

@@ -32,3 +32,21 @@ int rotor_connect4(struct bpf_sock_addr *ctx)
 	stat_inc(STAT_CONNECT_REWRITE);
 	return 1;
 }
+
+/* getpeername() on a balanced client socket answers with the Service
+ * address the application dialled, not the agent's. */
+SEC("cgroup/getpeername4")
+int rotor_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk)
+		return 1;
+	struct origin *o = bpf_sk_storage_get(&client_sock_origins, sk, 0, 0);
+
+	if (o) {
+		ctx->user_ip4 = o->ip;
+		ctx->user_port = bpf_htons((__u16)o->port);
+	}
+	return 1;
+}

@@ -24,6 +24,12 @@ static __always_inline void client_established(struct bpf_sock_ops *skops)
 
 	bpf_map_delete_elem(&pending_origins, &cookie);
 	bpf_map_update_elem(&client_origins, &peer, &copy, BPF_ANY);
+	if (skops->sk) {
+		struct origin *kept = bpf_sk_storage_get(&client_sock_origins, skops->sk, 0,
+							 BPF_SK_STORAGE_GET_F_CREATE);
+		if (kept)
+			*kept = copy;
+	}
 
 	/* Redirected frames are charged to C's receive buffer, which is not
 	 * auto-tuned on this path (DESIGN rule 5). */

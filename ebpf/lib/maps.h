@@ -34,6 +34,14 @@ struct {
 	__type(value, struct origin);
 } pending_origins SEC(".maps");
 
+/* The original destination of a balanced client socket, for getpeername. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct origin);
+} client_sock_origins SEC(".maps");
+
 /* sockops → agent's accept, keyed by the client's address. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

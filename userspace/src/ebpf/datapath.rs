@@ -129,9 +129,11 @@ impl Datapath {
         let sockops: &mut SockOps = prog(&mut ebpf, "rotor_sockops")?;
         sockops.load().map_err(program_error("rotor_sockops"))?;
         sockops.attach(&cgroup, CgroupAttachMode::Single).map_err(program_error("rotor_sockops"))?;
-        let connect: &mut CgroupSockAddr = prog(&mut ebpf, "rotor_connect4")?;
-        connect.load().map_err(program_error("rotor_connect4"))?;
-        connect.attach(&cgroup, CgroupAttachMode::Single).map_err(program_error("rotor_connect4"))?;
+        for name in ["rotor_connect4", "rotor_getpeername4"] {
+            let p: &mut CgroupSockAddr = prog(&mut ebpf, name)?;
+            p.load().map_err(program_error(name))?;
+            p.attach(&cgroup, CgroupAttachMode::Single).map_err(program_error(name))?;
+        }
 
         Ok(Datapath {
             _agent_socks: agent_socks,

@@ -21,12 +21,35 @@ static __always_inline int conn_fast(struct conn *c, struct parse_state *st)
 }
 
 /* Counted in the socket's parse state, which exists from the first byte:
- * the agent counts the same messages as it reads them. */
+ * the agent counts the same messages as it reads them, so "the agent has
+ * handled N" means nothing it was handed is still on its way. */
 static __always_inline int slow(struct __sk_buff *skb, struct conn *c, struct parse_state *st)
 {
-	if (!c || !(c->flags & CONN_FAST))
-		st->passed++;
+	st->passed++;
 	return pass_to_agent_from_client(skb, st->len);
+}
+
+static __always_inline int slow_stream(struct __sk_buff *skb, struct conn *c,
+				       struct parse_state *st, struct stream *s)
+{
+	int verdict = slow(skb, c, st);
+
+	s->last_passed = st->passed;
+	return verdict;
+}
+
+/* A stream slowed by flow control runs through the agent until the agent,
+ * through the injector, said it holds nothing more of it and has handled
+ * every frame of it the kernel handed over. */
+static __always_inline int stream_still_slow(struct stream *s)
+{
+	if (!(s->flags & STREAM_SLOW))
+		return 0;
+	if ((s->flags & STREAM_RELEASE) && (__s32)(s->consumed - s->last_passed) >= 0) {
+		__sync_fetch_and_and(&s->flags, ~(STREAM_SLOW | STREAM_RELEASE));
+		return 0;
+	}
+	return 1;
 }
 
 static __always_inline int open_stream(struct conn *c, __u32 conn_id, struct parse_state *st)
@@ -41,7 +64,7 @@ static __always_inline int open_stream(struct conn *c, __u32 conn_id, struct par
 		return -1;
 	}
 	struct stream_key key = { .conn_id = conn_id, .stream = st->stream };
-	struct stream s = { .slot = slot, .flags = 0 };
+	struct stream s = { .slot = slot };
 
 	if (bpf_map_update_elem(&streams, &key, &s, BPF_NOEXIST) < 0)
 		return -1;
@@ -66,6 +89,10 @@ int rotor_client_verdict(struct __sk_buff *skb)
 
 	if (!c)
 		return slow(skb, 0, st);
+	__u32 inc = connection_window_increment(skb, st);
+
+	if (inc)
+		__sync_fetch_and_add(&c->client_limit, inc);
 	if (st->kind != MSG_FRAME || st->stream == 0 || !carriable_stream_frame(st) ||
 	    !conn_fast(c, st))
 		return slow(skb, c, st);
@@ -85,8 +112,8 @@ int rotor_client_verdict(struct __sk_buff *skb)
 		if (!s)
 			return slow(skb, c, st);
 	}
-	if (s->flags & STREAM_SLOW)
-		return slow(skb, c, st);
+	if (stream_still_slow(s))
+		return slow_stream(skb, c, st, s);
 	slot = s->slot & (ROTOR_MAX_UPSTREAMS - 1);
 	struct upstream *up = &c->up[slot];
 
@@ -100,7 +127,7 @@ int rotor_client_verdict(struct __sk_buff *skb)
 			__sync_fetch_and_or(&s->flags, STREAM_SLOW);
 			stat_inc(STAT_DIVERT);
 			emit_event(conn_id, EV_DIVERTED, slot);
-			return slow(skb, c, st);
+			return slow_stream(skb, c, st, s);
 		}
 		if (sent >= up->req_notify) {
 			/* disarm before the event, so the agent's re-arm wins */

@@ -20,6 +20,19 @@ static __always_inline void apply_action(struct route *r)
 	if (r->action == ROUTE_ACT_GATE) {
 		c->consumed = r->arg;
 		__sync_fetch_and_or(&c->flags, CONN_GATE_OPEN);
+	} else if (r->action == ROUTE_ACT_RELEASE_UPSTREAM && r->target > 0) {
+		struct upstream *up = &c->up[(r->target - 1) & (ROTOR_MAX_UPSTREAMS - 1)];
+
+		up->consumed = r->arg;
+		__sync_fetch_and_or(&up->release, 1);
+	} else if (r->action == ROUTE_ACT_RELEASE_STREAM) {
+		struct stream_key key = { .conn_id = conn_id, .stream = r->stream };
+		struct stream *s = bpf_map_lookup_elem(&streams, &key);
+
+		if (s) {
+			s->consumed = r->arg;
+			__sync_fetch_and_or(&s->flags, STREAM_RELEASE);
+		}
 	}
 }
 

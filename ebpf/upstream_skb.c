@@ -7,15 +7,41 @@
 #include "lib/h2.h"
 #include "lib/conn.h"
 
+/* Every message this upstream hands the agent is counted, so the agent can
+ * say how many it has handled when it asks to end a divert. */
+static __always_inline int to_agent(struct __sk_buff *skb, struct parse_state *st, struct upstream *up,
+				    __u32 conn_id, __u32 slot)
+{
+	up->passed++;
+	if (st->kind == MSG_FRAME && st->stream != 0)
+		up->last_diverted = up->passed;
+	return pass_to_agent_from_upstream(skb, conn_id, slot, st->len);
+}
+
 static __always_inline int divert(struct __sk_buff *skb, struct parse_state *st, struct upstream *up,
 				  __u32 conn_id, __u32 slot)
 {
-	/* Sticky: once one frame of this upstream waits in the agent, every
-	 * later one must follow it or the client sees them out of order. */
+	/* Once one frame of this upstream waits in the agent, every later one
+	 * follows it until the agent has sent them all on and says so. */
 	up->diverted = 1;
 	stat_inc(STAT_DIVERT);
 	emit_event(conn_id, EV_DIVERTED, slot);
-	return pass_to_agent_from_upstream(skb, conn_id, slot, st->len);
+	return to_agent(skb, st, up, conn_id, slot);
+}
+
+/* The divert ends once the agent asked for it (through the injector, so
+ * everything it sent before is queued on the client) and had by then
+ * handled every stream frame this upstream handed it. */
+static __always_inline int still_diverted(struct upstream *up)
+{
+	if (!up->diverted)
+		return 0;
+	if (up->release && (__s32)(up->consumed - up->last_diverted) >= 0) {
+		up->release = 0;
+		up->diverted = 0;
+		return 0;
+	}
+	return 1;
 }
 
 SEC("sk_skb/stream_verdict")
@@ -31,12 +57,16 @@ int rotor_upstream_verdict(struct __sk_buff *skb)
 	__u32 slot = id->slot & (ROTOR_MAX_UPSTREAMS - 1);
 	struct conn *c = bpf_map_lookup_elem(&conns, &conn_id);
 
-	if (!c || st->kind != MSG_FRAME || st->stream == 0 || !carriable_stream_frame(st))
+	if (!c)
 		return pass_to_agent_from_upstream(skb, conn_id, slot, st->len);
 	struct upstream *up = &c->up[slot];
+	__u32 inc = connection_window_increment(skb, st);
 
-	if (up->diverted)
-		return pass_to_agent_from_upstream(skb, conn_id, slot, st->len);
+	if (inc)
+		__sync_fetch_and_add(&up->req_limit, inc);
+	if (st->kind != MSG_FRAME || st->stream == 0 || !carriable_stream_frame(st) ||
+	    still_diverted(up))
+		return to_agent(skb, st, up, conn_id, slot);
 	if (st->type == H2_DATA) {
 		__u64 n = st->len - 9;
 		__u64 recv = __sync_fetch_and_add(&c->client_recv, n) + n;

@@ -60,12 +60,17 @@
 #define STREAM_CLIENT_END 0x2 /* client sent END_STREAM */
 #define STREAM_SERVER_END 0x4 /* endpoint sent END_STREAM */
 #define STREAM_ANSWERED 0x8   /* endpoint sent response HEADERS */
+#define STREAM_RELEASE 0x10   /* the agent asked to end STREAM_SLOW */
 
 /* route.target: 0 = the client socket, k + 1 = upstream slot k */
 #define ROUTE_CLIENT 0
 /* route.action */
 #define ROUTE_ACT_NONE 0
 #define ROUTE_ACT_GATE 1 /* conn.consumed = arg; conn.flags |= CONN_GATE_OPEN */
+/* The agent holds nothing more for this upstream (target) or stream: the
+ * kernel carries its frames again once it has handed over no more than arg. */
+#define ROUTE_ACT_RELEASE_UPSTREAM 2
+#define ROUTE_ACT_RELEASE_STREAM 3
 
 /* event.kind */
 #define EV_REQ_DATA 1  /* client DATA forwarded to upstreams crossed req_notify */
@@ -135,7 +140,7 @@ struct parse_state {
 	__u32 type;
 	__u32 flags;  /* flags of the last frame (END_STREAM lives on HEADERS) */
 	__u32 first_flags;
-	__u32 passed; /* messages the verdict passed to the agent before CONN_FAST */
+	__u32 passed; /* messages the verdict handed to the agent, in order */
 	/* for inspection (rotor status) */
 	__u32 parse_calls;
 	__u32 last_seq;
@@ -151,8 +156,12 @@ struct upstream {
 	__u64 req_notify; /* event when req_data reaches this (agent re-arms) */
 	__u64 resp_data;  /* endpoint DATA bytes redirected to the client */
 	__u64 resp_notify; /* event when resp_data reaches this (agent re-arms) */
-	__u32 diverted;   /* endpoint frames go to the agent from now on */
+	__u32 diverted;   /* endpoint frames go to the agent until released */
 	__u32 max_streams; /* the endpoint's SETTINGS_MAX_CONCURRENT_STREAMS */
+	__u32 passed;      /* messages this upstream's verdict handed to the agent */
+	__u32 last_diverted; /* `passed` when the latest stream frame went to the agent */
+	__u32 consumed;    /* messages from it the agent had handled when it asked for release */
+	__u32 release;     /* the agent asked to end the divert (see upstream_skb.c) */
 };
 
 struct conn {
@@ -178,13 +187,19 @@ struct stream_key {
 struct stream {
 	__u32 slot;
 	__u32 flags;
+	__u32 last_passed; /* parse_state.passed of A when this stream's latest
+			    * frame went to the agent */
+	__u32 consumed; /* messages from A the agent had handled when it asked to
+			 * end STREAM_SLOW */
 };
 
 struct route {
 	__u32 conn_id;
 	__u32 target;
 	__u32 action;
-	__u32 arg;
+	__u32 arg;    /* ROUTE_ACT_GATE, _RELEASE_*: messages the agent has handled */
+	__u32 stream; /* ROUTE_ACT_RELEASE_STREAM */
+	__u32 pad;
 };
 
 struct event {

@@ -63,6 +63,20 @@ static __always_inline int carriable_stream_frame(struct parse_state *st)
 	}
 }
 
+/* The increment of a connection-level WINDOW_UPDATE, 0 for anything else.
+ * The programs apply these themselves: flow control then reacts at kernel
+ * speed, not when the agent gets round to reading the frame. */
+static __always_inline __u32 connection_window_increment(struct __sk_buff *skb, struct parse_state *st)
+{
+	__u8 b[4];
+
+	if (st->kind != MSG_FRAME || st->type != H2_WINDOW_UPDATE || st->stream != 0 || st->len != 13)
+		return 0;
+	if (bpf_skb_load_bytes(skb, st->msg_off + 9, b, 4) < 0)
+		return 0;
+	return (((__u32)b[0] & 0x7f) << 24) | ((__u32)b[1] << 16) | ((__u32)b[2] << 8) | b[3];
+}
+
 static const char client_preface[24] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /* 1: the whole preface is there; 0: a prefix of it; -1: not HTTP/2. */

@@ -59,9 +59,15 @@ impl Backend {
         }
         cmd.arg("-d").arg(&htdocs).arg(BACKEND_PORT.to_string());
         let mut child = Child::spawn(&format!("nghttpd-{name}"), cmd, dir)?;
-        child
-            .wait_for_line(Stream::Stdout, "listen 0.0.0.0", Duration::from_secs(10))
-            .with_context(|| format!("starting backend {name}"))?;
+        if count_requests {
+            child
+                .wait_for_line(Stream::Stdout, "listen 0.0.0.0", Duration::from_secs(10))
+                .with_context(|| format!("starting backend {name}"))?;
+        } else {
+            // Without -v nghttpd prints nothing: wait for its listening socket.
+            wait_listening(&mut child, addr.port(), Duration::from_secs(10))
+                .with_context(|| format!("starting backend {name}"))?;
+        }
         let log = child.path(Stream::Stdout).to_path_buf();
         Ok(Backend {
             name: name.to_string(),
@@ -111,6 +117,26 @@ impl Backend {
     /// Stops nghttpd (SIGTERM, then SIGKILL), as when a pod goes away.
     pub fn stop(&mut self) {
         self.child.stop();
+    }
+}
+
+/// Waits until the namespace of `child` has a TCP socket listening on `port`
+/// (`/proc/PID/net/tcp` shows the sockets of the process's namespace).
+fn wait_listening(child: &mut Child, port: u16, timeout: Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    let needle = format!(":{port:04X} 00000000:0000 0A");
+    loop {
+        let tcp = fs::read_to_string(format!("/proc/{}/net/tcp", child.pid())).unwrap_or_default();
+        if tcp.lines().any(|l| l.contains(&needle)) {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("{} exited ({status}):\n{}", child.name(), child.stderr_tail());
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("{} not listening on port {port} within {timeout:?}", child.name());
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -24,6 +24,7 @@
 pub mod agent;
 pub mod backend;
 pub mod bed;
+pub mod bench;
 pub mod cgroup;
 pub mod content;
 pub mod demo;

@@ -62,9 +62,12 @@ fn stream_frames_stay_in_the_kernel() {
     assert!(client >= 40 * 512, "frames redirected to the client: {client}\n{diag}");
     assert!(up >= 30, "HEADERS redirected to endpoints: {up}\n{diag}");
     // The agent sees connection-level frames (SETTINGS, WINDOW_UPDATE,
-    // PING) and the first requests' headers only: no body bytes.
+    // PING), the first requests' headers, and the frames the kernel diverts
+    // while an endpoint is ahead of the client's window (this client starts
+    // at 64 KiB): measured 0.1-1 % of the bytes on a quiet machine, more when
+    // the agent lags on a loaded one. Bodies through user space would be ~100 %.
     assert!(
-        to_agent * 100 < bytes,
+        to_agent * 20 < bytes,
         "the agent was handed {to_agent} bytes for {bytes} redirected: bodies went through user space\n{diag}"
     );
 }

@@ -16,6 +16,7 @@ pub const PACKAGES: &[&str] = &[
     "iproute2",
     "iptables",
     "curl",
+    "haproxy",
 ];
 
 /// Commands that must be on PATH afterwards (and the package that provides each).
@@ -30,6 +31,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("iptables", "iptables"),
     ("iptables-restore", "iptables"),
     ("curl", "curl"),
+    ("haproxy", "haproxy"),
 ];
 
 /// Packages checked with dpkg (headers, no command).

@@ -1,4 +1,4 @@
-//! `cargo xtask`: project tasks (system dependencies, demo, tests).
+//! `cargo xtask`: project tasks (system dependencies, demo, tests, benchmark).
 
 mod deps;
 
@@ -28,6 +28,28 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         streams: u32,
         /// Skip `cargo build --release --workspace` (use the binaries already built).
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Benchmark rotor against a direct connection, kube-proxy-style DNAT and HAProxy;
+    /// writes bench.md, bench.json and bench.svg under target/bench/.
+    Bench {
+        /// A short run (1 repeat, 2 s per measurement; about 3 minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Repeats of every measurement (default 3, 1 with --quick).
+        #[arg(long)]
+        repeat: Option<usize>,
+        /// Seconds measured per run (default 5, 2 with --quick).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Open-loop request rate (requests per second over 4 connections).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Only scenarios whose id contains this (repeatable), e.g. `--only 100b`.
+        #[arg(long)]
+        only: Vec<String>,
+        /// Skip `cargo build --release --workspace --bins`.
         #[arg(long)]
         no_build: bool,
     },
@@ -107,6 +129,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(_) => Ok(ExitCode::SUCCESS),
                 Err(_) => Ok(ExitCode::FAILURE),
             }
+        }
+        Cmd::Bench {
+            quick,
+            repeat,
+            duration,
+            rate,
+            only,
+            no_build,
+        } => {
+            deps::ensure()?;
+            if !no_build {
+                let code = cargo(&strings(&["build", "--release", "--workspace", "--bins"]))?;
+                if code != 0 {
+                    return Ok(exit(code));
+                }
+            }
+            let mut opts = rotor_tests::bench::BenchOptions::new(quick, repeat);
+            if let Some(d) = duration {
+                opts.duration = d;
+            }
+            if let Some(r) = rate {
+                opts.rate = r;
+            }
+            opts.only = only;
+            let report = rotor_tests::bench::run_bench(&opts)?;
+            println!("\n{}", report.markdown());
+            println!(
+                "xtask: wrote {0}/bench.md, {0}/bench.json, {0}/bench.svg",
+                opts.out_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Test { args } => {
             deps::ensure()?;

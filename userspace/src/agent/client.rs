@@ -24,7 +24,7 @@ use crate::h2::message::{Expect, Message, MessageReader};
 /// Connection window the agent keeps open for the client's uploads, and
 /// for each endpoint's responses (as the client's window allows).
 const CLIENT_WINDOW: u64 = 4 << 20;
-const ENDPOINT_WINDOW: u64 = 4 << 20;
+const ENDPOINT_WINDOW: u64 = 1 << 20;
 const DRAIN_GRACE: Duration = Duration::from_millis(200);
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
@@ -59,6 +59,8 @@ pub struct ClientConn {
     stall: super::liveness::StallWatch,
     client_headers: crate::h2::header_block::ClientHeaders,
     advertised_streams: Option<u32>,
+    /// Streams the kernel slowed and the agent carries until it releases them.
+    slowed: std::collections::HashSet<u32>,
 }
 
 pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddrV4) {
@@ -127,6 +129,7 @@ impl ClientConn {
             stall: Default::default(),
             client_headers: Default::default(),
             advertised_streams: None,
+            slowed: Default::default(),
         }
     }
 
@@ -228,15 +231,8 @@ impl ClientConn {
         c.client_recv.store(0, Ordering::Relaxed);
         c.client_limit.store(DEFAULT_WINDOW as u64, Ordering::Relaxed);
         for up in &c.up {
-            up.state.store(UP_EMPTY, Ordering::Relaxed);
-            up.streams.store(0, Ordering::Relaxed);
-            up.req_data.store(0, Ordering::Relaxed);
-            up.req_limit.store(DEFAULT_WINDOW as u64, Ordering::Relaxed);
-            up.req_notify.store(u64::MAX, Ordering::Relaxed);
-            up.resp_data.store(0, Ordering::Relaxed);
-            up.resp_notify.store(u64::MAX, Ordering::Relaxed);
-            up.diverted.store(0, Ordering::SeqCst);
-            up.max_streams.store(0, Ordering::SeqCst);
+            upstreams::reset_upstream(up, DEFAULT_WINDOW as u64, 0);
+            up.streams.store(0, Ordering::SeqCst);
         }
         Ok(())
     }

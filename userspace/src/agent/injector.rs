@@ -12,7 +12,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use crate::ebpf::abi::{SockIdent, ROLE_INJECTOR, ROUTE_ACT_GATE, ROUTE_ACT_NONE, ROUTE_CLIENT};
+use crate::ebpf::abi::{
+    SockIdent, ROLE_INJECTOR, ROUTE_ACT_GATE, ROUTE_ACT_NONE, ROUTE_ACT_RELEASE_STREAM, ROUTE_ACT_RELEASE_UPSTREAM,
+    ROUTE_CLIENT,
+};
 use crate::ebpf::Datapath;
 use crate::h2::frame::{kind, FrameHeader};
 
@@ -22,6 +25,8 @@ pub enum Target {
     Client,
     Upstream(u32),
 }
+
+const ROUTE_LEN: usize = std::mem::size_of::<crate::ebpf::abi::Route>();
 
 #[derive(Clone)]
 pub struct Injector {
@@ -62,16 +67,28 @@ impl Injector {
 
     /// Sends whole frames to a target of a connection.
     pub fn send(&self, conn_id: u32, target: Target, frames: &[u8]) {
-        self.send_with(conn_id, target, ROUTE_ACT_NONE, 0, frames);
+        self.send_with(conn_id, target, ROUTE_ACT_NONE, 0, 0, frames);
     }
 
     /// Opens the fast path of a connection once the kernel has passed no
     /// more than `consumed` messages (applied after everything sent before).
     pub fn open_gate(&self, conn_id: u32, consumed: u32) {
-        self.send_with(conn_id, Target::Client, ROUTE_ACT_GATE, consumed, &[]);
+        self.send_with(conn_id, Target::Client, ROUTE_ACT_GATE, consumed, 0, &[]);
     }
 
-    fn send_with(&self, conn_id: u32, target: Target, action: u32, arg: u32, frames: &[u8]) {
+    /// Ends the divert of an upstream's frames through the agent, if it had
+    /// handed the agent no stream frame beyond message `consumed`.
+    pub fn release_upstream(&self, conn_id: u32, slot: u32, consumed: u32) {
+        self.send_with(conn_id, Target::Upstream(slot), ROUTE_ACT_RELEASE_UPSTREAM, consumed, 0, &[]);
+    }
+
+    /// Ends the slow path of a stream, if the kernel had handed the agent no
+    /// frame of it beyond message `consumed` of the client's connection.
+    pub fn release_stream(&self, conn_id: u32, stream: u32, consumed: u32) {
+        self.send_with(conn_id, Target::Client, ROUTE_ACT_RELEASE_STREAM, consumed, stream, &[]);
+    }
+
+    fn send_with(&self, conn_id: u32, target: Target, action: u32, arg: u32, stream: u32, frames: &[u8]) {
         if tracing::enabled!(tracing::Level::TRACE) {
             let mut rest = frames;
             while let Some(h) = FrameHeader::parse(rest) {
@@ -79,13 +96,13 @@ impl Injector {
                 rest = rest.get(9 + h.len as usize..).unwrap_or(&[]);
             }
         }
-        let mut b = BytesMut::with_capacity(25 + frames.len());
-        FrameHeader { len: 16, kind: kind::ROTOR_ROUTE, flags: 0, stream: 0 }.encode(&mut b);
+        let mut b = BytesMut::with_capacity(9 + ROUTE_LEN + frames.len());
+        FrameHeader { len: ROUTE_LEN as u32, kind: kind::ROTOR_ROUTE, flags: 0, stream: 0 }.encode(&mut b);
         let target = match target {
             Target::Client => ROUTE_CLIENT,
             Target::Upstream(slot) => slot + 1,
         };
-        for v in [conn_id, target, action, arg] {
+        for v in [conn_id, target, action, arg, stream, 0] {
             b.put_u32_ne(v);
         }
         b.extend_from_slice(frames);

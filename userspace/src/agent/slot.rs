@@ -26,8 +26,6 @@ pub struct Slot {
     pub state: SlotState,
     pub reader: Option<tokio::task::JoinHandle<()>>,
     pub cookie: u64,
-    /// Connection window the endpoint granted us, in total.
-    pub granted_req: u64,
     /// DATA bytes the agent itself forwarded to the endpoint.
     pub agent_req: u64,
     /// Connection window we granted the endpoint, in total.
@@ -39,6 +37,10 @@ pub struct Slot {
     /// Failed connects in a row, for the reconnect backoff.
     pub failures: u32,
     pub closed_at: Option<tokio::time::Instant>,
+    /// Messages read from the endpoint's socket (the kernel counts the same).
+    pub from_endpoint: u32,
+    /// `from_endpoint` when the agent last asked to end a divert.
+    pub release_sent: Option<u32>,
     /// Client frames for this endpoint waiting for the connection or for window.
     pub to_endpoint: VecDeque<Bytes>,
     /// Endpoint frames diverted to the agent, waiting for the client's window.
@@ -52,13 +54,14 @@ impl Slot {
             state: SlotState::Connecting,
             reader: None,
             cookie: 0,
-            granted_req: DEFAULT_WINDOW as u64,
             agent_req: 0,
             granted_resp: DEFAULT_WINDOW as u64,
             agent_resp: 0,
             max_streams: u32::MAX,
             failures: 0,
             closed_at: None,
+            from_endpoint: 0,
+            release_sent: None,
             to_endpoint: VecDeque::new(),
             to_client: VecDeque::new(),
         }
@@ -72,23 +75,26 @@ impl Slot {
         matches!(self.state, SlotState::Active | SlotState::Draining { .. })
     }
 
-    /// The kernel may redirect DATA up to what the endpoint granted minus
-    /// what the agent sent itself.
-    pub fn publish_req_limit(&self, up: &UpstreamShared) {
-        up.req_limit.store(self.granted_req.saturating_sub(self.agent_req), Ordering::SeqCst);
-    }
-
-    /// Takes window for `n` bytes the agent wants to send, if the endpoint
-    /// has it once the kernel's share is counted.
+    /// Takes window for `n` bytes the agent wants to send itself. The
+    /// kernel's allowance (`req_limit`: what the endpoint granted, which the
+    /// upstream verdict raises on each WINDOW_UPDATE, minus what the agent
+    /// sent) is shared with the client verdict, which redirects DATA while
+    /// `req_data` stays within it.
     pub fn take_req_window(&mut self, up: &UpstreamShared, n: u64) -> bool {
-        self.agent_req += n;
-        self.publish_req_limit(up);
-        if up.req_data.load(Ordering::SeqCst) + self.agent_req <= self.granted_req {
+        let limit = up.req_limit.fetch_sub(n, Ordering::SeqCst).wrapping_sub(n);
+        if up.req_data.load(Ordering::SeqCst) <= limit && limit < u64::MAX / 2 {
+            self.agent_req += n;
             return true;
         }
-        self.agent_req -= n;
-        self.publish_req_limit(up);
+        up.req_limit.fetch_add(n, Ordering::SeqCst);
         false
+    }
+
+    /// The agent has sent on every frame the kernel diverted to it and asked
+    /// for the divert to end: the next frame will go direct.
+    pub fn caught_up(&self, up: &UpstreamShared) -> bool {
+        let last = up.last_diverted.load(Ordering::SeqCst);
+        self.to_client.is_empty() && self.release_sent.is_some_and(|n| n.wrapping_sub(last) as i32 >= 0)
     }
 
     /// Window we granted the endpoint that it has not used yet.

@@ -20,10 +20,13 @@ pub const STREAM_SLOW: u32 = 0x1;
 pub const STREAM_CLIENT_END: u32 = 0x2;
 pub const STREAM_SERVER_END: u32 = 0x4;
 pub const STREAM_ANSWERED: u32 = 0x8;
+pub const STREAM_RELEASE: u32 = 0x10;
 
 pub const ROUTE_CLIENT: u32 = 0;
 pub const ROUTE_ACT_NONE: u32 = 0;
 pub const ROUTE_ACT_GATE: u32 = 1;
+pub const ROUTE_ACT_RELEASE_UPSTREAM: u32 = 2;
+pub const ROUTE_ACT_RELEASE_STREAM: u32 = 3;
 
 pub const EV_REQ_DATA: u32 = 1;
 pub const EV_RESP_DATA: u32 = 2;
@@ -138,6 +141,8 @@ pub struct StreamKey {
 pub struct Stream {
     pub slot: u32,
     pub flags: u32,
+    pub last_passed: u32,
+    pub consumed: u32,
 }
 
 #[repr(C)]
@@ -147,6 +152,8 @@ pub struct Route {
     pub target: u32,
     pub action: u32,
     pub arg: u32,
+    pub stream: u32,
+    pub pad: u32,
 }
 
 #[repr(C)]
@@ -175,6 +182,10 @@ pub struct UpstreamShared {
     pub resp_notify: AtomicU64,
     pub diverted: AtomicU32,
     pub max_streams: AtomicU32,
+    pub passed: AtomicU32,
+    pub last_diverted: AtomicU32,
+    pub consumed: AtomicU32,
+    pub release: AtomicU32,
 }
 
 /// `struct conn` in the memory-mapped `conns` array.
@@ -243,5 +254,12 @@ mod tests {
         assert_eq!(offset_of!(UpstreamShared, diverted), c::OFF_upstream_diverted);
         assert_eq!(offset_of!(ParseState, passed), c::OFF_parse_state_passed);
         assert_eq!(offset_of!(ParseState, kind), c::OFF_parse_state_kind);
+        assert_eq!(offset_of!(UpstreamShared, passed), c::OFF_upstream_passed);
+        assert_eq!(offset_of!(UpstreamShared, release), c::OFF_upstream_release);
+        assert_eq!(offset_of!(Route, stream), c::OFF_route_stream);
+        assert_eq!(offset_of!(Stream, consumed), c::OFF_stream_consumed);
+        assert_eq!(offset_of!(Stream, last_passed), c::OFF_stream_last_passed);
+        assert_eq!(offset_of!(UpstreamShared, last_diverted), c::OFF_upstream_last_diverted);
+        assert_eq!(offset_of!(UpstreamShared, consumed), c::OFF_upstream_consumed);
     }
 }

@@ -3,6 +3,7 @@
 pub mod abi;
 mod conn_table;
 mod datapath;
+pub mod probe;
 
 pub use conn_table::ConnTable;
 pub use datapath::{socket_cookie, upstream_key, Datapath, DatapathError, LoadOptions};

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use bytes::{Bytes, BytesMut};
 
 use super::ClientConn;
-use crate::ebpf::abi::{Stream, STREAM_CLIENT_END, STREAM_SLOW};
+use crate::ebpf::abi::{Stream, CONN_FAST, STREAM_CLIENT_END};
 use crate::h2::frame::{self, error_code, flag, kind, setting, FrameHeader};
 use crate::h2::message::Message;
 
@@ -43,11 +43,8 @@ impl ClientConn {
                 frame::ping_ack(&mut out, payload);
                 self.to_client(&out);
             }
-            kind::WINDOW_UPDATE => {
-                let inc = frame::parse_window_update(payload).unwrap_or(0) as u64;
-                self.shared_conn().client_limit.fetch_add(inc, Ordering::SeqCst);
-                self.on_wake();
-            }
+            // the client verdict has added the increment to client_limit
+            kind::WINDOW_UPDATE => self.on_wake(),
             _ => {} // GOAWAY: the client closes when done; PING ACK; unknown types are ignored
         }
     }
@@ -92,6 +89,10 @@ impl ClientConn {
         };
         let ends = header.kind == kind::RST_STREAM
             || ((header.kind == kind::DATA || header.kind == kind::HEADERS) && header.has(flag::END_STREAM));
+        if self.shared_conn().flags.load(Ordering::SeqCst) & CONN_FAST != 0 {
+            // the kernel slowed this stream (over the endpoint's window)
+            self.slowed.insert(header.stream);
+        }
         if let Some(s) = self.slots[slot as usize].as_mut() {
             s.to_endpoint.push_back(bytes);
         }
@@ -147,7 +148,9 @@ impl ClientConn {
             self.to_client(&out);
             return None;
         };
-        let stream = Stream { slot, flags: STREAM_SLOW };
+        // The gate opens only after every frame the agent carries is queued
+        // on its upstream, so this stream's later frames may go direct.
+        let stream = Stream { slot, ..Default::default() };
         if let Err(e) = self.shared.dp.set_stream(self.id, header.stream, stream) {
             tracing::warn!(conn = self.id, error = %e, "streams map full");
         }

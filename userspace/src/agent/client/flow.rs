@@ -34,6 +34,26 @@ impl ClientConn {
             self.shared.injector.send(id, super::Target::Upstream(slot), &out);
             self.replenish_client();
         }
+        self.release_streams(slot);
+    }
+
+    /// Slowed streams of this slot with nothing left in the agent go back
+    /// to the kernel once it has handed over nothing newer of them (the
+    /// release travels through the injector, behind what was sent).
+    fn release_streams(&mut self, slot: u32) {
+        let Some(s) = self.slots[slot as usize].as_ref() else { return };
+        let waiting: std::collections::HashSet<u32> =
+            s.to_endpoint.iter().filter_map(|f| frame::FrameHeader::parse(f)).map(|h| h.stream).collect();
+        let done: Vec<u32> = self
+            .slowed
+            .iter()
+            .copied()
+            .filter(|id| self.slow.get(id) == Some(&slot) && !waiting.contains(id))
+            .collect();
+        for stream in done {
+            self.slowed.remove(&stream);
+            self.shared.injector.release_stream(self.id, stream, self.consumed);
+        }
     }
 
     /// Called on kernel events, window updates and new upstreams.
@@ -73,22 +93,30 @@ impl ClientConn {
         }
     }
 
-    /// Grants each endpoint response window up to what the client's
-    /// connection window has left. Endpoints start with 65,535 bytes each
-    /// whatever the client granted, so the sum can exceed the client's
-    /// window; the kernel then diverts the overflow to the agent instead of
-    /// sending the client more than it allowed.
+    /// Grants each endpoint response window up to its share of what the
+    /// client's connection window has left. Endpoints start with 65,535
+    /// bytes each whatever the client granted, so the sum can exceed the
+    /// client's window; the kernel then diverts the overflow to the agent
+    /// (and back once the agent has sent it on) instead of sending the
+    /// client more than it allowed.
     fn grant_endpoints(&mut self) {
         let dp = self.shared.dp.clone();
         let Some(c) = dp.conns.get(self.id) else { return };
         let client_left = c.client_limit.load(Ordering::SeqCst).saturating_sub(c.client_recv.load(Ordering::SeqCst));
+        // Endpoints with streams share what the client's window has left.
+        let busy = c.up.iter().filter(|u| u.streams.load(Ordering::Relaxed) > 0).count().max(1) as u64;
+        let share = client_left / busy;
         let mut grants = Vec::new();
         for (slot, s) in self.slots.iter_mut().enumerate() {
             let Some(s) = s.as_mut().filter(|s| s.is_open()) else { continue };
             let up = &c.up[slot];
+            if up.diverted.load(Ordering::SeqCst) != 0 && !s.caught_up(up) {
+                // Let it run dry so the agent catches up and the divert can end.
+                continue;
+            }
             let mine = s.resp_outstanding(up);
             up.resp_notify.store(up.resp_data.load(Ordering::SeqCst) + ENDPOINT_WINDOW / 4, Ordering::SeqCst);
-            let target = ENDPOINT_WINDOW.min(client_left);
+            let target = ENDPOINT_WINDOW.min(share);
             if mine >= target / 2 {
                 continue;
             }
@@ -124,6 +152,13 @@ impl ClientConn {
         }
         if !out.is_empty() {
             self.shared.injector.send(id, super::Target::Client, &out);
+        }
+        // Nothing of this upstream left in the agent: the kernel may carry
+        // its frames again (the release is queued behind what was sent).
+        let up = &c.up[slot as usize];
+        if s.to_client.is_empty() && up.diverted.load(Ordering::SeqCst) != 0 && s.release_sent != Some(s.from_endpoint) {
+            s.release_sent = Some(s.from_endpoint);
+            self.shared.injector.release_upstream(id, slot, s.from_endpoint);
         }
     }
 }

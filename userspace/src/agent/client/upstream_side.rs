@@ -16,6 +16,9 @@ impl ClientConn {
         match ev {
             UpstreamEvent::Message { slot, message } => {
                 self.upstream_messages += 1;
+                if let Some(s) = self.slots[slot as usize].as_mut() {
+                    s.from_endpoint = s.from_endpoint.wrapping_add(1);
+                }
                 self.on_upstream_message(slot, message)
             }
             UpstreamEvent::Closed { slot, reason } => {
@@ -65,15 +68,8 @@ impl ClientConn {
                 frame::ping_ack(&mut out, payload);
                 self.to_upstream(slot, &out);
             }
-            kind::WINDOW_UPDATE => {
-                let inc = frame::parse_window_update(payload).unwrap_or(0) as u64;
-                let up = &self.shared.dp.conns.get(self.id).expect("conn").up[slot as usize];
-                if let Some(s) = self.slots[slot as usize].as_mut() {
-                    s.granted_req += inc;
-                    s.publish_req_limit(up);
-                }
-                self.flush_to_endpoint(slot);
-            }
+            // the upstream verdict has added the increment to req_limit
+            kind::WINDOW_UPDATE => self.flush_to_endpoint(slot),
             kind::GOAWAY => {
                 // The endpoint is going away: no new streams; streams above
                 // its last stream id were not processed and are refused, so

@@ -50,6 +50,10 @@ impl ClientConn {
             }
         };
         let dp = &self.shared.dp;
+        // Fresh counters before the socket joins the map: from then on the
+        // programs update them (a WINDOW_UPDATE may already be on its way).
+        let up = &dp.conns.get(id).expect("conn id within the table").up[slot as usize];
+        reset_upstream(up, DEFAULT_WINDOW as u64 + hs.extra_window as u64, hs.max_streams);
         let joined = (|| -> anyhow::Result<u64> {
             let cookie = crate::ebpf::socket_cookie(&hs.stream)?;
             dp.set_ident(cookie, SockIdent { conn_id: id, role: ROLE_UPSTREAM, slot, pad: 0 })?;
@@ -66,13 +70,10 @@ impl ClientConn {
         };
         s.cookie = cookie;
         s.failures = 0;
-        s.granted_req += hs.extra_window as u64;
         s.max_streams = hs.max_streams;
         s.state = SlotState::Active;
         s.reader = Some(upstream::spawn_reader(slot, hs.stream, self.up_tx.clone()));
         let up = &self.shared.dp.conns.get(id).expect("conn").up[slot as usize];
-        s.publish_req_limit(up);
-        up.max_streams.store(hs.max_streams, Ordering::SeqCst);
         up.state.store(UP_ACTIVE, Ordering::SeqCst);
         if self.client_initial_window != DEFAULT_WINDOW {
             let mut out = BytesMut::new();
@@ -173,4 +174,22 @@ impl ClientConn {
             self.to_client(&out);
         }
     }
+}
+
+/// The kernel's view of an upstream slot, as a new upstream starts in it.
+/// `streams` is left alone: streams the agent routed to the slot while it
+/// was connecting are already counted there.
+pub(super) fn reset_upstream(up: &UpstreamShared, req_limit: u64, max_streams: u32) {
+    up.state.store(UP_EMPTY, Ordering::SeqCst);
+    up.req_data.store(0, Ordering::SeqCst);
+    up.req_limit.store(req_limit, Ordering::SeqCst);
+    up.req_notify.store(u64::MAX, Ordering::SeqCst);
+    up.resp_data.store(0, Ordering::SeqCst);
+    up.resp_notify.store(u64::MAX, Ordering::SeqCst);
+    up.diverted.store(0, Ordering::SeqCst);
+    up.max_streams.store(max_streams, Ordering::SeqCst);
+    up.passed.store(0, Ordering::SeqCst);
+    up.last_diverted.store(0, Ordering::SeqCst);
+    up.consumed.store(0, Ordering::SeqCst);
+    up.release.store(0, Ordering::SeqCst);
 }

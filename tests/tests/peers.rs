@@ -39,13 +39,14 @@ fn nghttp_many_streams_on_one_connection() {
         names.iter().all(|n| ["be1", "be2", "be3"].contains(n)),
         "nghttp output {bodies:?}\n{diag}"
     );
-    // nghttp sends all 30 HEADERS in its first flight, before it has acknowledged
-    // the agent's SETTINGS (HEADER_TABLE_SIZE=0), so by design they may all share
-    // the first upstream (their header blocks may reference each other's HPACK
-    // state). Only the total is checked here; h2load_one_connection checks spread.
+    // nghttp sends all 30 HEADERS in its first flight, before it has
+    // acknowledged the agent's SETTINGS (HEADER_TABLE_SIZE=0): their header
+    // blocks may use HPACK's dynamic table. The agent re-encodes them, so they
+    // spread like any other stream.
     let served = bed.served_since(&before).unwrap();
-    let total: u64 = served.iter().map(|(_, n)| n).sum();
-    assert_eq!(total, 30, "{served:?}\n{diag}");
+    for (name, n) in &served {
+        assert!((8..=12).contains(n), "{name} served {n} of 30, want 10±2: {served:?}\n{diag}");
+    }
 }
 
 #[test]

@@ -48,6 +48,8 @@ pub struct ClientConn {
     /// were dropped (closed streams) rather than forwarded.
     client_granted: u64,
     client_dropped: u64,
+    /// Client DATA bytes the agent received (carried, queued or dropped).
+    client_data_seen: u64,
     up_tx: mpsc::UnboundedSender<UpstreamEvent>,
     connect_tx: mpsc::UnboundedSender<ConnectResult>,
     /// A connection error was sent to the client: stop reading.
@@ -120,6 +122,7 @@ impl ClientConn {
             client_initial_window: DEFAULT_WINDOW,
             client_granted: DEFAULT_WINDOW as u64,
             client_dropped: 0,
+            client_data_seen: 0,
             up_tx,
             connect_tx,
             failed: false,

@@ -106,17 +106,23 @@ macro_rules! features {
 features! {
     MAP_HASH = "hash maps (BPF_MAP_TYPE_HASH)", Some("3.19"), "per-socket and per-stream state";
     MAP_ARRAY = "array maps (BPF_MAP_TYPE_ARRAY)", Some("3.19"), "the agent's configuration";
+    MAP_LRU_HASH = "LRU hash maps (BPF_MAP_TYPE_LRU_HASH)", Some("4.10"), "destinations of connects that may never complete";
     MAP_PERCPU_ARRAY = "per-CPU array maps (BPF_MAP_TYPE_PERCPU_ARRAY)", Some("4.6"), "kernel counters";
     MAP_SOCKHASH = "socket hash maps (BPF_MAP_TYPE_SOCKHASH)", Some("4.18"), "the sockets frames are redirected between";
     MAP_RINGBUF = "ring buffer maps (BPF_MAP_TYPE_RINGBUF)", Some("5.8"), "flow-control events to the agent";
+    MAP_SK_STORAGE = "socket-local storage maps (BPF_MAP_TYPE_SK_STORAGE, with BTF)", Some("5.2"), "a balanced socket's Service address, for getpeername";
     MAP_MMAPABLE = "memory-mapped array maps (BPF_F_MMAPABLE)", Some("5.5"), "the connection table the agent writes in place";
     PROG_CONNECT4 = "cgroup/connect4 programs (BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_INET4_CONNECT)", Some("4.17"), "sending a Service's connections to the agent";
+    PROG_GETPEERNAME4 = "cgroup/getpeername4 programs (BPF_CGROUP_INET4_GETPEERNAME)", Some("5.8"), "showing a client the Service address as its peer";
     PROG_SOCKOPS = "sockops programs (BPF_PROG_TYPE_SOCK_OPS)", Some("4.13"), "adding sockets to socket hashes at ESTABLISHED";
     PROG_SK_SKB = "sk_skb programs (BPF_PROG_TYPE_SK_SKB)", Some("4.14"), "the HTTP/2 frame parser and verdicts";
     H_CONNECT4_LOOKUP = "bpf_map_lookup_elem in cgroup/connect4", None, "looking up Services";
     H_CONNECT4_UPDATE = "bpf_map_update_elem in cgroup/connect4", None, "recording a connection's original destination";
     H_CONNECT4_PID = "bpf_get_current_pid_tgid in cgroup/connect4", None, "leaving the agent's own connections alone";
     H_CONNECT4_COOKIE = "bpf_get_socket_cookie in cgroup/connect4", None, "keying a connection's original destination";
+    H_CONNECT4_SK_STORAGE = "bpf_sk_storage_get in cgroup/connect4", None, "keeping the Service address of a reconnecting socket";
+    H_GETPEERNAME4_SK_STORAGE = "bpf_sk_storage_get in cgroup/getpeername4", None, "reading a socket's Service address";
+    H_SOCKOPS_SK_STORAGE = "bpf_sk_storage_get in sockops", None, "storing a socket's Service address";
     H_SOCKOPS_LOOKUP = "bpf_map_lookup_elem in sockops", None, "finding a connection's original destination";
     H_SOCKOPS_UPDATE = "bpf_map_update_elem in sockops", None, "publishing a client's original destination";
     H_SOCKOPS_DELETE = "bpf_map_delete_elem in sockops", None, "dropping consumed destinations";
@@ -135,16 +141,19 @@ features! {
     INSN_ATOMIC_ADD_W = "32-bit atomic add (BPF_ATOMIC BPF_ADD, BPF_W)", None, "per-upstream stream counts";
     INSN_ATOMIC_FETCH_ADD_W = "32-bit atomic fetch-and-add (BPF_ATOMIC BPF_ADD|BPF_FETCH, BPF_W)", Some("5.12"), "per-upstream stream counts";
     INSN_ATOMIC_OR_W = "32-bit atomic or (BPF_ATOMIC BPF_OR, BPF_W)", Some("5.12"), "connection flags";
+    INSN_ATOMIC_AND_W = "32-bit atomic and (BPF_ATOMIC BPF_AND, BPF_W)", Some("5.12"), "releasing a stream from the agent";
     INSN_ATOMIC_FETCH_OR_W = "32-bit atomic fetch-and-or (BPF_ATOMIC BPF_OR|BPF_FETCH, BPF_W)", Some("5.12"), "ending a stream once from either side";
     INSN_ATOMIC_FETCH_ADD_DW = "64-bit atomic fetch-and-add (BPF_ATOMIC BPF_ADD|BPF_FETCH, BPF_DW)", Some("5.12"), "flow-control byte counters";
     CTX_CONNECT4 = "cgroup/connect4 rewriting user_ip4/user_port with socket cookie and map update", None, "sending a Service's connections to the agent";
-    CTX_SOCKOPS = "sockops with bpf_setsockopt(SO_RCVBUF) and bpf_sock_hash_update", None, "adding sockets to socket hashes at ESTABLISHED";
+    CTX_GETPEERNAME4 = "cgroup/getpeername4 reading ctx->sk into bpf_sk_storage_get", None, "showing a client the Service address as its peer";
+    CTX_SOCKOPS = "sockops with bpf_setsockopt(SO_RCVBUF), bpf_sk_storage_get(skops->sk) and bpf_sock_hash_update", None, "adding sockets to socket hashes at ESTABLISHED";
     CTX_PARSER = "sk_skb stream parser reading cb[0], addresses, ports and bytes", None, "cutting the byte stream into frames";
     CTX_VERDICT = "sk_skb verdict with bpf_sk_redirect_hash(BPF_F_INGRESS) keyed by socket cookie", None, "moving frames between sockets";
     CTX_RINGBUF = "bpf_ringbuf_reserve/bpf_ringbuf_submit from sk_skb", Some("5.8"), "flow-control events";
     ATTACH_PARSER = "attaching a stream parser to a socket hash (BPF_SK_SKB_STREAM_PARSER)", Some("4.18"), "the frame parser";
     ATTACH_VERDICT = "attaching a stream verdict to a socket hash (BPF_SK_SKB_STREAM_VERDICT)", Some("4.18"), "the verdicts";
     LINK_CONNECT4 = "bpf links for cgroup/connect4 (BPF_LINK_CREATE)", Some("5.7"), "detaching when the agent exits (fail-open)";
+    LINK_GETPEERNAME4 = "bpf links for cgroup/getpeername4 (BPF_LINK_CREATE)", Some("5.8"), "detaching when the agent exits (fail-open)";
     LINK_SOCKOPS = "bpf links for sockops (BPF_LINK_CREATE)", Some("5.7"), "detaching when the agent exits (fail-open)";
 }
 
@@ -153,11 +162,15 @@ const BPF_MAP_CREATE: u32 = 0;
 const BPF_PROG_LOAD: u32 = 5;
 const BPF_PROG_ATTACH: u32 = 8;
 const BPF_PROG_DETACH: u32 = 9;
+const BPF_BTF_LOAD: u32 = 18;
 const BPF_LINK_CREATE: u32 = 28;
 
 const T_MAP_HASH: u32 = 1;
 const T_MAP_ARRAY: u32 = 2;
 const T_MAP_PERCPU_ARRAY: u32 = 6;
+const T_MAP_LRU_HASH: u32 = 9;
+const T_MAP_SK_STORAGE: u32 = 24;
+const BPF_F_NO_PREALLOC: u32 = 1;
 const T_MAP_SOCKHASH: u32 = 18;
 const T_MAP_RINGBUF: u32 = 27;
 const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -170,6 +183,7 @@ const ATTACH_CGROUP_SOCK_OPS: u32 = 3;
 const ATTACH_SK_SKB_STREAM_PARSER: u32 = 4;
 const ATTACH_SK_SKB_STREAM_VERDICT: u32 = 5;
 const ATTACH_CGROUP_INET4_CONNECT: u32 = 10;
+const ATTACH_CGROUP_INET4_GETPEERNAME: u32 = 29;
 
 const FN_MAP_LOOKUP_ELEM: i32 = 1;
 const FN_MAP_UPDATE_ELEM: i32 = 2;
@@ -180,6 +194,7 @@ const FN_GET_SOCKET_COOKIE: i32 = 46;
 const FN_SETSOCKOPT: i32 = 49;
 const FN_SOCK_HASH_UPDATE: i32 = 70;
 const FN_SK_REDIRECT_HASH: i32 = 72;
+const FN_SK_STORAGE_GET: i32 = 107;
 const FN_RINGBUF_RESERVE: i32 = 131;
 const FN_RINGBUF_SUBMIT: i32 = 132;
 
@@ -190,6 +205,8 @@ const SKB_REMOTE_IP4: i16 = 92;
 const SKB_LOCAL_PORT: i16 = 136;
 const SOCK_ADDR_USER_IP4: i16 = 4;
 const SOCK_ADDR_USER_PORT: i16 = 24;
+const SOCK_ADDR_SK: i16 = 64;
+const SOCK_OPS_SK: i16 = 184;
 
 /// One eBPF instruction, as the kernel reads it.
 #[repr(C)]
@@ -216,6 +233,7 @@ mod asm {
 
     pub const ATOMIC_ADD: i32 = 0x00;
     pub const ATOMIC_OR: i32 = 0x40;
+    pub const ATOMIC_AND: i32 = 0x50;
     pub const FETCH: i32 = 0x01;
 
     pub fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
@@ -255,6 +273,10 @@ mod asm {
     /// `*(u64 *)(dst + off) = src`
     pub fn stx_dw(dst: u8, src: u8, off: i16) -> Insn {
         insn(0x7b, dst, src, off, 0) // BPF_STX | BPF_MEM | BPF_DW
+    }
+    /// `dst = *(u64 *)(src + off)`
+    pub fn ldx_dw(dst: u8, src: u8, off: i16) -> Insn {
+        insn(0x79, dst, src, off, 0) // BPF_LDX | BPF_MEM | BPF_DW
     }
     /// `dst = *(u32 *)(src + off)`
     pub fn ldx_w(dst: u8, src: u8, off: i16) -> Insn {
@@ -359,6 +381,57 @@ fn map_create(map_type: u32, key: u32, value: u32, entries: u32, flags: u32) -> 
     put_u32(&mut attr, 8, value);
     put_u32(&mut attr, 12, entries);
     put_u32(&mut attr, 16, flags);
+    sys_bpf(BPF_MAP_CREATE, &mut attr).map(owned).map_err(|errno| BpfFailure { errno, log: String::new() })
+}
+
+/// Minimal BTF: [1] `int`, [2] `int[4]` (16 bytes), for a socket storage map.
+fn btf_blob() -> Vec<u8> {
+    let mut types = Vec::new();
+    for w in [1u32, 1 << 24, 4, (1 << 24) | 32] {
+        types.extend(w.to_le_bytes()); // INT "int", size 4, signed, 32 bits
+    }
+    for w in [0u32, 3 << 24, 0, 1, 1, 4] {
+        types.extend(w.to_le_bytes()); // ARRAY of 4 × [1], indexed by [1]
+    }
+    let strings = b"\0int\0";
+    let mut b = Vec::new();
+    b.extend(0xeb9fu16.to_le_bytes());
+    b.extend([1u8, 0]);
+    for w in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+        b.extend(w.to_le_bytes());
+    }
+    b.extend(types);
+    b.extend(strings);
+    b
+}
+
+fn btf_load() -> Result<OwnedFd, BpfFailure> {
+    let blob = btf_blob();
+    let mut log = vec![0u8; 4096];
+    let mut attr = [0u64; 16];
+    put_u64(&mut attr, 0, blob.as_ptr() as u64);
+    put_u64(&mut attr, 8, log.as_mut_ptr() as u64);
+    put_u32(&mut attr, 16, blob.len() as u32);
+    put_u32(&mut attr, 20, log.len() as u32);
+    put_u32(&mut attr, 24, 1);
+    sys_bpf(BPF_BTF_LOAD, &mut attr).map(owned).map_err(|errno| {
+        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+        BpfFailure { errno, log: String::from_utf8_lossy(&log[..end]).trim().to_string() }
+    })
+}
+
+/// A socket storage map (`int` key, 16-byte value, described by BTF).
+fn sk_storage_create() -> Result<OwnedFd, BpfFailure> {
+    let btf = btf_load()?;
+    let mut attr = [0u64; 16];
+    put_u32(&mut attr, 0, T_MAP_SK_STORAGE);
+    put_u32(&mut attr, 4, 4);
+    put_u32(&mut attr, 8, 16);
+    put_u32(&mut attr, 12, 0);
+    put_u32(&mut attr, 16, BPF_F_NO_PREALLOC);
+    put_u32(&mut attr, 48, btf.as_raw_fd() as u32);
+    put_u32(&mut attr, 52, 1);
+    put_u32(&mut attr, 56, 2);
     sys_bpf(BPF_MAP_CREATE, &mut attr).map(owned).map_err(|errno| BpfFailure { errno, log: String::new() })
 }
 
@@ -479,12 +552,16 @@ pub fn probe_kernel(cgroup: Option<&Path>) -> Result<KernelSupport, ProbeError> 
     let mut c = Checker { checked: vec![&MAP_HASH], missing: Vec::new() };
 
     let array = c.record(&MAP_ARRAY, map_create(T_MAP_ARRAY, 4, 16, 4, 0));
+    c.record(&MAP_LRU_HASH, map_create(T_MAP_LRU_HASH, 8, 16, 16, 0));
     c.record(&MAP_PERCPU_ARRAY, map_create(T_MAP_PERCPU_ARRAY, 4, 8, 4, 0));
     let sockhash = c.record(&MAP_SOCKHASH, map_create(T_MAP_SOCKHASH, 8, 4, 16, 0));
     let ringbuf = c.record(&MAP_RINGBUF, map_create(T_MAP_RINGBUF, 0, 0, 4096 * 4, 0));
+    let sk_storage = c.record(&MAP_SK_STORAGE, sk_storage_create());
     c.record(&MAP_MMAPABLE, check_mmapable());
 
     let connect4 = c.record(&PROG_CONNECT4, prog_load(T_PROG_CGROUP_SOCK_ADDR, ATTACH_CGROUP_INET4_CONNECT, &trivial(1)));
+    let getpeername4 =
+        c.record(&PROG_GETPEERNAME4, prog_load(T_PROG_CGROUP_SOCK_ADDR, ATTACH_CGROUP_INET4_GETPEERNAME, &trivial(1)));
     let sockops = c.record(&PROG_SOCKOPS, prog_load(T_PROG_SOCK_OPS, 0, &trivial(1)));
     let skskb = c.record(&PROG_SK_SKB, prog_load(T_PROG_SK_SKB, 0, &trivial(0)));
 
@@ -494,6 +571,10 @@ pub fn probe_kernel(cgroup: Option<&Path>) -> Result<KernelSupport, ProbeError> 
         c.helper(&H_CONNECT4_UPDATE, t, a, FN_MAP_UPDATE_ELEM);
         c.helper(&H_CONNECT4_PID, t, a, FN_GET_CURRENT_PID_TGID);
         c.helper(&H_CONNECT4_COOKIE, t, a, FN_GET_SOCKET_COOKIE);
+        c.helper(&H_CONNECT4_SK_STORAGE, t, a, FN_SK_STORAGE_GET);
+    }
+    if getpeername4.is_some() {
+        c.helper(&H_GETPEERNAME4_SK_STORAGE, T_PROG_CGROUP_SOCK_ADDR, ATTACH_CGROUP_INET4_GETPEERNAME, FN_SK_STORAGE_GET);
     }
     if sockops.is_some() {
         let t = T_PROG_SOCK_OPS;
@@ -503,6 +584,7 @@ pub fn probe_kernel(cgroup: Option<&Path>) -> Result<KernelSupport, ProbeError> 
         c.helper(&H_SOCKOPS_COOKIE, t, 0, FN_GET_SOCKET_COOKIE);
         c.helper(&H_SOCKOPS_SETSOCKOPT, t, 0, FN_SETSOCKOPT);
         c.helper(&H_SOCKOPS_HASH_UPDATE, t, 0, FN_SOCK_HASH_UPDATE);
+        c.helper(&H_SOCKOPS_SK_STORAGE, t, 0, FN_SK_STORAGE_GET);
     }
     if skskb.is_some() {
         let t = T_PROG_SK_SKB;
@@ -526,6 +608,7 @@ pub fn probe_kernel(cgroup: Option<&Path>) -> Result<KernelSupport, ProbeError> 
                 prog_load(T_PROG_SK_SKB, 0, &atomic_prog(fd, false, asm::ATOMIC_ADD | asm::FETCH, 0)),
             );
             c.record(&INSN_ATOMIC_OR_W, prog_load(T_PROG_SK_SKB, 0, &atomic_prog(fd, false, asm::ATOMIC_OR, 0)));
+            c.record(&INSN_ATOMIC_AND_W, prog_load(T_PROG_SK_SKB, 0, &atomic_prog(fd, false, asm::ATOMIC_AND, 0)));
             c.record(
                 &INSN_ATOMIC_FETCH_OR_W,
                 prog_load(T_PROG_SK_SKB, 0, &atomic_prog(fd, false, asm::ATOMIC_OR | asm::FETCH, 0)),
@@ -540,8 +623,12 @@ pub fn probe_kernel(cgroup: Option<&Path>) -> Result<KernelSupport, ProbeError> 
         let p = connect4_prog(hash.as_raw_fd());
         c.record(&CTX_CONNECT4, prog_load(T_PROG_CGROUP_SOCK_ADDR, ATTACH_CGROUP_INET4_CONNECT, &p));
     }
-    if let (Some(_), Some(sockhash)) = (&sockops, &sockhash) {
-        let p = sockops_prog(sockhash.as_raw_fd());
+    if let (Some(_), Some(storage)) = (&getpeername4, &sk_storage) {
+        let p = getpeername4_prog(storage.as_raw_fd());
+        c.record(&CTX_GETPEERNAME4, prog_load(T_PROG_CGROUP_SOCK_ADDR, ATTACH_CGROUP_INET4_GETPEERNAME, &p));
+    }
+    if let (Some(_), Some(sockhash), Some(storage)) = (&sockops, &sockhash, &sk_storage) {
+        let p = sockops_prog(sockhash.as_raw_fd(), storage.as_raw_fd());
         c.record(&CTX_SOCKOPS, prog_load(T_PROG_SOCK_OPS, 0, &p));
     }
     let mut parser = None;
@@ -576,6 +663,9 @@ pub fn probe_kernel(cgroup: Option<&Path>) -> Result<KernelSupport, ProbeError> 
             // Pass-through programs (allow everything): attached for an instant.
             if let Some(p) = &connect4 {
                 c.record(&LINK_CONNECT4, link_create(p, fd, ATTACH_CGROUP_INET4_CONNECT));
+            }
+            if let Some(p) = &getpeername4 {
+                c.record(&LINK_GETPEERNAME4, link_create(p, fd, ATTACH_CGROUP_INET4_GETPEERNAME));
             }
             if let Some(p) = &sockops {
                 c.record(&LINK_SOCKOPS, link_create(p, fd, ATTACH_CGROUP_SOCK_OPS));
@@ -672,10 +762,31 @@ fn connect4_prog(hash_fd: RawFd) -> Vec<Insn> {
     p
 }
 
-fn sockops_prog(sockhash_fd: RawFd) -> Vec<Insn> {
+fn getpeername4_prog(storage_fd: RawFd) -> Vec<Insn> {
     use asm::*;
-    let mut p = vec![
-        mov64_reg(R6, R1),
+    let mut p = vec![mov64_reg(R6, R1), ldx_dw(R2, R6, SOCK_ADDR_SK), jeq_imm(R2, 0, 8)];
+    p.extend(ld_map_fd(R1, storage_fd));
+    p.extend([
+        mov64_imm(R3, 0),
+        mov64_imm(R4, 0),
+        call(FN_SK_STORAGE_GET),
+        jeq_imm(R0, 0, 2),
+        ldx_w(R1, R0, 0),
+        stx_w(R6, R1, SOCK_ADDR_USER_IP4),
+        mov64_imm(R0, 1),
+        exit(),
+    ]);
+    p
+}
+
+fn sockops_prog(sockhash_fd: RawFd, storage_fd: RawFd) -> Vec<Insn> {
+    use asm::*;
+    let mut p = vec![mov64_reg(R6, R1), ldx_dw(R2, R6, SOCK_OPS_SK), jeq_imm(R2, 0, 5)];
+    p.extend(ld_map_fd(R1, storage_fd));
+    // BPF_SK_STORAGE_GET_F_CREATE
+    p.extend([mov64_imm(R3, 0), mov64_imm(R4, 1), call(FN_SK_STORAGE_GET)]);
+    p.extend([
+        mov64_reg(R1, R6),
         call(FN_GET_SOCKET_COOKIE),
         stx_dw(R10, R0, -8),
         st_w(R10, -16, 1 << 20),
@@ -687,7 +798,7 @@ fn sockops_prog(sockhash_fd: RawFd) -> Vec<Insn> {
         mov64_imm(R5, 4),
         call(FN_SETSOCKOPT),
         mov64_reg(R1, R6),
-    ];
+    ]);
     p.extend(ld_map_fd(R2, sockhash_fd));
     p.extend([
         mov64_reg(R3, R10),
@@ -778,7 +889,8 @@ mod tests {
             ringbuf_prog(3),
             jmp32_prog(),
             connect4_prog(3),
-            sockops_prog(3),
+            sockops_prog(3, 4),
+            getpeername4_prog(3),
             parser_prog(),
             verdict_prog(3),
         ];
@@ -889,7 +1001,7 @@ mod tests {
             Ok(s) => assert!(s.checked.contains(&&LINK_CONNECT4) && s.checked.contains(&&LINK_SOCKOPS)),
             // a kernel refused for something else (this_kernel says what) must still have links
             Err(e) => {
-                let links = [&LINK_CONNECT4, &LINK_SOCKOPS];
+                let links = [&LINK_CONNECT4, &LINK_GETPEERNAME4, &LINK_SOCKOPS];
                 assert!(!e.missing().iter().any(|m| links.contains(&m.feature)), "{e}");
             }
         }

@@ -71,6 +71,11 @@ impl ClientConn {
             Some(frame::FrameCheck::Ignore) => return,
             None => {}
         }
+        if header.kind == kind::DATA && !self.client_within_window(header.len as u64) {
+            // A client that ignores flow control loses its own connection
+            // (RFC 9113 §6.9.1); what it sent is not buffered without bound.
+            return self.fail(error_code::FLOW_CONTROL_ERROR);
+        }
         if header.kind == kind::HEADERS {
             match self.client_headers.rewrite(&bytes) {
                 Ok(rewritten) => bytes = rewritten,

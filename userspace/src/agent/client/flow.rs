@@ -66,6 +66,15 @@ impl ClientConn {
         self.grant_endpoints();
     }
 
+    /// Counts DATA the agent was handed; false once the client has sent more
+    /// than the connection window it was granted.
+    pub(super) fn client_within_window(&mut self, n: u64) -> bool {
+        self.client_data_seen += n;
+        let c = self.shared_conn();
+        let kernel: u64 = c.up.iter().map(|u| u.req_data.load(Ordering::SeqCst)).sum();
+        kernel + self.client_data_seen <= self.client_granted
+    }
+
     /// Gives the client back the window its forwarded (or dropped) DATA used.
     fn replenish_client(&mut self) {
         let dp = self.shared.dp.clone();

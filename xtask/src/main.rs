@@ -1,6 +1,7 @@
 //! `cargo xtask`: project tasks (system dependencies, demo, tests, benchmark).
 
 mod deps;
+mod kernels;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -59,6 +60,27 @@ enum Cmd {
     Test {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Boot Debian's kernels under QEMU (virtme-ng) and run the smoke subset on each: a table kernel × test.
+    Kernels {
+        /// Kernels to run: host, 5.10, 6.1, 6.12, newest (repeatable; default: all).
+        #[arg(long = "kernel", value_name = "NAME")]
+        kernels: Vec<String>,
+        /// Run again even if target/kernels/<release>/result.json matches these binaries.
+        #[arg(long)]
+        force: bool,
+        /// Every integration test target instead of the smoke subset.
+        #[arg(long)]
+        full: bool,
+        /// Skip `cargo build --release --workspace --bins`.
+        #[arg(long)]
+        no_build: bool,
+        /// Guest memory.
+        #[arg(long, default_value = "4G")]
+        memory: String,
+        /// Limit per kernel (boot and tests), seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
     },
 }
 
@@ -160,6 +182,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 opts.out_dir.display()
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Kernels { kernels, force, full, no_build, memory, timeout } => {
+            let kernels = if kernels.is_empty() {
+                kernels::DEFAULT.iter().map(|s| s.to_string()).collect()
+            } else {
+                kernels.iter().flat_map(|k| k.split(',')).map(str::to_string).collect()
+            };
+            let opts = kernels::Options {
+                kernels,
+                force,
+                full,
+                no_build,
+                memory,
+                timeout: std::time::Duration::from_secs(timeout),
+            };
+            let green = kernels::run_kernels(&opts)?;
+            Ok(if green { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Cmd::Test { args } => {
             deps::ensure()?;

@@ -243,12 +243,10 @@ impl ClientConn {
     /// Our SETTINGS come first on the client's queue (rule 3): the client's
     /// HPACK encoder must not use a dynamic table whose entries only one
     /// endpoint would see.
+    /// The connection window grows as upstreams connect (flow.rs).
     fn greet_client(&mut self) {
         let mut out = BytesMut::new();
         frame::settings(&mut out, &[(setting::HEADER_TABLE_SIZE, 0)]);
-        let raise = CLIENT_WINDOW - DEFAULT_WINDOW as u64;
-        frame::window_update(&mut out, 0, raise as u32);
-        self.client_granted += raise;
         self.shared.injector.send(self.id, Target::Client, &out);
     }
 

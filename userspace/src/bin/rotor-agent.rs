@@ -10,8 +10,8 @@ use clap::Parser;
 #[command(version, about = "Per-request HTTP/2 and gRPC load balancing in the kernel")]
 struct Args {
     /// YAML file of services (reloaded when it changes).
-    #[arg(long)]
-    config: PathBuf,
+    #[arg(long, required_unless_present = "probe")]
+    config: Option<PathBuf>,
     /// cgroup v2 directory whose processes are balanced (/sys/fs/cgroup on most nodes).
     #[arg(long, default_value = "/sys/fs/cgroup")]
     cgroup: PathBuf,
@@ -24,6 +24,9 @@ struct Args {
     /// Most client connections balanced at once.
     #[arg(long, default_value_t = 16384)]
     max_conns: u32,
+    /// Check that this kernel has every feature rotor needs, print the result and exit.
+    #[arg(long)]
+    probe: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,9 +37,15 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if args.probe {
+        let cgroup = args.cgroup.exists().then_some(args.cgroup.as_path());
+        let support = rotor::ebpf::probe::probe_kernel(cgroup)?;
+        println!("kernel {}: all {} features rotor needs are present", support.kernel, support.checked.len());
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     runtime.block_on(rotor::agent::run(rotor::agent::AgentOptions {
-        config: args.config,
+        config: args.config.unwrap_or_default(),
         cgroup: args.cgroup,
         listen: args.listen,
         admin: args.admin,

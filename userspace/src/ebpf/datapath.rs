@@ -35,6 +35,8 @@ pub enum DatapathError {
     Cgroup { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     ConnTable(#[from] ConnTableError),
+    #[error(transparent)]
+    Probe(#[from] super::probe::ProbeError),
 }
 
 pub struct LoadOptions {
@@ -80,6 +82,9 @@ impl Datapath {
         let cgroup = File::open(&opts.cgroup)
             .map_err(|source| DatapathError::Cgroup { path: opts.cgroup.clone(), source })?;
         check_cgroup2(&opts.cgroup)?;
+        // Every program, map, helper and attach type is tried first, so a
+        // kernel that lacks one is named with the feature, not a verifier log.
+        super::probe::probe_kernel(Some(&opts.cgroup))?;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("conns", opts.max_conns)
             .load(OBJECT)

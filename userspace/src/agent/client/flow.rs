@@ -75,26 +75,33 @@ impl ClientConn {
         kernel + self.client_data_seen <= self.client_granted
     }
 
-    /// Gives the client back the window its forwarded (or dropped) DATA used.
+    /// Gives the client connection window as the endpoints have room: what
+    /// the client may still send stays close to what the endpoints together
+    /// can take now (up to CLIENT_WINDOW), minus what already waits in the
+    /// agent, so DATA rarely waits for an endpoint's window and what waits
+    /// is bounded.
     fn replenish_client(&mut self) {
         let dp = self.shared.dp.clone();
         let Some(c) = dp.conns.get(self.id) else { return };
-        let mut consumed = self.client_dropped;
+        let mut received = self.client_data_seen;
+        let mut room = 0u64;
         let active = self.slots.iter().flatten().filter(|s| s.is_open()).count().max(1) as u64;
         for (slot, s) in self.slots.iter().enumerate() {
-            let Some(s) = s else { continue };
             let up = &c.up[slot];
             let kernel = up.req_data.load(Ordering::SeqCst);
-            consumed += kernel + s.agent_req;
-            if s.is_open() {
+            received += kernel;
+            if s.as_ref().is_some_and(|s| s.is_open()) {
+                room += up.req_limit.load(Ordering::SeqCst).saturating_sub(kernel);
                 // Re-arm so that the kernel's share alone cannot use a quarter
                 // of the window without waking us.
                 up.req_notify.store(kernel + CLIENT_WINDOW / 4 / active, Ordering::SeqCst);
             }
         }
-        let outstanding = self.client_granted.saturating_sub(consumed);
-        if outstanding < CLIENT_WINDOW / 2 {
-            let inc = CLIENT_WINDOW - outstanding;
+        let queued: u64 = self.slots.iter().flatten().flat_map(|s| s.to_endpoint.iter()).map(|f| data_len(f)).sum();
+        let target = room.saturating_sub(queued).min(CLIENT_WINDOW);
+        let remaining = self.client_granted.saturating_sub(received);
+        if remaining < target / 2 {
+            let inc = target - remaining;
             let mut out = BytesMut::new();
             frame::window_update(&mut out, 0, inc as u32);
             self.client_granted += inc;

@@ -69,7 +69,7 @@ impl ClientConn {
                 self.to_upstream(slot, &out);
             }
             // the upstream verdict has added the increment to req_limit
-            kind::WINDOW_UPDATE => self.flush_to_endpoint(slot),
+            kind::WINDOW_UPDATE => self.on_wake(),
             kind::GOAWAY => {
                 // The endpoint is going away: no new streams; streams above
                 // its last stream id were not processed and are refused, so

@@ -17,7 +17,7 @@ int main(void)
 	OFF(conn, client_recv); OFF(conn, client_limit); OFF(conn, up);
 	OFF(upstream, req_data); OFF(upstream, req_limit); OFF(upstream, req_notify);
 	OFF(upstream, resp_data); OFF(upstream, resp_notify); OFF(upstream, diverted);
-	OFF(parse_state, passed); OFF(parse_state, kind);
+	OFF(parse_state, passed); OFF(parse_state, kind); OFF(parse_state, client_window);
 	OFF(upstream, passed); OFF(upstream, release); OFF(route, stream); OFF(stream, consumed); OFF(stream, last_passed); OFF(upstream, last_diverted); OFF(upstream, consumed);
 	printf("pub const MAX_UPSTREAMS: usize = %d;\n", ROTOR_MAX_UPSTREAMS);
 	return 0;

@@ -82,6 +82,7 @@ int rotor_client_verdict(struct __sk_buff *skb)
 
 	if (!st)
 		return pass_to_agent_from_client(skb, 0);
+	st->client_window += connection_window_increment(skb, st);
 	if (!id)
 		return slow(skb, 0, st);
 	__u32 conn_id = id->conn_id;
@@ -89,10 +90,12 @@ int rotor_client_verdict(struct __sk_buff *skb)
 
 	if (!c)
 		return slow(skb, 0, st);
-	__u32 inc = connection_window_increment(skb, st);
+	/* The client's window as far as it has said (the default plus every
+	 * increment); the agent applies the same sum when it adopts the socket. */
+	__u64 limit = 65535 + st->client_window;
 
-	if (inc)
-		__sync_fetch_and_add(&c->client_limit, inc);
+	if (limit > c->client_limit)
+		c->client_limit = limit;
 	if (st->kind != MSG_FRAME || st->stream == 0 || !carriable_stream_frame(st) ||
 	    !conn_fast(c, st))
 		return slow(skb, c, st);

@@ -146,6 +146,9 @@ struct parse_state {
 	__u32 last_seq;
 	__u32 last_skb_len;
 	__s32 last_ret;
+	/* A: every connection-level WINDOW_UPDATE increment the client sent,
+	 * counted from its first byte (before the agent knows the connection). */
+	__u64 client_window;
 };
 
 struct upstream {

@@ -171,6 +171,11 @@ impl ClientConn {
         self.init_kernel_state(peer, local, &endpoints.borrow())?;
         self.cookie = crate::ebpf::socket_cookie(&a)?;
         self.shared.dp.set_ident(self.cookie, SockIdent { conn_id: self.id, role: ROLE_AGENT, ..Default::default() })?;
+        // WINDOW_UPDATEs the client sent before the socket had an identity
+        // were counted in its parser state, not in the connection.
+        if let Some(st) = self.shared.dp.parse_state(self.cookie) {
+            self.shared_conn().client_limit.fetch_max(DEFAULT_WINDOW as u64 + st.client_window, Ordering::SeqCst);
+        }
         self.greet_client();
         let initial: Vec<SocketAddrV4> = endpoints.borrow().clone();
         for ep in initial {

@@ -127,6 +127,7 @@ pub struct ParseState {
     pub last_seq: u32,
     pub last_skb_len: u32,
     pub last_ret: i32,
+    pub client_window: u64,
 }
 
 #[repr(C)]
@@ -254,6 +255,7 @@ mod tests {
         assert_eq!(offset_of!(UpstreamShared, diverted), c::OFF_upstream_diverted);
         assert_eq!(offset_of!(ParseState, passed), c::OFF_parse_state_passed);
         assert_eq!(offset_of!(ParseState, kind), c::OFF_parse_state_kind);
+        assert_eq!(offset_of!(ParseState, client_window), c::OFF_parse_state_client_window);
         assert_eq!(offset_of!(UpstreamShared, passed), c::OFF_upstream_passed);
         assert_eq!(offset_of!(UpstreamShared, release), c::OFF_upstream_release);
         assert_eq!(offset_of!(Route, stream), c::OFF_route_stream);

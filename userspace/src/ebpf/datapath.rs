@@ -177,6 +177,11 @@ impl Datapath {
         lock(&self.sock_idents).insert(cookie, ident, 0)
     }
 
+    /// The parser state of a socket, if the programs have seen its bytes.
+    pub fn parse_state(&self, cookie: u64) -> Option<ParseState> {
+        lock(&self.parse_states).get(&cookie, 0).ok()
+    }
+
     /// Forgets a socket's identity and parser state (when it closes).
     pub fn forget_cookie(&self, cookie: u64) {
         if cookie != 0 {

@@ -22,13 +22,8 @@ pub struct ServiceStatus {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ConnStatus {
-    pub id: u32,
-    pub service: String,
-    pub client: String,
-    pub fast: bool,
-    pub upstreams: Vec<String>,
-    pub read_bytes: u64,
-    pub read_messages: u32,
+    #[serde(flatten)]
+    pub info: ConnInfo,
     /// The kernel's counters for this connection.
     pub kernel: ConnCounters,
 }
@@ -102,16 +97,7 @@ pub fn spawn(path: &Path, shared: Arc<Shared>) -> anyhow::Result<()> {
 }
 
 fn status(shared: &Shared) -> Status {
-    let conn = |c: ConnInfo| ConnStatus {
-        kernel: counters(shared, c.id),
-        id: c.id,
-        service: c.service,
-        client: c.client,
-        fast: c.fast,
-        upstreams: c.upstreams,
-        read_bytes: c.read_bytes,
-        read_messages: c.read_messages,
-    };
+    let conn = |info: ConnInfo| ConnStatus { kernel: counters(shared, info.id), info };
     Status {
         services: shared
             .registry

@@ -21,6 +21,7 @@ use anyhow::Context;
 use tokio::io::AsyncWriteExt;
 
 pub use admin::Status;
+pub use registry::ConnInfo;
 pub use injector::{Injector, Target};
 pub use registry::Registry;
 

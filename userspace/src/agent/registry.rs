@@ -6,7 +6,7 @@ use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::model::ServiceSpec;
@@ -31,7 +31,7 @@ impl ServiceState {
 #[derive(Debug, Clone, Copy)]
 pub struct Wake;
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct ConnInfo {
     pub id: u32,
     pub service: String,

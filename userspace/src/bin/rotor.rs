@@ -45,8 +45,9 @@ fn main() -> anyhow::Result<()> {
     }
     println!("CONNECTIONS ({})", status.connections.len());
     for c in &status.connections {
-        let path = if c.fast { "kernel" } else { "agent" };
-        println!("  #{:<5} {:<16} {:<22} {:<7} {}", c.id, c.service, c.client, path, c.upstreams.join(", "));
+        let i = &c.info;
+        let path = if i.fast { "kernel" } else { "agent" };
+        println!("  #{:<5} {:<16} {:<22} {:<7} {}", i.id, i.service, i.client, path, i.upstreams.join(", "));
     }
     println!("OPEN STREAMS {}", status.open_streams);
     println!("KERNEL");

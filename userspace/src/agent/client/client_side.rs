@@ -102,7 +102,7 @@ impl ClientConn {
             s.to_endpoint.push_back(bytes);
         }
         if ends {
-            self.client_stream_end(header.stream, slot, header.kind == kind::RST_STREAM);
+            self.stream_end(header.stream, slot, STREAM_CLIENT_END, header.kind == kind::RST_STREAM);
         }
         self.flush_to_endpoint(slot);
     }
@@ -182,24 +182,6 @@ impl ClientConn {
             }
         }
         None
-    }
-
-    fn client_stream_end(&mut self, stream: u32, slot: u32, reset: bool) {
-        let dp = &self.shared.dp;
-        let Some(mut s) = dp.get_stream(self.id, stream) else {
-            self.slow.remove(&stream);
-            return;
-        };
-        s.flags |= STREAM_CLIENT_END;
-        let done = reset || s.flags & crate::ebpf::abi::STREAM_SERVER_END != 0;
-        if done {
-            if dp.remove_stream(self.id, stream) {
-                self.up(slot).streams.fetch_sub(1, Ordering::SeqCst);
-            }
-            self.slow.remove(&stream);
-        } else {
-            let _ = dp.set_stream(self.id, stream, s);
-        }
     }
 
     /// A connection error: tell the client why, then the task ends.

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use bytes::BytesMut;
 
 use super::{ClientConn, CLIENT_WINDOW, ENDPOINT_WINDOW};
+use crate::ebpf::abi::{STREAM_CLIENT_END, STREAM_SERVER_END};
 use crate::agent::slot::data_len;
 use crate::h2::frame;
 use crate::h2::message::Message;
@@ -175,6 +176,27 @@ impl ClientConn {
         if s.to_client.is_empty() && up.diverted.load(Ordering::SeqCst) != 0 && s.release_sent != Some(s.from_endpoint) {
             s.release_sent = Some(s.from_endpoint);
             self.shared.injector.release_upstream(id, slot, s.from_endpoint);
+        }
+    }
+
+    /// One side of a stream the agent carried has ended (`end` is
+    /// STREAM_CLIENT_END or STREAM_SERVER_END); with both, or a reset, the
+    /// entry goes, and the slot's count drops once even if the kernel races.
+    pub(super) fn stream_end(&mut self, stream: u32, slot: u32, end: u32, reset: bool) {
+        let dp = self.shared.dp.clone();
+        let Some(mut s) = dp.get_stream(self.id, stream) else {
+            self.slow.remove(&stream);
+            return;
+        };
+        s.flags |= end;
+        let both = STREAM_CLIENT_END | STREAM_SERVER_END;
+        if reset || s.flags & both == both {
+            if dp.remove_stream(self.id, stream) {
+                self.up(slot).streams.fetch_sub(1, Ordering::SeqCst);
+            }
+            self.slow.remove(&stream);
+        } else {
+            let _ = dp.set_stream(self.id, stream, s);
         }
     }
 }

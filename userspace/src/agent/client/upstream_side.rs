@@ -42,7 +42,7 @@ impl ClientConn {
             if (header.kind == kind::DATA || header.kind == kind::HEADERS) && header.has(flag::END_STREAM)
                 || header.kind == kind::RST_STREAM
             {
-                self.server_stream_end(header.stream, slot, header.kind == kind::RST_STREAM);
+                self.stream_end(header.stream, slot, STREAM_SERVER_END, header.kind == kind::RST_STREAM);
             }
             if let Some(s) = self.slots[slot as usize].as_mut() {
                 s.to_client.push_back(m);
@@ -85,21 +85,6 @@ impl ClientConn {
                 self.advertise_stream_limit();
             }
             _ => {}
-        }
-    }
-
-    fn server_stream_end(&mut self, stream: u32, slot: u32, reset: bool) {
-        let dp = &self.shared.dp;
-        let Some(mut s) = dp.get_stream(self.id, stream) else { return };
-        s.flags |= STREAM_SERVER_END;
-        let done = reset || s.flags & crate::ebpf::abi::STREAM_CLIENT_END != 0;
-        if done {
-            if dp.remove_stream(self.id, stream) {
-                self.up(slot).streams.fetch_sub(1, Ordering::SeqCst);
-            }
-            self.slow.remove(&stream);
-        } else {
-            let _ = dp.set_stream(self.id, stream, s);
         }
     }
 }

@@ -411,7 +411,13 @@ async fn closed_loop(send: SendRequest<Bytes>, plan: &Arc<Plan>, shared: &Arc<Sh
                 if t0 >= plan.end {
                     break;
                 }
-                let res = request(send.clone(), &plan).await;
+                // A request still unanswered 5 s after the window is lost (a
+                // stalled stream): counted as failed, and this worker stops.
+                let give_up = tokio::time::Instant::from_std(plan.end + Duration::from_secs(5));
+                let Ok(res) = tokio::time::timeout_at(give_up, request(send.clone(), &plan)).await else {
+                    shared.fail("no response 5 s after the window (stalled stream)".into());
+                    break;
+                };
                 let t1 = Instant::now();
                 match res {
                     Ok(()) if t1 >= plan.warm_end && t1 < plan.end => {

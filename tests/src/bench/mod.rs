@@ -227,6 +227,32 @@ pub struct Sample {
     pub errors: Vec<String>,
 }
 
+impl Sample {
+    /// A run that produced no report.
+    fn failed(rep: usize, error: String) -> Sample {
+        Sample {
+            repeat: rep,
+            rps: f64::NAN,
+            p50_us: f64::NAN,
+            p90_us: f64::NAN,
+            p99_us: f64::NAN,
+            p999_us: f64::NAN,
+            mean_us: f64::NAN,
+            cpu_us_per_req: f64::NAN,
+            cpu: CpuTimes::default(),
+            ok: 0,
+            failed: 1,
+            counts: Vec::new(),
+            share_max_min: f64::NAN,
+            fair_share_s: f64::NAN,
+            dip_after_change: f64::NAN,
+            timeline: Vec::new(),
+            background_cores: f64::NAN,
+            errors: vec![error],
+        }
+    }
+}
+
 /// Everything that runs during the bench; field order is drop order.
 struct Bed {
     /// What is left of the time we may wait for a quiet machine.
@@ -426,14 +452,16 @@ fn finish_load(mut child: Child, limit: Duration) -> Result<BenchLoadReport> {
 }
 
 fn sample_from(rep: usize, r: &BenchLoadReport, counts: Vec<u64>, share: f64, bg: f64) -> Sample {
+    // No request answered in the window: no latency to report (throughput 0 stays).
+    let lat = |v: f64| if r.ok > 0 { v } else { f64::NAN };
     Sample {
         repeat: rep,
         rps: r.rps,
-        p50_us: r.p50_us,
-        p90_us: r.p90_us,
-        p99_us: r.p99_us,
-        p999_us: r.p999_us,
-        mean_us: r.mean_us,
+        p50_us: lat(r.p50_us),
+        p90_us: lat(r.p90_us),
+        p99_us: lat(r.p99_us),
+        p999_us: lat(r.p999_us),
+        mean_us: lat(r.mean_us),
         cpu_us_per_req: if r.ok > 0 { r.cpu_us_per_req } else { f64::NAN },
         cpu: r.cpu,
         ok: r.ok,
@@ -611,9 +639,16 @@ fn run_h2load(bed: &mut Bed, opts: &BenchOptions, sc: &Scenario, path: Path4, re
     let counts = if sc.servers == Servers::Rust { diff(&before, &bed.read_counts()?) } else { Vec::new() };
     let share = if sc.servers == Servers::Rust { share_of(path, &counts, INITIAL) } else { f64::NAN };
     let mut errors = Vec::new();
-    if summary.failed + summary.errored + summary.timeout > 0 {
+    let mut failed = summary.failed + summary.errored + summary.timeout;
+    if failed > 0 {
         errors.push(format!("h2load: {}", summary.lines.join(" | ")));
     }
+    if summary.succeeded == 0 {
+        // h2load -D counts nothing for a connection that stalled.
+        failed = failed.max(1);
+        errors.push(format!("h2load: no request completed (stalled): {}", summary.lines.join(" | ")));
+    }
+    let mean = if summary.succeeded > 0 { mean } else { f64::NAN };
     Ok(Sample {
         repeat: rep,
         rps,
@@ -625,7 +660,7 @@ fn run_h2load(bed: &mut Bed, opts: &BenchOptions, sc: &Scenario, path: Path4, re
         cpu_us_per_req: f64::NAN,
         cpu: CpuTimes { busy_ms: f64::NAN, ..CpuTimes::default() },
         ok: summary.succeeded,
-        failed: summary.failed + summary.errored + summary.timeout,
+        failed,
         counts,
         share_max_min: share,
         fair_share_s: f64::NAN,
@@ -683,8 +718,14 @@ pub fn run_bench(opts: &BenchOptions) -> Result<report::Report> {
                     Load::ScaleUp { .. } => run_scale_up(&mut bed, opts, sc, path, rep),
                     Load::H2load { .. } => run_h2load(&mut bed, opts, sc, path, rep),
                 };
-                let s = res.with_context(|| format!("{} on {}", sc.id, path.label()))?;
                 bed.check_alive()?;
+                // A run that fails (e.g. the load client had to be killed) is
+                // recorded with its error; the bench goes on.
+                let s = res.unwrap_or_else(|e| {
+                    let e = format!("{:#}", e.context(format!("{} on {}", sc.id, path.label())));
+                    eprintln!("bench: {e}");
+                    Sample::failed(rep, e)
+                });
                 println!("bench: [{}/{}] {:<26} {:<16} {}", rep + 1, opts.repeat, sc.id, path.label(), report::one_line(sc, &s));
                 cells[si][ci].samples.push(s);
             }

@@ -225,6 +225,15 @@ impl Report {
                 Load::ScaleUp { .. } => scale_table(&mut m, s),
                 Load::H2load { .. } => h2load_table(&mut m, s),
             }
+            for p in s.paths.iter().filter(|p| p.failed > 0) {
+                let _ = writeln!(
+                    m,
+                    "\n{}: {} failed requests; {}",
+                    p.label,
+                    p.failed,
+                    p.errors.first().map_or("", |e| e.as_str())
+                );
+            }
         }
         let _ = writeln!(m, "\n#### Goals (rotor)\n");
         goal_table(&mut m, &self.goals);

@@ -31,6 +31,8 @@ pub mod demo;
 pub mod load;
 pub mod loadgen;
 pub mod netns;
+pub mod peers;
+pub mod probe;
 pub mod process;
 pub mod sweep;
 pub mod tools;

@@ -13,6 +13,8 @@ pub const PACKAGES: &[&str] = &[
     "nghttp2-client",
     "nghttp2-server",
     "bpftool",
+    "python3",
+    "python3-pip",
     "iproute2",
     "iptables",
     "curl",
@@ -24,6 +26,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("clang-16", "clang-16"),
     ("llc-16", "llvm-16"),
     ("bpftool", "bpftool"),
+    ("python3", "python3"),
     ("nghttpd", "nghttp2-server"),
     ("nghttp", "nghttp2-client"),
     ("h2load", "nghttp2-client"),
@@ -84,8 +87,65 @@ fn apt_get(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Python modules the robustness tests' peers import, and the PyPI
+/// packages that provide them (tests/peers/*.py).
+const PYTHON_MODULES: &[(&str, &str)] = &[
+    ("grpc", "grpcio"),
+    ("grpc_tools", "grpcio-tools"),
+    ("h2", "h2"),
+    ("httpx", "httpx"),
+];
+
+fn python_has(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `python3 -m pip install` of the missing PyPI packages, if any. A Debian
+/// python3 refuses installs into its own site-packages (PEP 668) unless told.
+fn ensure_python() -> Result<()> {
+    let missing: Vec<&str> = PYTHON_MODULES
+        .iter()
+        .filter(|(m, _)| !python_has(m))
+        .map(|(_, p)| *p)
+        .collect();
+    if missing.is_empty() {
+        println!("xtask: python test peers' packages present");
+        return Ok(());
+    }
+    println!("xtask: pip install {}", missing.join(" "));
+    let pip = |extra: &[&str]| {
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input"])
+            .args(extra)
+            .args(&missing)
+            .env("PIP_ROOT_USER_ACTION", "ignore")
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !pip(&[]) && !pip(&["--break-system-packages"]) {
+        bail!("pip install {} failed", missing.join(" "));
+    }
+    let still: Vec<&str> = PYTHON_MODULES.iter().filter(|(m, _)| !python_has(m)).map(|(m, _)| *m).collect();
+    if !still.is_empty() {
+        bail!("python3 still cannot import {} after pip install", still.join(", "));
+    }
+    Ok(())
+}
+
 /// Installs the packages if anything is missing; does nothing otherwise.
 pub fn ensure() -> Result<()> {
+    ensure_system()?;
+    ensure_python()
+}
+
+fn ensure_system() -> Result<()> {
     let missing = missing();
     if missing.is_empty() {
         println!("xtask: system dependencies present");

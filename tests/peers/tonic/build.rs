@@ -1,0 +1,19 @@
+//! Generates the tonic client and server for `tests/peers/echo.proto` with
+//! protox (a protobuf compiler in Rust): no `protoc` on the machine.
+
+use prost::Message;
+
+fn main() {
+    let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let proto = proto_dir.join("echo.proto");
+    println!("cargo:rerun-if-changed={}", proto.display());
+    let fds = protox::compile([&proto], [&proto_dir]).expect("compiling echo.proto with protox");
+    // Through bytes, so protox's and prost-build's prost-types need not be the same version.
+    let fds = prost_types::FileDescriptorSet::decode(fds.encode_to_vec().as_slice())
+        .expect("re-decoding the descriptor set");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)
+        .expect("generating the tonic code");
+}

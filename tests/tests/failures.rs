@@ -1,0 +1,271 @@
+//! Failures around rotor: a backend killed or shutting down gracefully while
+//! calls run, a backend with a low MAX_CONCURRENT_STREAMS, and the agent
+//! itself killed (fail-open to the kube-proxy-like DNAT, then balanced again
+//! after a restart).
+
+use std::time::{Duration, Instant};
+
+use rotor_tests::peers::{self, endpoints_on, grpc_client_command, n, Grpc, Running, GRPC_PORT};
+use rotor_tests::tools::{curl_h2, h2load};
+use rotor_tests::{probe, Agent, Child, Stream, TestBed};
+use serde_json::Value;
+
+const WHOAMI: &str = "http://10.96.0.10:8080/whoami";
+
+fn grpc_bed(servers: Grpc, extra: &[&str]) -> (TestBed, Vec<Child>) {
+    servers.available().expect("gRPC server peer");
+    let mut bed = TestBed::new(3).expect("test bed");
+    // grpcio clients use AF_INET sockets only without IPv6 (see grpc.rs).
+    for key in ["net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.lo.disable_ipv6"] {
+        bed.topo.client().sysctl(key, "1").unwrap();
+    }
+    let children = peers::start_grpc_servers(&bed.topo, servers, extra).expect("gRPC servers");
+    bed.agent = Some(Agent::start(&bed.topo, &bed.cgroup, &endpoints_on(&bed.topo, GRPC_PORT)).expect("agent"));
+    (bed, children)
+}
+
+fn spawn_client(bed: &TestBed, imp: Grpc, args: &[&str]) -> Running {
+    imp.available().expect("gRPC client peer");
+    let cmd = grpc_client_command(&bed.topo, Some(&bed.cgroup), imp, args).unwrap();
+    Running::spawn(&format!("grpc-client-{imp:?}"), cmd, bed.topo.dir(), Duration::from_secs(120)).unwrap()
+}
+
+fn finish(bed: &mut TestBed, client: Running) -> Value {
+    client.finish().unwrap_or_else(|e| panic!("client: {e:#}\n{}", probe::report(bed)))
+}
+
+/// Server-streaming calls of 5 s and unary calls of 200 ms run; be2's server
+/// is SIGKILLed after 1.5 s. Only the calls be2 had already answered (its
+/// streams, which had sent messages) may fail; unary calls it had not
+/// answered are refused with REFUSED_STREAM, which grpcio retries
+/// transparently (no failure) and tonic reports as refused.
+fn backend_killed(client: Grpc) {
+    let (mut bed, mut servers) = grpc_bed(Grpc::Python, &[]);
+    let c = spawn_client(
+        &bed,
+        client,
+        &[
+            "--duration", "6", "--concurrency", "6", "--unary-delay-ms", "200", "--streams", "3", "--kinds",
+            "server", "--stream-msgs", "250", "--stream-delay-ms", "20", "--timeout", "30",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    servers[1].signal(libc::SIGKILL).unwrap();
+    let after_kill = probe::report(&mut bed);
+    let r = finish(&mut bed, c);
+    let (u, s) = (&r["unary"], &r["server_stream"]);
+    let streams_ok = n(s, "failed") == n(s, "answered_failed") && n(s, "failed") <= 3 && n(s, "corrupt") == 0;
+    let unary_ok = match client {
+        Grpc::Python => n(u, "failed") == 0,
+        Grpc::Tonic => n(u, "failed") == n(u, "refused") && n(u, "failed") <= 6,
+    };
+    assert!(
+        streams_ok && unary_ok && n(u, "ok") > 0,
+        "be2 killed (SIGKILL) 1.5 s into the run, {client:?} client: want only answered streams to fail, \
+         unanswered unary calls refused ({}), nothing corrupt.\nunary: {u}\nserver_stream: {s}\n\
+         --- right after the kill ---\n{after_kill}\n--- at the end ---\n{}",
+        if client == Grpc::Python { "and retried: no unary failure" } else { "every unary failure REFUSED_STREAM, at most the 6 in flight" },
+        probe::report(&mut bed)
+    );
+    bed.check_agent().expect("agent alive");
+}
+
+#[test]
+fn backend_killed_python_client() {
+    backend_killed(Grpc::Python);
+}
+
+#[test]
+fn backend_killed_tonic_client() {
+    backend_killed(Grpc::Tonic);
+}
+
+/// be2 is killed, then restarted 2 s later: the endpoint left the rotation,
+/// and is retried (with backoff) on the client's existing connection, so
+/// the restarted server gets calls again before the run ends.
+#[test]
+fn killed_backend_is_retried_after_restart() {
+    let (mut bed, mut servers) = grpc_bed(Grpc::Python, &["--log-calls"]);
+    let c = spawn_client(&bed, Grpc::Python, &["--duration", "10", "--concurrency", "4", "--unary-delay-ms", "20"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    servers[1].signal(libc::SIGKILL).unwrap();
+    std::thread::sleep(Duration::from_millis(2000));
+    let restarted = peers::start_grpc_server(&bed.topo, 2, Grpc::Python, &["--log-calls"]).expect("restart be2");
+    let r = finish(&mut bed, c);
+    let calls = restarted.output(Stream::Stdout).lines().filter(|l| *l == "call").count();
+    assert!(
+        n(&r, "unary.failed") == 0 && calls > 0,
+        "be2 killed 1.5 s into a 10 s run and restarted 2 s later: the restarted server got {calls} calls \
+         on the client's connection (want > 0: a failed endpoint is retried with backoff); client {}\n{}",
+        r["unary"],
+        probe::report(&mut bed)
+    );
+    drop(restarted);
+}
+
+/// be2's server stops gracefully (SIGTERM: GOAWAY, in-flight calls finish)
+/// while unary and streaming calls run: no call fails.
+fn graceful(client: Grpc) {
+    let (mut bed, mut servers) = grpc_bed(Grpc::Python, &["--grace", "8"]);
+    let c = spawn_client(
+        &bed,
+        client,
+        &[
+            "--duration", "5", "--concurrency", "8", "--unary-delay-ms", "50", "--streams", "2", "--kinds",
+            "server,bidi", "--stream-msgs", "100", "--stream-delay-ms", "30", "--timeout", "30",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    servers[1].signal(libc::SIGTERM).unwrap();
+    let r = finish(&mut bed, c);
+    let failed: u64 = ["unary", "server_stream", "bidi"].iter().map(|k| n(&r[*k], "failed")).sum();
+    let refused: u64 = ["unary", "server_stream", "bidi"].iter().map(|k| n(&r[*k], "refused")).sum();
+    let ok = match client {
+        Grpc::Python => failed == 0,
+        // tonic does not retry: streams raced with the GOAWAY may be refused, nothing else.
+        Grpc::Tonic => failed == refused,
+    };
+    assert!(
+        ok && n(&r, "unary.ok") > 0,
+        "be2 shut down gracefully 1.5 s into the run, {client:?} client: {failed} calls failed ({refused} refused)\n\
+         report: {r}\nbe2 stderr: {}\n{}",
+        servers[1].stderr_tail(),
+        probe::report(&mut bed)
+    );
+}
+
+#[test]
+fn backend_graceful_shutdown_python_client() {
+    graceful(Grpc::Python);
+}
+
+#[test]
+fn backend_graceful_shutdown_tonic_client() {
+    graceful(Grpc::Tonic);
+}
+
+/// Backends that allow 4 concurrent streams (nghttpd -m 4); the client runs
+/// 48 at once on one connection (the agent advertised no limit): none fails.
+#[test]
+fn backend_max_concurrent_streams_nghttpd() {
+    let mut bed = TestBed::new(3).expect("test bed");
+    let servers: Vec<Child> = (1..=3)
+        .map(|k| peers::start_nghttpd(&bed.topo, k, peers::ALT_H2_PORT, &["-m", "4"]).expect("nghttpd"))
+        .collect();
+    bed.agent = Some(Agent::start(&bed.topo, &bed.cgroup, &endpoints_on(&bed.topo, peers::ALT_H2_PORT)).expect("agent"));
+    let res = h2load(&bed.topo, Some(&bed.cgroup), &["-c", "1", "-m", "48", "-n", "3000", WHOAMI]);
+    let per: Vec<u64> = servers.iter().map(peers::count_requests).collect();
+    let diag = probe::report(&mut bed);
+    let (s, out) = res.unwrap_or_else(|e| panic!("{e:#}\n{diag}"));
+    assert!(
+        s.succeeded == 3000 && s.failed == 0 && s.errored == 0,
+        "48 concurrent streams, backends allowing 4 each: {:?}\nbackend requests {per:?}\nh2load stderr: {}\n{diag}",
+        s.lines,
+        peers::clip(&String::from_utf8_lossy(&out.stderr), 1500)
+    );
+    drop(servers);
+}
+
+/// gRPC servers allowing 2 concurrent streams, a client with 24 calls in flight.
+fn grpc_limit(imp: Grpc) {
+    let (mut bed, _servers) = grpc_bed(imp, &["--max-concurrent-streams", "2"]);
+    let c = spawn_client(&bed, imp, &["--unary", "600", "--concurrency", "24", "--unary-delay-ms", "20"]);
+    let r = finish(&mut bed, c);
+    assert!(
+        n(&r, "unary.ok") == 600 && n(&r, "unary.failed") == 0,
+        "{imp:?} servers allowing 2 concurrent streams, 24 calls in flight: {}\n{}",
+        r["unary"],
+        probe::report(&mut bed)
+    );
+}
+
+#[test]
+fn backend_max_concurrent_streams_grpc_python() {
+    grpc_limit(Grpc::Python);
+}
+
+#[test]
+fn backend_max_concurrent_streams_grpc_tonic() {
+    grpc_limit(Grpc::Tonic);
+}
+
+fn spread_h2load(bed: &mut TestBed, what: &str) -> Vec<(String, u64)> {
+    let before = bed.topo.request_counts().unwrap();
+    let res = h2load(&bed.topo, Some(&bed.cgroup), &["-c", "1", "-m", "8", "-n", "600", WHOAMI]);
+    let diag = probe::report(bed);
+    let (s, _) = res.unwrap_or_else(|e| panic!("{what}: {e:#}\n{diag}"));
+    assert_eq!((s.succeeded, s.failed, s.errored), (600, 0, 0), "{what}: {s:?}\n{diag}");
+    bed.served_since(&before).unwrap()
+}
+
+/// The agent gets SIGKILL: its programs detach (nothing left on the test
+/// cgroup, its maps freed), new connections to the VIP go through the
+/// kube-proxy-like DNAT (one backend per connection), and a restarted agent
+/// balances new connections again.
+#[test]
+fn agent_sigkill_fails_open_and_restart_balances() {
+    let mut bed = TestBed::new(3).expect("test bed");
+    bed.topo.kube_proxy_dnat().expect("DNAT");
+    bed.start_agent().expect("agent");
+    let served = spread_h2load(&mut bed, "with rotor");
+    assert!(served.iter().all(|(_, c)| *c >= 100), "with rotor, one connection: {served:?}");
+    let attached = probe::cgroup_programs(bed.cgroup.path()).unwrap();
+    assert!(attached.contains("connect4"), "the agent's programs on the test cgroup: {attached}");
+
+    let pid = bed.agent().unwrap().pid();
+    let maps = probe::map_ids(pid).unwrap();
+    // SAFETY: the pid of our own (unreaped) child.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while bed.agent_mut().unwrap().check_alive().is_ok() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(bed.agent_mut().unwrap().check_alive().is_err(), "agent survived SIGKILL");
+    let stderr = bed.agent().unwrap().stderr();
+    drop(bed.agent.take());
+
+    // Nothing stays attached, no map stays alive.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (mut attached, mut alive_maps);
+    loop {
+        attached = probe::cgroup_programs(bed.cgroup.path()).unwrap();
+        alive_maps = maps
+            .iter()
+            .filter(|id| std::process::Command::new("bpftool").args(["map", "show", "id", &id.to_string()]).output().is_ok_and(|o| o.status.success()))
+            .count();
+        let progs = attached.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("ID")).count();
+        if (progs == 0 && alive_maps == 0) || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let listener = probe::ss(bed.topo.node_ns());
+    assert!(
+        attached.lines().all(|l| l.trim().is_empty() || l.starts_with("ID")) && alive_maps == 0 && !listener.contains(":15001"),
+        "after SIGKILL: programs still on the test cgroup:\n{attached}\n{alive_maps} of the agent's {} maps \
+         still exist; node sockets:\n{listener}\nagent stderr:\n{stderr}",
+        maps.len()
+    );
+
+    // New connections go the normal way: the DNAT picks one backend per connection.
+    for _ in 0..6 {
+        let body = curl_h2(&bed.topo, Some(&bed.cgroup), WHOAMI)
+            .unwrap_or_else(|e| panic!("curl through the DNAT with the agent dead: {e:#}"));
+        let body = String::from_utf8_lossy(&body).into_owned();
+        assert!(["be1", "be2", "be3"].contains(&body.as_str()), "{body:?}");
+    }
+    let served = spread_h2load(&mut bed, "without the agent");
+    assert_eq!(
+        served.iter().filter(|(_, c)| *c > 0).count(),
+        1,
+        "without the agent one connection goes to one backend (DNAT): {served:?}"
+    );
+
+    bed.start_agent().expect("restarting the agent");
+    let served = spread_h2load(&mut bed, "restarted agent");
+    assert!(
+        served.iter().all(|(_, c)| *c >= 100),
+        "the restarted agent does not balance new connections: {served:?}\n{}",
+        probe::report(&mut bed)
+    );
+}

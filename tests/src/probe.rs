@@ -402,6 +402,24 @@ pub fn report(bed: &mut TestBed) -> String {
     let mut s = bed.diagnostics();
     if let Some(agent) = bed.agent.as_ref() {
         let pid = agent.pid();
+        // Panics and warnings anywhere in the agent's log (the tail above may be a backtrace).
+        let log = agent.stderr();
+        let notable: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("panicked at") || l.contains("WARN") || l.contains("ERROR"))
+            .map(|l| {
+                let plain: String = l.split('\u{1b}').map(|p| p.split_once('m').map_or(p, |(_, r)| r)).collect();
+                plain.chars().take(300).collect()
+            })
+            .collect();
+        if !notable.is_empty() {
+            let n = notable.len();
+            let shown: Vec<&String> = notable.iter().take(12).collect();
+            s.push_str(&format!("\nagent panics/warnings/errors ({n}, first 12):\n"));
+            for l in shown {
+                s.push_str(&format!("  {l}\n"));
+            }
+        }
         match status(agent) {
             Ok(st) => {
                 let (c, o) = conns_and_streams(&st);

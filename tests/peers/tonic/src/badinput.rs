@@ -344,6 +344,9 @@ pub fn named_cases() -> Vec<Case> {
     both("settings_initial_window_too_big", "bad_settings", settings(&[(0x4, 0x8000_0000)]), Conn(vec![FLOW_CONTROL_ERROR]));
     both("settings_max_frame_size_too_small", "bad_settings", settings(&[(0x5, 100)]), Conn(vec![PROTOCOL_ERROR]));
     both("bad_hpack", "bad_hpack", frame(kind::HEADERS, END_HEADERS | END_STREAM, 1, &[0xff, 0xff, 0xff, 0xff, 0x7f]), Conn(vec![COMPRESSION_ERROR]));
+    // A dynamic table size update whose integer never ends (0x3f wants more
+    // bytes): panicked the hpack crate's decoder (found by userspace/fuzz).
+    both("bad_hpack_truncated_integer", "bad_hpack", frame(kind::HEADERS, END_HEADERS | END_STREAM, 1, &[0x3f]), Conn(vec![COMPRESSION_ERROR]));
     both("bad_hpack_index", "bad_hpack", frame(kind::HEADERS, END_HEADERS | END_STREAM, 1, &[0x82, 0xbf, 0x84]), Conn(vec![COMPRESSION_ERROR]));
     both("push_promise_from_client", "push_promise", frame(kind::PUSH_PROMISE, END_HEADERS, 1, &[0, 0, 0, 2, 0x82]), Conn(vec![PROTOCOL_ERROR]));
     both(

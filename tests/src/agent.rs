@@ -1,6 +1,8 @@
 //! `Agent`: rotor-agent running in the node namespace and the test cgroup,
-//! configured from a static YAML file that tests rewrite to change endpoints.
+//! configured from a static YAML file that tests rewrite to change endpoints,
+//! or from a (stand-in) Kubernetes API server ([`Agent::start_kubernetes`]).
 
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs;
 use std::net::SocketAddrV4;
@@ -41,6 +43,8 @@ pub struct Agent {
     child: Child,
     config: PathBuf,
     admin: PathBuf,
+    /// Started with `--source kubernetes`: no config file to rewrite.
+    kubernetes: bool,
 }
 
 impl Agent {
@@ -74,11 +78,44 @@ impl Agent {
         extra: &[&str],
     ) -> Result<Agent> {
         let config = topo.dir().join("rotor-agent.yaml");
-        let admin = topo.dir().join("rotor-admin.sock");
         write_config(&config, endpoints)?;
+        let source = [OsString::from("--config"), config.clone().into_os_string()];
+        Agent::spawn(bin, topo, cgroup, &source, extra, config, false)
+    }
+
+    /// Starts `rotor-agent --source kubernetes --kubeconfig FILE --cgroup CG
+    /// --listen 10.0.0.1:15001 --admin SOCK` in the node namespace and in
+    /// `cgroup` (the API server must be reachable from the node namespace,
+    /// e.g. [`crate::kube_api::KubeApi::start_in_netns`]) and waits for `ready`
+    /// (printed once the Services and EndpointSlices are listed and applied).
+    pub fn start_kubernetes(
+        topo: &Topology,
+        cgroup: &TestCgroup,
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> Result<Agent> {
+        let source = [
+            OsString::from("--source"),
+            OsString::from("kubernetes"),
+            OsString::from("--kubeconfig"),
+            kubeconfig.as_os_str().to_owned(),
+        ];
+        let config = topo.dir().join("rotor-agent.yaml");
+        Agent::spawn(&agent_binary()?, topo, cgroup, &source, extra, config, true)
+    }
+
+    fn spawn(
+        bin: &Path,
+        topo: &Topology,
+        cgroup: &TestCgroup,
+        source: &[OsString],
+        extra: &[&str],
+        config: PathBuf,
+        kubernetes: bool,
+    ) -> Result<Agent> {
+        let admin = topo.dir().join("rotor-admin.sock");
         let mut cmd = netns_command(topo.node_ns(), Some(cgroup.path()), bin);
-        cmd.arg("--config")
-            .arg(&config)
+        cmd.args(source)
             .arg("--cgroup")
             .arg(cgroup.path())
             .arg("--listen")
@@ -107,12 +144,16 @@ impl Agent {
             child,
             config,
             admin,
+            kubernetes,
         })
     }
 
     /// Rewrites the config with new endpoints, atomically (temp file + rename);
     /// the agent reloads it on change.
     pub fn set_endpoints(&self, endpoints: &[SocketAddrV4]) -> Result<()> {
+        if self.kubernetes {
+            bail!("the agent reads Kubernetes, not a config file: change the EndpointSlice");
+        }
         write_config(&self.config, endpoints)
     }
 

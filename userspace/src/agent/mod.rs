@@ -26,10 +26,24 @@ pub use injector::{Injector, Target};
 pub use registry::Registry;
 
 use crate::ebpf::{Datapath, LoadOptions};
+use crate::model::kube::KubeSource;
 use crate::model::{ConfigFile, Model};
 
+/// Where the Services and their endpoints come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A YAML file, reloaded when it changes.
+    File(PathBuf),
+    /// Services labelled `rotor.dev/balance` and their EndpointSlices;
+    /// kubeconfig from this path, else inferred (KUBECONFIG, in-cluster).
+    Kubernetes { kubeconfig: Option<PathBuf> },
+}
+
+/// How long the agent waits at start for the Kubernetes lists.
+const KUBE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub struct AgentOptions {
-    pub config: PathBuf,
+    pub source: Source,
     pub cgroup: PathBuf,
     pub listen: SocketAddrV4,
     pub admin: PathBuf,
@@ -44,8 +58,19 @@ pub struct Shared {
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
-    let mut config = ConfigFile::new(&opts.config);
-    let model = config.poll().context("reading the configuration")?.unwrap_or_default();
+    let (model, updates) = match &opts.source {
+        Source::File(path) => {
+            let mut config = ConfigFile::new(path);
+            let model = config.poll().context("reading the configuration")?.unwrap_or_default();
+            (model, Updates::File(config))
+        }
+        Source::Kubernetes { kubeconfig } => {
+            let client = crate::model::kube::client(kubeconfig.as_deref()).await?;
+            let mut source = KubeSource::start(client);
+            let model = source.first(KUBE_SYNC_TIMEOUT).await?;
+            (model, Updates::Kubernetes(source))
+        }
+    };
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -62,7 +87,10 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let shared = Arc::new(Shared { dp: dp.clone(), injector, registry: registry.clone() });
     apply(&shared, &model);
     admin::spawn(&opts.admin, shared.clone()).context("starting the admin socket")?;
-    tokio::spawn(watch_config(config, shared.clone()));
+    match updates {
+        Updates::File(config) => drop(tokio::spawn(watch_config(config, shared.clone()))),
+        Updates::Kubernetes(source) => drop(tokio::spawn(watch_models(source, shared.clone()))),
+    }
 
     tracing::info!(listen = %opts.listen, cgroup = %opts.cgroup.display(), services = model.services.len(), "agent ready");
     let mut stdout = tokio::io::stdout();
@@ -99,6 +127,7 @@ fn apply(shared: &Shared, model: &Model) {
         if let Err(e) = shared.dp.remove_service(vip) {
             tracing::warn!(%vip, error = %e, "cannot remove service");
         }
+        tracing::info!(%vip, "service removed");
     }
     for spec in &model.services {
         let (id, new) = shared.registry.upsert_service(spec);
@@ -109,6 +138,24 @@ fn apply(shared: &Shared, model: &Model) {
         }
         tracing::info!(service = %spec.name, vip = %spec.vip, endpoints = spec.endpoints.len(), "service configured");
     }
+}
+
+/// The source, once its first model is read.
+enum Updates {
+    File(ConfigFile),
+    Kubernetes(KubeSource),
+}
+
+async fn watch_models(source: KubeSource, shared: Arc<Shared>) {
+    let mut models = source.models();
+    while models.changed().await.is_ok() {
+        let model = models.borrow_and_update().clone();
+        match model.validate() {
+            Ok(()) => apply(&shared, &model),
+            Err(e) => tracing::warn!(error = %e, "Kubernetes model not applied; keeping the previous one"),
+        }
+    }
+    tracing::error!("the Kubernetes source stopped; keeping the last model");
 }
 
 async fn watch_config(mut config: ConfigFile, shared: Arc<Shared>) {

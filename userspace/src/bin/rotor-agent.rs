@@ -1,17 +1,32 @@
-//! rotor-agent: per-request HTTP/2 balancing for the Services in --config.
+//! rotor-agent: per-request HTTP/2 balancing for the Services in --config,
+//! or for the Kubernetes Services labelled `rotor.dev/balance`.
 
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser, ValueEnum};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SourceKind {
+    /// The YAML file given by --config.
+    File,
+    /// Services labelled rotor.dev/balance and their EndpointSlices.
+    Kubernetes,
+}
 
 #[derive(Parser)]
-#[command(version, about = "Per-request HTTP/2 and gRPC load balancing in the kernel")]
+#[command(name = "rotor-agent", version, about = "Per-request HTTP/2 and gRPC load balancing in the kernel")]
 struct Args {
-    /// YAML file of services (reloaded when it changes).
-    #[arg(long, required_unless_present = "probe")]
+    /// Where services and endpoints come from.
+    #[arg(long, value_enum, default_value = "file")]
+    source: SourceKind,
+    /// YAML file of services (reloaded when it changes); with --source file.
+    #[arg(long)]
     config: Option<PathBuf>,
+    /// kubeconfig for --source kubernetes (default: KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     /// cgroup v2 directory whose processes are balanced (/sys/fs/cgroup on most nodes).
     #[arg(long, default_value = "/sys/fs/cgroup")]
     cgroup: PathBuf,
@@ -43,9 +58,22 @@ fn main() -> anyhow::Result<()> {
         println!("kernel {}: all {} features rotor needs are present", support.kernel, support.checked.len());
         return Ok(());
     }
+    let source = match (args.source, args.config, args.kubeconfig) {
+        (SourceKind::File, Some(path), None) => rotor::agent::Source::File(path),
+        (SourceKind::File, None, None) => {
+            Args::command().error(clap::error::ErrorKind::MissingRequiredArgument, "--config FILE is required with --source file").exit()
+        }
+        (SourceKind::File, _, Some(_)) => {
+            Args::command().error(clap::error::ErrorKind::ArgumentConflict, "--kubeconfig needs --source kubernetes").exit()
+        }
+        (SourceKind::Kubernetes, None, kubeconfig) => rotor::agent::Source::Kubernetes { kubeconfig },
+        (SourceKind::Kubernetes, Some(_), _) => {
+            Args::command().error(clap::error::ErrorKind::ArgumentConflict, "--config is for --source file").exit()
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     runtime.block_on(rotor::agent::run(rotor::agent::AgentOptions {
-        config: args.config.unwrap_or_default(),
+        source,
         cgroup: args.cgroup,
         listen: args.listen,
         admin: args.admin,

@@ -1,7 +1,9 @@
-//! Services and their endpoints: what the agent balances. Sources (a file
-//! now, Kubernetes later) produce a `Model`; the agent applies it.
+//! Services and their endpoints: what the agent balances. Sources (a YAML
+//! file, or Kubernetes Services and EndpointSlices) produce a `Model`; the
+//! agent applies it.
 
 mod config;
+pub mod kube;
 
 pub use config::{ConfigError, ConfigFile};
 

@@ -190,25 +190,15 @@ pub fn agent_maps(pid: u32) -> Result<Vec<MapUse>> {
     Ok(maps)
 }
 
-/// Entries of a map. Socket maps cannot be looked up from user space, so
-/// bpftool prints errors for their values: count the keys it lists.
+/// Entries of a map: the length of `bpftool -j map dump` (socket maps list
+/// their keys with an error for the value, which user space cannot read).
 fn count_entries(id: &str) -> Option<u64> {
     let out = Command::new("bpftool")
-        .args(["map", "dump", "id", id])
+        .args(["-j", "map", "dump", "id", id])
         .output()
         .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if let Some(n) = text
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("Found "))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-    {
-        return Some(n);
-    }
-    // Socket maps: one "key:" line per entry.
-    let keys = text.lines().filter(|l| l.starts_with("key:")).count() as u64;
-    (out.status.success() || keys > 0).then_some(keys)
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.as_array().map(|a| a.len() as u64)
 }
 
 /// The map use of `pid` as text (one map per line), or why it is not known.

@@ -462,6 +462,21 @@ pub const CONNECTION_MAPS: &[&str] = &[
     "client_origins",
 ];
 
+/// Map entries of an agent that has carried one request and is idle again:
+/// the baseline for leak checks (the agent's own sockets, such as its
+/// injector, get their entries on first use).
+pub fn warm_baseline(bed: &TestBed) -> Result<BTreeMap<String, u64>> {
+    let agent = bed.agent().context("no agent")?;
+    crate::tools::curl_h2(&bed.topo, Some(&bed.cgroup), "http://10.96.0.10:8080/whoami")
+        .context("warm-up request through rotor")?;
+    let ((c, s), _) = wait_idle(agent, Duration::from_secs(10))?;
+    if (c, s) != (0, 0) {
+        bail!("the agent is not idle after one request: {c} connections, {s} streams");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(map_entries(&agent_maps(agent.pid())?))
+}
+
 /// Waits (up to `limit`) until the connection maps of `pid` hold no more
 /// entries than `baseline`; returns the ones that still do, as "name: before -> now".
 pub fn wait_maps_back(pid: u32, baseline: &BTreeMap<String, u64>, limit: Duration) -> Vec<String> {

@@ -22,10 +22,9 @@ struct Baseline {
 }
 
 fn baseline(bed: &TestBed) -> Baseline {
-    let pid = bed.agent().expect("agent").pid();
     Baseline {
         dmesg: Dmesg::mark(),
-        maps: probe::map_entries(&probe::agent_maps(pid).unwrap_or_default()),
+        maps: probe::warm_baseline(bed).expect("baseline: one request through rotor"),
     }
 }
 

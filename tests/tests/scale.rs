@@ -23,6 +23,7 @@ fn thousand_connections_200k_requests() {
     let dmesg = Dmesg::mark();
     let pid = bed.agent().unwrap().pid();
     let rss_idle = probe::rss_kib(pid).unwrap();
+    let warm = probe::warm_baseline(&bed).expect("baseline: one request through rotor");
     let maps_idle = probe::agent_maps(pid).unwrap_or_default();
 
     let spec = LoadSpec {
@@ -102,7 +103,7 @@ fn thousand_connections_200k_requests() {
 
     // Everything released.
     let ((c, s), _) = probe::wait_idle(bed.agent().unwrap(), Duration::from_secs(30)).unwrap();
-    let left = probe::wait_maps_back(pid, &probe::map_entries(&maps_idle), Duration::from_secs(15));
+    let left = probe::wait_maps_back(pid, &warm, Duration::from_secs(15));
     let rss_after = probe::rss_kib(pid).unwrap_or(0);
     eprintln!("scale: after the run {c} connections, {s} open streams, agent RSS {rss_after} KiB, map entries left {left:?}");
     let warnings = dmesg.new_warnings();

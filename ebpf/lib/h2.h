@@ -174,6 +174,18 @@ static __always_inline int header_block_len(struct __sk_buff *skb, __u32 off,
 
 static __always_inline int parse_frames_inner(struct __sk_buff *skb, struct parse_state *st);
 
+/* Bytes that are not valid HTTP/2 framing: from here on the socket's bytes
+ * go to the agent as they come (like a non-HTTP/2 connection), and the
+ * agent answers as RFC 9113 says (GOAWAY with the error, then close). Nothing
+ * after the bad frame can be framed, so nothing after it is redirected. */
+static __always_inline int bad_input(struct parse_state *st, __u32 off, __u32 avail)
+{
+	stat_inc(STAT_BAD_FRAME);
+	st->raw = 1;
+	st->kind = MSG_RAW;
+	return avail ? finish_message(st, avail) : 0;
+}
+
 static __always_inline int parse_frames(struct __sk_buff *skb)
 {
 	struct parse_state *st = parse_state_of(skb, 1);
@@ -231,25 +243,20 @@ static __always_inline int parse_frames_inner(struct __sk_buff *skb, struct pars
 	}
 	if (avail < 9)
 		return 0;
-	if (load_frame_header(skb, off, &fh) < 0 || fh.len > ROTOR_MAX_FRAME) {
-		stat_inc(STAT_BAD_FRAME);
-		return -EPROTO;
-	}
+	if (load_frame_header(skb, off, &fh) < 0 || fh.len > ROTOR_MAX_FRAME)
+		return bad_input(st, off, avail);
 	int total = 9 + fh.len;
 	__u32 flags = fh.flags;
 
 	if ((fh.type == H2_HEADERS || fh.type == H2_PUSH_PROMISE) &&
 	    !(fh.flags & H2_FLAG_END_HEADERS)) {
 		total = header_block_len(skb, off, &fh, &flags);
-		if (total < 0) {
-			stat_inc(STAT_BAD_FRAME);
-			return total;
-		}
+		if (total < 0)
+			return bad_input(st, off, avail);
 		if (total == 0)
 			return 0;
 	} else if (fh.type == H2_CONTINUATION) {
-		stat_inc(STAT_BAD_FRAME); /* CONTINUATION outside a header block */
-		return -EPROTO;
+		return bad_input(st, off, avail); /* CONTINUATION outside a header block */
 	}
 	if (avail < (__u32)total)
 		return 0;

@@ -176,7 +176,6 @@ impl ClientConn {
         if let Some(st) = self.shared.dp.parse_state(self.cookie) {
             self.shared_conn().client_limit.fetch_max(DEFAULT_WINDOW as u64 + st.client_window, Ordering::SeqCst);
         }
-        self.greet_client();
         let initial: Vec<SocketAddrV4> = endpoints.borrow().clone();
         for ep in initial {
             self.add_endpoint(ep);
@@ -194,8 +193,20 @@ impl ClientConn {
                     }
                     self.reader.push(&buf[..n]);
                     self.read_bytes += n as u64;
-                    while let Some(m) = self.reader.next_message()? {
+                    loop {
+                        let m = match self.reader.next_message() {
+                            Ok(Some(m)) => m,
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::debug!(conn = self.id, error = %e, "client broke HTTP/2 framing");
+                                self.fail(e.code());
+                                break;
+                            }
+                        };
                         self.consumed += 1;
+                        if m == Message::Preface {
+                            self.greet_client();
+                        }
                         if let Message::Raw(first) = m {
                             return super::splice::run(self, a, first).await;
                         }

@@ -113,9 +113,9 @@ impl Slot {
     }
 
     /// When a closed slot's endpoint may be tried again: 100 ms after the
-    /// first failure, doubling up to 5 s.
+    /// first failure, doubling up to 1 s.
     pub fn retry_due(&self) -> bool {
-        let backoff = std::time::Duration::from_millis(100 << self.failures.min(6)).min(std::time::Duration::from_secs(5));
+        let backoff = std::time::Duration::from_millis(100 << self.failures.min(4)).min(std::time::Duration::from_secs(1));
         self.closed_at.is_none_or(|t| t.elapsed() >= backoff)
     }
 }

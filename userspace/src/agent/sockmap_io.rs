@@ -32,14 +32,25 @@ impl Default for SockmapReader {
 
 impl SockmapReader {
     /// Cancel safe: nothing is consumed unless it returns.
+    ///
+    /// A sockmap socket reports EAGAIN, never its error, to a non-blocking
+    /// read, while epoll keeps signalling the error: the error is taken from
+    /// SO_ERROR, and a readiness that yields nothing waits for the timer
+    /// instead of spinning.
     pub async fn recv(&mut self, stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+        let mut spurious = false;
         loop {
             tokio::select! {
-                r = stream.readable() => {
+                r = stream.readable(), if !spurious => {
                     r?;
                     match stream.try_read(buf) {
                         Ok(n) => return Ok(self.got(n)),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            if let Some(e) = stream.take_error()? {
+                                return Err(e);
+                            }
+                            spurious = true;
+                        }
                         Err(e) => return Err(e),
                     }
                 }
@@ -47,6 +58,10 @@ impl SockmapReader {
                     if let Some(n) = recv_now(stream, buf)? {
                         return Ok(self.got(n));
                     }
+                    if let Some(e) = stream.take_error()? {
+                        return Err(e);
+                    }
+                    spurious = false;
                     self.backoff = (self.backoff * 2).min(LAST_RECHECK);
                 }
             }

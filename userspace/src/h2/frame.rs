@@ -47,6 +47,7 @@ pub mod error_code {
     pub const REFUSED_STREAM: u32 = 0x7;
     pub const CANCEL: u32 = 0x8;
     pub const COMPRESSION_ERROR: u32 = 0x9;
+    pub const ENHANCE_YOUR_CALM: u32 = 0xb;
 }
 
 /// The HTTP/2 default for every window (RFC 9113 §6.9.2).

@@ -39,9 +39,11 @@ impl ClientHeaders {
     pub fn rewrite(&mut self, message: &[u8]) -> Result<Bytes, HeaderBlockError> {
         let first = FrameHeader::parse(message).ok_or(HeaderBlockError::Malformed)?;
         let (priority, fragment) = split_message(message)?;
-        let fields = self
-            .decoder
-            .decode(&fragment)
+        // The hpack crate panics on some malformed input (an index past its
+        // tables): that is a decoding error like any other here.
+        let decoder = &mut self.decoder;
+        let fields = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.decode(&fragment)))
+            .map_err(|_| HeaderBlockError::Decode("malformed block".into()))?
             .map_err(|e| HeaderBlockError::Decode(format!("{e:?}")))?;
         let mut block = BytesMut::new();
         for (name, value) in &fields {
@@ -191,6 +193,13 @@ mod tests {
         reader.push(&out);
         assert!(matches!(reader.next_message(), Ok(Some(_))), "one well-formed message");
         assert_eq!(decode(&out), vec![(b"big".to_vec(), big)]);
+    }
+
+    #[test]
+    fn a_block_that_panics_the_decoder_is_an_error() {
+        // found by the header_rewrite fuzz target (userspace/fuzz)
+        let m = headers_message(1, flag::END_HEADERS, &[0x3f]);
+        assert!(ClientHeaders::default().rewrite(&m).is_err());
     }
 
     #[test]

@@ -31,6 +31,18 @@ impl Message {
     }
 }
 
+impl MessageError {
+    /// The RFC 9113 error code a peer gets for it (GOAWAY).
+    pub fn code(&self) -> u32 {
+        use super::frame::error_code;
+        match self {
+            MessageError::FrameTooLarge(_) => error_code::FRAME_SIZE_ERROR,
+            MessageError::BlockTooLarge => error_code::ENHANCE_YOUR_CALM,
+            MessageError::StrayContinuation | MessageError::InterruptedBlock(_) => error_code::PROTOCOL_ERROR,
+        }
+    }
+}
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum MessageError {
     #[error("frame of {0} bytes exceeds the maximum frame size {MAX_FRAME}")]

@@ -121,6 +121,8 @@ enum Change {
     Some,
     /// A (re)list completed: the store now holds the full list.
     Listed,
+    /// 410 Gone: the API server compacted past our revision; the watcher lists again.
+    Expired,
     Failed(String),
 }
 
@@ -129,6 +131,7 @@ fn change<K>(event: Result<watcher::Event<K>, watcher::Error>) -> Change {
         Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => Change::None,
         Ok(watcher::Event::InitDone) => Change::Listed,
         Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => Change::Some,
+        Err(watcher::Error::WatchError(status)) if status.code == 410 => Change::Expired,
         Err(e) => Change::Failed(error_chain(&e)),
     }
 }
@@ -164,6 +167,11 @@ async fn run(client: Client, tx: watch::Sender<Model>, last_error: Arc<Mutex<Opt
         };
         match change {
             Change::None => continue,
+            Change::Expired => {
+                // Routine (etcd compaction every few minutes): not a warning.
+                tracing::info!("watch of {what} expired (410 Gone); listing again");
+                continue;
+            }
             Change::Failed(e) => {
                 tracing::warn!(error = %e, "watching {what}; retrying");
                 if let Ok(mut last) = last_error.lock() {

@@ -94,6 +94,7 @@ const PYTHON_MODULES: &[(&str, &str)] = &[
     ("grpc_tools", "grpcio-tools"),
     ("h2", "h2"),
     ("httpx", "httpx"),
+    ("kubernetes_validate", "kubernetes-validate"),
 ];
 
 fn python_has(module: &str) -> bool {

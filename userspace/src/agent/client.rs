@@ -61,6 +61,8 @@ pub struct ClientConn {
     stall: super::liveness::StallWatch,
     client_headers: crate::h2::header_block::ClientHeaders,
     advertised_streams: Option<u32>,
+    /// Frames for the client before its preface arrived (see greet_client).
+    before_preface: std::cell::RefCell<Option<BytesMut>>,
     /// Streams the kernel slowed and the agent carries until it releases them.
     slowed: std::collections::HashSet<u32>,
 }
@@ -132,6 +134,7 @@ impl ClientConn {
             stall: Default::default(),
             client_headers: Default::default(),
             advertised_streams: None,
+            before_preface: std::cell::RefCell::new(Some(BytesMut::new())),
             slowed: Default::default(),
         }
     }
@@ -189,6 +192,7 @@ impl ClientConn {
                 r = a_reader.recv(&a, &mut buf) => {
                     let n = r?;
                     if n == 0 {
+                        tracing::debug!(conn = self.id, "client closed its connection");
                         return Ok(());
                     }
                     self.reader.push(&buf[..n]);
@@ -260,13 +264,24 @@ impl ClientConn {
     /// HPACK encoder must not use a dynamic table whose entries only one
     /// endpoint would see.
     /// The connection window grows as upstreams connect (flow.rs).
+    /// Our SETTINGS must be the first frame the client reads (RFC 9113
+    /// §3.4), so frames for the client wait until the preface has been seen
+    /// and then follow it; a client that turns out not to speak HTTP/2 gets
+    /// none of them.
     fn greet_client(&mut self) {
         let mut out = BytesMut::new();
         frame::settings(&mut out, &[(setting::HEADER_TABLE_SIZE, 0)]);
+        if let Some(waiting) = self.before_preface.borrow_mut().take() {
+            out.extend_from_slice(&waiting);
+        }
         self.shared.injector.send(self.id, Target::Client, &out);
     }
 
     fn to_client(&self, frames: &[u8]) {
+        if let Some(waiting) = self.before_preface.borrow_mut().as_mut() {
+            waiting.extend_from_slice(frames);
+            return;
+        }
         self.shared.injector.send(self.id, Target::Client, frames);
     }
 

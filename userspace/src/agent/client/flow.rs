@@ -168,6 +168,7 @@ impl ClientConn {
             s.to_client.pop_front();
         }
         if !out.is_empty() {
+            // diverted frames exist only after the preface: the greeting is out
             self.shared.injector.send(id, super::Target::Client, &out);
         }
         // Nothing of this upstream left in the agent: the kernel may carry

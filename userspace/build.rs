@@ -5,7 +5,9 @@ use std::process::Command;
 
 fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
-    let ebpf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ebpf");
+    // At run time: a build script compiled for one checkout may run for another.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
+    let ebpf = Path::new(&manifest).join("../ebpf");
     println!("cargo:rerun-if-changed={}", ebpf.display());
     println!("cargo:rerun-if-env-changed=ROTOR_CLANG");
 

@@ -47,7 +47,6 @@
 
 /* conn.flags */
 #define CONN_FAST 0x1      /* stream frames may bypass the agent */
-#define CONN_ACKED 0x2     /* unused by the kernel; kept for inspection */
 #define CONN_GATE_OPEN 0x4 /* the agent published `consumed` after the client's SETTINGS ACK */
 
 /* upstream.state */

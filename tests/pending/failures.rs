@@ -60,3 +60,16 @@ fn killed_backend_is_retried_after_restart() {
     );
     drop(restarted);
 }
+
+/// gRPC servers allowing 2 concurrent streams, a client with 24 calls in flight.
+fn grpc_limit(imp: Grpc) {
+    let (mut bed, _servers) = grpc_bed(imp, &["--max-concurrent-streams", "2"]);
+    let c = spawn_client(&bed, imp, &["--unary", "600", "--concurrency", "24", "--unary-delay-ms", "20"]);
+    let r = finish(&mut bed, c);
+    assert!(
+        n(&r, "unary.ok") == 600 && n(&r, "unary.failed") == 0,
+        "{imp:?} servers allowing 2 concurrent streams, 24 calls in flight: {}\n{}",
+        r["unary"],
+        probe::report(&mut bed)
+    );
+}

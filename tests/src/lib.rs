@@ -51,7 +51,7 @@ pub use process::{Child, Stream};
 pub use topology::{backend_addr, Topology, AGENT_LISTEN, VIP};
 
 /// Whether this process can build the test bed (root, `ip`, a cgroup2 mount).
-/// Tests call it to skip with a message instead of failing on machines without privileges.
+/// Tests fail with its message on a machine without them (they never skip).
 pub fn environment_ok() -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

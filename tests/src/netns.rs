@@ -2,7 +2,8 @@
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
 
 use anyhow::{bail, Context, Result};
 
@@ -16,6 +17,24 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// `iptables-restore --noflush` inside this namespace.
+    pub fn iptables_restore(&self, rules: &str) -> Result<()> {
+        let mut child = self
+            .command("iptables-restore")
+            .arg("--noflush")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning iptables-restore")?;
+        child.stdin.take().context("no stdin")?.write_all(rules.as_bytes()).context("writing rules")?;
+        let out = child.wait_with_output().context("waiting for iptables-restore")?;
+        if !out.status.success() {
+            bail!("iptables-restore failed: {}\n{rules}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
     /// Creates the namespace and brings up its `lo`. Names must start with `rotor-`.
     pub fn create(name: &str) -> Result<Netns> {
         if !name.starts_with("rotor-") || name.contains('/') {

@@ -5,10 +5,9 @@
 //!  client 10.0.0.2/24 ── veth ── 10.0.0.1/24 node 10.1.k.1/24 ── veth ── 10.1.k.2/24 be{k}
 //! ```
 
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
@@ -234,30 +233,7 @@ impl Topology {
             bail!("kube-proxy DNAT already installed");
         }
         let rules = dnat_rules(&self.backend_addrs());
-        let mut child = self
-            .client
-            .command("iptables-restore")
-            .arg("--noflush")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("spawning iptables-restore")?;
-        child
-            .stdin
-            .take()
-            .context("no stdin")?
-            .write_all(rules.as_bytes())
-            .context("writing rules to iptables-restore")?;
-        let out = child
-            .wait_with_output()
-            .context("waiting for iptables-restore")?;
-        if !out.status.success() {
-            bail!(
-                "iptables-restore failed: {}\n{rules}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        self.client.iptables_restore(&rules)?;
         self.dnat = true;
         Ok(())
     }

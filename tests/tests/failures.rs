@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rotor_tests::peers::{self, endpoints_on, grpc_client_command, n, Grpc, Running, GRPC_PORT};
 use rotor_tests::tools::{curl_h2, h2load};
-use rotor_tests::{probe, Agent, Child, Stream, TestBed};
+use rotor_tests::{probe, Agent, Child, TestBed};
 use serde_json::Value;
 
 const WHOAMI: &str = "http://10.96.0.10:8080/whoami";
@@ -117,21 +117,6 @@ fn backend_graceful_shutdown_python_client() {
 fn backend_graceful_shutdown_tonic_client() {
     graceful(Grpc::Tonic);
 }
-
-
-/// gRPC servers allowing 2 concurrent streams, a client with 24 calls in flight.
-fn grpc_limit(imp: Grpc) {
-    let (mut bed, _servers) = grpc_bed(imp, &["--max-concurrent-streams", "2"]);
-    let c = spawn_client(&bed, imp, &["--unary", "600", "--concurrency", "24", "--unary-delay-ms", "20"]);
-    let r = finish(&mut bed, c);
-    assert!(
-        n(&r, "unary.ok") == 600 && n(&r, "unary.failed") == 0,
-        "{imp:?} servers allowing 2 concurrent streams, 24 calls in flight: {}\n{}",
-        r["unary"],
-        probe::report(&mut bed)
-    );
-}
-
 
 
 fn spread_h2load(bed: &mut TestBed, what: &str) -> Vec<(String, u64)> {

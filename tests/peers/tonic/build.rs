@@ -4,7 +4,8 @@
 use prost::Message;
 
 fn main() {
-    let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
+    let proto_dir = std::path::Path::new(&manifest).join("..");
     let proto = proto_dir.join("echo.proto");
     println!("cargo:rerun-if-changed={}", proto.display());
     let fds = protox::compile([&proto], [&proto_dir]).expect("compiling echo.proto with protox");

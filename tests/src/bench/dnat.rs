@@ -5,11 +5,9 @@
 //! flushes a declared chain even with `--noflush`), which, as with kube-proxy,
 //! only affects new connections.
 
-use std::io::Write;
 use std::net::SocketAddrV4;
-use std::process::Stdio;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
 use crate::netns::Netns;
 
@@ -74,25 +72,7 @@ pub fn update_rules(s: &Service) -> String {
 
 /// Runs `iptables-restore --noflush` with `rules` in `ns`.
 pub fn restore(ns: &Netns, rules: &str) -> Result<()> {
-    let mut child = ns
-        .command("iptables-restore")
-        .arg("--noflush")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("spawning iptables-restore")?;
-    child
-        .stdin
-        .take()
-        .context("no stdin")?
-        .write_all(rules.as_bytes())
-        .context("writing rules")?;
-    let out = child.wait_with_output().context("iptables-restore")?;
-    if !out.status.success() {
-        bail!("iptables-restore failed: {}\n{rules}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
+    ns.iptables_restore(rules)
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         Datapath::load(&LoadOptions { cgroup: opts.cgroup.clone(), listen: opts.listen, max_conns: opts.max_conns })
             .context("loading the eBPF programs")?,
     );
-    let registry = Arc::new(Registry::new(opts.max_conns));
+    let registry = Arc::new(Registry::new());
     let injector = Injector::start(&dp).context("starting the injector")?;
     if let Some(ring) = dp.take_events() {
         events::spawn(ring, registry.clone())?;

@@ -53,11 +53,10 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(max_conns: u32) -> Self {
+    pub fn new() -> Self {
         let r = Registry::default();
         r.next_conn.store(1, Ordering::Relaxed);
         // id 0 is never used: a zeroed sock_ident must not name a connection
-        let _ = max_conns;
         r
     }
 

@@ -215,6 +215,7 @@ mod tests {
     use super::*;
     use std::mem::{offset_of, size_of};
 
+    #[allow(non_upper_case_globals)]
     mod c {
         include!(concat!(env!("OUT_DIR"), "/abi_layout.rs"));
     }

@@ -52,6 +52,24 @@ static __always_inline int stream_still_slow(struct stream *s)
 	return 1;
 }
 
+/* An endpoint with a larger initial stream window than the client was
+ * told waits for that much before its first stream WINDOW_UPDATE: the agent
+ * grants the client the difference, once per stream, when the stream has
+ * carried enough DATA to need it. If the event is lost (ring full), a later
+ * DATA frame of the stream asks again. */
+static __always_inline void grant_stream_window(struct conn *c, __u32 conn_id, __u32 slot,
+						struct parse_state *st, struct stream *s)
+{
+	struct upstream *up = &c->up[slot & (ROTOR_MAX_UPSTREAMS - 1)];
+
+	s->req_sent += st->len - 9;
+	if (!up->stream_window_extra || (s->flags & STREAM_WINDOW_GRANTED) ||
+	    (st->first_flags & H2_FLAG_END_STREAM) || s->req_sent < ROTOR_STREAM_GRANT_AFTER)
+		return;
+	if (emit_stream_event(conn_id, EV_STREAM_WINDOW, slot, st->stream))
+		__sync_fetch_and_or(&s->flags, STREAM_WINDOW_GRANTED);
+}
+
 static __always_inline int open_stream(struct conn *c, __u32 conn_id, struct parse_state *st)
 {
 	/* Stream ids only grow; anything else is the agent's to answer. */
@@ -137,6 +155,7 @@ int rotor_client_verdict(struct __sk_buff *skb)
 			up->req_notify = ~0ULL;
 			emit_event(conn_id, EV_REQ_DATA, slot);
 		}
+		grant_stream_window(c, conn_id, slot, st, s);
 	}
 	if (st->type == H2_RST_STREAM)
 		stream_end(c, &key, s, STREAM_CLIENT_END, 1);

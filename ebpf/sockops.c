@@ -62,10 +62,20 @@ static __always_inline void agent_established(struct bpf_sock_ops *skops)
 	bpf_sock_hash_update(skops, &agent_socks, &key, BPF_ANY);
 }
 
+/* An IPv6 socket carrying IPv4 (a dual-stack client dialled ::ffff:VIP)
+ * has its IPv4 addresses in local_ip4/remote_ip4 like an IPv4 socket. */
+static __always_inline int carries_ipv4(struct bpf_sock_ops *skops)
+{
+	if (skops->family == AF_INET)
+		return 1;
+	return skops->family == AF_INET6 && skops->remote_ip6[0] == 0 && skops->remote_ip6[1] == 0 &&
+	       skops->remote_ip6[2] == bpf_htonl(0xffff);
+}
+
 SEC("sockops")
 int rotor_sockops(struct bpf_sock_ops *skops)
 {
-	if (skops->family != AF_INET)
+	if (!carries_ipv4(skops))
 		return 1;
 	switch (skops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:

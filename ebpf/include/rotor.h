@@ -16,6 +16,12 @@
 /* A header block (HEADERS + CONTINUATION) travels as one message. */
 #define ROTOR_MAX_BLOCK 65536
 #define ROTOR_MAX_CONTINUATIONS 16
+/* The client is told the default stream window (65,535); an endpoint that
+ * grants more waits for more before its first WINDOW_UPDATE. A stream bound
+ * to such an endpoint gets the difference from the agent once the client
+ * has sent this much DATA on it (a request without a body never costs an
+ * event). */
+#define ROTOR_STREAM_GRANT_AFTER 16384
 
 /* HTTP/2 frame types (RFC 9113 §6) and the agent's private routing frame. */
 #define H2_DATA 0x0
@@ -60,6 +66,7 @@
 #define STREAM_SERVER_END 0x4 /* endpoint sent END_STREAM */
 #define STREAM_ANSWERED 0x8   /* endpoint sent response HEADERS */
 #define STREAM_RELEASE 0x10   /* the agent asked to end STREAM_SLOW */
+#define STREAM_WINDOW_GRANTED 0x20 /* the client got the endpoint's stream window */
 
 /* route.target: 0 = the client socket, k + 1 = upstream slot k */
 #define ROUTE_CLIENT 0
@@ -75,6 +82,7 @@
 #define EV_REQ_DATA 1  /* client DATA forwarded to upstreams crossed req_notify */
 #define EV_RESP_DATA 2 /* endpoint DATA forwarded to the client crossed resp_notify */
 #define EV_DIVERTED 3  /* a flow-control limit sent frames to the agent */
+#define EV_STREAM_WINDOW 4 /* event.stream needs the endpoint's larger stream window */
 
 struct service_key {
 	__u32 ip;   /* network byte order */
@@ -164,6 +172,10 @@ struct upstream {
 	__u32 last_diverted; /* `passed` when the latest stream frame went to the agent */
 	__u32 consumed;    /* messages from it the agent had handled when it asked for release */
 	__u32 release;     /* the agent asked to end the divert (see upstream_skb.c) */
+	/* The endpoint's SETTINGS_INITIAL_WINDOW_SIZE beyond the client's
+	 * 65,535: what each stream bound here must be granted (EV_STREAM_WINDOW). */
+	__u32 stream_window_extra;
+	__u32 pad;
 };
 
 struct conn {
@@ -193,6 +205,8 @@ struct stream {
 			    * frame went to the agent */
 	__u32 consumed; /* messages from A the agent had handled when it asked to
 			 * end STREAM_SLOW */
+	__u32 req_sent; /* client DATA bytes the kernel carried on this stream */
+	__u32 pad;
 };
 
 struct route {
@@ -208,7 +222,7 @@ struct event {
 	__u32 conn_id;
 	__u32 kind;
 	__u32 slot;
-	__u32 pad;
+	__u32 stream; /* EV_STREAM_WINDOW */
 };
 
 /* Counters in the `stats` per-CPU array. */

@@ -10,6 +10,7 @@
 #include "maps.h"
 
 #define AF_INET 2
+#define AF_INET6 10
 #define SOL_SOCKET 1
 #define SO_RCVBUF 8
 

@@ -149,17 +149,24 @@ static __always_inline void stat_inc(__u32 which)
 	stat_add(which, 1);
 }
 
-static __always_inline void emit_event(__u32 conn_id, __u32 kind, __u32 slot)
+/* 0 when the ring is full (the agent is behind): the event is lost. */
+static __always_inline int emit_stream_event(__u32 conn_id, __u32 kind, __u32 slot, __u32 stream)
 {
 	struct event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 
 	if (!ev)
-		return;
+		return 0;
 	ev->conn_id = conn_id;
 	ev->kind = kind;
 	ev->slot = slot;
-	ev->pad = 0;
+	ev->stream = stream;
 	bpf_ringbuf_submit(ev, 0);
+	return 1;
+}
+
+static __always_inline void emit_event(__u32 conn_id, __u32 kind, __u32 slot)
+{
+	emit_stream_event(conn_id, kind, slot, 0);
 }
 
 #endif

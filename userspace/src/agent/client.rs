@@ -39,6 +39,8 @@ pub struct ClientConn {
     consumed: u32,
     gate_sent: Option<u32>,
     acked: bool,
+    /// The client's first frame, its SETTINGS, has arrived.
+    client_settings_seen: bool,
     first_slot: u32,
     last_stream: u32,
     /// Streams the agent carries itself, by id → slot.
@@ -118,6 +120,7 @@ impl ClientConn {
             consumed: 0,
             gate_sent: None,
             acked: false,
+            client_settings_seen: false,
             first_slot: 0,
             last_stream: 0,
             slow: HashMap::new(),
@@ -189,7 +192,7 @@ impl ClientConn {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
-                r = a_reader.recv(&a, &mut buf) => {
+                r = a_reader.recv_confirmed(&a, &mut buf) => {
                     let n = r?;
                     if n == 0 {
                         tracing::debug!(conn = self.id, "client closed its connection");
@@ -216,21 +219,24 @@ impl ClientConn {
                         }
                         self.on_client_message(m);
                     }
-                    if self.failed {
-                        // let the GOAWAY reach the client before the close
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        return Ok(());
-                    }
                     self.maybe_open_gate();
                 }
                 Some(ev) = up_rx.recv() => self.on_upstream_event(ev),
                 Some((slot, result)) = connect_rx.recv() => self.on_connected(slot, result),
-                Some(Wake) = wake_rx.recv() => self.on_wake(),
+                Some(wake) = wake_rx.recv() => match wake {
+                    Wake::FlowControl => self.on_wake(),
+                    Wake::StreamWindow { slot, stream } => self.send_stream_window(slot, stream, None),
+                },
                 Ok(()) = endpoints_rx.changed() => {
                     let eps = endpoints_rx.borrow_and_update().clone();
                     self.reconcile(&eps);
                 }
                 _ = tick.tick() => self.on_tick(),
+            }
+            if self.failed {
+                // let the GOAWAY reach the client before the close
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return Ok(());
             }
         }
     }
@@ -378,5 +384,6 @@ impl ClientConn {
 
 mod client_side;
 mod flow;
+mod stream_window;
 mod upstream_side;
 mod upstreams;

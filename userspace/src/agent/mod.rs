@@ -72,9 +72,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         }
     };
 
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("listening on {}", opts.listen))?;
+    let listener = listen(opts.listen).with_context(|| format!("listening on {}", opts.listen))?;
     let dp = Arc::new(
         Datapath::load(&LoadOptions { cgroup: opts.cgroup.clone(), listen: opts.listen, max_conns: opts.max_conns })
             .context("loading the eBPF programs")?,
@@ -87,6 +85,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let shared = Arc::new(Shared { dp: dp.clone(), injector, registry: registry.clone() });
     apply(&shared, &model);
     admin::spawn(&opts.admin, shared.clone()).context("starting the admin socket")?;
+    tokio::spawn(sweep_parse_states(dp.clone()));
     match updates {
         Updates::File(config) => drop(tokio::spawn(watch_config(config, shared.clone()))),
         Updates::Kubernetes(source) => drop(tokio::spawn(watch_models(source, shared.clone()))),
@@ -139,6 +138,35 @@ fn apply(shared: &Shared, model: &Model) {
         tracing::info!(service = %spec.name, vip = %spec.vip, endpoints = spec.endpoints.len(), "service configured");
     }
 }
+
+/// Every balanced connect of the node lands here at once after a rollout:
+/// the accept queue is as long as the kernel allows (net.core.somaxconn).
+fn listen(addr: SocketAddrV4) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr.into())?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// The parser creates its state on a socket's first byte, before the agent
+/// knows the socket, and can parse a closing socket's last bytes after the
+/// agent forgot it: states nobody owns are swept.
+async fn sweep_parse_states(dp: Arc<Datapath>) {
+    let mut unknown = std::collections::HashSet::new();
+    let mut tick = tokio::time::interval(SWEEP_PERIOD);
+    loop {
+        tick.tick().await;
+        let deleted;
+        (unknown, deleted) = dp.sweep_parse_states(&unknown);
+        if deleted > 0 {
+            tracing::debug!(deleted, "parser states of closed sockets swept");
+        }
+    }
+}
+
+const SWEEP_PERIOD: Duration = Duration::from_secs(5);
 
 /// The source, once its first model is read.
 enum Updates {

@@ -28,8 +28,14 @@ impl ServiceState {
 }
 
 /// Signals from the kernel (ring buffer) to one connection's task.
-#[derive(Debug, Clone, Copy)]
-pub struct Wake;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// A flow-control counter crossed its mark: look at the windows.
+    FlowControl,
+    /// A stream bound to an endpoint with a larger initial stream window
+    /// needs the difference granted to the client.
+    StreamWindow { slot: u32, stream: u32 },
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct ConnInfo {
@@ -140,9 +146,9 @@ impl Registry {
         }
     }
 
-    pub fn wake(&self, id: u32) {
+    pub fn wake(&self, id: u32, wake: Wake) {
         if let Some((tx, _)) = self.conns.lock().ok().as_ref().and_then(|m| m.get(&id)) {
-            let _ = tx.send(Wake);
+            let _ = tx.send(wake);
         }
     }
 

@@ -26,15 +26,18 @@ pub struct Handshake {
     pub extra_window: u32,
     /// Its SETTINGS_MAX_CONCURRENT_STREAMS (u32::MAX when it set none).
     pub max_streams: u32,
+    /// Its SETTINGS_INITIAL_WINDOW_SIZE: what it lets a client send per stream.
+    pub stream_window: u32,
 }
 
 /// The endpoint's concurrent stream limit in a SETTINGS payload, if it sets one.
 pub fn max_streams_in(payload: &[u8]) -> Option<u32> {
-    frame::parse_settings(payload)?
-        .into_iter()
-        .rev()
-        .find(|(id, _)| *id == setting::MAX_CONCURRENT_STREAMS)
-        .map(|(_, v)| v)
+    setting_in(payload, setting::MAX_CONCURRENT_STREAMS)
+}
+
+/// The last value of one setting in a SETTINGS payload, if present.
+pub fn setting_in(payload: &[u8], setting: u16) -> Option<u32> {
+    frame::parse_settings(payload)?.into_iter().rev().find(|(id, _)| *id == setting).map(|(_, v)| v)
 }
 
 /// Our settings for every endpoint: response header blocks of all endpoints
@@ -63,6 +66,7 @@ async fn handshake(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Resul
     let mut reader = MessageReader::new(Expect::Frames);
     let (mut got_settings, mut got_ack, mut extra_window) = (false, false, 0u32);
     let mut max_streams = u32::MAX;
+    let mut stream_window = DEFAULT_WINDOW;
     let mut buf = vec![0u8; 16384];
     while !(got_settings && got_ack) {
         let n = stream.read(&mut buf).await?;
@@ -76,6 +80,7 @@ async fn handshake(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Resul
                 kind::SETTINGS if header.has(flag::ACK) => got_ack = true,
                 kind::SETTINGS => {
                     max_streams = max_streams_in(m.payload()).unwrap_or(max_streams);
+                    stream_window = setting_in(m.payload(), setting::INITIAL_WINDOW_SIZE).unwrap_or(stream_window);
                     let mut ack = BytesMut::new();
                     frame::settings_ack(&mut ack);
                     stream.write_all(&ack).await?;
@@ -97,7 +102,7 @@ async fn handshake(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Resul
     if reader.buffered() > 0 {
         bail!("{endpoint} sent a partial frame during the handshake");
     }
-    Ok(Handshake { stream, extra_window, max_streams })
+    Ok(Handshake { stream, extra_window, max_streams, stream_window })
 }
 
 /// What an upstream's reader task reports to its connection.
@@ -115,7 +120,7 @@ pub fn spawn_reader(slot: u32, stream: TcpStream, tx: mpsc::UnboundedSender<Upst
         let mut buf = vec![0u8; 32 * 1024];
         let mut sockmap = super::sockmap_io::SockmapReader::default();
         let reason = loop {
-            match sockmap.recv(&stream, &mut buf).await {
+            match sockmap.recv_confirmed(&stream, &mut buf).await {
                 Ok(0) => break "closed by the endpoint".to_string(),
                 Ok(n) => reader.push(&buf[..n]),
                 Err(e) => break e.to_string(),

@@ -21,6 +21,7 @@ pub const STREAM_CLIENT_END: u32 = 0x2;
 pub const STREAM_SERVER_END: u32 = 0x4;
 pub const STREAM_ANSWERED: u32 = 0x8;
 pub const STREAM_RELEASE: u32 = 0x10;
+pub const STREAM_WINDOW_GRANTED: u32 = 0x20;
 
 pub const ROUTE_CLIENT: u32 = 0;
 pub const ROUTE_ACT_NONE: u32 = 0;
@@ -31,6 +32,7 @@ pub const ROUTE_ACT_RELEASE_STREAM: u32 = 3;
 pub const EV_REQ_DATA: u32 = 1;
 pub const EV_RESP_DATA: u32 = 2;
 pub const EV_DIVERTED: u32 = 3;
+pub const EV_STREAM_WINDOW: u32 = 4;
 
 pub const STAT_NAMES: [&str; 9] = [
     "redirect_upstream",
@@ -144,6 +146,8 @@ pub struct Stream {
     pub flags: u32,
     pub last_passed: u32,
     pub consumed: u32,
+    pub req_sent: u32,
+    pub pad: u32,
 }
 
 #[repr(C)]
@@ -163,7 +167,7 @@ pub struct Event {
     pub conn_id: u32,
     pub kind: u32,
     pub slot: u32,
-    pub pad: u32,
+    pub stream: u32,
 }
 
 pod!(ServiceKey, Service, AgentConfig, Origin, ClientKey, PeerKey, SockIdent, ParseState, StreamKey, Stream);
@@ -187,6 +191,8 @@ pub struct UpstreamShared {
     pub last_diverted: AtomicU32,
     pub consumed: AtomicU32,
     pub release: AtomicU32,
+    pub stream_window_extra: AtomicU32,
+    pub pad: AtomicU32,
 }
 
 /// `struct conn` in the memory-mapped `conns` array.
@@ -264,5 +270,8 @@ mod tests {
         assert_eq!(offset_of!(Stream, last_passed), c::OFF_stream_last_passed);
         assert_eq!(offset_of!(UpstreamShared, last_diverted), c::OFF_upstream_last_diverted);
         assert_eq!(offset_of!(UpstreamShared, consumed), c::OFF_upstream_consumed);
+        assert_eq!(offset_of!(UpstreamShared, stream_window_extra), c::OFF_upstream_stream_window_extra);
+        assert_eq!(offset_of!(Stream, req_sent), c::OFF_stream_req_sent);
+        assert_eq!(offset_of!(Event, stream), c::OFF_event_stream);
     }
 }

@@ -5,6 +5,7 @@
 //! the sk_skb programs through the socket hashes it owns: when the agent
 //! exits, everything detaches and connections go the normal way (fail-open).
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::net::SocketAddrV4;
 use std::os::fd::AsRawFd;
@@ -134,7 +135,7 @@ impl Datapath {
         let sockops: &mut SockOps = prog(&mut ebpf, "rotor_sockops")?;
         sockops.load().map_err(program_error("rotor_sockops"))?;
         sockops.attach(&cgroup, CgroupAttachMode::Single).map_err(program_error("rotor_sockops"))?;
-        for name in ["rotor_connect4", "rotor_getpeername4"] {
+        for name in ["rotor_connect4", "rotor_getpeername4", "rotor_connect6", "rotor_getpeername6"] {
             let p: &mut CgroupSockAddr = prog(&mut ebpf, name)?;
             p.load().map_err(program_error(name))?;
             p.attach(&cgroup, CgroupAttachMode::Single).map_err(program_error(name))?;
@@ -190,6 +191,23 @@ impl Datapath {
         }
     }
 
+    /// Deletes the parser states of sockets the agent has no identity for
+    /// and had none for at the previous sweep either (`unknown_before`):
+    /// sockets that closed before the agent adopted them, or whose last
+    /// bytes were parsed after it forgot them. A socket the agent is about
+    /// to adopt is unknown for milliseconds, not for a whole sweep period.
+    /// Returns the cookies unknown now and how many states were deleted.
+    pub fn sweep_parse_states(&self, unknown_before: &HashSet<u64>) -> (HashSet<u64>, usize) {
+        let known: HashSet<u64> = lock(&self.sock_idents).keys().filter_map(Result::ok).collect();
+        let mut states = lock(&self.parse_states);
+        let unknown: HashSet<u64> = states.keys().filter_map(Result::ok).filter(|c| !known.contains(c)).collect();
+        let mut deleted = 0;
+        for cookie in unknown.intersection(unknown_before) {
+            deleted += usize::from(states.remove(cookie).is_ok());
+        }
+        (unknown.difference(unknown_before).copied().collect(), deleted)
+    }
+
     pub fn insert_upstream(&self, conn_id: u32, slot: u32, sock: &impl AsRawFd) -> Result<(), MapError> {
         lock(&self.upstream_socks).insert(upstream_key(conn_id, slot), sock.as_raw_fd(), 0)
     }
@@ -223,6 +241,16 @@ impl Datapath {
             .map(|(k, v)| (k.stream, v.flags))
             .collect();
         found.into_iter().filter(|(stream, _)| map.remove(&StreamKey { conn_id, stream: *stream }).is_ok()).collect()
+    }
+
+    /// The streams of a connection bound to one slot.
+    pub fn streams_of(&self, conn_id: u32, slot: u32) -> Vec<(u32, Stream)> {
+        let map = lock(&self.streams);
+        map.iter()
+            .filter_map(Result::ok)
+            .filter(|(k, v)| k.conn_id == conn_id && v.slot == slot)
+            .map(|(k, v)| (k.stream, v))
+            .collect()
     }
 
     /// Removes every stream entry of a connection (after it closed).

@@ -114,6 +114,8 @@ features! {
     MAP_MMAPABLE = "memory-mapped array maps (BPF_F_MMAPABLE)", Some("5.5"), "the connection table the agent writes in place";
     PROG_CONNECT4 = "cgroup/connect4 programs (BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_INET4_CONNECT)", Some("4.17"), "sending a Service's connections to the agent";
     PROG_GETPEERNAME4 = "cgroup/getpeername4 programs (BPF_CGROUP_INET4_GETPEERNAME)", Some("5.8"), "showing a client the Service address as its peer";
+    PROG_CONNECT6 = "cgroup/connect6 programs (BPF_CGROUP_INET6_CONNECT)", Some("4.17"), "balancing dual-stack clients that dial ::ffff:VIP";
+    PROG_GETPEERNAME6 = "cgroup/getpeername6 programs (BPF_CGROUP_INET6_GETPEERNAME)", Some("5.8"), "showing a dual-stack client the Service address as its peer";
     PROG_SOCKOPS = "sockops programs (BPF_PROG_TYPE_SOCK_OPS)", Some("4.13"), "adding sockets to socket hashes at ESTABLISHED";
     PROG_SK_SKB = "sk_skb programs (BPF_PROG_TYPE_SK_SKB)", Some("4.14"), "the HTTP/2 frame parser and verdicts";
     H_CONNECT4_LOOKUP = "bpf_map_lookup_elem in cgroup/connect4", None, "looking up Services";
@@ -184,6 +186,8 @@ const ATTACH_SK_SKB_STREAM_PARSER: u32 = 4;
 const ATTACH_SK_SKB_STREAM_VERDICT: u32 = 5;
 const ATTACH_CGROUP_INET4_CONNECT: u32 = 10;
 const ATTACH_CGROUP_INET4_GETPEERNAME: u32 = 29;
+const ATTACH_CGROUP_INET6_CONNECT: u32 = 11;
+const ATTACH_CGROUP_INET6_GETPEERNAME: u32 = 30;
 
 const FN_MAP_LOOKUP_ELEM: i32 = 1;
 const FN_MAP_UPDATE_ELEM: i32 = 2;
@@ -562,6 +566,8 @@ pub fn probe_kernel(cgroup: Option<&Path>) -> Result<KernelSupport, ProbeError> 
     let connect4 = c.record(&PROG_CONNECT4, prog_load(T_PROG_CGROUP_SOCK_ADDR, ATTACH_CGROUP_INET4_CONNECT, &trivial(1)));
     let getpeername4 =
         c.record(&PROG_GETPEERNAME4, prog_load(T_PROG_CGROUP_SOCK_ADDR, ATTACH_CGROUP_INET4_GETPEERNAME, &trivial(1)));
+    c.record(&PROG_CONNECT6, prog_load(T_PROG_CGROUP_SOCK_ADDR, ATTACH_CGROUP_INET6_CONNECT, &trivial(1)));
+    c.record(&PROG_GETPEERNAME6, prog_load(T_PROG_CGROUP_SOCK_ADDR, ATTACH_CGROUP_INET6_GETPEERNAME, &trivial(1)));
     let sockops = c.record(&PROG_SOCKOPS, prog_load(T_PROG_SOCK_OPS, 0, &trivial(1)));
     let skskb = c.record(&PROG_SK_SKB, prog_load(T_PROG_SK_SKB, 0, &trivial(0)));
 

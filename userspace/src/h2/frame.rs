@@ -174,6 +174,19 @@ pub fn parse_settings(payload: &[u8]) -> Option<Vec<(u16, u32)>> {
     )
 }
 
+/// The error a SETTINGS value breaks RFC 9113 §6.5.2 with, if any.
+pub fn settings_value_error(values: &[(u16, u32)]) -> Option<u32> {
+    values.iter().find_map(|(id, v)| match *id {
+        setting::ENABLE_PUSH if *v > 1 => Some(error_code::PROTOCOL_ERROR),
+        setting::INITIAL_WINDOW_SIZE if *v > MAX_WINDOW => Some(error_code::FLOW_CONTROL_ERROR),
+        setting::MAX_FRAME_SIZE if !(MAX_FRAME as u32..=0xff_ffff).contains(v) => Some(error_code::PROTOCOL_ERROR),
+        _ => None,
+    })
+}
+
+/// The largest flow-control window (RFC 9113 §6.9.1).
+pub const MAX_WINDOW: u32 = 0x7fff_ffff;
+
 /// The increment of a WINDOW_UPDATE payload.
 pub fn parse_window_update(payload: &[u8]) -> Option<u32> {
     let b: [u8; 4] = payload.try_into().ok()?;
@@ -210,6 +223,17 @@ mod tests {
         assert_eq!(stream_frame_error(&h(kind::WINDOW_UPDATE, 0, 1, 5)), Some(FrameCheck::ConnectionError(error_code::FRAME_SIZE_ERROR)));
         assert_eq!(stream_frame_error(&h(0xbb, 0, 1, 3)), Some(FrameCheck::Ignore));
         assert_eq!(stream_frame_error(&h(kind::DATA, 0, 1, 3)), None);
+    }
+
+    #[test]
+    fn settings_values_outside_the_rfc_are_named() {
+        use setting::*;
+        assert_eq!(settings_value_error(&[(ENABLE_PUSH, 2)]), Some(error_code::PROTOCOL_ERROR));
+        assert_eq!(settings_value_error(&[(INITIAL_WINDOW_SIZE, 0x8000_0000)]), Some(error_code::FLOW_CONTROL_ERROR));
+        assert_eq!(settings_value_error(&[(MAX_FRAME_SIZE, 100)]), Some(error_code::PROTOCOL_ERROR));
+        assert_eq!(settings_value_error(&[(MAX_FRAME_SIZE, 1 << 24)]), Some(error_code::PROTOCOL_ERROR));
+        let fine = [(ENABLE_PUSH, 1), (INITIAL_WINDOW_SIZE, MAX_WINDOW), (MAX_FRAME_SIZE, 16384), (0x99, 7)];
+        assert_eq!(settings_value_error(&fine), None);
     }
 
     #[test]

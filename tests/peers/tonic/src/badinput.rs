@@ -632,7 +632,9 @@ pub fn generate(seed: u64, i: u64) -> Case {
         }
         "padding" => {
             let n = r.range(0, 20) as usize;
-            let mut p = vec![(n + r.range(0, 200) as usize).min(255) as u8];
+            // Padding as long as the payload (n + 1) or longer is the error
+            // (RFC 9113 §6.1); n itself would be valid.
+            let mut p = vec![(n + 1 + r.range(0, 200) as usize).min(255) as u8];
             p.extend(r.bytes(n));
             ([request(s, "/whoami?echo", false), frame(kind::DATA, PADDED, s, &p)].concat(), Conn(vec![PROTOCOL_ERROR]), mode)
         }

@@ -14,6 +14,14 @@ impl ClientConn {
     pub(super) fn on_client_message(&mut self, m: Message) {
         let Message::Frame { header, bytes } = m else { return };
         tracing::trace!(conn = self.id, ?header, "from client");
+        if !self.client_settings_seen {
+            // The preface ends with a SETTINGS frame (RFC 9113 §3.4); every
+            // frame before the gate opens comes through here, so this sees it.
+            if header.kind != kind::SETTINGS || header.has(flag::ACK) {
+                return self.fail(error_code::PROTOCOL_ERROR);
+            }
+            self.client_settings_seen = true;
+        }
         if header.stream == 0 {
             self.on_client_control(header, &bytes);
         } else {
@@ -33,6 +41,9 @@ impl ClientConn {
                 let Some(values) = frame::parse_settings(payload) else {
                     return self.fail(error_code::PROTOCOL_ERROR);
                 };
+                if let Some(code) = frame::settings_value_error(&values) {
+                    return self.fail(code);
+                }
                 if let Some((_, w)) = values.iter().rev().find(|(id, _)| *id == setting::INITIAL_WINDOW_SIZE) {
                     self.set_client_initial_window(*w);
                 }
@@ -44,9 +55,21 @@ impl ClientConn {
                 self.to_client(&out);
             }
             // the client verdict has added the increment to client_limit
-            kind::WINDOW_UPDATE => self.on_wake(),
+            kind::WINDOW_UPDATE => match frame::parse_window_update(payload) {
+                Some(0) => self.fail(error_code::PROTOCOL_ERROR),
+                _ if self.client_window_overflowed() => self.fail(error_code::FLOW_CONTROL_ERROR),
+                _ => self.on_wake(),
+            },
             _ => {} // GOAWAY: the client closes when done; PING ACK; unknown types are ignored
         }
+    }
+
+    /// What the client allows us to send on the connection may not exceed
+    /// 2^31-1 (RFC 9113 §6.9.1); the kernel has already added the increment.
+    fn client_window_overflowed(&self) -> bool {
+        let c = self.shared_conn();
+        let window = c.client_limit.load(Ordering::SeqCst).saturating_sub(c.client_recv.load(Ordering::SeqCst));
+        window > frame::MAX_WINDOW as u64
     }
 
     /// The client's stream windows are what endpoints may send per stream:
@@ -97,6 +120,9 @@ impl ClientConn {
         if self.shared_conn().flags.load(Ordering::SeqCst) & CONN_FAST != 0 {
             // the kernel slowed this stream (over the endpoint's window)
             self.slowed.insert(header.stream);
+        }
+        if header.kind == kind::DATA && !header.has(flag::END_STREAM) {
+            self.grant_carried_stream(slot, header.stream);
         }
         if let Some(s) = self.slots[slot as usize].as_mut() {
             s.to_endpoint.push_back(bytes);
@@ -186,8 +212,12 @@ impl ClientConn {
 
     /// A connection error: tell the client why, then the task ends.
     pub(super) fn fail(&mut self, code: u32) {
+        if self.failed {
+            return;
+        }
+        let last = self.last_stream.max(self.shared_conn().last_stream.load(Ordering::SeqCst));
         let mut out = BytesMut::new();
-        frame::goaway(&mut out, self.last_stream, code);
+        frame::goaway(&mut out, last, code);
         self.to_client(&out);
         self.failed = true;
     }

@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 use bytes::BytesMut;
 
 use super::{ClientConn, SlotState};
-use crate::agent::upstream::UpstreamEvent;
+use crate::agent::upstream::{self, UpstreamEvent};
 use crate::ebpf::abi::{STREAM_SERVER_END, UP_DRAINING};
-use crate::h2::frame::{self, flag, kind};
+use crate::h2::frame::{self, flag, kind, setting};
 use crate::h2::message::Message;
 
 impl ClientConn {
@@ -54,12 +54,15 @@ impl ClientConn {
         let mut out = BytesMut::new();
         match header.kind {
             kind::SETTINGS if !header.has(flag::ACK) => {
-                if let Some(max) = crate::agent::upstream::max_streams_in(payload) {
+                if let Some(max) = upstream::max_streams_in(payload) {
                     if let Some(s) = self.slots[slot as usize].as_mut() {
                         s.max_streams = max;
                     }
                     self.up(slot).max_streams.store(max, Ordering::SeqCst);
                     self.advertise_stream_limit();
+                }
+                if let Some(window) = upstream::setting_in(payload, setting::INITIAL_WINDOW_SIZE) {
+                    self.set_endpoint_stream_window(slot, window);
                 }
                 frame::settings_ack(&mut out);
                 self.to_upstream(slot, &out);
@@ -70,6 +73,14 @@ impl ClientConn {
             }
             // the upstream verdict has added the increment to req_limit
             kind::WINDOW_UPDATE => self.on_wake(),
+            kind::GOAWAY if payload.get(4..8).is_some_and(|c| client_caused(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))) => {
+                // This upstream carries only this client's frames (and ours,
+                // which are correct): the client broke the protocol, and gets
+                // the connection error the endpoint gave, as it would directly.
+                let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+                tracing::info!(conn = self.id, slot, code, "endpoint closed the upstream over the client's frames");
+                self.fail(code);
+            }
             kind::GOAWAY => {
                 // The endpoint is going away: no new streams; streams above
                 // its last stream id were not processed and are refused, so
@@ -87,4 +98,11 @@ impl ClientConn {
             _ => {}
         }
     }
+}
+
+/// Connection errors an endpoint can only have been driven to by what the
+/// client sent through us (RFC 9113 §7).
+fn client_caused(code: u32) -> bool {
+    use frame::error_code::*;
+    matches!(code, PROTOCOL_ERROR | FLOW_CONTROL_ERROR | STREAM_CLOSED | FRAME_SIZE_ERROR | COMPRESSION_ERROR | ENHANCE_YOUR_CALM)
 }

@@ -54,6 +54,7 @@ impl ClientConn {
         // programs update them (a WINDOW_UPDATE may already be on its way).
         let up = &dp.conns.get(id).expect("conn id within the table").up[slot as usize];
         reset_upstream(up, DEFAULT_WINDOW as u64 + hs.extra_window as u64, hs.max_streams);
+        up.stream_window_extra.store(super::stream_window::extra_for(hs.stream_window), Ordering::SeqCst);
         let joined = (|| -> anyhow::Result<u64> {
             let cookie = crate::ebpf::socket_cookie(&hs.stream)?;
             dp.set_ident(cookie, SockIdent { conn_id: id, role: ROLE_UPSTREAM, slot, pad: 0 })?;
@@ -75,6 +76,7 @@ impl ClientConn {
         s.reader = Some(upstream::spawn_reader(slot, hs.stream, self.up_tx.clone()));
         let up = &self.shared.dp.conns.get(id).expect("conn").up[slot as usize];
         up.state.store(UP_ACTIVE, Ordering::SeqCst);
+        self.grant_streams_waiting_for(slot);
         if self.client_initial_window != DEFAULT_WINDOW {
             let mut out = BytesMut::new();
             frame::settings(&mut out, &upstream::our_settings(self.client_initial_window));
@@ -192,4 +194,5 @@ pub(super) fn reset_upstream(up: &UpstreamShared, req_limit: u64, max_streams: u
     up.last_diverted.store(0, Ordering::SeqCst);
     up.consumed.store(0, Ordering::SeqCst);
     up.release.store(0, Ordering::SeqCst);
+    up.stream_window_extra.store(0, Ordering::SeqCst);
 }

@@ -13,7 +13,7 @@ int main(void)
 	SIZE(service_key); SIZE(service); SIZE(agent_config); SIZE(origin);
 	SIZE(client_key); SIZE(peer_key); SIZE(sock_ident); SIZE(parse_state);
 	SIZE(upstream); SIZE(conn); SIZE(stream_key); SIZE(stream); SIZE(route); SIZE(event);
-	OFF(conn, flags); OFF(conn, consumed); OFF(conn, last_stream); OFF(conn, first_slot);
+	OFF(conn, flags); OFF(conn, consumed); OFF(conn, last_stream); OFF(conn, first_slot); OFF(conn, hold_consumed);
 	OFF(conn, client_recv); OFF(conn, client_limit); OFF(conn, up);
 	OFF(upstream, req_data); OFF(upstream, req_limit); OFF(upstream, req_notify);
 	OFF(upstream, resp_data); OFF(upstream, resp_notify); OFF(upstream, diverted);

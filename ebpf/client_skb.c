@@ -70,6 +70,21 @@ static __always_inline void grant_stream_window(struct conn *c, __u32 conn_id, _
 		__sync_fetch_and_or(&s->flags, STREAM_WINDOW_GRANTED);
 }
 
+/* While the agent holds new streams, every new stream joins them, until the
+ * agent said it holds none and has handled every message passed before. */
+static __always_inline int streams_held(struct conn *c, struct parse_state *st)
+{
+	__u32 flags = c->flags;
+
+	if (!(flags & CONN_HOLD))
+		return 0;
+	if ((flags & CONN_UNHOLD) && st->passed == c->hold_consumed) {
+		__sync_fetch_and_and(&c->flags, ~(CONN_HOLD | CONN_UNHOLD));
+		return 0;
+	}
+	return 1;
+}
+
 static __always_inline int open_stream(struct conn *c, __u32 conn_id, struct parse_state *st)
 {
 	/* Stream ids only grow; anything else is the agent's to answer. */
@@ -78,7 +93,11 @@ static __always_inline int open_stream(struct conn *c, __u32 conn_id, struct par
 	int slot = pick_upstream(c);
 
 	if (slot < 0) {
+		/* Held by the agent until an endpoint has room; so are the
+		 * streams after it, until the agent lets go. */
 		stat_inc(STAT_NO_UPSTREAM);
+		__sync_fetch_and_and(&c->flags, ~CONN_UNHOLD);
+		__sync_fetch_and_or(&c->flags, CONN_HOLD);
 		return -1;
 	}
 	struct stream_key key = { .conn_id = conn_id, .stream = st->stream };
@@ -100,6 +119,8 @@ int rotor_client_verdict(struct __sk_buff *skb)
 
 	if (!st)
 		return pass_to_agent_from_client(skb, 0);
+	if (st->kind == MSG_PREFACE_PART)
+		return pass_to_agent_from_client(skb, st->len);
 	st->client_window += connection_window_increment(skb, st);
 	if (!id)
 		return slow(skb, 0, st);
@@ -123,7 +144,7 @@ int rotor_client_verdict(struct __sk_buff *skb)
 	__u32 slot;
 
 	if (!s) {
-		if (st->type != H2_HEADERS)
+		if (st->type != H2_HEADERS || streams_held(c, st))
 			return slow(skb, c, st);
 		int picked = open_stream(c, conn_id, st);
 

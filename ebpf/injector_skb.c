@@ -25,6 +25,9 @@ static __always_inline void apply_action(struct route *r)
 
 		up->consumed = r->arg;
 		__sync_fetch_and_or(&up->release, 1);
+	} else if (r->action == ROUTE_ACT_UNHOLD) {
+		c->hold_consumed = r->arg;
+		__sync_fetch_and_or(&c->flags, CONN_UNHOLD);
 	} else if (r->action == ROUTE_ACT_RELEASE_STREAM) {
 		struct stream_key key = { .conn_id = conn_id, .stream = r->stream };
 		struct stream *s = bpf_map_lookup_elem(&streams, &key);

@@ -45,6 +45,11 @@
 #define MSG_FRAME 0    /* one frame, or a whole header block */
 #define MSG_PREFACE 1  /* the 24-byte client connection preface */
 #define MSG_RAW 2      /* not HTTP/2: bytes passed on as they come */
+/* Bytes of the preface, not all of it yet: the agent gets them at once (it
+ * can wait with a timeout for a client that never sends the rest; a parser
+ * holding them cannot give them back). Not counted in `passed`: the part
+ * that completes the preface is, as the agent counts one preface. */
+#define MSG_PREFACE_PART 3
 
 /* sock_ident.role */
 #define ROLE_AGENT 1    /* A: the agent's accepted end of a client connection */
@@ -54,6 +59,11 @@
 /* conn.flags */
 #define CONN_FAST 0x1      /* stream frames may bypass the agent */
 #define CONN_GATE_OPEN 0x4 /* the agent published `consumed` after the client's SETTINGS ACK */
+/* No endpoint had room for a new stream: new streams go to the agent, which
+ * holds them in order until one has room (an endpoint must see increasing
+ * stream ids, so none may overtake a held one). */
+#define CONN_HOLD 0x8
+#define CONN_UNHOLD 0x10 /* the agent holds nothing once `hold_consumed` messages are handled */
 
 /* upstream.state */
 #define UP_EMPTY 0
@@ -77,12 +87,14 @@
  * kernel carries its frames again once it has handed over no more than arg. */
 #define ROUTE_ACT_RELEASE_UPSTREAM 2
 #define ROUTE_ACT_RELEASE_STREAM 3
+#define ROUTE_ACT_UNHOLD 4 /* conn.hold_consumed = arg; conn.flags |= CONN_UNHOLD */
 
 /* event.kind */
 #define EV_REQ_DATA 1  /* client DATA forwarded to upstreams crossed req_notify */
 #define EV_RESP_DATA 2 /* endpoint DATA forwarded to the client crossed resp_notify */
 #define EV_DIVERTED 3  /* a flow-control limit sent frames to the agent */
 #define EV_STREAM_WINDOW 4 /* event.stream needs the endpoint's larger stream window */
+#define EV_STREAM_CLOSED 5 /* a stream ended while the agent holds new ones */
 
 struct service_key {
 	__u32 ip;   /* network byte order */
@@ -140,6 +152,8 @@ struct parse_state {
 	__u32 seq_valid; /* next_seq is set */
 	__u32 preface;  /* 1 while the client preface is still expected */
 	__u32 raw;      /* not HTTP/2: hand every byte to the agent */
+	__u32 preface_seen; /* bytes of it that came as MSG_PREFACE_PART */
+	__u32 pad;
 	/* the last complete message, for the verdict */
 	__u32 kind;
 	__u32 len;    /* whole message, headers included */
@@ -187,7 +201,7 @@ struct conn {
 	__u32 last_stream; /* highest client stream id seen by the kernel */
 	__u32 next;        /* round-robin cursor */
 	__u32 first_slot;  /* streams before CONN_FAST and before the ACK go here */
-	__u32 pad;
+	__u32 hold_consumed; /* ROUTE_ACT_UNHOLD */
 	__u64 client_recv;  /* endpoint DATA bytes redirected to the client */
 	__u64 client_limit; /* the client's connection window as the agent knows it */
 	struct upstream up[ROTOR_MAX_UPSTREAMS];

@@ -53,8 +53,11 @@ static __always_inline void stream_end(struct conn *c, struct stream_key *key,
 
 	if (!reset && ((before | end_flag) & both) != both)
 		return;
-	if (bpf_map_delete_elem(&streams, key) == 0 && slot < ROTOR_MAX_UPSTREAMS)
+	if (bpf_map_delete_elem(&streams, key) == 0 && slot < ROTOR_MAX_UPSTREAMS) {
 		__sync_fetch_and_sub(&c->up[slot].streams, 1);
+		if (c->flags & CONN_HOLD)
+			emit_event(key->conn_id, EV_STREAM_CLOSED, slot);
+	}
 }
 
 static __always_inline int redirect_to_client(struct __sk_buff *skb, struct conn *c, __u32 len)

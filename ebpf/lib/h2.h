@@ -79,32 +79,40 @@ static __always_inline __u32 connection_window_increment(struct __sk_buff *skb, 
 
 static const char client_preface[24] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/* 1: the whole preface is there; 0: a prefix of it; -1: not HTTP/2. */
-static __always_inline int check_preface(struct __sk_buff *skb, __u32 off, __u32 avail)
+/* How many bytes from here continue the preface after its first `seen`
+ * (up to what is missing of it), or -1 if they do not: not HTTP/2. */
+static __always_inline int match_preface(struct __sk_buff *skb, __u32 off, __u32 avail, __u32 seen)
 {
 	char b[24];
-	__u32 n = avail < 24 ? avail : 24;
 
-	if (n == 0)
-		return 0;
-	/* bpf_skb_load_bytes needs a constant-bounded length */
-	if (n < 24) {
-		for (__u32 i = 0; i < 24; i++) {
-			if (i >= n)
-				return 0;
-			if (bpf_skb_load_bytes(skb, off + i, &b[i], 1) < 0)
-				return -1;
+	if (seen >= 24)
+		return -1;
+	__u32 want = 24 - seen;
+	__u32 n = avail < want ? avail : want;
+
+	if (n == 24) {
+		/* the usual case: the whole preface in one piece */
+		if (bpf_skb_load_bytes(skb, off, b, 24) < 0)
+			return -1;
+		for (int i = 0; i < 24; i++)
 			if (b[i] != client_preface[i])
 				return -1;
-		}
-		return 0;
+		return 24;
 	}
-	if (bpf_skb_load_bytes(skb, off, b, 24) < 0)
-		return -1;
-	for (int i = 0; i < 24; i++)
-		if (b[i] != client_preface[i])
+	/* A byte at a time, walking the preface by a constant index (the
+	 * verifier cannot bound a variable index into it): byte j of the
+	 * preface is byte j - seen here. */
+	for (__u32 j = 0; j < 24; j++) {
+		if (j < seen)
+			continue;
+		if (j - seen >= n)
+			break;
+		if (bpf_skb_load_bytes(skb, off + (j - seen), &b[0], 1) < 0)
 			return -1;
-	return 1;
+		if (b[0] != client_preface[j])
+			return -1;
+	}
+	return n;
 }
 
 static __always_inline struct parse_state *parse_state_of(struct __sk_buff *skb, int create)
@@ -226,20 +234,27 @@ static __always_inline int parse_frames_inner(struct __sk_buff *skb, struct pars
 		return avail ? finish_message(st, avail) : 0;
 	}
 	if (st->preface) {
-		int p = check_preface(skb, off, avail);
+		__u32 seen = st->preface_seen;
+		int p = match_preface(skb, off, avail, seen);
 
 		if (p == 0)
 			return 0;
-		st->preface = 0;
 		if (p < 0) {
+			st->preface = 0;
 			st->raw = 1;
 			st->kind = MSG_RAW;
 			return finish_message(st, avail);
 		}
-		st->kind = MSG_PREFACE;
 		st->stream = 0;
 		st->type = 0xff;
-		return finish_message(st, 24);
+		if (seen + p < 24) {
+			st->preface_seen = seen + p;
+			st->kind = MSG_PREFACE_PART;
+			return finish_message(st, p);
+		}
+		st->preface = 0;
+		st->kind = MSG_PREFACE;
+		return finish_message(st, p);
 	}
 	if (avail < 9)
 		return 0;

@@ -276,20 +276,26 @@ fn curl_hpack_heavy_requests() {
     }
 }
 
+/// One request at a time: httpx (httpcore 1.x) with concurrent requests on
+/// one connection sometimes writes a HEADERS after one with a higher stream
+/// id, which a server must treat as a connection error (RFC 9113 §5.1.1);
+/// nghttpd without rotor ends 1 run in 40 of this load with GOAWAY
+/// STREAM_CLOSED "HEADERS: stream closed". Concurrent streams are covered by
+/// the other clients here.
 #[test]
 fn httpx_headers_and_bodies() {
     let mut bed = TestBed::with_agent(3).expect("test bed with agent");
     let r = python_client(
         &mut bed,
         "httpx",
-        &["--requests", "60", "--concurrency", "6", "--headers", "40", "--header-bytes", "500"],
+        &["--requests", "60", "--concurrency", "1", "--headers", "40", "--header-bytes", "500"],
     );
     assert_report(&mut bed, "httpx with 20 KB header blocks", &r, 60, &BACKENDS);
     assert_spread(&mut bed, "httpx", &r, 10);
-    let r = python_client(&mut bed, "httpx", &["--path", "/whoami?echo", "--requests", "4", "--concurrency", "2", "--upload", "1048576"]);
+    let r = python_client(&mut bed, "httpx", &["--path", "/whoami?echo", "--requests", "4", "--concurrency", "1", "--upload", "1048576"]);
     assert_uploads(&mut bed, "httpx 1 MiB uploads", &r, 4);
     let big = big_label();
-    let r = python_client(&mut bed, "httpx", &["--path", "/big", "--requests", "2", "--concurrency", "2"]);
+    let r = python_client(&mut bed, "httpx", &["--path", "/big", "--requests", "2", "--concurrency", "1"]);
     assert_report(&mut bed, "httpx /big", &r, 2, &[big.as_str()]);
 }
 

@@ -37,8 +37,8 @@ fn finish(bed: &mut TestBed, client: Running) -> Value {
 /// Server-streaming calls of 5 s and unary calls of 200 ms run; be2's server
 /// is SIGKILLed after 1.5 s. Only the calls be2 had already answered (its
 /// streams, which had sent messages) may fail; unary calls it had not
-/// answered are refused with REFUSED_STREAM, which grpcio retries
-/// transparently (no failure) and tonic reports as refused.
+/// answered are refused with REFUSED_STREAM (the client may retry them:
+/// the endpoint never processed them).
 fn backend_killed(client: Grpc) {
     let (mut bed, mut servers) = grpc_bed(Grpc::Python, &[]);
     let c = spawn_client(
@@ -55,16 +55,16 @@ fn backend_killed(client: Grpc) {
     let r = finish(&mut bed, c);
     let (u, s) = (&r["unary"], &r["server_stream"]);
     let streams_ok = n(s, "failed") == n(s, "answered_failed") && n(s, "failed") <= 3 && n(s, "corrupt") == 0;
-    let unary_ok = match client {
-        Grpc::Python => n(u, "failed") == 0,
-        Grpc::Tonic => n(u, "failed") == n(u, "refused") && n(u, "failed") <= 6,
-    };
+    // Neither grpcio nor tonic retries a REFUSED_STREAM by itself (grpc-java
+    // does); both report UNAVAILABLE, which a retry policy may retry safely:
+    // the endpoint never saw the call.
+    let unary_ok = n(u, "failed") == n(u, "refused") && n(u, "failed") <= 6;
     assert!(
         streams_ok && unary_ok && n(u, "ok") > 0,
         "be2 killed (SIGKILL) 1.5 s into the run, {client:?} client: want only answered streams to fail, \
          unanswered unary calls refused ({}), nothing corrupt.\nunary: {u}\nserver_stream: {s}\n\
          --- right after the kill ---\n{after_kill}\n--- at the end ---\n{}",
-        if client == Grpc::Python { "and retried: no unary failure" } else { "every unary failure REFUSED_STREAM, at most the 6 in flight" },
+        "every unary failure REFUSED_STREAM, at most the 6 in flight",
         probe::report(&mut bed)
     );
     bed.check_agent().expect("agent alive");
@@ -251,24 +251,48 @@ fn killed_backend_is_retried_after_restart() {
     let r = finish(&mut bed, c);
     let calls = restarted.output(Stream::Stdout).lines().filter(|l| *l == "call").count();
     assert!(
-        n(&r, "unary.failed") == 0 && calls > 0,
+        n(&r, "unary.failed") == n(&r, "unary.refused") && n(&r, "unary.failed") <= 4 && calls > 0,
         "be2 killed 1.5 s into a 10 s run and restarted 2 s later: the restarted server got {calls} calls \
-         on the client's connection (want > 0: a failed endpoint is retried with backoff); client {}\n{}",
+         on the client's connection (want > 0: a failed endpoint is retried with backoff), and only calls \
+         in flight on be2 at the kill may fail, refused; client {}\n{}",
         r["unary"],
         probe::report(&mut bed)
     );
     drop(restarted);
 }
 
-/// gRPC servers allowing 2 concurrent streams, a client with 24 calls in flight.
+/// gRPC servers allowing 2 concurrent streams, a client with 24 calls in
+/// flight: streams beyond the endpoints' room wait in the agent, none is
+/// refused by it. A grpcio server frees a stream's slot a moment after it
+/// sent the trailers, so a stream sent right then is refused by the server
+/// itself, with or without rotor (measured straight to one server: 19 of
+/// 600): for it, rotor may not fail more calls than the same client does
+/// connected straight to a server, and every failure is such a refusal.
 fn grpc_limit(imp: Grpc) {
     let (mut bed, _servers) = grpc_bed(imp, &["--max-concurrent-streams", "2"]);
-    let c = spawn_client(&bed, imp, &["--unary", "600", "--concurrency", "24", "--unary-delay-ms", "20"]);
+    let args = ["--unary", "600", "--concurrency", "24", "--unary-delay-ms", "20"];
+    let direct = match imp {
+        Grpc::Tonic => None,
+        Grpc::Python => {
+            let target = format!("http://10.1.1.2:{GRPC_PORT}");
+            let mut direct_args = args.to_vec();
+            direct_args.extend(["--target", target.as_str()]);
+            let cmd = grpc_client_command(&bed.topo, None, imp, &direct_args).unwrap();
+            let run = Running::spawn("grpc-client-direct", cmd, bed.topo.dir(), Duration::from_secs(120)).unwrap();
+            Some(finish(&mut bed, run))
+        }
+    };
+    let c = spawn_client(&bed, imp, &args);
     let r = finish(&mut bed, c);
+    let (failed, refused) = (n(&r, "unary.failed"), n(&r, "unary.refused"));
+    let allowed = direct.as_ref().map_or(0, |d| n(d, "unary.failed") + 5);
     assert!(
-        n(&r, "unary.ok") == 600 && n(&r, "unary.failed") == 0,
-        "{imp:?} servers allowing 2 concurrent streams, 24 calls in flight: {}\n{}",
+        n(&r, "unary.ok") + failed == 600 && failed == refused && failed <= allowed,
+        "{imp:?} servers allowing 2 concurrent streams, 24 calls in flight: {failed} failed ({refused} refused), \
+         want at most {allowed} (straight to one server: {})\nthrough rotor: {}\n{}",
+        direct.as_ref().map_or("not measured".to_string(), |d| d["unary"].to_string()),
         r["unary"],
         probe::report(&mut bed)
     );
 }
+

@@ -26,6 +26,9 @@ use crate::h2::message::{Expect, Message, MessageReader};
 const CLIENT_WINDOW: u64 = 4 << 20;
 const ENDPOINT_WINDOW: u64 = 1 << 20;
 const DRAIN_GRACE: Duration = Duration::from_millis(200);
+/// How long a silent client may take to send its first bytes before the
+/// connection is taken for a server-speaks-first protocol.
+const SERVER_FIRST_WAIT: Duration = Duration::from_secs(1);
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 type ConnectResult = (u32, anyhow::Result<upstream::Handshake>);
@@ -67,6 +70,12 @@ pub struct ClientConn {
     before_preface: std::cell::RefCell<Option<BytesMut>>,
     /// Streams the kernel slowed and the agent carries until it releases them.
     slowed: std::collections::HashSet<u32>,
+    /// New streams waiting for an endpoint with room, oldest first (hold.rs).
+    held: std::collections::BTreeMap<u32, Vec<bytes::Bytes>>,
+    unhold_sent: Option<u32>,
+    /// When the task started, and whether its first upstreams are settled (hold.rs).
+    started: tokio::time::Instant,
+    settled: bool,
 }
 
 pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddrV4) {
@@ -139,6 +148,10 @@ impl ClientConn {
             advertised_streams: None,
             before_preface: std::cell::RefCell::new(Some(BytesMut::new())),
             slowed: Default::default(),
+            held: Default::default(),
+            unhold_sent: None,
+            started: tokio::time::Instant::now(),
+            settled: false,
         }
     }
 
@@ -190,8 +203,20 @@ impl ClientConn {
         let mut buf = vec![0u8; 32 * 1024];
         let mut a_reader = super::sockmap_io::SockmapReader::default();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let server_first = tokio::time::sleep(SERVER_FIRST_WAIT);
+        tokio::pin!(server_first);
         loop {
             tokio::select! {
+                () = &mut server_first, if self.consumed == 0 => {
+                    // No preface after a second: a protocol whose server
+                    // speaks first (SMTP, MySQL, SSH banners), or a client
+                    // whose first bytes happened to start like one and
+                    // that waits for an answer. No HTTP/2 client pauses
+                    // inside its preface.
+                    tracing::debug!(conn = self.id, bytes = self.reader.buffered(), "no preface; spliced to one endpoint");
+                    let first = self.reader.take_buffered();
+                    return super::splice::run(self, a, first).await;
+                }
                 r = a_reader.recv_confirmed(&a, &mut buf) => {
                     let n = r?;
                     if n == 0 {
@@ -219,9 +244,15 @@ impl ClientConn {
                         }
                         self.on_client_message(m);
                     }
+                    if self.held.is_empty() {
+                        self.release_hold();
+                    }
                     self.maybe_open_gate();
                 }
-                Some(ev) = up_rx.recv() => self.on_upstream_event(ev),
+                Some(ev) = up_rx.recv() => {
+                    self.on_upstream_event(ev);
+                    self.dispatch_held();
+                }
                 Some((slot, result)) = connect_rx.recv() => self.on_connected(slot, result),
                 Some(wake) = wake_rx.recv() => match wake {
                     Wake::FlowControl => self.on_wake(),
@@ -321,7 +352,7 @@ impl ClientConn {
             return;
         }
         let settled = self.slots.iter().flatten().all(|s| s.state != SlotState::Connecting);
-        let queued = self.slots.iter().flatten().any(|s| !s.to_endpoint.is_empty());
+        let queued = self.slots.iter().flatten().any(|s| !s.to_endpoint.is_empty()) || !self.held.is_empty();
         if !settled || queued || self.gate_sent == Some(self.consumed) {
             return;
         }
@@ -332,6 +363,7 @@ impl ClientConn {
     fn on_tick(&mut self) {
         self.nudge_if_stalled();
         self.reconnect();
+        self.dispatch_held();
         self.maybe_open_gate();
         self.publish_upstreams();
         for slot in 0..MAX_UPSTREAMS as u32 {
@@ -384,6 +416,7 @@ impl ClientConn {
 
 mod client_side;
 mod flow;
+mod hold;
 mod stream_window;
 mod upstream_side;
 mod upstreams;

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::ebpf::abi::{
-    SockIdent, ROLE_INJECTOR, ROUTE_ACT_GATE, ROUTE_ACT_NONE, ROUTE_ACT_RELEASE_STREAM, ROUTE_ACT_RELEASE_UPSTREAM,
+    SockIdent, ROLE_INJECTOR, ROUTE_ACT_GATE, ROUTE_ACT_NONE, ROUTE_ACT_RELEASE_STREAM, ROUTE_ACT_RELEASE_UPSTREAM, ROUTE_ACT_UNHOLD,
     ROUTE_CLIENT,
 };
 use crate::ebpf::Datapath;
@@ -86,6 +86,12 @@ impl Injector {
     /// frame of it beyond message `consumed` of the client's connection.
     pub fn release_stream(&self, conn_id: u32, stream: u32, consumed: u32) {
         self.send_with(conn_id, Target::Client, ROUTE_ACT_RELEASE_STREAM, consumed, stream, &[]);
+    }
+
+    /// Lets the kernel open new streams again once it has passed no more
+    /// than `consumed` messages (the agent holds no stream).
+    pub fn unhold(&self, conn_id: u32, consumed: u32) {
+        self.send_with(conn_id, Target::Client, ROUTE_ACT_UNHOLD, consumed, 0, &[]);
     }
 
     fn send_with(&self, conn_id: u32, target: Target, action: u32, arg: u32, stream: u32, frames: &[u8]) {

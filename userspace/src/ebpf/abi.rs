@@ -11,6 +11,8 @@ pub const ROLE_INJECTOR: u32 = 3;
 
 pub const CONN_FAST: u32 = 0x1;
 pub const CONN_GATE_OPEN: u32 = 0x4;
+pub const CONN_HOLD: u32 = 0x8;
+pub const CONN_UNHOLD: u32 = 0x10;
 
 pub const UP_EMPTY: u32 = 0;
 pub const UP_ACTIVE: u32 = 1;
@@ -28,11 +30,13 @@ pub const ROUTE_ACT_NONE: u32 = 0;
 pub const ROUTE_ACT_GATE: u32 = 1;
 pub const ROUTE_ACT_RELEASE_UPSTREAM: u32 = 2;
 pub const ROUTE_ACT_RELEASE_STREAM: u32 = 3;
+pub const ROUTE_ACT_UNHOLD: u32 = 4;
 
 pub const EV_REQ_DATA: u32 = 1;
 pub const EV_RESP_DATA: u32 = 2;
 pub const EV_DIVERTED: u32 = 3;
 pub const EV_STREAM_WINDOW: u32 = 4;
+pub const EV_STREAM_CLOSED: u32 = 5;
 
 pub const STAT_NAMES: [&str; 9] = [
     "redirect_upstream",
@@ -118,6 +122,8 @@ pub struct ParseState {
     pub seq_valid: u32,
     pub preface: u32,
     pub raw: u32,
+    pub preface_seen: u32,
+    pub pad: u32,
     pub kind: u32,
     pub len: u32,
     pub stream: u32,
@@ -210,7 +216,7 @@ pub struct ConnShared {
     pub last_stream: AtomicU32,
     pub next: AtomicU32,
     pub first_slot: AtomicU32,
-    pub pad: AtomicU32,
+    pub hold_consumed: AtomicU32,
     pub client_recv: AtomicU64,
     pub client_limit: AtomicU64,
     pub up: [UpstreamShared; MAX_UPSTREAMS],
@@ -251,6 +257,7 @@ mod tests {
         assert_eq!(offset_of!(ConnShared, consumed), c::OFF_conn_consumed);
         assert_eq!(offset_of!(ConnShared, last_stream), c::OFF_conn_last_stream);
         assert_eq!(offset_of!(ConnShared, first_slot), c::OFF_conn_first_slot);
+        assert_eq!(offset_of!(ConnShared, hold_consumed), c::OFF_conn_hold_consumed);
         assert_eq!(offset_of!(ConnShared, client_recv), c::OFF_conn_client_recv);
         assert_eq!(offset_of!(ConnShared, client_limit), c::OFF_conn_client_limit);
         assert_eq!(offset_of!(ConnShared, up), c::OFF_conn_up);

@@ -82,6 +82,11 @@ impl MessageReader {
         self.buf.len()
     }
 
+    /// The bytes not yet part of a message, handed over (for a splice).
+    pub fn take_buffered(&mut self) -> Bytes {
+        self.buf.split().freeze()
+    }
+
     /// The next complete message, Ok(None) if more bytes are needed.
     pub fn next_message(&mut self) -> Result<Option<Message>, MessageError> {
         if self.raw {

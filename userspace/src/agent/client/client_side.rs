@@ -5,8 +5,9 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 
-use super::ClientConn;
-use crate::ebpf::abi::{Stream, CONN_FAST, STREAM_CLIENT_END};
+use super::hold::StreamSlot;
+use super::{ClientConn, SlotState};
+use crate::ebpf::abi::{Stream, CONN_FAST, STREAM_CLIENT_END, STREAM_SLOW};
 use crate::h2::frame::{self, error_code, flag, kind, setting, FrameHeader};
 use crate::h2::message::Message;
 
@@ -111,10 +112,19 @@ impl ClientConn {
                 }
             }
         }
-        let Some(slot) = self.slow_stream_slot(&header) else {
-            self.on_unknown_stream_frame(&header);
-            return;
+        if self.held.contains_key(&header.stream) {
+            return self.add_to_held(&header, bytes);
+        }
+        let slot = match self.slow_stream_slot(&header) {
+            Some(StreamSlot::Bound(slot)) => slot,
+            Some(StreamSlot::Wait) => return self.hold(header.stream, bytes),
+            None => return self.on_unknown_stream_frame(&header),
         };
+        self.carry(slot, header, bytes);
+    }
+
+    /// A frame of a stream the agent carries goes on to its endpoint.
+    pub(super) fn carry(&mut self, slot: u32, header: FrameHeader, bytes: Bytes) {
         let ends = header.kind == kind::RST_STREAM
             || ((header.kind == kind::DATA || header.kind == kind::HEADERS) && header.has(flag::END_STREAM));
         if self.shared_conn().flags.load(Ordering::SeqCst) & CONN_FAST != 0 {
@@ -153,51 +163,74 @@ impl ClientConn {
         }
     }
 
-    /// The slot of a stream the agent carries; opens it for a new HEADERS.
-    fn slow_stream_slot(&mut self, header: &FrameHeader) -> Option<u32> {
+    /// The slot of a stream the agent carries; opens it for a new HEADERS,
+    /// or says it must wait for an endpoint with room.
+    fn slow_stream_slot(&mut self, header: &FrameHeader) -> Option<StreamSlot> {
         if let Some(slot) = self.slow.get(&header.stream) {
-            return Some(*slot);
+            return Some(StreamSlot::Bound(*slot));
         }
         // A stream the kernel opened and then diverted (over credit).
         if let Some(s) = self.shared.dp.get_stream(self.id, header.stream) {
             self.slow.insert(header.stream, s.slot);
-            return Some(s.slot);
+            return Some(StreamSlot::Bound(s.slot));
         }
         if header.kind != kind::HEADERS {
             return None;
         }
         let last = self.last_stream.max(self.shared_conn().last_stream.load(Ordering::SeqCst));
         if header.stream % 2 == 0 || header.stream <= last {
+            let c = self.shared_conn();
+            tracing::debug!(conn = self.id, ?header, agent_last = self.last_stream, kernel_last = c.last_stream.load(Ordering::SeqCst),
+                flags = c.flags.load(Ordering::SeqCst), consumed = self.consumed, gate_consumed = c.consumed.load(Ordering::SeqCst),
+                passed = ?self.shared.dp.parse_state(self.cookie).map(|p| p.passed), gate_sent = ?self.gate_sent, acked = self.acked,
+                "new stream id not above the last");
             self.fail(error_code::PROTOCOL_ERROR);
             return None;
         }
         self.last_stream = header.stream;
         self.shared_conn().last_stream.fetch_max(header.stream, Ordering::SeqCst);
-        let Some(slot) = self.pick_slot() else {
-            let mut out = BytesMut::new();
-            frame::rst_stream(&mut out, header.stream, error_code::REFUSED_STREAM);
-            self.to_client(&out);
-            return None;
-        };
-        // The gate opens only after every frame the agent carries is queued
-        // on its upstream, so this stream's later frames may go direct.
-        let stream = Stream { slot, ..Default::default() };
-        if let Err(e) = self.shared.dp.set_stream(self.id, header.stream, stream) {
+        if self.held.is_empty() && !self.settling() {
+            if let Some(slot) = self.pick_slot() {
+                self.bind_stream(header.stream, slot);
+                return Some(StreamSlot::Bound(slot));
+            }
+        }
+        if self.may_hold() {
+            return Some(StreamSlot::Wait);
+        }
+        let mut out = BytesMut::new();
+        frame::rst_stream(&mut out, header.stream, error_code::REFUSED_STREAM);
+        self.to_client(&out);
+        None
+    }
+
+    /// Binds a stream the agent opens to a slot, in the kernel too. Before
+    /// the gate opens every frame comes here anyway, and the gate waits for
+    /// what the agent holds; after, the kernel must send the stream's frames
+    /// to the agent until everything it carries of it is on its way (the
+    /// release travels behind it through the injector).
+    pub(super) fn bind_stream(&mut self, stream: u32, slot: u32) {
+        let fast = self.shared_conn().flags.load(Ordering::SeqCst) & CONN_FAST != 0;
+        let entry = Stream { slot, flags: if fast { STREAM_SLOW } else { 0 }, ..Default::default() };
+        if let Err(e) = self.shared.dp.set_stream(self.id, stream, entry) {
             tracing::warn!(conn = self.id, error = %e, "streams map full");
         }
         self.up(slot).streams.fetch_add(1, Ordering::SeqCst);
-        self.slow.insert(header.stream, slot);
-        Some(slot)
+        self.slow.insert(stream, slot);
+        if fast {
+            self.slowed.insert(stream);
+        }
     }
 
-    /// Round robin over the endpoints taking streams, from the same cursor
-    /// the kernel uses. Header blocks the agent carries are re-encoded, so
-    /// streams opened before the client's SETTINGS ACK spread too.
-    fn pick_slot(&mut self) -> Option<u32> {
+    /// Round robin over the connected endpoints with room for a stream,
+    /// from the same cursor the kernel uses. Header blocks the agent carries
+    /// are re-encoded, so streams opened before the client's SETTINGS ACK
+    /// spread too.
+    pub(super) fn pick_slot(&mut self) -> Option<u32> {
         let c = self.shared_conn();
         let usable = |slot: usize| {
             let open = c.up[slot].streams.load(Ordering::SeqCst);
-            self.slots[slot].as_ref().is_some_and(|s| s.takes_streams() && open < s.max_streams)
+            self.slots[slot].as_ref().is_some_and(|s| s.state == SlotState::Active && open < s.max_streams)
         };
         let start = c.next.load(Ordering::SeqCst) as usize;
         for i in 0..self.slots.len() {
@@ -211,10 +244,12 @@ impl ClientConn {
     }
 
     /// A connection error: tell the client why, then the task ends.
+    #[track_caller]
     pub(super) fn fail(&mut self, code: u32) {
         if self.failed {
             return;
         }
+        tracing::debug!(conn = self.id, code, at = %std::panic::Location::caller(), "connection error: GOAWAY to the client");
         let last = self.last_stream.max(self.shared_conn().last_stream.load(Ordering::SeqCst));
         let mut out = BytesMut::new();
         frame::goaway(&mut out, last, code);

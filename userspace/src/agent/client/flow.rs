@@ -59,6 +59,7 @@ impl ClientConn {
 
     /// Called on kernel events, window updates and new upstreams.
     pub(super) fn on_wake(&mut self) {
+        self.dispatch_held();
         for slot in 0..self.slots.len() as u32 {
             self.flush_to_endpoint(slot);
             self.flush_to_client(slot);
@@ -98,7 +99,8 @@ impl ClientConn {
                 up.req_notify.store(kernel + CLIENT_WINDOW / 4 / active, Ordering::SeqCst);
             }
         }
-        let queued: u64 = self.slots.iter().flatten().flat_map(|s| s.to_endpoint.iter()).map(|f| data_len(f)).sum();
+        let queued: u64 =
+            self.slots.iter().flatten().flat_map(|s| s.to_endpoint.iter()).map(|f| data_len(f)).sum::<u64>() + self.held_data();
         let target = room.saturating_sub(queued).min(CLIENT_WINDOW);
         let remaining = self.client_granted.saturating_sub(received);
         if remaining < target / 2 {

@@ -45,6 +45,7 @@ impl ClientConn {
                 s.close();
                 s.failures += 1;
                 self.refuse_slot_streams(slot, 0);
+                self.dispatch_held();
                 self.maybe_open_gate();
                 return;
             }
@@ -77,6 +78,7 @@ impl ClientConn {
         let up = &self.shared.dp.conns.get(id).expect("conn").up[slot as usize];
         up.state.store(UP_ACTIVE, Ordering::SeqCst);
         self.grant_streams_waiting_for(slot);
+        self.dispatch_held();
         if self.client_initial_window != DEFAULT_WINDOW {
             let mut out = BytesMut::new();
             frame::settings(&mut out, &upstream::our_settings(self.client_initial_window));

@@ -70,14 +70,17 @@ int rotor_connect6(struct bpf_sock_addr *ctx)
 
 /* getpeername() on a balanced client socket answers with the Service
  * address the application dialled, not the agent's. */
-SEC("cgroup/getpeername4")
-int rotor_getpeername4(struct bpf_sock_addr *ctx)
+static __always_inline struct origin *dialled(struct bpf_sock_addr *ctx)
 {
 	struct bpf_sock *sk = ctx->sk;
 
-	if (!sk)
-		return 1;
-	struct origin *o = bpf_sk_storage_get(&client_sock_origins, sk, 0, 0);
+	return sk ? bpf_sk_storage_get(&client_sock_origins, sk, 0, 0) : 0;
+}
+
+SEC("cgroup/getpeername4")
+int rotor_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct origin *o = dialled(ctx);
 
 	if (o) {
 		ctx->user_ip4 = o->ip;
@@ -89,11 +92,7 @@ int rotor_getpeername4(struct bpf_sock_addr *ctx)
 SEC("cgroup/getpeername6")
 int rotor_getpeername6(struct bpf_sock_addr *ctx)
 {
-	struct bpf_sock *sk = ctx->sk;
-
-	if (!sk)
-		return 1;
-	struct origin *o = bpf_sk_storage_get(&client_sock_origins, sk, 0, 0);
+	struct origin *o = dialled(ctx);
 
 	if (o) {
 		ctx->user_ip6[0] = 0;

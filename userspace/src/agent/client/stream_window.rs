@@ -62,8 +62,11 @@ impl ClientConn {
         if extra < before {
             tracing::warn!(conn = self.id, slot, window, "endpoint lowered its stream window; open streams keep the larger one");
         }
+        if extra <= before {
+            return; // no walk of the streams map for a SETTINGS that changes nothing
+        }
         for (stream, s) in self.shared.dp.clone().streams_of(self.id, slot) {
-            if s.flags & STREAM_WINDOW_GRANTED != 0 && extra > before {
+            if s.flags & STREAM_WINDOW_GRANTED != 0 {
                 self.send_stream_window(slot, stream, Some(extra - before));
             }
         }

@@ -37,6 +37,9 @@ pub struct Slot {
     /// Failed connects in a row, for the reconnect backoff.
     pub failures: u32,
     pub closed_at: Option<tokio::time::Instant>,
+    /// Closed, and its streams not yet settled (upstream_side.rs): the slot
+    /// is not reused until they are.
+    pub unsettled: bool,
     /// Messages read from the endpoint's socket (the kernel counts the same).
     pub from_endpoint: u32,
     /// `from_endpoint` when the agent last asked to end a divert.
@@ -60,6 +63,7 @@ impl Slot {
             max_streams: u32::MAX,
             failures: 0,
             closed_at: None,
+            unsettled: false,
             from_endpoint: 0,
             release_sent: None,
             to_endpoint: VecDeque::new(),

@@ -110,6 +110,9 @@ async fn handshake(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Resul
 pub enum UpstreamEvent {
     Message { slot: u32, message: Message },
     Closed { slot: u32, reason: String },
+    /// A while after `Closed`: the kernel has carried the endpoint's last
+    /// frames; what is still open of its streams never got its end.
+    Settled { slot: u32 },
 }
 
 /// Reads the messages the kernel passes to the agent (stream 0, diverted

@@ -28,8 +28,24 @@ impl ClientConn {
                 }
                 tracing::info!(conn = self.id, endpoint = %s.endpoint, %reason, "upstream closed");
                 self.close_slot(slot);
-                self.refuse_slot_streams(slot, 0);
+                if let Some(s) = self.slots[slot as usize].as_mut() {
+                    s.unsettled = true;
+                }
                 self.advertise_stream_limit();
+                // The endpoint's last frames (a response's trailers before its
+                // FIN) may still be on their way through the kernel: its
+                // streams are refused or cancelled only once they had time to
+                // end (the slot is not reused before).
+                let tx = self.up_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(CLOSE_SETTLE).await;
+                    let _ = tx.send(UpstreamEvent::Settled { slot });
+                });
+            }
+            UpstreamEvent::Settled { slot } => {
+                let Some(s) = self.slots[slot as usize].as_mut().filter(|s| s.unsettled) else { return };
+                s.unsettled = false;
+                self.refuse_slot_streams(slot, 0);
             }
         }
     }
@@ -99,6 +115,8 @@ impl ClientConn {
         }
     }
 }
+
+const CLOSE_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Connection errors an endpoint can only have been driven to by what the
 /// client sent through us (RFC 9113 §7).

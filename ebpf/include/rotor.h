@@ -153,7 +153,10 @@ struct parse_state {
 	__u32 preface;  /* 1 while the client preface is still expected */
 	__u32 raw;      /* not HTTP/2: hand every byte to the agent */
 	__u32 preface_seen; /* bytes of it that came as MSG_PREFACE_PART */
-	__u32 pad;
+	/* TCP sequence number of the first byte parsed: next_seq - first_seq
+	 * bytes have been through the verdict (the agent compares it with
+	 * what TCP received before it closes a socket the peer closed). */
+	__u32 first_seq;
 	/* the last complete message, for the verdict */
 	__u32 kind;
 	__u32 len;    /* whole message, headers included */

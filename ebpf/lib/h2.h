@@ -219,6 +219,7 @@ static __always_inline int parse_frames_inner(struct __sk_buff *skb, struct pars
 		/* sockets join their map before any payload: the first byte
 		 * parsed is the first byte of a message */
 		st->next_seq = seq;
+		st->first_seq = seq;
 		st->seq_valid = 1;
 	}
 	off = st->next_seq - seq;

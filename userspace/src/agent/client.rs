@@ -76,6 +76,11 @@ pub struct ClientConn {
     /// When the task started, and whether its first upstreams are settled (hold.rs).
     started: tokio::time::Instant,
     settled: bool,
+    /// Where this connection's window over a large Service starts, when it
+    /// last moved and the client's last stream then (subset.rs).
+    subset_offset: usize,
+    subset_moved: tokio::time::Instant,
+    subset_last_stream: u32,
 }
 
 pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddrV4) {
@@ -152,13 +157,16 @@ impl ClientConn {
             unhold_sent: None,
             started: tokio::time::Instant::now(),
             settled: false,
+            subset_offset: 0,
+            subset_moved: tokio::time::Instant::now(),
+            subset_last_stream: 0,
         }
     }
 
     /// The endpoint a non-HTTP/2 connection is spliced to.
     pub(super) fn l4_endpoint(&self) -> Option<SocketAddrV4> {
         let eps = self.service.endpoints.borrow();
-        (!eps.is_empty()).then(|| eps[self.first_slot as usize % eps.len()])
+        (!eps.is_empty()).then(|| eps[self.subset_offset % eps.len()])
     }
 
     /// Closes the HTTP/2 upstreams (the connection turned out not to be HTTP/2).
@@ -195,7 +203,7 @@ impl ClientConn {
         if let Some(st) = self.shared.dp.parse_state(self.cookie) {
             self.shared_conn().client_limit.fetch_max(DEFAULT_WINDOW as u64 + st.client_window, Ordering::SeqCst);
         }
-        let initial: Vec<SocketAddrV4> = endpoints.borrow().clone();
+        let initial = self.wanted(&endpoints.borrow());
         for ep in initial {
             self.add_endpoint(ep);
         }
@@ -273,8 +281,12 @@ impl ClientConn {
     }
 
     fn init_kernel_state(&mut self, peer: SocketAddrV4, local: SocketAddrV4, endpoints: &[SocketAddrV4]) -> anyhow::Result<()> {
+        let rotation = self.service.next_rotation();
+        self.subset_offset = rotation as usize;
+        // slot k holds the k-th wanted endpoint; a window already starts
+        // at a different endpoint for each connection
         let n = endpoints.len().max(1) as u32;
-        self.first_slot = self.service.next_rotation() % n;
+        self.first_slot = if endpoints.len() > MAX_UPSTREAMS { 0 } else { rotation % n };
         let dp = self.shared.dp.clone();
         let c = dp.conns.get(self.id).expect("conn id within the table");
         c.flags.store(0, Ordering::SeqCst);
@@ -362,16 +374,22 @@ impl ClientConn {
 
     fn on_tick(&mut self) {
         self.nudge_if_stalled();
+        self.slide_window();
         self.reconnect();
         self.dispatch_held();
         self.maybe_open_gate();
         self.publish_upstreams();
+        let endpoints = self.service.endpoints.borrow().clone();
         for slot in 0..MAX_UPSTREAMS as u32 {
             let streams = self.up(slot).streams.load(Ordering::SeqCst);
             let Some(s) = self.slots[slot as usize].as_mut() else { continue };
             if let SlotState::Draining { since } = s.state {
                 let idle = streams == 0 && s.to_endpoint.is_empty() && s.to_client.is_empty();
-                if (idle && since.elapsed() > DRAIN_GRACE) || since.elapsed() > DRAIN_LIMIT {
+                // An endpoint that left the Service gets DRAIN_LIMIT; one
+                // that only left this connection's window (subset.rs) keeps
+                // its streams until they end.
+                let overdue = since.elapsed() > DRAIN_LIMIT && !endpoints.contains(&s.endpoint);
+                if (idle && since.elapsed() > DRAIN_GRACE) || overdue {
                     tracing::info!(conn = self.id, endpoint = %s.endpoint, "drained upstream closed");
                     self.close_slot(slot);
                 }
@@ -418,5 +436,6 @@ mod client_side;
 mod flow;
 mod hold;
 mod stream_window;
+mod subset;
 mod upstream_side;
 mod upstreams;

@@ -28,6 +28,8 @@ pub struct Handshake {
     pub max_streams: u32,
     /// Its SETTINGS_INITIAL_WINDOW_SIZE: what it lets a client send per stream.
     pub stream_window: u32,
+    /// Bytes the agent read itself before the socket joined the kernel's maps.
+    pub read_bytes: u64,
 }
 
 /// The endpoint's concurrent stream limit in a SETTINGS payload, if it sets one.
@@ -68,11 +70,13 @@ async fn handshake(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Resul
     let mut max_streams = u32::MAX;
     let mut stream_window = DEFAULT_WINDOW;
     let mut buf = vec![0u8; 16384];
+    let mut read_bytes = 0u64;
     while !(got_settings && got_ack) {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
             bail!("{endpoint} closed the connection during the HTTP/2 handshake");
         }
+        read_bytes += n as u64;
         reader.push(&buf[..n]);
         while let Some(m) = reader.next_message()? {
             let Message::Frame { header, .. } = &m else { continue };
@@ -102,47 +106,84 @@ async fn handshake(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Resul
     if reader.buffered() > 0 {
         bail!("{endpoint} sent a partial frame during the handshake");
     }
-    Ok(Handshake { stream, extra_window, max_streams, stream_window })
+    Ok(Handshake { stream, extra_window, max_streams, stream_window, read_bytes })
 }
 
 /// What an upstream's reader task reports to its connection.
 #[derive(Debug)]
 pub enum UpstreamEvent {
     Message { slot: u32, message: Message },
+    /// The endpoint closed (or broke) the connection. The socket stays open
+    /// until `Settled`.
     Closed { slot: u32, reason: String },
-    /// A while after `Closed`: the kernel has carried the endpoint's last
-    /// frames; what is still open of its streams never got its end.
+    /// After `Closed`: the kernel has carried every byte the endpoint sent
+    /// (or SETTLE_LIMIT passed); what is still open of its streams never
+    /// got its end.
     Settled { slot: u32 },
 }
 
+/// How long the kernel may take to carry an endpoint's last bytes after
+/// its FIN (a parser deferred to a work item under load).
+const SETTLE_LIMIT: Duration = Duration::from_secs(1);
+
 /// Reads the messages the kernel passes to the agent (stream 0, diverted
-/// frames) until the endpoint closes.
-pub fn spawn_reader(slot: u32, stream: TcpStream, tx: mpsc::UnboundedSender<UpstreamEvent>) -> tokio::task::JoinHandle<()> {
+/// frames) until the endpoint closes; then waits until the kernel has
+/// carried all the endpoint sent, and holds the socket until the task is
+/// aborted: closing it earlier drops the bytes its parser has not seen yet
+/// (the trailers of a response, say).
+pub fn spawn_reader(slot: u32, stream: TcpStream, joined: Joined, tx: mpsc::UnboundedSender<UpstreamEvent>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut reader = MessageReader::new(Expect::Frames);
-        let mut buf = vec![0u8; 32 * 1024];
-        let mut sockmap = super::sockmap_io::SockmapReader::default();
-        let reason = loop {
-            match sockmap.recv_confirmed(&stream, &mut buf).await {
-                Ok(0) => break "closed by the endpoint".to_string(),
-                Ok(n) => reader.push(&buf[..n]),
-                Err(e) => break e.to_string(),
-            }
-            loop {
-                match reader.next_message() {
-                    Ok(Some(message)) => {
-                        if tx.send(UpstreamEvent::Message { slot, message }).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        let _ = tx.send(UpstreamEvent::Closed { slot, reason: e.to_string() });
-                        return;
+        let reason = read_until_closed(slot, &stream, &tx).await;
+        if tx.send(UpstreamEvent::Closed { slot, reason }).is_err() {
+            return;
+        }
+        let start = tokio::time::Instant::now();
+        while !joined.caught_up(&stream) && start.elapsed() < SETTLE_LIMIT {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let _ = tx.send(UpstreamEvent::Settled { slot });
+        std::future::pending::<()>().await;
+    })
+}
+
+async fn read_until_closed(slot: u32, stream: &TcpStream, tx: &mpsc::UnboundedSender<UpstreamEvent>) -> String {
+    let mut reader = MessageReader::new(Expect::Frames);
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut sockmap = super::sockmap_io::SockmapReader::default();
+    loop {
+        match sockmap.recv_confirmed(stream, &mut buf).await {
+            Ok(0) => return "closed by the endpoint".to_string(),
+            Ok(n) => reader.push(&buf[..n]),
+            Err(e) => return e.to_string(),
+        }
+        loop {
+            match reader.next_message() {
+                Ok(Some(message)) => {
+                    if tx.send(UpstreamEvent::Message { slot, message }).is_err() {
+                        return "connection gone".to_string();
                     }
                 }
+                Ok(None) => break,
+                Err(e) => return e.to_string(),
             }
-        };
-        let _ = tx.send(UpstreamEvent::Closed { slot, reason });
-    })
+        }
+    }
+}
+
+/// An upstream socket in the kernel's maps, and what the agent read of it
+/// before it joined them.
+pub struct Joined {
+    pub dp: std::sync::Arc<crate::ebpf::Datapath>,
+    pub cookie: u64,
+    pub read_bytes: u64,
+}
+
+impl Joined {
+    /// Every byte TCP received after the handshake has been through the
+    /// upstream verdict.
+    fn caught_up(&self, stream: &TcpStream) -> bool {
+        let Ok(received) = crate::ebpf::tcp_bytes_received(stream) else { return true };
+        let carried = self.dp.parse_state(self.cookie).map_or(0, |st| crate::ebpf::verdict_bytes(&st));
+        received.wrapping_sub(self.read_bytes) as u32 == carried
+    }
 }

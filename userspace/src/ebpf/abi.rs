@@ -123,7 +123,7 @@ pub struct ParseState {
     pub preface: u32,
     pub raw: u32,
     pub preface_seen: u32,
-    pub pad: u32,
+    pub first_seq: u32,
     pub kind: u32,
     pub len: u32,
     pub stream: u32,

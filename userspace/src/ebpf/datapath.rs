@@ -319,6 +319,31 @@ fn check_cgroup2(path: &Path) -> Result<(), DatapathError> {
     })
 }
 
+/// Payload bytes TCP has received on a socket (TCP_INFO's
+/// tcpi_bytes_received; the FIN not included).
+pub fn tcp_bytes_received(sock: &impl AsRawFd) -> std::io::Result<u64> {
+    // SAFETY: tcp_info is plain integers; all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: TCP_INFO writes at most `len` bytes into the buffer we pass.
+    let rc = unsafe {
+        libc::getsockopt(sock.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&mut info as *mut libc::tcp_info).cast(), &mut len)
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(info.tcpi_bytes_received)
+}
+
+/// Bytes of a socket's stream its verdict has handled, since the parser
+/// first saw it.
+pub fn verdict_bytes(st: &ParseState) -> u32 {
+    if st.seq_valid == 0 {
+        return 0;
+    }
+    st.next_seq.wrapping_sub(st.first_seq)
+}
+
 pub fn socket_cookie(sock: &impl AsRawFd) -> std::io::Result<u64> {
     let mut cookie: u64 = 0;
     let mut len = std::mem::size_of::<u64>() as libc::socklen_t;

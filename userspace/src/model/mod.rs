@@ -11,8 +11,6 @@ use std::net::SocketAddrV4;
 
 use serde::Deserialize;
 
-pub const MAX_ENDPOINTS: usize = crate::ebpf::abi::MAX_UPSTREAMS;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
@@ -47,13 +45,6 @@ impl Model {
             }
             if !vips.insert(s.vip) {
                 return Err(ConfigError::Invalid(format!("address {} belongs to two services", s.vip)));
-            }
-            if s.endpoints.len() > MAX_ENDPOINTS {
-                return Err(ConfigError::Invalid(format!(
-                    "service {:?} has {} endpoints; at most {MAX_ENDPOINTS} are balanced per connection",
-                    s.name,
-                    s.endpoints.len()
-                )));
             }
         }
         Ok(())

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 
 use super::{ClientConn, SlotState};
 use crate::agent::upstream::{self, UpstreamEvent};
-use crate::ebpf::abi::{STREAM_SERVER_END, UP_DRAINING};
+use crate::ebpf::abi::{STREAM_SERVER_END, UP_DRAINING, UP_EMPTY};
 use crate::h2::frame::{self, flag, kind, setting};
 use crate::h2::message::Message;
 
@@ -27,25 +27,22 @@ impl ClientConn {
                     return;
                 }
                 tracing::info!(conn = self.id, endpoint = %s.endpoint, %reason, "upstream closed");
-                self.close_slot(slot);
-                if let Some(s) = self.slots[slot as usize].as_mut() {
-                    s.unsettled = true;
-                }
+                // No new streams; the socket stays open (its reader holds
+                // it) until the kernel has carried the endpoint's last
+                // frames, a response's trailers before its FIN say: only
+                // then are its streams refused or cancelled and the slot
+                // reused.
+                s.state = SlotState::Closed;
+                s.closed_at = Some(tokio::time::Instant::now());
+                s.unsettled = true;
+                self.up(slot).state.store(UP_EMPTY, Ordering::SeqCst);
                 self.advertise_stream_limit();
-                // The endpoint's last frames (a response's trailers before its
-                // FIN) may still be on their way through the kernel: its
-                // streams are refused or cancelled only once they had time to
-                // end (the slot is not reused before).
-                let tx = self.up_tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(CLOSE_SETTLE).await;
-                    let _ = tx.send(UpstreamEvent::Settled { slot });
-                });
             }
             UpstreamEvent::Settled { slot } => {
                 let Some(s) = self.slots[slot as usize].as_mut().filter(|s| s.unsettled) else { return };
                 s.unsettled = false;
                 self.refuse_slot_streams(slot, 0);
+                self.close_slot(slot);
             }
         }
     }
@@ -115,8 +112,6 @@ impl ClientConn {
         }
     }
 }
-
-const CLOSE_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Connection errors an endpoint can only have been driven to by what the
 /// client sent through us (RFC 9113 §7).

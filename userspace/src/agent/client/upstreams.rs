@@ -74,7 +74,8 @@ impl ClientConn {
         s.failures = 0;
         s.max_streams = hs.max_streams;
         s.state = SlotState::Active;
-        s.reader = Some(upstream::spawn_reader(slot, hs.stream, self.up_tx.clone()));
+        let joined = upstream::Joined { dp: self.shared.dp.clone(), cookie, read_bytes: hs.read_bytes };
+        s.reader = Some(upstream::spawn_reader(slot, hs.stream, joined, self.up_tx.clone()));
         let up = &self.shared.dp.conns.get(id).expect("conn").up[slot as usize];
         up.state.store(UP_ACTIVE, Ordering::SeqCst);
         self.grant_streams_waiting_for(slot);
@@ -113,7 +114,7 @@ impl ClientConn {
     /// Endpoints still in the Service whose upstream failed or closed are
     /// tried again with backoff.
     pub(super) fn reconnect(&mut self) {
-        let endpoints = self.service.endpoints.borrow().clone();
+        let endpoints = self.wanted(&self.service.endpoints.borrow());
         for ep in endpoints {
             let mut mine = self.slots.iter().flatten().filter(|s| s.endpoint == ep);
             let usable = mine.clone().any(|s| s.takes_streams());
@@ -124,7 +125,11 @@ impl ClientConn {
         }
     }
 
+    /// Follows the Service's endpoints (all of them, or this connection's
+    /// window over them: subset.rs): upstreams to endpoints no longer
+    /// wanted drain, wanted ones without an upstream get one.
     pub(super) fn reconcile(&mut self, endpoints: &[SocketAddrV4]) {
+        let endpoints = &self.wanted(endpoints)[..];
         for slot in 0..MAX_UPSTREAMS {
             let Some(s) = self.slots[slot].as_mut() else { continue };
             if s.takes_streams() && !endpoints.contains(&s.endpoint) {

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 
 use super::{BALANCE_LABEL, SERVICE_NAME_LABEL};
-use crate::model::{Model, Policy, ServiceSpec, MAX_ENDPOINTS};
+use crate::model::{Model, Policy, ServiceSpec};
 
 /// The model for these Services and EndpointSlices (in any order; objects
 /// that do not concern a labelled Service are ignored). Deterministic:
@@ -39,15 +39,7 @@ pub fn model_from<'a>(
             }
             let Ok(svc_port) = u16::try_from(port.port) else { continue };
             let spec_name = format!("{ns}/{name}:{svc_port}");
-            let mut endpoints = ready_endpoints(&own, port);
-            if endpoints.len() > MAX_ENDPOINTS {
-                tracing::warn!(
-                    service = %spec_name,
-                    ready = endpoints.len(),
-                    "more ready endpoints than rotor balances per connection; using the first {MAX_ENDPOINTS}"
-                );
-                endpoints.truncate(MAX_ENDPOINTS);
-            }
+            let endpoints = ready_endpoints(&own, port);
             if endpoints.is_empty() {
                 tracing::debug!(service = %spec_name, "no ready endpoint");
             }
@@ -294,13 +286,13 @@ mod tests {
     }
 
     #[test]
-    fn at_most_max_endpoints() {
+    fn every_ready_endpoint_of_a_large_service_is_kept() {
         let svcs = [service("big", true, "10.96.0.40", &[("", 8080)])];
         let ips: Vec<String> = (1..=40).map(|k| format!("10.2.0.{k}")).collect();
         let eps: Vec<(&str, Option<bool>, Option<bool>)> = ips.iter().map(|a| (a.as_str(), Some(true), None)).collect();
         let slices = [slice("big", "IPv4", &[("", 8080)], &eps)];
         let m = model_from(&svcs, &slices);
-        assert_eq!(m.services[0].endpoints.len(), MAX_ENDPOINTS);
+        assert_eq!(m.services[0].endpoints.len(), 40);
         m.validate().expect("valid model");
     }
 }

@@ -3,6 +3,7 @@
 
     tcp_peer.py http1 --name be1 --port 9000     HTTP/1.1 server (keep-alive): GET -> name, POST -> echo
     tcp_peer.py echo --port 9001 [--banner TEXT] TCP echo server; with --banner it speaks first
+    tcp_peer.py silent --port 9002               accepts, reads and never answers (a hung server)
     tcp_peer.py echo-client --addr A:P --bytes N [--banner TEXT] [--timeout S]
                                                  sends N bytes, reads them back; prints a JSON report
 
@@ -61,6 +62,19 @@ def echo(args):
                 if not d:
                     return
                 self.request.sendall(d)
+
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    srv = socketserver.ThreadingTCPServer(("0.0.0.0", args.port), H)
+    srv.daemon_threads = True
+    print(f"listening {args.port}", flush=True)
+    srv.serve_forever()
+
+
+def silent(args):
+    class H(socketserver.BaseRequestHandler):
+        def handle(self):
+            while self.request.recv(65536):
+                pass
 
     socketserver.ThreadingTCPServer.allow_reuse_address = True
     srv = socketserver.ThreadingTCPServer(("0.0.0.0", args.port), H)
@@ -138,6 +152,8 @@ def main():
     e = sub.add_parser("echo")
     e.add_argument("--port", type=int, default=9001)
     e.add_argument("--banner")
+    q = sub.add_parser("silent")
+    q.add_argument("--port", type=int, default=9002)
     c = sub.add_parser("echo-client")
     c.add_argument("--addr", required=True)
     c.add_argument("--bytes", type=int, default=100000)
@@ -145,7 +161,7 @@ def main():
     c.add_argument("--first", help="send these bytes first and wait for their echo")
     c.add_argument("--timeout", type=float, default=10.0)
     args = p.parse_args()
-    {"http1": http1, "echo": echo, "echo-client": echo_client}[args.cmd](args)
+    {"http1": http1, "echo": echo, "silent": silent, "echo-client": echo_client}[args.cmd](args)
 
 
 if __name__ == "__main__":

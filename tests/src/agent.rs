@@ -199,6 +199,11 @@ impl Agent {
         self.child.output(Stream::Stderr)
     }
 
+    /// stderr without the terminal colours tracing puts around fields.
+    pub fn stderr_plain(&self) -> String {
+        without_colours(&self.stderr())
+    }
+
     /// Fails (with stderr) if the agent has exited.
     pub fn check_alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
@@ -247,5 +252,24 @@ mod tests {
             y,
             "services:\n  - name: echo\n    vip: 10.96.0.10:8080\n    policy: round-robin\n    endpoints: [10.1.1.2:8080, 10.1.2.2:8080]\n"
         );
+    }
+}
+
+/// `text` without ANSI SGR sequences (`ESC [ ... m`).
+pub fn without_colours(text: &str) -> String {
+    let mut parts = text.split('\u{1b}');
+    let mut out = parts.next().unwrap_or_default().to_string();
+    for p in parts {
+        out.push_str(p.split_once('m').map_or(p, |(_, rest)| rest));
+    }
+    out
+}
+
+#[cfg(test)]
+mod colour_tests {
+    #[test]
+    fn sgr_sequences_go_and_the_text_stays() {
+        let line = "mixed \u{1b}[2m2026\u{1b}[0m \u{1b}[3mendpoint\u{1b}[0m\u{1b}[2m=\u{1b}[0m10.1.2.2:9000";
+        assert_eq!(super::without_colours(line), "mixed 2026 endpoint=10.1.2.2:9000");
     }
 }

@@ -397,10 +397,7 @@ pub fn report(bed: &mut TestBed) -> String {
         let notable: Vec<String> = log
             .lines()
             .filter(|l| l.contains("panicked at") || l.contains("WARN") || l.contains("ERROR"))
-            .map(|l| {
-                let plain: String = l.split('\u{1b}').map(|p| p.split_once('m').map_or(p, |(_, r)| r)).collect();
-                plain.chars().take(300).collect()
-            })
+            .map(|l| crate::agent::without_colours(l).chars().take(300).collect())
             .collect();
         if !notable.is_empty() {
             let n = notable.len();

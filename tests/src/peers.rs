@@ -69,6 +69,9 @@ pub enum Grpc {
     Python,
     /// tonic 0.14 (hyper, h2), `rotor-peer grpc-*`.
     Tonic,
+    /// @grpc/grpc-js on Node's http2 module, `tests/peers/node/grpc_client.js`
+    /// (a client only).
+    Node,
 }
 
 impl Grpc {
@@ -84,6 +87,12 @@ impl Grpc {
                 cmd.arg(format!("grpc-{sub}"));
                 cmd
             }
+            Grpc::Node if sub == "client" => {
+                let mut cmd = netns_command(netns, cgroup, "node");
+                cmd.arg(peers_dir().join("node").join("grpc_client.js"));
+                cmd
+            }
+            Grpc::Node => bail!("the Node peer is a gRPC client only"),
         })
     }
 
@@ -92,8 +101,28 @@ impl Grpc {
         match self {
             Grpc::Python => python_has(&["grpc", "grpc_tools"]),
             Grpc::Tonic => peer_binary().map(|_| ()),
+            Grpc::Node => node_has_grpc(),
         }
     }
+}
+
+/// `node` can load @grpc/grpc-js from tests/peers/node (`cargo xtask deps`
+/// runs `npm ci` there).
+fn node_has_grpc() -> Result<()> {
+    let dir = peers_dir().join("node");
+    let out = Command::new("node")
+        .current_dir(&dir)
+        .args(["-e", "require('@grpc/grpc-js'); require('@grpc/proto-loader')"])
+        .output()
+        .context("running node (Debian: apt install nodejs npm)")?;
+    if !out.status.success() {
+        bail!(
+            "node cannot load @grpc/grpc-js in {}: run `cargo xtask deps` (npm ci there)\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// Starts a server process in backend `k`'s namespace and waits for its

@@ -1,5 +1,6 @@
 //! gRPC through rotor with implementations nobody here wrote: Python grpcio
-//! (gRPC's C core) and tonic 0.14 (hyper + h2), as clients and as servers.
+//! (gRPC's C core) and tonic 0.14 (hyper + h2), as clients and as servers,
+//! and @grpc/grpc-js (Node's http2) as a client.
 //! Unary, server-streaming, client-streaming and bidirectional calls succeed;
 //! unary calls on one channel spread over the backends; every message of one
 //! streaming call comes from the same backend.
@@ -119,14 +120,24 @@ fn grpc_tonic_client_python_servers() {
     all_call_kinds(Grpc::Tonic, Grpc::Python);
 }
 
+#[test]
+fn grpc_node_client_python_servers() {
+    all_call_kinds(Grpc::Node, Grpc::Python);
+}
+
+#[test]
+fn grpc_node_client_tonic_servers() {
+    all_call_kinds(Grpc::Node, Grpc::Tonic);
+}
+
 /// Long streaming calls (2 s, 100 messages each) while unary calls on the
 /// same channel keep rotating: each streaming call stays on one backend, and
 /// the streaming calls themselves are spread.
-fn streams_stay_put(imp: Grpc) {
-    let (mut bed, _servers) = grpc_bed(imp);
+fn streams_stay_put(client: Grpc, servers: Grpc) {
+    let (mut bed, _servers) = grpc_bed(servers);
     let r = run(
         &mut bed,
-        imp,
+        client,
         &[
             "--duration", "2.5", "--concurrency", "4", "--streams", "6", "--kinds", "server,bidi",
             "--stream-msgs", "100", "--stream-delay-ms", "20",
@@ -156,12 +167,17 @@ fn streams_stay_put(imp: Grpc) {
 
 #[test]
 fn grpc_python_streams_stay_on_one_backend() {
-    streams_stay_put(Grpc::Python);
+    streams_stay_put(Grpc::Python, Grpc::Python);
 }
 
 #[test]
 fn grpc_tonic_streams_stay_on_one_backend() {
-    streams_stay_put(Grpc::Tonic);
+    streams_stay_put(Grpc::Tonic, Grpc::Tonic);
+}
+
+#[test]
+fn grpc_node_streams_stay_on_one_backend() {
+    streams_stay_put(Grpc::Node, Grpc::Python);
 }
 
 /// 1 MiB messages both ways (unary), 40 × 64 KiB client and server streams.

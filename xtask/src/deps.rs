@@ -19,6 +19,8 @@ pub const PACKAGES: &[&str] = &[
     "iptables",
     "curl",
     "haproxy",
+    "nodejs",
+    "npm",
 ];
 
 /// Commands that must be on PATH afterwards (and the package that provides each).
@@ -35,6 +37,8 @@ const COMMANDS: &[(&str, &str)] = &[
     ("iptables-restore", "iptables"),
     ("curl", "curl"),
     ("haproxy", "haproxy"),
+    ("node", "nodejs"),
+    ("npm", "npm"),
 ];
 
 /// Packages checked with dpkg (headers, no command).
@@ -143,7 +147,31 @@ fn ensure_python() -> Result<()> {
 /// Installs the packages if anything is missing; does nothing otherwise.
 pub fn ensure() -> Result<()> {
     ensure_system()?;
-    ensure_python()
+    ensure_python()?;
+    ensure_node()
+}
+
+/// The Node gRPC client's packages (tests/peers/node), at the versions in
+/// its package-lock.json.
+fn ensure_node() -> Result<()> {
+    let dir = crate::workspace_root().join("tests/peers/node");
+    if dir.join("node_modules/@grpc/grpc-js/package.json").exists()
+        && dir.join("node_modules/@grpc/proto-loader/package.json").exists()
+    {
+        println!("xtask: node test peer's packages present");
+        return Ok(());
+    }
+    println!("xtask: npm ci in {}", dir.display());
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .status()
+        .context("running npm")?;
+    if !status.success() {
+        bail!("npm ci in {} failed ({status})", dir.display());
+    }
+    Ok(())
 }
 
 fn ensure_system() -> Result<()> {

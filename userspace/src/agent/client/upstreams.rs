@@ -17,7 +17,8 @@ impl ClientConn {
         // the endpoint's own closed slot first: it carries the failure count
         let own = self.slots.iter().position(|s| s.as_ref().is_some_and(|s| s.endpoint == endpoint) && free(s));
         let Some(slot) = own.or_else(|| self.slots.iter().position(free)) else {
-            tracing::warn!(conn = self.id, %endpoint, "no free upstream slot");
+            // every slot busy, one still draining: tried again on a later tick
+            tracing::debug!(conn = self.id, %endpoint, "no free upstream slot");
             return;
         };
         let failures = self.slots[slot].as_ref().filter(|s| s.endpoint == endpoint).map_or(0, |s| s.failures);

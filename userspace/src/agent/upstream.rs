@@ -137,10 +137,7 @@ pub fn spawn_reader(slot: u32, stream: TcpStream, joined: Joined, tx: mpsc::Unbo
         if tx.send(UpstreamEvent::Closed { slot, reason }).is_err() {
             return;
         }
-        let start = tokio::time::Instant::now();
-        while !joined.caught_up(&stream) && start.elapsed() < SETTLE_LIMIT {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        joined.settle(&stream).await;
         let _ = tx.send(UpstreamEvent::Settled { slot });
         std::future::pending::<()>().await;
     })
@@ -179,11 +176,27 @@ pub struct Joined {
 }
 
 impl Joined {
-    /// Every byte TCP received after the handshake has been through the
-    /// upstream verdict.
-    fn caught_up(&self, stream: &TcpStream) -> bool {
-        let Ok(received) = crate::ebpf::tcp_bytes_received(stream) else { return true };
-        let carried = self.dp.parse_state(self.cookie).map_or(0, |st| crate::ebpf::verdict_bytes(&st));
-        received.wrapping_sub(self.read_bytes) as u32 == carried
+    /// Returns once every byte TCP received after the handshake has been
+    /// through the upstream verdict, or SETTLE_LIMIT passed. A reset
+    /// connection's parser is not woken by new data any more, only by work
+    /// already queued: once the verdict has not moved for RESET_QUIET, the
+    /// rest will not come.
+    async fn settle(&self, stream: &TcpStream) {
+        const RESET_QUIET: u32 = 10; // polls of 2 ms
+        let start = tokio::time::Instant::now();
+        let (mut last, mut quiet) = (None, 0);
+        while start.elapsed() < SETTLE_LIMIT {
+            let Ok(received) = crate::ebpf::tcp_received(stream) else { return };
+            let carried = self.dp.parse_state(self.cookie).map_or(0, |st| crate::ebpf::verdict_bytes(&st));
+            if received.bytes.wrapping_sub(self.read_bytes) as u32 == carried {
+                return;
+            }
+            quiet = if last == Some(carried) { quiet + 1 } else { 0 };
+            last = Some(carried);
+            if received.reset && quiet >= RESET_QUIET {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 }

@@ -319,9 +319,19 @@ fn check_cgroup2(path: &Path) -> Result<(), DatapathError> {
     })
 }
 
-/// Payload bytes TCP has received on a socket (TCP_INFO's
-/// tcpi_bytes_received; the FIN not included).
-pub fn tcp_bytes_received(sock: &impl AsRawFd) -> std::io::Result<u64> {
+/// What TCP_INFO says of a socket's receive side.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpReceived {
+    /// Payload bytes received (tcpi_bytes_received; the FIN not included).
+    pub bytes: u64,
+    /// The connection was reset: no more bytes will reach its parser.
+    pub reset: bool,
+}
+
+/// `TCP_CLOSE` of the kernel's TCP states (include/net/tcp_states.h).
+const TCP_CLOSE: u8 = 7;
+
+pub fn tcp_received(sock: &impl AsRawFd) -> std::io::Result<TcpReceived> {
     // SAFETY: tcp_info is plain integers; all-zero is a valid value.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -332,7 +342,7 @@ pub fn tcp_bytes_received(sock: &impl AsRawFd) -> std::io::Result<u64> {
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(info.tcpi_bytes_received)
+    Ok(TcpReceived { bytes: info.tcpi_bytes_received, reset: info.tcpi_state == TCP_CLOSE })
 }
 
 /// Bytes of a socket's stream its verdict has handled, since the parser

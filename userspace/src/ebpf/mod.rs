@@ -6,4 +6,4 @@ mod datapath;
 pub mod probe;
 
 pub use conn_table::ConnTable;
-pub use datapath::{socket_cookie, tcp_bytes_received, upstream_key, verdict_bytes, Datapath, DatapathError, LoadOptions};
+pub use datapath::{socket_cookie, tcp_received, upstream_key, verdict_bytes, Datapath, DatapathError, LoadOptions};

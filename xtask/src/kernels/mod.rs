@@ -1,0 +1,292 @@
+//! `cargo xtask kernels`: the smoke subset on Debian's kernels, each booted
+//! under QEMU (software emulation) with virtme-ng sharing the host's root
+//! read-only, and a table kernel × test.
+//!
+//! Kernels come from Debian's archive through apt with a private state
+//! directory (target/kernels/apt): the `linux-image-amd64` of a suite, its
+//! image package and, from 6.16 on, the split `linux-binary-*` and
+//! `linux-modules-*`. They are unpacked to target/kernels/<release>/root
+//! (vmlinuz in boot/, modules in lib/modules/, where virtme-ng finds them and
+//! links them into the guest). Test binaries are built on the host; the guest
+//! runs tests/kernels/smoke.sh on them. Each kernel's result is cached in
+//! target/kernels/<release>/result.json, keyed by the binaries it ran.
+
+use std::collections::hash_map::DefaultHasher;
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::workspace_root;
+
+mod debian;
+mod runner;
+
+use debian::*;
+use runner::*;
+
+/// Kernel lines by name: (name, Debian suite). `host` runs without a VM.
+pub const KERNELS: &[(&str, &str)] = &[
+    ("5.10", "bullseye"),
+    ("6.1", "bookworm"),
+    ("6.12", "trixie"),
+    ("newest", "trixie-backports"),
+];
+
+pub const DEFAULT: &[&str] = &["host", "5.10", "6.1", "6.12", "newest"];
+
+/// Integration tests the smoke subset runs: (column, test target, filter).
+const SMOKE: &[(&str, &str, &str)] = &[("balance", "balance", "one_connection_eight_streams_spread_evenly")];
+/// `--full`: every integration test target, whole.
+const FULL: &[&str] = &["balance", "bodies", "split_writes", "peers", "churn", "cleanup"];
+
+/// Packages the VMs need on the host, and a command each provides.
+const HOST_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("busybox", "busybox-static"),
+    ("depmod", "kmod"),
+    ("udevadm", "udev"),
+];
+
+/// Module trees the guest never needs (kept out of the unpacked kernels).
+const SKIP_MODULES: &[&str] = &[
+    "drivers/gpu", "drivers/media", "drivers/infiniband", "drivers/net/wireless", "drivers/net/ethernet",
+    "drivers/staging", "drivers/scsi", "drivers/usb", "drivers/bluetooth", "drivers/iio", "drivers/input",
+    "drivers/hid", "drivers/isdn", "drivers/mtd", "drivers/video", "drivers/platform", "sound",
+];
+
+pub struct Options {
+    pub kernels: Vec<String>,
+    pub force: bool,
+    pub full: bool,
+    pub no_build: bool,
+    pub memory: String,
+    pub timeout: Duration,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct KernelResult {
+    pub name: String,
+    pub suite: String,
+    pub release: String,
+    pub package: String,
+    /// The binaries and script the result is for.
+    pub fingerprint: String,
+    /// ok, or why the VM did not report.
+    pub boot: String,
+    /// (column, "ok|refused|fail|absent detail")
+    pub results: Vec<(String, String)>,
+    pub seconds: u64,
+    pub log: String,
+    pub date: String,
+}
+
+impl KernelResult {
+    fn get(&self, col: &str) -> Option<&str> {
+        self.results.iter().find(|(c, _)| c == col).map(|(_, v)| v.as_str())
+    }
+
+    /// Green: everything passed, or the probe refused the kernel and so did every test.
+    pub fn green(&self) -> bool {
+        if self.boot != "ok" || self.results.is_empty() {
+            return false;
+        }
+        let status = |v: &str| v.split_whitespace().next().unwrap_or("").to_string();
+        let all = |s: &str| self.results.iter().all(|(_, v)| status(v) == s);
+        all("ok") || (self.get("probe").map(status).as_deref() == Some("refused") && all("refused"))
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn kernels_dir() -> PathBuf {
+    let root = workspace_root();
+    root.canonicalize().unwrap_or(root).join("target/kernels")
+}
+
+
+pub fn run_kernels(opts: &Options) -> Result<bool> {
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    crate::deps::ensure()?;
+    ensure_tools()?;
+    let root = workspace_root().canonicalize()?;
+    let script = root.join("tests/kernels/smoke.sh");
+
+    if !opts.no_build {
+        let code = crate::cargo(&crate::strings(&["build", "--release", "--workspace", "--bins"]))?;
+        if code != 0 {
+            bail!("cargo build failed");
+        }
+    }
+    let probe_bin = test_binary(&["-p", "rotor", "--lib"])?;
+    let mut columns: Vec<(String, PathBuf, String)> = Vec::new();
+    if opts.full {
+        for t in FULL {
+            columns.push((t.to_string(), test_binary(&["-p", "rotor-tests", "--test", t])?, String::new()));
+        }
+    } else {
+        for (col, t, filter) in SMOKE {
+            columns.push((col.to_string(), test_binary(&["-p", "rotor-tests", "--test", t])?, filter.to_string()));
+        }
+    }
+    // Copies, so a concurrent build in the shared target dir cannot swap
+    // binaries under a running VM; the tests find their helpers beside them.
+    let bin_dir = kernels_dir().join("bin");
+    let _ = fs::remove_dir_all(&bin_dir);
+    fs::create_dir_all(&bin_dir)?;
+    let mut files: Vec<PathBuf> = vec![script.clone()];
+    for entry in fs::read_dir(root.join("target/release"))? {
+        let p = entry?.path();
+        let is_exe = fs::metadata(&p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if is_exe && p.extension().is_none() {
+            files.push(stage(&p, &bin_dir)?);
+        }
+    }
+    let probe_bin = stage(&probe_bin, &bin_dir)?;
+    files.push(probe_bin.clone());
+    for c in &mut columns {
+        c.1 = stage(&c.1, &bin_dir)?;
+        files.push(c.1.clone());
+    }
+    let fp = fingerprint(&files)?;
+    let mut smoke_args: Vec<String> =
+        vec![script.display().to_string(), bin_dir.display().to_string(), probe_bin.display().to_string()];
+    for (col, bin, filter) in &columns {
+        let f = if filter.is_empty() { String::new() } else { format!(":{filter}") };
+        smoke_args.push(format!("{col}={}{f}", bin.display()));
+    }
+
+    let apt = Apt::new()?;
+    let mut rows: Vec<KernelResult> = Vec::new();
+    for name in &opts.kernels {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        let row = if name == "host" {
+            run_host(&smoke_args, &fp, opts)?
+        } else {
+            let suite = KERNELS
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| *s)
+                .with_context(|| format!("unknown kernel {name}: one of host, 5.10, 6.1, 6.12, newest"))?;
+            apt.update()?;
+            let resolved = resolve(&apt, suite)?;
+            run_vm(&apt, name, suite, &resolved, &smoke_args, &fp, opts, &root)?
+        };
+        println!(
+            "xtask: {} ({}): {} in {} s",
+            row.release,
+            row.name,
+            if row.green() { "green" } else { "RED" },
+            row.seconds
+        );
+        rows.push(row);
+    }
+    let cols: Vec<String> = std::iter::once("probe".to_string()).chain(columns.iter().map(|c| c.0.clone())).collect();
+    print_table(&rows, &cols);
+    Ok(rows.iter().all(KernelResult::green))
+}
+
+/// `ok 40 features [3 s]` → `ok`; `refused kernel X lacks 4 features ...: A (…` → `refused: A`.
+fn cell(v: Option<&str>) -> String {
+    let Some(v) = v else { return "-".into() };
+    let v = v.split(" [").next().unwrap_or(v);
+    let (status, rest) = v.split_once(' ').unwrap_or((v, ""));
+    let short = |s: &str, n: usize| if s.chars().count() > n { format!("{}…", s.chars().take(n).collect::<String>()) } else { s.to_string() };
+    match status {
+        "ok" => "ok".into(),
+        "refused" => {
+            // the first missing feature's name: after "needs: " (probe) or "lacks ..." text
+            let what = rest.split_once("needs: ").map(|x| x.1).unwrap_or(rest);
+            let what = what.split(" (").next().unwrap_or(what);
+            format!("refused: {}", short(what, 48))
+        }
+        other => format!("{other}: {}", short(rest, 48)),
+    }
+}
+
+fn print_table(rows: &[KernelResult], cols: &[String]) {
+    let mut table: Vec<Vec<String>> = vec![{
+        let mut h = vec!["kernel".to_string(), "debian".into(), "boot".into()];
+        h.extend(cols.iter().cloned());
+        h.extend(["time".into(), "".into()]);
+        h
+    }];
+    for r in rows {
+        let mut line = vec![r.release.clone(), r.suite.clone(), r.boot.clone()];
+        line.extend(cols.iter().map(|c| cell(r.get(c))));
+        line.push(format!("{} s", r.seconds));
+        line.push(if r.green() { "green".into() } else { "RED".into() });
+        table.push(line);
+    }
+    let widths: Vec<usize> =
+        (0..table[0].len()).map(|i| table.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
+    println!();
+    for (n, line) in table.iter().enumerate() {
+        let cells: Vec<String> = line.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("| {} |", cells.join(" | "));
+        if n == 0 {
+            println!("|{}|", widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|"));
+        }
+    }
+    println!();
+    println!("Logs and results: {}/<kernel>/smoke.log, result.json", kernels_dir().display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_become_results() {
+        let log = "boot noise\nROTOR-KERNEL 6.1.0-50-amd64\r\nprobe| x\nROTOR-RESULT probe ok kernel=6.1 features=40 [1 s]\n\
+                   ROTOR-RESULT balance ok test result: ok. 1 passed [30 s]\nROTOR-DONE\n";
+        let (rel, res, done) = parse_log(log);
+        assert_eq!(rel.as_deref(), Some("6.1.0-50-amd64"));
+        assert!(done);
+        assert_eq!(res.len(), 2);
+        assert_eq!(cell(Some(&res[0].1)), "ok");
+    }
+
+    #[test]
+    fn refusal_is_green_only_when_every_column_refuses() {
+        let probe = "refused kernel 5.10 lacks 4 features rotor needs: 32-bit atomic fetch-and-add (BPF_ATOMIC) (used for x)";
+        let mut r = KernelResult {
+            name: "5.10".into(),
+            suite: "bullseye".into(),
+            release: "5.10.0-32-amd64".into(),
+            package: String::new(),
+            fingerprint: String::new(),
+            boot: "ok".into(),
+            results: vec![("probe".into(), probe.into()), ("balance".into(), "refused lacks x".into())],
+            seconds: 1,
+            log: String::new(),
+            date: String::new(),
+        };
+        assert!(r.green());
+        assert_eq!(cell(r.get("probe")), "refused: 32-bit atomic fetch-and-add");
+        r.results[1].1 = "fail rc=101 boom".into();
+        assert!(!r.green());
+        r.results = vec![("probe".into(), "ok".into()), ("balance".into(), "ok".into())];
+        assert!(r.green());
+        r.boot = "timed out".into();
+        assert!(!r.green());
+    }
+}

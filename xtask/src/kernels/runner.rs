@@ -1,0 +1,212 @@
+//! Running the smoke subset on one kernel (on the host, or in a VM under
+//! QEMU with virtme-ng), with its log, timeout and cached result.
+
+use super::*;
+
+/// `cargo test --no-run` for one target; returns the test executable.
+pub(super) fn test_binary(args: &[&str]) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(&cargo)
+        .args(["test", "--release", "--no-run", "--message-format=json"])
+        .args(args)
+        .current_dir(workspace_root())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("cargo test --no-run {} failed", args.join(" "));
+    }
+    let mut exe = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            let is_test = v.pointer("/profile/test").and_then(|t| t.as_bool()) == Some(true);
+            if let Some(p) = v.get("executable").and_then(|e| e.as_str()).filter(|_| is_test) {
+                exe = Some(PathBuf::from(p));
+            }
+        }
+    }
+    exe.with_context(|| format!("no test executable from cargo test {}", args.join(" ")))
+}
+
+pub(super) fn stage(file: &Path, dir: &Path) -> Result<PathBuf> {
+    let to = dir.join(file.file_name().context("file name")?);
+    fs::copy(file, &to).with_context(|| format!("copying {}", file.display()))?;
+    Ok(to)
+}
+
+pub(super) fn fingerprint(files: &[PathBuf]) -> Result<String> {
+    let mut h = DefaultHasher::new();
+    for f in files {
+        let mut buf = Vec::new();
+        fs::File::open(f).with_context(|| f.display().to_string())?.read_to_end(&mut buf)?;
+        buf.hash(&mut h);
+    }
+    Ok(format!("{:016x}", h.finish()))
+}
+
+pub(super) fn now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Runs `cmd` in its own process group with its output in `log`; kills the
+/// whole group (QEMU and virtiofsd included) on timeout or Ctrl-C.
+pub(super) fn run_logged(cmd: &mut Command, log: &Path, timeout: Duration) -> Result<Option<i32>> {
+    let file = fs::File::create(log)?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let pgid = child.id() as i32;
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            // anything the group left behind
+            // SAFETY: signalling the process group we created.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            return Ok(status.code());
+        }
+        if start.elapsed() > timeout || INTERRUPTED.load(Ordering::SeqCst) {
+            // SAFETY: as above.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            let _ = child.wait();
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                bail!("interrupted");
+            }
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub(super) fn parse_log(log: &str) -> (Option<String>, Vec<(String, String)>, bool) {
+    let mut release = None;
+    let mut results = Vec::new();
+    let mut done = false;
+    for line in log.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(r) = line.strip_prefix("ROTOR-KERNEL ") {
+            release = Some(r.trim().to_string());
+        } else if let Some(r) = line.strip_prefix("ROTOR-RESULT ") {
+            let (col, v) = r.split_once(' ').unwrap_or((r, ""));
+            results.push((col.to_string(), v.to_string()));
+        } else if line == "ROTOR-DONE" {
+            done = true;
+        }
+    }
+    (release, results, done)
+}
+
+pub(super) fn cached(path: &Path, fp: &str, force: bool) -> Option<KernelResult> {
+    if force {
+        return None;
+    }
+    let r: KernelResult = serde_json::from_str(&fs::read_to_string(path).ok()?).ok()?;
+    (r.fingerprint == fp && r.boot == "ok").then_some(r)
+}
+
+pub(super) fn run_host(smoke_args: &[String], fp: &str, opts: &Options) -> Result<KernelResult> {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease")?.trim().to_string();
+    let dir = kernels_dir().join(format!("host-{release}"));
+    fs::create_dir_all(&dir)?;
+    let json = dir.join("result.json");
+    if let Some(r) = cached(&json, fp, opts.force) {
+        println!("xtask: host {release}: cached ({})", json.display());
+        return Ok(r);
+    }
+    println!("xtask: host {release}: running the smoke subset (no VM)");
+    let log = dir.join("smoke.log");
+    let start = Instant::now();
+    let rc = run_logged(Command::new("bash").args(smoke_args).current_dir(workspace_root()), &log, opts.timeout)?;
+    finish("host", "-", &release, "(running)", fp, rc, &log, start, &json)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_vm(
+    apt: &Apt,
+    name: &str,
+    suite: &str,
+    r: &Resolved,
+    smoke_args: &[String],
+    fp: &str,
+    opts: &Options,
+    root: &Path,
+) -> Result<KernelResult> {
+    let dir = kernels_dir().join(&r.release);
+    fs::create_dir_all(&dir)?;
+    let json = dir.join("result.json");
+    if let Some(cached) = cached(&json, fp, opts.force) {
+        println!("xtask: {} ({name}): cached ({})", r.release, json.display());
+        return Ok(cached);
+    }
+    let vmlinuz = fetch(apt, r)?;
+    let log = dir.join("smoke.log");
+    println!("xtask: {} ({name}, {suite}): booting under QEMU (TCG), log {}", r.release, log.display());
+    let exec = smoke_args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+    let start = Instant::now();
+    let rc = run_logged(
+        Command::new("vng")
+            .arg("--run")
+            .arg(&vmlinuz)
+            .args(["--disable-kvm", "--cpus", "2", "--memory", &opts.memory, "--name", "rotor-kernels"])
+            .arg("--cwd")
+            .arg(root)
+            .arg("--exec")
+            .arg(format!("bash {exec}"))
+            .current_dir(root),
+        &log,
+        opts.timeout,
+    )?;
+    let package = format!("{} {}", r.packages[0], r.version);
+    finish(name, suite, &r.release, &package, fp, rc, &log, start, &json)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn finish(
+    name: &str,
+    suite: &str,
+    release: &str,
+    package: &str,
+    fp: &str,
+    rc: Option<i32>,
+    log: &Path,
+    start: Instant,
+    json: &Path,
+) -> Result<KernelResult> {
+    let text = String::from_utf8_lossy(&fs::read(log).unwrap_or_default()).into_owned();
+    let (seen, results, done) = parse_log(&text);
+    let boot = match (&seen, done, rc) {
+        (Some(_), true, _) => "ok".to_string(),
+        (_, _, None) => "timed out".to_string(),
+        (None, _, Some(c)) => format!("no boot (exit {c})"),
+        (Some(_), false, Some(c)) => format!("smoke script died (exit {c})"),
+    };
+    let result = KernelResult {
+        name: name.into(),
+        suite: suite.into(),
+        release: seen.unwrap_or_else(|| release.to_string()),
+        package: package.into(),
+        fingerprint: fp.into(),
+        boot,
+        results,
+        seconds: start.elapsed().as_secs(),
+        log: log.display().to_string(),
+        date: now(),
+    };
+    fs::write(json, serde_json::to_string_pretty(&result)?)?;
+    Ok(result)
+}
+
+pub(super) fn shell_quote(s: &str) -> String {
+    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-=:+,".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}

@@ -170,3 +170,29 @@ fn ended_and_expired_watches_resume_without_losing_a_change() {
 fn list_requests(api: &KubeApi) -> usize {
     api.requests().iter().filter(|r| !r.contains("watch=true")).count()
 }
+
+/// An HPA scales a labelled Service from 2 pods to 20, more than the 16
+/// upstreams a connection has, while one long-lived connection runs: every
+/// new pod gets streams from it within seconds, and no request fails.
+#[test]
+fn scale_up_past_sixteen_pods_reaches_every_pod() {
+    const PODS: usize = 20;
+    let mut bed = TestBed::new(PODS).expect("test bed");
+    let api = KubeApi::start_in_netns(bed.topo.node_ns()).expect("stand-in API server");
+    api.apply(Kind::Service, service(NS, "echo", &[("rotor.dev/balance", "round-robin")], VIP, "h2c")).expect("Service");
+    api.apply(Kind::EndpointSlice, slice(&ready(&[1, 2]))).expect("EndpointSlice");
+    let kubeconfig = bed.topo.dir().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    bed.agent = Some(Agent::start_kubernetes(&bed.topo, &bed.cgroup, &kubeconfig, &[]).expect("agent"));
+
+    let spec = LoadSpec { requests: None, duration: Some(9.0), rate: Some(500.0), timeout: 30.0, ..LoadSpec::whoami(1, 4, 0) };
+    let load = bed.spawn_load(&spec).expect("load");
+    std::thread::sleep(Duration::from_millis(1500));
+    let all: Vec<usize> = (1..=PODS).collect();
+    api.apply(Kind::EndpointSlice, slice(&ready(&all))).expect("scaled EndpointSlice");
+    let report = load.finish().expect("load report");
+    let diag = diagnostics(&mut bed, &api);
+    assert_eq!(report.failed, 0, "{report:?}\n{diag}");
+    let missing: Vec<usize> = all.iter().copied().filter(|k| report.count(&format!("be{k}")) == 0).collect();
+    assert!(missing.is_empty(), "pods that got no stream after the scale-up: {missing:?}\n{report:?}\n{diag}");
+}

@@ -75,6 +75,11 @@ impl Slot {
         matches!(self.state, SlotState::Connecting | SlotState::Active)
     }
 
+    /// Closed, and its streams settled: the slot may take a new upstream.
+    pub fn is_free(&self) -> bool {
+        self.state == SlotState::Closed && !self.unsettled
+    }
+
     pub fn is_open(&self) -> bool {
         matches!(self.state, SlotState::Active | SlotState::Draining { .. })
     }

@@ -9,7 +9,7 @@ use std::net::SocketAddrV4;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{ClientConn, SlotState};
+use super::{ClientConn, Slot, SlotState};
 use crate::ebpf::abi::MAX_UPSTREAMS;
 
 /// How often an oversubscribed connection moves its window on.
@@ -59,10 +59,7 @@ impl ClientConn {
             return;
         }
         let endpoints = self.service.endpoints.borrow().clone();
-        let free = self.slots.iter().any(|s| {
-            s.as_ref()
-                .is_none_or(|s| s.state == SlotState::Closed && !s.unsettled)
-        });
+        let free = self.slots.iter().any(|s| s.as_ref().is_none_or(Slot::is_free));
         let connecting = self
             .slots
             .iter()

@@ -13,7 +13,7 @@ use crate::h2::frame::{self, error_code, setting, DEFAULT_WINDOW};
 
 impl ClientConn {
     pub(super) fn add_endpoint(&mut self, endpoint: SocketAddrV4) {
-        let free = |s: &Option<Slot>| s.as_ref().is_none_or(|s| s.state == SlotState::Closed && !s.unsettled);
+        let free = |s: &Option<Slot>| s.as_ref().is_none_or(Slot::is_free);
         // the endpoint's own closed slot first: it carries the failure count
         let own = self.slots.iter().position(|s| s.as_ref().is_some_and(|s| s.endpoint == endpoint) && free(s));
         let Some(slot) = own.or_else(|| self.slots.iter().position(free)) else {

@@ -134,12 +134,18 @@ impl ClientConn {
                 continue;
             }
             let mine = s.resp_outstanding(up);
-            up.resp_notify.store(up.resp_data.load(Ordering::SeqCst) + ENDPOINT_WINDOW / 4, Ordering::SeqCst);
             let target = ENDPOINT_WINDOW.min(share);
-            if mine >= target / 2 {
+            let inc = if mine >= target / 2 { 0 } else { (target - mine).min(0x7fff_ffff) };
+            // Wake when the endpoint has used half of what it may send. A
+            // client that sends a WINDOW_UPDATE only once half its window
+            // is used (nghttp2: Node, nghttp) can sit just short of that
+            // while an endpoint's share is spent: neither would ever move.
+            let holds = mine + inc;
+            let notify_after = (holds / 2).clamp(1, ENDPOINT_WINDOW / 4);
+            up.resp_notify.store(up.resp_data.load(Ordering::SeqCst) + notify_after, Ordering::SeqCst);
+            if inc == 0 {
                 continue;
             }
-            let inc = (target - mine).min(0x7fff_ffff);
             s.granted_resp += inc;
             grants.push((slot as u32, inc as u32));
         }

@@ -96,7 +96,7 @@ impl SockmapReader {
 }
 
 /// One non-blocking recvmsg, whatever tokio believes about readiness.
-fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
+pub fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
     // SAFETY: recv into a buffer we own, with its length.
     let n = unsafe { libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
     if n >= 0 {

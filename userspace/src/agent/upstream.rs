@@ -133,36 +133,55 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(1);
 /// (the trailers of a response, say).
 pub fn spawn_reader(slot: u32, stream: TcpStream, joined: Joined, tx: mpsc::UnboundedSender<UpstreamEvent>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let reason = read_until_closed(slot, &stream, &tx).await;
+        let mut reader = MessageReader::new(Expect::Frames);
+        let mut buf = vec![0u8; 32 * 1024];
+        let reason = read_until_closed(slot, &stream, &mut reader, &mut buf, &tx).await;
         if tx.send(UpstreamEvent::Closed { slot, reason }).is_err() {
             return;
         }
         joined.settle(&stream).await;
+        // The verdict may have handed us frames after the end looked
+        // final (its work ran late): they come before `Settled`.
+        while let Ok(Some(n)) = super::sockmap_io::recv_now(&stream, &mut buf) {
+            if n == 0 || forward(slot, &mut reader, &buf[..n], &tx).is_err() {
+                break;
+            }
+        }
         let _ = tx.send(UpstreamEvent::Settled { slot });
         std::future::pending::<()>().await;
     })
 }
 
-async fn read_until_closed(slot: u32, stream: &TcpStream, tx: &mpsc::UnboundedSender<UpstreamEvent>) -> String {
-    let mut reader = MessageReader::new(Expect::Frames);
-    let mut buf = vec![0u8; 32 * 1024];
+async fn read_until_closed(
+    slot: u32,
+    stream: &TcpStream,
+    reader: &mut MessageReader,
+    buf: &mut [u8],
+    tx: &mpsc::UnboundedSender<UpstreamEvent>,
+) -> String {
     let mut sockmap = super::sockmap_io::SockmapReader::default();
     loop {
-        match sockmap.recv_confirmed(stream, &mut buf).await {
+        let n = match sockmap.recv_confirmed(stream, buf).await {
             Ok(0) => return "closed by the endpoint".to_string(),
-            Ok(n) => reader.push(&buf[..n]),
+            Ok(n) => n,
             Err(e) => return e.to_string(),
+        };
+        if let Err(reason) = forward(slot, reader, &buf[..n], tx) {
+            return reason;
         }
-        loop {
-            match reader.next_message() {
-                Ok(Some(message)) => {
-                    if tx.send(UpstreamEvent::Message { slot, message }).is_err() {
-                        return "connection gone".to_string();
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => return e.to_string(),
-            }
+    }
+}
+
+/// Passes the whole messages in `bytes` (after what `reader` holds) to the
+/// connection; Err with the reason when the stream is broken or the
+/// connection gone.
+fn forward(slot: u32, reader: &mut MessageReader, bytes: &[u8], tx: &mpsc::UnboundedSender<UpstreamEvent>) -> Result<(), String> {
+    reader.push(bytes);
+    loop {
+        match reader.next_message() {
+            Ok(Some(message)) => tx.send(UpstreamEvent::Message { slot, message }).map_err(|_| "connection gone".to_string())?,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
         }
     }
 }

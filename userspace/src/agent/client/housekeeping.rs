@@ -18,7 +18,6 @@ impl ClientConn {
         self.dispatch_held();
         self.maybe_open_gate();
         self.publish_upstreams();
-        let endpoints = self.service.endpoints.borrow().clone();
         for slot in 0..MAX_UPSTREAMS as u32 {
             let streams = self.up(slot).streams.load(Ordering::SeqCst);
             let Some(s) = self.slots[slot as usize].as_mut() else { continue };
@@ -27,7 +26,7 @@ impl ClientConn {
                 // An endpoint that left the Service gets DRAIN_LIMIT; one
                 // that only left this connection's window (subset.rs) keeps
                 // its streams until they end.
-                let overdue = since.elapsed() > DRAIN_LIMIT && !endpoints.contains(&s.endpoint);
+                let overdue = since.elapsed() > DRAIN_LIMIT && !self.service.endpoints.borrow().contains(&s.endpoint);
                 if (idle && since.elapsed() > DRAIN_GRACE) || overdue {
                     tracing::info!(conn = self.id, endpoint = %s.endpoint, "drained upstream closed");
                     self.close_slot(slot);

@@ -4,10 +4,15 @@
 
     h2_client.py h2    --addr 10.96.0.10:8080 --path /whoami --requests 50 [--concurrency 10]
                        [--upload BYTES] [--headers K --header-bytes B]
+                       [--stream-window BYTES] [--conn-window BYTES] [--digest fnv|sha256]
     h2_client.py httpx --addr ... (same options)
 
 Prints a JSON report: requests, ok, failed, errors, bodies (short bodies as
-text, long ones as `<LEN bytes fnv FNV>`), corrupt (echoed uploads that differ).
+text, long ones as `<LEN bytes fnv FNV>`, or `<LEN bytes sha256 HEX>` with
+`--digest sha256`), corrupt (echoed uploads that differ). `--stream-window`
+is the h2 client's SETTINGS_INITIAL_WINDOW_SIZE from its first SETTINGS on
+(default 65,535); `--conn-window` its connection window (default 2**30 more
+than 65,535).
 `h2` splits a header block larger than the peer's frame size into HEADERS +
 CONTINUATION frames, and uses HPACK's dynamic table until the server's
 SETTINGS say otherwise.
@@ -15,6 +20,7 @@ SETTINGS say otherwise.
 
 import argparse
 import collections
+import hashlib
 import json
 import select
 import socket
@@ -30,17 +36,24 @@ def fnv1a64(data):
     return h
 
 
+DIGEST = "fnv"
+
+
 def label(body):
     if len(body) <= 64:
         try:
             return body.decode().strip()
         except UnicodeDecodeError:
             pass
+    if DIGEST == "sha256":
+        return f"<{len(body)} bytes sha256 {hashlib.sha256(body).hexdigest()[:16]}>"
     return f"<{len(body)} bytes fnv {fnv1a64(body):016x}>"
 
 
 def upload_body(n, seq):
-    return bytes((((i ^ seq) * 2654435761) & 0xFF) for i in range(n))
+    # Byte i is ((i ^ seq) * 2654435761) & 0xFF: it depends on i mod 256 only.
+    period = bytes((((i ^ seq) * 2654435761) & 0xFF) for i in range(256))
+    return (period * (n // 256 + 1))[:n]
 
 
 def extra_headers(args, seq):
@@ -83,14 +96,24 @@ def run_h2(args, rep):
     import h2.config
     import h2.connection
     import h2.events
+    import h2.settings
 
     host, port = args.addr.rsplit(":", 1)
     sock = socket.create_connection((host, int(port)), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, header_encoding=None))
     conn.local_settings.max_header_list_size = 1 << 20
+    if args.stream_window is not None:
+        # In the first SETTINGS, and h2's own view of the window from the start.
+        conn.local_settings = h2.settings.Settings(client=True, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 1 << 20,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: args.stream_window,
+        })
     conn.initiate_connection()
-    conn.increment_flow_control_window(1 << 30)
+    conn_increment = (1 << 30) if args.conn_window is None else args.conn_window - 65535
+    if conn_increment > 0:
+        conn.increment_flow_control_window(conn_increment)
     sock.sendall(conn.data_to_send())
 
     next_seq = 0
@@ -227,7 +250,12 @@ def main():
     p.add_argument("--headers", type=int, default=0)
     p.add_argument("--header-bytes", type=int, default=32)
     p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--stream-window", type=int)
+    p.add_argument("--conn-window", type=int)
+    p.add_argument("--digest", choices=["fnv", "sha256"], default="fnv")
     args = p.parse_args()
+    global DIGEST
+    DIGEST = args.digest
     start = time.monotonic()
     rep = Report()
     try:

@@ -28,6 +28,7 @@ pub mod bench;
 pub mod cgroup;
 pub mod content;
 pub mod demo;
+pub mod differential;
 pub mod kube_api;
 pub mod load;
 pub mod loadgen;

@@ -8,6 +8,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -46,7 +47,19 @@ pub struct Topology {
     id: String,
     dnat: bool,
     count_requests: bool,
+    /// `netem` delay on the backend links, applied to backends added later too.
+    link_delay: Option<LinkDelay>,
     dir: TempDir,
+}
+
+/// A `netem` delay on every backend link (see [`Topology::set_backend_delay`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkDelay {
+    /// Added to every packet the node sends towards a backend.
+    pub delay: Duration,
+    /// Also delay what backends send towards the node (a round trip then
+    /// takes twice `delay`).
+    pub both_ways: bool,
 }
 
 impl Topology {
@@ -92,6 +105,7 @@ impl Topology {
             id,
             dnat: false,
             count_requests,
+            link_delay: None,
             dir,
         };
         for _ in 0..n_backends {
@@ -135,8 +149,30 @@ impl Topology {
             self.count_requests,
         )
         .with_context(|| format!("backend {name}"))?;
+        if let Some(d) = self.link_delay {
+            apply_delay(&self.node, &node_if, &ns, d)?;
+        }
         self.backends.push(BackendSlot { server, ns });
         Ok(k)
+    }
+
+    /// Delays the links to every backend (and to backends added later) with a
+    /// `netem` qdisc: on the node's end (`b{k}`, node → backend) and, with
+    /// `both_ways`, on the backend's end (`eth0`, backend → node). A zero
+    /// delay removes the qdiscs. Only veths inside this topology's namespaces
+    /// are touched; they go with the namespaces.
+    pub fn set_backend_delay(&mut self, delay: Duration, both_ways: bool) -> Result<()> {
+        let d = LinkDelay { delay, both_ways };
+        for (i, b) in self.backends.iter().enumerate() {
+            apply_delay(&self.node, &format!("b{}", i + 1), &b.ns, d)?;
+        }
+        self.link_delay = (!delay.is_zero()).then_some(d);
+        Ok(())
+    }
+
+    /// The delay set with [`Topology::set_backend_delay`], if any.
+    pub fn backend_delay(&self) -> Option<LinkDelay> {
+        self.link_delay
     }
 
     /// The short id shared by this topology's namespace names.
@@ -248,6 +284,31 @@ impl Topology {
     pub fn client_command(&self, program: &str) -> Command {
         self.client.command(program)
     }
+}
+
+/// `tc qdisc replace dev IF root netem delay …` on the node end and, with
+/// `both_ways`, on the backend end of one backend link; a zero delay deletes
+/// the qdiscs (back to the veth default).
+fn apply_delay(node: &Netns, node_if: &str, backend: &Netns, d: LinkDelay) -> Result<()> {
+    let ends = [(node, node_if, true), (backend, "eth0", d.both_ways)];
+    for (ns, dev, on) in ends {
+        if d.delay.is_zero() || !on {
+            // Deleting a qdisc that is not there fails: nothing to undo then.
+            let _ = ns.exec("tc", &["qdisc", "del", "dev", dev, "root"]);
+            continue;
+        }
+        let us = format!("{}us", d.delay.as_micros());
+        // A limit far above what is in flight at these rates: netem drops
+        // beyond its queue limit (1,000 packets by default).
+        ns.exec(
+            "tc",
+            &[
+                "qdisc", "replace", "dev", dev, "root", "netem", "delay", &us, "limit", "100000",
+            ],
+        )
+        .with_context(|| format!("netem delay {us} on {dev}"))?;
+    }
+    Ok(())
 }
 
 /// kube-proxy's iptables mode: a KUBE-SVC chain choosing among KUBE-SEP chains

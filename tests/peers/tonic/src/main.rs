@@ -5,6 +5,8 @@
 //!   HTTP/2), serving and calling `rotor.test.Echo` (`tests/peers/echo.proto`).
 //! * `hyper`: a hyper 1 HTTP/2 (prior knowledge) client: many streams on one
 //!   connection, large bodies both ways, many and large request headers.
+//! * `interop-server`: tonic serving `rotor.interop.TestService`
+//!   (`tests/peers/interop.proto`), for the differential gRPC suite.
 //! * `badinput`: malformed HTTP/2 over many connections (named cases and a
 //!   seeded generator), with what the server answered to each.
 //!
@@ -14,6 +16,7 @@
 mod badinput;
 mod grpc;
 mod hyper_client;
+mod interop;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +33,8 @@ enum Cmd {
     GrpcServer(grpc::ServerArgs),
     /// tonic gRPC client over one channel (one HTTP/2 connection): prints a JSON report.
     GrpcClient(grpc::ClientArgs),
+    /// tonic gRPC server for rotor.interop.TestService; prints `listening ADDR` when bound.
+    InteropServer(interop::ServerArgs),
     /// hyper HTTP/2 client over one connection: prints a JSON report.
     Hyper(hyper_client::Args),
     /// Malformed HTTP/2: named cases or generated ones; prints a JSON report.
@@ -57,6 +62,7 @@ fn main() -> anyhow::Result<()> {
                 match cmd {
                     Cmd::GrpcServer(a) => grpc::serve(a).await,
                     Cmd::GrpcClient(a) => grpc::client(a).await,
+                    Cmd::InteropServer(a) => interop::serve(a).await,
                     Cmd::Hyper(a) => hyper_client::run(a).await,
                     Cmd::Badinput(_) => unreachable!(),
                 }

@@ -49,6 +49,8 @@ pub struct ClientConn {
     /// Streams the agent carries itself, by id → slot.
     slow: HashMap<u32, u32>,
     client_initial_window: u32,
+    /// Connection WINDOW_UPDATE increments the agent read from the client.
+    client_increments: u64,
     /// Connection window granted to the client, in total; bytes of it that
     /// were dropped (closed streams) rather than forwarded.
     client_granted: u64,
@@ -61,9 +63,8 @@ pub struct ClientConn {
     failed: bool,
     cookie: u64,
     read_bytes: u64,
-    /// Messages read from upstreams (stream 0 and diverted frames).
-    upstream_messages: u64,
-    stall: super::liveness::StallWatch,
+    /// Whether the client's bytes wait unparsed (liveness.rs).
+    client_watch: super::liveness::ParserWatch,
     client_headers: crate::h2::header_block::ClientHeaders,
     advertised_streams: Option<u32>,
     /// Frames for the client before its preface arrived (see greet_client).
@@ -139,6 +140,7 @@ impl ClientConn {
             last_stream: 0,
             slow: HashMap::new(),
             client_initial_window: DEFAULT_WINDOW,
+            client_increments: 0,
             client_granted: DEFAULT_WINDOW as u64,
             client_dropped: 0,
             client_data_seen: 0,
@@ -147,8 +149,7 @@ impl ClientConn {
             failed: false,
             cookie: 0,
             read_bytes: 0,
-            upstream_messages: 0,
-            stall: Default::default(),
+            client_watch: Default::default(),
             client_headers: Default::default(),
             advertised_streams: None,
             before_preface: std::cell::RefCell::new(Some(BytesMut::new())),
@@ -270,7 +271,10 @@ impl ClientConn {
                     let eps = endpoints_rx.borrow_and_update().clone();
                     self.reconcile(&eps);
                 }
-                _ = tick.tick() => self.on_tick(),
+                _ = tick.tick() => {
+                    self.kick_client_if_unparsed(&a);
+                    self.on_tick();
+                }
             }
             if self.failed {
                 // let the GOAWAY reach the client before the close

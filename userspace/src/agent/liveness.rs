@@ -1,41 +1,43 @@
-//! Detects a connection with open streams on which nothing moves.
+//! Bytes a stream parser has not looked at, and how to make it look.
+//!
+//! A socket that joins its socket hash with bytes already queued leaves
+//! them unparsed until more bytes arrive (DESIGN rule 7). An upstream joins
+//! after the agent read its handshake, so a frame the endpoint sent just
+//! after (a WINDOW_UPDATE behind its SETTINGS ACK) can wait there; if the
+//! endpoint then waits for us, both wait for ever. A peer must answer a
+//! SETTINGS frame (RFC 9113 §6.5.3), so an empty one makes it send a few
+//! bytes, and the parser runs over everything queued.
+//!
+//! This used to be a PING to both sides whenever streams were open and
+//! nothing moved. A gRPC server that is simply thinking then got PINGs
+//! every 100 ms, 200 ms, 400 ms …, and grpc-core and grpc-go servers
+//! count PINGs without data as abuse: GOAWAY ENHANCE_YOUR_CALM ("too many
+//! pings") closed the connection with every call on it. Now a peer hears
+//! from us only when bytes it sent wait unparsed, once per such state.
 
-use std::time::Duration;
-
-use tokio::time::Instant;
-
-const FIRST_NUDGE: Duration = Duration::from_millis(100);
-const LAST_NUDGE: Duration = Duration::from_secs(5);
-
-pub struct StallWatch {
-    progress: u64,
-    since: Instant,
-    wait: Duration,
+/// Watches one socket: what TCP received after the agent's own reads, and
+/// what its verdict has handled.
+#[derive(Debug, Default)]
+pub struct ParserWatch {
+    seen: Option<(u64, u32)>,
+    kicked: Option<(u64, u32)>,
 }
 
-impl Default for StallWatch {
-    fn default() -> Self {
-        StallWatch { progress: 0, since: Instant::now(), wait: FIRST_NUDGE }
-    }
-}
-
-impl StallWatch {
-    /// `progress` is any counter that grows while bytes move. True when
-    /// streams are open and it has not grown for the current wait; the wait
-    /// doubles after each nudge, so an idle long-lived stream costs little.
-    pub fn should_nudge(&mut self, progress: u64, streams_open: bool) -> bool {
-        let now = Instant::now();
-        if progress != self.progress || !streams_open {
-            self.progress = progress;
-            self.since = now;
-            self.wait = FIRST_NUDGE;
+impl ParserWatch {
+    /// `received`: payload bytes TCP received since the parser's first byte;
+    /// `carried`: bytes its verdict has handled (both wrap at 2^32 like TCP
+    /// sequence numbers). True when bytes wait and nothing moved since the
+    /// last look (one look per tick), at most once for the same state: a
+    /// frame still arriving moves `received`, a kicked peer's answer too.
+    pub fn should_kick(&mut self, received: u64, carried: u32) -> bool {
+        let state = (received, carried);
+        let waiting = received as u32 != carried;
+        let still = self.seen == Some(state);
+        self.seen = Some(state);
+        if !waiting || !still || self.kicked == Some(state) {
             return false;
         }
-        if now.duration_since(self.since) < self.wait {
-            return false;
-        }
-        self.since = now;
-        self.wait = (self.wait * 2).min(LAST_NUDGE);
+        self.kicked = Some(state);
         true
     }
 }
@@ -44,18 +46,32 @@ impl StallWatch {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn nudges_only_when_stuck_and_backs_off() {
-        let mut w = StallWatch::default();
-        assert!(!w.should_nudge(1, true));
-        tokio::time::advance(Duration::from_millis(150)).await;
-        assert!(w.should_nudge(1, true));
-        tokio::time::advance(Duration::from_millis(150)).await;
-        assert!(!w.should_nudge(1, true), "second wait is 200 ms");
-        tokio::time::advance(Duration::from_millis(100)).await;
-        assert!(w.should_nudge(1, true));
-        tokio::time::advance(Duration::from_secs(10)).await;
-        assert!(!w.should_nudge(1, false), "no open streams: idle is fine");
-        assert!(!w.should_nudge(2, true), "progress resets");
+    #[test]
+    fn kicks_once_when_bytes_wait_and_nothing_moves() {
+        let mut w = ParserWatch::default();
+        assert!(!w.should_kick(100, 100), "all carried");
+        assert!(!w.should_kick(100, 100));
+        assert!(!w.should_kick(130, 100), "first look at waiting bytes: they may still be moving");
+        assert!(w.should_kick(130, 100), "the same state twice: stuck");
+        assert!(!w.should_kick(130, 100), "once per state");
+        assert!(!w.should_kick(150, 100), "bytes arrived: look again");
+        assert!(!w.should_kick(150, 150), "the parser caught up");
+        assert!(!w.should_kick(150, 150));
+    }
+
+    #[test]
+    fn a_frame_still_arriving_is_not_stuck() {
+        let mut w = ParserWatch::default();
+        for received in (1_000..20_000).step_by(1_000) {
+            assert!(!w.should_kick(received, 500));
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let mut w = ParserWatch::default();
+        let received = (1u64 << 32) + 10;
+        assert!(!w.should_kick(received, 10));
+        assert!(!w.should_kick(received, 10), "10 of 2^32 + 10 is everything, wrapped");
     }
 }

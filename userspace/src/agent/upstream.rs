@@ -116,6 +116,8 @@ pub enum UpstreamEvent {
     /// The endpoint closed (or broke) the connection. The socket stays open
     /// until `Settled`.
     Closed { slot: u32, reason: String },
+    /// The endpoint's bytes wait unparsed: it should be made to send more.
+    Unparsed { slot: u32 },
     /// After `Closed`: the kernel has carried every byte the endpoint sent
     /// (or SETTLE_LIMIT passed); what is still open of its streams never
     /// got its end.
@@ -135,7 +137,7 @@ pub fn spawn_reader(slot: u32, stream: TcpStream, joined: Joined, tx: mpsc::Unbo
     tokio::spawn(async move {
         let mut reader = MessageReader::new(Expect::Frames);
         let mut buf = vec![0u8; 32 * 1024];
-        let reason = read_until_closed(slot, &stream, &mut reader, &mut buf, &tx).await;
+        let reason = read_until_closed(slot, &stream, &joined, &mut reader, &mut buf, &tx).await;
         if tx.send(UpstreamEvent::Closed { slot, reason }).is_err() {
             return;
         }
@@ -155,22 +157,37 @@ pub fn spawn_reader(slot: u32, stream: TcpStream, joined: Joined, tx: mpsc::Unbo
 async fn read_until_closed(
     slot: u32,
     stream: &TcpStream,
+    joined: &Joined,
     reader: &mut MessageReader,
     buf: &mut [u8],
     tx: &mpsc::UnboundedSender<UpstreamEvent>,
 ) -> String {
     let mut sockmap = super::sockmap_io::SockmapReader::default();
+    let mut watch = super::liveness::ParserWatch::default();
+    let mut look = tokio::time::interval(UNPARSED_LOOK);
     loop {
-        let n = match sockmap.recv_confirmed(stream, buf).await {
-            Ok(0) => return "closed by the endpoint".to_string(),
-            Ok(n) => n,
-            Err(e) => return e.to_string(),
-        };
-        if let Err(reason) = forward(slot, reader, &buf[..n], tx) {
-            return reason;
+        tokio::select! {
+            r = sockmap.recv_confirmed(stream, buf) => {
+                let n = match r {
+                    Ok(0) => return "closed by the endpoint".to_string(),
+                    Ok(n) => n,
+                    Err(e) => return e.to_string(),
+                };
+                if let Err(reason) = forward(slot, reader, &buf[..n], tx) {
+                    return reason;
+                }
+            }
+            _ = look.tick() => {
+                if joined.unparsed(stream, &mut watch) && tx.send(UpstreamEvent::Unparsed { slot }).is_err() {
+                    return "connection gone".to_string();
+                }
+            }
         }
     }
 }
+
+/// How often an upstream is checked for bytes its parser has not seen.
+const UNPARSED_LOOK: Duration = Duration::from_millis(100);
 
 /// Passes the whole messages in `bytes` (after what `reader` holds) to the
 /// connection; Err with the reason when the stream is broken or the
@@ -195,6 +212,15 @@ pub struct Joined {
 }
 
 impl Joined {
+    /// Whether the endpoint's bytes wait unparsed and it should be made to
+    /// send more (liveness.rs).
+    fn unparsed(&self, stream: &TcpStream, watch: &mut super::liveness::ParserWatch) -> bool {
+        let Ok(received) = crate::ebpf::tcp_received(stream) else { return false };
+        // No parse state yet: the parser has not run once, the case this is for.
+        let carried = self.dp.parse_state(self.cookie).map_or(0, |st| crate::ebpf::verdict_bytes(&st));
+        watch.should_kick(received.bytes.wrapping_sub(self.read_bytes), carried)
+    }
+
     /// Returns once every byte TCP received after the handshake has been
     /// through the upstream verdict, or SETTLE_LIMIT passed. A reset
     /// connection's parser is not woken by new data any more, only by work

@@ -135,6 +135,19 @@ impl Datapath {
         let sockops: &mut SockOps = prog(&mut ebpf, "rotor_sockops")?;
         sockops.load().map_err(program_error("rotor_sockops"))?;
         sockops.attach(&cgroup, CgroupAttachMode::Single).map_err(program_error("rotor_sockops"))?;
+        // The agent's accepted sockets are in the agent's own cgroup: they
+        // join the socket hash only if sockops runs there too (cgroup.rs).
+        if let Some(own) = super::cgroup::own_cgroup(&opts.cgroup) {
+            let given = opts.cgroup.canonicalize().unwrap_or_else(|_| opts.cgroup.clone());
+            if !super::cgroup::is_within(&own, &given) {
+                let dir = File::open(&own).map_err(|source| DatapathError::Cgroup { path: own.clone(), source })?;
+                sockops.attach(&dir, CgroupAttachMode::Single).map_err(program_error("rotor_sockops"))?;
+                tracing::info!(own = %own.display(), cgroup = %opts.cgroup.display(),
+                    "the agent runs outside --cgroup: sockops also runs in its own cgroup, for its accepted sockets");
+            }
+        } else {
+            tracing::warn!("the agent's own cgroup is unknown: if it is outside --cgroup, connections run through the agent");
+        }
         for name in ["rotor_connect4", "rotor_getpeername4", "rotor_connect6", "rotor_getpeername6"] {
             let p: &mut CgroupSockAddr = prog(&mut ebpf, name)?;
             p.load().map_err(program_error(name))?;

@@ -1,6 +1,7 @@
 //! Loading, attaching and typed access to the kernel side (ebpf/).
 
 pub mod abi;
+mod cgroup;
 mod conn_table;
 mod datapath;
 pub mod probe;

@@ -55,14 +55,32 @@ impl ClientConn {
                 frame::ping_ack(&mut out, payload);
                 self.to_client(&out);
             }
-            // the client verdict has added the increment to client_limit
             kind::WINDOW_UPDATE => match frame::parse_window_update(payload) {
                 Some(0) => self.fail(error_code::PROTOCOL_ERROR),
-                _ if self.client_window_overflowed() => self.fail(error_code::FLOW_CONTROL_ERROR),
-                _ => self.on_wake(),
+                Some(inc) => {
+                    self.credit_client_window(inc);
+                    if self.client_window_overflowed() {
+                        self.fail(error_code::FLOW_CONTROL_ERROR)
+                    } else {
+                        self.on_wake()
+                    }
+                }
+                None => {}
             },
             _ => {} // GOAWAY: the client closes when done; PING ACK; unknown types are ignored
         }
+    }
+
+    /// The client's window is the default plus every increment it sent.
+    /// The client verdict applies the same sum from the socket's parse
+    /// state; the agent applies it too, so the window grows whichever path
+    /// the WINDOW_UPDATE took (a socket the kernel does not parse hands
+    /// every frame to the agent, and the connection stalled at 65,535
+    /// response bytes). Both take the maximum: nothing counts twice.
+    fn credit_client_window(&mut self, inc: u32) {
+        self.client_increments += inc as u64;
+        let limit = frame::DEFAULT_WINDOW as u64 + self.client_increments;
+        self.shared_conn().client_limit.fetch_max(limit, Ordering::SeqCst);
     }
 
     /// What the client allows us to send on the connection may not exceed

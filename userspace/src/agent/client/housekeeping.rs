@@ -1,5 +1,4 @@
-//! What a connection does every tick (100 ms): nudge a stalled socket,
-//! move a large Service's window, reconnect failed upstreams, close drained
+//! What a connection does every tick (100 ms): move a large Service's window, reconnect failed upstreams, close drained
 //! ones.
 
 use std::sync::atomic::Ordering;
@@ -12,7 +11,6 @@ use crate::h2::frame;
 
 impl ClientConn {
     pub(super) fn on_tick(&mut self) {
-        self.nudge_if_stalled();
         self.slide_window();
         self.reconnect();
         self.dispatch_held();
@@ -35,27 +33,17 @@ impl ClientConn {
         }
     }
 
-    /// A sockmap socket can hold bytes its parser has not looked at until
-    /// more bytes arrive (ebpf/README.md). With streams open and nothing
-    /// moving, a PING to both sides makes each peer send a few bytes.
-    fn nudge_if_stalled(&mut self) {
-        let c = self.shared_conn();
-        let mut progress = self.read_bytes + self.upstream_messages + c.client_recv.load(Ordering::Relaxed);
-        let mut open = !self.slow.is_empty();
-        for up in &c.up {
-            progress += up.req_data.load(Ordering::Relaxed) + up.resp_data.load(Ordering::Relaxed);
-            open |= up.streams.load(Ordering::Relaxed) > 0;
-        }
-        if !self.stall.should_nudge(progress, open) {
-            return;
-        }
-        let mut ping = BytesMut::new();
-        frame::ping(&mut ping, *b"rotor\0\0\0");
-        self.to_client(&ping);
-        for slot in 0..MAX_UPSTREAMS as u32 {
-            if self.slots[slot as usize].as_ref().is_some_and(|s| s.is_open()) {
-                self.to_upstream(slot, &ping);
-            }
+    /// The client's bytes wait unparsed (liveness.rs): an empty SETTINGS
+    /// makes the client answer. The client's socket joins its socket hash
+    /// before its first byte, so this is a safety net, not a path.
+    pub(super) fn kick_client_if_unparsed(&mut self, a: &tokio::net::TcpStream) {
+        let Some(st) = self.shared.dp.parse_state(self.cookie) else { return };
+        let Ok(received) = crate::ebpf::tcp_received(a) else { return };
+        if self.client_watch.should_kick(received.bytes, crate::ebpf::verdict_bytes(&st)) {
+            tracing::debug!(conn = self.id, "client bytes wait unparsed: SETTINGS to the client");
+            let mut out = BytesMut::new();
+            frame::settings(&mut out, &[]);
+            self.to_client(&out);
         }
     }
 }

@@ -15,7 +15,6 @@ impl ClientConn {
     pub(super) fn on_upstream_event(&mut self, ev: UpstreamEvent) {
         match ev {
             UpstreamEvent::Message { slot, message } => {
-                self.upstream_messages += 1;
                 if let Some(s) = self.slots[slot as usize].as_mut() {
                     s.from_endpoint = s.from_endpoint.wrapping_add(1);
                 }
@@ -37,6 +36,14 @@ impl ClientConn {
                 s.unsettled = true;
                 self.up(slot).state.store(UP_EMPTY, Ordering::SeqCst);
                 self.advertise_stream_limit();
+            }
+            UpstreamEvent::Unparsed { slot } => {
+                // The endpoint's bytes wait unparsed (liveness.rs): it must
+                // answer a SETTINGS, and its answer makes the parser run.
+                tracing::debug!(conn = self.id, slot, "endpoint bytes wait unparsed: SETTINGS to the endpoint");
+                let mut out = BytesMut::new();
+                frame::settings(&mut out, &[]);
+                self.to_upstream(slot, &out);
             }
             UpstreamEvent::Settled { slot } => {
                 let Some(s) = self.slots[slot as usize].as_mut().filter(|s| s.unsettled) else { return };

@@ -80,7 +80,23 @@ impl Agent {
         let config = topo.dir().join("rotor-agent.yaml");
         write_config(&config, endpoints)?;
         let source = [OsString::from("--config"), config.clone().into_os_string()];
-        Agent::spawn(bin, topo, cgroup, &source, extra, config, false)
+        Agent::spawn(bin, topo, cgroup, cgroup, &source, extra, config, false)
+    }
+
+    /// Like [`Agent::start`], but the agent process runs in `own`, a cgroup
+    /// outside `clients` (the one given with `--cgroup`): an agent started
+    /// from a shell beside its clients' cgroup, or a pod whose `--cgroup` is
+    /// a subtree of the node that does not hold the agent.
+    pub fn start_outside(
+        topo: &Topology,
+        clients: &TestCgroup,
+        own: &TestCgroup,
+        endpoints: &[SocketAddrV4],
+    ) -> Result<Agent> {
+        let config = topo.dir().join("rotor-agent.yaml");
+        write_config(&config, endpoints)?;
+        let source = [OsString::from("--config"), config.clone().into_os_string()];
+        Agent::spawn(&agent_binary()?, topo, clients, own, &source, &[], config, false)
     }
 
     /// Starts `rotor-agent --source kubernetes --kubeconfig FILE --cgroup CG
@@ -101,20 +117,22 @@ impl Agent {
             kubeconfig.as_os_str().to_owned(),
         ];
         let config = topo.dir().join("rotor-agent.yaml");
-        Agent::spawn(&agent_binary()?, topo, cgroup, &source, extra, config, true)
+        Agent::spawn(&agent_binary()?, topo, cgroup, cgroup, &source, extra, config, true)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn spawn(
         bin: &Path,
         topo: &Topology,
         cgroup: &TestCgroup,
+        own: &TestCgroup,
         source: &[OsString],
         extra: &[&str],
         config: PathBuf,
         kubernetes: bool,
     ) -> Result<Agent> {
         let admin = topo.dir().join("rotor-admin.sock");
-        let mut cmd = netns_command(topo.node_ns(), Some(cgroup.path()), bin);
+        let mut cmd = netns_command(topo.node_ns(), Some(own.path()), bin);
         cmd.args(source)
             .arg("--cgroup")
             .arg(cgroup.path())

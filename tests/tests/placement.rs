@@ -43,3 +43,30 @@ fn agent_outside_the_clients_cgroup_carries_streams_in_the_kernel() {
         "the agent did not say where sockops runs\n{diag}"
     );
 }
+
+/// `ready` means redirecting: an agent whose listener the balanced cgroup
+/// cannot reach (here a firewall drops the connects the kernel redirects
+/// to it) must not say ready, and says why.
+#[test]
+fn agent_that_clients_cannot_reach_never_says_ready() {
+    let bed = TestBed::new(1).expect("test bed");
+    let listen = bed.topo.agent_listen();
+    bed.topo
+        .node()
+        .iptables_restore(&format!(
+            "*filter\n-A INPUT -p tcp -d {} --dport {} -j DROP\nCOMMIT\n",
+            listen.ip(),
+            listen.port()
+        ))
+        .expect("iptables");
+    let started = std::time::Instant::now();
+    let err = match Agent::start(&bed.topo, &bed.cgroup, &bed.topo.backend_addrs()) {
+        Ok(agent) => panic!("the agent said ready with its listener unreachable:\n{}", agent.stderr()),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("not redirected and served"),
+        "the agent failed without saying that connects are not redirected and served: {err}"
+    );
+    assert!(started.elapsed() < rotor_tests::agent::READY_TIMEOUT, "the agent hung instead of failing: {err}");
+}

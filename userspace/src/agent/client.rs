@@ -89,6 +89,12 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddrV4) {
         tracing::warn!(%peer, "connection without a recorded destination; closing");
         return;
     };
+    if origin.service_id == super::self_check::SERVICE_ID {
+        if let Err(e) = super::self_check::answer(&shared.dp, a).await {
+            tracing::debug!(%peer, error = %format!("{e:#}"), "self-check connection");
+        }
+        return;
+    }
     let Some(service) = shared.registry.service(origin.service_id) else {
         tracing::warn!(%peer, "connection for a service that is gone; closing");
         return;

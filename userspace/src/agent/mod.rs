@@ -7,6 +7,7 @@ mod events;
 mod injector;
 mod liveness;
 mod registry;
+pub mod self_check;
 mod slot;
 mod sockmap_io;
 mod splice;
@@ -91,34 +92,39 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         Updates::Kubernetes(source) => drop(tokio::spawn(watch_models(source, shared.clone()))),
     }
 
-    tracing::info!(listen = %opts.listen, cgroup = %opts.cgroup.display(), services = model.services.len(), "agent ready");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let accepting = tokio::spawn(accept(listener, shared.clone()));
+    self_check::run(&dp, &opts.cgroup).await?;
+    tracing::info!(listen = %opts.listen, cgroup = %opts.cgroup.display(), services = model.services.len(), "agent ready: a connect from the balanced cgroup was redirected and served");
     let mut stdout = tokio::io::stdout();
     stdout.write_all(b"ready\n").await?;
     stdout.flush().await?;
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (sock, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let SocketAddr::V4(peer) = peer else { continue };
-                let _ = sock.set_nodelay(true);
-                tokio::spawn(client::serve(shared.clone(), sock, peer));
-            }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-        }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
+    accepting.abort();
     tracing::info!("agent stopping; programs detach with it");
     let _ = std::fs::remove_file(&opts.admin);
     Ok(())
+}
+
+/// Every connection the kernel redirects to the agent gets a task.
+async fn accept(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let SocketAddr::V4(peer) = peer else { continue };
+        let _ = sock.set_nodelay(true);
+        tokio::spawn(client::serve(shared.clone(), sock, peer));
+    }
 }
 
 fn apply(shared: &Shared, model: &Model) {

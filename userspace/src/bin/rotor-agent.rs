@@ -42,6 +42,9 @@ struct Args {
     /// Check that this kernel has every feature rotor needs, print the result and exit.
     #[arg(long)]
     probe: bool,
+    /// The agent's own start-up check: connect to ADDR as a balanced client would.
+    #[arg(long, hide = true, value_name = "ADDR")]
+    self_check_connect: Option<SocketAddrV4>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,6 +60,10 @@ fn main() -> anyhow::Result<()> {
         let support = rotor::ebpf::probe::probe_kernel(cgroup)?;
         println!("kernel {}: all {} features rotor needs are present", support.kernel, support.checked.len());
         return Ok(());
+    }
+    if let Some(vip) = args.self_check_connect {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+        return runtime.block_on(rotor::agent::self_check::connect(vip));
     }
     let source = match (args.source, args.config, args.kubeconfig) {
         (SourceKind::File, Some(path), None) => rotor::agent::Source::File(path),

@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::agent::Agent;
 use crate::bed::TestBed;
+use crate::cgroup::TestCgroup;
 use crate::load::{load_binary, LoadSpec};
 use crate::loadgen::LoadReport;
 use crate::peers::{clip, peers_dir, python};
@@ -825,22 +827,74 @@ fn classify_error(e: &str, n: u64, out: &mut Outcome) {
     }
 }
 
+/// Where the agent process runs relative to the clients' cgroup (the one
+/// its programs attach to, `--cgroup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// In the clients' cgroup, as on a node whose `--cgroup` is the root.
+    Inside,
+    /// In a cgroup of its own beside the clients' one, as an agent started
+    /// from a shell, or a pod whose `--cgroup` names a subtree.
+    Outside,
+}
+
+impl Placement {
+    pub fn other(self) -> Placement {
+        match self {
+            Placement::Inside => Placement::Outside,
+            Placement::Outside => Placement::Inside,
+        }
+    }
+}
+
 /// A sequence of differential scenarios on one bed; failures are collected,
 /// not raised, so one run shows every scenario. [`Session::finish`] panics
 /// with all failures. After a failed scenario the agent is restarted, so the
 /// next scenario starts from a fresh agent instead of one left stalled.
 pub struct Session {
+    // Field order is drop order: the agent (in `bed`) stops before its own
+    // cgroup goes.
     pub bed: TestBed,
+    own_cgroup: Option<TestCgroup>,
+    pub placement: Placement,
     pub label: String,
     pub verdicts: Vec<Verdict>,
 }
 
 impl Session {
-    pub fn new(bed: TestBed, label: &str) -> Session {
-        Session {
+    /// A session on `bed` (without an agent yet): starts the agent at `placement`.
+    pub fn new(bed: TestBed, label: &str, placement: Placement) -> Result<Session> {
+        let mut s = Session {
             bed,
+            own_cgroup: None,
+            placement,
             label: label.to_string(),
             verdicts: Vec::new(),
+        };
+        s.start_agent(placement)?;
+        Ok(s)
+    }
+
+    /// Stops the agent, if any, and starts a fresh one (with every backend)
+    /// at `placement`; returns once it printed `ready`.
+    pub fn start_agent(&mut self, placement: Placement) -> Result<()> {
+        self.bed.agent = None;
+        match placement {
+            Placement::Inside => self.bed.start_agent(),
+            Placement::Outside => {
+                if self.own_cgroup.is_none() {
+                    self.own_cgroup = Some(TestCgroup::create().context("the agent's own cgroup")?);
+                }
+                let own = self.own_cgroup.as_ref().context("no own cgroup")?;
+                let endpoints = self.bed.topo.backend_addrs();
+                self.bed.agent = Some(Agent::start_outside(
+                    &self.bed.topo,
+                    &self.bed.cgroup,
+                    own,
+                    &endpoints,
+                )?);
+                Ok(())
+            }
         }
     }
 
@@ -889,10 +943,9 @@ impl Session {
         }
     }
 
-    /// Stops the agent and starts a fresh one (with every backend).
+    /// Stops the agent and starts a fresh one at the session's placement.
     pub fn restart_agent(&mut self) -> Result<()> {
-        self.bed.agent = None;
-        self.bed.start_agent()
+        self.start_agent(self.placement)
     }
 
     /// Prints the table and panics with every failure.
@@ -917,7 +970,7 @@ impl Session {
 pub fn clients_available() -> Result<()> {
     crate::peers::python_has(&["h2"])?;
     load_binary()?;
-    for tool in ["h2load", "nghttp", "tc"] {
+    for tool in ["h2load", "nghttp"] {
         if !std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
             .any(|d| d.join(tool).is_file())
         {

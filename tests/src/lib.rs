@@ -27,6 +27,7 @@ pub mod bed;
 pub mod bench;
 pub mod cgroup;
 pub mod content;
+pub mod delay_line;
 pub mod demo;
 pub mod differential;
 pub mod kube_api;

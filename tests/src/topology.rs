@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::backend::{Backend, BACKEND_PORT};
+use crate::delay_line::{self, DelayLine};
 use crate::netns::Netns;
 use crate::util::{owned_id, TempDir};
 
@@ -41,25 +42,15 @@ struct BackendSlot {
 #[derive(Debug)]
 pub struct Topology {
     // Field order is drop order.
+    /// The delay on the way to the backends, if any (its thread stops first).
+    link_delay: Option<DelayLine>,
     backends: Vec<BackendSlot>,
     client: Netns,
     node: Netns,
     id: String,
     dnat: bool,
     count_requests: bool,
-    /// `netem` delay on the backend links, applied to backends added later too.
-    link_delay: Option<LinkDelay>,
     dir: TempDir,
-}
-
-/// A `netem` delay on every backend link (see [`Topology::set_backend_delay`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LinkDelay {
-    /// Added to every packet the node sends towards a backend.
-    pub delay: Duration,
-    /// Also delay what backends send towards the node (a round trip then
-    /// takes twice `delay`).
-    pub both_ways: bool,
 }
 
 impl Topology {
@@ -99,13 +90,13 @@ impl Topology {
         client.ip(&["route", "add", "default", "via", "10.0.0.1"])?;
         node.sysctl("net.ipv4.ip_forward", "1")?;
         let mut topo = Topology {
+            link_delay: None,
             backends: Vec::new(),
             client,
             node,
             id,
             dnat: false,
             count_requests,
-            link_delay: None,
             dir,
         };
         for _ in 0..n_backends {
@@ -149,30 +140,87 @@ impl Topology {
             self.count_requests,
         )
         .with_context(|| format!("backend {name}"))?;
-        if let Some(d) = self.link_delay {
-            apply_delay(&self.node, &node_if, &ns, d)?;
+        if self.link_delay.is_some() {
+            delay_route(&self.node, k, "add")?;
         }
         self.backends.push(BackendSlot { server, ns });
         Ok(k)
     }
 
-    /// Delays the links to every backend (and to backends added later) with a
-    /// `netem` qdisc: on the node's end (`b{k}`, node → backend) and, with
-    /// `both_ways`, on the backend's end (`eth0`, backend → node). A zero
-    /// delay removes the qdiscs. Only veths inside this topology's namespaces
-    /// are touched; they go with the namespaces.
-    pub fn set_backend_delay(&mut self, delay: Duration, both_ways: bool) -> Result<()> {
-        let d = LinkDelay { delay, both_ways };
-        for (i, b) in self.backends.iter().enumerate() {
-            apply_delay(&self.node, &format!("b{}", i + 1), &b.ns, d)?;
+    /// Delays every packet the node sends towards a backend (forwarded
+    /// client packets and the agent's own upstream connections alike) by
+    /// `delay`, so each round trip to a backend takes that much longer;
+    /// backends added later are delayed too, and a zero delay removes it.
+    ///
+    /// The kernels this runs on may lack `sch_netem`, so the delay is a
+    /// [`DelayLine`] in the node namespace: policy routing sends packets for
+    /// 10.1.0.0/16 into its `dlyin` device (rule 200, table 100) and takes
+    /// what comes out of `dlyout` by the main table (rule 100), out `b{k}`.
+    pub fn set_backend_delay(&mut self, delay: Duration) -> Result<()> {
+        if delay.is_zero() {
+            if self.link_delay.take().is_some() {
+                self.node.ip(&["rule", "del", "pref", "100"])?;
+                self.node.ip(&["rule", "del", "pref", "200"])?;
+            }
+            return Ok(());
         }
-        self.link_delay = (!delay.is_zero()).then_some(d);
+        if let Some(line) = &self.link_delay {
+            line.set_delay(delay);
+            return Ok(());
+        }
+        let line = DelayLine::start(self.node.name(), delay)?;
+        let node = &self.node;
+        for dev in [delay_line::DEV_IN, delay_line::DEV_OUT] {
+            node.ip(&["link", "set", dev, "txqueuelen", "10000", "up"])?;
+        }
+        // Packets out of dlyout may carry the node's own source address (the
+        // agent's connections) and come from anywhere (forwarded clients).
+        node.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
+        node.sysctl(
+            &format!("net.ipv4.conf.{}.rp_filter", delay_line::DEV_OUT),
+            "0",
+        )?;
+        node.sysctl(
+            &format!("net.ipv4.conf.{}.accept_local", delay_line::DEV_OUT),
+            "1",
+        )?;
+        node.ip(&[
+            "rule",
+            "add",
+            "pref",
+            "100",
+            "iif",
+            delay_line::DEV_OUT,
+            "lookup",
+            "main",
+        ])?;
+        node.ip(&[
+            "rule",
+            "add",
+            "pref",
+            "200",
+            "to",
+            "10.1.0.0/16",
+            "lookup",
+            "100",
+        ])?;
+        for k in 1..=self.backends.len() {
+            delay_route(node, k, "add")?;
+        }
+        self.link_delay = Some(line);
         Ok(())
     }
 
-    /// The delay set with [`Topology::set_backend_delay`], if any.
-    pub fn backend_delay(&self) -> Option<LinkDelay> {
+    /// The delay set with [`Topology::set_backend_delay`] (zero: none).
+    pub fn backend_delay(&self) -> Duration {
         self.link_delay
+            .as_ref()
+            .map_or(Duration::ZERO, DelayLine::delay)
+    }
+
+    /// Packets the backend delay has carried so far.
+    pub fn delayed_packets(&self) -> u64 {
+        self.link_delay.as_ref().map_or(0, DelayLine::packets)
     }
 
     /// The short id shared by this topology's namespace names.
@@ -286,28 +334,20 @@ impl Topology {
     }
 }
 
-/// `tc qdisc replace dev IF root netem delay …` on the node end and, with
-/// `both_ways`, on the backend end of one backend link; a zero delay deletes
-/// the qdiscs (back to the veth default).
-fn apply_delay(node: &Netns, node_if: &str, backend: &Netns, d: LinkDelay) -> Result<()> {
-    let ends = [(node, node_if, true), (backend, "eth0", d.both_ways)];
-    for (ns, dev, on) in ends {
-        if d.delay.is_zero() || !on {
-            // Deleting a qdisc that is not there fails: nothing to undo then.
-            let _ = ns.exec("tc", &["qdisc", "del", "dev", dev, "root"]);
-            continue;
-        }
-        let us = format!("{}us", d.delay.as_micros());
-        // A limit far above what is in flight at these rates: netem drops
-        // beyond its queue limit (1,000 packets by default).
-        ns.exec(
-            "tc",
-            &[
-                "qdisc", "replace", "dev", dev, "root", "netem", "delay", &us, "limit", "100000",
-            ],
-        )
-        .with_context(|| format!("netem delay {us} on {dev}"))?;
-    }
+/// Table 100's route to backend `k` through the delay line, with the
+/// node's address on that backend's link as the source of its own packets.
+fn delay_route(node: &Netns, k: usize, op: &str) -> Result<()> {
+    node.ip(&[
+        "route",
+        op,
+        &format!("10.1.{k}.0/24"),
+        "dev",
+        delay_line::DEV_IN,
+        "src",
+        &format!("10.1.{k}.1"),
+        "table",
+        "100",
+    ])?;
     Ok(())
 }
 

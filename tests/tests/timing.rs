@@ -1,9 +1,11 @@
 //! Timing as a test dimension (issue 10, "every client, every timing"): the
-//! same client scenarios with the backends 0, 1, 10 and 50 ms away (a `netem`
-//! delay on the node's end of every backend link: each round trip to a
-//! backend, the agent's upstream handshakes included, takes that much
-//! longer), and with fast backends (nghttpd without `-v`), so the agent's
-//! timing is not the one the rest of the suite is used to.
+//! same client scenarios with the backends 0, 1, 10 and 50 ms away (every
+//! packet the node sends towards a backend waits that long in a delay line,
+//! `Topology::set_backend_delay`: each round trip to a backend, the agent's
+//! upstream handshakes included, takes that much longer), with fast backends
+//! (nghttpd without `-v`), and with the agent in the clients' cgroup (0 and
+//! 10 ms) or beside it (1 and 50 ms), so the agent's timing is not the one
+//! the rest of the suite is used to.
 //!
 //! Each scenario runs twice with the differential harness
 //! (`rotor_tests::differential`): straight to backend 1 (no agent involved)
@@ -22,15 +24,17 @@
 //! * (c) a client whose first write holds the preface, SETTINGS,
 //!   WINDOW_UPDATE and 64 HEADERS, and one that writes one byte at a time;
 //! * (d) an agent that just started: the first client connects right after
-//!   the agent prints `ready` (three fresh agents, three clients); the
-//!   connection must be redirected (the kernel's `connect_rewrite`), served,
-//!   spread over the backends, and carried by the kernel afterwards (its
-//!   `redirect_upstream` counter covers at least half the requests).
+//!   the agent prints `ready` (a fresh agent per client, in and outside the
+//!   clients' cgroup in turn); the connection must be redirected (the
+//!   kernel's `connect_rewrite`), served, spread over the backends, and
+//!   carried by the kernel afterwards (its `redirect_upstream` counter covers
+//!   at least half the requests).
 
 use std::time::Duration;
 
 use rotor_tests::differential::{
-    self, clients_available, rotor_limit, Bodies, Client, Expect, Route, Session, DIRECT_LIMIT,
+    self, clients_available, rotor_limit, Bodies, Client, Expect, Placement, Route, Session,
+    DIRECT_LIMIT,
 };
 use rotor_tests::{environment_ok, LoadSpec, TestBed, TestCgroup, Topology};
 
@@ -77,16 +81,14 @@ fn bed(delay_ms: u64) -> TestBed {
     clients_available().expect("clients");
     // nghttpd without -v: about twice as fast as the suite's usual backends.
     let mut topo = Topology::with_counting(3, false).expect("topology");
-    topo.set_backend_delay(Duration::from_millis(delay_ms), false)
-        .expect("netem delay");
+    topo.set_backend_delay(Duration::from_millis(delay_ms))
+        .expect("backend delay");
     let cgroup = TestCgroup::create().expect("cgroup");
-    let mut bed = TestBed {
+    TestBed {
         agent: None,
         cgroup,
         topo,
-    };
-    bed.start_agent().expect("agent");
-    bed
+    }
 }
 
 fn h2load(m: u32, n: u64, path: &str) -> Client {
@@ -96,9 +98,10 @@ fn h2load(m: u32, n: u64, path: &str) -> Client {
     )
 }
 
-fn timing(delay_ms: u64) {
+fn timing(delay_ms: u64, placement: Placement) {
     let p = plan(delay_ms);
-    let mut s = Session::new(bed(delay_ms), &format!("{delay_ms} ms"));
+    let label = format!("{delay_ms} ms, agent {placement:?}");
+    let mut s = Session::new(bed(delay_ms), &label, placement).expect("agent");
     let whoami = |requests| Expect {
         requests,
         bodies: Bodies::BackendNames,
@@ -114,6 +117,15 @@ fn timing(delay_ms: u64) {
         &format!("a: h2load -c1 -m{m} -n{n} 3-byte file"),
         h2load(m, n, "/whoami"),
         whoami(n),
+    );
+    // The delay is real: with m streams h2load makes at most m requests per round trip.
+    let direct = s.verdicts[0].direct.elapsed;
+    let floor = Duration::from_millis(delay_ms) * (n / u64::from(m)) as u32;
+    assert!(
+        direct >= floor.mul_f64(0.9),
+        "[{label}] the direct h2load run took {direct:?}: backends {delay_ms} ms away allow no \
+         less than {floor:?} (delayed packets: {})",
+        s.bed.topo.delayed_packets()
     );
     let (m, n) = p.small;
     s.scenario(
@@ -199,7 +211,8 @@ fn timing(delay_ms: u64) {
         same(64),
     );
 
-    // (d) the first connection to an agent that just printed `ready`.
+    // (d) the first connection to an agent that just printed `ready`, one
+    // fresh agent per client, in and outside the clients' cgroup in turn.
     let n = p.first;
     let firsts = [
         (
@@ -223,8 +236,11 @@ fn timing(delay_ms: u64) {
             n.min(3_000),
         ),
     ];
+    let mut at = placement;
     for (name, client, requests) in firsts {
-        first_connection(&mut s, name, &client, requests);
+        let name = format!("{name}, agent {at:?}");
+        first_connection(&mut s, &name, &client, requests, at);
+        at = at.other();
     }
     s.finish();
 }
@@ -232,7 +248,13 @@ fn timing(delay_ms: u64) {
 /// Runs `client` direct, then starts a fresh agent and runs it through rotor
 /// as soon as `ready` is printed; besides the differential checks the
 /// connection must have been redirected and carried by the kernel.
-fn first_connection(s: &mut Session, name: &str, client: &Client, requests: u64) {
+fn first_connection(
+    s: &mut Session,
+    name: &str,
+    client: &Client,
+    requests: u64,
+    placement: Placement,
+) {
     eprintln!("[{}] {name}: {}", s.label, client.describe());
     let expect = Expect {
         requests,
@@ -246,8 +268,7 @@ fn first_connection(s: &mut Session, name: &str, client: &Client, requests: u64)
         }
     };
     // Agent::start returns within 20 ms of `ready` (it polls the output).
-    s.bed.agent = None;
-    if let Err(e) = s.bed.start_agent() {
+    if let Err(e) = s.start_agent(placement) {
         let v = s.harness_error(name, client, e.context("starting a fresh agent"));
         return s.record(v);
     }
@@ -284,21 +305,21 @@ fn first_connection(s: &mut Session, name: &str, client: &Client, requests: u64)
 }
 
 #[test]
-fn backends_0ms_away_every_client_sees_what_it_sees_direct() {
-    timing(0);
+fn backends_0ms_away_agent_in_clients_cgroup_every_client_sees_what_it_sees_direct() {
+    timing(0, Placement::Inside);
 }
 
 #[test]
-fn backends_1ms_away_every_client_sees_what_it_sees_direct() {
-    timing(1);
+fn backends_1ms_away_agent_outside_clients_cgroup_every_client_sees_what_it_sees_direct() {
+    timing(1, Placement::Outside);
 }
 
 #[test]
-fn backends_10ms_away_every_client_sees_what_it_sees_direct() {
-    timing(10);
+fn backends_10ms_away_agent_in_clients_cgroup_every_client_sees_what_it_sees_direct() {
+    timing(10, Placement::Inside);
 }
 
 #[test]
-fn backends_50ms_away_every_client_sees_what_it_sees_direct() {
-    timing(50);
+fn backends_50ms_away_agent_outside_clients_cgroup_every_client_sees_what_it_sees_direct() {
+    timing(50, Placement::Outside);
 }

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
- * sockops: client sockets (C) join client_socks, the agent's accepted
- * sockets (A) join agent_socks, both at ESTABLISHED, before any payload is
- * queued (DESIGN rule 7: bytes queued before insertion are not parsed).
+ * sockops: a client socket (C) that connect4 sent to the agent has its
+ * Service address recorded for the agent and for getpeername; the agent's
+ * accepted sockets (A) join agent_socks at ESTABLISHED, before any payload
+ * is queued (DESIGN rule 7: bytes queued before insertion are not parsed).
+ * C joins no socket map: rotor changes nothing of how the client reads.
  */
 #include "lib/common.h"
 
@@ -14,13 +16,7 @@ static __always_inline void client_established(struct bpf_sock_ops *skops)
 	if (!o)
 		return;
 	struct origin copy = *o;
-	struct client_key key = {
-		.client_ip = skops->local_ip4,
-		.agent_ip = skops->remote_ip4,
-		.client_port = skops->local_port,
-		.agent_port = bpf_ntohl(skops->remote_port),
-	};
-	struct peer_key peer = { .ip = key.client_ip, .port = key.client_port };
+	struct peer_key peer = { .ip = skops->local_ip4, .port = skops->local_port };
 
 	bpf_map_delete_elem(&pending_origins, &cookie);
 	bpf_map_update_elem(&client_origins, &peer, &copy, BPF_ANY);
@@ -30,15 +26,6 @@ static __always_inline void client_established(struct bpf_sock_ops *skops)
 		if (kept)
 			*kept = copy;
 	}
-
-	/* Redirected frames are charged to C's receive buffer, which is not
-	 * auto-tuned on this path (DESIGN rule 5). */
-	__u32 zero = 0;
-	struct agent_config *cfg = bpf_map_lookup_elem(&agent_config, &zero);
-	int rcvbuf = cfg && cfg->client_rcvbuf ? cfg->client_rcvbuf : 4 << 20;
-
-	bpf_setsockopt(skops, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-	bpf_sock_hash_update(skops, &client_socks, &key, BPF_ANY);
 }
 
 static __always_inline void agent_established(struct bpf_sock_ops *skops)
@@ -59,6 +46,12 @@ static __always_inline void agent_established(struct bpf_sock_ops *skops)
 	int rcvbuf = 4 * ROTOR_MAX_BLOCK;
 
 	bpf_setsockopt(skops, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	/* Responses leave through A's send queue, a frame per skb: with the
+	 * default buffer (tens of KiB of truesize) a burst of small frames
+	 * filled it, and the psock retried a jiffy later (4 ms a request). */
+	int sndbuf = ROTOR_AGENT_SNDBUF;
+
+	bpf_setsockopt(skops, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 	bpf_sock_hash_update(skops, &agent_socks, &key, BPF_ANY);
 }
 

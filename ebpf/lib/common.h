@@ -13,5 +13,8 @@
 #define AF_INET6 10
 #define SOL_SOCKET 1
 #define SO_RCVBUF 8
+#define SO_SNDBUF 7
+/* A's send buffer: every frame for the client queues there (sockops.c). */
+#define ROTOR_AGENT_SNDBUF (4 << 20)
 
 #endif

@@ -60,13 +60,20 @@ static __always_inline void stream_end(struct conn *c, struct stream_key *key,
 	}
 }
 
+/* Frames for the client leave through A, the agent's end of the client's
+ * connection, and reach C over TCP like any server's bytes. C itself never
+ * joins a socket map: a socket in one reads through tcp_bpf_recvmsg, which
+ * returns EAGAIN to a *blocking* read that a writer on the same socket
+ * woke (its wait queue is shared), and a client whose reader thread
+ * blocks while another thread writes got "Resource temporarily
+ * unavailable" (split_writes.rs: 4 of 12 requests on a fresh machine). */
 static __always_inline int redirect_to_client(struct __sk_buff *skb, struct conn *c, __u32 len)
 {
 	struct client_key key = c->client;
 
 	stat_inc(STAT_REDIRECT_CLIENT);
 	stat_add(STAT_REDIRECT_BYTES, len);
-	return bpf_sk_redirect_hash(skb, &client_socks, &key, BPF_F_INGRESS);
+	return bpf_sk_redirect_hash(skb, &agent_socks, &key, 0);
 }
 
 static __always_inline int redirect_to_upstream(struct __sk_buff *skb, __u32 conn_id, __u32 slot,

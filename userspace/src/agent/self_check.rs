@@ -123,6 +123,12 @@ pub async fn answer(dp: &Datapath, a: TcpStream) -> anyhow::Result<()> {
     a.writable().await?;
     let mut a = a;
     a.write_all(&out).await?;
+    // The check's process closes first, so the TIME-WAIT is its, not the
+    // listener's port.
+    let _ = tokio::time::timeout(ATTEMPT, async {
+        while reader.recv_confirmed(&a, &mut buf).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
     Ok(())
 }
 

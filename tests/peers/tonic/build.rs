@@ -7,7 +7,10 @@ use prost::Message;
 fn main() {
     let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
     let proto_dir = std::path::Path::new(&manifest).join("..");
-    let protos = [proto_dir.join("echo.proto"), proto_dir.join("interop.proto")];
+    let protos = [
+        proto_dir.join("echo.proto"),
+        proto_dir.join("interop.proto"),
+    ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={}", proto.display());
     }

@@ -110,7 +110,7 @@ struct agent_config {
 	__u32 listen_ip;   /* network byte order */
 	__u32 listen_port; /* host byte order */
 	__u32 agent_tgid;  /* connect4 leaves the agent's own sockets alone */
-	__u32 client_rcvbuf;
+	__u32 pad;
 };
 
 /* Written by connect4 (keyed by socket cookie) and moved by sockops to
@@ -122,7 +122,7 @@ struct origin {
 	__u32 pad;
 };
 
-/* A client socket, named from the client's side: the key of client_socks. */
+/* A client socket, named from the client's side: the key of agent_socks. */
 struct client_key {
 	__u32 client_ip; /* network byte order */
 	__u32 agent_ip;

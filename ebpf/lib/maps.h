@@ -50,15 +50,8 @@ struct {
 	__type(value, struct origin);
 } client_origins SEC(".maps");
 
-/* C: client sockets, redirect targets only (ingress). */
-struct {
-	__uint(type, BPF_MAP_TYPE_SOCKHASH);
-	__uint(max_entries, MAX_CONNS);
-	__type(key, struct client_key);
-	__type(value, __u32);
-} client_socks SEC(".maps");
-
-/* A: the agent's accepted sockets; frame parser + client verdict. */
+/* A: the agent's accepted sockets; frame parser + client verdict; their
+ * egress carries every frame for the client (C joins no map). */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, MAX_CONNS);

@@ -450,7 +450,6 @@ pub fn check_pid(pid: u32) -> Result<()> {
 /// identity, streams, recorded destinations).
 pub const CONNECTION_MAPS: &[&str] = &[
     "agent_socks",
-    "client_socks",
     "upstream_socks",
     "sock_idents",
     "parse_states",

@@ -77,7 +77,7 @@ pub struct AgentConfig {
     pub listen_ip: u32,
     pub listen_port: u32,
     pub agent_tgid: u32,
-    pub client_rcvbuf: u32,
+    pub pad: u32,
 }
 
 #[repr(C)]

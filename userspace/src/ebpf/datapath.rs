@@ -118,7 +118,7 @@ impl Datapath {
                     listen_ip: u32::from_ne_bytes(opts.listen.ip().octets()),
                     listen_port: opts.listen.port() as u32,
                     agent_tgid: std::process::id(),
-                    client_rcvbuf: 4 << 20,
+                    pad: 0,
                 },
                 0,
             )

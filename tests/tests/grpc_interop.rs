@@ -5,8 +5,9 @@
 //! sizes and bodies, echoed initial and trailing metadata and status details,
 //! and how many rounds of each case succeeded.
 //!
-//! Client: grpcio (gRPC's C core), `tests/peers/grpc_interop.py client`, all
-//! rounds over ONE channel (one HTTP/2 connection), as a long-lived client.
+//! Clients: grpcio (gRPC's C core), `tests/peers/grpc_interop.py client`,
+//! and tonic (hyper, h2), `rotor-peer interop-client`; all rounds over ONE
+//! channel (one HTTP/2 connection), as a long-lived client.
 //! Servers (`rotor.interop.TestService`, `tests/peers/interop.proto`):
 //! grpcio (`grpc_interop.py server`), tonic (`rotor-peer interop-server`)
 //! and @grpc/grpc-js (`node/interop_server.js`).
@@ -87,13 +88,56 @@ impl Server {
     }
 }
 
+/// Which implementation runs the case suite.
+#[derive(Debug, Clone, Copy)]
+enum Client {
+    /// grpcio, `grpc_interop.py client`.
+    Python,
+    /// tonic, `rotor-peer interop-client`.
+    Tonic,
+}
+
+impl Client {
+    fn command(self, netns: &str, cgroup: Option<&Path>, target: &str) -> Command {
+        let rounds = ROUNDS.to_string();
+        match self {
+            Client::Python => python_script(
+                netns,
+                cgroup,
+                "grpc_interop.py",
+                &[
+                    "client",
+                    "--target",
+                    target,
+                    "--rounds",
+                    &rounds,
+                    "--verbose",
+                ],
+            ),
+            Client::Tonic => {
+                let mut cmd = netns_command(netns, cgroup, peer_binary().expect("rotor-peer"));
+                cmd.args(["interop-client", "--target", &format!("http://{target}")])
+                    .args(["--rounds", &rounds, "--verbose"]);
+                cmd
+            }
+        }
+    }
+
+    fn available(self) {
+        match self {
+            Client::Python => Grpc::Python.available().expect("grpcio client"),
+            Client::Tonic => Grpc::Tonic.available().expect("tonic client"),
+        }
+    }
+}
+
 /// Three backends serving the interop service on [`GRPC_PORT`] and the agent
 /// balancing the VIP over them. The client namespace has IPv6 off (grpcio
 /// then dials with AF_INET sockets; `grpc::grpc_python_dual_stack_client`
 /// covers the other case). Servers drop before the bed.
-fn interop_bed(server: Server) -> (TestBed, Vec<Child>) {
+fn interop_bed(client: Client, server: Server) -> (TestBed, Vec<Child>) {
     server.available();
-    Grpc::Python.available().expect("grpcio client");
+    client.available();
     let mut bed = TestBed::new(3).expect("test bed");
     for key in [
         "net.ipv6.conf.all.disable_ipv6",
@@ -122,29 +166,22 @@ fn interop_bed(server: Server) -> (TestBed, Vec<Child>) {
 }
 
 /// One client run of the whole suite against `target`, in the client
-/// namespace (and the test cgroup when `through_rotor`); its report, and the
-/// path of its per-round log (stderr).
-fn run_suite(bed: &TestBed, label: &str, target: &str, through_rotor: bool) -> (Value, String) {
+/// namespace (and the test cgroup when `through_rotor`); its report, and its
+/// per-round log (stderr).
+fn run_suite(
+    bed: &TestBed,
+    client: Client,
+    label: &str,
+    target: &str,
+    through_rotor: bool,
+) -> (Value, String) {
     let cgroup = through_rotor.then(|| bed.cgroup.path());
-    let rounds = ROUNDS.to_string();
-    let cmd = python_script(
-        bed.topo.client_ns(),
-        cgroup,
-        "grpc_interop.py",
-        &[
-            "client",
-            "--target",
-            target,
-            "--rounds",
-            &rounds,
-            "--verbose",
-        ],
-    );
-    let name = format!("interop-client-{label}");
+    let cmd = client.command(bed.topo.client_ns(), cgroup, target);
+    let name = format!("interop-{client:?}-client-{label}");
     let log = bed.topo.dir().join(format!("{name}.stderr"));
     let report = Running::spawn(&name, cmd, bed.topo.dir(), LIMIT)
         .and_then(|r| r.finish())
-        .unwrap_or_else(|e| panic!("interop client ({label}, {target}): {e:#}"));
+        .unwrap_or_else(|e| panic!("{client:?} interop client ({label}, {target}): {e:#}"));
     (report, read(&log))
 }
 
@@ -286,13 +323,15 @@ fn failed_lines(log: &str) -> String {
         .join("\n")
 }
 
-fn differential(server: Server) {
-    let (mut bed, _servers) = interop_bed(server);
+fn differential(client: Client, server: Server) {
+    let (mut bed, _servers) = interop_bed(client, server);
     let be1 = format!("{}:{GRPC_PORT}", backend_addr(1).ip());
-    let (direct, direct_log) = run_suite(&bed, "direct", &be1, false);
-    let (rotor, rotor_log) = run_suite(&bed, "rotor", &VIP.to_string(), true);
+    let (direct, direct_log) = run_suite(&bed, client, "direct", &be1, false);
+    let (rotor, rotor_log) = run_suite(&bed, client, "rotor", &VIP.to_string(), true);
     let (table, same) = compare(&direct, &rotor);
-    println!("{server:?} servers, {ROUNDS} rounds, one channel each way:\n{table}");
+    println!(
+        "{client:?} client, {server:?} servers, {ROUNDS} rounds, one channel each way:\n{table}"
+    );
     let (d_ids, r_ids) = (server_ids(&direct), server_ids(&rotor));
     let connected = direct["connect_error"].is_null() && rotor["connect_error"].is_null();
     let direct_is_direct = d_ids.keys().all(|k| k == "be1") && !d_ids.is_empty();
@@ -303,7 +342,7 @@ fn differential(server: Server) {
     if !ok {
         let report = probe::report(&mut bed);
         panic!(
-            "{server:?} servers: the interop suite straight to be1 and through rotor differ\n\
+            "{client:?} client, {server:?} servers: the interop suite straight to be1 and through rotor differ\n\
              connect errors: direct {} / rotor {}\n\
              servers that answered: direct {d_ids:?} (want only be1), rotor {r_ids:?} (want >= 2 backends)\n\
              agent: {agent_alive:?}\n\n{table}\n\
@@ -317,17 +356,31 @@ fn differential(server: Server) {
     }
 }
 
+// grpcio client (the stack with every interop feature) against each server.
+
 #[test]
 fn grpc_interop_python_servers() {
-    differential(Server::Python);
+    differential(Client::Python, Server::Python);
 }
 
 #[test]
 fn grpc_interop_tonic_servers() {
-    differential(Server::Tonic);
+    differential(Client::Python, Server::Tonic);
 }
 
 #[test]
 fn grpc_interop_node_servers() {
-    differential(Server::Node);
+    differential(Client::Python, Server::Node);
+}
+
+// tonic client (hyper, h2): a second HTTP/2 stack on the client side.
+
+#[test]
+fn grpc_interop_tonic_client_python_servers() {
+    differential(Client::Tonic, Server::Python);
+}
+
+#[test]
+fn grpc_interop_tonic_client_node_servers() {
+    differential(Client::Tonic, Server::Node);
 }

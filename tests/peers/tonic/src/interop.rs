@@ -25,8 +25,6 @@ use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-// RpcStatus is what clients put in EchoStatus.details; servers never build one.
-#[allow(dead_code)]
 pub mod pb {
     tonic::include_proto!("rotor.interop");
 }
@@ -34,9 +32,9 @@ pub mod pb {
 use pb::test_service_server::{TestService, TestServiceServer};
 use pb::*;
 
-const ECHO_INITIAL: &str = "x-grpc-test-echo-initial";
-const ECHO_TRAILING: &str = "x-grpc-test-echo-trailing-bin";
-const MSG_LIMIT: usize = 64 << 20;
+pub(crate) const ECHO_INITIAL: &str = "x-grpc-test-echo-initial";
+pub(crate) const ECHO_TRAILING: &str = "x-grpc-test-echo-trailing-bin";
+pub(crate) const MSG_LIMIT: usize = 64 << 20;
 
 #[derive(clap::Args)]
 pub struct ServerArgs {
@@ -48,7 +46,7 @@ pub struct ServerArgs {
 }
 
 /// A payload body of `n` bytes: byte i = (i * 31 + 7) mod 256.
-fn pattern(n: i32) -> Vec<u8> {
+pub(crate) fn pattern(n: i32) -> Vec<u8> {
     (0..n.max(0) as usize)
         .map(|i| (i.wrapping_mul(31).wrapping_add(7)) as u8)
         .collect()
@@ -75,7 +73,7 @@ const CRC_TABLE: [u32; 256] = {
 };
 
 /// CRC-32 (IEEE, as zlib's crc32) of `data`, continuing from `crc`.
-fn crc32(data: &[u8], crc: u32) -> u32 {
+pub(crate) fn crc32(data: &[u8], crc: u32) -> u32 {
     let mut c = !crc;
     for b in data {
         c = CRC_TABLE[((c ^ *b as u32) & 0xff) as usize] ^ (c >> 8);

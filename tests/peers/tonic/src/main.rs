@@ -5,8 +5,9 @@
 //!   HTTP/2), serving and calling `rotor.test.Echo` (`tests/peers/echo.proto`).
 //! * `hyper`: a hyper 1 HTTP/2 (prior knowledge) client: many streams on one
 //!   connection, large bodies both ways, many and large request headers.
-//! * `interop-server`: tonic serving `rotor.interop.TestService`
-//!   (`tests/peers/interop.proto`), for the differential gRPC suite.
+//! * `interop-server` / `interop-client`: tonic serving and calling
+//!   `rotor.interop.TestService` (`tests/peers/interop.proto`), for the
+//!   differential gRPC suite.
 //! * `badinput`: malformed HTTP/2 over many connections (named cases and a
 //!   seeded generator), with what the server answered to each.
 //!
@@ -17,6 +18,7 @@ mod badinput;
 mod grpc;
 mod hyper_client;
 mod interop;
+mod interop_client;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +37,8 @@ enum Cmd {
     GrpcClient(grpc::ClientArgs),
     /// tonic gRPC server for rotor.interop.TestService; prints `listening ADDR` when bound.
     InteropServer(interop::ServerArgs),
+    /// tonic client running the interop cases over one channel: prints a JSON report.
+    InteropClient(interop_client::ClientArgs),
     /// hyper HTTP/2 client over one connection: prints a JSON report.
     Hyper(hyper_client::Args),
     /// Malformed HTTP/2: named cases or generated ones; prints a JSON report.
@@ -63,6 +67,7 @@ fn main() -> anyhow::Result<()> {
                     Cmd::GrpcServer(a) => grpc::serve(a).await,
                     Cmd::GrpcClient(a) => grpc::client(a).await,
                     Cmd::InteropServer(a) => interop::serve(a).await,
+                    Cmd::InteropClient(a) => interop_client::run(a).await,
                     Cmd::Hyper(a) => hyper_client::run(a).await,
                     Cmd::Badinput(_) => unreachable!(),
                 }

@@ -21,6 +21,9 @@ sock.settimeout(None)  # blocking
 lock = threading.Lock()
 report = {"responses": 0, "errors": [], "reads": 0}
 done = threading.Event()
+# Streams in flight, well under any server's SETTINGS_MAX_CONCURRENT_STREAMS
+# (nghttpd allows 100): the writer waits for responses as a client would.
+in_flight = threading.Semaphore(8)
 
 
 def frame(kind, flags, stream, payload=b""):
@@ -72,6 +75,7 @@ def reader():
                     report["errors"].append("RST_STREAM %d" % stream)
                 elif kind in (0, 1) and flags & 1 and stream:
                     report["responses"] += 1
+                    in_flight.release()
                     if report["responses"] == requests:
                         done.set()
     except OSError as e:  # BlockingIOError (EAGAIN) is one
@@ -79,13 +83,18 @@ def reader():
     done.set()
 
 
+# The preface goes first: the server's SETTINGS may already be waiting,
+# and the reader's ACK of it must not come before our preface.
+send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0) + frame(8, 0, 0, struct.pack(">I", 1 << 24)))
 t = threading.Thread(target=reader, daemon=True)
 t.start()
-send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0) + frame(8, 0, 0, struct.pack(">I", 1 << 24)))
 block = headers_block("%s:%d" % (host, port))
 stream = 1
 deadline = time.time() + 30
 for i in range(requests):
+    while not in_flight.acquire(timeout=0.1):
+        if done.is_set() or time.time() > deadline:
+            break
     if done.is_set() or time.time() > deadline:
         break
     send(frame(1, 0x5, stream, block))  # END_STREAM | END_HEADERS

@@ -3,7 +3,10 @@
 //! balanced by the agent over three backends), and the client must see the
 //! same thing both ways: status codes and the servers' messages, message
 //! sizes and bodies, echoed initial and trailing metadata and status details,
-//! and how many rounds of each case succeeded.
+//! and how many rounds of each case succeeded. Besides: the direct run was
+//! answered by be1 alone, the rotor run by more than one backend (it did go
+//! through the agent), and once the client has exited the agent holds no
+//! connection and no open stream (cancelled and timed-out calls left nothing).
 //!
 //! Clients: grpcio (gRPC's C core), `tests/peers/grpc_interop.py client`,
 //! and tonic (hyper, h2), `rotor-peer interop-client`; all rounds over ONE
@@ -43,6 +46,8 @@ use serde_json::Value;
 const ROUNDS: u64 = 10;
 /// Time limit of one client run (a round takes about 4 s).
 const LIMIT: Duration = Duration::from_secs(300);
+/// How soon after the client exits the agent must hold no connection and no stream.
+const IDLE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Which implementation serves the interop service on every backend.
 #[derive(Debug, Clone, Copy)]
@@ -338,14 +343,20 @@ fn differential(client: Client, server: Server) {
     // Through rotor the calls spread: the rotor run did go through the agent.
     let balanced = r_ids.len() >= 2;
     let agent_alive = bed.check_agent();
-    let ok = connected && same && direct_is_direct && balanced && agent_alive.is_ok();
+    // The client has exited: cancelled and timed-out calls left nothing in the agent.
+    let idle = bed
+        .agent()
+        .and_then(|a| probe::wait_idle(a, IDLE_LIMIT))
+        .map(|(left, _)| left);
+    let idle_ok = matches!(idle, Ok((0, 0)));
+    let ok = connected && same && direct_is_direct && balanced && agent_alive.is_ok() && idle_ok;
     if !ok {
         let report = probe::report(&mut bed);
         panic!(
             "{client:?} client, {server:?} servers: the interop suite straight to be1 and through rotor differ\n\
              connect errors: direct {} / rotor {}\n\
              servers that answered: direct {d_ids:?} (want only be1), rotor {r_ids:?} (want >= 2 backends)\n\
-             agent: {agent_alive:?}\n\n{table}\n\
+             agent: {agent_alive:?}; (connections, open streams) left {IDLE_LIMIT:?} after the client exited: {idle:?}\n\n{table}\n\
              rotor client, failed rounds:\n{}\n\ndirect client, failed rounds:\n{}\n\n{}\n\n{report}",
             direct["connect_error"],
             rotor["connect_error"],

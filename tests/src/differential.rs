@@ -48,7 +48,10 @@ pub const DIRECT_LIMIT: Duration = Duration::from_secs(180);
 /// (h2load then ends it and still prints its counts).
 pub const H2LOAD_INACTIVITY: &str = "5s";
 /// How often the agent's status is sampled during a run through rotor.
-const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// The kernel's connection flag for "stream frames bypass the agent"
+/// (`CONN_FAST` in `ebpf/include/rotor.h`), as `rotor status` shows it.
+pub const CONN_FAST: u64 = 0x1;
 /// Time a client gets past its own timeout to report before it is killed.
 const REPORT_GRACE: Duration = Duration::from_secs(5);
 
@@ -73,7 +76,7 @@ impl Route {
 /// A client and what it does.
 #[derive(Debug, Clone)]
 pub enum Client {
-    /// `h2load ARGS -N 5s http://ADDR/PATH`.
+    /// `h2load ARGS -N 5s -T BOUND http://ADDR/PATH`.
     H2load { args: Vec<String>, path: String },
     /// `nghttp -v -n ARGS http://ADDR/PATH` (counts the frames it received).
     Nghttp { args: Vec<String>, path: String },
@@ -107,8 +110,8 @@ impl Client {
     /// The command line, for reports.
     pub fn describe(&self) -> String {
         match self {
-            Client::H2load { args, path } => format!("h2load {} {path}", args.join(" ")),
-            Client::Nghttp { args, path } => format!("nghttp -n {} {path}", args.join(" ")),
+            Client::H2load { args, path } => join(["h2load"], args, path),
+            Client::Nghttp { args, path } => join(["nghttp", "-n"], args, path),
             Client::PythonH2 { args } => format!("h2_client.py h2 {}", args.join(" ")),
             Client::Load(spec) => {
                 // Without the per-run --addr and --timeout.
@@ -139,8 +142,11 @@ impl Client {
         Ok(match self {
             Client::H2load { args, path } => {
                 let mut cmd = netns_command(ns, cgroup, "h2load");
+                // -T: h2load ends its connection at the bound itself and still
+                // prints its counts (killed, it would print nothing).
+                let active = format!("{}ms", limit.as_millis().max(1));
                 cmd.args(args)
-                    .args(["-N", H2LOAD_INACTIVITY])
+                    .args(["-N", H2LOAD_INACTIVITY, "-T", &active])
                     .arg(format!("http://{addr}{path}"));
                 cmd
             }
@@ -186,6 +192,13 @@ impl Client {
     }
 }
 
+fn join<const N: usize>(head: [&str; N], args: &[String], tail: &str) -> String {
+    let mut v: Vec<&str> = head.to_vec();
+    v.extend(args.iter().map(String::as_str));
+    v.push(tail);
+    v.join(" ")
+}
+
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -220,6 +233,10 @@ pub struct Outcome {
     pub agent_during: String,
     /// Connections the agent listed in any sample while the client ran.
     pub agent_conns_seen: usize,
+    /// Samples that listed a connection, and those in which every listed
+    /// connection was on the kernel path (flag [`CONN_FAST`]).
+    pub agent_samples: usize,
+    pub agent_fast_samples: usize,
 }
 
 impl Outcome {
@@ -272,6 +289,12 @@ pub struct Expect {
     /// Requests the client makes (all must succeed directly and through rotor).
     pub requests: u64,
     pub bodies: Bodies,
+    /// The client keeps opening streams after its first flight, so its
+    /// connection must reach the kernel path (`CONN_FAST`) in one of the
+    /// status samples taken while it runs. (A client that opened every
+    /// stream in its first flight has no stream frame left for the kernel
+    /// to carry: responses go through the kernel either way.)
+    pub kernel_path: bool,
 }
 
 /// Runs `client` one way, bounded by `limit` (its own timeout where it has
@@ -301,9 +324,16 @@ pub fn run(bed: &mut TestBed, client: &Client, route: Route, limit: Duration) ->
         if route == Route::Rotor && Instant::now() >= next_sample {
             if let Some(a) = agent {
                 if let Ok(st) = probe::status(a) {
-                    let conns = st["connections"].as_array().map_or(0, Vec::len);
+                    let list = st["connections"].as_array().cloned().unwrap_or_default();
+                    let conns = list.len();
                     if conns > 0 {
                         out.agent_conns_seen = out.agent_conns_seen.max(conns);
+                        out.agent_samples += 1;
+                        let fast =
+                            |c: &Value| c["kernel"]["flags"].as_u64().unwrap_or(0) & CONN_FAST != 0;
+                        if list.iter().all(fast) {
+                            out.agent_fast_samples += 1;
+                        }
                         out.agent_during = format!(
                             "at {:.2}s: {}",
                             start.elapsed().as_secs_f64(),
@@ -527,6 +557,13 @@ pub fn compare(expect: &Expect, client: &Client, direct: &Outcome, rotor: &Outco
         p.push(format!(
             "through rotor every request went to one backend: {:?}",
             rotor.bodies
+        ));
+    }
+    if expect.kernel_path && rotor.agent_samples > 0 && rotor.agent_fast_samples == 0 {
+        p.push(format!(
+            "the connection never reached the kernel path: no CONN_FAST in {} samples of the \
+             agent's status (last: {})",
+            rotor.agent_samples, rotor.agent_during
         ));
     }
     if !rotor.errors.is_empty() && direct.errors.is_empty() {
@@ -1026,6 +1063,7 @@ traffic: 1.10MB (1153285) total, 293.58KB (300623) headers (space savings 95.22%
         let expect = Expect {
             requests: 6,
             bodies: Bodies::BackendNames,
+            kernel_path: true,
         };
         let client = Client::Load(LoadSpec::whoami(1, 1, 6));
         let direct = Outcome {

@@ -150,19 +150,32 @@ pub(super) fn run_vm(
     println!("xtask: {} ({name}, {suite}): booting under QEMU (TCG), log {}", r.release, log.display());
     let exec = smoke_args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
     let start = Instant::now();
-    let rc = run_logged(
-        Command::new("vng")
-            .arg("--run")
-            .arg(&vmlinuz)
-            .args(["--disable-kvm", "--cpus", "2", "--memory", &opts.memory, "--name", "rotor-kernels"])
-            .arg("--cwd")
-            .arg(root)
-            .arg("--exec")
-            .arg(format!("bash {exec}"))
-            .current_dir(root),
-        &log,
-        opts.timeout,
-    )?;
+    let vng = || {
+        run_logged(
+            Command::new("vng")
+                .arg("--run")
+                .arg(&vmlinuz)
+                .args(["--disable-kvm", "--cpus", "2", "--memory", &opts.memory, "--name", "rotor-kernels"])
+                .arg("--cwd")
+                .arg(root)
+                .arg("--exec")
+                .arg(format!("bash {exec}"))
+                .current_dir(root),
+            &log,
+            opts.timeout,
+        )
+    };
+    let mut rc = vng()?;
+    // vng once exited 255 within seconds without a line of output, right
+    // after the previous kernel's VM (a clean-clone CI run; the same kernel
+    // booted at once when run again): QEMU never started, so the kernel
+    // was not tried. Such a start is tried once more; a kernel that prints
+    // anything and fails is not.
+    if matches!(rc, Some(c) if c != 0) && fs::metadata(&log).is_ok_and(|m| m.len() == 0) {
+        println!("xtask: {} ({name}): vng exited ({rc:?}) before printing anything; starting it once more", r.release);
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        rc = vng()?;
+    }
     let package = format!("{} {}", r.packages[0], r.version);
     finish(name, suite, &r.release, &package, fp, rc, &log, start, &json)
 }

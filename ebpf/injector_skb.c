@@ -3,7 +3,7 @@
  * Verdict on J, the agent's injector socket. Every byte the agent sends to
  * a client or an upstream comes through here, so it joins the same per-
  * socket queue as the frames the kernel redirects: whole frames, in order,
- * never inside another frame (DESIGN rules 11 and 14).
+ * never inside another frame (ebpf/README.md, R3).
  * A ROTOR_ROUTE frame names the target of the frames after it and may carry
  * an action, applied after every frame before it has been queued.
  */

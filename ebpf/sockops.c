@@ -3,7 +3,7 @@
  * sockops: a client socket (C) that connect4 sent to the agent has its
  * Service address recorded for the agent and for getpeername; the agent's
  * accepted sockets (A) join agent_socks at ESTABLISHED, before any payload
- * is queued (DESIGN rule 7: bytes queued before insertion are not parsed).
+ * is queued (ebpf/README.md R1: bytes queued before insertion are not parsed).
  * C joins no socket map: rotor changes nothing of how the client reads.
  */
 #include "lib/common.h"

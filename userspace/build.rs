@@ -20,7 +20,9 @@ fn main() {
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|| "x86_64-linux-gnu".into());
     run(Command::new(&clang)
-        .args(["-target", "bpf", "-mcpu=v3", "-O2", "-g", "-Wall", "-Werror"])
+        .args([
+            "-target", "bpf", "-mcpu=v3", "-O2", "-g", "-Wall", "-Werror",
+        ])
         .arg(format!("-I{}", ebpf.join("include").display()))
         .arg(format!("-I{}", ebpf.join("lib").display()))
         .arg(format!("-I/usr/include/{multiarch}"))

@@ -96,7 +96,16 @@ impl Agent {
         let config = topo.dir().join("rotor-agent.yaml");
         write_config(&config, endpoints)?;
         let source = [OsString::from("--config"), config.clone().into_os_string()];
-        Agent::spawn(&agent_binary()?, topo, clients, own, &source, &[], config, false)
+        Agent::spawn(
+            &agent_binary()?,
+            topo,
+            clients,
+            own,
+            &source,
+            &[],
+            config,
+            false,
+        )
     }
 
     /// Starts `rotor-agent --source kubernetes --kubeconfig FILE --cgroup CG
@@ -117,7 +126,16 @@ impl Agent {
             kubeconfig.as_os_str().to_owned(),
         ];
         let config = topo.dir().join("rotor-agent.yaml");
-        Agent::spawn(&agent_binary()?, topo, cgroup, cgroup, &source, extra, config, true)
+        Agent::spawn(
+            &agent_binary()?,
+            topo,
+            cgroup,
+            cgroup,
+            &source,
+            extra,
+            config,
+            true,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -288,6 +306,9 @@ mod colour_tests {
     #[test]
     fn sgr_sequences_go_and_the_text_stays() {
         let line = "mixed \u{1b}[2m2026\u{1b}[0m \u{1b}[3mendpoint\u{1b}[0m\u{1b}[2m=\u{1b}[0m10.1.2.2:9000";
-        assert_eq!(super::without_colours(line), "mixed 2026 endpoint=10.1.2.2:9000");
+        assert_eq!(
+            super::without_colours(line),
+            "mixed 2026 endpoint=10.1.2.2:9000"
+        );
     }
 }

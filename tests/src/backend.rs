@@ -131,10 +131,17 @@ fn wait_listening(child: &mut Child, port: u16, timeout: Duration) -> Result<()>
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
-            anyhow::bail!("{} exited ({status}):\n{}", child.name(), child.stderr_tail());
+            anyhow::bail!(
+                "{} exited ({status}):\n{}",
+                child.name(),
+                child.stderr_tail()
+            );
         }
         if std::time::Instant::now() >= deadline {
-            anyhow::bail!("{} not listening on port {port} within {timeout:?}", child.name());
+            anyhow::bail!(
+                "{} not listening on port {port} within {timeout:?}",
+                child.name()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }

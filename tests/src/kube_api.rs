@@ -122,28 +122,39 @@ impl KubeApi {
         let (stop, stopped) = oneshot::channel();
         let (bound_tx, bound_rx) = std::sync::mpsc::channel();
         let st = state.clone();
-        let thread = std::thread::Builder::new().name("kube-api".into()).spawn(move || {
-            let listener = netns.as_deref().map_or(Ok(()), enter_netns).and_then(|()| {
-                let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-                l.set_nonblocking(true)?;
-                Ok(l)
-            });
-            let listener = match listener {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = bound_tx.send(Err(e));
-                    return;
-                }
-            };
-            let _ = bound_tx.send(listener.local_addr().map_err(anyhow::Error::from));
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => return eprintln!("kube-api: runtime: {e}"),
-            };
-            rt.block_on(serve(listener, st, stopped));
-        })?;
+        let thread = std::thread::Builder::new()
+            .name("kube-api".into())
+            .spawn(move || {
+                let listener = netns.as_deref().map_or(Ok(()), enter_netns).and_then(|()| {
+                    let l = std::net::TcpListener::bind("127.0.0.1:0")
+                        .context("binding 127.0.0.1:0")?;
+                    l.set_nonblocking(true)?;
+                    Ok(l)
+                });
+                let listener = match listener {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = bound_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = bound_tx.send(listener.local_addr().map_err(anyhow::Error::from));
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => return eprintln!("kube-api: runtime: {e}"),
+                };
+                rt.block_on(serve(listener, st, stopped));
+            })?;
         let addr = bound_rx.recv().context("kube-api thread died")??;
-        Ok(KubeApi { state, addr, stop: Some(stop), thread: Some(thread) })
+        Ok(KubeApi {
+            state,
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -173,7 +184,6 @@ impl KubeApi {
         Ok(rv)
     }
 
-
     /// Deletes an object; fails if there is none.
     pub fn delete(&self, kind: Kind, ns: &str, name: &str) -> Result<u64> {
         let mut st = self.lock();
@@ -184,7 +194,12 @@ impl KubeApi {
         let rv = st.rv;
         // A deleted object is sent with the revision of its deletion.
         old["metadata"]["resourceVersion"] = rv.to_string().into();
-        st.record(Change { rv, kind, old: Some(old), new: None });
+        st.record(Change {
+            rv,
+            kind,
+            old: Some(old),
+            new: None,
+        });
         Ok(rv)
     }
 
@@ -210,7 +225,10 @@ impl KubeApi {
 
     /// The object as stored (with its resourceVersion), for read-modify-apply.
     pub fn get(&self, kind: Kind, ns: &str, name: &str) -> Option<Value> {
-        self.lock().objects.get(&(kind, ns.to_string(), name.to_string())).cloned()
+        self.lock()
+            .objects
+            .get(&(kind, ns.to_string(), name.to_string()))
+            .cloned()
     }
 
     /// Every request so far: `METHOD path?query`, in order.
@@ -224,7 +242,10 @@ impl KubeApi {
             Kind::Service => "/services?",
             Kind::EndpointSlice => "/endpointslices?",
         };
-        self.requests().iter().filter(|r| r.contains(path) && r.contains("watch=true")).count()
+        self.requests()
+            .iter()
+            .filter(|r| r.contains(path) && r.contains("watch=true"))
+            .count()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -235,8 +256,14 @@ impl KubeApi {
 impl State {
     /// Stores `obj` under a new revision (not yet recorded for watches).
     fn put(&mut self, kind: Kind, mut obj: Value) -> Result<Change> {
-        let ns = obj["metadata"]["namespace"].as_str().context("metadata.namespace")?.to_string();
-        let name = obj["metadata"]["name"].as_str().context("metadata.name")?.to_string();
+        let ns = obj["metadata"]["namespace"]
+            .as_str()
+            .context("metadata.namespace")?
+            .to_string();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .context("metadata.name")?
+            .to_string();
         self.rv += 1;
         let rv = self.rv;
         let key = (kind, ns, name);
@@ -244,11 +271,19 @@ impl State {
         obj["kind"] = kind.name().into();
         obj["apiVersion"] = kind.api_version().into();
         obj["metadata"]["resourceVersion"] = rv.to_string().into();
-        let uid = old.as_ref().map_or_else(|| format!("00000000-0000-4000-8000-{rv:012}"), |o| o["metadata"]["uid"].as_str().unwrap_or("").to_string());
+        let uid = old.as_ref().map_or_else(
+            || format!("00000000-0000-4000-8000-{rv:012}"),
+            |o| o["metadata"]["uid"].as_str().unwrap_or("").to_string(),
+        );
         obj["metadata"]["uid"] = uid.into();
         obj["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z".into();
         self.objects.insert(key, obj.clone());
-        Ok(Change { rv, kind, old, new: Some(obj) })
+        Ok(Change {
+            rv,
+            kind,
+            old,
+            new: Some(obj),
+        })
     }
 
     fn record(&mut self, change: Change) {
@@ -273,7 +308,8 @@ fn enter_netns(path: &Path) -> Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: setns on a valid namespace fd; it changes only this thread's namespace.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("setns {}", path.display()));
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("setns {}", path.display()));
     }
     Ok(())
 }
@@ -290,8 +326,13 @@ mod tests {
     /// Sends a GET and returns the reader positioned at the body (chunked for watches).
     fn get(api: &KubeApi, target: &str) -> BufReader<TcpStream> {
         let mut s = TcpStream::connect(api.addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        write!(s, "GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").expect("write");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .expect("write");
         let mut r = BufReader::new(s);
         let mut line = String::new();
         while r.read_line(&mut line).expect("head") > 2 {
@@ -317,10 +358,26 @@ mod tests {
     fn list_then_watch_from_its_revision() {
         let api = KubeApi::start().expect("stand-in");
         let labels = [("rotor.dev/balance", "round-robin")];
-        api.apply(Kind::Service, service("default", "echo", &labels, VIP, "h2c")).expect("apply");
-        api.apply(Kind::Service, service("default", "plain", &[], SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 11), 80), ""))
-            .expect("apply");
-        let mut r = get(&api, "/api/v1/services?labelSelector=rotor.dev%2Fbalance&limit=500");
+        api.apply(
+            Kind::Service,
+            service("default", "echo", &labels, VIP, "h2c"),
+        )
+        .expect("apply");
+        api.apply(
+            Kind::Service,
+            service(
+                "default",
+                "plain",
+                &[],
+                SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 11), 80),
+                "",
+            ),
+        )
+        .expect("apply");
+        let mut r = get(
+            &api,
+            "/api/v1/services?labelSelector=rotor.dev%2Fbalance&limit=500",
+        );
         let mut body = String::new();
         let _ = std::io::Read::read_to_string(&mut r, &mut body);
         let list: Value = serde_json::from_str(body.trim()).expect("list JSON");
@@ -328,14 +385,24 @@ mod tests {
         assert_eq!(list["apiVersion"], "v1");
         assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
         assert_eq!(list["items"][0]["metadata"]["name"], "echo");
-        let rv = list["metadata"]["resourceVersion"].as_str().expect("list resourceVersion").to_string();
+        let rv = list["metadata"]["resourceVersion"]
+            .as_str()
+            .expect("list resourceVersion")
+            .to_string();
 
         let mut w = get(&api, &format!("/api/v1/services?watch=true&labelSelector=rotor.dev%2Fbalance&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=10"));
         let mut svc = api.get(Kind::Service, "default", "echo").expect("stored");
         svc["spec"]["ports"][0]["port"] = 9090.into();
         api.apply(Kind::Service, svc.clone()).expect("modify");
         let ev = next_json(&mut w);
-        assert_eq!((ev["type"].as_str(), ev["object"]["spec"]["ports"][0]["port"].as_u64()), (Some("MODIFIED"), Some(9090)), "{ev}");
+        assert_eq!(
+            (
+                ev["type"].as_str(),
+                ev["object"]["spec"]["ports"][0]["port"].as_u64()
+            ),
+            (Some("MODIFIED"), Some(9090)),
+            "{ev}"
+        );
         assert_eq!(ev["object"]["kind"], "Service");
         // Dropping the label takes the Service out of this watch's selection.
         svc["metadata"]["labels"] = serde_json::json!({});
@@ -344,40 +411,77 @@ mod tests {
         assert_eq!(ev["type"], "DELETED", "{ev}");
         let ev = next_json(&mut w);
         assert_eq!(ev["type"], "BOOKMARK", "{ev}");
-        assert_eq!(ev["object"]["metadata"]["resourceVersion"], dropped.to_string());
-        assert!(api.requests().iter().any(|r| r.contains("watch=true")), "{:?}", api.requests());
+        assert_eq!(
+            ev["object"]["metadata"]["resourceVersion"],
+            dropped.to_string()
+        );
+        assert!(
+            api.requests().iter().any(|r| r.contains("watch=true")),
+            "{:?}",
+            api.requests()
+        );
     }
 
     #[test]
     fn a_revision_older_than_the_compaction_is_gone() {
         let api = KubeApi::start().expect("stand-in");
-        let old = api.apply(Kind::Service, service("default", "echo", &[], VIP, "")).expect("apply");
-        let mut open = get(&api, &format!("/api/v1/services?watch=true&resourceVersion={old}"));
+        let old = api
+            .apply(Kind::Service, service("default", "echo", &[], VIP, ""))
+            .expect("apply");
+        let mut open = get(
+            &api,
+            &format!("/api/v1/services?watch=true&resourceVersion={old}"),
+        );
         let mut svc = api.get(Kind::Service, "default", "echo").expect("stored");
         svc["spec"]["ports"][0]["port"] = 9090.into();
-        let new = api.apply_behind_compaction(Kind::Service, svc).expect("compacted change");
+        let new = api
+            .apply_behind_compaction(Kind::Service, svc)
+            .expect("compacted change");
         // The open watch ends without the change.
         let mut rest = String::new();
         let _ = std::io::Read::read_to_string(&mut open, &mut rest);
         assert!(!rest.contains("MODIFIED"), "{rest}");
-        let ev = next_json(&mut get(&api, &format!("/api/v1/services?watch=true&resourceVersion={old}")));
-        assert_eq!((ev["type"].as_str(), ev["object"]["code"].as_u64()), (Some("ERROR"), Some(410)), "{ev}");
+        let ev = next_json(&mut get(
+            &api,
+            &format!("/api/v1/services?watch=true&resourceVersion={old}"),
+        ));
+        assert_eq!(
+            (ev["type"].as_str(), ev["object"]["code"].as_u64()),
+            (Some("ERROR"), Some(410)),
+            "{ev}"
+        );
         assert_eq!(ev["object"]["reason"], "Expired");
         // From the compacted revision on, watching works again.
-        let mut w = get(&api, &format!("/api/v1/services?watch=true&resourceVersion={new}&allowWatchBookmarks=true"));
+        let mut w = get(
+            &api,
+            &format!("/api/v1/services?watch=true&resourceVersion={new}&allowWatchBookmarks=true"),
+        );
         assert_eq!(next_json(&mut w)["type"], "BOOKMARK");
     }
 
     #[test]
     fn slices_list_with_their_kind_and_unknown_paths_get_a_status() {
         let api = KubeApi::start().expect("stand-in");
-        let eps = [(Ipv4Addr::new(10, 1, 1, 2), EndpointState::Ready), (Ipv4Addr::new(10, 1, 2, 2), EndpointState::NotReady)];
-        api.apply(Kind::EndpointSlice, endpoint_slice("default", "echo-x1", "echo", "h2c", 8080, &eps)).expect("apply");
+        let eps = [
+            (Ipv4Addr::new(10, 1, 1, 2), EndpointState::Ready),
+            (Ipv4Addr::new(10, 1, 2, 2), EndpointState::NotReady),
+        ];
+        api.apply(
+            Kind::EndpointSlice,
+            endpoint_slice("default", "echo-x1", "echo", "h2c", 8080, &eps),
+        )
+        .expect("apply");
         let mut body = String::new();
         let _ = std::io::Read::read_to_string(&mut get(&api, "/apis/discovery.k8s.io/v1/endpointslices?labelSelector=kubernetes.io%2Fservice-name"), &mut body);
         let list: Value = serde_json::from_str(body.trim()).expect("list JSON");
-        assert_eq!((list["kind"].as_str(), list["apiVersion"].as_str()), (Some("EndpointSliceList"), Some("discovery.k8s.io/v1")));
-        assert_eq!(list["items"][0]["endpoints"][1]["conditions"]["ready"], false);
+        assert_eq!(
+            (list["kind"].as_str(), list["apiVersion"].as_str()),
+            (Some("EndpointSliceList"), Some("discovery.k8s.io/v1"))
+        );
+        assert_eq!(
+            list["items"][0]["endpoints"][1]["conditions"]["ready"],
+            false
+        );
         let mut body = String::new();
         let _ = std::io::Read::read_to_string(&mut get(&api, "/api/v1/pods"), &mut body);
         assert!(body.contains("\"code\":404"), "{body}");

@@ -1,8 +1,8 @@
 //! `Netns`: a named network namespace that is deleted on drop.
 
 use std::ffi::OsStr;
-use std::path::Path;
 use std::io::Write as _;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use anyhow::{bail, Context, Result};
@@ -27,10 +27,20 @@ impl Netns {
             .stderr(Stdio::piped())
             .spawn()
             .context("spawning iptables-restore")?;
-        child.stdin.take().context("no stdin")?.write_all(rules.as_bytes()).context("writing rules")?;
-        let out = child.wait_with_output().context("waiting for iptables-restore")?;
+        child
+            .stdin
+            .take()
+            .context("no stdin")?
+            .write_all(rules.as_bytes())
+            .context("writing rules")?;
+        let out = child
+            .wait_with_output()
+            .context("waiting for iptables-restore")?;
         if !out.status.success() {
-            bail!("iptables-restore failed: {}\n{rules}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "iptables-restore failed: {}\n{rules}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }

@@ -112,7 +112,10 @@ fn node_has_grpc() -> Result<()> {
     let dir = peers_dir().join("node");
     let out = Command::new("node")
         .current_dir(&dir)
-        .args(["-e", "require('@grpc/grpc-js'); require('@grpc/proto-loader')"])
+        .args([
+            "-e",
+            "require('@grpc/grpc-js'); require('@grpc/proto-loader')",
+        ])
         .output()
         .context("running node (Debian: apt install nodejs npm)")?;
     if !out.status.success() {
@@ -139,8 +142,13 @@ pub fn spawn_in_backend(topo: &Topology, name: &str, cmd: Command) -> Result<Chi
 pub fn start_grpc_server(topo: &Topology, k: usize, imp: Grpc, extra: &[&str]) -> Result<Child> {
     let ns = topo.backend(k)?.netns().to_string();
     let mut cmd = imp.command(&ns, None, "server")?;
-    cmd.args(["--name", &format!("be{k}"), "--listen", &format!("0.0.0.0:{GRPC_PORT}")])
-        .args(extra);
+    cmd.args([
+        "--name",
+        &format!("be{k}"),
+        "--listen",
+        &format!("0.0.0.0:{GRPC_PORT}"),
+    ])
+    .args(extra);
     spawn_in_backend(topo, &format!("grpc-{imp:?}-be{k}"), cmd)
 }
 
@@ -278,7 +286,11 @@ pub fn python_script(netns: &str, cgroup: Option<&Path>, script: &str, args: &[&
 }
 
 /// `rotor-peer ARGS` in the client namespace and `cgroup`.
-pub fn peer_command(topo: &Topology, cgroup: Option<&TestCgroup>, args: &[&str]) -> Result<Command> {
+pub fn peer_command(
+    topo: &Topology,
+    cgroup: Option<&TestCgroup>,
+    args: &[&str],
+) -> Result<Command> {
     let mut cmd = client_command(topo, cgroup, peer_binary()?);
     cmd.args(args);
     Ok(cmd)
@@ -298,8 +310,5 @@ pub fn clip(s: &str, n: usize) -> String {
 
 /// An integer field of a JSON report (0 if absent).
 pub fn n(v: &Value, path: &str) -> u64 {
-    path.split('.')
-        .fold(v, |v, k| &v[k])
-        .as_u64()
-        .unwrap_or(0)
+    path.split('.').fold(v, |v, k| &v[k]).as_u64().unwrap_or(0)
 }

@@ -82,10 +82,21 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
 pub fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     // After the command: state is field 3; utime and stime are fields 14 and 15.
-    let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).context("utime")?;
-    let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).context("stime")?;
+    let utime: u64 = fields
+        .get(11)
+        .and_then(|v| v.parse().ok())
+        .context("utime")?;
+    let stime: u64 = fields
+        .get(12)
+        .and_then(|v| v.parse().ok())
+        .context("stime")?;
     Ok(utime + stime)
 }
 
@@ -218,9 +229,7 @@ pub fn map_entries(maps: &[MapUse]) -> BTreeMap<String, u64> {
 
 /// `bpftool cgroup show PATH`: the programs attached to a cgroup.
 pub fn cgroup_programs(path: &Path) -> Result<String> {
-    let out = run(Command::new("bpftool")
-        .args(["cgroup", "show"])
-        .arg(path))?;
+    let out = run(Command::new("bpftool").args(["cgroup", "show"]).arg(path))?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -402,7 +411,9 @@ pub fn report(bed: &mut TestBed) -> String {
         if !notable.is_empty() {
             let n = notable.len();
             let shown: Vec<&String> = notable.iter().take(12).collect();
-            s.push_str(&format!("\nagent panics/warnings/errors ({n}, first 12):\n"));
+            s.push_str(&format!(
+                "\nagent panics/warnings/errors ({n}, first 12):\n"
+            ));
             for l in shown {
                 s.push_str(&format!("  {l}\n"));
             }
@@ -463,8 +474,12 @@ pub const CONNECTION_MAPS: &[&str] = &[
 /// injector, get their entries on first use).
 pub fn warm_baseline(bed: &TestBed) -> Result<BTreeMap<String, u64>> {
     let agent = bed.agent().context("no agent")?;
-    crate::tools::curl_h2(&bed.topo, Some(&bed.cgroup), "http://10.96.0.10:8080/whoami")
-        .context("warm-up request through rotor")?;
+    crate::tools::curl_h2(
+        &bed.topo,
+        Some(&bed.cgroup),
+        "http://10.96.0.10:8080/whoami",
+    )
+    .context("warm-up request through rotor")?;
     let ((c, s), _) = wait_idle(agent, Duration::from_secs(10))?;
     if (c, s) != (0, 0) {
         bail!("the agent is not idle after one request: {c} connections, {s} streams");

@@ -20,19 +20,44 @@ fn endpoints_that_do_not_speak_http2_get_no_streams() {
     peers::python_has(&["http.server"]).expect("python3");
     let mut bed = TestBed::new(4).expect("test bed");
     let peers: Vec<(usize, Vec<String>)> = vec![
-        (2, vec!["http1".into(), "--name".into(), "be2".into(), "--port".into(), HTTP1_PORT.to_string()]),
-        (3, vec!["echo".into(), "--port".into(), ECHO_PORT.to_string()]),
-        (4, vec!["silent".into(), "--port".into(), SILENT_PORT.to_string()]),
+        (
+            2,
+            vec![
+                "http1".into(),
+                "--name".into(),
+                "be2".into(),
+                "--port".into(),
+                HTTP1_PORT.to_string(),
+            ],
+        ),
+        (
+            3,
+            vec!["echo".into(), "--port".into(), ECHO_PORT.to_string()],
+        ),
+        (
+            4,
+            vec!["silent".into(), "--port".into(), SILENT_PORT.to_string()],
+        ),
     ];
     let _servers: Vec<Child> = peers
         .iter()
         .map(|(k, a)| {
             let a: Vec<&str> = a.iter().map(String::as_str).collect();
-            let cmd = python_script(bed.topo.backend(*k).unwrap().netns(), None, "tcp_peer.py", &a);
+            let cmd = python_script(
+                bed.topo.backend(*k).unwrap().netns(),
+                None,
+                "tcp_peer.py",
+                &a,
+            );
             spawn_in_backend(&bed.topo, &format!("tcp-peer-be{k}"), cmd).expect("tcp peer")
         })
         .collect();
-    let endpoints = [backend_addr(1), on(2, HTTP1_PORT), on(3, ECHO_PORT), on(4, SILENT_PORT)];
+    let endpoints = [
+        backend_addr(1),
+        on(2, HTTP1_PORT),
+        on(3, ECHO_PORT),
+        on(4, SILENT_PORT),
+    ];
     bed.agent = Some(Agent::start(&bed.topo, &bed.cgroup, &endpoints).expect("agent"));
 
     // at once, while every upstream is still being tried

@@ -77,12 +77,28 @@ fn badinput(bed: &mut TestBed, addr: &str, cgroup: bool, args: &[&str], limit: D
 fn named(class: &str) {
     let mut bed = TestBed::with_agent(2).expect("test bed with agent");
     let base = baseline(&bed);
-    let oracle = badinput(&mut bed, "10.1.1.2:8080", false, &["--class", class], Duration::from_secs(120));
-    let r = badinput(&mut bed, "10.96.0.10:8080", true, &["--class", class, "--good"], Duration::from_secs(180));
+    let oracle = badinput(
+        &mut bed,
+        "10.1.1.2:8080",
+        false,
+        &["--class", class],
+        Duration::from_secs(120),
+    );
+    let r = badinput(
+        &mut bed,
+        "10.96.0.10:8080",
+        true,
+        &["--class", class, "--good"],
+        Duration::from_secs(180),
+    );
     let by_name = |rep: &Value| -> BTreeMap<String, Value> {
         rep["named"]
             .as_array()
-            .map(|a| a.iter().map(|o| (o["name"].as_str().unwrap_or("?").to_string(), o.clone())).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|o| (o["name"].as_str().unwrap_or("?").to_string(), o.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let (through, direct) = (by_name(&r), by_name(&oracle));
@@ -103,7 +119,10 @@ fn named(class: &str) {
         .filter(|(_, o)| o["ok"] != true)
         .map(|(k, o)| format!("{k}: {} ({})", o["summary"], o["why"]))
         .collect();
-    assert!(oracle_bad.is_empty(), "the cases themselves are wrong: nghttpd directly fails {oracle_bad:#?}");
+    assert!(
+        oracle_bad.is_empty(),
+        "the cases themselves are wrong: nghttpd directly fails {oracle_bad:#?}"
+    );
     let good = &r["good"];
     let (clean, after) = cleanliness(&mut bed, &base);
     assert!(
@@ -115,7 +134,6 @@ fn named(class: &str) {
         probe::report(&mut bed)
     );
 }
-
 
 #[test]
 fn frame_over_max_frame_size() {
@@ -152,22 +170,15 @@ fn frames_on_an_unopened_stream() {
     named("idle_stream");
 }
 
-
 #[test]
 fn control_frames_of_wrong_length() {
     named("bad_length");
 }
 
-
-
-
 #[test]
 fn push_promise_from_a_client() {
     named("push_promise");
 }
-
-
-
 
 #[test]
 fn unknown_frame_types_are_ignored() {
@@ -201,10 +212,20 @@ fn peer_that_stops_reading() {
     let cmd = peer_command(
         &bed.topo,
         Some(&bed.cgroup),
-        &["badinput", "--addr", "10.96.0.10:8080", "--class", "stop_reading", "--good", "--hold-ms", "4000"],
+        &[
+            "badinput",
+            "--addr",
+            "10.96.0.10:8080",
+            "--class",
+            "stop_reading",
+            "--good",
+            "--hold-ms",
+            "4000",
+        ],
     )
     .unwrap();
-    let running = Running::spawn("stop-reading", cmd, bed.topo.dir(), Duration::from_secs(90)).unwrap();
+    let running =
+        Running::spawn("stop-reading", cmd, bed.topo.dir(), Duration::from_secs(90)).unwrap();
     let mut rss_max = rss_before;
     let mut held = String::new();
     let start = Instant::now();
@@ -215,7 +236,9 @@ fn peer_that_stops_reading() {
             held = probe::stuck_sockets(bed.topo.node_ns());
         }
     }
-    let r = running.finish().unwrap_or_else(|e| panic!("{e:#}\n{}", probe::report(&mut bed)));
+    let r = running
+        .finish()
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", probe::report(&mut bed)));
     let o = &r["named"][0];
     let grew = rss_max.saturating_sub(rss_before);
     assert!(
@@ -236,7 +259,6 @@ fn peer_that_stops_reading() {
     );
     assert_clean(&mut bed, &base, "a peer that stopped reading");
 }
-
 
 #[test]
 fn bad_preface() {
@@ -282,8 +304,14 @@ fn undecodable_header_block() {
 /// connection beside them the whole time.
 #[test]
 fn fuzz_10000_generated_cases() {
-    let cases: u64 = std::env::var("ROTOR_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    let seed: u64 = std::env::var("ROTOR_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(20_261_123);
+    let cases: u64 = std::env::var("ROTOR_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let seed: u64 = std::env::var("ROTOR_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_261_123);
     let mut bed = TestBed::with_agent(2).expect("test bed with agent");
     let base = baseline(&bed);
     let (c, s) = (cases.to_string(), seed.to_string());
@@ -291,7 +319,19 @@ fn fuzz_10000_generated_cases() {
         &mut bed,
         "10.96.0.10:8080",
         true,
-        &["--fuzz", &c, "--seed", &s, "--parallel", "32", "--good", "--probe-ms", "1000", "--close-ms", "2000"],
+        &[
+            "--fuzz",
+            &c,
+            "--seed",
+            &s,
+            "--parallel",
+            "32",
+            "--good",
+            "--probe-ms",
+            "1000",
+            "--close-ms",
+            "2000",
+        ],
         Duration::from_secs(1200),
     );
     let mut classes = String::new();

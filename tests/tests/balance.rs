@@ -43,9 +43,18 @@ fn stream_frames_stay_in_the_kernel() {
     let mut bed = TestBed::with_agent(3).expect("test bed with agent");
     let agent = bed.agent.as_ref().expect("agent");
     let counter = |name: &str| agent.kernel_counter(name).expect("kernel counter");
-    let (up0, client0, bytes0, agent0) =
-        (counter("redirect_upstream"), counter("redirect_client"), counter("redirect_bytes"), counter("agent_bytes"));
-    let spec = LoadSpec { streams: 4, requests: Some(40), path: Some("/big".into()), ..LoadSpec::whoami(1, 4, 40) };
+    let (up0, client0, bytes0, agent0) = (
+        counter("redirect_upstream"),
+        counter("redirect_client"),
+        counter("redirect_bytes"),
+        counter("agent_bytes"),
+    );
+    let spec = LoadSpec {
+        streams: 4,
+        requests: Some(40),
+        path: Some("/big".into()),
+        ..LoadSpec::whoami(1, 4, 40)
+    };
     let report = bed.load(&spec).unwrap();
     let agent = bed.agent.as_ref().expect("agent");
     let counter = |name: &str| agent.kernel_counter(name).expect("kernel counter");
@@ -59,7 +68,10 @@ fn stream_frames_stay_in_the_kernel() {
     assert_eq!((report.ok, report.failed), (40, 0), "{report:?}\n{diag}");
     // 40 × 8 MiB in 16 KiB DATA frames: 20,480 frames the kernel moved to
     // the client, and the requests' HEADERS it moved to the endpoints.
-    assert!(client >= 40 * 512, "frames redirected to the client: {client}\n{diag}");
+    assert!(
+        client >= 40 * 512,
+        "frames redirected to the client: {client}\n{diag}"
+    );
     assert!(up >= 30, "HEADERS redirected to endpoints: {up}\n{diag}");
     // The agent sees connection-level frames (SETTINGS, WINDOW_UPDATE,
     // PING), the first requests' headers, and the frames the kernel diverts

@@ -45,7 +45,9 @@ fn assert_report(bed: &mut TestBed, what: &str, r: &Value, requests: u64, bodies
 
 /// Every backend served at least `min` of the requests (from the reports' bodies).
 fn assert_spread(bed: &mut TestBed, what: &str, r: &Value, min: u64) {
-    let per: Vec<u64> = (1..=3).map(|k| n(&r["bodies"], &format!("be{k}"))).collect();
+    let per: Vec<u64> = (1..=3)
+        .map(|k| n(&r["bodies"], &format!("be{k}")))
+        .collect();
     assert!(
         per.iter().all(|c| *c >= min),
         "{what}: requests did not spread (per backend {per:?}, want each >= {min}): {r}\n{}",
@@ -54,7 +56,6 @@ fn assert_spread(bed: &mut TestBed, what: &str, r: &Value, min: u64) {
 }
 
 const BACKENDS: [&str; 3] = ["be1", "be2", "be3"];
-
 
 #[test]
 fn curl_large_bodies_both_ways() {
@@ -68,8 +69,14 @@ fn curl_large_bodies_both_ways() {
         Some(&bed.cgroup),
         "curl",
         &[
-            "-sS", "--fail", "--http2-prior-knowledge", "--max-time", "30", "--data-binary",
-            &file_arg, &format!("{VIP_URL}/whoami?echo"),
+            "-sS",
+            "--fail",
+            "--http2-prior-knowledge",
+            "--max-time",
+            "30",
+            "--data-binary",
+            &file_arg,
+            &format!("{VIP_URL}/whoami?echo"),
         ],
         Duration::from_secs(40),
     )
@@ -88,7 +95,14 @@ fn curl_large_bodies_both_ways() {
         &bed.topo,
         Some(&bed.cgroup),
         "curl",
-        &["-sS", "--fail", "--http2-prior-knowledge", "--max-time", "30", &format!("{VIP_URL}/big")],
+        &[
+            "-sS",
+            "--fail",
+            "--http2-prior-knowledge",
+            "--max-time",
+            "30",
+            &format!("{VIP_URL}/big"),
+        ],
         Duration::from_secs(40),
     )
     .expect("running curl");
@@ -109,12 +123,23 @@ fn nghttp_hpack_heavy_and_uploads() {
     let file = bed.topo.dir().join("upload-1m");
     std::fs::write(&file, &upload).unwrap();
     // 10 concurrent POSTs of 1 MiB on one connection, each with a 24 KB header block.
-    let mut args: Vec<String> = vec!["-m".into(), "10".into(), "-d".into(), file.display().to_string()];
+    let mut args: Vec<String> = vec![
+        "-m".into(),
+        "10".into(),
+        "-d".into(),
+        file.display().to_string(),
+    ];
     args.extend(header_args(60, 400, "-H"));
     args.push(format!("{VIP_URL}/whoami?echo"));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = client_tool(&bed.topo, Some(&bed.cgroup), "nghttp", &args, Duration::from_secs(60))
-        .expect("running nghttp");
+    let out = client_tool(
+        &bed.topo,
+        Some(&bed.cgroup),
+        "nghttp",
+        &args,
+        Duration::from_secs(60),
+    )
+    .expect("running nghttp");
     // nghttp writes each stream's DATA as it arrives: the ten echoes
     // interleave on stdout, so compare byte histograms (and the length).
     let histogram = |b: &[u8]| {
@@ -140,16 +165,26 @@ fn nghttp_hpack_heavy_and_uploads() {
 fn h2load_hpack_heavy_and_uploads() {
     let mut bed = TestBed::with_agent(3).expect("test bed with agent");
     let before = bed.topo.request_counts().unwrap();
-    let mut args: Vec<String> = ["-c", "2", "-m", "8", "-n", "600"].iter().map(|s| s.to_string()).collect();
+    let mut args: Vec<String> = ["-c", "2", "-m", "8", "-n", "600"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     args.extend(header_args(30, 600, "-H"));
     args.push(format!("{VIP_URL}/whoami"));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let res = h2load(&bed.topo, Some(&bed.cgroup), &argv);
     let diag = probe::report(&mut bed);
     let (s, _) = res.unwrap_or_else(|e| panic!("{e:#}\n{diag}"));
-    assert_eq!((s.succeeded, s.failed, s.errored), (600, 0, 0), "h2load with 18 KB header blocks: {s:?}\n{diag}");
+    assert_eq!(
+        (s.succeeded, s.failed, s.errored),
+        (600, 0, 0),
+        "h2load with 18 KB header blocks: {s:?}\n{diag}"
+    );
     let served = bed.served_since(&before).unwrap();
-    assert!(served.iter().all(|(_, c)| *c >= 100), "not spread: {served:?}\n{diag}");
+    assert!(
+        served.iter().all(|(_, c)| *c >= 100),
+        "not spread: {served:?}\n{diag}"
+    );
 
     // Uploads: every request POSTs 256 KiB (echoed).
     let file = bed.topo.dir().join("upload-256k");
@@ -158,18 +193,37 @@ fn h2load_hpack_heavy_and_uploads() {
     let res = h2load(
         &bed.topo,
         Some(&bed.cgroup),
-        &["-c", "2", "-m", "4", "-n", "200", "-d", &f, &format!("{VIP_URL}/whoami?echo")],
+        &[
+            "-c",
+            "2",
+            "-m",
+            "4",
+            "-n",
+            "200",
+            "-d",
+            &f,
+            &format!("{VIP_URL}/whoami?echo"),
+        ],
     );
     let diag = probe::report(&mut bed);
     let (s, _) = res.unwrap_or_else(|e| panic!("{e:#}\n{diag}"));
-    assert_eq!((s.succeeded, s.failed, s.errored), (200, 0, 0), "h2load 256 KiB uploads: {s:?}\n{diag}");
+    assert_eq!(
+        (s.succeeded, s.failed, s.errored),
+        (200, 0, 0),
+        "h2load 256 KiB uploads: {s:?}\n{diag}"
+    );
 }
 
 fn python_client(bed: &mut TestBed, which: &str, args: &[&str]) -> Value {
     peers::python_has(&["h2", "httpx"]).expect("python h2/httpx");
     let mut full = vec![which, "--addr", "10.96.0.10:8080"];
     full.extend_from_slice(args);
-    let cmd = python_script(bed.topo.client_ns(), Some(bed.cgroup.path()), "h2_client.py", &full);
+    let cmd = python_script(
+        bed.topo.client_ns(),
+        Some(bed.cgroup.path()),
+        "h2_client.py",
+        &full,
+    );
     run_json(cmd, LIMIT).unwrap_or_else(|e| panic!("{which}: {e:#}\n{}", probe::report(bed)))
 }
 
@@ -181,7 +235,16 @@ fn python_h2_many_large_headers() {
     let r = python_client(
         &mut bed,
         "h2",
-        &["--requests", "60", "--concurrency", "10", "--headers", "60", "--header-bytes", "500"],
+        &[
+            "--requests",
+            "60",
+            "--concurrency",
+            "10",
+            "--headers",
+            "60",
+            "--header-bytes",
+            "500",
+        ],
     );
     assert_report(&mut bed, "h2 with 30 KB header blocks", &r, 60, &BACKENDS);
     assert_spread(&mut bed, "h2", &r, 10);
@@ -190,10 +253,27 @@ fn python_h2_many_large_headers() {
 #[test]
 fn python_h2_large_bodies() {
     let mut bed = TestBed::with_agent(3).expect("test bed with agent");
-    let r = python_client(&mut bed, "h2", &["--path", "/whoami?echo", "--requests", "6", "--concurrency", "3", "--upload", "2097152"]);
+    let r = python_client(
+        &mut bed,
+        "h2",
+        &[
+            "--path",
+            "/whoami?echo",
+            "--requests",
+            "6",
+            "--concurrency",
+            "3",
+            "--upload",
+            "2097152",
+        ],
+    );
     assert_uploads(&mut bed, "h2 2 MiB uploads (echoed)", &r, 6);
     let big = big_label();
-    let r = python_client(&mut bed, "h2", &["--path", "/big", "--requests", "3", "--concurrency", "3"]);
+    let r = python_client(
+        &mut bed,
+        "h2",
+        &["--path", "/big", "--requests", "3", "--concurrency", "3"],
+    );
     assert_report(&mut bed, "h2 /big downloads", &r, 3, &[big.as_str()]);
 }
 
@@ -206,7 +286,6 @@ fn assert_uploads(bed: &mut TestBed, what: &str, r: &Value, requests: u64) {
     );
 }
 
-
 fn hyper(bed: &mut TestBed, args: &[&str]) -> Value {
     let mut full = vec!["hyper", "--addr", "10.96.0.10:8080"];
     full.extend_from_slice(args);
@@ -217,13 +296,46 @@ fn hyper(bed: &mut TestBed, args: &[&str]) -> Value {
 #[test]
 fn hyper_many_streams_headers_and_bodies() {
     let mut bed = TestBed::with_agent(3).expect("test bed with agent");
-    let r = hyper(&mut bed, &["--requests", "300", "--concurrency", "16", "--headers", "40", "--header-bytes", "600"]);
-    assert_report(&mut bed, "hyper, 16 streams, 24 KB header blocks", &r, 300, &BACKENDS);
+    let r = hyper(
+        &mut bed,
+        &[
+            "--requests",
+            "300",
+            "--concurrency",
+            "16",
+            "--headers",
+            "40",
+            "--header-bytes",
+            "600",
+        ],
+    );
+    assert_report(
+        &mut bed,
+        "hyper, 16 streams, 24 KB header blocks",
+        &r,
+        300,
+        &BACKENDS,
+    );
     assert_spread(&mut bed, "hyper", &r, 50);
-    let r = hyper(&mut bed, &["--path", "/whoami?echo", "--requests", "8", "--concurrency", "4", "--upload", "4194304"]);
+    let r = hyper(
+        &mut bed,
+        &[
+            "--path",
+            "/whoami?echo",
+            "--requests",
+            "8",
+            "--concurrency",
+            "4",
+            "--upload",
+            "4194304",
+        ],
+    );
     assert_uploads(&mut bed, "hyper 4 MiB uploads", &r, 8);
     let big = big_label();
-    let r = hyper(&mut bed, &["--path", "/big", "--requests", "4", "--concurrency", "4"]);
+    let r = hyper(
+        &mut bed,
+        &["--path", "/big", "--requests", "4", "--concurrency", "4"],
+    );
     assert_report(&mut bed, "hyper /big", &r, 4, &[big.as_str()]);
 }
 
@@ -236,35 +348,69 @@ fn large_response_header_blocks() {
     let value: String = "t".repeat(20_000);
     let trailer = format!("x-big-trailer: {value}");
     let servers: Vec<_> = (1..=3)
-        .map(|k| peers::start_nghttpd(&bed.topo, k, peers::ALT_H2_PORT, &["--trailer", &trailer]).expect("nghttpd"))
+        .map(|k| {
+            peers::start_nghttpd(&bed.topo, k, peers::ALT_H2_PORT, &["--trailer", &trailer])
+                .expect("nghttpd")
+        })
         .collect();
     bed.agent = Some(
-        rotor_tests::Agent::start(&bed.topo, &bed.cgroup, &peers::endpoints_on(&bed.topo, peers::ALT_H2_PORT))
-            .expect("agent"),
+        rotor_tests::Agent::start(
+            &bed.topo,
+            &bed.cgroup,
+            &peers::endpoints_on(&bed.topo, peers::ALT_H2_PORT),
+        )
+        .expect("agent"),
     );
-    let r = hyper(&mut bed, &["--path", "/64k", "--requests", "120", "--concurrency", "12"]);
-    let want = format!("<65536 bytes fnv {:016x}>", content::fnv1a64(&content::pseudo_random(64 * 1024, 64)));
-    assert_report(&mut bed, "hyper /64k with 20 KB response trailers", &r, 120, &[want.as_str()]);
+    let r = hyper(
+        &mut bed,
+        &["--path", "/64k", "--requests", "120", "--concurrency", "12"],
+    );
+    let want = format!(
+        "<65536 bytes fnv {:016x}>",
+        content::fnv1a64(&content::pseudo_random(64 * 1024, 64))
+    );
+    assert_report(
+        &mut bed,
+        "hyper /64k with 20 KB response trailers",
+        &r,
+        120,
+        &[want.as_str()],
+    );
     let per: Vec<u64> = servers.iter().map(peers::count_requests).collect();
-    assert!(per.iter().all(|c| *c >= 20), "not spread: {per:?}\n{}", probe::report(&mut bed));
+    assert!(
+        per.iter().all(|c| *c >= 20),
+        "not spread: {per:?}\n{}",
+        probe::report(&mut bed)
+    );
     drop(servers);
 }
-
 
 #[test]
 fn curl_hpack_heavy_requests() {
     let mut bed = TestBed::with_agent(3).expect("test bed with agent");
     // 100 headers of 300 bytes: a 31 KB header block, two CONTINUATIONs.
-    let mut args: Vec<String> = ["-sS", "--fail", "--http2-prior-knowledge", "--max-time", "10"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut args: Vec<String> = [
+        "-sS",
+        "--fail",
+        "--http2-prior-knowledge",
+        "--max-time",
+        "10",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     args.extend(header_args(100, 300, "-H"));
     args.push(format!("{VIP_URL}/whoami"));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     for _ in 0..6 {
-        let out = client_tool(&bed.topo, Some(&bed.cgroup), "curl", &args, Duration::from_secs(15))
-            .expect("running curl");
+        let out = client_tool(
+            &bed.topo,
+            Some(&bed.cgroup),
+            "curl",
+            &args,
+            Duration::from_secs(15),
+        )
+        .expect("running curl");
         let body = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success() && BACKENDS.contains(&body.as_str()),
@@ -288,14 +434,46 @@ fn httpx_headers_and_bodies() {
     let r = python_client(
         &mut bed,
         "httpx",
-        &["--requests", "60", "--concurrency", "1", "--headers", "40", "--header-bytes", "500"],
+        &[
+            "--requests",
+            "60",
+            "--concurrency",
+            "1",
+            "--headers",
+            "40",
+            "--header-bytes",
+            "500",
+        ],
     );
-    assert_report(&mut bed, "httpx with 20 KB header blocks", &r, 60, &BACKENDS);
+    assert_report(
+        &mut bed,
+        "httpx with 20 KB header blocks",
+        &r,
+        60,
+        &BACKENDS,
+    );
     assert_spread(&mut bed, "httpx", &r, 10);
-    let r = python_client(&mut bed, "httpx", &["--path", "/whoami?echo", "--requests", "4", "--concurrency", "1", "--upload", "1048576"]);
+    let r = python_client(
+        &mut bed,
+        "httpx",
+        &[
+            "--path",
+            "/whoami?echo",
+            "--requests",
+            "4",
+            "--concurrency",
+            "1",
+            "--upload",
+            "1048576",
+        ],
+    );
     assert_uploads(&mut bed, "httpx 1 MiB uploads", &r, 4);
     let big = big_label();
-    let r = python_client(&mut bed, "httpx", &["--path", "/big", "--requests", "2", "--concurrency", "1"]);
+    let r = python_client(
+        &mut bed,
+        "httpx",
+        &["--path", "/big", "--requests", "2", "--concurrency", "1"],
+    );
     assert_report(&mut bed, "httpx /big", &r, 2, &[big.as_str()]);
 }
 
@@ -307,16 +485,38 @@ fn httpx_headers_and_bodies() {
 fn uploads_to_backends_with_a_large_stream_window() {
     let mut bed = TestBed::new(3).expect("test bed");
     let servers: Vec<_> = (1..=3)
-        .map(|k| peers::start_nghttpd(&bed.topo, k, peers::ALT_H2_PORT, &["-w", "20"]).expect("nghttpd"))
+        .map(|k| {
+            peers::start_nghttpd(&bed.topo, k, peers::ALT_H2_PORT, &["-w", "20"]).expect("nghttpd")
+        })
         .collect();
     bed.agent = Some(
-        rotor_tests::Agent::start(&bed.topo, &bed.cgroup, &peers::endpoints_on(&bed.topo, peers::ALT_H2_PORT))
-            .expect("agent"),
+        rotor_tests::Agent::start(
+            &bed.topo,
+            &bed.cgroup,
+            &peers::endpoints_on(&bed.topo, peers::ALT_H2_PORT),
+        )
+        .expect("agent"),
     );
     let r = hyper(
         &mut bed,
-        &["--path", "/whoami?echo", "--requests", "3", "--concurrency", "3", "--upload", "1048576", "--timeout", "15"],
+        &[
+            "--path",
+            "/whoami?echo",
+            "--requests",
+            "3",
+            "--concurrency",
+            "3",
+            "--upload",
+            "1048576",
+            "--timeout",
+            "15",
+        ],
     );
-    assert_uploads(&mut bed, "hyper 1 MiB uploads to backends with a 1 MiB stream window", &r, 3);
+    assert_uploads(
+        &mut bed,
+        "hyper 1 MiB uploads to backends with a 1 MiB stream window",
+        &r,
+        3,
+    );
     drop(servers);
 }

@@ -9,7 +9,9 @@ use std::process::Command;
 const KUBERNETES_VERSION: &str = "1.33";
 
 fn deploy_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("deploy")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("deploy")
 }
 
 fn manifests() -> Vec<PathBuf> {
@@ -24,7 +26,9 @@ fn manifests() -> Vec<PathBuf> {
 
 #[test]
 fn manifests_validate_against_the_kubernetes_schema() {
-    let have = Command::new("python3").args(["-c", "import kubernetes_validate"]).output();
+    let have = Command::new("python3")
+        .args(["-c", "import kubernetes_validate"])
+        .output();
     assert!(
         have.is_ok_and(|o| o.status.success()),
         "python3 cannot import kubernetes_validate: `cargo xtask deps` installs it (pip install kubernetes-validate)"
@@ -32,14 +36,32 @@ fn manifests_validate_against_the_kubernetes_schema() {
     let files = manifests();
     assert!(files.len() >= 3, "{files:?}");
     let out = Command::new("python3")
-        .args(["-m", "kubernetes_validate", "--strict", "--no-warn", "-k", KUBERNETES_VERSION])
+        .args([
+            "-m",
+            "kubernetes_validate",
+            "--strict",
+            "--no-warn",
+            "-k",
+            KUBERNETES_VERSION,
+        ])
         .args(&files)
         .output()
         .expect("running kubernetes-validate");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "kubernetes-validate: {text}");
-    for kind in ["daemonset/rotor-agent", "clusterrole/rotor-agent", "service/echo"] {
-        assert!(text.contains(&format!("passed for resource {kind}")), "{kind} not validated: {text}");
+    for kind in [
+        "daemonset/rotor-agent",
+        "clusterrole/rotor-agent",
+        "service/echo",
+    ] {
+        assert!(
+            text.contains(&format!("passed for resource {kind}")),
+            "{kind} not validated: {text}"
+        );
     }
 }
 
@@ -47,10 +69,16 @@ fn manifests_validate_against_the_kubernetes_schema() {
 fn daemonset_runs_the_kubernetes_source() {
     let ds = std::fs::read_to_string(deploy_dir().join("daemonset.yaml")).expect("daemonset.yaml");
     assert!(ds.contains("- --source=kubernetes"), "{ds}");
-    assert!(!ds.contains("--config"), "the DaemonSet still reads a file: {ds}");
+    assert!(
+        !ds.contains("--config"),
+        "the DaemonSet still reads a file: {ds}"
+    );
     let rbac = std::fs::read_to_string(deploy_dir().join("rbac.yaml")).expect("rbac.yaml");
     for resource in ["services", "endpointslices"] {
-        assert!(rbac.contains(&format!("[\"{resource}\"]")), "RBAC lacks {resource}: {rbac}");
+        assert!(
+            rbac.contains(&format!("[\"{resource}\"]")),
+            "RBAC lacks {resource}: {rbac}"
+        );
     }
     assert!(rbac.contains("[\"get\", \"list\", \"watch\"]"), "{rbac}");
 }

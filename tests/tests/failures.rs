@@ -16,22 +16,35 @@ fn grpc_bed(servers: Grpc, extra: &[&str]) -> (TestBed, Vec<Child>) {
     servers.available().expect("gRPC server peer");
     let mut bed = TestBed::new(3).expect("test bed");
     // grpcio clients use AF_INET sockets only without IPv6 (see grpc.rs).
-    for key in ["net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.lo.disable_ipv6"] {
+    for key in [
+        "net.ipv6.conf.all.disable_ipv6",
+        "net.ipv6.conf.lo.disable_ipv6",
+    ] {
         bed.topo.client().sysctl(key, "1").unwrap();
     }
     let children = peers::start_grpc_servers(&bed.topo, servers, extra).expect("gRPC servers");
-    bed.agent = Some(Agent::start(&bed.topo, &bed.cgroup, &endpoints_on(&bed.topo, GRPC_PORT)).expect("agent"));
+    bed.agent = Some(
+        Agent::start(&bed.topo, &bed.cgroup, &endpoints_on(&bed.topo, GRPC_PORT)).expect("agent"),
+    );
     (bed, children)
 }
 
 fn spawn_client(bed: &TestBed, imp: Grpc, args: &[&str]) -> Running {
     imp.available().expect("gRPC client peer");
     let cmd = grpc_client_command(&bed.topo, Some(&bed.cgroup), imp, args).unwrap();
-    Running::spawn(&format!("grpc-client-{imp:?}"), cmd, bed.topo.dir(), Duration::from_secs(120)).unwrap()
+    Running::spawn(
+        &format!("grpc-client-{imp:?}"),
+        cmd,
+        bed.topo.dir(),
+        Duration::from_secs(120),
+    )
+    .unwrap()
 }
 
 fn finish(bed: &mut TestBed, client: Running) -> Value {
-    client.finish().unwrap_or_else(|e| panic!("client: {e:#}\n{}", probe::report(bed)))
+    client
+        .finish()
+        .unwrap_or_else(|e| panic!("client: {e:#}\n{}", probe::report(bed)))
 }
 
 /// Server-streaming calls of 5 s and unary calls of 200 ms run; be2's server
@@ -45,8 +58,22 @@ fn backend_killed(client: Grpc) {
         &bed,
         client,
         &[
-            "--duration", "6", "--concurrency", "6", "--unary-delay-ms", "200", "--streams", "3", "--kinds",
-            "server", "--stream-msgs", "250", "--stream-delay-ms", "20", "--timeout", "30",
+            "--duration",
+            "6",
+            "--concurrency",
+            "6",
+            "--unary-delay-ms",
+            "200",
+            "--streams",
+            "3",
+            "--kinds",
+            "server",
+            "--stream-msgs",
+            "250",
+            "--stream-delay-ms",
+            "20",
+            "--timeout",
+            "30",
         ],
     );
     std::thread::sleep(Duration::from_millis(1500));
@@ -54,7 +81,8 @@ fn backend_killed(client: Grpc) {
     let after_kill = probe::report(&mut bed);
     let r = finish(&mut bed, c);
     let (u, s) = (&r["unary"], &r["server_stream"]);
-    let streams_ok = n(s, "failed") == n(s, "answered_failed") && n(s, "failed") <= 3 && n(s, "corrupt") == 0;
+    let streams_ok =
+        n(s, "failed") == n(s, "answered_failed") && n(s, "failed") <= 3 && n(s, "corrupt") == 0;
     // Neither grpcio nor tonic retries a REFUSED_STREAM by itself (grpc-java
     // and grpc-js do); both report UNAVAILABLE, which a retry policy may
     // retry safely: the endpoint never saw the call.
@@ -75,7 +103,6 @@ fn backend_killed(client: Grpc) {
     bed.check_agent().expect("agent alive");
 }
 
-
 #[test]
 fn backend_killed_tonic_client() {
     backend_killed(Grpc::Tonic);
@@ -86,7 +113,6 @@ fn backend_killed_node_client() {
     backend_killed(Grpc::Node);
 }
 
-
 /// be2's server stops gracefully (SIGTERM: GOAWAY, in-flight calls finish)
 /// while unary and streaming calls run: no call fails.
 fn graceful(client: Grpc) {
@@ -95,15 +121,35 @@ fn graceful(client: Grpc) {
         &bed,
         client,
         &[
-            "--duration", "5", "--concurrency", "8", "--unary-delay-ms", "50", "--streams", "2", "--kinds",
-            "server,bidi", "--stream-msgs", "100", "--stream-delay-ms", "30", "--timeout", "30",
+            "--duration",
+            "5",
+            "--concurrency",
+            "8",
+            "--unary-delay-ms",
+            "50",
+            "--streams",
+            "2",
+            "--kinds",
+            "server,bidi",
+            "--stream-msgs",
+            "100",
+            "--stream-delay-ms",
+            "30",
+            "--timeout",
+            "30",
         ],
     );
     std::thread::sleep(Duration::from_millis(1500));
     servers[1].signal(libc::SIGTERM).unwrap();
     let r = finish(&mut bed, c);
-    let failed: u64 = ["unary", "server_stream", "bidi"].iter().map(|k| n(&r[*k], "failed")).sum();
-    let refused: u64 = ["unary", "server_stream", "bidi"].iter().map(|k| n(&r[*k], "refused")).sum();
+    let failed: u64 = ["unary", "server_stream", "bidi"]
+        .iter()
+        .map(|k| n(&r[*k], "failed"))
+        .sum();
+    let refused: u64 = ["unary", "server_stream", "bidi"]
+        .iter()
+        .map(|k| n(&r[*k], "refused"))
+        .sum();
     let ok = match client {
         // grpcio and grpc-js retry streams the GOAWAY refused
         Grpc::Python | Grpc::Node => failed == 0,
@@ -134,13 +180,20 @@ fn backend_graceful_shutdown_node_client() {
     graceful(Grpc::Node);
 }
 
-
 fn spread_h2load(bed: &mut TestBed, what: &str) -> Vec<(String, u64)> {
     let before = bed.topo.request_counts().unwrap();
-    let res = h2load(&bed.topo, Some(&bed.cgroup), &["-c", "1", "-m", "8", "-n", "600", WHOAMI]);
+    let res = h2load(
+        &bed.topo,
+        Some(&bed.cgroup),
+        &["-c", "1", "-m", "8", "-n", "600", WHOAMI],
+    );
     let diag = probe::report(bed);
     let (s, _) = res.unwrap_or_else(|e| panic!("{what}: {e:#}\n{diag}"));
-    assert_eq!((s.succeeded, s.failed, s.errored), (600, 0, 0), "{what}: {s:?}\n{diag}");
+    assert_eq!(
+        (s.succeeded, s.failed, s.errored),
+        (600, 0, 0),
+        "{what}: {s:?}\n{diag}"
+    );
     bed.served_since(&before).unwrap()
 }
 
@@ -154,9 +207,15 @@ fn agent_sigkill_fails_open_and_restart_balances() {
     bed.topo.kube_proxy_dnat().expect("DNAT");
     bed.start_agent().expect("agent");
     let served = spread_h2load(&mut bed, "with rotor");
-    assert!(served.iter().all(|(_, c)| *c >= 100), "with rotor, one connection: {served:?}");
+    assert!(
+        served.iter().all(|(_, c)| *c >= 100),
+        "with rotor, one connection: {served:?}"
+    );
     let attached = probe::cgroup_programs(bed.cgroup.path()).unwrap();
-    assert!(attached.contains("connect4"), "the agent's programs on the test cgroup: {attached}");
+    assert!(
+        attached.contains("connect4"),
+        "the agent's programs on the test cgroup: {attached}"
+    );
 
     let pid = bed.agent().unwrap().pid();
     let maps = probe::map_ids(pid).unwrap();
@@ -166,7 +225,10 @@ fn agent_sigkill_fails_open_and_restart_balances() {
     while bed.agent_mut().unwrap().check_alive().is_ok() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(bed.agent_mut().unwrap().check_alive().is_err(), "agent survived SIGKILL");
+    assert!(
+        bed.agent_mut().unwrap().check_alive().is_err(),
+        "agent survived SIGKILL"
+    );
     let stderr = bed.agent().unwrap().stderr();
     drop(bed.agent.take());
 
@@ -177,9 +239,17 @@ fn agent_sigkill_fails_open_and_restart_balances() {
         attached = probe::cgroup_programs(bed.cgroup.path()).unwrap();
         alive_maps = maps
             .iter()
-            .filter(|id| std::process::Command::new("bpftool").args(["map", "show", "id", &id.to_string()]).output().is_ok_and(|o| o.status.success()))
+            .filter(|id| {
+                std::process::Command::new("bpftool")
+                    .args(["map", "show", "id", &id.to_string()])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
             .count();
-        let progs = attached.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("ID")).count();
+        let progs = attached
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("ID"))
+            .count();
         if (progs == 0 && alive_maps == 0) || Instant::now() >= deadline {
             break;
         }
@@ -187,7 +257,9 @@ fn agent_sigkill_fails_open_and_restart_balances() {
     }
     let listener = probe::ss(bed.topo.node_ns());
     // A closed connection's TIME-WAIT (the start-up self-check's) is no socket of the agent's.
-    let agent_socket = listener.lines().any(|l| l.contains(":15001") && !l.starts_with("TIME-WAIT"));
+    let agent_socket = listener
+        .lines()
+        .any(|l| l.contains(":15001") && !l.starts_with("TIME-WAIT"));
     assert!(
         attached.lines().all(|l| l.trim().is_empty() || l.starts_with("ID")) && alive_maps == 0 && !agent_socket,
         "after SIGKILL: programs still on the test cgroup:\n{attached}\n{alive_maps} of the agent's {} maps \
@@ -239,10 +311,23 @@ fn backend_max_concurrent_streams_grpc_python() {
 fn backend_max_concurrent_streams_nghttpd() {
     let mut bed = TestBed::new(3).expect("test bed");
     let servers: Vec<Child> = (1..=3)
-        .map(|k| peers::start_nghttpd(&bed.topo, k, peers::ALT_H2_PORT, &["-m", "4"]).expect("nghttpd"))
+        .map(|k| {
+            peers::start_nghttpd(&bed.topo, k, peers::ALT_H2_PORT, &["-m", "4"]).expect("nghttpd")
+        })
         .collect();
-    bed.agent = Some(Agent::start(&bed.topo, &bed.cgroup, &endpoints_on(&bed.topo, peers::ALT_H2_PORT)).expect("agent"));
-    let res = h2load(&bed.topo, Some(&bed.cgroup), &["-c", "1", "-m", "48", "-n", "3000", WHOAMI]);
+    bed.agent = Some(
+        Agent::start(
+            &bed.topo,
+            &bed.cgroup,
+            &endpoints_on(&bed.topo, peers::ALT_H2_PORT),
+        )
+        .expect("agent"),
+    );
+    let res = h2load(
+        &bed.topo,
+        Some(&bed.cgroup),
+        &["-c", "1", "-m", "48", "-n", "3000", WHOAMI],
+    );
     let per: Vec<u64> = servers.iter().map(peers::count_requests).collect();
     let diag = probe::report(&mut bed);
     let (s, out) = res.unwrap_or_else(|e| panic!("{e:#}\n{diag}"));
@@ -261,13 +346,29 @@ fn backend_max_concurrent_streams_nghttpd() {
 #[test]
 fn killed_backend_is_retried_after_restart() {
     let (mut bed, mut servers) = grpc_bed(Grpc::Python, &["--log-calls"]);
-    let c = spawn_client(&bed, Grpc::Python, &["--duration", "10", "--concurrency", "4", "--unary-delay-ms", "20"]);
+    let c = spawn_client(
+        &bed,
+        Grpc::Python,
+        &[
+            "--duration",
+            "10",
+            "--concurrency",
+            "4",
+            "--unary-delay-ms",
+            "20",
+        ],
+    );
     std::thread::sleep(Duration::from_millis(1500));
     servers[1].signal(libc::SIGKILL).unwrap();
     std::thread::sleep(Duration::from_millis(2000));
-    let restarted = peers::start_grpc_server(&bed.topo, 2, Grpc::Python, &["--log-calls"]).expect("restart be2");
+    let restarted = peers::start_grpc_server(&bed.topo, 2, Grpc::Python, &["--log-calls"])
+        .expect("restart be2");
     let r = finish(&mut bed, c);
-    let calls = restarted.output(Stream::Stdout).lines().filter(|l| *l == "call").count();
+    let calls = restarted
+        .output(Stream::Stdout)
+        .lines()
+        .filter(|l| *l == "call")
+        .count();
     assert!(
         n(&r, "unary.failed") == n(&r, "unary.refused") && n(&r, "unary.failed") <= 4 && calls > 0,
         "be2 killed 1.5 s into a 10 s run and restarted 2 s later: the restarted server got {calls} calls \
@@ -288,7 +389,14 @@ fn killed_backend_is_retried_after_restart() {
 /// connected straight to a server, and every failure is such a refusal.
 fn grpc_limit(imp: Grpc) {
     let (mut bed, _servers) = grpc_bed(imp, &["--max-concurrent-streams", "2"]);
-    let args = ["--unary", "600", "--concurrency", "24", "--unary-delay-ms", "20"];
+    let args = [
+        "--unary",
+        "600",
+        "--concurrency",
+        "24",
+        "--unary-delay-ms",
+        "20",
+    ];
     let direct = match imp {
         Grpc::Tonic | Grpc::Node => None,
         Grpc::Python => {
@@ -296,7 +404,13 @@ fn grpc_limit(imp: Grpc) {
             let mut direct_args = args.to_vec();
             direct_args.extend(["--target", target.as_str()]);
             let cmd = grpc_client_command(&bed.topo, None, imp, &direct_args).unwrap();
-            let run = Running::spawn("grpc-client-direct", cmd, bed.topo.dir(), Duration::from_secs(120)).unwrap();
+            let run = Running::spawn(
+                "grpc-client-direct",
+                cmd,
+                bed.topo.dir(),
+                Duration::from_secs(120),
+            )
+            .unwrap();
             Some(finish(&mut bed, run))
         }
     };
@@ -313,4 +427,3 @@ fn grpc_limit(imp: Grpc) {
         probe::report(&mut bed)
     );
 }
-

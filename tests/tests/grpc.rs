@@ -30,8 +30,14 @@ fn grpc_bed_ipv6(servers: Grpc, ipv6: bool) -> (TestBed, Vec<Child>) {
     servers.available().expect("gRPC server peer");
     let mut bed = TestBed::new(3).expect("test bed");
     if !ipv6 {
-        for key in ["net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.lo.disable_ipv6"] {
-            bed.topo.client().sysctl(key, "1").expect("disabling IPv6 in the client namespace");
+        for key in [
+            "net.ipv6.conf.all.disable_ipv6",
+            "net.ipv6.conf.lo.disable_ipv6",
+        ] {
+            bed.topo
+                .client()
+                .sysctl(key, "1")
+                .expect("disabling IPv6 in the client namespace");
         }
     }
     let children = peers::start_grpc_servers(&bed.topo, servers, &[]).expect("gRPC servers");
@@ -86,11 +92,25 @@ fn all_call_kinds(client: Grpc, servers: Grpc) {
         &mut bed,
         client,
         &[
-            "--unary", "300", "--concurrency", "8", "--payload", "1024", "--streams", "3",
-            "--stream-msgs", "20", "--stream-delay-ms", "10",
+            "--unary",
+            "300",
+            "--concurrency",
+            "8",
+            "--payload",
+            "1024",
+            "--streams",
+            "3",
+            "--stream-msgs",
+            "20",
+            "--stream-delay-ms",
+            "10",
         ],
     );
-    assert!(r["connect_error"].is_null(), "connect: {r}\n{}", probe::report(&mut bed));
+    assert!(
+        r["connect_error"].is_null(),
+        "connect: {r}\n{}",
+        probe::report(&mut bed)
+    );
     assert_kind(&mut bed, &r, "unary", 300);
     assert_kind(&mut bed, &r, "server_stream", 3);
     assert_kind(&mut bed, &r, "client_stream", 3);
@@ -98,7 +118,6 @@ fn all_call_kinds(client: Grpc, servers: Grpc) {
     assert_spread(&mut bed, &r, 50);
     bed.check_agent().expect("agent alive");
 }
-
 
 #[test]
 fn grpc_python_all_call_kinds() {
@@ -139,8 +158,18 @@ fn streams_stay_put(client: Grpc, servers: Grpc) {
         &mut bed,
         client,
         &[
-            "--duration", "2.5", "--concurrency", "4", "--streams", "6", "--kinds", "server,bidi",
-            "--stream-msgs", "100", "--stream-delay-ms", "20",
+            "--duration",
+            "2.5",
+            "--concurrency",
+            "4",
+            "--streams",
+            "6",
+            "--kinds",
+            "server,bidi",
+            "--stream-msgs",
+            "100",
+            "--stream-delay-ms",
+            "20",
         ],
     );
     assert_kind(&mut bed, &r, "server_stream", 6);
@@ -155,7 +184,9 @@ fn streams_stay_put(client: Grpc, servers: Grpc) {
     assert_spread(&mut bed, &r, unary / 6);
     // 12 streaming calls over 3 backends: no backend got them all.
     for kind in ["server_stream", "bidi"] {
-        let per = r[kind]["calls_by_backend"].as_object().map_or(0, |m| m.len());
+        let per = r[kind]["calls_by_backend"]
+            .as_object()
+            .map_or(0, |m| m.len());
         assert!(
             per >= 2,
             "{kind}: all streaming calls went to one backend: {}\n{}",
@@ -188,15 +219,32 @@ fn large_messages(imp: Grpc) {
     let r = run(
         &mut bed,
         imp,
-        &["--unary", "6", "--concurrency", "3", "--payload", "1048576", "--timeout", "15"],
+        &[
+            "--unary",
+            "6",
+            "--concurrency",
+            "3",
+            "--payload",
+            "1048576",
+            "--timeout",
+            "15",
+        ],
     );
     assert_kind(&mut bed, &r, "unary", 6);
     let r = run(
         &mut bed,
         imp,
         &[
-            "--streams", "3", "--stream-msgs", "40", "--stream-delay-ms", "0", "--payload", "65536",
-            "--timeout", "15",
+            "--streams",
+            "3",
+            "--stream-msgs",
+            "40",
+            "--stream-delay-ms",
+            "0",
+            "--payload",
+            "65536",
+            "--timeout",
+            "15",
         ],
     );
     assert_kind(&mut bed, &r, "server_stream", 3);
@@ -209,16 +257,22 @@ fn grpc_python_large_messages() {
     large_messages(Grpc::Python);
 }
 
-
 /// grpcio in a pod as Kubernetes makes it (IPv6 loopback present): gRPC's C
 /// core dials an IPv4 address through an AF_INET6 socket (`::ffff:10.96.0.10`).
 /// The VIP must still be balanced (only a connect6 hook sees that connect).
 #[test]
 fn grpc_python_dual_stack_client() {
     let (mut bed, _servers) = grpc_bed_ipv6(Grpc::Python, true);
-    let r = run(&mut bed, Grpc::Python, &["--unary", "30", "--concurrency", "3"]);
+    let r = run(
+        &mut bed,
+        Grpc::Python,
+        &["--unary", "30", "--concurrency", "3"],
+    );
     let clients = probe::ss(bed.topo.client_ns());
-    let status = bed.agent.as_ref().map(|a| probe::status(a).map(|s| probe::kernel_counters(&s)));
+    let status = bed
+        .agent
+        .as_ref()
+        .map(|a| probe::status(a).map(|s| probe::kernel_counters(&s)));
     assert!(
         r["connect_error"].is_null() && n(&r, "unary.ok") == 30,
         "grpcio with IPv6 on (AF_INET6 socket, v4-mapped VIP) did not get through rotor: {r}\n\

@@ -45,7 +45,10 @@ fn nghttp_many_streams_on_one_connection() {
     // spread like any other stream.
     let served = bed.served_since(&before).unwrap();
     for (name, n) in &served {
-        assert!((8..=12).contains(n), "{name} served {n} of 30, want 10±2: {served:?}\n{diag}");
+        assert!(
+            (8..=12).contains(n),
+            "{name} served {n} of 30, want 10±2: {served:?}\n{diag}"
+        );
     }
 }
 

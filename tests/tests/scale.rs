@@ -18,7 +18,11 @@ fn thousand_connections_200k_requests() {
     // Backends without verbose logs (200,000 requests of -v output would dominate the run).
     let topo = Topology::with_counting(5, false).expect("topology");
     let cgroup = TestCgroup::create().expect("cgroup");
-    let mut bed = TestBed { agent: None, cgroup, topo };
+    let mut bed = TestBed {
+        agent: None,
+        cgroup,
+        topo,
+    };
     bed.start_agent().expect("agent");
     let dmesg = Dmesg::mark();
     let pid = bed.agent().unwrap().pid();
@@ -56,8 +60,13 @@ fn thousand_connections_200k_requests() {
             Err(_) => status_errors += 1,
         }
         if !std::path::Path::new(&format!("/proc/{}", load.pid())).exists()
-            || std::fs::read_to_string(format!("/proc/{}/stat", load.pid()))
-                .is_ok_and(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            || std::fs::read_to_string(format!("/proc/{}/stat", load.pid())).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
         {
             break;
         }
@@ -84,9 +93,17 @@ fn thousand_connections_200k_requests() {
         maps_text(&maps_peak)
     );
     eprintln!("{summary}");
-    let report = report.unwrap_or_else(|e| panic!("rotor-load: {e:#}\n{summary}\n{}", probe::report(&mut bed)));
+    let report = report
+        .unwrap_or_else(|e| panic!("rotor-load: {e:#}\n{summary}\n{}", probe::report(&mut bed)));
     let per: Vec<u64> = (1..=5).map(|k| report.count(&format!("be{k}"))).collect();
-    eprintln!("scale: {} ok, {} failed, {:.0} req/s, p50 {} µs, p99 {} µs, per backend {per:?}", report.ok, report.failed, report.rate(), report.p50_us, report.p99_us);
+    eprintln!(
+        "scale: {} ok, {} failed, {:.0} req/s, p50 {} µs, p99 {} µs, per backend {per:?}",
+        report.ok,
+        report.failed,
+        report.rate(),
+        report.p50_us,
+        report.p99_us
+    );
     assert!(
         report.ok == REQUESTS && report.failed == 0,
         "{} ok, {} failed of {REQUESTS}; errors {:?}\n{summary}\n{}",
@@ -99,7 +116,10 @@ fn thousand_connections_200k_requests() {
         per.iter().all(|c| *c >= REQUESTS / 5 / 2),
         "not spread over the 5 endpoints: {per:?}\n{summary}"
     );
-    assert!(rss_peak < RSS_LIMIT_KIB, "agent RSS peaked at {rss_peak} KiB (limit {RSS_LIMIT_KIB})\n{summary}");
+    assert!(
+        rss_peak < RSS_LIMIT_KIB,
+        "agent RSS peaked at {rss_peak} KiB (limit {RSS_LIMIT_KIB})\n{summary}"
+    );
 
     // Everything released.
     let ((c, s), _) = probe::wait_idle(bed.agent().unwrap(), Duration::from_secs(30)).unwrap();

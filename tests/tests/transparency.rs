@@ -12,10 +12,21 @@ fn getpeername_answers_the_service_address() {
         VIP.ip(),
         VIP.port()
     );
-    let out = client_tool(&bed.topo, Some(&bed.cgroup), "python3", &["-c", &script], Duration::from_secs(10))
-        .expect("python3 in the client namespace");
+    let out = client_tool(
+        &bed.topo,
+        Some(&bed.cgroup),
+        "python3",
+        &["-c", &script],
+        Duration::from_secs(10),
+    )
+    .expect("python3 in the client namespace");
     let peer = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert_eq!(peer, VIP.to_string(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        peer,
+        VIP.to_string(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A dual-stack client (an AF_INET6 socket dialling `::ffff:VIP`, as grpcio
@@ -30,10 +41,21 @@ fn getpeername_answers_the_service_address_to_a_dual_stack_socket() {
         VIP.ip(),
         VIP.port()
     );
-    let out = client_tool(&bed.topo, Some(&bed.cgroup), "python3", &["-c", &script], Duration::from_secs(10))
-        .expect("python3 in the client namespace");
+    let out = client_tool(
+        &bed.topo,
+        Some(&bed.cgroup),
+        "python3",
+        &["-c", &script],
+        Duration::from_secs(10),
+    )
+    .expect("python3 in the client namespace");
     let peer = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert_eq!(peer, format!("::ffff:{}:{}", VIP.ip(), VIP.port()), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        peer,
+        format!("::ffff:{}:{}", VIP.ip(), VIP.port()),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A threaded client blocks in recv() on its socket while another thread
@@ -48,7 +70,12 @@ fn blocking_reader_beside_a_writer_thread_sees_only_data() {
             bed.topo.client_ns(),
             Some(bed.cgroup.path()),
             "blocking_reader.py",
-            &[&addr.ip().to_string(), &addr.port().to_string(), "500", "/whoami"],
+            &[
+                &addr.ip().to_string(),
+                &addr.port().to_string(),
+                "500",
+                "/whoami",
+            ],
         );
         rotor_tests::peers::run_json(cmd, Duration::from_secs(60)).expect("blocking_reader.py")
     };
@@ -56,6 +83,10 @@ fn blocking_reader_beside_a_writer_thread_sees_only_data() {
     let through = run(VIP);
     for (what, r) in [("direct", &direct), ("through rotor", &through)] {
         assert_eq!(r["responses"], 500, "{what}: {r}\ndirect: {direct}");
-        assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{what}: {r}\ndirect: {direct}");
+        assert_eq!(
+            r["errors"].as_array().map(Vec::len),
+            Some(0),
+            "{what}: {r}\ndirect: {direct}"
+        );
     }
 }

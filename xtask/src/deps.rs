@@ -155,7 +155,14 @@ fn ensure_python() -> Result<()> {
     println!("xtask: pip install {}", missing.join(" "));
     let pip = |extra: &[&str]| {
         Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-input",
+            ])
             .args(extra)
             .args(&missing)
             .env("PIP_ROOT_USER_ACTION", "ignore")
@@ -166,9 +173,16 @@ fn ensure_python() -> Result<()> {
     if !pip(&[]) && !pip(&["--break-system-packages"]) {
         bail!("pip install {} failed", missing.join(" "));
     }
-    let still: Vec<&str> = PYTHON_MODULES.iter().filter(|(m, _)| !python_has(m)).map(|(m, _)| *m).collect();
+    let still: Vec<&str> = PYTHON_MODULES
+        .iter()
+        .filter(|(m, _)| !python_has(m))
+        .map(|(m, _)| *m)
+        .collect();
     if !still.is_empty() {
-        bail!("python3 still cannot import {} after pip install", still.join(", "));
+        bail!(
+            "python3 still cannot import {} after pip install",
+            still.join(", ")
+        );
     }
     Ok(())
 }
@@ -185,7 +199,9 @@ pub fn ensure() -> Result<()> {
 fn ensure_node() -> Result<()> {
     let dir = crate::workspace_root().join("tests/peers/node");
     if dir.join("node_modules/@grpc/grpc-js/package.json").exists()
-        && dir.join("node_modules/@grpc/proto-loader/package.json").exists()
+        && dir
+            .join("node_modules/@grpc/proto-loader/package.json")
+            .exists()
     {
         println!("xtask: node test peer's packages present");
         return Ok(());
@@ -209,7 +225,10 @@ fn ensure_system() -> Result<()> {
         println!("xtask: system dependencies present");
         return Ok(());
     }
-    println!("xtask: missing, installing with apt-get: {}", missing.join(", "));
+    println!(
+        "xtask: missing, installing with apt-get: {}",
+        missing.join(", ")
+    );
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
@@ -262,7 +281,11 @@ mod tests {
                 Need::PythonModule(m, _) => modules.push(m),
             }
         }
-        Fake { commands, packages, modules }
+        Fake {
+            commands,
+            packages,
+            modules,
+        }
     }
 
     #[test]
@@ -276,12 +299,26 @@ mod tests {
     #[test]
     fn node_and_npm_from_another_source_are_left_alone() {
         let mut m = everything();
-        m.commands.retain(|c| !["clang-16", "llc-16", "nghttpd", "nghttp", "h2load", "haproxy", "bpftool"].contains(c));
+        m.commands.retain(|c| {
+            ![
+                "clang-16", "llc-16", "nghttpd", "nghttp", "h2load", "haproxy", "bpftool",
+            ]
+            .contains(c)
+        });
         m.packages.clear();
         let got = select(&m);
         assert_eq!(
             got,
-            ["bpftool", "clang-16", "haproxy", "libbpf-dev", "linux-libc-dev", "llvm-16", "nghttp2-client", "nghttp2-server"]
+            [
+                "bpftool",
+                "clang-16",
+                "haproxy",
+                "libbpf-dev",
+                "linux-libc-dev",
+                "llvm-16",
+                "nghttp2-client",
+                "nghttp2-server"
+            ]
         );
         assert!(!got.contains(&"npm") && !got.contains(&"nodejs"), "{got:?}");
         assert!(!got.contains(&"python3-pip"), "{got:?}");
@@ -289,7 +326,11 @@ mod tests {
 
     #[test]
     fn a_bare_debian_gets_the_whole_list_once() {
-        let bare = Fake { commands: vec![], packages: vec![], modules: vec![] };
+        let bare = Fake {
+            commands: vec![],
+            packages: vec![],
+            modules: vec![],
+        };
         let got = select(&bare);
         // python3 is missing, so pip is not judged; the rest is all there, once each.
         assert!(got.contains(&"nodejs") && got.contains(&"npm") && got.contains(&"python3"));

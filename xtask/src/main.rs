@@ -183,11 +183,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Kernels { kernels, force, full, no_build, memory, timeout } => {
+        Cmd::Kernels {
+            kernels,
+            force,
+            full,
+            no_build,
+            memory,
+            timeout,
+        } => {
             let kernels = if kernels.is_empty() {
                 kernels::DEFAULT.iter().map(|s| s.to_string()).collect()
             } else {
-                kernels.iter().flat_map(|k| k.split(',')).map(str::to_string).collect()
+                kernels
+                    .iter()
+                    .flat_map(|k| k.split(','))
+                    .map(str::to_string)
+                    .collect()
             };
             let opts = kernels::Options {
                 kernels,
@@ -198,7 +209,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 timeout: std::time::Duration::from_secs(timeout),
             };
             let green = kernels::run_kernels(&opts)?;
-            Ok(if green { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if green {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Cmd::Test { args } => {
             deps::ensure()?;

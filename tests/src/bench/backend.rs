@@ -27,7 +27,10 @@ use crate::content;
 
 /// Command line of `rotor-h2-backend`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "rotor-h2-backend", about = "HTTP/2 (h2c) benchmark backend that counts its requests")]
+#[command(
+    name = "rotor-h2-backend",
+    about = "HTTP/2 (h2c) benchmark backend that counts its requests"
+)]
 pub struct Args {
     /// Address to listen on.
     #[arg(long)]
@@ -47,12 +50,14 @@ pub const COUNT_WIDTH: usize = 20;
 
 /// Reads a count file written by the backend (0 when it is still empty).
 pub fn read_count(path: &std::path::Path) -> Result<u64> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let t = text.trim();
     if t.is_empty() {
         return Ok(0);
     }
-    t.parse().with_context(|| format!("bad count {t:?} in {}", path.display()))
+    t.parse()
+        .with_context(|| format!("bad count {t:?} in {}", path.display()))
 }
 
 struct Bodies {
@@ -106,7 +111,11 @@ pub fn run(args: &Args) -> Result<()> {
     })
 }
 
-async fn serve(tcp: tokio::net::TcpStream, bodies: Arc<Bodies>, count: Arc<AtomicU64>) -> Result<()> {
+async fn serve(
+    tcp: tokio::net::TcpStream,
+    bodies: Arc<Bodies>,
+    count: Arc<AtomicU64>,
+) -> Result<()> {
     let mut conn = h2::server::Builder::new()
         .initial_window_size(8 << 20)
         .initial_connection_window_size(32 << 20)

@@ -28,13 +28,22 @@ pub(super) fn nghttpd_endpoints(n: usize) -> Vec<SocketAddrV4> {
 }
 
 pub(super) fn rust_service(n: usize) -> dnat::Service {
-    dnat::Service { tag: "RUST".into(), vip: VIP, endpoints: rust_endpoints(n) }
+    dnat::Service {
+        tag: "RUST".into(),
+        vip: VIP,
+        endpoints: rust_endpoints(n),
+    }
 }
 
 /// The agent's config: Service `echo` (VIP) over `n` Rust backends, Service
 /// `nghttpd` (VIP_NGHTTPD) over the nghttpd backends.
 pub(super) fn agent_yaml(n: usize) -> String {
-    let list = |v: Vec<SocketAddrV4>| v.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ");
+    let list = |v: Vec<SocketAddrV4>| {
+        v.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     format!(
         "services:\n  - name: echo\n    vip: {VIP}\n    policy: round-robin\n    endpoints: [{}]\n  - name: nghttpd\n    vip: {VIP_NGHTTPD}\n    policy: round-robin\n    endpoints: [{}]\n",
         list(rust_endpoints(n)),
@@ -60,7 +69,12 @@ impl Bed {
             let ns = topo.backend(k)?.netns().to_string();
             let count = topo.dir().join(format!("rust-{name}.count"));
             let mut cmd = netns_command(&ns, None, &bin);
-            cmd.arg("--listen").arg(rust_addr(k).to_string()).arg("--name").arg(&name).arg("--count-file").arg(&count);
+            cmd.arg("--listen")
+                .arg(rust_addr(k).to_string())
+                .arg("--name")
+                .arg(&name)
+                .arg("--count-file")
+                .arg(&count);
             let mut child = Child::spawn(&format!("rotor-h2-backend-{name}"), cmd, topo.dir())?;
             child.wait_for_line(Stream::Stdout, "listening on", Duration::from_secs(10))?;
             rust.push(child);
@@ -70,20 +84,43 @@ impl Bed {
             topo.client(),
             &dnat::install_rules(&[
                 rust_service(INITIAL),
-                dnat::Service { tag: "NGHTTPD".into(), vip: VIP_NGHTTPD, endpoints: nghttpd_endpoints(INITIAL) },
+                dnat::Service {
+                    tag: "NGHTTPD".into(),
+                    vip: VIP_NGHTTPD,
+                    endpoints: nghttpd_endpoints(INITIAL),
+                },
             ]),
         )?;
         let cgroup = TestCgroup::create().context("creating cgroup")?;
-        let agent = Agent::start(&topo, &cgroup, &rust_endpoints(INITIAL)).context("starting rotor-agent")?;
+        let agent = Agent::start(&topo, &cgroup, &rust_endpoints(INITIAL))
+            .context("starting rotor-agent")?;
         let haproxy = haproxy::HaProxy::start(
             topo.node_ns(),
             topo.dir(),
             vec![
-                haproxy::Pool { name: "rust".into(), bind: HAPROXY_RUST, servers: rust_endpoints(SCALED), enabled: INITIAL },
-                haproxy::Pool { name: "nghttpd".into(), bind: HAPROXY_NGHTTPD, servers: nghttpd_endpoints(INITIAL), enabled: INITIAL },
+                haproxy::Pool {
+                    name: "rust".into(),
+                    bind: HAPROXY_RUST,
+                    servers: rust_endpoints(SCALED),
+                    enabled: INITIAL,
+                },
+                haproxy::Pool {
+                    name: "nghttpd".into(),
+                    bind: HAPROXY_NGHTTPD,
+                    servers: nghttpd_endpoints(INITIAL),
+                    enabled: INITIAL,
+                },
             ],
         )?;
-        let bed = Bed { quiet_budget: Duration::ZERO, haproxy, agent, cgroup, rust, counts, topo };
+        let bed = Bed {
+            quiet_budget: Duration::ZERO,
+            haproxy,
+            agent,
+            cgroup,
+            rust,
+            counts,
+            topo,
+        };
         bed.set_agent_endpoints(INITIAL)?;
         Ok(bed)
     }
@@ -94,12 +131,16 @@ impl Bed {
         let before = self.agent.stderr().matches("service configured").count();
         let path = self.agent.config_path();
         let tmp = path.with_extension("yaml.bench");
-        std::fs::write(&tmp, agent_yaml(n)).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::write(&tmp, agent_yaml(n))
+            .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.agent.stderr().matches("service configured").count() < before + 2 {
             if Instant::now() > deadline {
-                bail!("rotor-agent did not apply its new config within 5 s:\n{}", self.agent.stderr());
+                bail!(
+                    "rotor-agent did not apply its new config within 5 s:\n{}",
+                    self.agent.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -129,7 +170,11 @@ impl Bed {
     pub(super) fn check_alive(&mut self) -> Result<()> {
         for (k, child) in self.rust.iter_mut().enumerate() {
             if let Some(status) = child.try_wait()? {
-                bail!("rotor-h2-backend be{} exited ({status}):\n{}", k + 1, child.stderr_tail());
+                bail!(
+                    "rotor-h2-backend be{} exited ({status}):\n{}",
+                    k + 1,
+                    child.stderr_tail()
+                );
             }
         }
         self.agent.check_alive()?;

@@ -67,13 +67,23 @@ fn latency(area: &Area, s: &super::report::ScenarioSummary) -> Result<()> {
     let vals: Vec<f64> = s
         .paths
         .iter()
-        .flat_map(|p| [p.p50_us.median, p.p90_us.median, p.p99_us.median, p.p999_us.median])
+        .flat_map(|p| {
+            [
+                p.p50_us.median,
+                p.p90_us.median,
+                p.p99_us.median,
+                p.p999_us.median,
+            ]
+        })
         .filter(|v| v.is_finite() && *v > 0.0)
         .collect();
     let lo = vals.iter().copied().fold(f64::INFINITY, f64::min).max(1.0) / 1.5;
     let hi = vals.iter().copied().fold(1.0, f64::max) * 1.5;
     let mut chart = ChartBuilder::on(area)
-        .caption(format!("latency, {} (µs)", s.scenario.id), ("sans-serif", 15))
+        .caption(
+            format!("latency, {} (µs)", s.scenario.id),
+            ("sans-serif", 15),
+        )
         .margin(8)
         .x_label_area_size(24)
         .y_label_area_size(56)
@@ -95,18 +105,25 @@ fn latency(area: &Area, s: &super::report::ScenarioSummary) -> Result<()> {
         .map_err(pe)?;
     for p in &s.paths {
         let c = color(p.path);
-        let pts: Vec<(f64, f64)> = [p.p50_us.median, p.p90_us.median, p.p99_us.median, p.p999_us.median]
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.is_finite() && **v > 0.0)
-            .map(|(i, v)| (i as f64, *v))
-            .collect();
+        let pts: Vec<(f64, f64)> = [
+            p.p50_us.median,
+            p.p90_us.median,
+            p.p99_us.median,
+            p.p999_us.median,
+        ]
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_finite() && **v > 0.0)
+        .map(|(i, v)| (i as f64, *v))
+        .collect();
         chart
             .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
             .map_err(pe)?
             .label(p.label.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
-        chart.draw_series(pts.iter().map(|&pt| Circle::new(pt, 3, c.filled()))).map_err(pe)?;
+        chart
+            .draw_series(pts.iter().map(|&pt| Circle::new(pt, 3, c.filled())))
+            .map_err(pe)?;
     }
     chart
         .configure_series_labels()
@@ -120,10 +137,17 @@ fn latency(area: &Area, s: &super::report::ScenarioSummary) -> Result<()> {
 }
 
 fn shares(area: &Area, s: &super::report::ScenarioSummary) -> Result<()> {
-    let paths: Vec<_> = s.paths.iter().filter(|p| !p.share_by_backend.is_empty()).collect();
+    let paths: Vec<_> = s
+        .paths
+        .iter()
+        .filter(|p| !p.share_by_backend.is_empty())
+        .collect();
     let nb = INITIAL;
     let mut chart = ChartBuilder::on(area)
-        .caption(format!("share per backend, {}", s.scenario.id), ("sans-serif", 15))
+        .caption(
+            format!("share per backend, {}", s.scenario.id),
+            ("sans-serif", 15),
+        )
         .margin(8)
         .x_label_area_size(24)
         .y_label_area_size(40)
@@ -148,17 +172,26 @@ fn shares(area: &Area, s: &super::report::ScenarioSummary) -> Result<()> {
     for (j, p) in paths.iter().enumerate() {
         let c = color(p.path);
         chart
-            .draw_series(p.share_by_backend.iter().take(nb).enumerate().map(|(k, &v)| {
-                let x0 = k as f64 + 0.1 + j as f64 * w;
-                Rectangle::new([(x0, 0.0), (x0 + w * 0.9, v)], c.filled())
-            }))
+            .draw_series(
+                p.share_by_backend
+                    .iter()
+                    .take(nb)
+                    .enumerate()
+                    .map(|(k, &v)| {
+                        let x0 = k as f64 + 0.1 + j as f64 * w;
+                        Rectangle::new([(x0, 0.0), (x0 + w * 0.9, v)], c.filled())
+                    }),
+            )
             .map_err(pe)?
             .label(p.label.clone())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
     }
     let fair = 1.0 / nb as f64;
     chart
-        .draw_series(LineSeries::new(vec![(0.0, fair), (nb as f64, fair)], BLACK.stroke_width(1)))
+        .draw_series(LineSeries::new(
+            vec![(0.0, fair), (nb as f64, fair)],
+            BLACK.stroke_width(1),
+        ))
         .map_err(pe)?;
     chart
         .configure_series_labels()
@@ -172,13 +205,21 @@ fn shares(area: &Area, s: &super::report::ScenarioSummary) -> Result<()> {
 }
 
 fn scale_up(area: &Area, report: &Report) -> Result<()> {
-    let Some((_, cells)) = report.raw.scenarios.iter().find(|(s, _)| matches!(s.load, Load::ScaleUp { .. })) else {
+    let Some((_, cells)) = report
+        .raw
+        .scenarios
+        .iter()
+        .find(|(s, _)| matches!(s.load, Load::ScaleUp { .. }))
+    else {
         return Ok(());
     };
     let new = SCALED - INITIAL;
     let end = report.options.scale_run - super::SCALE_AT_S;
     let mut chart = ChartBuilder::on(area)
-        .caption("scale-up: share of the 2 new endpoints (per 200 ms)", ("sans-serif", 15))
+        .caption(
+            "scale-up: share of the 2 new endpoints (per 200 ms)",
+            ("sans-serif", 15),
+        )
         .margin(8)
         .x_label_area_size(28)
         .y_label_area_size(40)
@@ -191,10 +232,14 @@ fn scale_up(area: &Area, report: &Report) -> Result<()> {
         .draw()
         .map_err(pe)?;
     for cell in cells {
-        let Some(sample) = cell.samples.first() else { continue };
+        let Some(sample) = cell.samples.first() else {
+            continue;
+        };
         let c = color(cell.path);
-        let pts: Vec<(f64, f64)> =
-            stats::new_share_series(&sample.timeline, new).into_iter().filter(|(t, _)| *t >= -2.0).collect();
+        let pts: Vec<(f64, f64)> = stats::new_share_series(&sample.timeline, new)
+            .into_iter()
+            .filter(|(t, _)| *t >= -2.0)
+            .collect();
         chart
             .draw_series(LineSeries::new(pts, c.stroke_width(2)))
             .map_err(pe)?
@@ -203,7 +248,10 @@ fn scale_up(area: &Area, report: &Report) -> Result<()> {
     }
     let fair = new as f64 / SCALED as f64;
     chart
-        .draw_series(LineSeries::new(vec![(-2.0, fair), (end, fair)], BLACK.stroke_width(1)))
+        .draw_series(LineSeries::new(
+            vec![(-2.0, fair), (end, fair)],
+            BLACK.stroke_width(1),
+        ))
         .map_err(pe)?;
     chart
         .configure_series_labels()

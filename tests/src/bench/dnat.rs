@@ -37,7 +37,9 @@ fn svc_rules(s: &Service, r: &mut String) {
         } else {
             r.push_str(&format!("-A {svc} -j {sep}\n"));
         }
-        r.push_str(&format!("-A {sep} -p tcp -m tcp -j DNAT --to-destination {ep}\n"));
+        r.push_str(&format!(
+            "-A {sep} -p tcp -m tcp -j DNAT --to-destination {ep}\n"
+        ));
     }
 }
 
@@ -84,7 +86,10 @@ mod tests {
         let s = Service {
             tag: "RUST".into(),
             vip: "10.96.0.10:8080".parse().unwrap(),
-            endpoints: vec!["10.1.1.2:8081".parse().unwrap(), "10.1.2.2:8081".parse().unwrap()],
+            endpoints: vec![
+                "10.1.1.2:8081".parse().unwrap(),
+                "10.1.2.2:8081".parse().unwrap(),
+            ],
         };
         let r = install_rules(std::slice::from_ref(&s));
         assert!(r.contains("-A KUBE-SVC-RUST -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-RUST1\n"));

@@ -51,7 +51,10 @@ defaults\n    mode http\n    timeout connect 5s\n    timeout client 120s\n    ti
         ));
         for (k, s) in p.servers.iter().enumerate() {
             let disabled = if k >= p.enabled { " disabled" } else { "" };
-            c.push_str(&format!("    server {} {s} proto h2{disabled}\n", server_name(k)));
+            c.push_str(&format!(
+                "    server {} {s} proto h2{disabled}\n",
+                server_name(k)
+            ));
         }
         c.push('\n');
     }
@@ -64,7 +67,8 @@ impl HaProxy {
     pub fn start(netns: &str, dir: &Path, pools: Vec<Pool>) -> Result<HaProxy> {
         let cfg = dir.join("haproxy.cfg");
         let socket = dir.join("haproxy.sock");
-        std::fs::write(&cfg, config(&pools, &socket)).with_context(|| format!("writing {}", cfg.display()))?;
+        std::fs::write(&cfg, config(&pools, &socket))
+            .with_context(|| format!("writing {}", cfg.display()))?;
         let mut cmd = netns_command(netns, None, "haproxy");
         cmd.arg("-db").arg("-f").arg(&cfg);
         let mut child = Child::spawn("haproxy", cmd, dir)?;
@@ -74,10 +78,18 @@ impl HaProxy {
                 bail!("haproxy exited ({status}):\n{}", child.stderr_tail());
             }
             if socket.exists() {
-                break HaProxy { child, socket, pools };
+                break HaProxy {
+                    child,
+                    socket,
+                    pools,
+                };
             }
             if Instant::now() > deadline {
-                bail!("haproxy did not open {} within 10 s:\n{}", socket.display(), child.stderr_tail());
+                bail!(
+                    "haproxy did not open {} within 10 s:\n{}",
+                    socket.display(),
+                    child.stderr_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -145,7 +157,10 @@ mod tests {
         let p = super::Pool {
             name: "rust".into(),
             bind: "10.0.0.1:9080".parse().unwrap(),
-            servers: vec!["10.1.1.2:8081".parse().unwrap(), "10.1.2.2:8081".parse().unwrap()],
+            servers: vec![
+                "10.1.1.2:8081".parse().unwrap(),
+                "10.1.2.2:8081".parse().unwrap(),
+            ],
             enabled: 1,
         };
         let c = super::config(&[p], std::path::Path::new("/tmp/x.sock"));

@@ -29,7 +29,10 @@ use tokio::net::TcpStream;
 
 /// Command line of `rotor-bench-load`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "rotor-bench-load", about = "HTTP/2 benchmark load generator (prints one JSON report)")]
+#[command(
+    name = "rotor-bench-load",
+    about = "HTTP/2 benchmark load generator (prints one JSON report)"
+)]
 pub struct Args {
     #[arg(long)]
     pub addr: SocketAddr,
@@ -79,7 +82,11 @@ impl CpuTimes {
     pub fn now() -> CpuTimes {
         let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
         let line = text.lines().find(|l| l.starts_with("cpu ")).unwrap_or("");
-        let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+        let v: Vec<f64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
         let g = |i: usize| v.get(i).copied().unwrap_or(0.0);
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
@@ -110,18 +117,32 @@ impl CpuTimes {
         let mut ticks = 0.0;
         for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let name = e.file_name();
-            let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
             // Fields after the command (which may contain spaces) start after the last ')'.
-            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
             let f: Vec<&str> = rest.split_whitespace().collect();
             // rest[0] is field 3 (state): field n is f[n - 3].
-            let num = |n: usize| f.get(n - 3).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+            let num = |n: usize| {
+                f.get(n - 3)
+                    .and_then(|x| x.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
             const PF_KTHREAD: u64 = 0x0020_0000;
             if (num(9) as u64) & PF_KTHREAD != 0 {
                 continue;
             }
-            let ns = std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+            let ns = std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
             if matches!(ns, Ok(ino) if ours.contains(&ino)) {
                 continue;
             }
@@ -201,7 +222,9 @@ impl Shared {
     fn new() -> Shared {
         Shared {
             // 1 µs .. 100 s, 3 significant digits.
-            hist: Mutex::new(Histogram::new_with_bounds(1, 100_000_000, 3).expect("histogram bounds")),
+            hist: Mutex::new(
+                Histogram::new_with_bounds(1, 100_000_000, 3).expect("histogram bounds"),
+            ),
             ok: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             errors: Mutex::new(Vec::new()),
@@ -228,7 +251,11 @@ impl Shared {
     fn record(&self, latency: Duration) {
         self.ok.fetch_add(1, Ordering::Relaxed);
         let us = (latency.as_nanos() as u64 / 1000).max(1);
-        let _ = self.hist.lock().unwrap_or_else(|p| p.into_inner()).record(us.min(100_000_000));
+        let _ = self
+            .hist
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(us.min(100_000_000));
     }
 }
 
@@ -249,16 +276,33 @@ struct Conn {
     thread: std::thread::JoinHandle<()>,
 }
 
-type Ready = Result<(tokio::runtime::Handle, SendRequest<Bytes>, tokio::sync::oneshot::Sender<Arc<Plan>>, tokio::sync::oneshot::Sender<()>), String>;
+type Ready = Result<
+    (
+        tokio::runtime::Handle,
+        SendRequest<Bytes>,
+        tokio::sync::oneshot::Sender<Arc<Plan>>,
+        tokio::sync::oneshot::Sender<()>,
+    ),
+    String,
+>;
 
 /// Starts one connection on its own thread with a current-thread runtime (no
 /// cross-thread wake-ups inside the client), and waits until it is usable.
 fn start_conn(args: &Args, shared: &Arc<Shared>) -> Result<Conn, String> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
-    let (addr, shared, closed_streams) =
-        (args.addr, shared.clone(), args.rate.filter(|r| *r > 0.0).is_none().then_some(args.streams.max(1)));
+    let (addr, shared, closed_streams) = (
+        args.addr,
+        shared.clone(),
+        args.rate
+            .filter(|r| *r > 0.0)
+            .is_none()
+            .then_some(args.streams.max(1)),
+    );
     let thread = std::thread::spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => rt,
             Err(e) => {
                 let _ = ready_tx.send(Err(format!("tokio runtime: {e}")));
@@ -275,7 +319,15 @@ fn start_conn(args: &Args, shared: &Arc<Shared>) -> Result<Conn, String> {
             };
             let (go_tx, go_rx) = tokio::sync::oneshot::channel();
             let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-            if ready_tx.send(Ok((tokio::runtime::Handle::current(), send.clone(), go_tx, done_tx))).is_err() {
+            if ready_tx
+                .send(Ok((
+                    tokio::runtime::Handle::current(),
+                    send.clone(),
+                    go_tx,
+                    done_tx,
+                )))
+                .is_err()
+            {
                 return;
             }
             let Ok(plan) = go_rx.await else { return };
@@ -291,7 +343,13 @@ fn start_conn(args: &Args, shared: &Arc<Shared>) -> Result<Conn, String> {
         });
     });
     match ready_rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(Ok((handle, send, go, done))) => Ok(Conn { handle, send, go, done, thread }),
+        Ok(Ok((handle, send, go, done))) => Ok(Conn {
+            handle,
+            send,
+            go,
+            done,
+            thread,
+        }),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(format!("connection to {} not ready within 10 s", args.addr)),
     }
@@ -351,16 +409,30 @@ pub fn run(args: &Args) -> BenchLoadReport {
 fn report(args: &Args, shared: &Shared, window_s: f64, cpu: CpuTimes) -> BenchLoadReport {
     let h = shared.hist.lock().unwrap_or_else(|p| p.into_inner());
     let ok = shared.ok.load(Ordering::Relaxed);
-    let q = |p: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(p) as f64 };
+    let q = |p: f64| {
+        if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_quantile(p) as f64
+        }
+    };
     BenchLoadReport {
-        mode: if args.rate.is_some() { "open".into() } else { "closed".into() },
+        mode: if args.rate.is_some() {
+            "open".into()
+        } else {
+            "closed".into()
+        },
         connections: args.connections,
         streams: args.streams,
         target_rate: args.rate,
         ok,
         failed: shared.failed.load(Ordering::Relaxed),
         window_s,
-        rps: if window_s > 0.0 { ok as f64 / window_s } else { 0.0 },
+        rps: if window_s > 0.0 {
+            ok as f64 / window_s
+        } else {
+            0.0
+        },
         p50_us: q(0.50),
         p90_us: q(0.90),
         p99_us: q(0.99),
@@ -368,9 +440,21 @@ fn report(args: &Args, shared: &Shared, window_s: f64, cpu: CpuTimes) -> BenchLo
         max_us: if h.is_empty() { 0.0 } else { h.max() as f64 },
         mean_us: if h.is_empty() { 0.0 } else { h.mean() },
         cpu,
-        cpu_us_per_req: if ok > 0 { (cpu.busy_ms - cpu.other_ms).max(0.0) * 1000.0 / ok as f64 } else { 0.0 },
-        machine_cpu_us_per_req: if ok > 0 { cpu.busy_ms * 1000.0 / ok as f64 } else { 0.0 },
-        errors: shared.errors.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        cpu_us_per_req: if ok > 0 {
+            (cpu.busy_ms - cpu.other_ms).max(0.0) * 1000.0 / ok as f64
+        } else {
+            0.0
+        },
+        machine_cpu_us_per_req: if ok > 0 {
+            cpu.busy_ms * 1000.0 / ok as f64
+        } else {
+            0.0
+        },
+        errors: shared
+            .errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
     }
 }
 
@@ -382,7 +466,9 @@ fn sleep_until(t: Instant) {
 }
 
 async fn connect(addr: SocketAddr, shared: Arc<Shared>) -> Result<SendRequest<Bytes>, String> {
-    let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let (send, conn) = h2::client::Builder::new()
         .initial_window_size(8 << 20)
@@ -399,12 +485,18 @@ async fn connect(addr: SocketAddr, shared: Arc<Shared>) -> Result<SendRequest<By
     send.ready().await.map_err(|e| format!("ready: {e}"))
 }
 
-async fn closed_loop(send: SendRequest<Bytes>, plan: &Arc<Plan>, shared: &Arc<Shared>, streams: usize) {
+async fn closed_loop(
+    send: SendRequest<Bytes>,
+    plan: &Arc<Plan>,
+    shared: &Arc<Shared>,
+    streams: usize,
+) {
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..streams {
         let (send, plan, shared) = (send.clone(), plan.clone(), shared.clone());
         workers.spawn(async move {
-            let mut h = Histogram::<u64>::new_with_bounds(1, 100_000_000, 3).expect("histogram bounds");
+            let mut h =
+                Histogram::<u64>::new_with_bounds(1, 100_000_000, 3).expect("histogram bounds");
             let mut ok = 0;
             loop {
                 let t0 = Instant::now();
@@ -414,7 +506,8 @@ async fn closed_loop(send: SendRequest<Bytes>, plan: &Arc<Plan>, shared: &Arc<Sh
                 // A request still unanswered 5 s after the window is lost (a
                 // stalled stream): counted as failed, and this worker stops.
                 let give_up = tokio::time::Instant::from_std(plan.end + Duration::from_secs(5));
-                let Ok(res) = tokio::time::timeout_at(give_up, request(send.clone(), &plan)).await else {
+                let Ok(res) = tokio::time::timeout_at(give_up, request(send.clone(), &plan)).await
+                else {
                     shared.fail("no response 5 s after the window (stalled stream)".into());
                     break;
                 };
@@ -439,7 +532,12 @@ async fn closed_loop(send: SendRequest<Bytes>, plan: &Arc<Plan>, shared: &Arc<Sh
     while workers.join_next().await.is_some() {}
 }
 
-fn open_loop(handles: &[(tokio::runtime::Handle, SendRequest<Bytes>)], plan: &Arc<Plan>, shared: &Arc<Shared>, rate: f64) {
+fn open_loop(
+    handles: &[(tokio::runtime::Handle, SendRequest<Bytes>)],
+    plan: &Arc<Plan>,
+    shared: &Arc<Shared>,
+    rate: f64,
+) {
     // The dispatcher sleeps with 1 ns timer slack so intended times are met
     // within a few microseconds.
     // SAFETY: prctl on the calling thread, no pointers involved.
@@ -486,7 +584,9 @@ async fn request(send: SendRequest<Bytes>, plan: &Plan) -> Result<(), String> {
         .uri(&plan.uri)
         .body(())
         .map_err(|e| format!("request: {e}"))?;
-    let (resp, _) = send.send_request(req, true).map_err(|e| format!("send_request: {e}"))?;
+    let (resp, _) = send
+        .send_request(req, true)
+        .map_err(|e| format!("send_request: {e}"))?;
     let resp = resp.await.map_err(|e| format!("response: {e}"))?;
     let status = resp.status().as_u16();
     let mut body = resp.into_body();

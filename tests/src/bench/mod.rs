@@ -15,14 +15,14 @@
 //! so drift of the machine hits every path alike.
 
 pub mod backend;
+mod bed;
 pub mod chart;
 pub mod dnat;
 pub mod haproxy;
 pub mod load;
 pub mod report;
-pub mod stats;
-mod bed;
 mod runs;
+pub mod stats;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -158,7 +158,10 @@ impl BenchOptions {
             path: path.into(),
             servers,
         };
-        let c = |connections, streams| Load::Closed { connections, streams };
+        let c = |connections, streams| Load::Closed {
+            connections,
+            streams,
+        };
         let all = vec![
             s("1x16-100b", "closed loop, 1 connection × 16 streams, 100 B responses", c(1, 16), "/100b", Servers::Rust),
             s("4x16-100b", "closed loop, 4 connections × 16 streams, 100 B responses", c(4, 16), "/100b", Servers::Rust),
@@ -291,7 +294,15 @@ pub fn run_bench(opts: &BenchOptions) -> Result<report::Report> {
     let scenarios = opts.scenarios();
     let mut cells: Vec<Vec<Cell>> = scenarios
         .iter()
-        .map(|s| s.paths().into_iter().map(|path| Cell { path, samples: Vec::new() }).collect())
+        .map(|s| {
+            s.paths()
+                .into_iter()
+                .map(|path| Cell {
+                    path,
+                    samples: Vec::new(),
+                })
+                .collect()
+        })
         .collect();
     for rep in 0..opts.repeat {
         for (si, sc) in scenarios.iter().enumerate() {
@@ -300,7 +311,9 @@ pub fn run_bench(opts: &BenchOptions) -> Result<report::Report> {
                 let ci = (i + rep) % n;
                 let path = cells[si][ci].path;
                 let res = match sc.load {
-                    Load::Closed { .. } | Load::Open { .. } => run_steady(&mut bed, opts, sc, path, rep),
+                    Load::Closed { .. } | Load::Open { .. } => {
+                        run_steady(&mut bed, opts, sc, path, rep)
+                    }
                     Load::ScaleUp { .. } => run_scale_up(&mut bed, opts, sc, path, rep),
                     Load::H2load { .. } => run_h2load(&mut bed, opts, sc, path, rep),
                 };
@@ -312,7 +325,14 @@ pub fn run_bench(opts: &BenchOptions) -> Result<report::Report> {
                     eprintln!("bench: {e}");
                     Sample::failed(rep, e)
                 });
-                println!("bench: [{}/{}] {:<26} {:<16} {}", rep + 1, opts.repeat, sc.id, path.label(), report::one_line(sc, &s));
+                println!(
+                    "bench: [{}/{}] {:<26} {:<16} {}",
+                    rep + 1,
+                    opts.repeat,
+                    sc.id,
+                    path.label(),
+                    report::one_line(sc, &s)
+                );
                 cells[si][ci].samples.push(s);
             }
         }
@@ -324,7 +344,10 @@ pub fn run_bench(opts: &BenchOptions) -> Result<report::Report> {
         idle_background_cores: idle_bg,
         started_unix,
         elapsed_s: t_start.elapsed().as_secs_f64(),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         rotor_status,
     };
@@ -351,6 +374,7 @@ time for request:       59us      6.58ms       290us       118us    85.05%\n";
         let (rps, mean) = super::parse_h2load_rates(out);
         assert_eq!(rps, 41234.20);
         assert_eq!(mean, 290.0);
-        assert!(super::agent_yaml(3).contains("endpoints: [10.1.1.2:8081, 10.1.2.2:8081, 10.1.3.2:8081]"));
+        assert!(super::agent_yaml(3)
+            .contains("endpoints: [10.1.1.2:8081, 10.1.2.2:8081, 10.1.3.2:8081]"));
     }
 }

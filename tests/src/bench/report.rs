@@ -91,15 +91,31 @@ pub struct Report {
 }
 
 fn per_req(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> Summary {
-    Summary::of(&samples.iter().map(|s| if s.ok > 0 { f(s) * 1000.0 / s.ok as f64 } else { f64::NAN }).collect::<Vec<_>>())
+    Summary::of(
+        &samples
+            .iter()
+            .map(|s| {
+                if s.ok > 0 {
+                    f(s) * 1000.0 / s.ok as f64
+                } else {
+                    f64::NAN
+                }
+            })
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn summarize(path: Path4, samples: &[Sample]) -> PathSummary {
     let of = |f: fn(&Sample) -> f64| Summary::of(&samples.iter().map(f).collect::<Vec<_>>());
     let rps = of(|s| s.rps);
     let p50 = of(|s| s.p50_us);
-    let max_bg = samples.iter().map(|s| s.background_cores).fold(0.0, f64::max);
-    let noisy = [rps.spread_pct, p50.spread_pct].iter().any(|x| *x > NOISY_SPREAD_PCT)
+    let max_bg = samples
+        .iter()
+        .map(|s| s.background_cores)
+        .fold(0.0, f64::max);
+    let noisy = [rps.spread_pct, p50.spread_pct]
+        .iter()
+        .any(|x| *x > NOISY_SPREAD_PCT)
         || max_bg > NOISY_BACKGROUND_CORES;
     let n = samples.iter().map(|s| s.counts.len()).max().unwrap_or(0);
     let mut tot = vec![0u64; n];
@@ -127,7 +143,10 @@ fn summarize(path: Path4, samples: &[Sample]) -> PathSummary {
         cpu_system_us_per_req: per_req(samples, |s| s.cpu.system_ms),
         cpu_irq_us_per_req: per_req(samples, |s| s.cpu.irq_ms),
         share_max_min: of(|s| s.share_max_min),
-        share_by_backend: tot.iter().map(|&c| if sum > 0 { c as f64 / sum as f64 } else { 0.0 }).collect(),
+        share_by_backend: tot
+            .iter()
+            .map(|&c| if sum > 0 { c as f64 / sum as f64 } else { 0.0 })
+            .collect(),
         fair_share_s: of(|s| s.fair_share_s),
         dip_after_change: of(|s| s.dip_after_change),
         machine_cpu_us_per_req: per_req(samples, |s| s.cpu.busy_ms),
@@ -154,14 +173,20 @@ impl Report {
     pub fn new(opts: &BenchOptions, raw: Results) -> Report {
         let mut scenarios = Vec::new();
         for (sc, cells) in &raw.scenarios {
-            let mut paths: Vec<PathSummary> = cells.iter().map(|c| summarize(c.path, &c.samples)).collect();
+            let mut paths: Vec<PathSummary> = cells
+                .iter()
+                .map(|c| summarize(c.path, &c.samples))
+                .collect();
             let direct = paths.iter().find(|p| p.path == Path4::Direct).cloned();
             let haproxy = paths.iter().find(|p| p.path == Path4::Haproxy).cloned();
             for p in &mut paths {
                 p.vs_direct = direct.as_ref().map(|d| ratios(p, d));
                 p.vs_haproxy = haproxy.as_ref().map(|h| ratios(p, h));
             }
-            scenarios.push(ScenarioSummary { scenario: sc.clone(), paths });
+            scenarios.push(ScenarioSummary {
+                scenario: sc.clone(),
+                paths,
+            });
         }
         let goals = goals(&scenarios);
         Report {
@@ -190,7 +215,9 @@ impl Report {
     }
 
     pub fn noisy(&self) -> bool {
-        self.scenarios.iter().any(|s| s.paths.iter().any(|p| p.noisy))
+        self.scenarios
+            .iter()
+            .any(|s| s.paths.iter().any(|p| p.noisy))
     }
 
     /// The whole Markdown report.
@@ -339,9 +366,21 @@ fn scale_table(m: &mut String, s: &ScenarioSummary) {
     for p in &s.paths {
         let f = &p.fair_share_s;
         let fair = if f.median.is_infinite() {
-            if f.min.is_finite() { format!("never in {} of {} runs", f.n - f.n / 2, f.n) } else { "never (existing connections keep their backend)".into() }
+            if f.min.is_finite() {
+                format!("never in {} of {} runs", f.n - f.n / 2, f.n)
+            } else {
+                "never (existing connections keep their backend)".into()
+            }
         } else if f.median.is_finite() {
-            format!("{:.2} s (max {})", f.median, if f.max.is_finite() { format!("{:.2} s", f.max) } else { "never".into() })
+            format!(
+                "{:.2} s (max {})",
+                f.median,
+                if f.max.is_finite() {
+                    format!("{:.2} s", f.max)
+                } else {
+                    "never".into()
+                }
+            )
         } else {
             "–".into()
         };
@@ -354,7 +393,10 @@ fn scale_table(m: &mut String, s: &ScenarioSummary) {
             fair,
             fmt_share(p.share_max_min.median),
             if p.dip_after_change.median.is_finite() {
-                format!("{:.2} (worst {:.2})", p.dip_after_change.median, p.dip_after_change.min)
+                format!(
+                    "{:.2} (worst {:.2})",
+                    p.dip_after_change.median, p.dip_after_change.min
+                )
             } else {
                 "–".into()
             },
@@ -364,7 +406,10 @@ fn scale_table(m: &mut String, s: &ScenarioSummary) {
 }
 
 fn h2load_table(m: &mut String, s: &ScenarioSummary) {
-    let _ = writeln!(m, "| path | req/s (h2load) | mean latency (h2load) | req/s ÷ direct | share max/min |");
+    let _ = writeln!(
+        m,
+        "| path | req/s (h2load) | mean latency (h2load) | req/s ÷ direct | share max/min |"
+    );
     let _ = writeln!(m, "|---|--:|--:|--:|--:|");
     for p in &s.paths {
         let _ = writeln!(
@@ -395,22 +440,66 @@ fn goals(scenarios: &[ScenarioSummary]) -> Vec<GoalResult> {
         });
     };
     for s in scenarios {
-        let Some(r) = s.path(Path4::Rotor) else { continue };
+        let Some(r) = s.path(Path4::Rotor) else {
+            continue;
+        };
         let id = s.scenario.id.as_str();
         match s.scenario.load {
             Load::Closed { .. } | Load::Open { .. } => {
                 let d = r.vs_direct;
-                push("p50 ≤ 1.10× direct", id, d.map_or(f64::NAN, |x| x.p50), 1.10, true);
-                push("p99 ≤ 1.25× direct", id, d.map_or(f64::NAN, |x| x.p99), 1.25, true);
-                push("CPU/request ≤ 0.5× HAProxy", id, r.vs_haproxy.map_or(f64::NAN, |x| x.cpu_per_req), 0.5, true);
+                push(
+                    "p50 ≤ 1.10× direct",
+                    id,
+                    d.map_or(f64::NAN, |x| x.p50),
+                    1.10,
+                    true,
+                );
+                push(
+                    "p99 ≤ 1.25× direct",
+                    id,
+                    d.map_or(f64::NAN, |x| x.p99),
+                    1.25,
+                    true,
+                );
+                push(
+                    "CPU/request ≤ 0.5× HAProxy",
+                    id,
+                    r.vs_haproxy.map_or(f64::NAN, |x| x.cpu_per_req),
+                    0.5,
+                    true,
+                );
                 if matches!(s.scenario.load, Load::Closed { .. }) {
-                    push("throughput ≥ 0.9× direct", id, d.map_or(f64::NAN, |x| x.rps), 0.9, false);
+                    push(
+                        "throughput ≥ 0.9× direct",
+                        id,
+                        d.map_or(f64::NAN, |x| x.rps),
+                        0.9,
+                        false,
+                    );
                 }
-                push("share max/min ≤ 1.05", id, r.share_max_min.median, 1.05, true);
+                push(
+                    "share max/min ≤ 1.05",
+                    id,
+                    r.share_max_min.median,
+                    1.05,
+                    true,
+                );
             }
             Load::ScaleUp { .. } => {
-                push("new endpoints at fair share ≤ 1 s", id, r.fair_share_s.median, 1.0, true);
-                push("share max/min ≤ 1.05", id, r.share_max_min.median, 1.05, true);
+                push(
+                    "new endpoints at fair share ≤ 1 s",
+                    id,
+                    r.fair_share_s.median,
+                    1.0,
+                    true,
+                );
+                push(
+                    "share max/min ≤ 1.05",
+                    id,
+                    r.share_max_min.median,
+                    1.05,
+                    true,
+                );
             }
             Load::H2load { .. } => {}
         }
@@ -429,24 +518,37 @@ fn goal_table(m: &mut String, goals: &[GoalResult]) {
             scs.push(&x.scenario);
         }
     }
-    let _ = writeln!(m, "| goal | {} |", scs.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(
+        m,
+        "| goal | {} |",
+        scs.iter()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
     let _ = writeln!(m, "|---|{}", "--:|".repeat(scs.len()));
     for n in names {
         let cells: Vec<String> = scs
             .iter()
-            .map(|sc| match goals.iter().find(|x| x.goal == n && x.scenario == *sc) {
-                None => "".into(),
-                Some(x) => {
-                    let v = if x.goal.contains("fair share ≤") {
-                        if x.value.is_finite() { format!("{:.2} s", x.value) } else { "never".into() }
-                    } else if x.goal.starts_with("share") {
-                        fmt_share(x.value)
-                    } else {
-                        fmt_ratio(x.value)
-                    };
-                    format!("{v} {}", if x.met { "✅" } else { "❌" })
-                }
-            })
+            .map(
+                |sc| match goals.iter().find(|x| x.goal == n && x.scenario == *sc) {
+                    None => "".into(),
+                    Some(x) => {
+                        let v = if x.goal.contains("fair share ≤") {
+                            if x.value.is_finite() {
+                                format!("{:.2} s", x.value)
+                            } else {
+                                "never".into()
+                            }
+                        } else if x.goal.starts_with("share") {
+                            fmt_share(x.value)
+                        } else {
+                            fmt_ratio(x.value)
+                        };
+                        format!("{v} {}", if x.met { "✅" } else { "❌" })
+                    }
+                },
+            )
             .collect();
         let _ = writeln!(m, "| {n} | {} |", cells.join(" | "));
     }
@@ -456,7 +558,13 @@ fn goal_table(m: &mut String, goals: &[GoalResult]) {
 pub fn one_line(sc: &Scenario, s: &Sample) -> String {
     let mut l = format!("{:>7} req/s", fmt_rps(s.rps));
     if s.p50_us.is_finite() {
-        let _ = write!(l, "  p50 {:>8}  p99 {:>8}  p99.9 {:>8}", fmt_us(s.p50_us), fmt_us(s.p99_us), fmt_us(s.p999_us));
+        let _ = write!(
+            l,
+            "  p50 {:>8}  p99 {:>8}  p99.9 {:>8}",
+            fmt_us(s.p50_us),
+            fmt_us(s.p99_us),
+            fmt_us(s.p999_us)
+        );
     } else if s.mean_us.is_finite() {
         let _ = write!(l, "  mean {:>8}", fmt_us(s.mean_us));
     }
@@ -464,10 +572,19 @@ pub fn one_line(sc: &Scenario, s: &Sample) -> String {
         let _ = write!(l, "  cpu {:>7}/req", fmt_us(s.cpu_us_per_req));
     }
     if !s.counts.is_empty() {
-        let _ = write!(l, "  counts {:?} max/min {}", s.counts, fmt_share(s.share_max_min));
+        let _ = write!(
+            l,
+            "  counts {:?} max/min {}",
+            s.counts,
+            fmt_share(s.share_max_min)
+        );
     }
     if matches!(sc.load, Load::ScaleUp { .. }) {
-        let f = if s.fair_share_s.is_finite() { format!("{:.2} s", s.fair_share_s) } else { "never".into() };
+        let f = if s.fair_share_s.is_finite() {
+            format!("{:.2} s", s.fair_share_s)
+        } else {
+            "never".into()
+        };
         let _ = write!(l, "  fair share after {f}, dip {:.2}", s.dip_after_change);
     }
     if s.failed > 0 {

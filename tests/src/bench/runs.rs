@@ -4,7 +4,8 @@
 use super::*;
 
 pub(super) fn has_command(cmd: &str) -> bool {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(cmd).is_file())
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|d| d.join(cmd).is_file())
 }
 
 /// Waits (within what is left of `budget`) until the machine is quiet: CPU
@@ -29,7 +30,13 @@ pub(super) fn background(d: Duration) -> f64 {
     CpuTimes::now().since(&a).busy_ms / d.as_millis() as f64
 }
 
-pub(super) fn spawn_load(bed: &Bed, path: Path4, sc: &Scenario, args: &[String], tag: &str) -> Result<Child> {
+pub(super) fn spawn_load(
+    bed: &Bed,
+    path: Path4,
+    sc: &Scenario,
+    args: &[String],
+    tag: &str,
+) -> Result<Child> {
     let bin = find_binary("rotor-bench-load", "ROTOR_BENCH_LOAD_BIN")?;
     let mut cmd = netns_command(bed.topo.client_ns(), bed.cgroup_for(path), &bin);
     cmd.arg("--addr")
@@ -49,11 +56,22 @@ pub(super) fn finish_load(mut child: Child, limit: Duration) -> Result<BenchLoad
         .lines()
         .rev()
         .find(|l| l.starts_with('{'))
-        .with_context(|| format!("rotor-bench-load ({status}) printed no report:\n{}", child.stderr_tail()))?;
+        .with_context(|| {
+            format!(
+                "rotor-bench-load ({status}) printed no report:\n{}",
+                child.stderr_tail()
+            )
+        })?;
     serde_json::from_str(line).with_context(|| format!("parsing {line:?}"))
 }
 
-pub(super) fn sample_from(rep: usize, r: &BenchLoadReport, counts: Vec<u64>, share: f64, bg: f64) -> Sample {
+pub(super) fn sample_from(
+    rep: usize,
+    r: &BenchLoadReport,
+    counts: Vec<u64>,
+    share: f64,
+    bg: f64,
+) -> Sample {
     // No request answered in the window: no latency to report (throughput 0 stays).
     let lat = |v: f64| if r.ok > 0 { v } else { f64::NAN };
     Sample {
@@ -90,7 +108,13 @@ pub(super) fn share_of(path: Path4, counts: &[u64], active: usize) -> f64 {
     stats::max_min(&counts[..active.min(counts.len())])
 }
 
-pub(super) fn run_steady(bed: &mut Bed, opts: &BenchOptions, sc: &Scenario, path: Path4, rep: usize) -> Result<Sample> {
+pub(super) fn run_steady(
+    bed: &mut Bed,
+    opts: &BenchOptions,
+    sc: &Scenario,
+    path: Path4,
+    rep: usize,
+) -> Result<Sample> {
     let bg = wait_quiet(&mut bed.quiet_budget);
     let before = bed.read_counts()?;
     let mut args = vec![
@@ -100,16 +124,28 @@ pub(super) fn run_steady(bed: &mut Bed, opts: &BenchOptions, sc: &Scenario, path
         opts.warmup.to_string(),
     ];
     match sc.load {
-        Load::Closed { connections, streams } => {
-            args.extend(["--connections".into(), connections.to_string(), "--streams".into(), streams.to_string()])
-        }
-        Load::Open { connections, rate } => {
-            args.extend(["--connections".into(), connections.to_string(), "--rate".into(), rate.to_string()])
-        }
+        Load::Closed {
+            connections,
+            streams,
+        } => args.extend([
+            "--connections".into(),
+            connections.to_string(),
+            "--streams".into(),
+            streams.to_string(),
+        ]),
+        Load::Open { connections, rate } => args.extend([
+            "--connections".into(),
+            connections.to_string(),
+            "--rate".into(),
+            rate.to_string(),
+        ]),
         _ => bail!("not a steady scenario"),
     }
     let child = spawn_load(bed, path, sc, &args, &format!("{}-{:?}-{rep}", sc.id, path))?;
-    let r = finish_load(child, Duration::from_secs_f64(opts.duration + opts.warmup + 60.0))?;
+    let r = finish_load(
+        child,
+        Duration::from_secs_f64(opts.duration + opts.warmup + 60.0),
+    )?;
     // The backends write their counters every 5 ms.
     std::thread::sleep(Duration::from_millis(30));
     let counts = diff(&before, &bed.read_counts()?);
@@ -117,8 +153,18 @@ pub(super) fn run_steady(bed: &mut Bed, opts: &BenchOptions, sc: &Scenario, path
     Ok(sample_from(rep, &r, counts, share, bg))
 }
 
-pub(super) fn run_scale_up(bed: &mut Bed, opts: &BenchOptions, sc: &Scenario, path: Path4, rep: usize) -> Result<Sample> {
-    let Load::ScaleUp { connections, streams } = sc.load else {
+pub(super) fn run_scale_up(
+    bed: &mut Bed,
+    opts: &BenchOptions,
+    sc: &Scenario,
+    path: Path4,
+    rep: usize,
+) -> Result<Sample> {
+    let Load::ScaleUp {
+        connections,
+        streams,
+    } = sc.load
+    else {
         bail!("not a scale-up scenario");
     };
     let bg = wait_quiet(&mut bed.quiet_budget);
@@ -165,13 +211,20 @@ pub(super) fn run_scale_up(bed: &mut Bed, opts: &BenchOptions, sc: &Scenario, pa
     let timeline: Vec<stats::Point> = raw
         .iter()
         .map(|(t, c)| {
-            let s = if *t >= added { (*t - added).as_secs_f64() } else { -(added - *t).as_secs_f64() };
+            let s = if *t >= added {
+                (*t - added).as_secs_f64()
+            } else {
+                -(added - *t).as_secs_f64()
+            };
             (s, diff(&before, c))
         })
         .collect();
     let fair = stats::time_to_fair_share(&timeline, SCALED - INITIAL).unwrap_or(f64::INFINITY);
     // Share over the last 2 s of the run, all five endpoints.
-    let tail_from = timeline.iter().rev().find(|(t, _)| *t <= timeline.last().map_or(0.0, |l| l.0) - 2.0);
+    let tail_from = timeline
+        .iter()
+        .rev()
+        .find(|(t, _)| *t <= timeline.last().map_or(0.0, |l| l.0) - 2.0);
     let share = match (tail_from, timeline.last()) {
         (Some(a), Some(b)) => stats::max_min(&diff(&a.1, &b.1)),
         _ => f64::NAN,
@@ -214,8 +267,18 @@ pub(super) fn parse_h2load_time(t: &str) -> f64 {
     num.parse::<f64>().map_or(f64::NAN, |v| v * mult)
 }
 
-pub(super) fn run_h2load(bed: &mut Bed, opts: &BenchOptions, sc: &Scenario, path: Path4, rep: usize) -> Result<Sample> {
-    let Load::H2load { connections, streams } = sc.load else {
+pub(super) fn run_h2load(
+    bed: &mut Bed,
+    opts: &BenchOptions,
+    sc: &Scenario,
+    path: Path4,
+    rep: usize,
+) -> Result<Sample> {
+    let Load::H2load {
+        connections,
+        streams,
+    } = sc.load
+    else {
         bail!("not an h2load scenario");
     };
     let bg = wait_quiet(&mut bed.quiet_budget);
@@ -232,14 +295,25 @@ pub(super) fn run_h2load(bed: &mut Bed, opts: &BenchOptions, sc: &Scenario, path
         &format!("--warm-up-time={}", opts.warmup.ceil().max(1.0)),
         &url,
     ]);
-    let out = crate::util::run_with_timeout(&mut cmd, Duration::from_secs_f64(opts.duration + opts.warmup + 60.0))?;
+    let out = crate::util::run_with_timeout(
+        &mut cmd,
+        Duration::from_secs_f64(opts.duration + opts.warmup + 60.0),
+    )?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let summary = crate::tools::parse_h2load(&stdout)
         .with_context(|| format!("h2load: {}", String::from_utf8_lossy(&out.stderr)))?;
     let (rps, mean) = parse_h2load_rates(&stdout);
     std::thread::sleep(Duration::from_millis(30));
-    let counts = if sc.servers == Servers::Rust { diff(&before, &bed.read_counts()?) } else { Vec::new() };
-    let share = if sc.servers == Servers::Rust { share_of(path, &counts, INITIAL) } else { f64::NAN };
+    let counts = if sc.servers == Servers::Rust {
+        diff(&before, &bed.read_counts()?)
+    } else {
+        Vec::new()
+    };
+    let share = if sc.servers == Servers::Rust {
+        share_of(path, &counts, INITIAL)
+    } else {
+        f64::NAN
+    };
     let mut errors = Vec::new();
     let mut failed = summary.failed + summary.errored + summary.timeout;
     if failed > 0 {
@@ -248,9 +322,16 @@ pub(super) fn run_h2load(bed: &mut Bed, opts: &BenchOptions, sc: &Scenario, path
     if summary.succeeded == 0 {
         // h2load -D counts nothing for a connection that stalled.
         failed = failed.max(1);
-        errors.push(format!("h2load: no request completed (stalled): {}", summary.lines.join(" | ")));
+        errors.push(format!(
+            "h2load: no request completed (stalled): {}",
+            summary.lines.join(" | ")
+        ));
     }
-    let mean = if summary.succeeded > 0 { mean } else { f64::NAN };
+    let mean = if summary.succeeded > 0 {
+        mean
+    } else {
+        f64::NAN
+    };
     Ok(Sample {
         repeat: rep,
         rps,
@@ -260,7 +341,10 @@ pub(super) fn run_h2load(bed: &mut Bed, opts: &BenchOptions, sc: &Scenario, path
         p999_us: f64::NAN,
         mean_us: mean,
         cpu_us_per_req: f64::NAN,
-        cpu: CpuTimes { busy_ms: f64::NAN, ..CpuTimes::default() },
+        cpu: CpuTimes {
+            busy_ms: f64::NAN,
+            ..CpuTimes::default()
+        },
         ok: summary.succeeded,
         failed,
         counts,

@@ -20,17 +20,33 @@ impl Summary {
         let mut v: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
         v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
         if v.is_empty() {
-            return Summary { median: f64::NAN, min: f64::NAN, max: f64::NAN, spread_pct: f64::NAN, n: 0 };
+            return Summary {
+                median: f64::NAN,
+                min: f64::NAN,
+                max: f64::NAN,
+                spread_pct: f64::NAN,
+                n: 0,
+            };
         }
         let n = v.len();
-        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
         let (min, max) = (v[0], v[n - 1]);
         let spread_pct = if n > 1 && median.is_finite() && median != 0.0 && max.is_finite() {
             (max - min) / median * 100.0
         } else {
             f64::NAN
         };
-        Summary { median, min, max, spread_pct, n }
+        Summary {
+            median,
+            min,
+            max,
+            spread_pct,
+            n,
+        }
     }
 }
 
@@ -64,7 +80,12 @@ pub fn new_shares(a: &[u64], b: &[u64], new: usize) -> Option<Vec<f64>> {
     if total < 50 {
         return None;
     }
-    Some(d[d.len() - new..].iter().map(|&x| x as f64 / total as f64).collect())
+    Some(
+        d[d.len() - new..]
+            .iter()
+            .map(|&x| x as f64 / total as f64)
+            .collect(),
+    )
 }
 
 /// Seconds from the change until the new endpoints are at their fair share:
@@ -85,7 +106,9 @@ pub fn time_to_fair_share(timeline: &[Point], new: usize) -> Option<f64> {
         if timeline[i].0 < 0.0 {
             continue;
         }
-        let Some(j) = (i + 1..timeline.len()).find(|&j| timeline[j].0 - timeline[i].0 >= FAIR_WINDOW_S) else {
+        let Some(j) =
+            (i + 1..timeline.len()).find(|&j| timeline[j].0 - timeline[i].0 >= FAIR_WINDOW_S)
+        else {
             break;
         };
         let window = low(new_shares(&timeline[i].1, &timeline[j].1, new));
@@ -102,7 +125,9 @@ pub fn new_share_series(timeline: &[Point], new: usize) -> Vec<(f64, f64)> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < timeline.len() {
-        let Some(j) = (i + 1..timeline.len()).find(|&j| timeline[j].0 - timeline[i].0 >= FAIR_WINDOW_S) else {
+        let Some(j) =
+            (i + 1..timeline.len()).find(|&j| timeline[j].0 - timeline[i].0 >= FAIR_WINDOW_S)
+        else {
             break;
         };
         if let Some(s) = new_shares(&timeline[i].1, &timeline[j].1, new) {
@@ -118,11 +143,16 @@ pub fn rate_series(timeline: &[Point]) -> Vec<(f64, f64)> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < timeline.len() {
-        let Some(j) = (i + 1..timeline.len()).find(|&j| timeline[j].0 - timeline[i].0 >= FAIR_WINDOW_S) else {
+        let Some(j) =
+            (i + 1..timeline.len()).find(|&j| timeline[j].0 - timeline[i].0 >= FAIR_WINDOW_S)
+        else {
             break;
         };
         let n: u64 = timeline[j].1.iter().sum::<u64>() - timeline[i].1.iter().sum::<u64>();
-        out.push(((timeline[i].0 + timeline[j].0) / 2.0, n as f64 / (timeline[j].0 - timeline[i].0)));
+        out.push((
+            (timeline[i].0 + timeline[j].0) / 2.0,
+            n as f64 / (timeline[j].0 - timeline[i].0),
+        ));
         i = j;
     }
     out
@@ -132,8 +162,16 @@ pub fn rate_series(timeline: &[Point]) -> Vec<(f64, f64)> {
 /// change, divided by the mean rate over the 2 s before it (1.0: no dip).
 pub fn dip_after_change(timeline: &[Point], after: f64) -> f64 {
     let r = rate_series(timeline);
-    let before: Vec<f64> = r.iter().filter(|(t, _)| (-2.0..0.0).contains(t)).map(|x| x.1).collect();
-    let low = r.iter().filter(|(t, _)| *t >= 0.0 && *t <= after).map(|x| x.1).fold(f64::INFINITY, f64::min);
+    let before: Vec<f64> = r
+        .iter()
+        .filter(|(t, _)| (-2.0..0.0).contains(t))
+        .map(|x| x.1)
+        .collect();
+    let low = r
+        .iter()
+        .filter(|(t, _)| *t >= 0.0 && *t <= after)
+        .map(|x| x.1)
+        .fold(f64::INFINITY, f64::min);
     if before.is_empty() || !low.is_finite() {
         return f64::NAN;
     }
@@ -149,7 +187,10 @@ mod tests {
         let s = Summary::of(&[10.0, 12.0, 11.0]);
         assert_eq!(s.median, 11.0);
         assert!((s.spread_pct - 2.0 / 11.0 * 100.0).abs() < 1e-9);
-        assert_eq!(Summary::of(&[1.0, f64::INFINITY, f64::INFINITY]).median, f64::INFINITY);
+        assert_eq!(
+            Summary::of(&[1.0, f64::INFINITY, f64::INFINITY]).median,
+            f64::INFINITY
+        );
         assert!(Summary::of(&[f64::NAN]).median.is_nan());
     }
 
@@ -176,7 +217,9 @@ mod tests {
         let t = time_to_fair_share(&tl, 2).unwrap();
         assert!((t - 0.3).abs() < 0.051, "{t}");
         // Never: the new ones get nothing.
-        let tl2: Vec<Point> = (0..40).map(|i| (i as f64 * 0.05, vec![i * 100, i * 100, i * 100, 0, 0])).collect();
+        let tl2: Vec<Point> = (0..40)
+            .map(|i| (i as f64 * 0.05, vec![i * 100, i * 100, i * 100, 0, 0]))
+            .collect();
         assert_eq!(time_to_fair_share(&tl2, 2), None);
         assert!(!new_share_series(&tl, 2).is_empty());
     }

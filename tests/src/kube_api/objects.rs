@@ -8,7 +8,13 @@ use serde_json::{json, Map, Value};
 
 /// A `ClusterIP` Service `ns/name` with one TCP port `port_name` (`""`: unnamed)
 /// at `vip`, targeting the same port number, with `labels`.
-pub fn service(ns: &str, name: &str, labels: &[(&str, &str)], vip: SocketAddrV4, port_name: &str) -> Value {
+pub fn service(
+    ns: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    vip: SocketAddrV4,
+    port_name: &str,
+) -> Value {
     let mut port = json!({"port": vip.port(), "protocol": "TCP", "targetPort": vip.port()});
     if !port_name.is_empty() {
         port["name"] = port_name.into();
@@ -80,5 +86,10 @@ pub fn endpoint_slice(
 }
 
 fn label_map(labels: &[(&str, &str)]) -> Value {
-    Value::Object(labels.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect::<Map<String, Value>>())
+    Value::Object(
+        labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .collect::<Map<String, Value>>(),
+    )
 }

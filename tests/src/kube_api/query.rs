@@ -10,8 +10,11 @@ use super::Kind;
 pub(super) fn route(path: &str) -> Option<Kind> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match parts.as_slice() {
-        ["api", "v1", "services"] | ["api", "v1", "namespaces", _, "services"] => Some(Kind::Service),
-        ["apis", "discovery.k8s.io", "v1", "endpointslices"] | ["apis", "discovery.k8s.io", "v1", "namespaces", _, "endpointslices"] => {
+        ["api", "v1", "services"] | ["api", "v1", "namespaces", _, "services"] => {
+            Some(Kind::Service)
+        }
+        ["apis", "discovery.k8s.io", "v1", "endpointslices"]
+        | ["apis", "discovery.k8s.io", "v1", "namespaces", _, "endpointslices"] => {
             Some(Kind::EndpointSlice)
         }
         _ => None,
@@ -20,7 +23,11 @@ pub(super) fn route(path: &str) -> Option<Kind> {
 
 pub(super) fn namespace_of(path: &str) -> Option<String> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    parts.iter().position(|p| *p == "namespaces").and_then(|i| parts.get(i + 1)).map(|s| s.to_string())
+    parts
+        .iter()
+        .position(|p| *p == "namespaces")
+        .and_then(|i| parts.get(i + 1))
+        .map(|s| s.to_string())
 }
 
 /// A label selector: `k`, `!k`, `k=v`, `k==v`, `k!=v`, joined by commas (no set-based `in`).
@@ -86,7 +93,9 @@ fn percent_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(v) => {
                         out.push(v);
@@ -101,7 +110,6 @@ fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -127,10 +135,19 @@ mod tests {
     #[test]
     fn routes() {
         assert_eq!(route("/api/v1/services"), Some(Kind::Service));
-        assert_eq!(route("/api/v1/namespaces/default/services"), Some(Kind::Service));
-        assert_eq!(route("/apis/discovery.k8s.io/v1/endpointslices"), Some(Kind::EndpointSlice));
+        assert_eq!(
+            route("/api/v1/namespaces/default/services"),
+            Some(Kind::Service)
+        );
+        assert_eq!(
+            route("/apis/discovery.k8s.io/v1/endpointslices"),
+            Some(Kind::EndpointSlice)
+        );
         assert_eq!(route("/api/v1/pods"), None);
-        assert_eq!(namespace_of("/api/v1/namespaces/prod/services").as_deref(), Some("prod"));
+        assert_eq!(
+            namespace_of("/api/v1/namespaces/prod/services").as_deref(),
+            Some("prod")
+        );
         assert_eq!(namespace_of("/api/v1/services"), None);
     }
 }

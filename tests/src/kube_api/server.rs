@@ -16,7 +16,11 @@ use super::query::{namespace_of, parse_query, route, Selector};
 use super::watch::{watch, Filter};
 use super::State;
 
-pub(super) async fn serve(listener: std::net::TcpListener, state: Arc<Mutex<State>>, mut stopped: oneshot::Receiver<()>) {
+pub(super) async fn serve(
+    listener: std::net::TcpListener,
+    state: Arc<Mutex<State>>,
+    mut stopped: oneshot::Receiver<()>,
+) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => return eprintln!("kube-api: listener: {e}"),
@@ -45,13 +49,28 @@ pub(super) async fn serve(listener: std::net::TcpListener, state: Arc<Mutex<Stat
 fn handle(state: &Arc<Mutex<State>>, req: Request<hyper::body::Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let query = parse_query(req.uri().query().unwrap_or(""));
-    let target = req.uri().path_and_query().map_or(path.clone(), |p| p.to_string());
-    state.lock().unwrap_or_else(|e| e.into_inner()).requests.push(format!("{} {target}", req.method()));
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or(path.clone(), |p| p.to_string());
+    state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .requests
+        .push(format!("{} {target}", req.method()));
     let Some(kind) = route(&path) else {
-        return status(StatusCode::NOT_FOUND, "NotFound", &format!("the server could not find the requested resource {path}"));
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("the server could not find the requested resource {path}"),
+        );
     };
     if req.method() != http::Method::GET {
-        return status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "the stand-in serves GET only");
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the stand-in serves GET only",
+        );
     }
     let ns = namespace_of(&path);
     let selector = match Selector::parse(query.get("labelSelector").map_or("", String::as_str)) {
@@ -60,10 +79,24 @@ fn handle(state: &Arc<Mutex<State>>, req: Request<hyper::body::Incoming>) -> Res
     };
     let filter = Filter { kind, ns, selector };
     if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
-        let since = query.get("resourceVersion").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let timeout = query.get("timeoutSeconds").and_then(|v| v.parse::<u64>().ok()).unwrap_or(1800);
-        let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
-        return watch(state, filter, since, Duration::from_secs(timeout), bookmarks);
+        let since = query
+            .get("resourceVersion")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let timeout = query
+            .get("timeoutSeconds")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(1800);
+        let bookmarks = query
+            .get("allowWatchBookmarks")
+            .is_some_and(|b| b == "true");
+        return watch(
+            state,
+            filter,
+            since,
+            Duration::from_secs(timeout),
+            bookmarks,
+        );
     }
     let st = state.lock().unwrap_or_else(|e| e.into_inner());
     let items: Vec<Value> = st
@@ -98,7 +131,10 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
 fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
     let mut resp = Response::new(Body::Full(Some(Bytes::from(v.to_string()))));
     *resp.status_mut() = code;
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -112,10 +148,15 @@ impl http_body::Body for Body {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<std::result::Result<http_body::Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<std::result::Result<http_body::Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(http_body::Frame::data(b)))),
-            Body::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(http_body::Frame::data(b)))),
+            Body::Stream(rx) => rx
+                .poll_recv(cx)
+                .map(|o| o.map(|b| Ok(http_body::Frame::data(b)))),
         }
     }
 
@@ -126,9 +167,10 @@ impl http_body::Body for Body {
     /// Exact for a whole body, so hyper sends content-length (watches are chunked).
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
-            Body::Full(b) => http_body::SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Full(b) => {
+                http_body::SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+            }
             Body::Stream(_) => http_body::SizeHint::default(),
         }
     }
 }
-

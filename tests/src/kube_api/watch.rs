@@ -22,7 +22,10 @@ pub(super) struct Filter {
 impl Filter {
     pub(super) fn matches(&self, obj: &Value) -> bool {
         obj["kind"] == self.kind.name()
-            && self.ns.as_deref().is_none_or(|ns| obj["metadata"]["namespace"] == ns)
+            && self
+                .ns
+                .as_deref()
+                .is_none_or(|ns| obj["metadata"]["namespace"] == ns)
             && self.selector.matches(&obj["metadata"]["labels"])
     }
 
@@ -48,7 +51,13 @@ impl Filter {
 /// How often an open watch gets a BOOKMARK (the real server: about a minute).
 const BOOKMARK_EVERY: Duration = Duration::from_millis(500);
 
-pub(super) fn watch(state: &Arc<Mutex<State>>, filter: Filter, since: u64, timeout: Duration, bookmarks: bool) -> Response<Body> {
+pub(super) fn watch(
+    state: &Arc<Mutex<State>>,
+    filter: Filter,
+    since: u64,
+    timeout: Duration,
+    bookmarks: bool,
+) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     // Past changes and the subscription under one lock: none is missed or sent twice.
     let (backlog, mut live, mut rv, mut epoch, timeout) = {
@@ -63,9 +72,20 @@ pub(super) fn watch(state: &Arc<Mutex<State>>, filter: Filter, since: u64, timeo
             line.push('\n');
             return stream_response(Body::Full(Some(Bytes::from(line))));
         }
-        let backlog: Vec<Value> = st.history.iter().filter(|c| c.rv > since).filter_map(|c| filter.event(c)).collect();
+        let backlog: Vec<Value> = st
+            .history
+            .iter()
+            .filter(|c| c.rv > since)
+            .filter_map(|c| filter.event(c))
+            .collect();
         let timeout = st.watch_limit.map_or(timeout, |l| l.min(timeout));
-        (backlog, st.changes.subscribe(), st.rv.max(since), st.epoch.subscribe(), timeout)
+        (
+            backlog,
+            st.changes.subscribe(),
+            st.rv.max(since),
+            st.epoch.subscribe(),
+            timeout,
+        )
     };
     tokio::spawn(async move {
         let send = |v: &Value| {
@@ -110,7 +130,9 @@ pub(super) fn watch(state: &Arc<Mutex<State>>, filter: Filter, since: u64, timeo
 
 fn stream_response(body: Body) -> Response<Body> {
     let mut resp = Response::new(body);
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     resp
 }
-

@@ -49,7 +49,9 @@ pub struct UpstreamCounters {
 
 fn counters(shared: &Shared, id: u32) -> ConnCounters {
     use std::sync::atomic::Ordering::Relaxed;
-    let Some(c) = shared.dp.conns.get(id) else { return ConnCounters::default() };
+    let Some(c) = shared.dp.conns.get(id) else {
+        return ConnCounters::default();
+    };
     ConnCounters {
         flags: c.flags.load(Relaxed),
         client_recv: c.client_recv.load(Relaxed),
@@ -85,7 +87,8 @@ pub fn spawn(path: &Path, shared: Arc<Shared>) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
@@ -97,7 +100,10 @@ pub fn spawn(path: &Path, shared: Arc<Shared>) -> anyhow::Result<()> {
 }
 
 fn status(shared: &Shared) -> Status {
-    let conn = |info: ConnInfo| ConnStatus { kernel: counters(shared, info.id), info };
+    let conn = |info: ConnInfo| ConnStatus {
+        kernel: counters(shared, info.id),
+        info,
+    };
     Status {
         services: shared
             .registry
@@ -111,6 +117,11 @@ fn status(shared: &Shared) -> Status {
             .collect(),
         connections: shared.registry.conns().into_iter().map(conn).collect(),
         open_streams: shared.dp.stream_count(),
-        kernel: shared.dp.stats().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        kernel: shared
+            .dp
+            .stats()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
     }
 }

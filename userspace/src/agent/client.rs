@@ -105,7 +105,12 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddrV4) {
     };
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     shared.registry.register_conn(
-        ConnInfo { id, service: service.name.clone(), client: peer.to_string(), ..Default::default() },
+        ConnInfo {
+            id,
+            service: service.name.clone(),
+            client: peer.to_string(),
+            ..Default::default()
+        },
         wake_tx,
     );
     let mut conn = ClientConn::new(id, shared.clone(), service);
@@ -184,14 +189,23 @@ impl ClientConn {
     }
 
     fn shared_conn(&self) -> &ConnShared {
-        self.shared.dp.conns.get(self.id).expect("conn id within the table")
+        self.shared
+            .dp
+            .conns
+            .get(self.id)
+            .expect("conn id within the table")
     }
 
     fn up(&self, slot: u32) -> &UpstreamShared {
         &self.shared_conn().up[slot as usize % MAX_UPSTREAMS]
     }
 
-    async fn run(&mut self, a: TcpStream, peer: SocketAddrV4, mut wake_rx: mpsc::UnboundedReceiver<Wake>) -> anyhow::Result<()> {
+    async fn run(
+        &mut self,
+        a: TcpStream,
+        peer: SocketAddrV4,
+        mut wake_rx: mpsc::UnboundedReceiver<Wake>,
+    ) -> anyhow::Result<()> {
         let (up_tx, mut up_rx) = mpsc::unbounded_channel();
         let (connect_tx, mut connect_rx) = mpsc::unbounded_channel();
         self.up_tx = up_tx;
@@ -204,11 +218,20 @@ impl ClientConn {
         let mut endpoints_rx = endpoints.clone();
         self.init_kernel_state(peer, local, &endpoints.borrow())?;
         self.cookie = crate::ebpf::socket_cookie(&a)?;
-        self.shared.dp.set_ident(self.cookie, SockIdent { conn_id: self.id, role: ROLE_AGENT, ..Default::default() })?;
+        self.shared.dp.set_ident(
+            self.cookie,
+            SockIdent {
+                conn_id: self.id,
+                role: ROLE_AGENT,
+                ..Default::default()
+            },
+        )?;
         // WINDOW_UPDATEs the client sent before the socket had an identity
         // were counted in its parser state, not in the connection.
         if let Some(st) = self.shared.dp.parse_state(self.cookie) {
-            self.shared_conn().client_limit.fetch_max(DEFAULT_WINDOW as u64 + st.client_window, Ordering::SeqCst);
+            self.shared_conn()
+                .client_limit
+                .fetch_max(DEFAULT_WINDOW as u64 + st.client_window, Ordering::SeqCst);
         }
         let initial = self.wanted(&endpoints.borrow());
         for ep in initial {
@@ -290,18 +313,29 @@ impl ClientConn {
         }
     }
 
-    fn init_kernel_state(&mut self, peer: SocketAddrV4, local: SocketAddrV4, endpoints: &[SocketAddrV4]) -> anyhow::Result<()> {
+    fn init_kernel_state(
+        &mut self,
+        peer: SocketAddrV4,
+        local: SocketAddrV4,
+        endpoints: &[SocketAddrV4],
+    ) -> anyhow::Result<()> {
         let rotation = self.service.next_rotation();
         self.subset_offset = rotation as usize;
         // slot k holds the k-th wanted endpoint; a window already starts
         // at a different endpoint for each connection
         let n = endpoints.len().max(1) as u32;
-        self.first_slot = if endpoints.len() > MAX_UPSTREAMS { 0 } else { rotation % n };
+        self.first_slot = if endpoints.len() > MAX_UPSTREAMS {
+            0
+        } else {
+            rotation % n
+        };
         let dp = self.shared.dp.clone();
         let c = dp.conns.get(self.id).expect("conn id within the table");
         c.flags.store(0, Ordering::SeqCst);
-        c.client_ip.store(u32::from_ne_bytes(peer.ip().octets()), Ordering::Relaxed);
-        c.agent_ip.store(u32::from_ne_bytes(local.ip().octets()), Ordering::Relaxed);
+        c.client_ip
+            .store(u32::from_ne_bytes(peer.ip().octets()), Ordering::Relaxed);
+        c.agent_ip
+            .store(u32::from_ne_bytes(local.ip().octets()), Ordering::Relaxed);
         c.client_port.store(peer.port() as u32, Ordering::Relaxed);
         c.agent_port.store(local.port() as u32, Ordering::Relaxed);
         c.service_id.store(self.service.id, Ordering::Relaxed);
@@ -311,7 +345,8 @@ impl ClientConn {
         c.next.store(self.first_slot, Ordering::Relaxed);
         c.first_slot.store(self.first_slot, Ordering::Relaxed);
         c.client_recv.store(0, Ordering::Relaxed);
-        c.client_limit.store(DEFAULT_WINDOW as u64, Ordering::Relaxed);
+        c.client_limit
+            .store(DEFAULT_WINDOW as u64, Ordering::Relaxed);
         for up in &c.up {
             upstreams::reset_upstream(up, DEFAULT_WINDOW as u64, 0);
             up.streams.store(0, Ordering::SeqCst);
@@ -319,7 +354,7 @@ impl ClientConn {
         Ok(())
     }
 
-    /// Our SETTINGS come first on the client's queue (rule 3): the client's
+    /// Our SETTINGS come first on the client's queue (RFC 9113 §3.4): the client's
     /// HPACK encoder must not use a dynamic table whose entries only one
     /// endpoint would see.
     /// The connection window grows as upstreams connect (flow.rs).
@@ -345,7 +380,9 @@ impl ClientConn {
     }
 
     fn to_upstream(&self, slot: u32, frames: &[u8]) {
-        self.shared.injector.send(self.id, Target::Upstream(slot), frames);
+        self.shared
+            .injector
+            .send(self.id, Target::Upstream(slot), frames);
     }
 
     fn publish_upstreams(&self) {
@@ -373,15 +410,23 @@ impl ClientConn {
         if !self.acked || self.shared_conn().flags.load(Ordering::SeqCst) & CONN_FAST != 0 {
             return;
         }
-        let settled = self.slots.iter().flatten().all(|s| s.state != SlotState::Connecting);
-        let queued = self.slots.iter().flatten().any(|s| !s.to_endpoint.is_empty()) || !self.held.is_empty();
+        let settled = self
+            .slots
+            .iter()
+            .flatten()
+            .all(|s| s.state != SlotState::Connecting);
+        let queued = self
+            .slots
+            .iter()
+            .flatten()
+            .any(|s| !s.to_endpoint.is_empty())
+            || !self.held.is_empty();
         if !settled || queued || self.gate_sent == Some(self.consumed) {
             return;
         }
         self.gate_sent = Some(self.consumed);
         self.shared.injector.open_gate(self.id, self.consumed);
     }
-
 
     fn teardown(&mut self) {
         for slot in 0..MAX_UPSTREAMS as u32 {

@@ -13,8 +13,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::ebpf::abi::{
-    SockIdent, ROLE_INJECTOR, ROUTE_ACT_GATE, ROUTE_ACT_NONE, ROUTE_ACT_RELEASE_STREAM, ROUTE_ACT_RELEASE_UPSTREAM, ROUTE_ACT_UNHOLD,
-    ROUTE_CLIENT,
+    SockIdent, ROLE_INJECTOR, ROUTE_ACT_GATE, ROUTE_ACT_NONE, ROUTE_ACT_RELEASE_STREAM,
+    ROUTE_ACT_RELEASE_UPSTREAM, ROUTE_ACT_UNHOLD, ROUTE_CLIENT,
 };
 use crate::ebpf::Datapath;
 use crate::h2::frame::{kind, FrameHeader};
@@ -35,15 +35,23 @@ pub struct Injector {
 
 impl Injector {
     pub fn start(dp: &Arc<Datapath>) -> anyhow::Result<Injector> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("injector: bind 127.0.0.1 (is lo up?)")?;
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .context("injector: bind 127.0.0.1 (is lo up?)")?;
         let addr: SocketAddr = listener.local_addr()?;
         let writer = TcpStream::connect(addr).context("injector: connect")?;
         let (receiver, _) = listener.accept().context("injector: accept")?;
         writer.set_nodelay(true)?;
         let cookie = crate::ebpf::socket_cookie(&receiver).context("injector: SO_COOKIE")?;
-        dp.set_ident(cookie, SockIdent { role: ROLE_INJECTOR, ..Default::default() })
-            .context("injector: sock_idents")?;
-        dp.insert_injector(0, &receiver).context("injector: insert into injector_socks")?;
+        dp.set_ident(
+            cookie,
+            SockIdent {
+                role: ROLE_INJECTOR,
+                ..Default::default()
+            },
+        )
+        .context("injector: sock_idents")?;
+        dp.insert_injector(0, &receiver)
+            .context("injector: insert into injector_socks")?;
         writer.set_nonblocking(true)?;
         let mut writer = tokio::net::TcpStream::from_std(writer)?;
         let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
@@ -79,13 +87,27 @@ impl Injector {
     /// Ends the divert of an upstream's frames through the agent, if it had
     /// handed the agent no stream frame beyond message `consumed`.
     pub fn release_upstream(&self, conn_id: u32, slot: u32, consumed: u32) {
-        self.send_with(conn_id, Target::Upstream(slot), ROUTE_ACT_RELEASE_UPSTREAM, consumed, 0, &[]);
+        self.send_with(
+            conn_id,
+            Target::Upstream(slot),
+            ROUTE_ACT_RELEASE_UPSTREAM,
+            consumed,
+            0,
+            &[],
+        );
     }
 
     /// Ends the slow path of a stream, if the kernel had handed the agent no
     /// frame of it beyond message `consumed` of the client's connection.
     pub fn release_stream(&self, conn_id: u32, stream: u32, consumed: u32) {
-        self.send_with(conn_id, Target::Client, ROUTE_ACT_RELEASE_STREAM, consumed, stream, &[]);
+        self.send_with(
+            conn_id,
+            Target::Client,
+            ROUTE_ACT_RELEASE_STREAM,
+            consumed,
+            stream,
+            &[],
+        );
     }
 
     /// Lets the kernel open new streams again once it has passed no more
@@ -94,7 +116,15 @@ impl Injector {
         self.send_with(conn_id, Target::Client, ROUTE_ACT_UNHOLD, consumed, 0, &[]);
     }
 
-    fn send_with(&self, conn_id: u32, target: Target, action: u32, arg: u32, stream: u32, frames: &[u8]) {
+    fn send_with(
+        &self,
+        conn_id: u32,
+        target: Target,
+        action: u32,
+        arg: u32,
+        stream: u32,
+        frames: &[u8],
+    ) {
         if tracing::enabled!(tracing::Level::TRACE) {
             let mut rest = frames;
             while let Some(h) = FrameHeader::parse(rest) {
@@ -103,7 +133,13 @@ impl Injector {
             }
         }
         let mut b = BytesMut::with_capacity(9 + ROUTE_LEN + frames.len());
-        FrameHeader { len: ROUTE_LEN as u32, kind: kind::ROTOR_ROUTE, flags: 0, stream: 0 }.encode(&mut b);
+        FrameHeader {
+            len: ROUTE_LEN as u32,
+            kind: kind::ROTOR_ROUTE,
+            flags: 0,
+            stream: 0,
+        }
+        .encode(&mut b);
         let target = match target {
             Target::Client => ROUTE_CLIENT,
             Target::Upstream(slot) => slot + 1,

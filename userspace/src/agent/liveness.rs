@@ -1,7 +1,7 @@
 //! Bytes a stream parser has not looked at, and how to make it look.
 //!
 //! A socket that joins its socket hash with bytes already queued leaves
-//! them unparsed until more bytes arrive (DESIGN rule 7). An upstream joins
+//! them unparsed until more bytes arrive (ebpf/README.md R1). An upstream joins
 //! after the agent read its handshake, so a frame the endpoint sent just
 //! after (a WINDOW_UPDATE behind its SETTINGS ACK) can wait there; if the
 //! endpoint then waits for us, both wait for ever. A peer must answer a
@@ -51,7 +51,10 @@ mod tests {
         let mut w = ParserWatch::default();
         assert!(!w.should_kick(100, 100), "all carried");
         assert!(!w.should_kick(100, 100));
-        assert!(!w.should_kick(130, 100), "first look at waiting bytes: they may still be moving");
+        assert!(
+            !w.should_kick(130, 100),
+            "first look at waiting bytes: they may still be moving"
+        );
         assert!(w.should_kick(130, 100), "the same state twice: stuck");
         assert!(!w.should_kick(130, 100), "once per state");
         assert!(!w.should_kick(150, 100), "bytes arrived: look again");
@@ -72,6 +75,9 @@ mod tests {
         let mut w = ParserWatch::default();
         let received = (1u64 << 32) + 10;
         assert!(!w.should_kick(received, 10));
-        assert!(!w.should_kick(received, 10), "10 of 2^32 + 10 is everything, wrapped");
+        assert!(
+            !w.should_kick(received, 10),
+            "10 of 2^32 + 10 is everything, wrapped"
+        );
     }
 }

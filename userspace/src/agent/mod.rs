@@ -22,8 +22,8 @@ use anyhow::Context;
 use tokio::io::AsyncWriteExt;
 
 pub use admin::Status;
-pub use registry::ConnInfo;
 pub use injector::{Injector, Target};
+pub use registry::ConnInfo;
 pub use registry::Registry;
 
 use crate::ebpf::{Datapath, LoadOptions};
@@ -62,7 +62,10 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let (model, updates) = match &opts.source {
         Source::File(path) => {
             let mut config = ConfigFile::new(path);
-            let model = config.poll().context("reading the configuration")?.unwrap_or_default();
+            let model = config
+                .poll()
+                .context("reading the configuration")?
+                .unwrap_or_default();
             (model, Updates::File(config))
         }
         Source::Kubernetes { kubeconfig } => {
@@ -75,15 +78,23 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
 
     let listener = listen(opts.listen).with_context(|| format!("listening on {}", opts.listen))?;
     let dp = Arc::new(
-        Datapath::load(&LoadOptions { cgroup: opts.cgroup.clone(), listen: opts.listen, max_conns: opts.max_conns })
-            .context("loading the eBPF programs")?,
+        Datapath::load(&LoadOptions {
+            cgroup: opts.cgroup.clone(),
+            listen: opts.listen,
+            max_conns: opts.max_conns,
+        })
+        .context("loading the eBPF programs")?,
     );
     let registry = Arc::new(Registry::new());
     let injector = Injector::start(&dp).context("starting the injector")?;
     if let Some(ring) = dp.take_events() {
         events::spawn(ring, registry.clone())?;
     }
-    let shared = Arc::new(Shared { dp: dp.clone(), injector, registry: registry.clone() });
+    let shared = Arc::new(Shared {
+        dp: dp.clone(),
+        injector,
+        registry: registry.clone(),
+    });
     apply(&shared, &model);
     admin::spawn(&opts.admin, shared.clone()).context("starting the admin socket")?;
     tokio::spawn(sweep_parse_states(dp.clone()));
@@ -186,7 +197,9 @@ async fn watch_models(source: KubeSource, shared: Arc<Shared>) {
         let model = models.borrow_and_update().clone();
         match model.validate() {
             Ok(()) => apply(&shared, &model),
-            Err(e) => tracing::warn!(error = %e, "Kubernetes model not applied; keeping the previous one"),
+            Err(e) => {
+                tracing::warn!(error = %e, "Kubernetes model not applied; keeping the previous one")
+            }
         }
     }
     tracing::error!("the Kubernetes source stopped; keeping the last model");
@@ -199,7 +212,9 @@ async fn watch_config(mut config: ConfigFile, shared: Arc<Shared>) {
         match config.poll() {
             Ok(Some(model)) => apply(&shared, &model),
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "configuration not applied; keeping the previous one"),
+            Err(e) => {
+                tracing::warn!(error = %e, "configuration not applied; keeping the previous one")
+            }
         }
     }
 }

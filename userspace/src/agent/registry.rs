@@ -71,13 +71,19 @@ impl Registry {
     }
 
     pub fn services(&self) -> Vec<Arc<ServiceState>> {
-        self.services.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
+        self.services
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Adds or updates a service; returns its id and whether it is new.
     pub fn upsert_service(&self, spec: &ServiceSpec) -> (u32, bool) {
         let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = services.values().find(|s| s.name == spec.name && s.vip == spec.vip) {
+        if let Some(s) = services
+            .values()
+            .find(|s| s.name == spec.name && s.vip == spec.vip)
+        {
             s.endpoints.send_if_modified(|eps| {
                 let changed = *eps != spec.endpoints;
                 *eps = spec.endpoints.clone();
@@ -132,7 +138,13 @@ impl Registry {
     }
 
     pub fn update_conn(&self, id: u32, f: impl FnOnce(&mut ConnInfo)) {
-        if let Some((_, info)) = self.conns.lock().ok().as_deref_mut().and_then(|m| m.get_mut(&id)) {
+        if let Some((_, info)) = self
+            .conns
+            .lock()
+            .ok()
+            .as_deref_mut()
+            .and_then(|m| m.get_mut(&id))
+        {
             f(info);
         }
     }
@@ -153,6 +165,9 @@ impl Registry {
     }
 
     pub fn conns(&self) -> Vec<ConnInfo> {
-        self.conns.lock().map(|m| m.values().map(|(_, i)| i.clone()).collect()).unwrap_or_default()
+        self.conns
+            .lock()
+            .map(|m| m.values().map(|(_, i)| i.clone()).collect())
+            .unwrap_or_default()
     }
 }

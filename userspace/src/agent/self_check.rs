@@ -36,14 +36,18 @@ const LIMIT: Duration = Duration::from_secs(10);
 
 /// The address only the check dials.
 pub fn vip() -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::new(127, 255, 254, 1), 20_000 + (std::process::id() % 40_000) as u16)
+    SocketAddrV4::new(
+        Ipv4Addr::new(127, 255, 254, 1),
+        20_000 + (std::process::id() % 40_000) as u16,
+    )
 }
 
 /// Runs the check until it passes, or fails after LIMIT with what went
 /// wrong the last time.
 pub async fn run(dp: &Datapath, cgroup: &Path) -> anyhow::Result<()> {
     let vip = vip();
-    dp.set_service(vip, SERVICE_ID).context("adding the self-check address")?;
+    dp.set_service(vip, SERVICE_ID)
+        .context("adding the self-check address")?;
     let start = tokio::time::Instant::now();
     let result = loop {
         match attempt(vip, cgroup).await {
@@ -74,7 +78,8 @@ async fn attempt(vip: SocketAddrV4, cgroup: &Path) -> anyhow::Result<()> {
         .spawn()
         .context("starting the self-check process")?;
     let pid = child.id().context("self-check process pid")?;
-    let inside = crate::ebpf::own_cgroup(cgroup).is_some_and(|own| crate::ebpf::cgroup_is_within(&own, cgroup));
+    let inside = crate::ebpf::own_cgroup(cgroup)
+        .is_some_and(|own| crate::ebpf::cgroup_is_within(&own, cgroup));
     if !inside {
         std::fs::write(cgroup.join("cgroup.procs"), pid.to_string())
             .with_context(|| format!("moving the self-check process into {}", cgroup.display()))?;
@@ -105,7 +110,9 @@ pub async fn answer(dp: &Datapath, a: TcpStream) -> anyhow::Result<()> {
     let mut buf = [0u8; 256];
     let want = PREFACE.len() + frame::HEADER_LEN;
     while got.len() < want {
-        let n = tokio::time::timeout(ATTEMPT, reader.recv(&a, &mut buf)).await.context("self-check client silent")??;
+        let n = tokio::time::timeout(ATTEMPT, reader.recv(&a, &mut buf))
+            .await
+            .context("self-check client silent")??;
         if n == 0 {
             bail!("self-check client closed early");
         }
@@ -114,7 +121,9 @@ pub async fn answer(dp: &Datapath, a: TcpStream) -> anyhow::Result<()> {
     if &got[..PREFACE.len()] != PREFACE {
         bail!("self-check client sent no preface");
     }
-    let parsed = dp.parse_state(cookie).map_or(0, |st| crate::ebpf::verdict_bytes(&st));
+    let parsed = dp
+        .parse_state(cookie)
+        .map_or(0, |st| crate::ebpf::verdict_bytes(&st));
     if (parsed as usize) < want {
         bail!("the stream parser did not see the self-check connection ({parsed} bytes parsed)");
     }
@@ -126,7 +135,11 @@ pub async fn answer(dp: &Datapath, a: TcpStream) -> anyhow::Result<()> {
     // The check's process closes first, so the TIME-WAIT is its, not the
     // listener's port.
     let _ = tokio::time::timeout(ATTEMPT, async {
-        while reader.recv_confirmed(&a, &mut buf).await.is_ok_and(|n| n > 0) {}
+        while reader
+            .recv_confirmed(&a, &mut buf)
+            .await
+            .is_ok_and(|n| n > 0)
+        {}
     })
     .await;
     Ok(())
@@ -137,13 +150,19 @@ pub async fn answer(dp: &Datapath, a: TcpStream) -> anyhow::Result<()> {
 /// connect, send a preface and SETTINGS, expect a SETTINGS back.
 pub async fn connect(vip: SocketAddrV4) -> anyhow::Result<()> {
     let mut line = String::new();
-    tokio::io::BufReader::new(tokio::io::stdin()).read_line(&mut line).await?;
-    let mut s = TcpStream::connect(vip).await.with_context(|| format!("connect {vip}"))?;
+    tokio::io::BufReader::new(tokio::io::stdin())
+        .read_line(&mut line)
+        .await?;
+    let mut s = TcpStream::connect(vip)
+        .await
+        .with_context(|| format!("connect {vip}"))?;
     let mut out = bytes::BytesMut::from(&PREFACE[..]);
     frame::settings(&mut out, &[]);
     s.write_all(&out).await?;
     let mut head = [0u8; frame::HEADER_LEN];
-    s.read_exact(&mut head).await.context("reading the agent's answer")?;
+    s.read_exact(&mut head)
+        .await
+        .context("reading the agent's answer")?;
     match FrameHeader::parse(&head) {
         Some(h) if h.kind == kind::SETTINGS => Ok(()),
         other => bail!("unexpected answer {other:?}"),

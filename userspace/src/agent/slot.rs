@@ -1,6 +1,6 @@
 //! One upstream slot of a client connection, as the agent keeps it: the
 //! endpoint, the socket's reader task, and the agent's share of the
-//! connection-level flow control the kernel also counts (DESIGN rule 8).
+//! connection-level flow control the kernel also counts (ebpf/README.md R2).
 
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
@@ -17,7 +17,9 @@ pub enum SlotState {
     Connecting,
     Active,
     /// Removed from the Service: no new streams; closed once idle.
-    Draining { since: tokio::time::Instant },
+    Draining {
+        since: tokio::time::Instant,
+    },
     Closed,
 }
 
@@ -103,12 +105,16 @@ impl Slot {
     /// for the divert to end: the next frame will go direct.
     pub fn caught_up(&self, up: &UpstreamShared) -> bool {
         let last = up.last_diverted.load(Ordering::SeqCst);
-        self.to_client.is_empty() && self.release_sent.is_some_and(|n| n.wrapping_sub(last) as i32 >= 0)
+        self.to_client.is_empty()
+            && self
+                .release_sent
+                .is_some_and(|n| n.wrapping_sub(last) as i32 >= 0)
     }
 
     /// Window we granted the endpoint that it has not used yet.
     pub fn resp_outstanding(&self, up: &UpstreamShared) -> u64 {
-        self.granted_resp.saturating_sub(up.resp_data.load(Ordering::SeqCst) + self.agent_resp)
+        self.granted_resp
+            .saturating_sub(up.resp_data.load(Ordering::SeqCst) + self.agent_resp)
     }
 
     pub fn close(&mut self) {
@@ -124,7 +130,8 @@ impl Slot {
     /// When a closed slot's endpoint may be tried again: 100 ms after the
     /// first failure, doubling up to 1 s.
     pub fn retry_due(&self) -> bool {
-        let backoff = std::time::Duration::from_millis(100 << self.failures.min(4)).min(std::time::Duration::from_secs(1));
+        let backoff = std::time::Duration::from_millis(100 << self.failures.min(4))
+            .min(std::time::Duration::from_secs(1));
         self.closed_at.is_none_or(|t| t.elapsed() >= backoff)
     }
 }

@@ -28,7 +28,9 @@ pub struct SockmapReader {
 
 impl Default for SockmapReader {
     fn default() -> Self {
-        SockmapReader { backoff: FIRST_RECHECK }
+        SockmapReader {
+            backoff: FIRST_RECHECK,
+        }
     }
 }
 
@@ -75,7 +77,11 @@ impl SockmapReader {
     /// socket's last message for us runs from a work item, and the FIN
     /// behind that message can be seen first (an endpoint's GOAWAY was lost
     /// that way in 27 of 10,000 fuzz cases).
-    pub async fn recv_confirmed(&mut self, stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    pub async fn recv_confirmed(
+        &mut self,
+        stream: &TcpStream,
+        buf: &mut [u8],
+    ) -> io::Result<usize> {
         let n = self.recv(stream, buf).await?;
         if n > 0 {
             return Ok(n);
@@ -98,7 +104,14 @@ impl SockmapReader {
 /// One non-blocking recvmsg, whatever tokio believes about readiness.
 pub fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
     // SAFETY: recv into a buffer we own, with its length.
-    let n = unsafe { libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
     if n >= 0 {
         return Ok(Some(n as usize));
     }

@@ -8,7 +8,9 @@ use tokio::net::TcpStream;
 use super::client::ClientConn;
 
 pub async fn run(conn: &mut ClientConn, mut client: TcpStream, first: Bytes) -> anyhow::Result<()> {
-    let endpoint = conn.l4_endpoint().ok_or_else(|| anyhow::anyhow!("no endpoint for an L4 connection"))?;
+    let endpoint = conn
+        .l4_endpoint()
+        .ok_or_else(|| anyhow::anyhow!("no endpoint for an L4 connection"))?;
     conn.drop_upstreams();
     let mut upstream = TcpStream::connect(endpoint).await?;
     upstream.write_all(&first).await?;

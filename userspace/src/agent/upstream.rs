@@ -1,7 +1,7 @@
 //! An upstream: the agent's HTTP/2 connection to one endpoint for one client
 //! connection. The handshake happens here, in plain user space, before the
 //! socket joins `upstream_socks`: once it is in, bytes queued before the
-//! insertion would wait for more data (rule 7), and every write has to go
+//! insertion would wait for more data (ebpf/README.md R1), and every write has to go
 //! through the injector.
 
 use std::net::SocketAddrV4;
@@ -39,7 +39,11 @@ pub fn max_streams_in(payload: &[u8]) -> Option<u32> {
 
 /// The last value of one setting in a SETTINGS payload, if present.
 pub fn setting_in(payload: &[u8], setting: u16) -> Option<u32> {
-    frame::parse_settings(payload)?.into_iter().rev().find(|(id, _)| *id == setting).map(|(_, v)| v)
+    frame::parse_settings(payload)?
+        .into_iter()
+        .rev()
+        .find(|(id, _)| *id == setting)
+        .map(|(_, v)| v)
 }
 
 /// Our settings for every endpoint: response header blocks of all endpoints
@@ -59,7 +63,9 @@ pub async fn connect(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Res
 }
 
 async fn handshake(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Result<Handshake> {
-    let mut stream = TcpStream::connect(endpoint).await.with_context(|| format!("connect {endpoint}"))?;
+    let mut stream = TcpStream::connect(endpoint)
+        .await
+        .with_context(|| format!("connect {endpoint}"))?;
     stream.set_nodelay(true)?;
     let mut out = BytesMut::from(&PREFACE[..]);
     frame::settings(&mut out, &our_settings(initial_window));
@@ -79,19 +85,23 @@ async fn handshake(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Resul
         read_bytes += n as u64;
         reader.push(&buf[..n]);
         while let Some(m) = reader.next_message()? {
-            let Message::Frame { header, .. } = &m else { continue };
+            let Message::Frame { header, .. } = &m else {
+                continue;
+            };
             match header.kind {
                 kind::SETTINGS if header.has(flag::ACK) => got_ack = true,
                 kind::SETTINGS => {
                     max_streams = max_streams_in(m.payload()).unwrap_or(max_streams);
-                    stream_window = setting_in(m.payload(), setting::INITIAL_WINDOW_SIZE).unwrap_or(stream_window);
+                    stream_window = setting_in(m.payload(), setting::INITIAL_WINDOW_SIZE)
+                        .unwrap_or(stream_window);
                     let mut ack = BytesMut::new();
                     frame::settings_ack(&mut ack);
                     stream.write_all(&ack).await?;
                     got_settings = true;
                 }
                 kind::WINDOW_UPDATE if header.stream == 0 => {
-                    extra_window = extra_window.saturating_add(frame::parse_window_update(m.payload()).unwrap_or(0));
+                    extra_window = extra_window
+                        .saturating_add(frame::parse_window_update(m.payload()).unwrap_or(0));
                 }
                 kind::PING if !header.has(flag::ACK) => {
                     let mut ack = BytesMut::new();
@@ -106,22 +116,38 @@ async fn handshake(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Resul
     if reader.buffered() > 0 {
         bail!("{endpoint} sent a partial frame during the handshake");
     }
-    Ok(Handshake { stream, extra_window, max_streams, stream_window, read_bytes })
+    Ok(Handshake {
+        stream,
+        extra_window,
+        max_streams,
+        stream_window,
+        read_bytes,
+    })
 }
 
 /// What an upstream's reader task reports to its connection.
 #[derive(Debug)]
 pub enum UpstreamEvent {
-    Message { slot: u32, message: Message },
+    Message {
+        slot: u32,
+        message: Message,
+    },
     /// The endpoint closed (or broke) the connection. The socket stays open
     /// until `Settled`.
-    Closed { slot: u32, reason: String },
+    Closed {
+        slot: u32,
+        reason: String,
+    },
     /// The endpoint's bytes wait unparsed: it should be made to send more.
-    Unparsed { slot: u32 },
+    Unparsed {
+        slot: u32,
+    },
     /// After `Closed`: the kernel has carried every byte the endpoint sent
     /// (or SETTLE_LIMIT passed); what is still open of its streams never
     /// got its end.
-    Settled { slot: u32 },
+    Settled {
+        slot: u32,
+    },
 }
 
 /// How long the kernel may take to carry an endpoint's last bytes after
@@ -133,7 +159,12 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(1);
 /// carried all the endpoint sent, and holds the socket until the task is
 /// aborted: closing it earlier drops the bytes its parser has not seen yet
 /// (the trailers of a response, say).
-pub fn spawn_reader(slot: u32, stream: TcpStream, joined: Joined, tx: mpsc::UnboundedSender<UpstreamEvent>) -> tokio::task::JoinHandle<()> {
+pub fn spawn_reader(
+    slot: u32,
+    stream: TcpStream,
+    joined: Joined,
+    tx: mpsc::UnboundedSender<UpstreamEvent>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut reader = MessageReader::new(Expect::Frames);
         let mut buf = vec![0u8; 32 * 1024];
@@ -192,11 +223,18 @@ const UNPARSED_LOOK: Duration = Duration::from_millis(100);
 /// Passes the whole messages in `bytes` (after what `reader` holds) to the
 /// connection; Err with the reason when the stream is broken or the
 /// connection gone.
-fn forward(slot: u32, reader: &mut MessageReader, bytes: &[u8], tx: &mpsc::UnboundedSender<UpstreamEvent>) -> Result<(), String> {
+fn forward(
+    slot: u32,
+    reader: &mut MessageReader,
+    bytes: &[u8],
+    tx: &mpsc::UnboundedSender<UpstreamEvent>,
+) -> Result<(), String> {
     reader.push(bytes);
     loop {
         match reader.next_message() {
-            Ok(Some(message)) => tx.send(UpstreamEvent::Message { slot, message }).map_err(|_| "connection gone".to_string())?,
+            Ok(Some(message)) => tx
+                .send(UpstreamEvent::Message { slot, message })
+                .map_err(|_| "connection gone".to_string())?,
             Ok(None) => return Ok(()),
             Err(e) => return Err(e.to_string()),
         }
@@ -215,9 +253,14 @@ impl Joined {
     /// Whether the endpoint's bytes wait unparsed and it should be made to
     /// send more (liveness.rs).
     fn unparsed(&self, stream: &TcpStream, watch: &mut super::liveness::ParserWatch) -> bool {
-        let Ok(received) = crate::ebpf::tcp_received(stream) else { return false };
+        let Ok(received) = crate::ebpf::tcp_received(stream) else {
+            return false;
+        };
         // No parse state yet: the parser has not run once, the case this is for.
-        let carried = self.dp.parse_state(self.cookie).map_or(0, |st| crate::ebpf::verdict_bytes(&st));
+        let carried = self
+            .dp
+            .parse_state(self.cookie)
+            .map_or(0, |st| crate::ebpf::verdict_bytes(&st));
         watch.should_kick(received.bytes.wrapping_sub(self.read_bytes), carried)
     }
 
@@ -231,8 +274,13 @@ impl Joined {
         let start = tokio::time::Instant::now();
         let (mut last, mut quiet) = (None, 0);
         while start.elapsed() < SETTLE_LIMIT {
-            let Ok(received) = crate::ebpf::tcp_received(stream) else { return };
-            let carried = self.dp.parse_state(self.cookie).map_or(0, |st| crate::ebpf::verdict_bytes(&st));
+            let Ok(received) = crate::ebpf::tcp_received(stream) else {
+                return;
+            };
+            let carried = self
+                .dp
+                .parse_state(self.cookie)
+                .map_or(0, |st| crate::ebpf::verdict_bytes(&st));
             if received.bytes.wrapping_sub(self.read_bytes) as u32 == carried {
                 return;
             }

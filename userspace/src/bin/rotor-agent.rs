@@ -16,7 +16,11 @@ enum SourceKind {
 }
 
 #[derive(Parser)]
-#[command(name = "rotor-agent", version, about = "Per-request HTTP/2 and gRPC load balancing in the kernel")]
+#[command(
+    name = "rotor-agent",
+    version,
+    about = "Per-request HTTP/2 and gRPC load balancing in the kernel"
+)]
 struct Args {
     /// Where services and endpoints come from.
     #[arg(long, value_enum, default_value = "file")]
@@ -58,27 +62,48 @@ fn main() -> anyhow::Result<()> {
     if args.probe {
         let cgroup = args.cgroup.exists().then_some(args.cgroup.as_path());
         let support = rotor::ebpf::probe::probe_kernel(cgroup)?;
-        println!("kernel {}: all {} features rotor needs are present", support.kernel, support.checked.len());
+        println!(
+            "kernel {}: all {} features rotor needs are present",
+            support.kernel,
+            support.checked.len()
+        );
         return Ok(());
     }
     if let Some(vip) = args.self_check_connect {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("tokio runtime")?;
         return runtime.block_on(rotor::agent::self_check::connect(vip));
     }
     let source = match (args.source, args.config, args.kubeconfig) {
         (SourceKind::File, Some(path), None) => rotor::agent::Source::File(path),
-        (SourceKind::File, None, None) => {
-            Args::command().error(clap::error::ErrorKind::MissingRequiredArgument, "--config FILE is required with --source file").exit()
+        (SourceKind::File, None, None) => Args::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--config FILE is required with --source file",
+            )
+            .exit(),
+        (SourceKind::File, _, Some(_)) => Args::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--kubeconfig needs --source kubernetes",
+            )
+            .exit(),
+        (SourceKind::Kubernetes, None, kubeconfig) => {
+            rotor::agent::Source::Kubernetes { kubeconfig }
         }
-        (SourceKind::File, _, Some(_)) => {
-            Args::command().error(clap::error::ErrorKind::ArgumentConflict, "--kubeconfig needs --source kubernetes").exit()
-        }
-        (SourceKind::Kubernetes, None, kubeconfig) => rotor::agent::Source::Kubernetes { kubeconfig },
-        (SourceKind::Kubernetes, Some(_), _) => {
-            Args::command().error(clap::error::ErrorKind::ArgumentConflict, "--config is for --source file").exit()
-        }
+        (SourceKind::Kubernetes, Some(_), _) => Args::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--config is for --source file",
+            )
+            .exit(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
     runtime.block_on(rotor::agent::run(rotor::agent::AgentOptions {
         source,
         cgroup: args.cgroup,

@@ -29,16 +29,22 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut sock = UnixStream::connect(&args.admin)
-        .with_context(|| format!("connecting to the agent at {} (is rotor-agent running?)", args.admin.display()))?;
+    let mut sock = UnixStream::connect(&args.admin).with_context(|| {
+        format!(
+            "connecting to the agent at {} (is rotor-agent running?)",
+            args.admin.display()
+        )
+    })?;
     let mut body = String::new();
-    sock.read_to_string(&mut body).context("reading the agent's status")?;
+    sock.read_to_string(&mut body)
+        .context("reading the agent's status")?;
     let Command::Status { json } = args.command;
     if json {
         println!("{body}");
         return Ok(());
     }
-    let status: rotor::agent::Status = serde_json::from_str(&body).context("parsing the agent's status")?;
+    let status: rotor::agent::Status =
+        serde_json::from_str(&body).context("parsing the agent's status")?;
     println!("SERVICES");
     for s in &status.services {
         println!("  {:<20} {:<22} {}", s.name, s.vip, s.endpoints.join(" "));
@@ -47,7 +53,14 @@ fn main() -> anyhow::Result<()> {
     for c in &status.connections {
         let i = &c.info;
         let path = if i.fast { "kernel" } else { "agent" };
-        println!("  #{:<5} {:<16} {:<22} {:<7} {}", i.id, i.service, i.client, path, i.upstreams.join(", "));
+        println!(
+            "  #{:<5} {:<16} {:<22} {:<7} {}",
+            i.id,
+            i.service,
+            i.client,
+            path,
+            i.upstreams.join(", ")
+        );
     }
     println!("OPEN STREAMS {}", status.open_streams);
     println!("KERNEL");

@@ -176,7 +176,18 @@ pub struct Event {
     pub stream: u32,
 }
 
-pod!(ServiceKey, Service, AgentConfig, Origin, ClientKey, PeerKey, SockIdent, ParseState, StreamKey, Stream);
+pod!(
+    ServiceKey,
+    Service,
+    AgentConfig,
+    Origin,
+    ClientKey,
+    PeerKey,
+    SockIdent,
+    ParseState,
+    StreamKey,
+    Stream
+);
 
 /// `struct upstream`, as the agent sees it in the memory-mapped `conns`
 /// array: the programs change these fields concurrently, so every access is
@@ -257,27 +268,63 @@ mod tests {
         assert_eq!(offset_of!(ConnShared, consumed), c::OFF_conn_consumed);
         assert_eq!(offset_of!(ConnShared, last_stream), c::OFF_conn_last_stream);
         assert_eq!(offset_of!(ConnShared, first_slot), c::OFF_conn_first_slot);
-        assert_eq!(offset_of!(ConnShared, hold_consumed), c::OFF_conn_hold_consumed);
+        assert_eq!(
+            offset_of!(ConnShared, hold_consumed),
+            c::OFF_conn_hold_consumed
+        );
         assert_eq!(offset_of!(ConnShared, client_recv), c::OFF_conn_client_recv);
-        assert_eq!(offset_of!(ConnShared, client_limit), c::OFF_conn_client_limit);
+        assert_eq!(
+            offset_of!(ConnShared, client_limit),
+            c::OFF_conn_client_limit
+        );
         assert_eq!(offset_of!(ConnShared, up), c::OFF_conn_up);
-        assert_eq!(offset_of!(UpstreamShared, req_data), c::OFF_upstream_req_data);
-        assert_eq!(offset_of!(UpstreamShared, req_limit), c::OFF_upstream_req_limit);
-        assert_eq!(offset_of!(UpstreamShared, req_notify), c::OFF_upstream_req_notify);
-        assert_eq!(offset_of!(UpstreamShared, resp_data), c::OFF_upstream_resp_data);
-        assert_eq!(offset_of!(UpstreamShared, resp_notify), c::OFF_upstream_resp_notify);
-        assert_eq!(offset_of!(UpstreamShared, diverted), c::OFF_upstream_diverted);
+        assert_eq!(
+            offset_of!(UpstreamShared, req_data),
+            c::OFF_upstream_req_data
+        );
+        assert_eq!(
+            offset_of!(UpstreamShared, req_limit),
+            c::OFF_upstream_req_limit
+        );
+        assert_eq!(
+            offset_of!(UpstreamShared, req_notify),
+            c::OFF_upstream_req_notify
+        );
+        assert_eq!(
+            offset_of!(UpstreamShared, resp_data),
+            c::OFF_upstream_resp_data
+        );
+        assert_eq!(
+            offset_of!(UpstreamShared, resp_notify),
+            c::OFF_upstream_resp_notify
+        );
+        assert_eq!(
+            offset_of!(UpstreamShared, diverted),
+            c::OFF_upstream_diverted
+        );
         assert_eq!(offset_of!(ParseState, passed), c::OFF_parse_state_passed);
         assert_eq!(offset_of!(ParseState, kind), c::OFF_parse_state_kind);
-        assert_eq!(offset_of!(ParseState, client_window), c::OFF_parse_state_client_window);
+        assert_eq!(
+            offset_of!(ParseState, client_window),
+            c::OFF_parse_state_client_window
+        );
         assert_eq!(offset_of!(UpstreamShared, passed), c::OFF_upstream_passed);
         assert_eq!(offset_of!(UpstreamShared, release), c::OFF_upstream_release);
         assert_eq!(offset_of!(Route, stream), c::OFF_route_stream);
         assert_eq!(offset_of!(Stream, consumed), c::OFF_stream_consumed);
         assert_eq!(offset_of!(Stream, last_passed), c::OFF_stream_last_passed);
-        assert_eq!(offset_of!(UpstreamShared, last_diverted), c::OFF_upstream_last_diverted);
-        assert_eq!(offset_of!(UpstreamShared, consumed), c::OFF_upstream_consumed);
-        assert_eq!(offset_of!(UpstreamShared, stream_window_extra), c::OFF_upstream_stream_window_extra);
+        assert_eq!(
+            offset_of!(UpstreamShared, last_diverted),
+            c::OFF_upstream_last_diverted
+        );
+        assert_eq!(
+            offset_of!(UpstreamShared, consumed),
+            c::OFF_upstream_consumed
+        );
+        assert_eq!(
+            offset_of!(UpstreamShared, stream_window_extra),
+            c::OFF_upstream_stream_window_extra
+        );
         assert_eq!(offset_of!(Stream, req_sent), c::OFF_stream_req_sent);
         assert_eq!(offset_of!(Event, stream), c::OFF_event_stream);
     }

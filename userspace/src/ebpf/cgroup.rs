@@ -64,7 +64,10 @@ mod tests {
     fn finds_the_cgroup2_mount_of_a_hybrid_hierarchy() {
         let m = cgroup2_mount_holding(MOUNTINFO, Path::new("/sys/fs/cgroup/unified/rotor-test-1"));
         assert_eq!(m.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
-        assert_eq!(cgroup2_mount_holding(MOUNTINFO, Path::new("/sys/fs/cgroup/systemd/x")), None);
+        assert_eq!(
+            cgroup2_mount_holding(MOUNTINFO, Path::new("/sys/fs/cgroup/systemd/x")),
+            None
+        );
     }
 
     #[test]
@@ -78,8 +81,14 @@ mod tests {
     fn within_means_the_same_directory_or_below() {
         let root = Path::new("/sys/fs/cgroup/unified/clients");
         assert!(is_within(Path::new("/sys/fs/cgroup/unified/clients"), root));
-        assert!(is_within(Path::new("/sys/fs/cgroup/unified/clients/pod"), root));
-        assert!(!is_within(Path::new("/sys/fs/cgroup/unified/clients2"), root));
+        assert!(is_within(
+            Path::new("/sys/fs/cgroup/unified/clients/pod"),
+            root
+        ));
+        assert!(!is_within(
+            Path::new("/sys/fs/cgroup/unified/clients2"),
+            root
+        ));
         assert!(!is_within(Path::new("/sys/fs/cgroup/unified"), root));
     }
 }

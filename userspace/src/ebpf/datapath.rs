@@ -27,13 +27,23 @@ pub enum DatapathError {
     #[error("loading the eBPF object failed (kernel {kernel}); rotor needs sockmap, sk_skb and cgroup programs (Linux 6.1+)")]
     Load { kernel: String, source: EbpfError },
     #[error("program {name} (kernel {kernel})")]
-    Program { name: &'static str, kernel: String, source: ProgramError },
+    Program {
+        name: &'static str,
+        kernel: String,
+        source: ProgramError,
+    },
     #[error("map {0} missing from the eBPF object")]
     MissingMap(&'static str),
     #[error("map {name}")]
-    Map { name: &'static str, source: MapError },
+    Map {
+        name: &'static str,
+        source: MapError,
+    },
     #[error("cgroup {path}: pass the cgroup v2 directory with --cgroup (e.g. /sys/fs/cgroup)")]
-    Cgroup { path: PathBuf, source: std::io::Error },
+    Cgroup {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     ConnTable(#[from] ConnTableError),
     #[error(transparent)]
@@ -63,11 +73,17 @@ pub struct Datapath {
 }
 
 fn kernel() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn program_error(name: &'static str) -> impl FnOnce(ProgramError) -> DatapathError {
-    move |source| DatapathError::Program { name, kernel: kernel(), source }
+    move |source| DatapathError::Program {
+        name,
+        kernel: kernel(),
+        source,
+    }
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
@@ -80,8 +96,10 @@ where
 
 impl Datapath {
     pub fn load(opts: &LoadOptions) -> Result<Self, DatapathError> {
-        let cgroup = File::open(&opts.cgroup)
-            .map_err(|source| DatapathError::Cgroup { path: opts.cgroup.clone(), source })?;
+        let cgroup = File::open(&opts.cgroup).map_err(|source| DatapathError::Cgroup {
+            path: opts.cgroup.clone(),
+            source,
+        })?;
         check_cgroup2(&opts.cgroup)?;
         // Every program, map, helper and attach type is tried first, so a
         // kernel that lacks one is named with the feature, not a verifier log.
@@ -89,7 +107,10 @@ impl Datapath {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("conns", opts.max_conns)
             .load(OBJECT)
-            .map_err(|source| DatapathError::Load { kernel: kernel(), source })?;
+            .map_err(|source| DatapathError::Load {
+                kernel: kernel(),
+                source,
+            })?;
 
         let agent_socks: SockHash<MapData, ClientKey> = take(&mut ebpf, "agent_socks")?;
         let upstream_socks: SockHash<MapData, u64> = take(&mut ebpf, "upstream_socks")?;
@@ -98,7 +119,9 @@ impl Datapath {
         let parser: &mut SkSkb = prog(&mut ebpf, "rotor_frame_parser")?;
         parser.load().map_err(program_error("rotor_frame_parser"))?;
         for map in [agent_socks.fd(), upstream_socks.fd(), injector_socks.fd()] {
-            parser.attach(map).map_err(program_error("rotor_frame_parser"))?;
+            parser
+                .attach(map)
+                .map_err(program_error("rotor_frame_parser"))?;
         }
         for (name, map) in [
             ("rotor_client_verdict", agent_socks.fd()),
@@ -122,9 +145,14 @@ impl Datapath {
                 },
                 0,
             )
-            .map_err(|source| DatapathError::Map { name: "agent_config", source })?;
+            .map_err(|source| DatapathError::Map {
+                name: "agent_config",
+                source,
+            })?;
 
-        let conns_map = ebpf.take_map("conns").ok_or(DatapathError::MissingMap("conns"))?;
+        let conns_map = ebpf
+            .take_map("conns")
+            .ok_or(DatapathError::MissingMap("conns"))?;
         let aya::maps::Map::Array(conns_data) = &conns_map else {
             return Err(DatapathError::MissingMap("conns"));
         };
@@ -134,24 +162,40 @@ impl Datapath {
 
         let sockops: &mut SockOps = prog(&mut ebpf, "rotor_sockops")?;
         sockops.load().map_err(program_error("rotor_sockops"))?;
-        sockops.attach(&cgroup, CgroupAttachMode::Single).map_err(program_error("rotor_sockops"))?;
+        sockops
+            .attach(&cgroup, CgroupAttachMode::Single)
+            .map_err(program_error("rotor_sockops"))?;
         // The agent's accepted sockets are in the agent's own cgroup: they
         // join the socket hash only if sockops runs there too (cgroup.rs).
         if let Some(own) = super::cgroup::own_cgroup(&opts.cgroup) {
-            let given = opts.cgroup.canonicalize().unwrap_or_else(|_| opts.cgroup.clone());
+            let given = opts
+                .cgroup
+                .canonicalize()
+                .unwrap_or_else(|_| opts.cgroup.clone());
             if !super::cgroup::is_within(&own, &given) {
-                let dir = File::open(&own).map_err(|source| DatapathError::Cgroup { path: own.clone(), source })?;
-                sockops.attach(&dir, CgroupAttachMode::Single).map_err(program_error("rotor_sockops"))?;
+                let dir = File::open(&own).map_err(|source| DatapathError::Cgroup {
+                    path: own.clone(),
+                    source,
+                })?;
+                sockops
+                    .attach(&dir, CgroupAttachMode::Single)
+                    .map_err(program_error("rotor_sockops"))?;
                 tracing::info!(own = %own.display(), cgroup = %opts.cgroup.display(),
                     "the agent runs outside --cgroup: sockops also runs in its own cgroup, for its accepted sockets");
             }
         } else {
             tracing::warn!("the agent's own cgroup is unknown: if it is outside --cgroup, connections run through the agent");
         }
-        for name in ["rotor_connect4", "rotor_getpeername4", "rotor_connect6", "rotor_getpeername6"] {
+        for name in [
+            "rotor_connect4",
+            "rotor_getpeername4",
+            "rotor_connect6",
+            "rotor_getpeername6",
+        ] {
             let p: &mut CgroupSockAddr = prog(&mut ebpf, name)?;
             p.load().map_err(program_error(name))?;
-            p.attach(&cgroup, CgroupAttachMode::Single).map_err(program_error(name))?;
+            p.attach(&cgroup, CgroupAttachMode::Single)
+                .map_err(program_error(name))?;
         }
 
         Ok(Datapath {
@@ -180,7 +224,10 @@ impl Datapath {
 
     /// The original destination of an accepted client connection, once.
     pub fn take_origin(&self, peer: SocketAddrV4) -> Option<Origin> {
-        let key = PeerKey { ip: u32::from_ne_bytes(peer.ip().octets()), port: peer.port() as u32 };
+        let key = PeerKey {
+            ip: u32::from_ne_bytes(peer.ip().octets()),
+            port: peer.port() as u32,
+        };
         let mut map = lock(&self.client_origins);
         let origin = map.get(&key, 0).ok()?;
         let _ = map.remove(&key);
@@ -211,17 +258,32 @@ impl Datapath {
     /// to adopt is unknown for milliseconds, not for a whole sweep period.
     /// Returns the cookies unknown now and how many states were deleted.
     pub fn sweep_parse_states(&self, unknown_before: &HashSet<u64>) -> (HashSet<u64>, usize) {
-        let known: HashSet<u64> = lock(&self.sock_idents).keys().filter_map(Result::ok).collect();
+        let known: HashSet<u64> = lock(&self.sock_idents)
+            .keys()
+            .filter_map(Result::ok)
+            .collect();
         let mut states = lock(&self.parse_states);
-        let unknown: HashSet<u64> = states.keys().filter_map(Result::ok).filter(|c| !known.contains(c)).collect();
+        let unknown: HashSet<u64> = states
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|c| !known.contains(c))
+            .collect();
         let mut deleted = 0;
         for cookie in unknown.intersection(unknown_before) {
             deleted += usize::from(states.remove(cookie).is_ok());
         }
-        (unknown.difference(unknown_before).copied().collect(), deleted)
+        (
+            unknown.difference(unknown_before).copied().collect(),
+            deleted,
+        )
     }
 
-    pub fn insert_upstream(&self, conn_id: u32, slot: u32, sock: &impl AsRawFd) -> Result<(), MapError> {
+    pub fn insert_upstream(
+        &self,
+        conn_id: u32,
+        slot: u32,
+        sock: &impl AsRawFd,
+    ) -> Result<(), MapError> {
         lock(&self.upstream_socks).insert(upstream_key(conn_id, slot), sock.as_raw_fd(), 0)
     }
 
@@ -234,12 +296,16 @@ impl Datapath {
     }
 
     pub fn get_stream(&self, conn_id: u32, stream: u32) -> Option<Stream> {
-        lock(&self.streams).get(&StreamKey { conn_id, stream }, 0).ok()
+        lock(&self.streams)
+            .get(&StreamKey { conn_id, stream }, 0)
+            .ok()
     }
 
     /// True if this call removed the entry (the kernel may race us to it).
     pub fn remove_stream(&self, conn_id: u32, stream: u32) -> bool {
-        lock(&self.streams).remove(&StreamKey { conn_id, stream }).is_ok()
+        lock(&self.streams)
+            .remove(&StreamKey { conn_id, stream })
+            .is_ok()
     }
 
     /// Removes and returns (id, flags) of the streams of a connection routed
@@ -253,7 +319,16 @@ impl Datapath {
             .filter(|(k, v)| k.conn_id == conn_id && v.slot == slot && k.stream > above)
             .map(|(k, v)| (k.stream, v.flags))
             .collect();
-        found.into_iter().filter(|(stream, _)| map.remove(&StreamKey { conn_id, stream: *stream }).is_ok()).collect()
+        found
+            .into_iter()
+            .filter(|(stream, _)| {
+                map.remove(&StreamKey {
+                    conn_id,
+                    stream: *stream,
+                })
+                .is_ok()
+            })
+            .collect()
     }
 
     /// The streams of a connection bound to one slot.
@@ -269,8 +344,11 @@ impl Datapath {
     /// Removes every stream entry of a connection (after it closed).
     pub fn forget_streams(&self, conn_id: u32) -> usize {
         let mut map = lock(&self.streams);
-        let keys: Vec<StreamKey> =
-            map.keys().filter_map(Result::ok).filter(|k| k.conn_id == conn_id).collect();
+        let keys: Vec<StreamKey> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.conn_id == conn_id)
+            .collect();
         for k in &keys {
             let _ = map.remove(k);
         }
@@ -291,7 +369,11 @@ impl Datapath {
             .iter()
             .enumerate()
             .map(|(i, name)| {
-                let sum = self.stats.get(&(i as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
+                let sum = self
+                    .stats
+                    .get(&(i as u32), 0)
+                    .map(|v| v.iter().sum())
+                    .unwrap_or(0);
                 (*name, sum)
             })
             .collect()
@@ -303,7 +385,10 @@ pub fn upstream_key(conn_id: u32, slot: u32) -> u64 {
 }
 
 fn service_key(vip: SocketAddrV4) -> ServiceKey {
-    ServiceKey { ip: u32::from_ne_bytes(vip.ip().octets()), port: vip.port() as u32 }
+    ServiceKey {
+        ip: u32::from_ne_bytes(vip.ip().octets()),
+        port: vip.port() as u32,
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -350,12 +435,21 @@ pub fn tcp_received(sock: &impl AsRawFd) -> std::io::Result<TcpReceived> {
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     // SAFETY: TCP_INFO writes at most `len` bytes into the buffer we pass.
     let rc = unsafe {
-        libc::getsockopt(sock.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&mut info as *mut libc::tcp_info).cast(), &mut len)
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
     };
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(TcpReceived { bytes: info.tcpi_bytes_received, reset: info.tcpi_state == TCP_CLOSE })
+    Ok(TcpReceived {
+        bytes: info.tcpi_bytes_received,
+        reset: info.tcpi_state == TCP_CLOSE,
+    })
 }
 
 /// Bytes of a socket's stream its verdict has handled, since the parser

@@ -85,7 +85,13 @@ impl FrameHeader {
 }
 
 fn frame(out: &mut BytesMut, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
-    FrameHeader { len: payload.len() as u32, kind, flags, stream }.encode(out);
+    FrameHeader {
+        len: payload.len() as u32,
+        kind,
+        flags,
+        stream,
+    }
+    .encode(out);
     out.put_slice(payload);
 }
 
@@ -111,7 +117,13 @@ pub fn ping_ack(out: &mut BytesMut, opaque: &[u8]) {
 }
 
 pub fn window_update(out: &mut BytesMut, stream: u32, increment: u32) {
-    frame(out, kind::WINDOW_UPDATE, 0, stream, &(increment & 0x7fff_ffff).to_be_bytes());
+    frame(
+        out,
+        kind::WINDOW_UPDATE,
+        0,
+        stream,
+        &(increment & 0x7fff_ffff).to_be_bytes(),
+    );
 }
 
 pub fn rst_stream(out: &mut BytesMut, stream: u32, code: u32) {
@@ -141,7 +153,11 @@ pub fn connection_frame_error(h: &FrameHeader) -> Option<u32> {
         kind::PING if h.len != 8 => Some(error_code::FRAME_SIZE_ERROR),
         kind::WINDOW_UPDATE if h.len != 4 => Some(error_code::FRAME_SIZE_ERROR),
         kind::GOAWAY if h.len < 8 => Some(error_code::FRAME_SIZE_ERROR),
-        kind::DATA | kind::HEADERS | kind::PRIORITY | kind::RST_STREAM | kind::CONTINUATION
+        kind::DATA
+        | kind::HEADERS
+        | kind::PRIORITY
+        | kind::RST_STREAM
+        | kind::CONTINUATION
         | kind::PUSH_PROMISE => Some(error_code::PROTOCOL_ERROR),
         _ => None,
     }
@@ -156,7 +172,9 @@ pub fn stream_frame_error(h: &FrameHeader) -> Option<FrameCheck> {
         }
         kind::RST_STREAM | kind::WINDOW_UPDATE if h.len != 4 => conn(error_code::FRAME_SIZE_ERROR),
         kind::PRIORITY if h.len != 5 => conn(error_code::FRAME_SIZE_ERROR),
-        kind::DATA | kind::HEADERS | kind::RST_STREAM | kind::WINDOW_UPDATE | kind::PRIORITY => None,
+        kind::DATA | kind::HEADERS | kind::RST_STREAM | kind::WINDOW_UPDATE | kind::PRIORITY => {
+            None
+        }
         _ => Some(FrameCheck::Ignore),
     }
 }
@@ -169,7 +187,12 @@ pub fn parse_settings(payload: &[u8]) -> Option<Vec<(u16, u32)>> {
     Some(
         payload
             .chunks_exact(6)
-            .map(|c| (u16::from_be_bytes([c[0], c[1]]), u32::from_be_bytes([c[2], c[3], c[4], c[5]])))
+            .map(|c| {
+                (
+                    u16::from_be_bytes([c[0], c[1]]),
+                    u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+                )
+            })
             .collect(),
     )
 }
@@ -179,7 +202,9 @@ pub fn settings_value_error(values: &[(u16, u32)]) -> Option<u32> {
     values.iter().find_map(|(id, v)| match *id {
         setting::ENABLE_PUSH if *v > 1 => Some(error_code::PROTOCOL_ERROR),
         setting::INITIAL_WINDOW_SIZE if *v > MAX_WINDOW => Some(error_code::FLOW_CONTROL_ERROR),
-        setting::MAX_FRAME_SIZE if !(MAX_FRAME as u32..=0xff_ffff).contains(v) => Some(error_code::PROTOCOL_ERROR),
+        setting::MAX_FRAME_SIZE if !(MAX_FRAME as u32..=0xff_ffff).contains(v) => {
+            Some(error_code::PROTOCOL_ERROR)
+        }
         _ => None,
     })
 }
@@ -199,7 +224,12 @@ mod tests {
 
     #[test]
     fn header_round_trip() {
-        let h = FrameHeader { len: 0x12345, kind: kind::HEADERS, flags: 0x25, stream: 0x7fff_fff1 };
+        let h = FrameHeader {
+            len: 0x12345,
+            kind: kind::HEADERS,
+            flags: 0x25,
+            stream: 0x7fff_fff1,
+        };
         let mut b = BytesMut::new();
         h.encode(&mut b);
         assert_eq!(b.len(), HEADER_LEN);
@@ -214,37 +244,86 @@ mod tests {
 
     #[test]
     fn frames_breaking_the_rfc_are_named() {
-        let h = |kind, flags, stream, len| FrameHeader { len, kind, flags, stream };
-        assert_eq!(connection_frame_error(&h(kind::PING, 0, 0, 7)), Some(error_code::FRAME_SIZE_ERROR));
-        assert_eq!(connection_frame_error(&h(kind::DATA, 0, 0, 1)), Some(error_code::PROTOCOL_ERROR));
-        assert_eq!(connection_frame_error(&h(kind::SETTINGS, flag::ACK, 0, 6)), Some(error_code::FRAME_SIZE_ERROR));
+        let h = |kind, flags, stream, len| FrameHeader {
+            len,
+            kind,
+            flags,
+            stream,
+        };
+        assert_eq!(
+            connection_frame_error(&h(kind::PING, 0, 0, 7)),
+            Some(error_code::FRAME_SIZE_ERROR)
+        );
+        assert_eq!(
+            connection_frame_error(&h(kind::DATA, 0, 0, 1)),
+            Some(error_code::PROTOCOL_ERROR)
+        );
+        assert_eq!(
+            connection_frame_error(&h(kind::SETTINGS, flag::ACK, 0, 6)),
+            Some(error_code::FRAME_SIZE_ERROR)
+        );
         assert_eq!(connection_frame_error(&h(0xbb, 0, 0, 3)), None);
-        assert_eq!(stream_frame_error(&h(kind::SETTINGS, 0, 1, 0)), Some(FrameCheck::ConnectionError(error_code::PROTOCOL_ERROR)));
-        assert_eq!(stream_frame_error(&h(kind::WINDOW_UPDATE, 0, 1, 5)), Some(FrameCheck::ConnectionError(error_code::FRAME_SIZE_ERROR)));
-        assert_eq!(stream_frame_error(&h(0xbb, 0, 1, 3)), Some(FrameCheck::Ignore));
+        assert_eq!(
+            stream_frame_error(&h(kind::SETTINGS, 0, 1, 0)),
+            Some(FrameCheck::ConnectionError(error_code::PROTOCOL_ERROR))
+        );
+        assert_eq!(
+            stream_frame_error(&h(kind::WINDOW_UPDATE, 0, 1, 5)),
+            Some(FrameCheck::ConnectionError(error_code::FRAME_SIZE_ERROR))
+        );
+        assert_eq!(
+            stream_frame_error(&h(0xbb, 0, 1, 3)),
+            Some(FrameCheck::Ignore)
+        );
         assert_eq!(stream_frame_error(&h(kind::DATA, 0, 1, 3)), None);
     }
 
     #[test]
     fn settings_values_outside_the_rfc_are_named() {
         use setting::*;
-        assert_eq!(settings_value_error(&[(ENABLE_PUSH, 2)]), Some(error_code::PROTOCOL_ERROR));
-        assert_eq!(settings_value_error(&[(INITIAL_WINDOW_SIZE, 0x8000_0000)]), Some(error_code::FLOW_CONTROL_ERROR));
-        assert_eq!(settings_value_error(&[(MAX_FRAME_SIZE, 100)]), Some(error_code::PROTOCOL_ERROR));
-        assert_eq!(settings_value_error(&[(MAX_FRAME_SIZE, 1 << 24)]), Some(error_code::PROTOCOL_ERROR));
-        let fine = [(ENABLE_PUSH, 1), (INITIAL_WINDOW_SIZE, MAX_WINDOW), (MAX_FRAME_SIZE, 16384), (0x99, 7)];
+        assert_eq!(
+            settings_value_error(&[(ENABLE_PUSH, 2)]),
+            Some(error_code::PROTOCOL_ERROR)
+        );
+        assert_eq!(
+            settings_value_error(&[(INITIAL_WINDOW_SIZE, 0x8000_0000)]),
+            Some(error_code::FLOW_CONTROL_ERROR)
+        );
+        assert_eq!(
+            settings_value_error(&[(MAX_FRAME_SIZE, 100)]),
+            Some(error_code::PROTOCOL_ERROR)
+        );
+        assert_eq!(
+            settings_value_error(&[(MAX_FRAME_SIZE, 1 << 24)]),
+            Some(error_code::PROTOCOL_ERROR)
+        );
+        let fine = [
+            (ENABLE_PUSH, 1),
+            (INITIAL_WINDOW_SIZE, MAX_WINDOW),
+            (MAX_FRAME_SIZE, 16384),
+            (0x99, 7),
+        ];
         assert_eq!(settings_value_error(&fine), None);
     }
 
     #[test]
     fn settings_parse() {
         let mut b = BytesMut::new();
-        settings(&mut b, &[(setting::HEADER_TABLE_SIZE, 0), (setting::INITIAL_WINDOW_SIZE, 1 << 20)]);
+        settings(
+            &mut b,
+            &[
+                (setting::HEADER_TABLE_SIZE, 0),
+                (setting::INITIAL_WINDOW_SIZE, 1 << 20),
+            ],
+        );
         let h = FrameHeader::parse(&b).unwrap();
         assert_eq!((h.kind, h.len), (kind::SETTINGS, 12));
         assert_eq!(
             parse_settings(&b[9..]),
-            Some(vec![(setting::HEADER_TABLE_SIZE, 0), (setting::INITIAL_WINDOW_SIZE, 1 << 20)])
+            Some(vec![
+                (setting::HEADER_TABLE_SIZE, 0),
+                (setting::INITIAL_WINDOW_SIZE, 1 << 20)
+            ])
         );
         assert_eq!(parse_settings(&b[9..14]), None);
     }

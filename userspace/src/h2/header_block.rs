@@ -29,7 +29,9 @@ pub struct ClientHeaders {
 
 impl Default for ClientHeaders {
     fn default() -> Self {
-        ClientHeaders { decoder: hpack::Decoder::new() }
+        ClientHeaders {
+            decoder: hpack::Decoder::new(),
+        }
     }
 }
 
@@ -42,14 +44,20 @@ impl ClientHeaders {
         // The hpack crate panics on some malformed input (an index past its
         // tables): that is a decoding error like any other here.
         let decoder = &mut self.decoder;
-        let fields = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.decode(&fragment)))
-            .map_err(|_| HeaderBlockError::Decode("malformed block".into()))?
-            .map_err(|e| HeaderBlockError::Decode(format!("{e:?}")))?;
+        let fields =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.decode(&fragment)))
+                .map_err(|_| HeaderBlockError::Decode("malformed block".into()))?
+                .map_err(|e| HeaderBlockError::Decode(format!("{e:?}")))?;
         let mut block = BytesMut::new();
         for (name, value) in &fields {
             encode_literal(&mut block, name, value);
         }
-        Ok(frame_block(first.stream, first.flags & flag::END_STREAM, priority, &block))
+        Ok(frame_block(
+            first.stream,
+            first.flags & flag::END_STREAM,
+            priority,
+            &block,
+        ))
     }
 }
 
@@ -61,7 +69,9 @@ fn split_message(message: &[u8]) -> Result<(Option<[u8; 5]>, Vec<u8>), HeaderBlo
     let mut first = true;
     while let Some(h) = FrameHeader::parse(rest) {
         let end = HEADER_LEN + h.len as usize;
-        let mut payload = rest.get(HEADER_LEN..end).ok_or(HeaderBlockError::Malformed)?;
+        let mut payload = rest
+            .get(HEADER_LEN..end)
+            .ok_or(HeaderBlockError::Malformed)?;
         if first {
             let pad = if h.has(flag::PADDED) {
                 let (&n, tail) = payload.split_first().ok_or(HeaderBlockError::Malformed)?;
@@ -71,11 +81,21 @@ fn split_message(message: &[u8]) -> Result<(Option<[u8; 5]>, Vec<u8>), HeaderBlo
                 0
             };
             if h.flags & PRIORITY_FLAG != 0 {
-                let p: [u8; 5] = payload.get(..5).and_then(|p| p.try_into().ok()).ok_or(HeaderBlockError::Malformed)?;
+                let p: [u8; 5] = payload
+                    .get(..5)
+                    .and_then(|p| p.try_into().ok())
+                    .ok_or(HeaderBlockError::Malformed)?;
                 priority = Some(p);
                 payload = &payload[5..];
             }
-            payload = payload.get(..payload.len().checked_sub(pad).ok_or(HeaderBlockError::Malformed)?).ok_or(HeaderBlockError::Malformed)?;
+            payload = payload
+                .get(
+                    ..payload
+                        .len()
+                        .checked_sub(pad)
+                        .ok_or(HeaderBlockError::Malformed)?,
+                )
+                .ok_or(HeaderBlockError::Malformed)?;
             first = false;
         }
         fragment.extend_from_slice(payload);
@@ -119,20 +139,41 @@ fn frame_block(stream: u32, end_stream: u8, priority: Option<[u8; 5]>, block: &[
     let mut out = BytesMut::with_capacity(block.len() + 32);
     let room = MAX_FRAME - if priority.is_some() { 5 } else { 0 };
     let (head, mut rest) = block.split_at(block.len().min(room));
-    let mut flags = end_stream | if rest.is_empty() { flag::END_HEADERS } else { 0 };
+    let mut flags = end_stream
+        | if rest.is_empty() {
+            flag::END_HEADERS
+        } else {
+            0
+        };
     if priority.is_some() {
         flags |= PRIORITY_FLAG;
     }
     let len = head.len() + if priority.is_some() { 5 } else { 0 };
-    FrameHeader { len: len as u32, kind: kind::HEADERS, flags, stream }.encode(&mut out);
+    FrameHeader {
+        len: len as u32,
+        kind: kind::HEADERS,
+        flags,
+        stream,
+    }
+    .encode(&mut out);
     if let Some(p) = priority {
         out.put_slice(&p);
     }
     out.put_slice(head);
     while !rest.is_empty() {
         let (chunk, tail) = rest.split_at(rest.len().min(MAX_FRAME));
-        let flags = if tail.is_empty() { flag::END_HEADERS } else { 0 };
-        FrameHeader { len: chunk.len() as u32, kind: kind::CONTINUATION, flags, stream }.encode(&mut out);
+        let flags = if tail.is_empty() {
+            flag::END_HEADERS
+        } else {
+            0
+        };
+        FrameHeader {
+            len: chunk.len() as u32,
+            kind: kind::CONTINUATION,
+            flags,
+            stream,
+        }
+        .encode(&mut out);
         out.put_slice(chunk);
         rest = tail;
     }
@@ -145,7 +186,13 @@ mod tests {
 
     fn headers_message(stream: u32, flags: u8, block: &[u8]) -> Vec<u8> {
         let mut b = BytesMut::new();
-        FrameHeader { len: block.len() as u32, kind: kind::HEADERS, flags, stream }.encode(&mut b);
+        FrameHeader {
+            len: block.len() as u32,
+            kind: kind::HEADERS,
+            flags,
+            stream,
+        }
+        .encode(&mut b);
         b.put_slice(block);
         b.to_vec()
     }
@@ -158,16 +205,28 @@ mod tests {
     #[test]
     fn blocks_that_share_the_dynamic_table_decode_on_their_own() {
         let mut enc = hpack::Encoder::new();
-        let fields: Vec<(&[u8], &[u8])> = vec![(b":method", b"GET"), (b"x-custom", b"repeated-value")];
-        let first = headers_message(1, flag::END_HEADERS | flag::END_STREAM, &enc.encode(fields.clone()));
-        let second = headers_message(3, flag::END_HEADERS | flag::END_STREAM, &enc.encode(fields.clone()));
+        let fields: Vec<(&[u8], &[u8])> =
+            vec![(b":method", b"GET"), (b"x-custom", b"repeated-value")];
+        let first = headers_message(
+            1,
+            flag::END_HEADERS | flag::END_STREAM,
+            &enc.encode(fields.clone()),
+        );
+        let second = headers_message(
+            3,
+            flag::END_HEADERS | flag::END_STREAM,
+            &enc.encode(fields.clone()),
+        );
         // the second block alone refers to an entry the first one inserted
         assert!(hpack::Decoder::new().decode(&second[9..]).is_err());
         let mut client = ClientHeaders::default();
         let _ = client.rewrite(&first).unwrap();
         let rewritten = client.rewrite(&second).unwrap();
         let h = FrameHeader::parse(&rewritten).unwrap();
-        assert_eq!((h.stream, h.flags & flag::END_STREAM), (3, flag::END_STREAM));
+        assert_eq!(
+            (h.stream, h.flags & flag::END_STREAM),
+            (3, flag::END_STREAM)
+        );
         let got = decode(&rewritten);
         assert_eq!(got[1], (b"x-custom".to_vec(), b"repeated-value".to_vec()));
     }
@@ -183,15 +242,29 @@ mod tests {
         payload.extend_from_slice(&[0, 0, 0, 0, 15]); // priority
         payload.extend_from_slice(a);
         payload.extend_from_slice(&[0, 0, 0]);
-        FrameHeader { len: payload.len() as u32, kind: kind::HEADERS, flags: flag::PADDED | PRIORITY_FLAG, stream: 5 }
-            .encode(&mut m);
+        FrameHeader {
+            len: payload.len() as u32,
+            kind: kind::HEADERS,
+            flags: flag::PADDED | PRIORITY_FLAG,
+            stream: 5,
+        }
+        .encode(&mut m);
         m.put_slice(&payload);
-        FrameHeader { len: b.len() as u32, kind: kind::CONTINUATION, flags: flag::END_HEADERS, stream: 5 }.encode(&mut m);
+        FrameHeader {
+            len: b.len() as u32,
+            kind: kind::CONTINUATION,
+            flags: flag::END_HEADERS,
+            stream: 5,
+        }
+        .encode(&mut m);
         m.put_slice(b);
         let out = ClientHeaders::default().rewrite(&m).unwrap();
         let mut reader = crate::h2::message::MessageReader::new(crate::h2::message::Expect::Frames);
         reader.push(&out);
-        assert!(matches!(reader.next_message(), Ok(Some(_))), "one well-formed message");
+        assert!(
+            matches!(reader.next_message(), Ok(Some(_))),
+            "one well-formed message"
+        );
         assert_eq!(decode(&out), vec![(b"big".to_vec(), big)]);
     }
 
@@ -206,6 +279,9 @@ mod tests {
     fn garbage_is_an_error() {
         let m = headers_message(1, flag::END_HEADERS, &[0xff, 0xff, 0xff]);
         assert!(ClientHeaders::default().rewrite(&m).is_err());
-        assert_eq!(split_message(&[0, 0, 5, 1, 0, 0, 0, 0, 1]), Err(HeaderBlockError::Malformed));
+        assert_eq!(
+            split_message(&[0, 0, 5, 1, 0, 0, 0, 0, 1]),
+            Err(HeaderBlockError::Malformed)
+        );
     }
 }

@@ -16,7 +16,10 @@ pub enum Message {
     Preface,
     /// A frame, or a header block: `header` is the first frame's header,
     /// `bytes` the whole message as it arrived (headers included).
-    Frame { header: FrameHeader, bytes: Bytes },
+    Frame {
+        header: FrameHeader,
+        bytes: Bytes,
+    },
     /// Not HTTP/2: bytes as they come.
     Raw(Bytes),
 }
@@ -38,7 +41,9 @@ impl MessageError {
         match self {
             MessageError::FrameTooLarge(_) => error_code::FRAME_SIZE_ERROR,
             MessageError::BlockTooLarge => error_code::ENHANCE_YOUR_CALM,
-            MessageError::StrayContinuation | MessageError::InterruptedBlock(_) => error_code::PROTOCOL_ERROR,
+            MessageError::StrayContinuation | MessageError::InterruptedBlock(_) => {
+                error_code::PROTOCOL_ERROR
+            }
         }
     }
 }
@@ -71,7 +76,11 @@ pub struct MessageReader {
 
 impl MessageReader {
     pub fn new(expect: Expect) -> Self {
-        MessageReader { buf: BytesMut::new(), expect_preface: expect == Expect::Preface, raw: false }
+        MessageReader {
+            buf: BytesMut::new(),
+            expect_preface: expect == Expect::Preface,
+            raw: false,
+        }
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
@@ -105,18 +114,25 @@ impl MessageReader {
             self.expect_preface = false;
             return Ok(Some(Message::Preface));
         }
-        let Some(first) = FrameHeader::parse(&self.buf) else { return Ok(None) };
+        let Some(first) = FrameHeader::parse(&self.buf) else {
+            return Ok(None);
+        };
         if first.len as usize > MAX_FRAME {
             return Err(MessageError::FrameTooLarge(first.len));
         }
         if first.kind == kind::CONTINUATION {
             return Err(MessageError::StrayContinuation);
         }
-        let Some(total) = self.message_len(&first)? else { return Ok(None) };
+        let Some(total) = self.message_len(&first)? else {
+            return Ok(None);
+        };
         if self.buf.len() < total {
             return Ok(None);
         }
-        Ok(Some(Message::Frame { header: first, bytes: self.buf.split_to(total).freeze() }))
+        Ok(Some(Message::Frame {
+            header: first,
+            bytes: self.buf.split_to(total).freeze(),
+        }))
     }
 
     fn message_len(&self, first: &FrameHeader) -> Result<Option<usize>, MessageError> {
@@ -153,7 +169,13 @@ mod tests {
 
     fn header(len: u32, kind: u8, flags: u8, stream: u32) -> BytesMut {
         let mut b = BytesMut::new();
-        FrameHeader { len, kind, flags, stream }.encode(&mut b);
+        FrameHeader {
+            len,
+            kind,
+            flags,
+            stream,
+        }
+        .encode(&mut b);
         b.extend_from_slice(&vec![0u8; len as usize]);
         b
     }
@@ -186,9 +208,13 @@ mod tests {
         assert_eq!(r.next_message(), Ok(None));
         r.push(&header(1, kind::CONTINUATION, flag::END_HEADERS, 3));
         r.push(&header(0, kind::DATA, flag::END_STREAM, 3));
-        let Some(Message::Frame { header, bytes }) = r.next_message().unwrap() else { panic!() };
+        let Some(Message::Frame { header, bytes }) = r.next_message().unwrap() else {
+            panic!()
+        };
         assert_eq!((header.kind, bytes.len()), (kind::HEADERS, 9 * 3 + 7));
-        assert!(matches!(r.next_message(), Ok(Some(Message::Frame { header, .. })) if header.kind == kind::DATA));
+        assert!(
+            matches!(r.next_message(), Ok(Some(Message::Frame { header, .. })) if header.kind == kind::DATA)
+        );
     }
 
     #[test]
@@ -202,14 +228,22 @@ mod tests {
         let mut r = MessageReader::new(Expect::Frames);
         r.push(&header(1, kind::HEADERS, 0, 1));
         r.push(&header(0, kind::DATA, 0, 1));
-        assert_eq!(r.next_message(), Err(MessageError::InterruptedBlock(kind::DATA)));
+        assert_eq!(
+            r.next_message(),
+            Err(MessageError::InterruptedBlock(kind::DATA))
+        );
     }
 
     #[test]
     fn not_http2_is_raw() {
         let mut r = MessageReader::new(Expect::Preface);
         r.push(b"GET / HTTP/1.1\r\n");
-        assert_eq!(r.next_message(), Ok(Some(Message::Raw(Bytes::from_static(b"GET / HTTP/1.1\r\n")))));
+        assert_eq!(
+            r.next_message(),
+            Ok(Some(Message::Raw(Bytes::from_static(
+                b"GET / HTTP/1.1\r\n"
+            ))))
+        );
         r.push(b"Host: x\r\n\r\n");
         assert!(matches!(r.next_message(), Ok(Some(Message::Raw(_)))));
     }

@@ -8,9 +8,15 @@ use super::Model;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: invalid configuration")]
-    Parse { path: PathBuf, source: serde_yaml_ng::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_yaml_ng::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -22,7 +28,10 @@ pub struct ConfigFile {
 
 impl ConfigFile {
     pub fn new(path: &Path) -> Self {
-        ConfigFile { path: path.to_path_buf(), seen: None }
+        ConfigFile {
+            path: path.to_path_buf(),
+            seen: None,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -30,8 +39,10 @@ impl ConfigFile {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Model, ConfigError> {
-        let model: Model = serde_yaml_ng::from_str(text)
-            .map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })?;
+        let model: Model = serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
         model.validate()?;
         Ok(model)
     }
@@ -39,15 +50,24 @@ impl ConfigFile {
     /// The model if the file changed since the last call (the first call
     /// always reads it).
     pub fn poll(&mut self) -> Result<Option<Model>, ConfigError> {
-        let read_err = |source| ConfigError::Read { path: self.path.clone(), source };
+        let read_err = |source| ConfigError::Read {
+            path: self.path.clone(),
+            source,
+        };
         let meta = std::fs::metadata(&self.path).map_err(read_err)?;
-        let stamp = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
+        let stamp = (
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            meta.len(),
+        );
         if let Some((t, len, _)) = &self.seen {
             if (*t, *len) == stamp {
                 return Ok(None);
             }
         }
-        let text = std::fs::read_to_string(&self.path).map_err(|source| ConfigError::Read { path: self.path.clone(), source })?;
+        let text = std::fs::read_to_string(&self.path).map_err(|source| ConfigError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
         if self.seen.as_ref().is_some_and(|(_, _, old)| *old == text) {
             self.seen = Some((stamp.0, stamp.1, text));
             return Ok(None);
@@ -86,20 +106,26 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        let e = ConfigFile::parse("services:\n  - name: a\n    vip: nonsense\n    endpoints: []\n", Path::new("f.yaml"))
-            .map(|_| ())
-            .map_err(|e| chain(&e))
-            .unwrap_err();
+        let e = ConfigFile::parse(
+            "services:\n  - name: a\n    vip: nonsense\n    endpoints: []\n",
+            Path::new("f.yaml"),
+        )
+        .map(|_| ())
+        .map_err(|e| chain(&e))
+        .unwrap_err();
         assert!(e.contains("f.yaml"), "{e}");
         let e = ConfigFile::parse("services:\n  - {name: a, vip: 1.1.1.1:1, endpoints: []}\n  - {name: a, vip: 1.1.1.2:1, endpoints: []}\n", Path::new("f"))
             .map(|_| ())
             .map_err(|e| chain(&e))
             .unwrap_err();
         assert!(e.contains("twice"), "{e}");
-        let e = ConfigFile::parse("services:\n  - {name: a, vip: 1.1.1.1:1, policy: random, endpoints: []}\n", Path::new("f"))
-            .map(|_| ())
-            .map_err(|e| chain(&e))
-            .unwrap_err();
+        let e = ConfigFile::parse(
+            "services:\n  - {name: a, vip: 1.1.1.1:1, policy: random, endpoints: []}\n",
+            Path::new("f"),
+        )
+        .map(|_| ())
+        .map_err(|e| chain(&e))
+        .unwrap_err();
         assert!(e.contains("random"), "{e}");
     }
 }

@@ -36,13 +36,19 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
     #[error("cannot read kubeconfig {path}")]
-    Kubeconfig { path: PathBuf, source: kube::config::KubeconfigError },
+    Kubeconfig {
+        path: PathBuf,
+        source: kube::config::KubeconfigError,
+    },
     #[error("no Kubernetes configuration: not in a pod, and neither KUBECONFIG nor ~/.kube/config is usable")]
     Infer(#[source] kube::config::InferConfigError),
     #[error("cannot create the Kubernetes client")]
     Client(#[source] kube::Error),
     #[error("Services and EndpointSlices not listed within {}s (last error: {last_error})", .waited.as_secs())]
-    NotSynced { waited: Duration, last_error: String },
+    NotSynced {
+        waited: Duration,
+        last_error: String,
+    },
     #[error("the Kubernetes watch task ended")]
     Stopped,
 }
@@ -52,9 +58,14 @@ pub enum KubeError {
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
     let config = match kubeconfig {
         Some(path) => {
-            let err = |source| KubeError::Kubeconfig { path: path.to_path_buf(), source };
+            let err = |source| KubeError::Kubeconfig {
+                path: path.to_path_buf(),
+                source,
+            };
             let kc = Kubeconfig::read_from(path).map_err(err)?;
-            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.map_err(err)?
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(err)?
         }
         None => Config::infer().await.map_err(KubeError::Infer)?,
     };
@@ -76,7 +87,11 @@ impl KubeSource {
         let (tx, models) = watch::channel(Model::default());
         let last_error = Arc::new(Mutex::new(None));
         let task = tokio::spawn(run(client, tx, last_error.clone()));
-        KubeSource { models, last_error, task }
+        KubeSource {
+            models,
+            last_error,
+            task,
+        }
     }
 
     /// Waits for the first complete model (both lists done), at most `limit`.
@@ -91,7 +106,10 @@ impl KubeSource {
                     .ok()
                     .and_then(|e| e.clone())
                     .unwrap_or_else(|| "none; the API server did not answer".into());
-                Err(KubeError::NotSynced { waited: limit, last_error })
+                Err(KubeError::NotSynced {
+                    waited: limit,
+                    last_error,
+                })
             }
         }
     }
@@ -145,19 +163,25 @@ fn slim<K: ResourceExt>(obj: &mut K) {
 async fn run(client: Client, tx: watch::Sender<Model>, last_error: Arc<Mutex<Option<String>>>) {
     let (services, svc_writer) = reflector::store::<Service>();
     let (slices, slice_writer) = reflector::store::<EndpointSlice>();
-    let svc_events = watcher(Api::<Service>::all(client.clone()), watcher::Config::default().labels(BALANCE_LABEL))
-        .default_backoff()
-        .modify(|s: &mut Service| {
-            slim(s);
-            s.status = None;
-        })
-        .reflect(svc_writer)
-        .map(|e| Tick::Services(change(e)));
-    let slice_events = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default().labels(SERVICE_NAME_LABEL))
-        .default_backoff()
-        .modify(slim::<EndpointSlice>)
-        .reflect(slice_writer)
-        .map(|e| Tick::Slices(change(e)));
+    let svc_events = watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default().labels(BALANCE_LABEL),
+    )
+    .default_backoff()
+    .modify(|s: &mut Service| {
+        slim(s);
+        s.status = None;
+    })
+    .reflect(svc_writer)
+    .map(|e| Tick::Services(change(e)));
+    let slice_events = watcher(
+        Api::<EndpointSlice>::all(client),
+        watcher::Config::default().labels(SERVICE_NAME_LABEL),
+    )
+    .default_backoff()
+    .modify(slim::<EndpointSlice>)
+    .reflect(slice_writer)
+    .map(|e| Tick::Slices(change(e)));
     let mut ticks = std::pin::pin!(futures::stream::select(svc_events, slice_events));
     let (mut svc_listed, mut slices_listed, mut sent) = (false, false, false);
     while let Some(tick) = ticks.next().await {
@@ -193,7 +217,10 @@ async fn run(client: Client, tx: watch::Sender<Model>, last_error: Arc<Mutex<Opt
         }
         let model = current(&services, &slices);
         if !sent {
-            tracing::info!(services = model.services.len(), "Kubernetes Services and EndpointSlices listed");
+            tracing::info!(
+                services = model.services.len(),
+                "Kubernetes Services and EndpointSlices listed"
+            );
             tx.send_replace(model);
             sent = true;
         } else {
@@ -210,7 +237,10 @@ async fn run(client: Client, tx: watch::Sender<Model>, last_error: Arc<Mutex<Opt
 fn current(services: &Store<Service>, slices: &Store<EndpointSlice>) -> Model {
     let svcs = services.state();
     let sls = slices.state();
-    model_from(svcs.iter().map(|s| s.as_ref()), sls.iter().map(|s| s.as_ref()))
+    model_from(
+        svcs.iter().map(|s| s.as_ref()),
+        sls.iter().map(|s| s.as_ref()),
+    )
 }
 
 /// The error and its sources on one line, as `anyhow` prints them.
@@ -234,11 +264,18 @@ mod tests {
     #[tokio::test]
     async fn no_api_server_is_an_error_naming_the_cause() {
         // A loopback port nothing listens on (bound, then closed).
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
         let config = Config::new(format!("http://127.0.0.1:{port}").parse().expect("uri"));
         let client = Client::try_from(config).expect("client");
         let mut source = KubeSource::start(client);
-        let err = source.first(Duration::from_millis(1500)).await.map(|_| ()).expect_err("no server");
+        let err = source
+            .first(Duration::from_millis(1500))
+            .await
+            .map(|_| ())
+            .expect_err("no server");
         let text = err.to_string();
         assert!(text.contains("not listed within 1s"), "{text}");
         assert!(text.contains("refused"), "{text}");

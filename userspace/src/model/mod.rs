@@ -41,10 +41,16 @@ impl Model {
         let mut vips = std::collections::HashSet::new();
         for s in &self.services {
             if !names.insert(&s.name) {
-                return Err(ConfigError::Invalid(format!("service {:?} is listed twice", s.name)));
+                return Err(ConfigError::Invalid(format!(
+                    "service {:?} is listed twice",
+                    s.name
+                )));
             }
             if !vips.insert(s.vip) {
-                return Err(ConfigError::Invalid(format!("address {} belongs to two services", s.vip)));
+                return Err(ConfigError::Invalid(format!(
+                    "address {} belongs to two services",
+                    s.vip
+                )));
             }
         }
         Ok(())

@@ -11,7 +11,10 @@ pub(super) fn have(cmd: &str) -> bool {
 }
 
 pub(super) fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.stdin(Stdio::null()).status().with_context(|| format!("running {cmd:?}"))?;
+    let status = cmd
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");
     }
@@ -19,19 +22,32 @@ pub(super) fn run(cmd: &mut Command) -> Result<()> {
 }
 
 pub(super) fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {cmd:?}"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// QEMU, busybox, kmod, udev from apt; virtme-ng from PyPI.
 pub(super) fn ensure_tools() -> Result<()> {
-    let missing: Vec<&str> = HOST_PACKAGES.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
+    let missing: Vec<&str> = HOST_PACKAGES
+        .iter()
+        .filter(|(c, _)| !have(c))
+        .map(|(_, p)| *p)
+        .collect();
     if !missing.is_empty() {
         println!("xtask: installing {}", missing.join(" "));
-        run(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+        run(Command::new("apt-get")
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
         run(Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing)
@@ -55,7 +71,12 @@ pub(super) struct Apt {
 impl Apt {
     pub(super) fn new() -> Result<Self> {
         let dir = kernels_dir().join("apt");
-        for d in ["lists/partial", "cache/archives/partial", "sources.list.d", "preferences.d"] {
+        for d in [
+            "lists/partial",
+            "cache/archives/partial",
+            "sources.list.d",
+            "preferences.d",
+        ] {
             fs::create_dir_all(dir.join(d))?;
         }
         let mut list = String::new();
@@ -107,7 +128,12 @@ impl Apt {
         let out = output(self.cmd("apt-cache").args(["madison", pkg]))?;
         for line in out.lines() {
             let f: Vec<&str> = line.split('|').map(str::trim).collect();
-            if f.len() >= 3 && f[2].split_whitespace().nth(1).is_some_and(|s| s.split('/').next() == Some(suite)) {
+            if f.len() >= 3
+                && f[2]
+                    .split_whitespace()
+                    .nth(1)
+                    .is_some_and(|s| s.split('/').next() == Some(suite))
+            {
                 return Ok(f[1].to_string());
             }
         }
@@ -115,8 +141,14 @@ impl Apt {
     }
 
     pub(super) fn depends(&self, pkg: &str, version: &str) -> Result<Vec<String>> {
-        let out = output(self.cmd("apt-cache").args(["show", &format!("{pkg}={version}")]))?;
-        let line = out.lines().find(|l| l.starts_with("Depends:")).unwrap_or("Depends:");
+        let out = output(
+            self.cmd("apt-cache")
+                .args(["show", &format!("{pkg}={version}")]),
+        )?;
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("Depends:"))
+            .unwrap_or("Depends:");
         Ok(line["Depends:".len()..]
             .split(',')
             .flat_map(|alt| alt.split('|'))
@@ -149,7 +181,11 @@ pub(super) fn resolve(apt: &Apt, suite: &str) -> Result<Resolved> {
             packages.push(d);
         }
     }
-    Ok(Resolved { release, version, packages })
+    Ok(Resolved {
+        release,
+        version,
+        packages,
+    })
 }
 
 /// Downloads and unpacks a kernel once; returns its vmlinuz.
@@ -165,20 +201,42 @@ pub(super) fn fetch(apt: &Apt, r: &Resolved) -> Result<PathBuf> {
     let debs = dir.join("debs");
     fs::create_dir_all(&debs)?;
     fs::create_dir_all(&root)?;
-    println!("xtask: downloading {} ({})", r.packages.join(" "), r.version);
-    let specs: Vec<String> = r.packages.iter().map(|p| format!("{p}={}", r.version)).collect();
-    run(apt.cmd("apt-get").arg("download").args(&specs).current_dir(&debs))?;
+    println!(
+        "xtask: downloading {} ({})",
+        r.packages.join(" "),
+        r.version
+    );
+    let specs: Vec<String> = r
+        .packages
+        .iter()
+        .map(|p| format!("{p}={}", r.version))
+        .collect();
+    run(apt
+        .cmd("apt-get")
+        .arg("download")
+        .args(&specs)
+        .current_dir(&debs))?;
     for entry in fs::read_dir(&debs)? {
         let deb = entry?.path();
         if deb.extension().is_none_or(|e| e != "deb") {
             continue;
         }
-        let excludes: Vec<String> = SKIP_MODULES.iter().map(|m| format!("--exclude=*/kernel/{m}")).collect();
+        let excludes: Vec<String> = SKIP_MODULES
+            .iter()
+            .map(|m| format!("--exclude=*/kernel/{m}"))
+            .collect();
         let script = format!(
             "dpkg-deb --fsys-tarfile \"$1\" | tar -x -C \"$2\" {}",
-            excludes.iter().map(|e| format!("'{e}'")).collect::<Vec<_>>().join(" ")
+            excludes
+                .iter()
+                .map(|e| format!("'{e}'"))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
-        run(Command::new("sh").args(["-c", &script, "sh"]).arg(&deb).arg(&root))?;
+        run(Command::new("sh")
+            .args(["-c", &script, "sh"])
+            .arg(&deb)
+            .arg(&root))?;
     }
     // One layout for all: boot/vmlinuz-R and lib/modules/R.
     let usr_modules = root.join(format!("usr/lib/modules/{}", r.release));

@@ -44,9 +44,20 @@ pub const KERNELS: &[(&str, &str)] = &[
 pub const DEFAULT: &[&str] = &["host", "5.10", "6.1", "6.12", "newest"];
 
 /// Integration tests the smoke subset runs: (column, test target, filter).
-const SMOKE: &[(&str, &str, &str)] = &[("balance", "balance", "one_connection_eight_streams_spread_evenly")];
+const SMOKE: &[(&str, &str, &str)] = &[(
+    "balance",
+    "balance",
+    "one_connection_eight_streams_spread_evenly",
+)];
 /// `--full`: every integration test target, whole.
-const FULL: &[&str] = &["balance", "bodies", "split_writes", "peers", "churn", "cleanup"];
+const FULL: &[&str] = &[
+    "balance",
+    "bodies",
+    "split_writes",
+    "peers",
+    "churn",
+    "cleanup",
+];
 
 /// Packages the VMs need on the host, and a command each provides.
 const HOST_PACKAGES: &[(&str, &str)] = &[
@@ -58,9 +69,23 @@ const HOST_PACKAGES: &[(&str, &str)] = &[
 
 /// Module trees the guest never needs (kept out of the unpacked kernels).
 const SKIP_MODULES: &[&str] = &[
-    "drivers/gpu", "drivers/media", "drivers/infiniband", "drivers/net/wireless", "drivers/net/ethernet",
-    "drivers/staging", "drivers/scsi", "drivers/usb", "drivers/bluetooth", "drivers/iio", "drivers/input",
-    "drivers/hid", "drivers/isdn", "drivers/mtd", "drivers/video", "drivers/platform", "sound",
+    "drivers/gpu",
+    "drivers/media",
+    "drivers/infiniband",
+    "drivers/net/wireless",
+    "drivers/net/ethernet",
+    "drivers/staging",
+    "drivers/scsi",
+    "drivers/usb",
+    "drivers/bluetooth",
+    "drivers/iio",
+    "drivers/input",
+    "drivers/hid",
+    "drivers/isdn",
+    "drivers/mtd",
+    "drivers/video",
+    "drivers/platform",
+    "sound",
 ];
 
 pub struct Options {
@@ -91,7 +116,10 @@ pub struct KernelResult {
 
 impl KernelResult {
     fn get(&self, col: &str) -> Option<&str> {
-        self.results.iter().find(|(c, _)| c == col).map(|(_, v)| v.as_str())
+        self.results
+            .iter()
+            .find(|(c, _)| c == col)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Green: everything passed, or the probe refused the kernel and so did every test.
@@ -116,7 +144,6 @@ fn kernels_dir() -> PathBuf {
     root.canonicalize().unwrap_or(root).join("target/kernels")
 }
 
-
 pub fn run_kernels(opts: &Options) -> Result<bool> {
     // SAFETY: installing a handler that only stores to an atomic.
     unsafe {
@@ -129,7 +156,12 @@ pub fn run_kernels(opts: &Options) -> Result<bool> {
     let script = root.join("tests/kernels/smoke.sh");
 
     if !opts.no_build {
-        let code = crate::cargo(&crate::strings(&["build", "--release", "--workspace", "--bins"]))?;
+        let code = crate::cargo(&crate::strings(&[
+            "build",
+            "--release",
+            "--workspace",
+            "--bins",
+        ]))?;
         if code != 0 {
             bail!("cargo build failed");
         }
@@ -138,11 +170,19 @@ pub fn run_kernels(opts: &Options) -> Result<bool> {
     let mut columns: Vec<(String, PathBuf, String)> = Vec::new();
     if opts.full {
         for t in FULL {
-            columns.push((t.to_string(), test_binary(&["-p", "rotor-tests", "--test", t])?, String::new()));
+            columns.push((
+                t.to_string(),
+                test_binary(&["-p", "rotor-tests", "--test", t])?,
+                String::new(),
+            ));
         }
     } else {
         for (col, t, filter) in SMOKE {
-            columns.push((col.to_string(), test_binary(&["-p", "rotor-tests", "--test", t])?, filter.to_string()));
+            columns.push((
+                col.to_string(),
+                test_binary(&["-p", "rotor-tests", "--test", t])?,
+                filter.to_string(),
+            ));
         }
     }
     // Copies, so a concurrent build in the shared target dir cannot swap
@@ -153,7 +193,8 @@ pub fn run_kernels(opts: &Options) -> Result<bool> {
     let mut files: Vec<PathBuf> = vec![script.clone()];
     for entry in fs::read_dir(root.join("target/release"))? {
         let p = entry?.path();
-        let is_exe = fs::metadata(&p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        let is_exe =
+            fs::metadata(&p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
         if is_exe && p.extension().is_none() {
             files.push(stage(&p, &bin_dir)?);
         }
@@ -165,10 +206,17 @@ pub fn run_kernels(opts: &Options) -> Result<bool> {
         files.push(c.1.clone());
     }
     let fp = fingerprint(&files)?;
-    let mut smoke_args: Vec<String> =
-        vec![script.display().to_string(), bin_dir.display().to_string(), probe_bin.display().to_string()];
+    let mut smoke_args: Vec<String> = vec![
+        script.display().to_string(),
+        bin_dir.display().to_string(),
+        probe_bin.display().to_string(),
+    ];
     for (col, bin, filter) in &columns {
-        let f = if filter.is_empty() { String::new() } else { format!(":{filter}") };
+        let f = if filter.is_empty() {
+            String::new()
+        } else {
+            format!(":{filter}")
+        };
         smoke_args.push(format!("{col}={}{f}", bin.display()));
     }
 
@@ -185,7 +233,9 @@ pub fn run_kernels(opts: &Options) -> Result<bool> {
                 .iter()
                 .find(|(n, _)| n == name)
                 .map(|(_, s)| *s)
-                .with_context(|| format!("unknown kernel {name}: one of host, 5.10, 6.1, 6.12, newest"))?;
+                .with_context(|| {
+                    format!("unknown kernel {name}: one of host, 5.10, 6.1, 6.12, newest")
+                })?;
             apt.update()?;
             let resolved = resolve(&apt, suite)?;
             run_vm(&apt, name, suite, &resolved, &smoke_args, &fp, opts, &root)?
@@ -199,7 +249,9 @@ pub fn run_kernels(opts: &Options) -> Result<bool> {
         );
         rows.push(row);
     }
-    let cols: Vec<String> = std::iter::once("probe".to_string()).chain(columns.iter().map(|c| c.0.clone())).collect();
+    let cols: Vec<String> = std::iter::once("probe".to_string())
+        .chain(columns.iter().map(|c| c.0.clone()))
+        .collect();
     print_table(&rows, &cols);
     Ok(rows.iter().all(KernelResult::green))
 }
@@ -209,7 +261,13 @@ fn cell(v: Option<&str>) -> String {
     let Some(v) = v else { return "-".into() };
     let v = v.split(" [").next().unwrap_or(v);
     let (status, rest) = v.split_once(' ').unwrap_or((v, ""));
-    let short = |s: &str, n: usize| if s.chars().count() > n { format!("{}…", s.chars().take(n).collect::<String>()) } else { s.to_string() };
+    let short = |s: &str, n: usize| {
+        if s.chars().count() > n {
+            format!("{}…", s.chars().take(n).collect::<String>())
+        } else {
+            s.to_string()
+        }
+    };
     match status {
         "ok" => "ok".into(),
         "refused" => {
@@ -233,21 +291,46 @@ fn print_table(rows: &[KernelResult], cols: &[String]) {
         let mut line = vec![r.release.clone(), r.suite.clone(), r.boot.clone()];
         line.extend(cols.iter().map(|c| cell(r.get(c))));
         line.push(format!("{} s", r.seconds));
-        line.push(if r.green() { "green".into() } else { "RED".into() });
+        line.push(if r.green() {
+            "green".into()
+        } else {
+            "RED".into()
+        });
         table.push(line);
     }
-    let widths: Vec<usize> =
-        (0..table[0].len()).map(|i| table.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..table[0].len())
+        .map(|i| {
+            table
+                .iter()
+                .map(|l| l[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     println!();
     for (n, line) in table.iter().enumerate() {
-        let cells: Vec<String> = line.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         println!("| {} |", cells.join(" | "));
         if n == 0 {
-            println!("|{}|", widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|"));
+            println!(
+                "|{}|",
+                widths
+                    .iter()
+                    .map(|w| "-".repeat(w + 2))
+                    .collect::<Vec<_>>()
+                    .join("|")
+            );
         }
     }
     println!();
-    println!("Logs and results: {}/<kernel>/smoke.log, result.json", kernels_dir().display());
+    println!(
+        "Logs and results: {}/<kernel>/smoke.log, result.json",
+        kernels_dir().display()
+    );
 }
 
 #[cfg(test)]
@@ -275,7 +358,10 @@ mod tests {
             package: String::new(),
             fingerprint: String::new(),
             boot: "ok".into(),
-            results: vec![("probe".into(), probe.into()), ("balance".into(), "refused lacks x".into())],
+            results: vec![
+                ("probe".into(), probe.into()),
+                ("balance".into(), "refused lacks x".into()),
+            ],
             seconds: 1,
             log: String::new(),
             date: String::new(),
@@ -284,7 +370,10 @@ mod tests {
         assert_eq!(cell(r.get("probe")), "refused: 32-bit atomic fetch-and-add");
         r.results[1].1 = "fail rc=101 boom".into();
         assert!(!r.green());
-        r.results = vec![("probe".into(), "ok".into()), ("balance".into(), "ok".into())];
+        r.results = vec![
+            ("probe".into(), "ok".into()),
+            ("balance".into(), "ok".into()),
+        ];
         assert!(r.green());
         r.boot = "timed out".into();
         assert!(!r.green());

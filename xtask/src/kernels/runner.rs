@@ -20,7 +20,11 @@ pub(super) fn test_binary(args: &[&str]) -> Result<PathBuf> {
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
             let is_test = v.pointer("/profile/test").and_then(|t| t.as_bool()) == Some(true);
-            if let Some(p) = v.get("executable").and_then(|e| e.as_str()).filter(|_| is_test) {
+            if let Some(p) = v
+                .get("executable")
+                .and_then(|e| e.as_str())
+                .filter(|_| is_test)
+            {
                 exe = Some(PathBuf::from(p));
             }
         }
@@ -38,7 +42,9 @@ pub(super) fn fingerprint(files: &[PathBuf]) -> Result<String> {
     let mut h = DefaultHasher::new();
     for f in files {
         let mut buf = Vec::new();
-        fs::File::open(f).with_context(|| f.display().to_string())?.read_to_end(&mut buf)?;
+        fs::File::open(f)
+            .with_context(|| f.display().to_string())?
+            .read_to_end(&mut buf)?;
         buf.hash(&mut h);
     }
     Ok(format!("{:016x}", h.finish()))
@@ -112,7 +118,9 @@ pub(super) fn cached(path: &Path, fp: &str, force: bool) -> Option<KernelResult>
 }
 
 pub(super) fn run_host(smoke_args: &[String], fp: &str, opts: &Options) -> Result<KernelResult> {
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease")?.trim().to_string();
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease")?
+        .trim()
+        .to_string();
     let dir = kernels_dir().join(format!("host-{release}"));
     fs::create_dir_all(&dir)?;
     let json = dir.join("result.json");
@@ -123,8 +131,24 @@ pub(super) fn run_host(smoke_args: &[String], fp: &str, opts: &Options) -> Resul
     println!("xtask: host {release}: running the smoke subset (no VM)");
     let log = dir.join("smoke.log");
     let start = Instant::now();
-    let rc = run_logged(Command::new("bash").args(smoke_args).current_dir(workspace_root()), &log, opts.timeout)?;
-    finish("host", "-", &release, "(running)", fp, rc, &log, start, &json)
+    let rc = run_logged(
+        Command::new("bash")
+            .args(smoke_args)
+            .current_dir(workspace_root()),
+        &log,
+        opts.timeout,
+    )?;
+    finish(
+        "host",
+        "-",
+        &release,
+        "(running)",
+        fp,
+        rc,
+        &log,
+        start,
+        &json,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -147,15 +171,31 @@ pub(super) fn run_vm(
     }
     let vmlinuz = fetch(apt, r)?;
     let log = dir.join("smoke.log");
-    println!("xtask: {} ({name}, {suite}): booting under QEMU (TCG), log {}", r.release, log.display());
-    let exec = smoke_args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+    println!(
+        "xtask: {} ({name}, {suite}): booting under QEMU (TCG), log {}",
+        r.release,
+        log.display()
+    );
+    let exec = smoke_args
+        .iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
     let start = Instant::now();
     let vng = || {
         run_logged(
             Command::new("vng")
                 .arg("--run")
                 .arg(&vmlinuz)
-                .args(["--disable-kvm", "--cpus", "2", "--memory", &opts.memory, "--name", "rotor-kernels"])
+                .args([
+                    "--disable-kvm",
+                    "--cpus",
+                    "2",
+                    "--memory",
+                    &opts.memory,
+                    "--name",
+                    "rotor-kernels",
+                ])
                 .arg("--cwd")
                 .arg(root)
                 .arg("--exec")
@@ -177,7 +217,9 @@ pub(super) fn run_vm(
         rc = vng()?;
     }
     let package = format!("{} {}", r.packages[0], r.version);
-    finish(name, suite, &r.release, &package, fp, rc, &log, start, &json)
+    finish(
+        name, suite, &r.release, &package, fp, rc, &log, start, &json,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -217,7 +259,9 @@ pub(super) fn finish(
 }
 
 pub(super) fn shell_quote(s: &str) -> String {
-    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-=:+,".contains(c)) {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-=:+,".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))

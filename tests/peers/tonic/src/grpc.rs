@@ -278,7 +278,10 @@ impl Rec {
     }
 
     fn take(&self) -> KindReport {
-        self.0.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default()
+        self.0
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
     }
 }
 
@@ -304,7 +307,9 @@ fn describe(s: &Status) -> String {
 }
 
 fn payload(n: usize, seq: u64) -> Vec<u8> {
-    (0..n).map(|i| (i as u64).wrapping_mul(31).wrapping_add(seq) as u8).collect()
+    (0..n)
+        .map(|i| (i as u64).wrapping_mul(31).wrapping_add(seq) as u8)
+        .collect()
 }
 
 pub async fn client(a: ClientArgs) -> anyhow::Result<()> {
@@ -339,21 +344,31 @@ pub async fn client(a: ClientArgs) -> anyhow::Result<()> {
         let kinds = &a.kinds;
         if kinds.iter().any(|k| k == "server") {
             let (c, a, rec) = (client.clone(), a.clone(), sstream.clone());
-            tasks.push(tokio::spawn(async move { server_stream_call(c, &a, i as u64, &rec, limit).await }));
+            tasks.push(tokio::spawn(async move {
+                server_stream_call(c, &a, i as u64, &rec, limit).await
+            }));
         }
         if kinds.iter().any(|k| k == "client") {
             let (c, a, rec) = (client.clone(), a.clone(), cstream.clone());
-            tasks.push(tokio::spawn(async move { client_stream_call(c, &a, &rec, limit).await }));
+            tasks.push(tokio::spawn(async move {
+                client_stream_call(c, &a, &rec, limit).await
+            }));
         }
         if kinds.iter().any(|k| k == "bidi") {
             let (c, a, rec) = (client.clone(), a.clone(), bidi.clone());
-            tasks.push(tokio::spawn(async move { bidi_call(c, &a, &rec, limit).await }));
+            tasks.push(tokio::spawn(
+                async move { bidi_call(c, &a, &rec, limit).await },
+            ));
         }
     }
 
     let next = Arc::new(AtomicU64::new(0));
     let deadline = a.duration.map(|d| start + Duration::from_secs_f64(d));
-    let workers = if a.unary > 0 || a.duration.is_some() { a.concurrency.max(1) } else { 0 };
+    let workers = if a.unary > 0 || a.duration.is_some() {
+        a.concurrency.max(1)
+    } else {
+        0
+    };
     for _ in 0..workers {
         let (mut c, a, rec, next) = (client.clone(), a.clone(), unary.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
@@ -404,7 +419,13 @@ pub async fn client(a: ClientArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn server_stream_call(mut c: EchoClient<Channel>, a: &ClientArgs, id: u64, rec: &Rec, limit: Duration) {
+async fn server_stream_call(
+    mut c: EchoClient<Channel>,
+    a: &ClientArgs,
+    id: u64,
+    rec: &Rec,
+    limit: Duration,
+) {
     rec.with(|r| r.calls += 1);
     let body = payload(a.payload, id);
     let req = Msg {
@@ -426,11 +447,19 @@ async fn server_stream_call(mut c: EchoClient<Channel>, a: &ClientArgs, id: u64,
     match tokio::time::timeout(limit, run).await {
         Err(_) => rec.fail("timeout".into(), !backends.is_empty()),
         Ok(Err(s)) => rec.fail(describe(&s), !backends.is_empty()),
-        Ok(Ok(())) => rec.stream_done(&backends, intact && backends.len() == a.stream_msgs as usize),
+        Ok(Ok(())) => rec.stream_done(
+            &backends,
+            intact && backends.len() == a.stream_msgs as usize,
+        ),
     }
 }
 
-async fn client_stream_call(mut c: EchoClient<Channel>, a: &ClientArgs, rec: &Rec, limit: Duration) {
+async fn client_stream_call(
+    mut c: EchoClient<Channel>,
+    a: &ClientArgs,
+    rec: &Rec,
+    limit: Duration,
+) {
     rec.with(|r| r.calls += 1);
     let (n, size, delay) = (a.stream_msgs, a.payload, a.stream_delay_ms);
     let outbound = tokio_stream::iter(0..n).then(move |i| async move {

@@ -99,7 +99,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         let next = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for _ in 0..a.concurrency.max(1) {
-            let (mut sender, a, next, report) = (sender.clone(), a.clone(), next.clone(), report.clone());
+            let (mut sender, a, next, report) =
+                (sender.clone(), a.clone(), next.clone(), report.clone());
             tasks.push(tokio::spawn(async move {
                 loop {
                     let seq = next.fetch_add(1, Ordering::Relaxed);
@@ -109,7 +110,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                     let uri = format!("http://{}{}", a.addr, a.path);
                     let mut req = http::Request::builder().uri(uri);
                     for k in 0..a.headers {
-                        req = req.header(format!("x-rotor-{k}"), header_value(a.header_bytes, seq, k));
+                        req = req
+                            .header(format!("x-rotor-{k}"), header_value(a.header_bytes, seq, k));
                     }
                     let body = a.upload.map(|n| upload_body(n, seq));
                     let req = match &body {
@@ -119,9 +121,17 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                     let outcome = async {
                         let req = req.map_err(|e| e.to_string())?;
                         sender.ready().await.map_err(|e| format!("ready: {e}"))?;
-                        let resp = sender.send_request(req).await.map_err(|e| format!("{e:?}"))?;
+                        let resp = sender
+                            .send_request(req)
+                            .await
+                            .map_err(|e| format!("{e:?}"))?;
                         let status = resp.status();
-                        let data = resp.into_body().collect().await.map_err(|e| format!("body: {e:?}"))?.to_bytes();
+                        let data = resp
+                            .into_body()
+                            .collect()
+                            .await
+                            .map_err(|e| format!("body: {e:?}"))?
+                            .to_bytes();
                         if status != http::StatusCode::OK {
                             return Err(format!("status {status}"));
                         }

@@ -13,7 +13,9 @@ use crate::h2::message::Message;
 
 impl ClientConn {
     pub(super) fn on_client_message(&mut self, m: Message) {
-        let Message::Frame { header, bytes } = m else { return };
+        let Message::Frame { header, bytes } = m else {
+            return;
+        };
         tracing::trace!(conn = self.id, ?header, "from client");
         if !self.client_settings_seen {
             // The preface ends with a SETTINGS frame (RFC 9113 §3.4); every
@@ -45,7 +47,11 @@ impl ClientConn {
                 if let Some(code) = frame::settings_value_error(&values) {
                     return self.fail(code);
                 }
-                if let Some((_, w)) = values.iter().rev().find(|(id, _)| *id == setting::INITIAL_WINDOW_SIZE) {
+                if let Some((_, w)) = values
+                    .iter()
+                    .rev()
+                    .find(|(id, _)| *id == setting::INITIAL_WINDOW_SIZE)
+                {
                     self.set_client_initial_window(*w);
                 }
                 frame::settings_ack(&mut out);
@@ -80,14 +86,19 @@ impl ClientConn {
     fn credit_client_window(&mut self, inc: u32) {
         self.client_increments += inc as u64;
         let limit = frame::DEFAULT_WINDOW as u64 + self.client_increments;
-        self.shared_conn().client_limit.fetch_max(limit, Ordering::SeqCst);
+        self.shared_conn()
+            .client_limit
+            .fetch_max(limit, Ordering::SeqCst);
     }
 
     /// What the client allows us to send on the connection may not exceed
     /// 2^31-1 (RFC 9113 §6.9.1); the kernel has already added the increment.
     fn client_window_overflowed(&self) -> bool {
         let c = self.shared_conn();
-        let window = c.client_limit.load(Ordering::SeqCst).saturating_sub(c.client_recv.load(Ordering::SeqCst));
+        let window = c
+            .client_limit
+            .load(Ordering::SeqCst)
+            .saturating_sub(c.client_recv.load(Ordering::SeqCst));
         window > frame::MAX_WINDOW as u64
     }
 
@@ -101,7 +112,10 @@ impl ClientConn {
         let mut out = BytesMut::new();
         frame::settings(&mut out, &super::upstream::our_settings(window));
         for slot in 0..self.slots.len() as u32 {
-            if self.slots[slot as usize].as_ref().is_some_and(|s| s.is_open()) {
+            if self.slots[slot as usize]
+                .as_ref()
+                .is_some_and(|s| s.is_open())
+            {
                 self.to_upstream(slot, &out);
             }
         }
@@ -123,7 +137,9 @@ impl ClientConn {
                 Ok(rewritten) => bytes = rewritten,
                 // After the ACK the client's table is empty: the block
                 // stands on its own as it is.
-                Err(e) if self.acked => tracing::debug!(conn = self.id, error = %e, "header block forwarded as is"),
+                Err(e) if self.acked => {
+                    tracing::debug!(conn = self.id, error = %e, "header block forwarded as is")
+                }
                 Err(e) => {
                     tracing::info!(conn = self.id, error = %e, "undecodable header block");
                     return self.fail(error_code::COMPRESSION_ERROR);
@@ -144,7 +160,8 @@ impl ClientConn {
     /// A frame of a stream the agent carries goes on to its endpoint.
     pub(super) fn carry(&mut self, slot: u32, header: FrameHeader, bytes: Bytes) {
         let ends = header.kind == kind::RST_STREAM
-            || ((header.kind == kind::DATA || header.kind == kind::HEADERS) && header.has(flag::END_STREAM));
+            || ((header.kind == kind::DATA || header.kind == kind::HEADERS)
+                && header.has(flag::END_STREAM));
         if self.shared_conn().flags.load(Ordering::SeqCst) & CONN_FAST != 0 {
             // the kernel slowed this stream (over the endpoint's window)
             self.slowed.insert(header.stream);
@@ -156,7 +173,12 @@ impl ClientConn {
             s.to_endpoint.push_back(bytes);
         }
         if ends {
-            self.stream_end(header.stream, slot, STREAM_CLIENT_END, header.kind == kind::RST_STREAM);
+            self.stream_end(
+                header.stream,
+                slot,
+                STREAM_CLIENT_END,
+                header.kind == kind::RST_STREAM,
+            );
         }
         self.flush_to_endpoint(slot);
     }
@@ -165,7 +187,9 @@ impl ClientConn {
     /// connection error; closed gets STREAM_CLOSED for DATA, and the window
     /// its DATA used goes back to the client (RFC 9113 §5.1, §6.9).
     fn on_unknown_stream_frame(&mut self, header: &FrameHeader) {
-        let last = self.last_stream.max(self.shared_conn().last_stream.load(Ordering::SeqCst));
+        let last = self
+            .last_stream
+            .max(self.shared_conn().last_stream.load(Ordering::SeqCst));
         let idle = header.stream > last;
         match header.kind {
             kind::DATA if idle => self.fail(error_code::PROTOCOL_ERROR),
@@ -195,7 +219,9 @@ impl ClientConn {
         if header.kind != kind::HEADERS {
             return None;
         }
-        let last = self.last_stream.max(self.shared_conn().last_stream.load(Ordering::SeqCst));
+        let last = self
+            .last_stream
+            .max(self.shared_conn().last_stream.load(Ordering::SeqCst));
         if header.stream % 2 == 0 || header.stream <= last {
             let c = self.shared_conn();
             tracing::debug!(conn = self.id, ?header, agent_last = self.last_stream, kernel_last = c.last_stream.load(Ordering::SeqCst),
@@ -206,7 +232,9 @@ impl ClientConn {
             return None;
         }
         self.last_stream = header.stream;
-        self.shared_conn().last_stream.fetch_max(header.stream, Ordering::SeqCst);
+        self.shared_conn()
+            .last_stream
+            .fetch_max(header.stream, Ordering::SeqCst);
         if self.held.is_empty() && !self.settling() {
             if let Some(slot) = self.pick_slot() {
                 self.bind_stream(header.stream, slot);
@@ -229,7 +257,11 @@ impl ClientConn {
     /// release travels behind it through the injector).
     pub(super) fn bind_stream(&mut self, stream: u32, slot: u32) {
         let fast = self.shared_conn().flags.load(Ordering::SeqCst) & CONN_FAST != 0;
-        let entry = Stream { slot, flags: if fast { STREAM_SLOW } else { 0 }, ..Default::default() };
+        let entry = Stream {
+            slot,
+            flags: if fast { STREAM_SLOW } else { 0 },
+            ..Default::default()
+        };
         if let Err(e) = self.shared.dp.set_stream(self.id, stream, entry) {
             tracing::warn!(conn = self.id, error = %e, "streams map full");
         }
@@ -248,7 +280,9 @@ impl ClientConn {
         let c = self.shared_conn();
         let usable = |slot: usize| {
             let open = c.up[slot].streams.load(Ordering::SeqCst);
-            self.slots[slot].as_ref().is_some_and(|s| s.state == SlotState::Active && open < s.max_streams)
+            self.slots[slot]
+                .as_ref()
+                .is_some_and(|s| s.state == SlotState::Active && open < s.max_streams)
         };
         let start = c.next.load(Ordering::SeqCst) as usize;
         for i in 0..self.slots.len() {
@@ -268,7 +302,9 @@ impl ClientConn {
             return;
         }
         tracing::debug!(conn = self.id, code, at = %std::panic::Location::caller(), "connection error: GOAWAY to the client");
-        let last = self.last_stream.max(self.shared_conn().last_stream.load(Ordering::SeqCst));
+        let last = self
+            .last_stream
+            .max(self.shared_conn().last_stream.load(Ordering::SeqCst));
         let mut out = BytesMut::new();
         frame::goaway(&mut out, last, code);
         self.to_client(&out);

@@ -1,14 +1,14 @@
 //! Connection-level flow control, shared with the kernel's counters: no
 //! endpoint receives more than it granted, the client never receives more
-//! than it granted, and so no upstream's queue grows without bound (rule 8).
+//! than it granted, and so no upstream's queue grows without bound (ebpf/README.md R2).
 
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 
 use super::{ClientConn, CLIENT_WINDOW, ENDPOINT_WINDOW};
-use crate::ebpf::abi::{STREAM_CLIENT_END, STREAM_SERVER_END};
 use crate::agent::slot::data_len;
+use crate::ebpf::abi::{STREAM_CLIENT_END, STREAM_SERVER_END};
 use crate::h2::frame;
 use crate::h2::message::Message;
 
@@ -17,8 +17,12 @@ impl ClientConn {
     pub(super) fn flush_to_endpoint(&mut self, slot: u32) {
         let id = self.id;
         let conns = &self.shared.dp.conns;
-        let Some(up) = conns.get(id).map(|c| &c.up[slot as usize]) else { return };
-        let Some(s) = self.slots[slot as usize].as_mut() else { return };
+        let Some(up) = conns.get(id).map(|c| &c.up[slot as usize]) else {
+            return;
+        };
+        let Some(s) = self.slots[slot as usize].as_mut() else {
+            return;
+        };
         if !s.is_open() {
             return;
         }
@@ -32,7 +36,9 @@ impl ClientConn {
             }
         }
         if !out.is_empty() {
-            self.shared.injector.send(id, super::Target::Upstream(slot), &out);
+            self.shared
+                .injector
+                .send(id, super::Target::Upstream(slot), &out);
             self.replenish_client();
         }
         self.release_streams(slot);
@@ -42,9 +48,15 @@ impl ClientConn {
     /// to the kernel once it has handed over nothing newer of them (the
     /// release travels through the injector, behind what was sent).
     fn release_streams(&mut self, slot: u32) {
-        let Some(s) = self.slots[slot as usize].as_ref() else { return };
-        let waiting: std::collections::HashSet<u32> =
-            s.to_endpoint.iter().filter_map(|f| frame::FrameHeader::parse(f)).map(|h| h.stream).collect();
+        let Some(s) = self.slots[slot as usize].as_ref() else {
+            return;
+        };
+        let waiting: std::collections::HashSet<u32> = s
+            .to_endpoint
+            .iter()
+            .filter_map(|f| frame::FrameHeader::parse(f))
+            .map(|h| h.stream)
+            .collect();
         let done: Vec<u32> = self
             .slowed
             .iter()
@@ -53,7 +65,9 @@ impl ClientConn {
             .collect();
         for stream in done {
             self.slowed.remove(&stream);
-            self.shared.injector.release_stream(self.id, stream, self.consumed);
+            self.shared
+                .injector
+                .release_stream(self.id, stream, self.consumed);
         }
     }
 
@@ -84,10 +98,18 @@ impl ClientConn {
     /// is bounded.
     fn replenish_client(&mut self) {
         let dp = self.shared.dp.clone();
-        let Some(c) = dp.conns.get(self.id) else { return };
+        let Some(c) = dp.conns.get(self.id) else {
+            return;
+        };
         let mut received = self.client_data_seen;
         let mut room = 0u64;
-        let active = self.slots.iter().flatten().filter(|s| s.is_open()).count().max(1) as u64;
+        let active = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| s.is_open())
+            .count()
+            .max(1) as u64;
         for (slot, s) in self.slots.iter().enumerate() {
             let up = &c.up[slot];
             let kernel = up.req_data.load(Ordering::SeqCst);
@@ -96,11 +118,18 @@ impl ClientConn {
                 room += up.req_limit.load(Ordering::SeqCst).saturating_sub(kernel);
                 // Re-arm so that the kernel's share alone cannot use a quarter
                 // of the window without waking us.
-                up.req_notify.store(kernel + CLIENT_WINDOW / 4 / active, Ordering::SeqCst);
+                up.req_notify
+                    .store(kernel + CLIENT_WINDOW / 4 / active, Ordering::SeqCst);
             }
         }
-        let queued: u64 =
-            self.slots.iter().flatten().flat_map(|s| s.to_endpoint.iter()).map(|f| data_len(f)).sum::<u64>() + self.held_data();
+        let queued: u64 = self
+            .slots
+            .iter()
+            .flatten()
+            .flat_map(|s| s.to_endpoint.iter())
+            .map(|f| data_len(f))
+            .sum::<u64>()
+            + self.held_data();
         let target = room.saturating_sub(queued).min(CLIENT_WINDOW);
         let remaining = self.client_granted.saturating_sub(received);
         if remaining < target / 2 {
@@ -120,14 +149,25 @@ impl ClientConn {
     /// client more than it allowed.
     fn grant_endpoints(&mut self) {
         let dp = self.shared.dp.clone();
-        let Some(c) = dp.conns.get(self.id) else { return };
-        let client_left = c.client_limit.load(Ordering::SeqCst).saturating_sub(c.client_recv.load(Ordering::SeqCst));
+        let Some(c) = dp.conns.get(self.id) else {
+            return;
+        };
+        let client_left = c
+            .client_limit
+            .load(Ordering::SeqCst)
+            .saturating_sub(c.client_recv.load(Ordering::SeqCst));
         // Endpoints with streams share what the client's window has left.
-        let busy = c.up.iter().filter(|u| u.streams.load(Ordering::Relaxed) > 0).count().max(1) as u64;
+        let busy =
+            c.up.iter()
+                .filter(|u| u.streams.load(Ordering::Relaxed) > 0)
+                .count()
+                .max(1) as u64;
         let share = client_left / busy;
         let mut grants = Vec::new();
         for (slot, s) in self.slots.iter_mut().enumerate() {
-            let Some(s) = s.as_mut().filter(|s| s.is_open()) else { continue };
+            let Some(s) = s.as_mut().filter(|s| s.is_open()) else {
+                continue;
+            };
             let up = &c.up[slot];
             if up.diverted.load(Ordering::SeqCst) != 0 && !s.caught_up(up) {
                 // Let it run dry so the agent catches up and the divert can end.
@@ -135,14 +175,21 @@ impl ClientConn {
             }
             let mine = s.resp_outstanding(up);
             let target = ENDPOINT_WINDOW.min(share);
-            let inc = if mine >= target / 2 { 0 } else { (target - mine).min(0x7fff_ffff) };
+            let inc = if mine >= target / 2 {
+                0
+            } else {
+                (target - mine).min(0x7fff_ffff)
+            };
             // Wake when the endpoint has used half of what it may send. A
             // client that sends a WINDOW_UPDATE only once half its window
             // is used (nghttp2: Node, nghttp) can sit just short of that
             // while an endpoint's share is spent: neither would ever move.
             let holds = mine + inc;
             let notify_after = (holds / 2).clamp(1, ENDPOINT_WINDOW / 4);
-            up.resp_notify.store(up.resp_data.load(Ordering::SeqCst) + notify_after, Ordering::SeqCst);
+            up.resp_notify.store(
+                up.resp_data.load(Ordering::SeqCst) + notify_after,
+                Ordering::SeqCst,
+            );
             if inc == 0 {
                 continue;
             }
@@ -159,8 +206,12 @@ impl ClientConn {
     /// Endpoint frames diverted to the agent go on as the client's window allows.
     pub(super) fn flush_to_client(&mut self, slot: u32) {
         let id = self.id;
-        let Some(c) = self.shared.dp.conns.get(id) else { return };
-        let Some(s) = self.slots[slot as usize].as_mut() else { return };
+        let Some(c) = self.shared.dp.conns.get(id) else {
+            return;
+        };
+        let Some(s) = self.slots[slot as usize].as_mut() else {
+            return;
+        };
         let mut out = BytesMut::new();
         while let Some(Message::Frame { bytes, .. }) = s.to_client.front() {
             let n = data_len(bytes);
@@ -182,9 +233,14 @@ impl ClientConn {
         // Nothing of this upstream left in the agent: the kernel may carry
         // its frames again (the release is queued behind what was sent).
         let up = &c.up[slot as usize];
-        if s.to_client.is_empty() && up.diverted.load(Ordering::SeqCst) != 0 && s.release_sent != Some(s.from_endpoint) {
+        if s.to_client.is_empty()
+            && up.diverted.load(Ordering::SeqCst) != 0
+            && s.release_sent != Some(s.from_endpoint)
+        {
             s.release_sent = Some(s.from_endpoint);
-            self.shared.injector.release_upstream(id, slot, s.from_endpoint);
+            self.shared
+                .injector
+                .release_upstream(id, slot, s.from_endpoint);
         }
     }
 

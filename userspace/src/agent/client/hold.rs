@@ -37,7 +37,11 @@ impl ClientConn {
         if self.settled {
             return false;
         }
-        let connecting = self.slots.iter().flatten().any(|s| s.state == SlotState::Connecting);
+        let connecting = self
+            .slots
+            .iter()
+            .flatten()
+            .any(|s| s.state == SlotState::Connecting);
         self.settled = !connecting || self.started.elapsed() >= SETTLE_WAIT;
         !self.settled
     }
@@ -49,7 +53,12 @@ impl ClientConn {
     }
 
     pub(super) fn hold(&mut self, stream: u32, headers: Bytes) {
-        tracing::debug!(conn = self.id, stream, held = self.held.len() + 1, "no endpoint has room; stream waits");
+        tracing::debug!(
+            conn = self.id,
+            stream,
+            held = self.held.len() + 1,
+            "no endpoint has room; stream waits"
+        );
         self.held.insert(stream, vec![headers]);
         // Before the gate opens the kernel opens no stream anyway; the flag
         // makes it report closed streams (EV_STREAM_CLOSED) so waiting
@@ -72,7 +81,11 @@ impl ClientConn {
 
     /// Waiting DATA bytes, counted against the window the client gets.
     pub(super) fn held_data(&self) -> u64 {
-        self.held.values().flatten().map(|f| crate::agent::slot::data_len(f)).sum()
+        self.held
+            .values()
+            .flatten()
+            .map(|f| crate::agent::slot::data_len(f))
+            .sum()
     }
 
     /// Sends waiting streams, oldest first, to endpoints with room; lets
@@ -84,7 +97,12 @@ impl ClientConn {
         while let Some(stream) = self.held.keys().next().copied() {
             let Some(slot) = self.pick_slot() else { break };
             let frames = self.held.remove(&stream).unwrap_or_default();
-            tracing::debug!(conn = self.id, stream, slot, "waiting stream goes to an endpoint with room");
+            tracing::debug!(
+                conn = self.id,
+                stream,
+                slot,
+                "waiting stream goes to an endpoint with room"
+            );
             self.bind_stream(stream, slot);
             for bytes in frames {
                 if let Some(header) = FrameHeader::parse(&bytes) {

@@ -18,13 +18,16 @@ impl ClientConn {
         self.publish_upstreams();
         for slot in 0..MAX_UPSTREAMS as u32 {
             let streams = self.up(slot).streams.load(Ordering::SeqCst);
-            let Some(s) = self.slots[slot as usize].as_mut() else { continue };
+            let Some(s) = self.slots[slot as usize].as_mut() else {
+                continue;
+            };
             if let SlotState::Draining { since } = s.state {
                 let idle = streams == 0 && s.to_endpoint.is_empty() && s.to_client.is_empty();
                 // An endpoint that left the Service gets DRAIN_LIMIT; one
                 // that only left this connection's window (subset.rs) keeps
                 // its streams until they end.
-                let overdue = since.elapsed() > DRAIN_LIMIT && !self.service.endpoints.borrow().contains(&s.endpoint);
+                let overdue = since.elapsed() > DRAIN_LIMIT
+                    && !self.service.endpoints.borrow().contains(&s.endpoint);
                 if (idle && since.elapsed() > DRAIN_GRACE) || overdue {
                     tracing::info!(conn = self.id, endpoint = %s.endpoint, "drained upstream closed");
                     self.close_slot(slot);
@@ -37,10 +40,20 @@ impl ClientConn {
     /// makes the client answer. The client's socket joins its socket hash
     /// before its first byte, so this is a safety net, not a path.
     pub(super) fn kick_client_if_unparsed(&mut self, a: &tokio::net::TcpStream) {
-        let Some(st) = self.shared.dp.parse_state(self.cookie) else { return };
-        let Ok(received) = crate::ebpf::tcp_received(a) else { return };
-        if self.client_watch.should_kick(received.bytes, crate::ebpf::verdict_bytes(&st)) {
-            tracing::debug!(conn = self.id, "client bytes wait unparsed: SETTINGS to the client");
+        let Some(st) = self.shared.dp.parse_state(self.cookie) else {
+            return;
+        };
+        let Ok(received) = crate::ebpf::tcp_received(a) else {
+            return;
+        };
+        if self
+            .client_watch
+            .should_kick(received.bytes, crate::ebpf::verdict_bytes(&st))
+        {
+            tracing::debug!(
+                conn = self.id,
+                "client bytes wait unparsed: SETTINGS to the client"
+            );
             let mut out = BytesMut::new();
             frame::settings(&mut out, &[]);
             self.to_client(&out);

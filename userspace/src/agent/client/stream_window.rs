@@ -25,7 +25,8 @@ impl ClientConn {
     /// Sends the client a stream WINDOW_UPDATE for the slot's extra window
     /// (or `amount`, when given).
     pub(super) fn send_stream_window(&mut self, slot: u32, stream: u32, amount: Option<u32>) {
-        let inc = amount.unwrap_or_else(|| self.up(slot).stream_window_extra.load(Ordering::SeqCst));
+        let inc =
+            amount.unwrap_or_else(|| self.up(slot).stream_window_extra.load(Ordering::SeqCst));
         if inc == 0 {
             return;
         }
@@ -41,7 +42,9 @@ impl ClientConn {
             return;
         }
         let dp = self.shared.dp.clone();
-        let Some(mut s) = dp.get_stream(self.id, stream) else { return };
+        let Some(mut s) = dp.get_stream(self.id, stream) else {
+            return;
+        };
         if s.flags & STREAM_WINDOW_GRANTED != 0 {
             return;
         }
@@ -58,9 +61,17 @@ impl ClientConn {
     /// logged.
     pub(super) fn set_endpoint_stream_window(&mut self, slot: u32, window: u32) {
         let extra = extra_for(window);
-        let before = self.up(slot).stream_window_extra.swap(extra, Ordering::SeqCst);
+        let before = self
+            .up(slot)
+            .stream_window_extra
+            .swap(extra, Ordering::SeqCst);
         if extra < before {
-            tracing::warn!(conn = self.id, slot, window, "endpoint lowered its stream window; open streams keep the larger one");
+            tracing::warn!(
+                conn = self.id,
+                slot,
+                window,
+                "endpoint lowered its stream window; open streams keep the larger one"
+            );
         }
         if extra <= before {
             return; // no walk of the streams map for a SETTINGS that changes nothing
@@ -75,7 +86,12 @@ impl ClientConn {
     /// Streams the agent routed to a slot while it was connecting: their
     /// endpoint's window is known now.
     pub(super) fn grant_streams_waiting_for(&mut self, slot: u32) {
-        let waiting: Vec<u32> = self.slow.iter().filter(|(_, s)| **s == slot).map(|(id, _)| *id).collect();
+        let waiting: Vec<u32> = self
+            .slow
+            .iter()
+            .filter(|(_, s)| **s == slot)
+            .map(|(id, _)| *id)
+            .collect();
         for stream in waiting {
             self.grant_carried_stream(slot, stream);
         }

@@ -59,7 +59,10 @@ impl ClientConn {
             return;
         }
         let endpoints = self.service.endpoints.borrow().clone();
-        let free = self.slots.iter().any(|s| s.as_ref().is_none_or(Slot::is_free));
+        let free = self
+            .slots
+            .iter()
+            .any(|s| s.as_ref().is_none_or(Slot::is_free));
         let connecting = self
             .slots
             .iter()

@@ -21,7 +21,9 @@ impl ClientConn {
                 self.on_upstream_message(slot, message)
             }
             UpstreamEvent::Closed { slot, reason } => {
-                let Some(s) = self.slots[slot as usize].as_mut() else { return };
+                let Some(s) = self.slots[slot as usize].as_mut() else {
+                    return;
+                };
                 if s.state == SlotState::Closed {
                     return;
                 }
@@ -40,13 +42,19 @@ impl ClientConn {
             UpstreamEvent::Unparsed { slot } => {
                 // The endpoint's bytes wait unparsed (liveness.rs): it must
                 // answer a SETTINGS, and its answer makes the parser run.
-                tracing::debug!(conn = self.id, slot, "endpoint bytes wait unparsed: SETTINGS to the endpoint");
+                tracing::debug!(
+                    conn = self.id,
+                    slot,
+                    "endpoint bytes wait unparsed: SETTINGS to the endpoint"
+                );
                 let mut out = BytesMut::new();
                 frame::settings(&mut out, &[]);
                 self.to_upstream(slot, &out);
             }
             UpstreamEvent::Settled { slot } => {
-                let Some(s) = self.slots[slot as usize].as_mut().filter(|s| s.unsettled) else { return };
+                let Some(s) = self.slots[slot as usize].as_mut().filter(|s| s.unsettled) else {
+                    return;
+                };
                 s.unsettled = false;
                 self.refuse_slot_streams(slot, 0);
                 self.close_slot(slot);
@@ -55,14 +63,22 @@ impl ClientConn {
     }
 
     fn on_upstream_message(&mut self, slot: u32, m: Message) {
-        let Message::Frame { header, .. } = &m else { return };
+        let Message::Frame { header, .. } = &m else {
+            return;
+        };
         tracing::trace!(conn = self.id, slot, ?header, "from upstream");
         if header.stream != 0 {
             // Diverted: keep order behind what is already waiting.
-            if (header.kind == kind::DATA || header.kind == kind::HEADERS) && header.has(flag::END_STREAM)
+            if (header.kind == kind::DATA || header.kind == kind::HEADERS)
+                && header.has(flag::END_STREAM)
                 || header.kind == kind::RST_STREAM
             {
-                self.stream_end(header.stream, slot, STREAM_SERVER_END, header.kind == kind::RST_STREAM);
+                self.stream_end(
+                    header.stream,
+                    slot,
+                    STREAM_SERVER_END,
+                    header.kind == kind::RST_STREAM,
+                );
             }
             if let Some(s) = self.slots[slot as usize].as_mut() {
                 s.to_client.push_back(m);
@@ -93,12 +109,21 @@ impl ClientConn {
             }
             // the upstream verdict has added the increment to req_limit
             kind::WINDOW_UPDATE => self.on_wake(),
-            kind::GOAWAY if payload.get(4..8).is_some_and(|c| client_caused(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))) => {
+            kind::GOAWAY
+                if payload.get(4..8).is_some_and(|c| {
+                    client_caused(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                }) =>
+            {
                 // This upstream carries only this client's frames (and ours,
                 // which are correct): the client broke the protocol, and gets
                 // the connection error the endpoint gave, as it would directly.
                 let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
-                tracing::info!(conn = self.id, slot, code, "endpoint closed the upstream over the client's frames");
+                tracing::info!(
+                    conn = self.id,
+                    slot,
+                    code,
+                    "endpoint closed the upstream over the client's frames"
+                );
                 self.fail(code);
             }
             kind::GOAWAY => {
@@ -108,10 +133,14 @@ impl ClientConn {
                 self.up(slot).state.store(UP_DRAINING, Ordering::SeqCst);
                 if let Some(s) = self.slots[slot as usize].as_mut() {
                     if s.state == SlotState::Active {
-                        s.state = SlotState::Draining { since: tokio::time::Instant::now() };
+                        s.state = SlotState::Draining {
+                            since: tokio::time::Instant::now(),
+                        };
                     }
                 }
-                let last = payload.get(..4).map(|b| u32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]]));
+                let last = payload
+                    .get(..4)
+                    .map(|b| u32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]]));
                 self.refuse_slot_streams(slot, last.unwrap_or(0));
                 self.advertise_stream_limit();
             }
@@ -124,5 +153,13 @@ impl ClientConn {
 /// client sent through us (RFC 9113 §7).
 fn client_caused(code: u32) -> bool {
     use frame::error_code::*;
-    matches!(code, PROTOCOL_ERROR | FLOW_CONTROL_ERROR | STREAM_CLOSED | FRAME_SIZE_ERROR | COMPRESSION_ERROR | ENHANCE_YOUR_CALM)
+    matches!(
+        code,
+        PROTOCOL_ERROR
+            | FLOW_CONTROL_ERROR
+            | STREAM_CLOSED
+            | FRAME_SIZE_ERROR
+            | COMPRESSION_ERROR
+            | ENHANCE_YOUR_CALM
+    )
 }

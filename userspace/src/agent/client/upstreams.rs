@@ -15,13 +15,19 @@ impl ClientConn {
     pub(super) fn add_endpoint(&mut self, endpoint: SocketAddrV4) {
         let free = |s: &Option<Slot>| s.as_ref().is_none_or(Slot::is_free);
         // the endpoint's own closed slot first: it carries the failure count
-        let own = self.slots.iter().position(|s| s.as_ref().is_some_and(|s| s.endpoint == endpoint) && free(s));
+        let own = self
+            .slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.endpoint == endpoint) && free(s));
         let Some(slot) = own.or_else(|| self.slots.iter().position(free)) else {
             // every slot busy, one still draining: tried again on a later tick
             tracing::debug!(conn = self.id, %endpoint, "no free upstream slot");
             return;
         };
-        let failures = self.slots[slot].as_ref().filter(|s| s.endpoint == endpoint).map_or(0, |s| s.failures);
+        let failures = self.slots[slot]
+            .as_ref()
+            .filter(|s| s.endpoint == endpoint)
+            .map_or(0, |s| s.failures);
         let mut fresh = Slot::connecting(endpoint);
         fresh.failures = failures;
         self.slots[slot] = Some(fresh);
@@ -35,7 +41,9 @@ impl ClientConn {
 
     pub(super) fn on_connected(&mut self, slot: u32, result: anyhow::Result<upstream::Handshake>) {
         let id = self.id;
-        let Some(s) = self.slots[slot as usize].as_mut() else { return };
+        let Some(s) = self.slots[slot as usize].as_mut() else {
+            return;
+        };
         if s.state != SlotState::Connecting {
             return; // removed while connecting
         }
@@ -55,11 +63,26 @@ impl ClientConn {
         // Fresh counters before the socket joins the map: from then on the
         // programs update them (a WINDOW_UPDATE may already be on its way).
         let up = &dp.conns.get(id).expect("conn id within the table").up[slot as usize];
-        reset_upstream(up, DEFAULT_WINDOW as u64 + hs.extra_window as u64, hs.max_streams);
-        up.stream_window_extra.store(super::stream_window::extra_for(hs.stream_window), Ordering::SeqCst);
+        reset_upstream(
+            up,
+            DEFAULT_WINDOW as u64 + hs.extra_window as u64,
+            hs.max_streams,
+        );
+        up.stream_window_extra.store(
+            super::stream_window::extra_for(hs.stream_window),
+            Ordering::SeqCst,
+        );
         let joined = (|| -> anyhow::Result<u64> {
             let cookie = crate::ebpf::socket_cookie(&hs.stream)?;
-            dp.set_ident(cookie, SockIdent { conn_id: id, role: ROLE_UPSTREAM, slot, pad: 0 })?;
+            dp.set_ident(
+                cookie,
+                SockIdent {
+                    conn_id: id,
+                    role: ROLE_UPSTREAM,
+                    slot,
+                    pad: 0,
+                },
+            )?;
             dp.insert_upstream(id, slot, &hs.stream)?;
             Ok(cookie)
         })();
@@ -75,15 +98,27 @@ impl ClientConn {
         s.failures = 0;
         s.max_streams = hs.max_streams;
         s.state = SlotState::Active;
-        let joined = upstream::Joined { dp: self.shared.dp.clone(), cookie, read_bytes: hs.read_bytes };
-        s.reader = Some(upstream::spawn_reader(slot, hs.stream, joined, self.up_tx.clone()));
+        let joined = upstream::Joined {
+            dp: self.shared.dp.clone(),
+            cookie,
+            read_bytes: hs.read_bytes,
+        };
+        s.reader = Some(upstream::spawn_reader(
+            slot,
+            hs.stream,
+            joined,
+            self.up_tx.clone(),
+        ));
         let up = &self.shared.dp.conns.get(id).expect("conn").up[slot as usize];
         up.state.store(UP_ACTIVE, Ordering::SeqCst);
         self.grant_streams_waiting_for(slot);
         self.dispatch_held();
         if self.client_initial_window != DEFAULT_WINDOW {
             let mut out = BytesMut::new();
-            frame::settings(&mut out, &upstream::our_settings(self.client_initial_window));
+            frame::settings(
+                &mut out,
+                &upstream::our_settings(self.client_initial_window),
+            );
             self.to_upstream(slot, &out);
         }
         self.flush_to_endpoint(slot);
@@ -101,8 +136,12 @@ impl ClientConn {
             .iter()
             .flatten()
             .filter(|s| s.takes_streams())
-            .try_fold(0u32, |sum, s| (s.max_streams != u32::MAX).then(|| sum.saturating_add(s.max_streams)));
-        let Some(total) = total.filter(|t| *t > 0) else { return };
+            .try_fold(0u32, |sum, s| {
+                (s.max_streams != u32::MAX).then(|| sum.saturating_add(s.max_streams))
+            });
+        let Some(total) = total.filter(|t| *t > 0) else {
+            return;
+        };
         if self.advertised_streams == Some(total) {
             return;
         }
@@ -132,18 +171,28 @@ impl ClientConn {
     pub(super) fn reconcile(&mut self, endpoints: &[SocketAddrV4]) {
         let endpoints = &self.wanted(endpoints)[..];
         for slot in 0..MAX_UPSTREAMS {
-            let Some(s) = self.slots[slot].as_mut() else { continue };
+            let Some(s) = self.slots[slot].as_mut() else {
+                continue;
+            };
             if s.takes_streams() && !endpoints.contains(&s.endpoint) {
                 if s.state == SlotState::Connecting {
                     s.state = SlotState::Closed;
                 } else {
-                    s.state = SlotState::Draining { since: tokio::time::Instant::now() };
+                    s.state = SlotState::Draining {
+                        since: tokio::time::Instant::now(),
+                    };
                 }
-                self.up(slot as u32).state.store(UP_DRAINING, Ordering::SeqCst);
+                self.up(slot as u32)
+                    .state
+                    .store(UP_DRAINING, Ordering::SeqCst);
             }
         }
         for ep in endpoints {
-            let present = self.slots.iter().flatten().any(|s| s.endpoint == *ep && s.takes_streams());
+            let present = self
+                .slots
+                .iter()
+                .flatten()
+                .any(|s| s.endpoint == *ep && s.takes_streams());
             if !present {
                 self.add_endpoint(*ep);
             }
@@ -153,7 +202,9 @@ impl ClientConn {
 
     pub(super) fn close_slot(&mut self, slot: u32) {
         self.up(slot).state.store(UP_EMPTY, Ordering::SeqCst);
-        let Some(s) = self.slots[slot as usize].as_mut() else { return };
+        let Some(s) = self.slots[slot as usize].as_mut() else {
+            return;
+        };
         let cookie = s.cookie;
         s.close();
         self.shared.dp.forget_cookie(cookie);
@@ -167,10 +218,19 @@ impl ClientConn {
         for (stream, flags) in self.shared.dp.take_streams_of(self.id, slot, last) {
             self.slow.remove(&stream);
             self.up(slot).streams.fetch_sub(1, Ordering::SeqCst);
-            let code = if flags & STREAM_ANSWERED != 0 { error_code::CANCEL } else { error_code::REFUSED_STREAM };
+            let code = if flags & STREAM_ANSWERED != 0 {
+                error_code::CANCEL
+            } else {
+                error_code::REFUSED_STREAM
+            };
             frame::rst_stream(&mut out, stream, code);
         }
-        let ids: Vec<u32> = self.slow.iter().filter(|(id, s)| **s == slot && **id > last).map(|(id, _)| *id).collect();
+        let ids: Vec<u32> = self
+            .slow
+            .iter()
+            .filter(|(id, s)| **s == slot && **id > last)
+            .map(|(id, _)| *id)
+            .collect();
         for stream in ids {
             self.slow.remove(&stream);
             frame::rst_stream(&mut out, stream, error_code::REFUSED_STREAM);

@@ -46,7 +46,11 @@ pub struct Missing {
 
 impl fmt::Display for Missing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (used for {}", self.feature.name, self.feature.used_for)?;
+        write!(
+            f,
+            "{} (used for {}",
+            self.feature.name, self.feature.used_for
+        )?;
         if let Some(since) = self.feature.since {
             write!(f, "; Linux {since}+")?;
         }
@@ -62,7 +66,10 @@ pub enum ProbeError {
         if .missing.len() == 1 { "a feature".to_string() } else { format!("{} features", .missing.len()) },
         .missing.iter().map(|m| m.to_string()).collect::<Vec<_>>().join("; ")
     )]
-    Missing { kernel: String, missing: Vec<Missing> },
+    Missing {
+        kernel: String,
+        missing: Vec<Missing>,
+    },
     #[error(
         "cannot use bpf() on kernel {kernel}: {source}; run rotor-agent as root, or with CAP_BPF, CAP_NET_ADMIN \
          and CAP_PERFMON (Linux 5.8+) or CAP_SYS_ADMIN, and without a seccomp profile that blocks bpf()"
@@ -158,7 +165,6 @@ features! {
     LINK_SOCKOPS = "bpf links for sockops (BPF_LINK_CREATE)", Some("5.7"), "detaching when the agent exits (fail-open)";
 }
 
-
 mod programs;
 mod sys;
 #[cfg(test)]
@@ -166,7 +172,6 @@ mod tests;
 
 use programs::*;
 use sys::*;
-
 
 /// Records a feature's result.
 struct Checker {
@@ -180,7 +185,11 @@ impl Checker {
         match r {
             Ok(v) => Some(v),
             Err(e) => {
-                self.missing.push(Missing { feature, detail: e.summary(), log: e.log });
+                self.missing.push(Missing {
+                    feature,
+                    detail: e.summary(),
+                    log: e.log,
+                });
                 None
             }
         }
@@ -192,7 +201,11 @@ impl Checker {
         let prog = [asm::call(helper), asm::mov64_imm(asm::R0, 0), asm::exit()];
         if let Err(e) = prog_load(prog_type, attach, &prog) {
             if log_says_unknown_helper(&e.log) {
-                self.missing.push(Missing { feature, detail: e.summary(), log: e.log });
+                self.missing.push(Missing {
+                    feature,
+                    detail: e.summary(),
+                    log: e.log,
+                });
             }
         }
     }
@@ -208,29 +221,69 @@ pub fn probe_kernel(cgroup: Option<&Path>) -> Result<KernelSupport, ProbeError> 
     // The bpf() syscall itself: a small hash map.
     let hash = map_create(T_MAP_HASH, 8, 8, 16, 0).map_err(|e| {
         if e.is_denied() || e.errno.raw_os_error() == Some(libc::ENOSYS) {
-            ProbeError::Denied { kernel: kernel.clone(), source: e.errno }
+            ProbeError::Denied {
+                kernel: kernel.clone(),
+                source: e.errno,
+            }
         } else {
             ProbeError::Missing {
                 kernel: kernel.clone(),
-                missing: vec![Missing { feature: &MAP_HASH, detail: e.summary(), log: e.log }],
+                missing: vec![Missing {
+                    feature: &MAP_HASH,
+                    detail: e.summary(),
+                    log: e.log,
+                }],
             }
         }
     })?;
-    let mut c = Checker { checked: vec![&MAP_HASH], missing: Vec::new() };
+    let mut c = Checker {
+        checked: vec![&MAP_HASH],
+        missing: Vec::new(),
+    };
 
     let array = c.record(&MAP_ARRAY, map_create(T_MAP_ARRAY, 4, 16, 4, 0));
     c.record(&MAP_LRU_HASH, map_create(T_MAP_LRU_HASH, 8, 16, 16, 0));
-    c.record(&MAP_PERCPU_ARRAY, map_create(T_MAP_PERCPU_ARRAY, 4, 8, 4, 0));
+    c.record(
+        &MAP_PERCPU_ARRAY,
+        map_create(T_MAP_PERCPU_ARRAY, 4, 8, 4, 0),
+    );
     let sockhash = c.record(&MAP_SOCKHASH, map_create(T_MAP_SOCKHASH, 8, 4, 16, 0));
     let ringbuf = c.record(&MAP_RINGBUF, map_create(T_MAP_RINGBUF, 0, 0, 4096 * 4, 0));
     let sk_storage = c.record(&MAP_SK_STORAGE, sk_storage_create());
     c.record(&MAP_MMAPABLE, check_mmapable());
 
-    let connect4 = c.record(&PROG_CONNECT4, prog_load(T_PROG_CGROUP_SOCK_ADDR, ATTACH_CGROUP_INET4_CONNECT, &trivial(1)));
-    let getpeername4 =
-        c.record(&PROG_GETPEERNAME4, prog_load(T_PROG_CGROUP_SOCK_ADDR, ATTACH_CGROUP_INET4_GETPEERNAME, &trivial(1)));
-    c.record(&PROG_CONNECT6, prog_load(T_PROG_CGROUP_SOCK_ADDR, ATTACH_CGROUP_INET6_CONNECT, &trivial(1)));
-    c.record(&PROG_GETPEERNAME6, prog_load(T_PROG_CGROUP_SOCK_ADDR, ATTACH_CGROUP_INET6_GETPEERNAME, &trivial(1)));
+    let connect4 = c.record(
+        &PROG_CONNECT4,
+        prog_load(
+            T_PROG_CGROUP_SOCK_ADDR,
+            ATTACH_CGROUP_INET4_CONNECT,
+            &trivial(1),
+        ),
+    );
+    let getpeername4 = c.record(
+        &PROG_GETPEERNAME4,
+        prog_load(
+            T_PROG_CGROUP_SOCK_ADDR,
+            ATTACH_CGROUP_INET4_GETPEERNAME,
+            &trivial(1),
+        ),
+    );
+    c.record(
+        &PROG_CONNECT6,
+        prog_load(
+            T_PROG_CGROUP_SOCK_ADDR,
+            ATTACH_CGROUP_INET6_CONNECT,
+            &trivial(1),
+        ),
+    );
+    c.record(
+        &PROG_GETPEERNAME6,
+        prog_load(
+            T_PROG_CGROUP_SOCK_ADDR,
+            ATTACH_CGROUP_INET6_GETPEERNAME,
+            &trivial(1),
+        ),
+    );
     let sockops = c.record(&PROG_SOCKOPS, prog_load(T_PROG_SOCK_OPS, 0, &trivial(1)));
     let skskb = c.record(&PROG_SK_SKB, prog_load(T_PROG_SK_SKB, 0, &trivial(0)));
 
@@ -243,7 +296,12 @@ pub fn probe_kernel(cgroup: Option<&Path>) -> Result<KernelSupport, ProbeError> 
         c.helper(&H_CONNECT4_SK_STORAGE, t, a, FN_SK_STORAGE_GET);
     }
     if getpeername4.is_some() {
-        c.helper(&H_GETPEERNAME4_SK_STORAGE, T_PROG_CGROUP_SOCK_ADDR, ATTACH_CGROUP_INET4_GETPEERNAME, FN_SK_STORAGE_GET);
+        c.helper(
+            &H_GETPEERNAME4_SK_STORAGE,
+            T_PROG_CGROUP_SOCK_ADDR,
+            ATTACH_CGROUP_INET4_GETPEERNAME,
+            FN_SK_STORAGE_GET,
+        );
     }
     if sockops.is_some() {
         let t = T_PROG_SOCK_OPS;
@@ -271,30 +329,65 @@ pub fn probe_kernel(cgroup: Option<&Path>) -> Result<KernelSupport, ProbeError> 
         c.record(&INSN_JMP32, prog_load(T_PROG_SK_SKB, 0, &jmp32_prog()));
         if let Some(array) = &array {
             let fd = array.as_raw_fd();
-            c.record(&INSN_ATOMIC_ADD_W, prog_load(T_PROG_SK_SKB, 0, &atomic_prog(fd, false, asm::ATOMIC_ADD, 0)));
+            c.record(
+                &INSN_ATOMIC_ADD_W,
+                prog_load(
+                    T_PROG_SK_SKB,
+                    0,
+                    &atomic_prog(fd, false, asm::ATOMIC_ADD, 0),
+                ),
+            );
             c.record(
                 &INSN_ATOMIC_FETCH_ADD_W,
-                prog_load(T_PROG_SK_SKB, 0, &atomic_prog(fd, false, asm::ATOMIC_ADD | asm::FETCH, 0)),
+                prog_load(
+                    T_PROG_SK_SKB,
+                    0,
+                    &atomic_prog(fd, false, asm::ATOMIC_ADD | asm::FETCH, 0),
+                ),
             );
-            c.record(&INSN_ATOMIC_OR_W, prog_load(T_PROG_SK_SKB, 0, &atomic_prog(fd, false, asm::ATOMIC_OR, 0)));
-            c.record(&INSN_ATOMIC_AND_W, prog_load(T_PROG_SK_SKB, 0, &atomic_prog(fd, false, asm::ATOMIC_AND, 0)));
+            c.record(
+                &INSN_ATOMIC_OR_W,
+                prog_load(T_PROG_SK_SKB, 0, &atomic_prog(fd, false, asm::ATOMIC_OR, 0)),
+            );
+            c.record(
+                &INSN_ATOMIC_AND_W,
+                prog_load(
+                    T_PROG_SK_SKB,
+                    0,
+                    &atomic_prog(fd, false, asm::ATOMIC_AND, 0),
+                ),
+            );
             c.record(
                 &INSN_ATOMIC_FETCH_OR_W,
-                prog_load(T_PROG_SK_SKB, 0, &atomic_prog(fd, false, asm::ATOMIC_OR | asm::FETCH, 0)),
+                prog_load(
+                    T_PROG_SK_SKB,
+                    0,
+                    &atomic_prog(fd, false, asm::ATOMIC_OR | asm::FETCH, 0),
+                ),
             );
             c.record(
                 &INSN_ATOMIC_FETCH_ADD_DW,
-                prog_load(T_PROG_SK_SKB, 0, &atomic_prog(fd, true, asm::ATOMIC_ADD | asm::FETCH, 8)),
+                prog_load(
+                    T_PROG_SK_SKB,
+                    0,
+                    &atomic_prog(fd, true, asm::ATOMIC_ADD | asm::FETCH, 8),
+                ),
             );
         }
     }
     if connect4.is_some() {
         let p = connect4_prog(hash.as_raw_fd());
-        c.record(&CTX_CONNECT4, prog_load(T_PROG_CGROUP_SOCK_ADDR, ATTACH_CGROUP_INET4_CONNECT, &p));
+        c.record(
+            &CTX_CONNECT4,
+            prog_load(T_PROG_CGROUP_SOCK_ADDR, ATTACH_CGROUP_INET4_CONNECT, &p),
+        );
     }
     if let (Some(_), Some(storage)) = (&getpeername4, &sk_storage) {
         let p = getpeername4_prog(storage.as_raw_fd());
-        c.record(&CTX_GETPEERNAME4, prog_load(T_PROG_CGROUP_SOCK_ADDR, ATTACH_CGROUP_INET4_GETPEERNAME, &p));
+        c.record(
+            &CTX_GETPEERNAME4,
+            prog_load(T_PROG_CGROUP_SOCK_ADDR, ATTACH_CGROUP_INET4_GETPEERNAME, &p),
+        );
     }
     if let (Some(_), Some(sockhash), Some(storage)) = (&sockops, &sockhash, &sk_storage) {
         let p = sockops_prog(sockhash.as_raw_fd(), storage.as_raw_fd());
@@ -305,10 +398,16 @@ pub fn probe_kernel(cgroup: Option<&Path>) -> Result<KernelSupport, ProbeError> 
     if skskb.is_some() {
         parser = c.record(&CTX_PARSER, prog_load(T_PROG_SK_SKB, 0, &parser_prog()));
         if let Some(sockhash) = &sockhash {
-            verdict = c.record(&CTX_VERDICT, prog_load(T_PROG_SK_SKB, 0, &verdict_prog(sockhash.as_raw_fd())));
+            verdict = c.record(
+                &CTX_VERDICT,
+                prog_load(T_PROG_SK_SKB, 0, &verdict_prog(sockhash.as_raw_fd())),
+            );
         }
         if let Some(ringbuf) = &ringbuf {
-            c.record(&CTX_RINGBUF, prog_load(T_PROG_SK_SKB, 0, &ringbuf_prog(ringbuf.as_raw_fd())));
+            c.record(
+                &CTX_RINGBUF,
+                prog_load(T_PROG_SK_SKB, 0, &ringbuf_prog(ringbuf.as_raw_fd())),
+            );
         }
     }
 
@@ -317,10 +416,20 @@ pub fn probe_kernel(cgroup: Option<&Path>) -> Result<KernelSupport, ProbeError> 
         if let Some(target) = c.record(&MAP_SOCKHASH, map_create(T_MAP_SOCKHASH, 8, 4, 16, 0)) {
             c.checked.pop(); // counted once
             let fd = target.as_raw_fd();
-            if c.record(&ATTACH_PARSER, prog_attach(parser, fd, ATTACH_SK_SKB_STREAM_PARSER)).is_some() {
+            if c.record(
+                &ATTACH_PARSER,
+                prog_attach(parser, fd, ATTACH_SK_SKB_STREAM_PARSER),
+            )
+            .is_some()
+            {
                 prog_detach(parser, fd, ATTACH_SK_SKB_STREAM_PARSER);
             }
-            if c.record(&ATTACH_VERDICT, prog_attach(verdict, fd, ATTACH_SK_SKB_STREAM_VERDICT)).is_some() {
+            if c.record(
+                &ATTACH_VERDICT,
+                prog_attach(verdict, fd, ATTACH_SK_SKB_STREAM_VERDICT),
+            )
+            .is_some()
+            {
                 prog_detach(verdict, fd, ATTACH_SK_SKB_STREAM_VERDICT);
             }
         }
@@ -331,10 +440,16 @@ pub fn probe_kernel(cgroup: Option<&Path>) -> Result<KernelSupport, ProbeError> 
             let fd = dir.as_raw_fd();
             // Pass-through programs (allow everything): attached for an instant.
             if let Some(p) = &connect4 {
-                c.record(&LINK_CONNECT4, link_create(p, fd, ATTACH_CGROUP_INET4_CONNECT));
+                c.record(
+                    &LINK_CONNECT4,
+                    link_create(p, fd, ATTACH_CGROUP_INET4_CONNECT),
+                );
             }
             if let Some(p) = &getpeername4 {
-                c.record(&LINK_GETPEERNAME4, link_create(p, fd, ATTACH_CGROUP_INET4_GETPEERNAME));
+                c.record(
+                    &LINK_GETPEERNAME4,
+                    link_create(p, fd, ATTACH_CGROUP_INET4_GETPEERNAME),
+                );
             }
             if let Some(p) = &sockops {
                 c.record(&LINK_SOCKOPS, link_create(p, fd, ATTACH_CGROUP_SOCK_OPS));
@@ -343,18 +458,32 @@ pub fn probe_kernel(cgroup: Option<&Path>) -> Result<KernelSupport, ProbeError> 
     }
 
     if c.missing.is_empty() {
-        Ok(KernelSupport { kernel, checked: c.checked })
+        Ok(KernelSupport {
+            kernel,
+            checked: c.checked,
+        })
     } else {
-        Err(ProbeError::Missing { kernel, missing: c.missing })
+        Err(ProbeError::Missing {
+            kernel,
+            missing: c.missing,
+        })
     }
 }
 
 fn raise_memlock() {
-    let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut cur) == 0 && cur.rlim_cur != libc::RLIM_INFINITY {
-            let want = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut cur) == 0
+            && cur.rlim_cur != libc::RLIM_INFINITY
+        {
+            let want = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
             let _ = libc::setrlimit(libc::RLIMIT_MEMLOCK, &want);
         }
     }
@@ -365,10 +494,20 @@ fn check_mmapable() -> Result<(), BpfFailure> {
     let len = 64 * 64;
     // SAFETY: mapping `len` bytes of an mmapable array of 64 × 64-byte values.
     let ptr = unsafe {
-        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, map.as_raw_fd(), 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            map.as_raw_fd(),
+            0,
+        )
     };
     if ptr == libc::MAP_FAILED {
-        return Err(BpfFailure { errno: io::Error::last_os_error(), log: "mmap of the map failed".into() });
+        return Err(BpfFailure {
+            errno: io::Error::last_os_error(),
+            log: "mmap of the map failed".into(),
+        });
     }
     // SAFETY: unmapping exactly what we mapped.
     unsafe { libc::munmap(ptr, len) };

@@ -24,7 +24,12 @@ pub(super) mod asm {
     pub const FETCH: i32 = 0x01;
 
     pub fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-        Insn { code, regs: (src << 4) | (dst & 0xf), off, imm }
+        Insn {
+            code,
+            regs: (src << 4) | (dst & 0xf),
+            off,
+            imm,
+        }
     }
     pub fn mov64_imm(dst: u8, imm: i32) -> Insn {
         insn(0xb7, dst, 0, 0, imm) // BPF_ALU64 | BPF_MOV | BPF_K
@@ -87,7 +92,6 @@ pub(super) mod asm {
     }
 }
 
-
 /// `r0 = ret; exit`
 pub(super) fn trivial(ret: i32) -> Vec<Insn> {
     vec![asm::mov64_imm(asm::R0, ret), asm::exit()]
@@ -111,13 +115,23 @@ pub(super) fn with_array_value(map_fd: RawFd, body: &[Insn]) -> Vec<Insn> {
 
 pub(super) fn atomic_prog(map_fd: RawFd, dw: bool, op: i32, off: i16) -> Vec<Insn> {
     use asm::*;
-    let a = if dw { atomic_dw(R0, R1, off, op) } else { atomic_w(R0, R1, off, op) };
+    let a = if dw {
+        atomic_dw(R0, R1, off, op)
+    } else {
+        atomic_w(R0, R1, off, op)
+    };
     with_array_value(map_fd, &[mov64_imm(R1, 1), a])
 }
 
 pub(super) fn jmp32_prog() -> Vec<Insn> {
     use asm::*;
-    vec![ldx_w(R2, R1, SKB_LEN), mov64_imm(R0, 0), jeq32_imm(R2, 0, 1), mov64_imm(R0, 0), exit()]
+    vec![
+        ldx_w(R2, R1, SKB_LEN),
+        mov64_imm(R0, 0),
+        jeq32_imm(R2, 0, 1),
+        mov64_imm(R0, 0),
+        exit(),
+    ]
 }
 
 pub(super) fn connect4_prog(hash_fd: RawFd) -> Vec<Insn> {
@@ -151,7 +165,11 @@ pub(super) fn connect4_prog(hash_fd: RawFd) -> Vec<Insn> {
 
 pub(super) fn getpeername4_prog(storage_fd: RawFd) -> Vec<Insn> {
     use asm::*;
-    let mut p = vec![mov64_reg(R6, R1), ldx_dw(R2, R6, SOCK_ADDR_SK), jeq_imm(R2, 0, 8)];
+    let mut p = vec![
+        mov64_reg(R6, R1),
+        ldx_dw(R2, R6, SOCK_ADDR_SK),
+        jeq_imm(R2, 0, 8),
+    ];
     p.extend(ld_map_fd(R1, storage_fd));
     p.extend([
         mov64_imm(R3, 0),
@@ -168,7 +186,11 @@ pub(super) fn getpeername4_prog(storage_fd: RawFd) -> Vec<Insn> {
 
 pub(super) fn sockops_prog(sockhash_fd: RawFd, storage_fd: RawFd) -> Vec<Insn> {
     use asm::*;
-    let mut p = vec![mov64_reg(R6, R1), ldx_dw(R2, R6, SOCK_OPS_SK), jeq_imm(R2, 0, 5)];
+    let mut p = vec![
+        mov64_reg(R6, R1),
+        ldx_dw(R2, R6, SOCK_OPS_SK),
+        jeq_imm(R2, 0, 5),
+    ];
     p.extend(ld_map_fd(R1, storage_fd));
     // BPF_SK_STORAGE_GET_F_CREATE
     p.extend([mov64_imm(R3, 0), mov64_imm(R4, 1), call(FN_SK_STORAGE_GET)]);
@@ -218,7 +240,12 @@ pub(super) fn parser_prog() -> Vec<Insn> {
 
 pub(super) fn verdict_prog(sockhash_fd: RawFd) -> Vec<Insn> {
     use asm::*;
-    let mut p = vec![mov64_reg(R6, R1), call(FN_GET_SOCKET_COOKIE), stx_dw(R10, R0, -8), mov64_reg(R1, R6)];
+    let mut p = vec![
+        mov64_reg(R6, R1),
+        call(FN_GET_SOCKET_COOKIE),
+        stx_dw(R10, R0, -8),
+        mov64_reg(R1, R6),
+    ];
     p.extend(ld_map_fd(R2, sockhash_fd));
     p.extend([
         mov64_reg(R3, R10),

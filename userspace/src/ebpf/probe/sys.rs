@@ -68,7 +68,6 @@ pub(crate) struct Insn {
     pub(super) imm: i32,
 }
 
-
 /// Why one bpf() call failed.
 #[derive(Debug)]
 pub(super) struct BpfFailure {
@@ -87,8 +86,10 @@ impl BpfFailure {
     }
 
     pub(super) fn is_denied(&self) -> bool {
-        matches!(self.errno.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES) | Some(libc::ENOSYS))
-            && self.log.is_empty()
+        matches!(
+            self.errno.raw_os_error(),
+            Some(libc::EPERM) | Some(libc::EACCES) | Some(libc::ENOSYS)
+        ) && self.log.is_empty()
     }
 }
 
@@ -97,7 +98,9 @@ pub(super) fn log_tail(log: &str, n: usize) -> String {
     let lines: Vec<&str> = log
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("processed ") && !l.starts_with("verification time"))
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("processed ") && !l.starts_with("verification time")
+        })
         .collect();
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }
@@ -143,14 +146,25 @@ pub(super) fn owned(fd: i64) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
 }
 
-pub(super) fn map_create(map_type: u32, key: u32, value: u32, entries: u32, flags: u32) -> Result<OwnedFd, BpfFailure> {
+pub(super) fn map_create(
+    map_type: u32,
+    key: u32,
+    value: u32,
+    entries: u32,
+    flags: u32,
+) -> Result<OwnedFd, BpfFailure> {
     let mut attr = [0u64; 16];
     put_u32(&mut attr, 0, map_type);
     put_u32(&mut attr, 4, key);
     put_u32(&mut attr, 8, value);
     put_u32(&mut attr, 12, entries);
     put_u32(&mut attr, 16, flags);
-    sys_bpf(BPF_MAP_CREATE, &mut attr).map(owned).map_err(|errno| BpfFailure { errno, log: String::new() })
+    sys_bpf(BPF_MAP_CREATE, &mut attr)
+        .map(owned)
+        .map_err(|errno| BpfFailure {
+            errno,
+            log: String::new(),
+        })
 }
 
 /// Minimal BTF: [1] `int`, [2] `int[4]` (16 bytes), for a socket storage map.
@@ -166,7 +180,13 @@ pub(super) fn btf_blob() -> Vec<u8> {
     let mut b = Vec::new();
     b.extend(0xeb9fu16.to_le_bytes());
     b.extend([1u8, 0]);
-    for w in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+    for w in [
+        24u32,
+        0,
+        types.len() as u32,
+        types.len() as u32,
+        strings.len() as u32,
+    ] {
         b.extend(w.to_le_bytes());
     }
     b.extend(types);
@@ -183,10 +203,15 @@ pub(super) fn btf_load() -> Result<OwnedFd, BpfFailure> {
     put_u32(&mut attr, 16, blob.len() as u32);
     put_u32(&mut attr, 20, log.len() as u32);
     put_u32(&mut attr, 24, 1);
-    sys_bpf(BPF_BTF_LOAD, &mut attr).map(owned).map_err(|errno| {
-        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-        BpfFailure { errno, log: String::from_utf8_lossy(&log[..end]).trim().to_string() }
-    })
+    sys_bpf(BPF_BTF_LOAD, &mut attr)
+        .map(owned)
+        .map_err(|errno| {
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            BpfFailure {
+                errno,
+                log: String::from_utf8_lossy(&log[..end]).trim().to_string(),
+            }
+        })
 }
 
 /// A socket storage map (`int` key, 16-byte value, described by BTF).
@@ -201,12 +226,22 @@ pub(super) fn sk_storage_create() -> Result<OwnedFd, BpfFailure> {
     put_u32(&mut attr, 48, btf.as_raw_fd() as u32);
     put_u32(&mut attr, 52, 1);
     put_u32(&mut attr, 56, 2);
-    sys_bpf(BPF_MAP_CREATE, &mut attr).map(owned).map_err(|errno| BpfFailure { errno, log: String::new() })
+    sys_bpf(BPF_MAP_CREATE, &mut attr)
+        .map(owned)
+        .map_err(|errno| BpfFailure {
+            errno,
+            log: String::new(),
+        })
 }
 
 pub(super) const LICENSE: &[u8] = b"GPL\0";
 
-pub(super) fn prog_load_once(prog_type: u32, attach: u32, insns: &[Insn], log: Option<&mut Vec<u8>>) -> io::Result<OwnedFd> {
+pub(super) fn prog_load_once(
+    prog_type: u32,
+    attach: u32,
+    insns: &[Insn],
+    log: Option<&mut Vec<u8>>,
+) -> io::Result<OwnedFd> {
     let mut attr = [0u64; 16];
     put_u32(&mut attr, 0, prog_type);
     put_u32(&mut attr, 4, insns.len() as u32);
@@ -223,7 +258,11 @@ pub(super) fn prog_load_once(prog_type: u32, attach: u32, insns: &[Insn], log: O
 }
 
 /// Loads a program; on failure, loads it again with the verifier log on.
-pub(super) fn prog_load(prog_type: u32, attach: u32, insns: &[Insn]) -> Result<OwnedFd, BpfFailure> {
+pub(super) fn prog_load(
+    prog_type: u32,
+    attach: u32,
+    insns: &[Insn],
+) -> Result<OwnedFd, BpfFailure> {
     match prog_load_once(prog_type, attach, insns, None) {
         Ok(fd) => Ok(fd),
         Err(first) => {
@@ -233,7 +272,11 @@ pub(super) fn prog_load(prog_type: u32, attach: u32, insns: &[Insn]) -> Result<O
                 Err(errno) => {
                     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
                     let log = String::from_utf8_lossy(&buf[..end]).trim().to_string();
-                    let errno = if errno.raw_os_error() == first.raw_os_error() { first } else { errno };
+                    let errno = if errno.raw_os_error() == first.raw_os_error() {
+                        first
+                    } else {
+                        errno
+                    };
                     Err(BpfFailure { errno, log })
                 }
             }
@@ -246,7 +289,12 @@ pub(super) fn prog_attach(prog: &OwnedFd, target: RawFd, attach: u32) -> Result<
     put_u32(&mut attr, 0, target as u32);
     put_u32(&mut attr, 4, prog.as_raw_fd() as u32);
     put_u32(&mut attr, 8, attach);
-    sys_bpf(BPF_PROG_ATTACH, &mut attr).map(|_| ()).map_err(|errno| BpfFailure { errno, log: String::new() })
+    sys_bpf(BPF_PROG_ATTACH, &mut attr)
+        .map(|_| ())
+        .map_err(|errno| BpfFailure {
+            errno,
+            log: String::new(),
+        })
 }
 
 pub(super) fn prog_detach(prog: &OwnedFd, target: RawFd, attach: u32) {
@@ -257,10 +305,19 @@ pub(super) fn prog_detach(prog: &OwnedFd, target: RawFd, attach: u32) {
     let _ = sys_bpf(BPF_PROG_DETACH, &mut attr);
 }
 
-pub(super) fn link_create(prog: &OwnedFd, target: RawFd, attach: u32) -> Result<OwnedFd, BpfFailure> {
+pub(super) fn link_create(
+    prog: &OwnedFd,
+    target: RawFd,
+    attach: u32,
+) -> Result<OwnedFd, BpfFailure> {
     let mut attr = [0u64; 16];
     put_u32(&mut attr, 0, prog.as_raw_fd() as u32);
     put_u32(&mut attr, 4, target as u32);
     put_u32(&mut attr, 8, attach);
-    sys_bpf(BPF_LINK_CREATE, &mut attr).map(owned).map_err(|errno| BpfFailure { errno, log: String::new() })
+    sys_bpf(BPF_LINK_CREATE, &mut attr)
+        .map(owned)
+        .map_err(|errno| BpfFailure {
+            errno,
+            log: String::new(),
+        })
 }

@@ -33,7 +33,10 @@ fn jumps_in_probe_programs_stay_inside() {
         for (i, insn) in p.iter().enumerate() {
             if matches!(insn.code, 0x15 | 0x16) {
                 let to = i as i64 + 1 + insn.off as i64;
-                assert!((0..p.len() as i64).contains(&to), "jump out of program at {i}");
+                assert!(
+                    (0..p.len() as i64).contains(&to),
+                    "jump out of program at {i}"
+                );
             }
         }
     }
@@ -41,16 +44,25 @@ fn jumps_in_probe_programs_stay_inside() {
 
 #[test]
 fn unknown_helper_logs_are_recognised() {
-    assert!(log_says_unknown_helper("0: (85) call bpf_ringbuf_reserve#131\nunknown func bpf_ringbuf_reserve#131\n"));
-    assert!(log_says_unknown_helper("0: (85) call unknown#195\ninvalid func unknown#195\n"));
-    assert!(!log_says_unknown_helper("0: (85) call bpf_map_lookup_elem#1\nR1 type=ctx expected=map_ptr\n"));
+    assert!(log_says_unknown_helper(
+        "0: (85) call bpf_ringbuf_reserve#131\nunknown func bpf_ringbuf_reserve#131\n"
+    ));
+    assert!(log_says_unknown_helper(
+        "0: (85) call unknown#195\ninvalid func unknown#195\n"
+    ));
+    assert!(!log_says_unknown_helper(
+        "0: (85) call bpf_map_lookup_elem#1\nR1 type=ctx expected=map_ptr\n"
+    ));
     assert!(!log_says_unknown_helper("R2 !read_ok"));
 }
 
 #[test]
 fn log_tail_skips_statistics() {
     let log = "0: (b7) r0 = 0\n1: (c3) unknown opcode c3\n\nprocessed 2 insns (limit 1000000)\n";
-    assert_eq!(log_tail(log, 3), "0: (b7) r0 = 0 | 1: (c3) unknown opcode c3");
+    assert_eq!(
+        log_tail(log, 3),
+        "0: (b7) r0 = 0 | 1: (c3) unknown opcode c3"
+    );
 }
 
 #[test]
@@ -64,11 +76,21 @@ fn refusal_names_feature_kernel_and_what_to_do() {
         }],
     };
     let s = e.to_string();
-    for want in ["5.10.0-32-amd64", "fetch-and-add", "Linux 5.12+", "invalid atomic opcode", "Linux 6.1 or newer", "a feature"] {
+    for want in [
+        "5.10.0-32-amd64",
+        "fetch-and-add",
+        "Linux 5.12+",
+        "invalid atomic opcode",
+        "Linux 6.1 or newer",
+        "a feature",
+    ] {
         assert!(s.contains(want), "{want:?} not in {s}");
     }
     assert_eq!(e.missing().len(), 1);
-    let d = ProbeError::Denied { kernel: "6.1.0".into(), source: io::Error::from_raw_os_error(libc::EPERM) };
+    let d = ProbeError::Denied {
+        kernel: "6.1.0".into(),
+        source: io::Error::from_raw_os_error(libc::EPERM),
+    };
     assert!(d.to_string().contains("CAP_BPF"));
 }
 
@@ -90,7 +112,11 @@ fn this_kernel() {
         return;
     }
     match probe_kernel(None) {
-        Ok(s) => println!("ROTOR-PROBE ok kernel={} features={}", s.kernel, s.checked.len()),
+        Ok(s) => println!(
+            "ROTOR-PROBE ok kernel={} features={}",
+            s.kernel,
+            s.checked.len()
+        ),
         Err(e) => {
             println!("ROTOR-PROBE refused {e}");
             for m in e.missing() {
@@ -110,14 +136,25 @@ fn a_missing_helper_is_reported() {
         eprintln!("skipped: needs root (bpf)");
         return;
     }
-    static BOGUS: Feature = Feature { name: "bpf_bogus#100000", since: None, used_for: "this test" };
-    let mut c = Checker { checked: vec![], missing: vec![] };
+    static BOGUS: Feature = Feature {
+        name: "bpf_bogus#100000",
+        since: None,
+        used_for: "this test",
+    };
+    let mut c = Checker {
+        checked: vec![],
+        missing: vec![],
+    };
     c.helper(&H_SKB_COOKIE, T_PROG_SK_SKB, 0, FN_GET_SOCKET_COOKIE);
     assert!(c.missing.is_empty(), "{:?}", c.missing);
     c.helper(&BOGUS, T_PROG_SK_SKB, 0, 100_000);
     assert_eq!(c.missing.len(), 1);
     assert_eq!(c.missing[0].feature.name, "bpf_bogus#100000");
-    assert!(log_says_unknown_helper(&c.missing[0].log), "{}", c.missing[0].log);
+    assert!(
+        log_says_unknown_helper(&c.missing[0].log),
+        "{}",
+        c.missing[0].log
+    );
 }
 
 /// Links to a cgroup made for the test, removed afterwards.
@@ -127,7 +164,10 @@ fn cgroup_links() {
         eprintln!("skipped: needs root and cgroup v2");
         return;
     }
-    let dir = std::path::PathBuf::from(format!("/sys/fs/cgroup/rotor-probe-test-{}", std::process::id()));
+    let dir = std::path::PathBuf::from(format!(
+        "/sys/fs/cgroup/rotor-probe-test-{}",
+        std::process::id()
+    ));
     std::fs::create_dir(&dir).expect("create test cgroup");
     let r = probe_kernel(Some(&dir));
     let _ = std::fs::remove_dir(&dir);
@@ -136,7 +176,10 @@ fn cgroup_links() {
         // a kernel refused for something else (this_kernel says what) must still have links
         Err(e) => {
             let links = [&LINK_CONNECT4, &LINK_GETPEERNAME4, &LINK_SOCKOPS];
-            assert!(!e.missing().iter().any(|m| links.contains(&m.feature)), "{e}");
+            assert!(
+                !e.missing().iter().any(|m| links.contains(&m.feature)),
+                "{e}"
+            );
         }
     }
 }

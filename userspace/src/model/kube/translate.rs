@@ -27,17 +27,28 @@ pub fn model_from<'a>(
         if !labelled(svc) {
             continue;
         }
-        let (Some(ns), Some(name)) = (svc.metadata.namespace.as_deref(), svc.metadata.name.as_deref()) else {
+        let (Some(ns), Some(name)) = (
+            svc.metadata.namespace.as_deref(),
+            svc.metadata.name.as_deref(),
+        ) else {
             continue;
         };
-        let Some(ip) = cluster_ipv4(svc, ns, name) else { continue };
-        let own: Vec<&EndpointSlice> = slices.iter().copied().filter(|s| slice_of(s, ns, name)).collect();
+        let Some(ip) = cluster_ipv4(svc, ns, name) else {
+            continue;
+        };
+        let own: Vec<&EndpointSlice> = slices
+            .iter()
+            .copied()
+            .filter(|s| slice_of(s, ns, name))
+            .collect();
         for port in svc.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
             if !is_tcp(port.protocol.as_deref()) {
                 tracing::debug!(service = %format!("{ns}/{name}"), port = port.port, "not TCP: not balanced");
                 continue;
             }
-            let Ok(svc_port) = u16::try_from(port.port) else { continue };
+            let Ok(svc_port) = u16::try_from(port.port) else {
+                continue;
+            };
             let spec_name = format!("{ns}/{name}:{svc_port}");
             let endpoints = ready_endpoints(&own, port);
             if endpoints.is_empty() {
@@ -68,7 +79,10 @@ pub fn model_from<'a>(
 /// Whether the Service opted in (the watch selects these too; this keeps
 /// the function right on its own).
 fn labelled(svc: &Service) -> bool {
-    svc.metadata.labels.as_ref().is_some_and(|l| l.contains_key(BALANCE_LABEL))
+    svc.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(BALANCE_LABEL))
 }
 
 /// The Service's IPv4 ClusterIP: the first IPv4 of `clusterIPs` (dual stack
@@ -96,7 +110,13 @@ fn cluster_ipv4(svc: &Service, ns: &str, name: &str) -> Option<Ipv4Addr> {
 
 fn slice_of(slice: &EndpointSlice, ns: &str, name: &str) -> bool {
     slice.metadata.namespace.as_deref() == Some(ns)
-        && slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str) == Some(name)
+        && slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            .map(String::as_str)
+            == Some(name)
 }
 
 fn is_tcp(protocol: Option<&str>) -> bool {
@@ -122,7 +142,12 @@ fn ready_endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketA
             .and_then(|p| u16::try_from(p).ok());
         let Some(target) = target else { continue };
         for ep in slice.endpoints.iter().filter(|e| ready(e)) {
-            eps.extend(ep.addresses.iter().filter_map(|a| a.parse::<Ipv4Addr>().ok()).map(|ip| SocketAddrV4::new(ip, target)));
+            eps.extend(
+                ep.addresses
+                    .iter()
+                    .filter_map(|a| a.parse::<Ipv4Addr>().ok())
+                    .map(|ip| SocketAddrV4::new(ip, target)),
+            );
         }
     }
     eps.into_iter().collect()
@@ -146,13 +171,22 @@ mod tests {
         ObjectMeta {
             namespace: Some(ns.into()),
             name: Some(name.into()),
-            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             ..Default::default()
         }
     }
 
     fn service(name: &str, labelled: bool, cluster_ip: &str, ports: &[(&str, i32)]) -> Service {
-        let labels: &[(&str, &str)] = if labelled { &[(BALANCE_LABEL, "round-robin")] } else { &[] };
+        let labels: &[(&str, &str)] = if labelled {
+            &[(BALANCE_LABEL, "round-robin")]
+        } else {
+            &[]
+        };
         Service {
             metadata: meta("default", name, labels),
             spec: Some(K8sServiceSpec {
@@ -161,7 +195,11 @@ mod tests {
                 ports: Some(
                     ports
                         .iter()
-                        .map(|(n, p)| ServicePort { name: (!n.is_empty()).then(|| n.to_string()), port: *p, ..Default::default() })
+                        .map(|(n, p)| ServicePort {
+                            name: (!n.is_empty()).then(|| n.to_string()),
+                            port: *p,
+                            ..Default::default()
+                        })
                         .collect(),
                 ),
                 ..Default::default()
@@ -171,22 +209,40 @@ mod tests {
     }
 
     /// `eps`: (address, ready, terminating).
-    fn slice(svc: &str, family: &str, ports: &[(&str, i32)], eps: &[(&str, Option<bool>, Option<bool>)]) -> EndpointSlice {
+    fn slice(
+        svc: &str,
+        family: &str,
+        ports: &[(&str, i32)],
+        eps: &[(&str, Option<bool>, Option<bool>)],
+    ) -> EndpointSlice {
         EndpointSlice {
-            metadata: meta("default", &format!("{svc}-abcde"), &[(SERVICE_NAME_LABEL, svc)]),
+            metadata: meta(
+                "default",
+                &format!("{svc}-abcde"),
+                &[(SERVICE_NAME_LABEL, svc)],
+            ),
             address_type: family.into(),
             endpoints: eps
                 .iter()
                 .map(|(a, ready, terminating)| Endpoint {
                     addresses: vec![a.to_string()],
-                    conditions: Some(EndpointConditions { ready: *ready, serving: *ready, terminating: *terminating }),
+                    conditions: Some(EndpointConditions {
+                        ready: *ready,
+                        serving: *ready,
+                        terminating: *terminating,
+                    }),
                     ..Default::default()
                 })
                 .collect(),
             ports: Some(
                 ports
                     .iter()
-                    .map(|(n, p)| EndpointPort { name: Some(n.to_string()), port: Some(*p), protocol: Some("TCP".into()), app_protocol: None })
+                    .map(|(n, p)| EndpointPort {
+                        name: Some(n.to_string()),
+                        port: Some(*p),
+                        protocol: Some("TCP".into()),
+                        app_protocol: None,
+                    })
                     .collect(),
             ),
         }
@@ -203,7 +259,11 @@ mod tests {
             "echo",
             "IPv4",
             &[("h2c", 9090)],
-            &[("10.1.2.2", Some(true), None), ("10.1.1.2", None, Some(false)), ("10.1.1.2", Some(true), None)],
+            &[
+                ("10.1.2.2", Some(true), None),
+                ("10.1.1.2", None, Some(false)),
+                ("10.1.1.2", Some(true), None),
+            ],
         )];
         let m = model_from(&svcs, &slices);
         assert_eq!(
@@ -231,12 +291,36 @@ mod tests {
                 "echo",
                 "IPv4",
                 &[("", 8080)],
-                &[("10.1.1.2", Some(true), None), ("10.1.2.2", Some(false), None), ("10.1.3.2", Some(false), Some(true))],
+                &[
+                    ("10.1.1.2", Some(true), None),
+                    ("10.1.2.2", Some(false), None),
+                    ("10.1.3.2", Some(false), Some(true)),
+                ],
             ),
-            slice("echo", "IPv6", &[("", 8080)], &[("fd00::2", Some(true), None)]),
-            slice("plain", "IPv4", &[("", 8080)], &[("10.1.4.2", Some(true), None)]),
-            slice("v6", "IPv6", &[("", 8080)], &[("fd00::3", Some(true), None)]),
-            slice("headless", "IPv4", &[("", 8080)], &[("10.1.5.2", Some(true), None)]),
+            slice(
+                "echo",
+                "IPv6",
+                &[("", 8080)],
+                &[("fd00::2", Some(true), None)],
+            ),
+            slice(
+                "plain",
+                "IPv4",
+                &[("", 8080)],
+                &[("10.1.4.2", Some(true), None)],
+            ),
+            slice(
+                "v6",
+                "IPv6",
+                &[("", 8080)],
+                &[("fd00::3", Some(true), None)],
+            ),
+            slice(
+                "headless",
+                "IPv4",
+                &[("", 8080)],
+                &[("10.1.5.2", Some(true), None)],
+            ),
         ];
         let m = model_from(&svcs, &slices);
         assert_eq!(m.services.len(), 1, "{m:?}");
@@ -246,19 +330,45 @@ mod tests {
 
     #[test]
     fn one_spec_per_tcp_port_with_the_slice_port_of_the_same_name() {
-        let mut svc = service("multi", true, "10.96.0.20", &[("grpc", 50051), ("http", 80), ("dns", 53)]);
-        if let Some(p) = svc.spec.as_mut().and_then(|s| s.ports.as_mut()).and_then(|p| p.get_mut(2)) {
+        let mut svc = service(
+            "multi",
+            true,
+            "10.96.0.20",
+            &[("grpc", 50051), ("http", 80), ("dns", 53)],
+        );
+        if let Some(p) = svc
+            .spec
+            .as_mut()
+            .and_then(|s| s.ports.as_mut())
+            .and_then(|p| p.get_mut(2))
+        {
             p.protocol = Some("UDP".into());
         }
-        let slices = [slice("multi", "IPv4", &[("http", 8080), ("grpc", 9000)], &[("10.1.1.2", Some(true), None)])];
+        let slices = [slice(
+            "multi",
+            "IPv4",
+            &[("http", 8080), ("grpc", 9000)],
+            &[("10.1.1.2", Some(true), None)],
+        )];
         let m = model_from([&svc], &slices);
-        let got: Vec<(&str, String, Vec<SocketAddrV4>)> =
-            m.services.iter().map(|s| (s.name.as_str(), s.vip.to_string(), s.endpoints.clone())).collect();
+        let got: Vec<(&str, String, Vec<SocketAddrV4>)> = m
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s.vip.to_string(), s.endpoints.clone()))
+            .collect();
         assert_eq!(
             got,
             vec![
-                ("default/multi:50051", "10.96.0.20:50051".into(), addrs(&["10.1.1.2:9000"])),
-                ("default/multi:80", "10.96.0.20:80".into(), addrs(&["10.1.1.2:8080"])),
+                (
+                    "default/multi:50051",
+                    "10.96.0.20:50051".into(),
+                    addrs(&["10.1.1.2:9000"])
+                ),
+                (
+                    "default/multi:80",
+                    "10.96.0.20:80".into(),
+                    addrs(&["10.1.1.2:8080"])
+                ),
             ]
         );
     }
@@ -266,9 +376,19 @@ mod tests {
     #[test]
     fn slices_of_other_namespaces_or_services_do_not_count() {
         let svcs = [service("echo", true, "10.96.0.10", &[("", 8080)])];
-        let mut other_ns = slice("echo", "IPv4", &[("", 8080)], &[("10.1.7.2", Some(true), None)]);
+        let mut other_ns = slice(
+            "echo",
+            "IPv4",
+            &[("", 8080)],
+            &[("10.1.7.2", Some(true), None)],
+        );
         other_ns.metadata.namespace = Some("prod".into());
-        let other_svc = slice("echo2", "IPv4", &[("", 8080)], &[("10.1.8.2", Some(true), None)]);
+        let other_svc = slice(
+            "echo2",
+            "IPv4",
+            &[("", 8080)],
+            &[("10.1.8.2", Some(true), None)],
+        );
         let m = model_from(&svcs, [&other_ns, &other_svc]);
         assert_eq!(m.services.len(), 1);
         assert!(m.services[0].endpoints.is_empty(), "{m:?}");
@@ -289,7 +409,8 @@ mod tests {
     fn every_ready_endpoint_of_a_large_service_is_kept() {
         let svcs = [service("big", true, "10.96.0.40", &[("", 8080)])];
         let ips: Vec<String> = (1..=40).map(|k| format!("10.2.0.{k}")).collect();
-        let eps: Vec<(&str, Option<bool>, Option<bool>)> = ips.iter().map(|a| (a.as_str(), Some(true), None)).collect();
+        let eps: Vec<(&str, Option<bool>, Option<bool>)> =
+            ips.iter().map(|a| (a.as_str(), Some(true), None)).collect();
         let slices = [slice("big", "IPv4", &[("", 8080)], &eps)];
         let m = model_from(&svcs, &slices);
         assert_eq!(m.services[0].endpoints.len(), 40);

@@ -75,7 +75,9 @@ impl Conn {
             if self.eof || now >= until {
                 return false;
             }
-            let _ = self.s.set_read_timeout(Some((until - now).max(Duration::from_millis(1))));
+            let _ = self
+                .s
+                .set_read_timeout(Some((until - now).max(Duration::from_millis(1))));
             match self.s.read(&mut tmp) {
                 Ok(0) => {
                     if self.out.closed.is_none() {
@@ -83,7 +85,10 @@ impl Conn {
                     }
                     self.eof = true;
                     if !self.buf.is_empty() && self.out.garbage.is_none() {
-                        self.out.garbage = Some(format!("{} bytes of a partial frame before EOF", self.buf.len()));
+                        self.out.garbage = Some(format!(
+                            "{} bytes of a partial frame before EOF",
+                            self.buf.len()
+                        ));
                     }
                     return false;
                 }
@@ -95,7 +100,12 @@ impl Conn {
                 // A socket in a sockmap (rotor puts the client's there) can
                 // return EAGAIN from a blocking read before its timeout, when
                 // a wake-up brought no data: wait on until the deadline.
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) =>
+                {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Err(e) => {
@@ -108,9 +118,12 @@ impl Conn {
 
     fn handle_frames(&mut self) {
         while self.buf.len() >= 9 && self.out.garbage.is_none() {
-            let len = (usize::from(self.buf[0]) << 16) | (usize::from(self.buf[1]) << 8) | usize::from(self.buf[2]);
+            let len = (usize::from(self.buf[0]) << 16)
+                | (usize::from(self.buf[1]) << 8)
+                | usize::from(self.buf[2]);
             let (t, flags) = (self.buf[3], self.buf[4]);
-            let stream = u32::from_be_bytes([self.buf[5], self.buf[6], self.buf[7], self.buf[8]]) & 0x7fff_ffff;
+            let stream = u32::from_be_bytes([self.buf[5], self.buf[6], self.buf[7], self.buf[8]])
+                & 0x7fff_ffff;
             if len > MAX_FRAME {
                 self.out.garbage = Some(format!("frame of {len} bytes (type 0x{t:x}, stream {stream}): beyond our MAX_FRAME_SIZE"));
                 return;
@@ -189,7 +202,13 @@ impl Conn {
                 // Keep the windows open: we read everything we are sent.
                 if !p.is_empty() {
                     let inc = u32be(p.len() as u32);
-                    let _ = self.s.write_all(&[frame(kind::WINDOW_UPDATE, 0, 0, &inc), frame(kind::WINDOW_UPDATE, 0, stream, &inc)].concat());
+                    let _ = self.s.write_all(
+                        &[
+                            frame(kind::WINDOW_UPDATE, 0, 0, &inc),
+                            frame(kind::WINDOW_UPDATE, 0, stream, &inc),
+                        ]
+                        .concat(),
+                    );
                 }
             }
             _ => {}
@@ -307,7 +326,11 @@ pub fn run_case(addr: SocketAddr, case: &Case, a: &Args) -> Outcome {
         let until = Instant::now() + Duration::from_millis(a.close_ms);
         let before = c.out.closed.clone();
         while c.read_some(until) {}
-        let after = if c.eof { c.out.closed.clone().unwrap_or_else(|| "eof".into()) } else { "open".into() };
+        let after = if c.eof {
+            c.out.closed.clone().unwrap_or_else(|| "eof".into())
+        } else {
+            "open".into()
+        };
         c.out.closed = before;
         if after == "open" {
             c.out.socket = our_socket(&c.s);

@@ -73,7 +73,11 @@ pub(super) fn request_fields(method: &str, path: &str) -> Vec<(&'static str, Str
 /// A GET (END_STREAM) or the HEADERS of a POST, as HEADERS + CONTINUATIONs as needed.
 pub(super) fn request(stream: u32, path: &str, end_stream: bool) -> Vec<u8> {
     let method = if end_stream { "GET" } else { "POST" };
-    headers_frames(stream, &hpack_block(&request_fields(method, path)), end_stream)
+    headers_frames(
+        stream,
+        &hpack_block(&request_fields(method, path)),
+        end_stream,
+    )
 }
 
 pub(super) fn headers_frames(stream: u32, block: &[u8], end_stream: bool) -> Vec<u8> {
@@ -81,10 +85,18 @@ pub(super) fn headers_frames(stream: u32, block: &[u8], end_stream: bool) -> Vec
     let mut chunks = block.chunks(MAX_FRAME).peekable();
     let first = chunks.next().unwrap_or(&[]);
     let es = if end_stream { END_STREAM } else { 0 };
-    let eh = if chunks.peek().is_none() { END_HEADERS } else { 0 };
+    let eh = if chunks.peek().is_none() {
+        END_HEADERS
+    } else {
+        0
+    };
     out.extend(frame(kind::HEADERS, es | eh, stream, first));
     while let Some(c) = chunks.next() {
-        let eh = if chunks.peek().is_none() { END_HEADERS } else { 0 };
+        let eh = if chunks.peek().is_none() {
+            END_HEADERS
+        } else {
+            0
+        };
         out.extend(frame(kind::CONTINUATION, eh, stream, c));
     }
     out

@@ -68,7 +68,11 @@ pub fn generate(seed: u64, i: u64) -> Case {
     let mut r = Rng(seed.wrapping_mul(0x1000_0000_01b3) ^ i.wrapping_mul(0x9e37_79b9));
     r.next();
     let class = CLASSES[r.below(CLASSES.len() as u64) as usize];
-    let mode = if r.chance(40) { Mode::Early } else { Mode::Settled };
+    let mode = if r.chance(40) {
+        Mode::Early
+    } else {
+        Mode::Settled
+    };
     let s = r.odd_stream();
     let (bytes, expect, mode) = match class {
         "bad_preface" => {
@@ -78,29 +82,63 @@ pub fn generate(seed: u64, i: u64) -> Case {
                 p[at] ^= (r.range(1, 255)) as u8;
             }
             let cut = r.range(1, 24) as usize;
-            p.truncate(cut.max(p.iter().zip(PREFACE).position(|(a, b)| a != b).map_or(24, |d| d + 1)));
+            p.truncate(
+                cut.max(
+                    p.iter()
+                        .zip(PREFACE)
+                        .position(|(a, b)| a != b)
+                        .map_or(24, |d| d + 1),
+                ),
+            );
             p.extend(r.bytes_below(40));
             (p, Conn(vec![PROTOCOL_ERROR]), Mode::Raw)
         }
         "frame_too_large" => {
-            let len = if r.chance(50) { r.range(MAX_FRAME as u64 + 1, 70_000) } else { r.range(70_000, 0xff_ffff) } as usize;
-            let t = [kind::DATA, kind::HEADERS, kind::SETTINGS, kind::PING, kind::WINDOW_UPDATE, 0x33][r.below(6) as usize];
-            let st = if t == kind::SETTINGS || t == kind::PING { 0 } else { s };
+            let len = if r.chance(50) {
+                r.range(MAX_FRAME as u64 + 1, 70_000)
+            } else {
+                r.range(70_000, 0xff_ffff)
+            } as usize;
+            let t = [
+                kind::DATA,
+                kind::HEADERS,
+                kind::SETTINGS,
+                kind::PING,
+                kind::WINDOW_UPDATE,
+                0x33,
+            ][r.below(6) as usize];
+            let st = if t == kind::SETTINGS || t == kind::PING {
+                0
+            } else {
+                s
+            };
             let send = len.min(r.range(0, 20_000) as usize);
             let mut b = Vec::new();
             if t == kind::DATA {
                 b.extend(request(st, "/whoami?echo", false));
             }
             b.extend(frame_claiming(t, END_HEADERS, st, len, send));
-            let exp = if t == kind::DATA { Stream(st, vec![FRAME_SIZE_ERROR]) } else { Conn(vec![FRAME_SIZE_ERROR]) };
+            let exp = if t == kind::DATA {
+                Stream(st, vec![FRAME_SIZE_ERROR])
+            } else {
+                Conn(vec![FRAME_SIZE_ERROR])
+            };
             (b, exp, mode)
         }
-        "even_stream" => (request(s + 1, "/whoami", r.chance(50)), Conn(vec![PROTOCOL_ERROR]), mode),
+        "even_stream" => (
+            request(s + 1, "/whoami", r.chance(50)),
+            Conn(vec![PROTOCOL_ERROR]),
+            mode,
+        ),
         "decreasing_stream" => {
             let s = s.max(3);
             let lower = (r.below((s / 2) as u64) * 2 + 1) as u32; // odd, below s
             let b = [request(s, "/whoami", true), request(lower, "/whoami", true)].concat();
-            (b, RejectOrIgnore(lower, vec![PROTOCOL_ERROR, STREAM_CLOSED]), mode)
+            (
+                b,
+                RejectOrIgnore(lower, vec![PROTOCOL_ERROR, STREAM_CLOSED]),
+                mode,
+            )
         }
         "stray_continuation" => {
             let payload = r.bytes_below(64);
@@ -108,12 +146,21 @@ pub fn generate(seed: u64, i: u64) -> Case {
             let b = if r.chance(50) {
                 frame(kind::CONTINUATION, flags, s, &payload)
             } else {
-                [request(s, "/whoami", true), frame(kind::CONTINUATION, flags, s, &payload)].concat()
+                [
+                    request(s, "/whoami", true),
+                    frame(kind::CONTINUATION, flags, s, &payload),
+                ]
+                .concat()
             };
             (b, Conn(vec![PROTOCOL_ERROR]), mode)
         }
         "interrupted_block" => {
-            let head = frame(kind::HEADERS, END_STREAM, s, &hpack_block(&request_fields("GET", "/whoami")));
+            let head = frame(
+                kind::HEADERS,
+                END_STREAM,
+                s,
+                &hpack_block(&request_fields("GET", "/whoami")),
+            );
             let other = match r.below(4) {
                 0 => frame(kind::PING, 0, 0, b"12345678"),
                 1 => frame(kind::DATA, 0, s, b"x"),
@@ -126,21 +173,45 @@ pub fn generate(seed: u64, i: u64) -> Case {
             let f = match r.below(4) {
                 0 => frame(kind::SETTINGS, 0, s, &[]),
                 1 => frame(kind::SETTINGS, ACK, s, &[]),
-                2 => frame(kind::PING, if r.chance(30) { ACK } else { 0 }, s, &r.bytes(8)),
-                _ => frame(kind::GOAWAY, 0, s, &[0, 0, 0, 0, 0, 0, 0, r.below(14) as u8]),
+                2 => frame(
+                    kind::PING,
+                    if r.chance(30) { ACK } else { 0 },
+                    s,
+                    &r.bytes(8),
+                ),
+                _ => frame(
+                    kind::GOAWAY,
+                    0,
+                    s,
+                    &[0, 0, 0, 0, 0, 0, 0, r.below(14) as u8],
+                ),
             };
             (f, Conn(vec![PROTOCOL_ERROR]), mode)
         }
         "idle_stream" => {
             let f = match r.below(3) {
-                0 => frame(kind::DATA, if r.chance(50) { END_STREAM } else { 0 }, s, &r.bytes_below(100)),
-                1 => frame(kind::WINDOW_UPDATE, 0, s, &u32be(r.range(1, 1 << 20) as u32)),
+                0 => frame(
+                    kind::DATA,
+                    if r.chance(50) { END_STREAM } else { 0 },
+                    s,
+                    &r.bytes_below(100),
+                ),
+                1 => frame(
+                    kind::WINDOW_UPDATE,
+                    0,
+                    s,
+                    &u32be(r.range(1, 1 << 20) as u32),
+                ),
                 _ => frame(kind::RST_STREAM, 0, s, &u32be(r.below(14) as u32)),
             };
             (f, Conn(vec![PROTOCOL_ERROR, STREAM_CLOSED]), mode)
         }
         "truncated" => {
-            let mut full = if r.chance(50) { request(s, "/whoami", true) } else { frame(kind::PING, 0, 0, b"12345678") };
+            let mut full = if r.chance(50) {
+                request(s, "/whoami", true)
+            } else {
+                frame(kind::PING, 0, 0, b"12345678")
+            };
             let cut = r.range(1, full.len() as u64 - 1) as usize;
             full.truncate(cut);
             (full, Closed, mode)
@@ -154,37 +225,80 @@ pub fn generate(seed: u64, i: u64) -> Case {
                             break n;
                         }
                     };
-                    (frame(kind::SETTINGS, 0, 0, &r.bytes(n as usize)), Conn(vec![FRAME_SIZE_ERROR]))
+                    (
+                        frame(kind::SETTINGS, 0, 0, &r.bytes(n as usize)),
+                        Conn(vec![FRAME_SIZE_ERROR]),
+                    )
                 }
                 1 => {
                     let n = [0, 1, 4, 7, 9, 16][r.below(6) as usize];
-                    (frame(kind::PING, 0, 0, &r.bytes(n)), Conn(vec![FRAME_SIZE_ERROR]))
+                    (
+                        frame(kind::PING, 0, 0, &r.bytes(n)),
+                        Conn(vec![FRAME_SIZE_ERROR]),
+                    )
                 }
                 2 => {
                     let n = [0, 1, 3, 5, 8][r.below(5) as usize];
-                    (frame(kind::WINDOW_UPDATE, 0, 0, &r.bytes(n)), Conn(vec![FRAME_SIZE_ERROR]))
+                    (
+                        frame(kind::WINDOW_UPDATE, 0, 0, &r.bytes(n)),
+                        Conn(vec![FRAME_SIZE_ERROR]),
+                    )
                 }
-                3 => (frame(kind::SETTINGS, ACK, 0, &r.bytes_range(1, 12)), Conn(vec![FRAME_SIZE_ERROR])),
+                3 => (
+                    frame(kind::SETTINGS, ACK, 0, &r.bytes_range(1, 12)),
+                    Conn(vec![FRAME_SIZE_ERROR]),
+                ),
                 _ => {
                     let n = [0, 3, 5, 8][r.below(4) as usize];
-                    ([request(s, "/whoami?echo", false), frame(kind::RST_STREAM, 0, s, &r.bytes(n))].concat(), Conn(vec![FRAME_SIZE_ERROR]))
+                    (
+                        [
+                            request(s, "/whoami?echo", false),
+                            frame(kind::RST_STREAM, 0, s, &r.bytes(n)),
+                        ]
+                        .concat(),
+                        Conn(vec![FRAME_SIZE_ERROR]),
+                    )
                 }
             };
             (f, exp, mode)
         }
         "flow_control" => {
             if r.chance(50) {
-                (frame(kind::WINDOW_UPDATE, 0, 0, &u32be(0)), Conn(vec![PROTOCOL_ERROR]), mode)
+                (
+                    frame(kind::WINDOW_UPDATE, 0, 0, &u32be(0)),
+                    Conn(vec![PROTOCOL_ERROR]),
+                    mode,
+                )
             } else {
                 let a = r.range(0x7fff_0000, 0x7fff_ffff) as u32;
-                ([frame(kind::WINDOW_UPDATE, 0, 0, &u32be(a)), frame(kind::WINDOW_UPDATE, 0, 0, &u32be(a))].concat(), Conn(vec![FLOW_CONTROL_ERROR]), mode)
+                (
+                    [
+                        frame(kind::WINDOW_UPDATE, 0, 0, &u32be(a)),
+                        frame(kind::WINDOW_UPDATE, 0, 0, &u32be(a)),
+                    ]
+                    .concat(),
+                    Conn(vec![FLOW_CONTROL_ERROR]),
+                    mode,
+                )
             }
         }
         "bad_settings" => match r.below(3) {
-            0 => (settings(&[(0x2, r.range(2, u32::MAX as u64) as u32)]), Conn(vec![PROTOCOL_ERROR]), mode),
-            1 => (settings(&[(0x4, r.range(0x8000_0000, u32::MAX as u64) as u32)]), Conn(vec![FLOW_CONTROL_ERROR]), mode),
+            0 => (
+                settings(&[(0x2, r.range(2, u32::MAX as u64) as u32)]),
+                Conn(vec![PROTOCOL_ERROR]),
+                mode,
+            ),
+            1 => (
+                settings(&[(0x4, r.range(0x8000_0000, u32::MAX as u64) as u32)]),
+                Conn(vec![FLOW_CONTROL_ERROR]),
+                mode,
+            ),
             _ => {
-                let v = if r.chance(50) { r.range(0, 16383) } else { r.range(16_777_216, u32::MAX as u64) } as u32;
+                let v = if r.chance(50) {
+                    r.range(0, 16383)
+                } else {
+                    r.range(16_777_216, u32::MAX as u64)
+                } as u32;
                 (settings(&[(0x5, v)]), Conn(vec![PROTOCOL_ERROR]), mode)
             }
         },
@@ -198,12 +312,20 @@ pub fn generate(seed: u64, i: u64) -> Case {
             } else {
                 vec![0x00, 0x7f, 0xff, 0xff, 0x0f, b'a']
             };
-            (frame(kind::HEADERS, END_HEADERS | END_STREAM, s, &block), Conn(vec![COMPRESSION_ERROR]), mode)
+            (
+                frame(kind::HEADERS, END_HEADERS | END_STREAM, s, &block),
+                Conn(vec![COMPRESSION_ERROR]),
+                mode,
+            )
         }
         "push_promise" => {
             let mut p = u32be(s + 1).to_vec();
             p.extend(hpack_block(&request_fields("GET", "/x")));
-            (frame(kind::PUSH_PROMISE, END_HEADERS, s, &p), Conn(vec![PROTOCOL_ERROR]), mode)
+            (
+                frame(kind::PUSH_PROMISE, END_HEADERS, s, &p),
+                Conn(vec![PROTOCOL_ERROR]),
+                mode,
+            )
         }
         "padding" => {
             let n = r.range(0, 20) as usize;
@@ -211,7 +333,15 @@ pub fn generate(seed: u64, i: u64) -> Case {
             // (RFC 9113 §6.1); n itself would be valid.
             let mut p = vec![(n + 1 + r.range(0, 200) as usize).min(255) as u8];
             p.extend(r.bytes(n));
-            ([request(s, "/whoami?echo", false), frame(kind::DATA, PADDED, s, &p)].concat(), Conn(vec![PROTOCOL_ERROR]), mode)
+            (
+                [
+                    request(s, "/whoami?echo", false),
+                    frame(kind::DATA, PADDED, s, &p),
+                ]
+                .concat(),
+                Conn(vec![PROTOCOL_ERROR]),
+                mode,
+            )
         }
         "unknown_type" => {
             let t = r.range(0x0a, 0xff) as u8;
@@ -221,7 +351,12 @@ pub fn generate(seed: u64, i: u64) -> Case {
             ([f, get].concat(), Responses(vec![s + 2]), mode)
         }
         "mutation" => {
-            let mut b = [request(s, "/whoami?echo", false), frame(kind::DATA, END_STREAM, s, &r.bytes_below(300)), request(s + 2, "/whoami", true)].concat();
+            let mut b = [
+                request(s, "/whoami?echo", false),
+                frame(kind::DATA, END_STREAM, s, &r.bytes_below(300)),
+                request(s + 2, "/whoami", true),
+            ]
+            .concat();
             for _ in 0..r.range(1, 4) {
                 let at = r.below(b.len() as u64) as usize;
                 b[at] ^= r.range(1, 255) as u8;
@@ -234,7 +369,9 @@ pub fn generate(seed: u64, i: u64) -> Case {
         }
         _ => {
             let n = r.range(1, 5) as u32;
-            let b: Vec<u8> = (0..n).flat_map(|k| request(s + 2 * k, "/whoami", true)).collect();
+            let b: Vec<u8> = (0..n)
+                .flat_map(|k| request(s + 2 * k, "/whoami", true))
+                .collect();
             (b, Responses((0..n).map(|k| s + 2 * k).collect()), mode)
         }
     };

@@ -179,7 +179,6 @@ impl Case {
     }
 }
 
-
 mod connection;
 mod frames;
 mod generated;
@@ -249,7 +248,10 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     for want in &a.case {
         let before = cases.len();
         for c in &named {
-            if want == "all" || &c.name == want || c.name.strip_suffix("/early") == Some(want.as_str()) {
+            if want == "all"
+                || &c.name == want
+                || c.name.strip_suffix("/early") == Some(want.as_str())
+            {
                 cases.push(c.clone());
             }
         }
@@ -268,7 +270,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let fuzz = a.fuzz.unwrap_or(0);
 
     let stop = Arc::new(AtomicBool::new(false));
-    let good = a.good.then(|| spawn_good(a.addr, a.good_interval_ms, stop.clone()));
+    let good = a
+        .good
+        .then(|| spawn_good(a.addr, a.good_interval_ms, stop.clone()));
 
     let report = Arc::new(Mutex::new(Report::default()));
     let next = AtomicUsize::new(0);
@@ -346,10 +350,17 @@ pub fn main(a: Args) -> anyhow::Result<()> {
 }
 
 /// A well-behaved HTTP/2 connection (hyper) doing GET /whoami until `stop`.
-fn spawn_good(addr: SocketAddr, interval_ms: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<GoodReport> {
+fn spawn_good(
+    addr: SocketAddr,
+    interval_ms: u64,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<GoodReport> {
     std::thread::spawn(move || {
         let mut rep = GoodReport::default();
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => rt,
             Err(e) => {
                 rep.errors.insert(format!("runtime: {e}"), 1);
@@ -361,9 +372,10 @@ fn spawn_good(addr: SocketAddr, interval_ms: u64, stop: Arc<AtomicBool>) -> std:
             use http_body_util::{BodyExt, Empty};
             let conn = async {
                 let stream = tokio::net::TcpStream::connect(addr).await?;
-                let (sender, conn) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .handshake::<_, Empty<Bytes>>(hyper_util::rt::TokioIo::new(stream))
-                    .await?;
+                let (sender, conn) =
+                    hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .handshake::<_, Empty<Bytes>>(hyper_util::rt::TokioIo::new(stream))
+                        .await?;
                 tokio::spawn(conn);
                 Ok::<_, anyhow::Error>(sender)
             };
@@ -376,12 +388,22 @@ fn spawn_good(addr: SocketAddr, interval_ms: u64, stop: Arc<AtomicBool>) -> std:
                 }
             };
             while !stop.load(Ordering::SeqCst) {
-                let req = http::Request::get(format!("http://{addr}/whoami")).body(Empty::<Bytes>::new()).expect("request");
+                let req = http::Request::get(format!("http://{addr}/whoami"))
+                    .body(Empty::<Bytes>::new())
+                    .expect("request");
                 let res = tokio::time::timeout(Duration::from_secs(10), async {
                     sender.ready().await.map_err(|e| format!("ready: {e}"))?;
-                    let resp = sender.send_request(req).await.map_err(|e| format!("{e:?}"))?;
+                    let resp = sender
+                        .send_request(req)
+                        .await
+                        .map_err(|e| format!("{e:?}"))?;
                     let st = resp.status();
-                    let body = resp.into_body().collect().await.map_err(|e| format!("body: {e:?}"))?.to_bytes();
+                    let body = resp
+                        .into_body()
+                        .collect()
+                        .await
+                        .map_err(|e| format!("body: {e:?}"))?
+                        .to_bytes();
                     if st != 200 {
                         return Err(format!("status {st}"));
                     }

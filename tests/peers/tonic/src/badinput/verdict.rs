@@ -51,7 +51,10 @@ pub(super) fn summary(o: &Outcome) -> String {
 
 /// The TCP state of our socket (FIN-WAIT-2: the server never closed its end).
 pub(super) fn socket_state(o: &Outcome) -> &str {
-    o.socket.as_deref().and_then(|s| s.split_whitespace().next()).unwrap_or("?")
+    o.socket
+        .as_deref()
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or("?")
 }
 
 pub(super) fn code_ok(name: &str, codes: &[u32]) -> bool {
@@ -64,13 +67,19 @@ pub(super) fn verdict(o: &Outcome, expect: &Expect) -> (bool, String) {
         return (false, format!("connect failed: {e}"));
     }
     if let Some(g) = &o.garbage {
-        return (false, format!("server sent bytes that are not HTTP/2 frames: {g}"));
+        return (
+            false,
+            format!("server sent bytes that are not HTTP/2 frames: {g}"),
+        );
     }
     let hung = o.closed.is_none() && o.goaway.is_none() && o.after_fin.as_deref() == Some("open");
     if hung {
         return (
             false,
-            format!("hung: no reaction and still open after our FIN (our socket: {})", socket_state(o)),
+            format!(
+                "hung: no reaction and still open after our FIN (our socket: {})",
+                socket_state(o)
+            ),
         );
     }
     let closed_by_server = o.closed.is_some();
@@ -89,14 +98,24 @@ pub(super) fn verdict(o: &Outcome, expect: &Expect) -> (bool, String) {
     match expect {
         Expect::Conn(codes) => match &o.goaway {
             Some(g) if code_ok(g, codes) => (true, String::new()),
-            Some(g) => (false, format!("GOAWAY({g}), expected one of {:?}", codes.iter().map(|c| code_name(*c)).collect::<Vec<_>>())),
+            Some(g) => (
+                false,
+                format!(
+                    "GOAWAY({g}), expected one of {:?}",
+                    codes.iter().map(|c| code_name(*c)).collect::<Vec<_>>()
+                ),
+            ),
             None if closed_by_server => (true, String::new()),
             None => (
                 false,
                 format!(
                     "no GOAWAY({:?}) and not closed: the bad input was {}",
                     codes.iter().map(|c| code_name(*c)).collect::<Vec<_>>(),
-                    if o.ping_ack { "ignored (PING answered)" } else { "not answered" }
+                    if o.ping_ack {
+                        "ignored (PING answered)"
+                    } else {
+                        "not answered"
+                    }
                 ),
             ),
         },
@@ -105,7 +124,10 @@ pub(super) fn verdict(o: &Outcome, expect: &Expect) -> (bool, String) {
                 let (s, c) = r.split_once(':').unwrap_or(("", ""));
                 s == stream.to_string() && code_ok(c, codes)
             });
-            let goaway_ok = o.goaway.as_deref().is_some_and(|g| code_ok(g, codes) || code_ok(g, &[code::PROTOCOL_ERROR]));
+            let goaway_ok = o
+                .goaway
+                .as_deref()
+                .is_some_and(|g| code_ok(g, codes) || code_ok(g, &[code::PROTOCOL_ERROR]));
             if rst_ok || goaway_ok || (o.goaway.is_none() && closed_by_server) {
                 (true, String::new())
             } else {
@@ -123,12 +145,27 @@ pub(super) fn verdict(o: &Outcome, expect: &Expect) -> (bool, String) {
             if o.ping_ack && o.goaway.is_none() && !closed_by_server {
                 (true, String::new())
             } else {
-                (false, format!("valid input, but the connection did not stay usable: {}", summary(o)))
+                (
+                    false,
+                    format!(
+                        "valid input, but the connection did not stay usable: {}",
+                        summary(o)
+                    ),
+                )
             }
         }
         Expect::Responses(streams) => {
-            let missing: Vec<u32> = streams.iter().copied().filter(|s| !o.completed.contains(s)).collect();
-            let bad_status: Vec<String> = o.responses.iter().filter(|(_, st)| st.as_str() != "200").map(|(s, st)| format!("{s}:{st}")).collect();
+            let missing: Vec<u32> = streams
+                .iter()
+                .copied()
+                .filter(|s| !o.completed.contains(s))
+                .collect();
+            let bad_status: Vec<String> = o
+                .responses
+                .iter()
+                .filter(|(_, st)| st.as_str() != "200")
+                .map(|(s, st)| format!("{s}:{st}"))
+                .collect();
             if missing.is_empty() && bad_status.is_empty() {
                 (true, String::new())
             } else {

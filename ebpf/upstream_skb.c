@@ -64,6 +64,16 @@ int rotor_upstream_verdict(struct __sk_buff *skb)
 
 	if (inc)
 		__sync_fetch_and_add(&up->req_limit, inc);
+	/* An endpoint's GOAWAY stops new streams to it the moment it is
+	 * parsed, as it would in a client connected to it directly. Waiting for
+	 * the agent to read the frame widened the race by a wake-up: grpc-core,
+	 * shutting down, answers a stream that arrives between its first GOAWAY
+	 * (last id 2^31-1) and its final one with grpc-status CANCELLED, and
+	 * under load the client verdict sent it streams for milliseconds after
+	 * its first GOAWAY (failures::backend_graceful_shutdown_*). The agent
+	 * still refuses the streams above the final GOAWAY's last id. */
+	if (st->kind == MSG_FRAME && st->stream == 0 && st->type == H2_GOAWAY)
+		__sync_val_compare_and_swap(&up->state, UP_ACTIVE, UP_DRAINING);
 	if (st->kind != MSG_FRAME || st->stream == 0 || !carriable_stream_frame(st) ||
 	    still_diverted(up))
 		return to_agent(skb, st, up, conn_id, slot);
@@ -88,11 +98,16 @@ int rotor_upstream_verdict(struct __sk_buff *skb)
 	if (s) {
 		if (st->type == H2_HEADERS && !(s->flags & STREAM_ANSWERED))
 			__sync_fetch_and_or(&s->flags, STREAM_ANSWERED);
-		if (st->type == H2_RST_STREAM)
+		if (st->type == H2_RST_STREAM) {
+			/* before the end frees the count and wakes waiting streams */
+			if (rst_stream_code(skb, st) == H2_REFUSED_STREAM)
+				up->refused = 1;
 			stream_end(c, &key, s, STREAM_SERVER_END, 1);
-		else if ((st->type == H2_DATA || st->type == H2_HEADERS) &&
-			 (st->first_flags & H2_FLAG_END_STREAM))
+		} else if ((st->type == H2_DATA || st->type == H2_HEADERS) &&
+			   (st->first_flags & H2_FLAG_END_STREAM)) {
+			up->refused = 0;
 			stream_end(c, &key, s, STREAM_SERVER_END, 0);
+		}
 	}
 	return redirect_to_client(skb, c, st->len);
 }

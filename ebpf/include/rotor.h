@@ -38,6 +38,7 @@
  * frames that follow it, and carries actions applied in order. */
 #define ROTOR_ROUTE 0xfa
 
+#define H2_REFUSED_STREAM 0x7 /* RST_STREAM error code */
 #define H2_FLAG_END_STREAM 0x1
 #define H2_FLAG_END_HEADERS 0x4
 
@@ -192,7 +193,14 @@ struct upstream {
 	/* The endpoint's SETTINGS_INITIAL_WINDOW_SIZE beyond the client's
 	 * 65,535: what each stream bound here must be granted (EV_STREAM_WINDOW). */
 	__u32 stream_window_extra;
-	__u32 pad;
+	/* The endpoint refused a stream (REFUSED_STREAM) while it had others
+	 * open: it takes no new stream until one of them ends. grpc-core frees a
+	 * stream's place a moment after it sent the trailers; without this, the
+	 * refusal freed our count, the next waiting stream went at once and was
+	 * refused too, and so on down the queue (failures.rs,
+	 * backend_max_concurrent_streams_*: 95 of 600 calls refused, against
+	 * 12 for the same client connected straight to a server). */
+	__u32 refused;
 };
 
 struct conn {

@@ -24,6 +24,15 @@ static __always_inline struct upstream *upstream_of(struct conn *c, __u32 slot)
 	return &c->up[slot];
 }
 
+/* Whether a new stream may go to this upstream now (the agent's
+ * pick_slot asks the same). */
+static __always_inline int up_takes_stream(struct upstream *up)
+{
+	__u32 open = up->streams;
+
+	return up->state == UP_ACTIVE && open < up->max_streams && !(up->refused && open > 0);
+}
+
 /* Next upstream taking new streams, round robin from the connection's cursor. */
 static __always_inline int pick_upstream(struct conn *c)
 {
@@ -34,7 +43,7 @@ static __always_inline int pick_upstream(struct conn *c)
 
 		struct upstream *up = &c->up[slot];
 
-		if (up->state == UP_ACTIVE && up->streams < up->max_streams) {
+		if (up_takes_stream(up)) {
 			c->next = slot + 1;
 			return slot;
 		}

@@ -77,6 +77,18 @@ static __always_inline __u32 connection_window_increment(struct __sk_buff *skb, 
 	return (((__u32)b[0] & 0x7f) << 24) | ((__u32)b[1] << 16) | ((__u32)b[2] << 8) | b[3];
 }
 
+/* The error code of an RST_STREAM message; 0 (NO_ERROR) if unreadable. */
+static __always_inline __u32 rst_stream_code(struct __sk_buff *skb, struct parse_state *st)
+{
+	__u8 b[4];
+
+	if (st->kind != MSG_FRAME || st->type != H2_RST_STREAM || st->len != 13)
+		return 0;
+	if (bpf_skb_load_bytes(skb, st->msg_off + 9, b, 4) < 0)
+		return 0;
+	return ((__u32)b[0] << 24) | ((__u32)b[1] << 16) | ((__u32)b[2] << 8) | b[3];
+}
+
 static const char client_preface[24] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /* How many bytes from here continue the preface after its first `seen`

@@ -1,7 +1,7 @@
 //! `#[repr(C)]` mirrors of ebpf/include/rotor.h. The test below checks
 //! them against the layout the C compiler gives the header.
 
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 pub const MAX_UPSTREAMS: usize = 16;
 
@@ -209,7 +209,18 @@ pub struct UpstreamShared {
     pub consumed: AtomicU32,
     pub release: AtomicU32,
     pub stream_window_extra: AtomicU32,
-    pub pad: AtomicU32,
+    /// The endpoint refused a stream: none goes there until one of its open
+    /// streams ends (rotor.h).
+    pub refused: AtomicU32,
+}
+
+impl UpstreamShared {
+    /// Whether a new stream may go to this upstream now: the kernel's
+    /// `up_takes_stream`, less the state the agent checks on its side.
+    pub fn has_room(&self, max_streams: u32) -> bool {
+        let open = self.streams.load(Ordering::SeqCst);
+        open < max_streams && !(self.refused.load(Ordering::SeqCst) != 0 && open > 0)
+    }
 }
 
 /// `struct conn` in the memory-mapped `conns` array.
@@ -325,7 +336,24 @@ mod tests {
             offset_of!(UpstreamShared, stream_window_extra),
             c::OFF_upstream_stream_window_extra
         );
+        assert_eq!(offset_of!(UpstreamShared, refused), c::OFF_upstream_refused);
         assert_eq!(offset_of!(Stream, req_sent), c::OFF_stream_req_sent);
         assert_eq!(offset_of!(Event, stream), c::OFF_event_stream);
+    }
+    #[test]
+    fn an_upstream_that_refused_takes_no_stream_until_one_ends() {
+        let up = UpstreamShared::default();
+        up.streams.store(1, Ordering::SeqCst);
+        assert!(up.has_room(2));
+        up.refused.store(1, Ordering::SeqCst);
+        assert!(!up.has_room(2), "refused with a stream open");
+        up.streams.store(0, Ordering::SeqCst);
+        assert!(
+            up.has_room(2),
+            "refused, nothing open: nothing will clear the flag"
+        );
+        up.streams.store(2, Ordering::SeqCst);
+        up.refused.store(0, Ordering::SeqCst);
+        assert!(!up.has_room(2), "at the endpoint's limit");
     }
 }

@@ -279,10 +279,9 @@ impl ClientConn {
     pub(super) fn pick_slot(&mut self) -> Option<u32> {
         let c = self.shared_conn();
         let usable = |slot: usize| {
-            let open = c.up[slot].streams.load(Ordering::SeqCst);
             self.slots[slot]
                 .as_ref()
-                .is_some_and(|s| s.state == SlotState::Active && open < s.max_streams)
+                .is_some_and(|s| s.state == SlotState::Active && c.up[slot].has_room(s.max_streams))
         };
         let start = c.next.load(Ordering::SeqCst) as usize;
         for i in 0..self.slots.len() {

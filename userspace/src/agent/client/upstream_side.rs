@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use super::{ClientConn, SlotState};
 use crate::agent::upstream::{self, UpstreamEvent};
 use crate::ebpf::abi::{STREAM_SERVER_END, UP_DRAINING, UP_EMPTY};
-use crate::h2::frame::{self, flag, kind, setting};
+use crate::h2::frame::{self, error_code, flag, kind, setting};
 use crate::h2::message::Message;
 
 impl ClientConn {
@@ -69,10 +69,17 @@ impl ClientConn {
         tracing::trace!(conn = self.id, slot, ?header, "from upstream");
         if header.stream != 0 {
             // Diverted: keep order behind what is already waiting.
-            if (header.kind == kind::DATA || header.kind == kind::HEADERS)
-                && header.has(flag::END_STREAM)
-                || header.kind == kind::RST_STREAM
-            {
+            let ends = (header.kind == kind::DATA || header.kind == kind::HEADERS)
+                && header.has(flag::END_STREAM);
+            if header.kind == kind::RST_STREAM || ends {
+                // as the upstream verdict does (rotor.h, upstream.refused)
+                let refused = header.kind == kind::RST_STREAM
+                    && m.payload().get(..4) == Some(&error_code::REFUSED_STREAM.to_be_bytes()[..]);
+                if refused || ends {
+                    self.up(slot)
+                        .refused
+                        .store(refused as u32, Ordering::SeqCst);
+                }
                 self.stream_end(
                     header.stream,
                     slot,

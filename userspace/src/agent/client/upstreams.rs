@@ -263,4 +263,5 @@ pub(super) fn reset_upstream(up: &UpstreamShared, req_limit: u64, max_streams: u
     up.consumed.store(0, Ordering::SeqCst);
     up.release.store(0, Ordering::SeqCst);
     up.stream_window_extra.store(0, Ordering::SeqCst);
+    up.refused.store(0, Ordering::SeqCst);
 }

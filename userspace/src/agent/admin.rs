@@ -4,6 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -82,6 +83,9 @@ pub struct Status {
     pub kernel: Vec<(String, u64)>,
 }
 
+/// How long a CLI may take to read its answer.
+const ADMIN_WRITE_LIMIT: Duration = Duration::from_secs(5);
+
 pub fn spawn(path: &Path, shared: Arc<Shared>) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -91,9 +95,23 @@ pub fn spawn(path: &Path, shared: Arc<Shared>) -> anyhow::Result<()> {
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let body = serde_json::to_vec_pretty(&status(&shared)).unwrap_or_default();
-            let _ = sock.write_all(&body).await;
+        loop {
+            match listener.accept().await {
+                Ok((mut sock, _)) => {
+                    let body = serde_json::to_vec_pretty(&status(&shared)).unwrap_or_default();
+                    // A reader that never reads holds only its own task.
+                    tokio::spawn(async move {
+                        let _ =
+                            tokio::time::timeout(ADMIN_WRITE_LIMIT, sock.write_all(&body)).await;
+                    });
+                }
+                // EMFILE and the like pass; one of them used to end this
+                // loop, and `rotor status` with it, for the agent's life.
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
         }
     });
     Ok(())

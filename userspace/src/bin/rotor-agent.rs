@@ -100,6 +100,7 @@ fn main() -> anyhow::Result<()> {
             )
             .exit(),
     };
+    raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -111,4 +112,33 @@ fn main() -> anyhow::Result<()> {
         admin: args.admin,
         max_conns: args.max_conns,
     }))
+}
+
+/// Every balanced client costs the agent one socket and one per endpoint it
+/// connects to: 200 clients of a 3-pod Service hold 800, past the soft limit
+/// of 1,024 that most container runtimes and systemd hand a process (its
+/// hard limit is far higher). Out of descriptors, accept and connect fail
+/// with EMFILE and new clients hang until they time out (limits.rs: h2load
+/// -c 200 under a soft limit of 256). The soft limit goes up to the hard one.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write/read only the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "reading the open file limit");
+        return;
+    }
+    if lim.rlim_cur >= lim.rlim_max {
+        return;
+    }
+    let before = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), soft = before, "raising the open file limit");
+        return;
+    }
+    tracing::info!(from = before, to = lim.rlim_max, "open file limit raised");
 }

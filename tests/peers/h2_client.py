@@ -9,7 +9,8 @@
 
 Prints a JSON report: requests, ok, failed, errors, bodies (short bodies as
 text, long ones as `<LEN bytes fnv FNV>`, or `<LEN bytes sha256 HEX>` with
-`--digest sha256`), corrupt (echoed uploads that differ). `--stream-window`
+`--digest sha256`), corrupt (echoed uploads that differ). `--no-ack` (h2) never
+grants window back, so a response larger than the window waits. `--stream-window`
 is the h2 client's SETTINGS_INITIAL_WINDOW_SIZE from its first SETTINGS on
 (default 65,535); `--conn-window` its connection window (default 2**30 more
 than 65,535).
@@ -186,7 +187,8 @@ def run_h2(args, rep):
             elif isinstance(ev, h2.events.DataReceived):
                 if st is not None:
                     st["body"] += ev.data
-                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                if not args.no_ack:
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             elif isinstance(ev, h2.events.StreamEnded) and st is not None:
                 rep.done(st["status"], bytes(st["body"]), st["upload"])
                 del active[sid]
@@ -253,6 +255,8 @@ def main():
     p.add_argument("--stream-window", type=int)
     p.add_argument("--conn-window", type=int)
     p.add_argument("--digest", choices=["fnv", "sha256"], default="fnv")
+    # never grant window back: what the server sends beyond it must wait
+    p.add_argument("--no-ack", action="store_true")
     args = p.parse_args()
     global DIGEST
     DIGEST = args.digest

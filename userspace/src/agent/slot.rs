@@ -2,15 +2,18 @@
 //! endpoint, the socket's reader task, and the agent's share of the
 //! connection-level flow control the kernel also counts (ebpf/README.md R2).
 
-use std::collections::VecDeque;
+mod frame_queue;
+
 use std::net::SocketAddrV4;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::ebpf::abi::UpstreamShared;
 use crate::h2::frame::{kind, FrameHeader, DEFAULT_WINDOW};
 use crate::h2::message::Message;
+pub use frame_queue::{FrameQueue, Overflow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlotState {
@@ -46,10 +49,14 @@ pub struct Slot {
     pub from_endpoint: u32,
     /// `from_endpoint` when the agent last asked to end a divert.
     pub release_sent: Option<u32>,
+    /// Dropped for flooding (upstream_side.rs): what it still sends is ignored.
+    pub flooded: bool,
+    /// Tells the socket's reader to read no more (a flooding endpoint).
+    pub stop_reading: Arc<AtomicBool>,
     /// Client frames for this endpoint waiting for the connection or for window.
-    pub to_endpoint: VecDeque<Bytes>,
+    pub to_endpoint: FrameQueue<Bytes>,
     /// Endpoint frames diverted to the agent, waiting for the client's window.
-    pub to_client: VecDeque<Message>,
+    pub to_client: FrameQueue<Message>,
 }
 
 impl Slot {
@@ -68,8 +75,10 @@ impl Slot {
             unsettled: false,
             from_endpoint: 0,
             release_sent: None,
-            to_endpoint: VecDeque::new(),
-            to_client: VecDeque::new(),
+            flooded: false,
+            stop_reading: Arc::new(AtomicBool::new(false)),
+            to_endpoint: FrameQueue::default(),
+            to_client: FrameQueue::default(),
         }
     }
 

@@ -5,6 +5,8 @@
 //! through the injector.
 
 use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -164,11 +166,18 @@ pub fn spawn_reader(
     stream: TcpStream,
     joined: Joined,
     tx: mpsc::UnboundedSender<UpstreamEvent>,
+    stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut reader = MessageReader::new(Expect::Frames);
         let mut buf = vec![0u8; 32 * 1024];
-        let reason = read_until_closed(slot, &stream, &joined, &mut reader, &mut buf, &tx).await;
+        let reason =
+            read_until_closed(slot, &stream, &joined, &mut reader, &mut buf, &tx, &stop).await;
+        if stop.load(Ordering::SeqCst) {
+            // A flooding endpoint (upstream_side.rs): nothing more is read;
+            // the socket stays open until its GOAWAY is out and the slot closes.
+            std::future::pending::<()>().await;
+        }
         if tx.send(UpstreamEvent::Closed { slot, reason }).is_err() {
             return;
         }
@@ -192,6 +201,7 @@ async fn read_until_closed(
     reader: &mut MessageReader,
     buf: &mut [u8],
     tx: &mpsc::UnboundedSender<UpstreamEvent>,
+    stop: &AtomicBool,
 ) -> String {
     let mut sockmap = super::sockmap_io::SockmapReader::default();
     let mut watch = super::liveness::ParserWatch::default();
@@ -206,6 +216,9 @@ async fn read_until_closed(
                 };
                 if let Err(reason) = forward(slot, reader, &buf[..n], tx) {
                     return reason;
+                }
+                if stop.load(Ordering::SeqCst) {
+                    return "dropped for flooding".to_string();
                 }
             }
             _ = look.tick() => {

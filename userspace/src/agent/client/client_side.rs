@@ -170,7 +170,15 @@ impl ClientConn {
             self.grant_carried_stream(slot, header.stream);
         }
         if let Some(s) = self.slots[slot as usize].as_mut() {
-            s.to_endpoint.push_back(bytes);
+            if let Err(e) = s.to_endpoint.push_back(bytes) {
+                // frames without flow control, without end, behind DATA
+                // the endpoint has no window for: the client floods
+                tracing::info!(conn = self.id, error = %e, "client flood");
+                return self.fail(match e {
+                    crate::agent::slot::Overflow::Control(_) => error_code::ENHANCE_YOUR_CALM,
+                    crate::agent::slot::Overflow::Data(_) => error_code::FLOW_CONTROL_ERROR,
+                });
+            }
         }
         if ends {
             self.stream_end(

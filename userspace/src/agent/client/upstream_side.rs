@@ -67,6 +67,12 @@ impl ClientConn {
             return;
         };
         tracing::trace!(conn = self.id, slot, ?header, "from upstream");
+        if self.slots[slot as usize]
+            .as_ref()
+            .is_some_and(|s| s.flooded)
+        {
+            return; // what a dropped flooder still sends goes nowhere
+        }
         if header.stream != 0 {
             // Diverted: keep order behind what is already waiting.
             let ends = (header.kind == kind::DATA || header.kind == kind::HEADERS)
@@ -87,8 +93,11 @@ impl ClientConn {
                     header.kind == kind::RST_STREAM,
                 );
             }
-            if let Some(s) = self.slots[slot as usize].as_mut() {
-                s.to_client.push_back(m);
+            let flood = self.slots[slot as usize]
+                .as_mut()
+                .and_then(|s| s.to_client.push_back(m).err());
+            if let Some(e) = flood {
+                return self.drop_flooding_endpoint(slot, &e);
             }
             self.flush_to_client(slot);
             return;
@@ -153,6 +162,47 @@ impl ClientConn {
             }
             _ => {}
         }
+    }
+}
+
+/// How long a flooding endpoint's socket stays open after its GOAWAY.
+const FLOOD_CLOSE_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl ClientConn {
+    /// An endpoint that floods frames past the bound loses its upstream
+    /// (GOAWAY ENHANCE_YOUR_CALM, or FLOW_CONTROL_ERROR for DATA beyond
+    /// its window: RFC 9113 §5.4.1, §6.9); the client keeps its
+    /// connection: streams the endpoint had not answered are refused, so
+    /// they can be retried elsewhere, answered ones cancelled.
+    fn drop_flooding_endpoint(&mut self, slot: u32, e: &crate::agent::slot::Overflow) {
+        if let Some(s) = self.slots[slot as usize].as_ref() {
+            tracing::warn!(conn = self.id, endpoint = %s.endpoint, error = %e, "endpoint flood: upstream closed");
+        }
+        let code = match e {
+            crate::agent::slot::Overflow::Control(_) => error_code::ENHANCE_YOUR_CALM,
+            crate::agent::slot::Overflow::Data(_) => error_code::FLOW_CONTROL_ERROR,
+        };
+        let mut out = BytesMut::new();
+        frame::goaway(&mut out, 0, code);
+        self.to_upstream(slot, &out);
+        if let Some(s) = self.slots[slot as usize].as_mut() {
+            s.to_client.clear();
+            s.flooded = true;
+            s.stop_reading.store(true, Ordering::SeqCst);
+            s.state = SlotState::Closed;
+            s.closed_at = Some(tokio::time::Instant::now());
+            s.unsettled = true;
+        }
+        self.up(slot).state.store(UP_EMPTY, Ordering::SeqCst);
+        self.refuse_slot_streams(slot, 0);
+        self.advertise_stream_limit();
+        // The socket closes once the GOAWAY, queued through the injector,
+        // is out: closed at once, the endpoint never learned why.
+        let tx = self.up_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(FLOOD_CLOSE_DELAY).await;
+            let _ = tx.send(UpstreamEvent::Settled { slot });
+        });
     }
 }
 

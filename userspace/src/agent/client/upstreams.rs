@@ -2,7 +2,8 @@
 //! maps, following the Service's endpoints, draining, reconnecting, closing.
 
 use std::net::SocketAddrV4;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 
@@ -103,11 +104,13 @@ impl ClientConn {
             cookie,
             read_bytes: hs.read_bytes,
         };
+        s.stop_reading = Arc::new(AtomicBool::new(false));
         s.reader = Some(upstream::spawn_reader(
             slot,
             hs.stream,
             joined,
             self.up_tx.clone(),
+            s.stop_reading.clone(),
         ));
         let up = &self.shared.dp.conns.get(id).expect("conn").up[slot as usize];
         up.state.store(UP_ACTIVE, Ordering::SeqCst);

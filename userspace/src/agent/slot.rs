@@ -5,7 +5,7 @@
 mod frame_queue;
 
 use std::net::SocketAddrV4;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -51,8 +51,9 @@ pub struct Slot {
     pub release_sent: Option<u32>,
     /// Dropped for flooding (upstream_side.rs): what it still sends is ignored.
     pub flooded: bool,
-    /// Tells the socket's reader to read no more (a flooding endpoint).
-    pub stop_reading: Arc<AtomicBool>,
+    /// Non-zero: the endpoint flooded; its reader sends GOAWAY with this
+    /// code - 1 and discards what it reads (upstream.rs).
+    pub drop_code: Arc<AtomicU32>,
     /// Client frames for this endpoint waiting for the connection or for window.
     pub to_endpoint: FrameQueue<Bytes>,
     /// Endpoint frames diverted to the agent, waiting for the client's window.
@@ -76,7 +77,7 @@ impl Slot {
             from_endpoint: 0,
             release_sent: None,
             flooded: false,
-            stop_reading: Arc::new(AtomicBool::new(false)),
+            drop_code: Arc::new(AtomicU32::new(0)),
             to_endpoint: FrameQueue::default(),
             to_client: FrameQueue::default(),
         }

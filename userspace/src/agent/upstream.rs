@@ -5,7 +5,7 @@
 //! through the injector.
 
 use std::net::SocketAddrV4;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -166,16 +166,24 @@ pub fn spawn_reader(
     stream: TcpStream,
     joined: Joined,
     tx: mpsc::UnboundedSender<UpstreamEvent>,
-    stop: Arc<AtomicBool>,
+    drop_code: Arc<AtomicU32>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut reader = MessageReader::new(Expect::Frames);
         let mut buf = vec![0u8; 32 * 1024];
-        let reason =
-            read_until_closed(slot, &stream, &joined, &mut reader, &mut buf, &tx, &stop).await;
-        if stop.load(Ordering::SeqCst) {
-            // A flooding endpoint (upstream_side.rs): nothing more is read;
-            // the socket stays open until its GOAWAY is out and the slot closes.
+        let reason = read_until_closed(
+            slot,
+            &stream,
+            &joined,
+            &mut reader,
+            &mut buf,
+            &tx,
+            &drop_code,
+        )
+        .await;
+        if drop_code.load(Ordering::SeqCst) != 0 {
+            // A flooding endpoint (upstream_side.rs) that closed: the slot
+            // closes on its own schedule.
             std::future::pending::<()>().await;
         }
         if tx.send(UpstreamEvent::Closed { slot, reason }).is_err() {
@@ -201,11 +209,12 @@ async fn read_until_closed(
     reader: &mut MessageReader,
     buf: &mut [u8],
     tx: &mpsc::UnboundedSender<UpstreamEvent>,
-    stop: &AtomicBool,
+    drop_code: &AtomicU32,
 ) -> String {
     let mut sockmap = super::sockmap_io::SockmapReader::default();
     let mut watch = super::liveness::ParserWatch::default();
     let mut look = tokio::time::interval(UNPARSED_LOOK);
+    let mut goaway_sent = false;
     loop {
         tokio::select! {
             r = sockmap.recv_confirmed(stream, buf) => {
@@ -214,11 +223,22 @@ async fn read_until_closed(
                     Ok(n) => n,
                     Err(e) => return e.to_string(),
                 };
+                let code = drop_code.load(Ordering::SeqCst);
+                if code != 0 {
+                    // Dropped for flooding: the GOAWAY is written here, on the
+                    // socket itself. Through the injector it would queue in the
+                    // socket's psock behind megabytes of the flood and miss the
+                    // close. Then read on and discard: unread, that queue stalls.
+                    if !goaway_sent {
+                        goaway_sent = true;
+                        let mut out = BytesMut::new();
+                        frame::goaway(&mut out, 0, code - 1);
+                        let _ = stream.try_write(&out);
+                    }
+                    continue;
+                }
                 if let Err(reason) = forward(slot, reader, &buf[..n], tx) {
                     return reason;
-                }
-                if stop.load(Ordering::SeqCst) {
-                    return "dropped for flooding".to_string();
                 }
             }
             _ = look.tick() => {

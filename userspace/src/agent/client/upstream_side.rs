@@ -182,13 +182,10 @@ impl ClientConn {
             crate::agent::slot::Overflow::Control(_) => error_code::ENHANCE_YOUR_CALM,
             crate::agent::slot::Overflow::Data(_) => error_code::FLOW_CONTROL_ERROR,
         };
-        let mut out = BytesMut::new();
-        frame::goaway(&mut out, 0, code);
-        self.to_upstream(slot, &out);
         if let Some(s) = self.slots[slot as usize].as_mut() {
             s.to_client.clear();
             s.flooded = true;
-            s.stop_reading.store(true, Ordering::SeqCst);
+            s.drop_code.store(code + 1, Ordering::SeqCst);
             s.state = SlotState::Closed;
             s.closed_at = Some(tokio::time::Instant::now());
             s.unsettled = true;
@@ -196,8 +193,9 @@ impl ClientConn {
         self.up(slot).state.store(UP_EMPTY, Ordering::SeqCst);
         self.refuse_slot_streams(slot, 0);
         self.advertise_stream_limit();
-        // The socket closes once the GOAWAY, queued through the injector,
-        // is out: closed at once, the endpoint never learned why.
+        // The socket closes once its reader has written the GOAWAY (at its
+        // next read, the flood keeps it busy): closed at once, the endpoint
+        // never learned why.
         let tx = self.up_tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(FLOOD_CLOSE_DELAY).await;

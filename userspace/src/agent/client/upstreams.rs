@@ -2,7 +2,7 @@
 //! maps, following the Service's endpoints, draining, reconnecting, closing.
 
 use std::net::SocketAddrV4;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -104,13 +104,13 @@ impl ClientConn {
             cookie,
             read_bytes: hs.read_bytes,
         };
-        s.stop_reading = Arc::new(AtomicBool::new(false));
+        s.drop_code = Arc::new(AtomicU32::new(0));
         s.reader = Some(upstream::spawn_reader(
             slot,
             hs.stream,
             joined,
             self.up_tx.clone(),
-            s.stop_reading.clone(),
+            s.drop_code.clone(),
         ));
         let up = &self.shared.dp.conns.get(id).expect("conn").up[slot as usize];
         up.state.store(UP_ACTIVE, Ordering::SeqCst);

@@ -6,7 +6,7 @@
 //! type is free of flow control and waits behind a DATA frame that has no
 //! window yet: an endpoint that answered with more than the client's window
 //! and then sent frames of an unknown type on the same stream, without end,
-//! grew the agent by each of them (hostile.rs).
+//! grew the agent by each of them.
 
 use std::collections::vec_deque::Iter;
 use std::collections::VecDeque;

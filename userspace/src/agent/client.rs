@@ -359,7 +359,8 @@ impl ClientConn {
 
     /// Our SETTINGS come first on the client's queue (RFC 9113 §3.4): the client's
     /// HPACK encoder must not use a dynamic table whose entries only one
-    /// endpoint would see.
+    /// endpoint would see, and its header lists must fit what the agent
+    /// re-encodes and the kernel carries (header_block::MAX_HEADER_LIST_SIZE).
     /// The connection window grows as upstreams connect (flow.rs).
     /// Our SETTINGS must be the first frame the client reads (RFC 9113
     /// §3.4), so frames for the client wait until the preface has been seen
@@ -367,7 +368,16 @@ impl ClientConn {
     /// none of them.
     fn greet_client(&mut self) {
         let mut out = BytesMut::new();
-        frame::settings(&mut out, &[(setting::HEADER_TABLE_SIZE, 0)]);
+        frame::settings(
+            &mut out,
+            &[
+                (setting::HEADER_TABLE_SIZE, 0),
+                (
+                    setting::MAX_HEADER_LIST_SIZE,
+                    crate::h2::header_block::MAX_HEADER_LIST_SIZE,
+                ),
+            ],
+        );
         if let Some(waiting) = self.before_preface.borrow_mut().take() {
             out.extend_from_slice(&waiting);
         }

@@ -35,6 +35,7 @@ pub mod setting {
     pub const MAX_CONCURRENT_STREAMS: u16 = 0x3;
     pub const INITIAL_WINDOW_SIZE: u16 = 0x4;
     pub const MAX_FRAME_SIZE: u16 = 0x5;
+    pub const MAX_HEADER_LIST_SIZE: u16 = 0x6;
 }
 
 pub mod error_code {
@@ -149,7 +150,7 @@ pub enum FrameCheck {
 pub fn connection_frame_error(h: &FrameHeader) -> Option<u32> {
     match h.kind {
         kind::SETTINGS if h.has(flag::ACK) && h.len != 0 => Some(error_code::FRAME_SIZE_ERROR),
-        kind::SETTINGS if h.len % 6 != 0 => Some(error_code::FRAME_SIZE_ERROR),
+        kind::SETTINGS if !h.len.is_multiple_of(6) => Some(error_code::FRAME_SIZE_ERROR),
         kind::PING if h.len != 8 => Some(error_code::FRAME_SIZE_ERROR),
         kind::WINDOW_UPDATE if h.len != 4 => Some(error_code::FRAME_SIZE_ERROR),
         kind::GOAWAY if h.len < 8 => Some(error_code::FRAME_SIZE_ERROR),
@@ -181,7 +182,7 @@ pub fn stream_frame_error(h: &FrameHeader) -> Option<FrameCheck> {
 
 /// The settings of a SETTINGS payload, or None if its length is not a multiple of 6.
 pub fn parse_settings(payload: &[u8]) -> Option<Vec<(u16, u32)>> {
-    if payload.len() % 6 != 0 {
+    if !payload.len().is_multiple_of(6) {
         return None;
     }
     Some(

@@ -10,71 +10,134 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use super::frame::{flag, kind, FrameHeader, HEADER_LEN, MAX_FRAME};
+use super::frame::{error_code, flag, kind, FrameHeader, HEADER_LEN, MAX_FRAME};
+use super::hpack::{DecodeError, Decoded, Decoder, HeaderList};
+use super::message::MAX_BLOCK;
 
 const PRIORITY_FLAG: u8 = 0x20;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+/// SETTINGS_MAX_HEADER_LIST_SIZE we advertise to clients (RFC 9113
+/// §6.5.2), and the largest list the agent re-encodes. Every re-encoded
+/// block must fit one message of the kernel's parser (ROTOR_MAX_BLOCK,
+/// 64 KiB with frame headers) on the injector: a larger one put the
+/// injector's parser into raw mode and every agent frame of every
+/// connection after it was dropped. A literal costs a field at most 9
+/// bytes besides its name and value (a zero byte and two length prefixes
+/// of at most 4 bytes each for strings under 2 MiB) against the 32 the
+/// list size counts, so a list of 60 KiB re-encodes to less than 60 KiB of
+/// block, plus at most 5 + 4 × 9 bytes of priority and frame headers:
+/// 61,481 bytes at most, under the 65,536 (and the 16 CONTINUATIONs,
+/// `message::MAX_CONTINUATIONS`) the kernel takes. 60 KiB is also Envoy's
+/// default.
+pub const MAX_HEADER_LIST_SIZE: u32 = 60 * 1024;
+
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum HeaderBlockError {
+    /// Padding or priority fields that do not fit the frame: `code` is the
+    /// RFC 9113 connection error (FRAME_SIZE_ERROR or PROTOCOL_ERROR).
     #[error("malformed HEADERS frame")]
-    Malformed,
+    Malformed { code: u32 },
+    /// A connection error COMPRESSION_ERROR (RFC 9113 §4.3).
     #[error("header block does not decode (HPACK): {0}")]
-    Decode(String),
+    Decode(#[from] DecodeError),
+    /// The list (or its re-encoding) is over what we carry: the stream is
+    /// refused, the connection and the client's table carry on.
+    #[error("header list of {size} bytes over the {MAX_HEADER_LIST_SIZE} we carry")]
+    TooLarge { size: u64 },
 }
 
-/// The client's HPACK state, as seen by the agent.
-pub struct ClientHeaders {
-    decoder: hpack::Decoder<'static>,
-}
-
-impl Default for ClientHeaders {
-    fn default() -> Self {
-        ClientHeaders {
-            decoder: hpack::Decoder::new(),
+impl HeaderBlockError {
+    /// The RFC 9113 error code of a connection error; None for a stream's.
+    pub fn connection_error(&self) -> Option<u32> {
+        match self {
+            HeaderBlockError::Malformed { code } => Some(*code),
+            HeaderBlockError::Decode(_) => Some(error_code::COMPRESSION_ERROR),
+            HeaderBlockError::TooLarge { .. } => None,
         }
     }
 }
 
+/// The client's HPACK state, as seen by the agent.
+#[derive(Default)]
+pub struct ClientHeaders {
+    decoder: Decoder,
+}
+
 impl ClientHeaders {
     /// Rewrites a header block message (HEADERS + CONTINUATION frames, as
-    /// the kernel delimits it) so that it uses no dynamic-table entry.
+    /// the kernel delimits it) so that it uses no dynamic-table entry. The
+    /// result is one message the kernel's parser accepts (checked).
     pub fn rewrite(&mut self, message: &[u8]) -> Result<Bytes, HeaderBlockError> {
-        let first = FrameHeader::parse(message).ok_or(HeaderBlockError::Malformed)?;
+        let first = FrameHeader::parse(message).ok_or(HeaderBlockError::Malformed {
+            code: error_code::FRAME_SIZE_ERROR,
+        })?;
         let (priority, fragment) = split_message(message)?;
-        // The hpack crate panics on some malformed input (an index past its
-        // tables): that is a decoding error like any other here.
-        let decoder = &mut self.decoder;
-        let fields =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.decode(&fragment)))
-                .map_err(|_| HeaderBlockError::Decode("malformed block".into()))?
-                .map_err(|e| HeaderBlockError::Decode(format!("{e:?}")))?;
-        let mut block = BytesMut::new();
-        for (name, value) in &fields {
-            encode_literal(&mut block, name, value);
-        }
-        Ok(frame_block(
+        let fields = match self
+            .decoder
+            .decode(&fragment, MAX_HEADER_LIST_SIZE as usize)?
+        {
+            Decoded::Fields(fields) => fields,
+            Decoded::OverLimit { size } => return Err(HeaderBlockError::TooLarge { size }),
+        };
+        let block = encode_literals(&fields);
+        let out = frame_block(
             first.stream,
             first.flags & flag::END_STREAM,
             priority,
             &block,
-        ))
+        );
+        if out.len() > MAX_BLOCK {
+            return Err(HeaderBlockError::TooLarge {
+                size: fields.size() as u64,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// What a client gets for a request whose header list is over
+/// [`MAX_HEADER_LIST_SIZE`], as Go's HTTP/2 server answers it: a complete
+/// `431 Request Header Fields Too Large` response (RFC 9113 §10.5.1) and,
+/// if the request is still open, RST_STREAM(NO_ERROR), which asks the
+/// client to stop sending it without an error (§8.1). A stream ended on
+/// both sides takes no RST_STREAM (§5.1). The block uses no table, so it
+/// stands whatever the client's decoder holds.
+pub fn header_list_too_large(out: &mut BytesMut, stream: u32, request_open: bool) {
+    // literal without indexing, name :status (static 8), value "431"
+    const STATUS_431: [u8; 5] = [0x08, 0x03, b'4', b'3', b'1'];
+    FrameHeader {
+        len: STATUS_431.len() as u32,
+        kind: kind::HEADERS,
+        flags: flag::END_HEADERS | flag::END_STREAM,
+        stream,
+    }
+    .encode(out);
+    out.put_slice(&STATUS_431);
+    if request_open {
+        super::frame::rst_stream(out, stream, error_code::NO_ERROR);
     }
 }
 
 /// The priority fields (if any) and the concatenated header block fragment.
 fn split_message(message: &[u8]) -> Result<(Option<[u8; 5]>, Vec<u8>), HeaderBlockError> {
+    // too short for its padding length or priority fields (RFC 9113 §4.2)
+    let short = || HeaderBlockError::Malformed {
+        code: error_code::FRAME_SIZE_ERROR,
+    };
+    // padding longer than what is left of the payload (§6.2)
+    let padding = || HeaderBlockError::Malformed {
+        code: error_code::PROTOCOL_ERROR,
+    };
     let mut rest = message;
     let mut fragment = Vec::with_capacity(message.len());
     let mut priority = None;
     let mut first = true;
     while let Some(h) = FrameHeader::parse(rest) {
         let end = HEADER_LEN + h.len as usize;
-        let mut payload = rest
-            .get(HEADER_LEN..end)
-            .ok_or(HeaderBlockError::Malformed)?;
+        let mut payload = rest.get(HEADER_LEN..end).ok_or_else(short)?;
         if first {
             let pad = if h.has(flag::PADDED) {
-                let (&n, tail) = payload.split_first().ok_or(HeaderBlockError::Malformed)?;
+                let (&n, tail) = payload.split_first().ok_or_else(short)?;
                 payload = tail;
                 n as usize
             } else {
@@ -84,30 +147,32 @@ fn split_message(message: &[u8]) -> Result<(Option<[u8; 5]>, Vec<u8>), HeaderBlo
                 let p: [u8; 5] = payload
                     .get(..5)
                     .and_then(|p| p.try_into().ok())
-                    .ok_or(HeaderBlockError::Malformed)?;
+                    .ok_or_else(short)?;
                 priority = Some(p);
                 payload = &payload[5..];
             }
-            payload = payload
-                .get(
-                    ..payload
-                        .len()
-                        .checked_sub(pad)
-                        .ok_or(HeaderBlockError::Malformed)?,
-                )
-                .ok_or(HeaderBlockError::Malformed)?;
+            let keep = payload.len().checked_sub(pad).ok_or_else(padding)?;
+            payload = &payload[..keep];
             first = false;
         }
         fragment.extend_from_slice(payload);
         rest = &rest[end..];
     }
     if first || !rest.is_empty() {
-        return Err(HeaderBlockError::Malformed);
+        return Err(short());
     }
     Ok((priority, fragment))
 }
 
-/// RFC 7541 §6.2.2: literal header field without indexing, new name, no Huffman.
+/// The list as literals without indexing (RFC 7541 §6.2.2), new names, no Huffman.
+fn encode_literals(fields: &HeaderList) -> BytesMut {
+    let mut block = BytesMut::with_capacity(fields.size());
+    for (name, value) in fields.iter() {
+        encode_literal(&mut block, name, value);
+    }
+    block
+}
+
 fn encode_literal(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_u8(0);
     encode_string(out, name);
@@ -181,107 +246,4 @@ fn frame_block(stream: u32, end_stream: u8, priority: Option<[u8; 5]>, block: &[
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers_message(stream: u32, flags: u8, block: &[u8]) -> Vec<u8> {
-        let mut b = BytesMut::new();
-        FrameHeader {
-            len: block.len() as u32,
-            kind: kind::HEADERS,
-            flags,
-            stream,
-        }
-        .encode(&mut b);
-        b.put_slice(block);
-        b.to_vec()
-    }
-
-    fn decode(message: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let (_, fragment) = split_message(message).unwrap();
-        hpack::Decoder::new().decode(&fragment).unwrap()
-    }
-
-    #[test]
-    fn blocks_that_share_the_dynamic_table_decode_on_their_own() {
-        let mut enc = hpack::Encoder::new();
-        let fields: Vec<(&[u8], &[u8])> =
-            vec![(b":method", b"GET"), (b"x-custom", b"repeated-value")];
-        let first = headers_message(
-            1,
-            flag::END_HEADERS | flag::END_STREAM,
-            &enc.encode(fields.clone()),
-        );
-        let second = headers_message(
-            3,
-            flag::END_HEADERS | flag::END_STREAM,
-            &enc.encode(fields.clone()),
-        );
-        // the second block alone refers to an entry the first one inserted
-        assert!(hpack::Decoder::new().decode(&second[9..]).is_err());
-        let mut client = ClientHeaders::default();
-        let _ = client.rewrite(&first).unwrap();
-        let rewritten = client.rewrite(&second).unwrap();
-        let h = FrameHeader::parse(&rewritten).unwrap();
-        assert_eq!(
-            (h.stream, h.flags & flag::END_STREAM),
-            (3, flag::END_STREAM)
-        );
-        let got = decode(&rewritten);
-        assert_eq!(got[1], (b"x-custom".to_vec(), b"repeated-value".to_vec()));
-    }
-
-    #[test]
-    fn padding_priority_and_continuation() {
-        let mut enc = hpack::Encoder::new();
-        let big = vec![b'v'; 40_000];
-        let block = enc.encode(vec![(&b"big"[..], &big[..])]);
-        let (a, b) = block.split_at(100);
-        let mut m = BytesMut::new();
-        let mut payload = vec![3u8]; // pad length
-        payload.extend_from_slice(&[0, 0, 0, 0, 15]); // priority
-        payload.extend_from_slice(a);
-        payload.extend_from_slice(&[0, 0, 0]);
-        FrameHeader {
-            len: payload.len() as u32,
-            kind: kind::HEADERS,
-            flags: flag::PADDED | PRIORITY_FLAG,
-            stream: 5,
-        }
-        .encode(&mut m);
-        m.put_slice(&payload);
-        FrameHeader {
-            len: b.len() as u32,
-            kind: kind::CONTINUATION,
-            flags: flag::END_HEADERS,
-            stream: 5,
-        }
-        .encode(&mut m);
-        m.put_slice(b);
-        let out = ClientHeaders::default().rewrite(&m).unwrap();
-        let mut reader = crate::h2::message::MessageReader::new(crate::h2::message::Expect::Frames);
-        reader.push(&out);
-        assert!(
-            matches!(reader.next_message(), Ok(Some(_))),
-            "one well-formed message"
-        );
-        assert_eq!(decode(&out), vec![(b"big".to_vec(), big)]);
-    }
-
-    #[test]
-    fn a_block_that_panics_the_decoder_is_an_error() {
-        // found by the header_rewrite fuzz target (userspace/fuzz)
-        let m = headers_message(1, flag::END_HEADERS, &[0x3f]);
-        assert!(ClientHeaders::default().rewrite(&m).is_err());
-    }
-
-    #[test]
-    fn garbage_is_an_error() {
-        let m = headers_message(1, flag::END_HEADERS, &[0xff, 0xff, 0xff]);
-        assert!(ClientHeaders::default().rewrite(&m).is_err());
-        assert_eq!(
-            split_message(&[0, 0, 5, 1, 0, 0, 0, 0, 1]),
-            Err(HeaderBlockError::Malformed)
-        );
-    }
-}
+mod tests;

@@ -10,6 +10,14 @@ use super::frame::{flag, kind, FrameHeader, HEADER_LEN, MAX_FRAME, PREFACE};
 
 /// Header blocks larger than this are refused (kernel: ROTOR_MAX_BLOCK).
 pub const MAX_BLOCK: usize = 65536;
+/// CONTINUATION frames a header block may have (kernel:
+/// ROTOR_MAX_CONTINUATIONS). The kernel's parser puts a socket whose block
+/// has more into raw mode; the agent reads such a socket's bytes itself,
+/// and a block it accepted and sent on through the injector then put the
+/// injector's parser into raw mode too, which drops every agent frame for
+/// every connection from then on. So the agent refuses what the kernel
+/// refuses.
+pub const MAX_CONTINUATIONS: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -52,7 +60,7 @@ impl MessageError {
 pub enum MessageError {
     #[error("frame of {0} bytes exceeds the maximum frame size {MAX_FRAME}")]
     FrameTooLarge(u32),
-    #[error("header block exceeds {MAX_BLOCK} bytes")]
+    #[error("header block exceeds {MAX_BLOCK} bytes or {MAX_CONTINUATIONS} CONTINUATION frames")]
     BlockTooLarge,
     #[error("CONTINUATION frame outside a header block")]
     StrayContinuation,
@@ -141,7 +149,7 @@ impl MessageReader {
         if !opens_block || first.has(flag::END_HEADERS) {
             return Ok(Some(total));
         }
-        loop {
+        for _ in 0..MAX_CONTINUATIONS {
             let Some(next) = self.buf.get(total..).and_then(FrameHeader::parse) else {
                 return Ok(None);
             };
@@ -159,6 +167,7 @@ impl MessageReader {
                 return Ok(Some(total));
             }
         }
+        Err(MessageError::BlockTooLarge)
     }
 }
 
@@ -232,6 +241,24 @@ mod tests {
             r.next_message(),
             Err(MessageError::InterruptedBlock(kind::DATA))
         );
+    }
+
+    #[test]
+    fn blocks_over_the_kernels_continuation_count_are_refused() {
+        let mut r = MessageReader::new(Expect::Frames);
+        r.push(&header(1, kind::HEADERS, 0, 1));
+        for _ in 0..MAX_CONTINUATIONS - 1 {
+            r.push(&header(1, kind::CONTINUATION, 0, 1));
+        }
+        r.push(&header(1, kind::CONTINUATION, flag::END_HEADERS, 1));
+        assert!(matches!(r.next_message(), Ok(Some(Message::Frame { .. }))));
+        let mut r = MessageReader::new(Expect::Frames);
+        r.push(&header(1, kind::HEADERS, 0, 1));
+        for _ in 0..MAX_CONTINUATIONS {
+            r.push(&header(1, kind::CONTINUATION, 0, 1));
+        }
+        r.push(&header(1, kind::CONTINUATION, flag::END_HEADERS, 1));
+        assert_eq!(r.next_message(), Err(MessageError::BlockTooLarge));
     }
 
     #[test]

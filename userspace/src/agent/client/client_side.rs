@@ -9,6 +9,7 @@ use super::hold::StreamSlot;
 use super::{ClientConn, SlotState};
 use crate::ebpf::abi::{Stream, CONN_FAST, STREAM_CLIENT_END, STREAM_SLOW};
 use crate::h2::frame::{self, error_code, flag, kind, setting, FrameHeader};
+use crate::h2::header_block::{self, HeaderBlockError};
 use crate::h2::message::Message;
 
 impl ClientConn {
@@ -121,7 +122,7 @@ impl ClientConn {
         }
     }
 
-    fn on_client_stream_frame(&mut self, header: FrameHeader, mut bytes: Bytes) {
+    fn on_client_stream_frame(&mut self, mut header: FrameHeader, mut bytes: Bytes) {
         match frame::stream_frame_error(&header) {
             Some(frame::FrameCheck::ConnectionError(code)) => return self.fail(code),
             Some(frame::FrameCheck::Ignore) => return,
@@ -132,17 +133,63 @@ impl ClientConn {
             // (RFC 9113 §6.9.1); what it sent is not buffered without bound.
             return self.fail(error_code::FLOW_CONTROL_ERROR);
         }
-        if header.kind == kind::HEADERS {
+        // After the ACK the client's table is empty and stays so: its
+        // blocks stand on their own and go on as they came, like those the
+        // kernel carries (an undecodable one is the endpoint's to refuse).
+        if header.kind == kind::HEADERS && !self.acked {
             match self.client_headers.rewrite(&bytes) {
                 Ok(rewritten) => bytes = rewritten,
-                // After the ACK the client's table is empty: the block
-                // stands on its own as it is.
-                Err(e) if self.acked => {
-                    tracing::debug!(conn = self.id, error = %e, "header block forwarded as is")
+                Err(HeaderBlockError::TooLarge { size }) => {
+                    let s = header.stream;
+                    tracing::info!(
+                        conn = self.id,
+                        stream = s,
+                        size,
+                        "header list over SETTINGS_MAX_HEADER_LIST_SIZE"
+                    );
+                    let carried = self.held.contains_key(&s)
+                        || self.slow.contains_key(&s)
+                        || self.shared.dp.get_stream(self.id, s).is_some();
+                    let mut out = BytesMut::new();
+                    if !carried {
+                        // A new stream no endpoint has seen: answered here,
+                        // and its id is used up.
+                        let last = self
+                            .last_stream
+                            .max(self.shared_conn().last_stream.load(Ordering::SeqCst));
+                        if s.is_multiple_of(2) || s <= last {
+                            return self.fail(error_code::PROTOCOL_ERROR);
+                        }
+                        self.last_stream = s;
+                        self.shared_conn()
+                            .last_stream
+                            .fetch_max(s, Ordering::SeqCst);
+                        header_block::header_list_too_large(
+                            &mut out,
+                            s,
+                            !header.has(flag::END_STREAM),
+                        );
+                        return self.to_client(&out);
+                    }
+                    // Trailers of a stream an endpoint has: the stream ends
+                    // on both sides, the endpoint's as if the client had
+                    // reset it (which also ends what the agent holds of it).
+                    frame::rst_stream(&mut out, s, error_code::CANCEL);
+                    self.to_client(&out);
+                    header = FrameHeader {
+                        len: 4,
+                        kind: kind::RST_STREAM,
+                        flags: 0,
+                        stream: s,
+                    };
+                    bytes = out.freeze();
                 }
                 Err(e) => {
                     tracing::info!(conn = self.id, error = %e, "undecodable header block");
-                    return self.fail(error_code::COMPRESSION_ERROR);
+                    return self.fail(
+                        e.connection_error()
+                            .unwrap_or(error_code::COMPRESSION_ERROR),
+                    );
                 }
             }
         }

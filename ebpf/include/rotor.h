@@ -110,7 +110,7 @@ struct service {
 struct agent_config {
 	__u32 listen_ip;   /* network byte order */
 	__u32 listen_port; /* host byte order */
-	__u32 agent_tgid;  /* connect4 leaves the agent's own sockets alone */
+	__u32 unused;      /* was the agent's pid: own_socks replaced it */
 	__u32 pad;
 };
 

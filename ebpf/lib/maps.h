@@ -25,6 +25,17 @@ struct {
 	__type(value, struct agent_config);
 } agent_config SEC(".maps");
 
+/* Socket cookies of the agent's own sockets while they connect: connect4
+ * leaves them alone. A PID cannot say it: the agent's getpid() in a pod
+ * without hostPID is from its own PID namespace, never the kernel's tgid,
+ * and a cgroup can hold clients too (a test's agent shares its cgroup). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u32);
+} own_socks SEC(".maps");
+
 /* connect4 → sockops, keyed by socket cookie. LRU: a connect that never
  * completes must not leak an entry. */
 struct {

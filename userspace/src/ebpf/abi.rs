@@ -76,7 +76,7 @@ pub struct Service {
 pub struct AgentConfig {
     pub listen_ip: u32,
     pub listen_port: u32,
-    pub agent_tgid: u32,
+    pub unused: u32,
     pub pad: u32,
 }
 

@@ -140,7 +140,7 @@ impl Datapath {
                 AgentConfig {
                     listen_ip: u32::from_ne_bytes(opts.listen.ip().octets()),
                     listen_port: opts.listen.port() as u32,
-                    agent_tgid: std::process::id(),
+                    unused: 0,
                     pad: 0,
                 },
                 0,
@@ -159,6 +159,8 @@ impl Datapath {
         let conns = ConnTable::map(conns_data.fd(), opts.max_conns)?;
         // The mapping keeps the map alive after the Map handle is dropped.
         drop(conns_map);
+
+        super::own_socks::install(take(&mut ebpf, "own_socks")?);
 
         let sockops: &mut SockOps = prog(&mut ebpf, "rotor_sockops")?;
         sockops.load().map_err(program_error("rotor_sockops"))?;

@@ -110,7 +110,9 @@ struct service {
 struct agent_config {
 	__u32 listen_ip;   /* network byte order */
 	__u32 listen_port; /* host byte order */
-	__u32 unused;      /* was the agent's pid: own_socks replaced it */
+	/* connect4 sends the agent no more client connections at once than
+	 * this (its connection table); the rest keep their original path. */
+	__u32 max_clients;
 	__u32 pad;
 };
 
@@ -120,7 +122,7 @@ struct origin {
 	__u32 ip;   /* network byte order */
 	__u32 port; /* host byte order */
 	__u32 service_id;
-	__u32 pad;
+	__u32 counted; /* client_sock_origins: the socket counts in client_count */
 };
 
 /* A client socket, named from the client's side: the key of agent_socks. */
@@ -261,6 +263,11 @@ enum stat {
 	STAT_NO_UPSTREAM,
 	STAT_REDIRECT_BYTES, /* bytes of the frames redirected (both directions) */
 	STAT_AGENT_BYTES,    /* bytes of the messages handed to the agent */
+	/* Connections left on their original path (fail open): connect4 found
+	 * the agent's table full, or the agent's accepted socket could not get
+	 * a parser state or a place in agent_socks. */
+	STAT_FAIL_OPEN_CONNECT,
+	STAT_FAIL_OPEN_ACCEPT,
 	STAT_MAX,
 };
 

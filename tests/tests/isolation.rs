@@ -118,3 +118,169 @@ fn agent_in_its_own_pid_namespace_is_not_redirected_to_itself() {
     let warnings = dmesg.new_warnings();
     assert!(warnings.is_empty(), "kernel warnings: {warnings:#?}");
 }
+
+/// Waits until the agent carries `n` connections; fails after 10 s.
+fn wait_conns(bed: &TestBed, n: usize) {
+    let agent = bed.agent().expect("agent");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = agent.status().expect("status");
+        let (conns, _) = probe::conns_and_streams(&status);
+        if conns == n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent carries {conns} connections, want {n}: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Connections that keep `n` connections open through rotor for `secs`.
+fn hold(bed: &TestBed, n: usize, secs: f64) -> rotor_tests::RunningLoad {
+    bed.spawn_load(&LoadSpec {
+        connections: n,
+        streams: 1,
+        requests: None,
+        duration: Some(secs),
+        rate: Some(10.0 * n as f64),
+        timeout: 30.0,
+        ..LoadSpec::default()
+    })
+    .expect("holding load")
+}
+
+/// A counter the agent does not have reads as 0: the assertion on it then
+/// fails and says what was wanted, instead of the read.
+fn counter(bed: &TestBed, name: &str) -> u64 {
+    bed.agent()
+        .expect("agent")
+        .kernel_counter(name)
+        .unwrap_or(0)
+}
+
+/// Both ways a Service address leaves rotor: kube-proxy's rules in the
+/// client's namespace (connect4 left it alone) and on the node (the agent
+/// gave the connection back after it was accepted).
+fn kube_proxy_everywhere(bed: &mut TestBed) {
+    bed.topo.kube_proxy_dnat().expect("kube-proxy DNAT");
+    node_dnat(bed, bed.topo.backend_addrs()[0]);
+}
+
+/// With the connection table full (`--max-conns 3`: two connections), new
+/// connections take kube-proxy's path and are served; once the table has
+/// room again, connections go through rotor again.
+#[test]
+fn full_connection_table_leaves_new_connections_to_kube_proxy() {
+    let dmesg = Dmesg::mark();
+    let mut bed = TestBed::new(2).expect("test bed");
+    kube_proxy_everywhere(&mut bed);
+    bed.agent = Some(
+        Agent::start_with_args(
+            &bed.topo,
+            &bed.cgroup,
+            &bed.topo.backend_addrs(),
+            &["--max-conns", "3"],
+        )
+        .expect("agent"),
+    );
+    let held = hold(&bed, 2, 6.0);
+    wait_conns(&bed, 2);
+    let (rewrites0, open0) = (
+        counter(&bed, "connect_rewrite"),
+        counter(&bed, "fail_open_connect") + counter(&bed, "fail_open_agent"),
+    );
+    let extra = bed
+        .load(&LoadSpec {
+            timeout: 10.0,
+            ..LoadSpec::whoami(4, 2, 200)
+        })
+        .expect("load beside the full table");
+    let (rewrites1, open1) = (
+        counter(&bed, "connect_rewrite"),
+        counter(&bed, "fail_open_connect") + counter(&bed, "fail_open_agent"),
+    );
+    let held = held.finish().expect("held connections");
+    let diag = |bed: &mut TestBed| {
+        format!(
+            "held {held:?}\nbeside {extra:?}\nrewrites {rewrites0} -> {rewrites1}, fail-open {open0} -> {open1}\n{}",
+            probe::report(bed)
+        )
+    };
+    assert_eq!((extra.ok, extra.failed), (200, 0), "{}", diag(&mut bed));
+    assert!(held.ok > 0 && held.failed == 0, "{}", diag(&mut bed));
+    assert_eq!(
+        (rewrites1 - rewrites0, open1 - open0),
+        (0, 4),
+        "the 4 connections beside a full table must all be left to kube-proxy\n{}",
+        diag(&mut bed)
+    );
+    // The table empties with the connections: rotor balances again.
+    wait_conns(&bed, 0);
+    let again = bed.load(&LoadSpec::whoami(2, 2, 100)).expect("load after");
+    let rewrites2 = counter(&bed, "connect_rewrite");
+    assert_eq!((again.ok, again.failed), (100, 0), "{}", diag(&mut bed));
+    assert_eq!(
+        rewrites2 - rewrites1,
+        2,
+        "after the table emptied, connections must go through rotor again\n{}",
+        diag(&mut bed)
+    );
+    assert!(
+        bed.agent()
+            .expect("agent")
+            .stderr_plain()
+            .contains("left on their original path"),
+        "the agent did not log the connections it left alone\n{}",
+        diag(&mut bed)
+    );
+    let warnings = dmesg.new_warnings();
+    assert!(warnings.is_empty(), "kernel warnings: {warnings:#?}");
+}
+
+/// With the per-socket maps full (`--max-sockets 5`: the injector and two
+/// connections of two sockets each), a new connection the kernel already
+/// sent to the agent goes on to the Service address (kube-proxy on the
+/// node) and is served; none is closed or left hanging.
+#[test]
+fn full_socket_maps_leave_connections_on_their_original_path() {
+    let dmesg = Dmesg::mark();
+    let mut bed = TestBed::new(1).expect("test bed");
+    kube_proxy_everywhere(&mut bed);
+    bed.agent = Some(
+        Agent::start_with_args(
+            &bed.topo,
+            &bed.cgroup,
+            &bed.topo.backend_addrs(),
+            &["--max-sockets", "5"],
+        )
+        .expect("agent"),
+    );
+    let held = hold(&bed, 2, 6.0);
+    wait_conns(&bed, 2);
+    let open0 = counter(&bed, "fail_open_accept") + counter(&bed, "fail_open_agent");
+    let before = bed.topo.request_counts().expect("counts");
+    let extra = bed
+        .load(&LoadSpec {
+            timeout: 10.0,
+            ..LoadSpec::whoami(3, 2, 150)
+        })
+        .expect("load beside full maps");
+    let open1 = counter(&bed, "fail_open_accept") + counter(&bed, "fail_open_agent");
+    let held = held.finish().expect("held connections");
+    let served = bed.served_since(&before).expect("served");
+    let diag = format!(
+        "held {held:?}\nbeside {extra:?}\nfail-open {open0} -> {open1}\nserved {served:?}\n{}",
+        probe::report(&mut bed)
+    );
+    assert_eq!((extra.ok, extra.failed), (150, 0), "{diag}");
+    assert!(held.ok > 0 && held.failed == 0, "{diag}");
+    assert!(
+        open1 - open0 >= 3,
+        "3 connections beside full maps, {} left on their original path\n{diag}",
+        open1 - open0
+    );
+    let warnings = dmesg.new_warnings();
+    assert!(warnings.is_empty(), "kernel warnings: {warnings:#?}");
+}

@@ -38,7 +38,7 @@ pub const EV_DIVERTED: u32 = 3;
 pub const EV_STREAM_WINDOW: u32 = 4;
 pub const EV_STREAM_CLOSED: u32 = 5;
 
-pub const STAT_NAMES: [&str; 9] = [
+pub const STAT_NAMES: [&str; 11] = [
     "redirect_upstream",
     "redirect_client",
     "pass_agent",
@@ -48,6 +48,8 @@ pub const STAT_NAMES: [&str; 9] = [
     "no_upstream",
     "redirect_bytes",
     "agent_bytes",
+    "fail_open_connect",
+    "fail_open_accept",
 ];
 
 macro_rules! pod {
@@ -76,7 +78,8 @@ pub struct Service {
 pub struct AgentConfig {
     pub listen_ip: u32,
     pub listen_port: u32,
-    pub unused: u32,
+    /// connect4 redirects no more client connections at once (0: no limit).
+    pub max_clients: u32,
     pub pad: u32,
 }
 
@@ -86,7 +89,7 @@ pub struct Origin {
     pub ip: u32,
     pub port: u32,
     pub service_id: u32,
-    pub pad: u32,
+    pub counted: u32,
 }
 
 #[repr(C)]

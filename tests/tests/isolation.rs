@@ -284,3 +284,68 @@ fn full_socket_maps_leave_connections_on_their_original_path() {
     let warnings = dmesg.new_warnings();
     assert!(warnings.is_empty(), "kernel warnings: {warnings:#?}");
 }
+
+/// With the streams map full (`--max-streams 2`), the streams the kernel
+/// cannot enter are carried by the agent, and each one's count against its
+/// endpoint ends with it: one connection of 4 concurrent streams makes 400
+/// requests to one nghttpd (at most 100 concurrent streams). A count that
+/// leaked per stream stopped the connection once 100 had leaked.
+#[test]
+fn streams_the_map_cannot_hold_do_not_leak_their_count() {
+    let dmesg = Dmesg::mark();
+    let mut bed = TestBed::new(1).expect("test bed");
+    bed.agent = Some(
+        Agent::start_with_args(
+            &bed.topo,
+            &bed.cgroup,
+            &bed.topo.backend_addrs(),
+            &["--max-streams", "2"],
+        )
+        .expect("agent"),
+    );
+    let held = hold(&bed, 1, 8.0);
+    wait_conns(&bed, 1);
+    let report = bed
+        .load(&LoadSpec {
+            timeout: 15.0,
+            ..LoadSpec::whoami(1, 4, 400)
+        })
+        .expect("load");
+    // The held connection is idle between its requests: its endpoint's
+    // count is what is open on it, at most 1, never the streams it carried.
+    let status = bed.agent().expect("agent").status().expect("status");
+    let counts: Vec<u64> = status["connections"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .flat_map(|c| {
+                    c["kernel"]["upstreams"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .map(|u| u["streams"].as_u64().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default();
+    let held = held.finish().expect("held");
+    let diag = format!(
+        "load {report:?}\nheld {held:?}\nendpoint stream counts {counts:?}\n{}",
+        probe::report(&mut bed)
+    );
+    assert_eq!((report.ok, report.failed), (400, 0), "{diag}");
+    assert!(held.ok > 0 && held.failed == 0, "{diag}");
+    assert!(counts.iter().all(|n| *n <= 1), "{diag}");
+    let carried = bed
+        .agent()
+        .expect("agent")
+        .stderr_plain()
+        .matches("streams map full")
+        .count();
+    assert!(
+        carried > 0,
+        "no stream was without an entry: the test did not fill the map\n{diag}"
+    );
+    let warnings = dmesg.new_warnings();
+    assert!(warnings.is_empty(), "kernel warnings: {warnings:#?}");
+}

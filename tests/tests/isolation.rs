@@ -5,6 +5,7 @@
 use std::net::SocketAddrV4;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rotor_tests::agent::{agent_binary, Agent};
 use rotor_tests::probe::{self, Dmesg};
@@ -345,6 +346,134 @@ fn streams_the_map_cannot_hold_do_not_leak_their_count() {
     assert!(
         carried > 0,
         "no stream was without an entry: the test did not fill the map\n{diag}"
+    );
+    let warnings = dmesg.new_warnings();
+    assert!(warnings.is_empty(), "kernel warnings: {warnings:#?}");
+}
+
+/// A process on the node that waits for the injector's loopback listener,
+/// connects to it, and writes route frames (rotor.h) steering a GOAWAY at
+/// the client and the upstreams of connections 1–8, every 10 ms for `secs`.
+const STRANGER: &str = r#"
+import json, socket, struct, sys, time
+deadline = time.time() + float(sys.argv[1])
+def loopback_listeners():
+    ports = []
+    for line in open('/proc/net/tcp').read().splitlines()[1:]:
+        f = line.split()
+        ip, port = f[1].split(':')
+        if f[3] == '0A' and ip == '0100007F':
+            ports.append(int(port, 16))
+    return ports
+port = None
+while port is None and time.time() < deadline:
+    ports = loopback_listeners()
+    port = ports[0] if ports else None
+if port is None:
+    print(json.dumps({"found": False}))
+    sys.exit(0)
+s = socket.create_connection(('127.0.0.1', port))
+def frame(kind, payload):
+    return struct.pack('>I', len(payload))[1:] + bytes([kind, 0]) + struct.pack('>I', 0) + payload
+goaway = frame(7, struct.pack('>II', 0, 2))
+written, closed = 0, False
+while time.time() < deadline and not closed:
+    for conn in range(1, 9):
+        for target in range(0, 3):
+            msg = frame(0xfa, struct.pack('=6I', conn, target, 0, 0, 0, 0)) + goaway
+            try:
+                s.sendall(msg)
+                written += len(msg)
+            except OSError:
+                closed = True
+                break
+        if closed:
+            break
+    time.sleep(0.01)
+print(json.dumps({"found": True, "port": port, "written": written, "closed": closed}))
+"#;
+
+/// Starts the agent with its first connect (the injector's own, on the
+/// main thread) held back 300 ms by strace, so a stranger waiting for the
+/// injector's listener always connects first.
+fn slow_injector_wrapper(dir: &Path) -> PathBuf {
+    let agent = agent_binary().expect("agent binary");
+    let path = dir.join("rotor-agent-slow-injector.sh");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nexec strace -f --seccomp-bpf -qq -o /dev/null -e trace=connect \
+             -e inject=connect:delay_enter=300000:when=1 -- setpriv --pdeathsig KILL -- {} \"$@\"\n",
+            agent.display()
+        ),
+    )
+    .expect("writing the wrapper");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// A stranger that connects to the injector's loopback port before the
+/// agent does is not taken for the agent's own connection: the agent
+/// closes it, its route frames steer nothing, and connections through
+/// rotor are served throughout.
+#[test]
+fn stranger_connecting_first_to_the_injector_steers_nothing() {
+    let dmesg = Dmesg::mark();
+    let mut bed = TestBed::new(2).expect("test bed");
+    let script = bed.topo.dir().join("stranger.py");
+    std::fs::write(&script, STRANGER).expect("stranger script");
+    let mut cmd =
+        rotor_tests::process::netns_command(bed.topo.node_ns(), None, rotor_tests::peers::python());
+    cmd.arg(&script).arg("12");
+    let stranger = rotor_tests::peers::Running::spawn(
+        "stranger",
+        cmd,
+        bed.topo.dir(),
+        Duration::from_secs(30),
+    )
+    .expect("stranger");
+    let wrapper = slow_injector_wrapper(bed.topo.dir());
+    let agent = Agent::start_binary(
+        &wrapper,
+        &bed.topo,
+        &bed.cgroup,
+        &bed.topo.backend_addrs(),
+        &[],
+    );
+    let agent = match agent {
+        Ok(a) => a,
+        Err(e) => panic!(
+            "the agent did not start with a stranger on its injector port: {e:#}\nstranger: {:?}",
+            stranger.finish()
+        ),
+    };
+    bed.agent = Some(agent);
+    let report = bed
+        .load(&LoadSpec {
+            duration: Some(3.0),
+            rate: Some(400.0),
+            requests: None,
+            timeout: 10.0,
+            ..LoadSpec::whoami(2, 4, 0)
+        })
+        .expect("load during the attack");
+    let stranger = stranger.finish().expect("stranger report");
+    let log = bed.agent().expect("agent").stderr_plain();
+    let diag = format!(
+        "load {report:?}\nstranger {stranger}\n{}",
+        probe::report(&mut bed)
+    );
+    assert!(
+        stranger["found"] == true,
+        "the stranger never saw the injector's listener\n{diag}"
+    );
+    assert!(
+        report.ok > 500 && report.failed == 0,
+        "connections through rotor were not served throughout\n{diag}"
+    );
+    assert!(
+        log.contains("injector: closed a connection that is not the agent's own"),
+        "the agent did not say it turned the stranger away\n{diag}"
     );
     let warnings = dmesg.new_warnings();
     assert!(warnings.is_empty(), "kernel warnings: {warnings:#?}");

@@ -19,6 +19,24 @@ use crate::ebpf::abi::{
 use crate::ebpf::Datapath;
 use crate::h2::frame::{kind, FrameHeader};
 
+/// The accepted end of the agent's own connection, J. Any process on the
+/// node can connect to a loopback port: a stranger that connected first was
+/// taken for J, its route frames steered frames into other connections, and
+/// the agent's own frames went nowhere (every connection hung). Ours is the
+/// one whose peer is the writer's address: on loopback no other connection
+/// to this listener can have it. It is already queued (connect returned),
+/// so the loop ends after the strangers queued before it.
+fn accept_own(listener: &TcpListener, writer: &TcpStream) -> anyhow::Result<TcpStream> {
+    let own = writer.local_addr().context("injector: local address")?;
+    loop {
+        let (sock, peer) = listener.accept().context("injector: accept")?;
+        if peer == own {
+            return Ok(sock);
+        }
+        tracing::warn!(%peer, "injector: closed a connection that is not the agent's own");
+    }
+}
+
 /// Where injected frames go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -39,7 +57,8 @@ impl Injector {
             .context("injector: bind 127.0.0.1 (is lo up?)")?;
         let addr: SocketAddr = listener.local_addr()?;
         let writer = TcpStream::connect(addr).context("injector: connect")?;
-        let (receiver, _) = listener.accept().context("injector: accept")?;
+        let receiver = accept_own(&listener, &writer)?;
+        drop(listener);
         writer.set_nodelay(true)?;
         let cookie = crate::ebpf::socket_cookie(&receiver).context("injector: SO_COOKIE")?;
         dp.set_ident(

@@ -141,6 +141,8 @@ int rotor_client_verdict(struct __sk_buff *skb)
 
 	if (!c)
 		return slow(skb, 0, st);
+	if (!ident_current(id, c))
+		return SK_DROP;
 	/* The client's window as far as it has said (the default plus every
 	 * increment); the agent applies the same sum when it adopts the socket. */
 	__u64 limit = 65535 + st->client_window;

@@ -144,7 +144,9 @@ struct sock_ident {
 	__u32 conn_id;
 	__u32 role;
 	__u32 slot;
-	__u32 pad;
+	/* conn.generation when the agent named the socket: a socket of a
+	 * connection that ended names the id's next connection no more. */
+	__u32 generation;
 };
 
 /* Per-socket parser state, keyed by socket cookie, owned by the programs.
@@ -242,7 +244,7 @@ struct route {
 	__u32 action;
 	__u32 arg;    /* ROUTE_ACT_GATE, _RELEASE_*: messages the agent has handled */
 	__u32 stream; /* ROUTE_ACT_RELEASE_STREAM */
-	__u32 pad;
+	__u32 generation; /* conn.generation when the agent sent it */
 };
 
 struct event {

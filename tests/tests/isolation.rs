@@ -478,3 +478,77 @@ fn stranger_connecting_first_to_the_injector_steers_nothing() {
     let warnings = dmesg.new_warnings();
     assert!(warnings.is_empty(), "kernel warnings: {warnings:#?}");
 }
+
+/// The ids of the connections the agent carries now.
+fn conn_ids(bed: &TestBed) -> Vec<u64> {
+    let status = bed.agent().expect("agent").status().expect("status");
+    status["connections"]
+        .as_array()
+        .map(|cs| cs.iter().filter_map(|c| c["id"].as_u64()).collect())
+        .unwrap_or_default()
+}
+
+/// A connection that ends does not hand its id to the next one at once,
+/// and frames of connections that ended reach no other: clients abort
+/// 8 MiB downloads mid-way, the endpoints still sending, while a steady
+/// load runs on other connections; every request of theirs is answered,
+/// and downloads afterwards arrive whole.
+#[test]
+fn late_frames_of_a_closed_connection_reach_no_other() {
+    let dmesg = Dmesg::mark();
+    let mut bed = TestBed::with_agent(2).expect("test bed with agent");
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let held = hold(&bed, 1, 1.0);
+        wait_conns(&bed, 1);
+        ids.extend(conn_ids(&bed));
+        held.finish().expect("held connection");
+        wait_conns(&bed, 0);
+    }
+    assert!(
+        ids.len() == 2 && ids[0] != ids[1],
+        "the next connection got the id of the one that had just ended: {ids:?}"
+    );
+    let steady = bed.spawn_load(&LoadSpec {
+        duration: Some(4.0),
+        rate: Some(200.0),
+        requests: None,
+        timeout: 10.0,
+        ..LoadSpec::whoami(2, 2, 0)
+    });
+    let steady = steady.expect("steady load");
+    for _ in 0..8 {
+        let download = bed
+            .spawn_load(&LoadSpec {
+                path: Some("/big".into()),
+                timeout: 10.0,
+                ..LoadSpec::whoami(1, 4, 8)
+            })
+            .expect("download");
+        std::thread::sleep(Duration::from_millis(150));
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &download.pid().to_string()])
+            .status();
+        let _ = download.finish();
+    }
+    let steady = steady.finish().expect("steady load report");
+    let after = bed
+        .load(&LoadSpec {
+            path: Some("/big".into()),
+            timeout: 20.0,
+            ..LoadSpec::whoami(2, 4, 16)
+        })
+        .expect("downloads after");
+    let diag = format!(
+        "steady {steady:?}\nafter {after:?}\n{}",
+        probe::report(&mut bed)
+    );
+    assert!(steady.ok > 300 && steady.failed == 0, "{diag}");
+    assert_eq!(
+        (after.ok, after.failed, after.count("big")),
+        (16, 0, 16),
+        "{diag}"
+    );
+    let warnings = dmesg.new_warnings();
+    assert!(warnings.is_empty(), "kernel warnings: {warnings:#?}");
+}

@@ -49,6 +49,10 @@ const ROUTE_LEN: usize = std::mem::size_of::<crate::ebpf::abi::Route>();
 #[derive(Clone)]
 pub struct Injector {
     tx: mpsc::UnboundedSender<Bytes>,
+    /// For the generation of the connection a frame is for: frames still
+    /// queued when the connection ends are dropped, not delivered to the
+    /// next connection with its id.
+    dp: Arc<Datapath>,
 }
 
 impl Injector {
@@ -89,7 +93,7 @@ impl Injector {
                 batch.clear();
             }
         });
-        Ok(Injector { tx })
+        Ok(Injector { tx, dp: dp.clone() })
     }
 
     /// Sends whole frames to a target of a connection.
@@ -163,7 +167,10 @@ impl Injector {
             Target::Client => ROUTE_CLIENT,
             Target::Upstream(slot) => slot + 1,
         };
-        for v in [conn_id, target, action, arg, stream, 0] {
+        let generation = self.dp.conns.get(conn_id).map_or(0, |c| {
+            c.generation.load(std::sync::atomic::Ordering::SeqCst)
+        });
+        for v in [conn_id, target, action, arg, stream, generation] {
             b.put_u32_ne(v);
         }
         b.extend_from_slice(frames);

@@ -114,7 +114,8 @@ pub struct SockIdent {
     pub conn_id: u32,
     pub role: u32,
     pub slot: u32,
-    pub pad: u32,
+    /// Filled in by `Datapath::set_ident` (rotor.h).
+    pub generation: u32,
 }
 
 #[repr(C)]
@@ -167,7 +168,7 @@ pub struct Route {
     pub action: u32,
     pub arg: u32,
     pub stream: u32,
-    pub pad: u32,
+    pub generation: u32,
 }
 
 #[repr(C)]
@@ -342,6 +343,11 @@ mod tests {
         assert_eq!(offset_of!(UpstreamShared, refused), c::OFF_upstream_refused);
         assert_eq!(offset_of!(Stream, req_sent), c::OFF_stream_req_sent);
         assert_eq!(offset_of!(Event, stream), c::OFF_event_stream);
+        assert_eq!(
+            offset_of!(SockIdent, generation),
+            c::OFF_sock_ident_generation
+        );
+        assert_eq!(offset_of!(Route, generation), c::OFF_route_generation);
     }
     #[test]
     fn an_upstream_that_refused_takes_no_stream_until_one_ends() {

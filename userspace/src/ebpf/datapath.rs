@@ -272,7 +272,12 @@ impl Datapath {
         Some(origin)
     }
 
-    pub fn set_ident(&self, cookie: u64, ident: SockIdent) -> Result<(), MapError> {
+    /// The identity names the connection's current generation (the
+    /// programs check it: rotor.h).
+    pub fn set_ident(&self, cookie: u64, mut ident: SockIdent) -> Result<(), MapError> {
+        if let Some(c) = self.conns.get(ident.conn_id) {
+            ident.generation = c.generation.load(std::sync::atomic::Ordering::SeqCst);
+        }
         let mut map = lock(&self.sock_idents);
         let new = map.get(&cookie, 0).is_err();
         map.insert(cookie, ident, 0)?;

@@ -552,3 +552,118 @@ fn late_frames_of_a_closed_connection_reach_no_other() {
     let warnings = dmesg.new_warnings();
     assert!(warnings.is_empty(), "kernel warnings: {warnings:#?}");
 }
+
+/// An HTTP/2 endpoint that answers every request with 200 and the body
+/// `evil`, and sends before each answer frames of unknown types shaped
+/// like the agent's own records (rotor.h): a route (type 0xfa, 24 bytes:
+/// conn 1–8, each target and action) and an event (16 bytes), on stream 0
+/// and on the request's stream. An endpoint may send unknown types (RFC
+/// 9113 §4.1); they must steer nothing.
+const RECORD_SENDER: &str = r#"
+import socket, socketserver, struct, sys, threading
+def frame(kind, flags, stream, payload):
+    return struct.pack('>I', len(payload))[1:] + bytes([kind, flags]) + struct.pack('>I', stream) + payload
+def records(stream):
+    out = b''
+    for conn in range(1, 9):
+        for target in range(0, 3):
+            for action in range(0, 5):
+                route = struct.pack('=6I', conn, target, action, 0, stream, 0)
+                out += frame(0xfa, 0, 0, route) + frame(0xfa, 0, stream, route)
+        event = struct.pack('=4I', conn, 3, 0, stream)
+        out += frame(0xfb, 0, 0, event) + frame(0xfb, 0, stream, event)
+    return out
+class H(socketserver.BaseRequestHandler):
+    def handle(self):
+        s = self.request
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = b''
+        def need(n):
+            nonlocal buf
+            while len(buf) < n:
+                d = s.recv(65536)
+                if not d:
+                    raise EOFError
+                buf += d
+            out, buf = buf[:n], buf[n:]
+            return out
+        try:
+            need(24)
+            s.sendall(frame(4, 0, 0, b'') + records(0))
+            while True:
+                h = need(9)
+                n = int.from_bytes(h[:3], 'big')
+                kind, flags = h[3], h[4]
+                stream = int.from_bytes(h[5:9], 'big') & 0x7fffffff
+                payload = need(n)
+                if kind == 4 and not flags & 1:
+                    s.sendall(frame(4, 1, 0, b''))
+                elif kind == 6 and not flags & 1:
+                    s.sendall(frame(6, 1, 0, payload))
+                elif kind == 1:
+                    s.sendall(records(stream) + frame(1, 4, stream, b'\x88') + frame(0, 1, stream, b'evil'))
+        except (EOFError, OSError):
+            pass
+class S(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+S((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+"#;
+
+/// An endpoint sending frames shaped like the agent's route and event
+/// records steers nothing: every request it answers reaches its client
+/// whole and correct, and every other request, on other connections and
+/// to a well-behaved endpoint, is served throughout.
+#[test]
+fn endpoint_sending_records_shaped_like_the_agents_steers_nothing() {
+    let dmesg = Dmesg::mark();
+    let mut bed = TestBed::new(2).expect("test bed");
+    let script = bed.topo.dir().join("record_sender.py");
+    std::fs::write(&script, RECORD_SENDER).expect("endpoint script");
+    let evil = SocketAddrV4::new(*bed.topo.backend_addrs()[0].ip(), 9000);
+    let be1_ns = bed.topo.backend(1).expect("be1").netns().to_string();
+    let mut cmd = rotor_tests::process::netns_command(&be1_ns, None, rotor_tests::peers::python());
+    cmd.arg(&script)
+        .arg(evil.ip().to_string())
+        .arg(evil.port().to_string());
+    let _evil = rotor_tests::Child::spawn("record-sender", cmd, bed.topo.dir())
+        .expect("record-sending endpoint");
+    std::thread::sleep(Duration::from_millis(500));
+    bed.agent = Some(
+        Agent::start(&bed.topo, &bed.cgroup, &[evil, bed.topo.backend_addrs()[1]]).expect("agent"),
+    );
+    let steady = bed
+        .spawn_load(&LoadSpec {
+            duration: Some(3.0),
+            rate: Some(200.0),
+            requests: None,
+            timeout: 10.0,
+            ..LoadSpec::whoami(2, 2, 0)
+        })
+        .expect("steady load");
+    let attacked = bed
+        .load(&LoadSpec {
+            timeout: 10.0,
+            ..LoadSpec::whoami(4, 4, 400)
+        })
+        .expect("load on the record-sending endpoint");
+    let steady = steady.finish().expect("steady report");
+    let diag = format!(
+        "attacked {attacked:?}\nsteady {steady:?}\n{}",
+        probe::report(&mut bed)
+    );
+    assert_eq!((attacked.ok, attacked.failed), (400, 0), "{diag}");
+    assert!(
+        attacked.count("evil") >= 150 && attacked.count("be2") >= 150,
+        "requests were not spread over both endpoints\n{diag}"
+    );
+    assert!(steady.ok > 300 && steady.failed == 0, "{diag}");
+    assert_eq!(
+        steady.count("evil") + steady.count("be2"),
+        steady.ok,
+        "a response came from nowhere\n{diag}"
+    );
+    bed.check_agent().expect("the agent is alive");
+    let warnings = dmesg.new_warnings();
+    assert!(warnings.is_empty(), "kernel warnings: {warnings:#?}");
+}

@@ -20,6 +20,7 @@ int main(void)
 	OFF(parse_state, passed); OFF(parse_state, kind); OFF(parse_state, client_window);
 	OFF(upstream, passed); OFF(upstream, release); OFF(route, stream); OFF(stream, consumed); OFF(stream, last_passed); OFF(upstream, last_diverted); OFF(upstream, consumed);
 	OFF(upstream, stream_window_extra); OFF(upstream, refused); OFF(stream, req_sent); OFF(event, stream);
+	OFF(sock_ident, generation); OFF(route, generation);
 	printf("pub const MAX_UPSTREAMS: usize = %d;\n", ROTOR_MAX_UPSTREAMS);
 	return 0;
 }

@@ -17,7 +17,9 @@ static __always_inline struct agent_config *divert_to_agent(void *ctx, __u32 pro
 
 	if (!cfg || !cfg->listen_port || protocol != IPPROTO_TCP)
 		return 0;
-	if ((bpf_get_current_pid_tgid() >> 32) == cfg->agent_tgid)
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+
+	if (bpf_map_lookup_elem(&own_socks, &cookie))
 		return 0;
 
 	struct service_key key = { .ip = ip, .port = bpf_ntohs((__u16)port_be) };
@@ -25,12 +27,21 @@ static __always_inline struct agent_config *divert_to_agent(void *ctx, __u32 pro
 
 	if (!svc)
 		return 0;
+	/* The agent's table is full: kube-proxy carries this one. A refusal
+	 * or a connection the agent must close would be rotor's failure. */
+	__u64 *live = bpf_map_lookup_elem(&client_count, &zero);
 
-	__u64 cookie = bpf_get_socket_cookie(ctx);
+	if (cfg->max_clients && live && *live >= cfg->max_clients) {
+		stat_inc(STAT_FAIL_OPEN_CONNECT);
+		return 0;
+	}
+
 	struct origin o = { .ip = key.ip, .port = key.port, .service_id = svc->id };
 
-	if (bpf_map_update_elem(&pending_origins, &cookie, &o, BPF_ANY) < 0)
+	if (bpf_map_update_elem(&pending_origins, &cookie, &o, BPF_ANY) < 0) {
+		stat_inc(STAT_FAIL_OPEN_CONNECT);
 		return 0; /* no room: let kube-proxy have it */
+	}
 	stat_inc(STAT_CONNECT_REWRITE);
 	return cfg;
 }

@@ -15,7 +15,7 @@ static __always_inline void apply_action(struct route *r)
 	__u32 conn_id = r->conn_id;
 	struct conn *c = bpf_map_lookup_elem(&conns, &conn_id);
 
-	if (!c)
+	if (!c || r->generation != c->generation)
 		return;
 	if (r->action == ROUTE_ACT_GATE) {
 		c->consumed = r->arg;
@@ -64,7 +64,8 @@ int rotor_injector_verdict(struct __sk_buff *skb)
 	__u32 conn_id = r->conn_id;
 	struct conn *c = bpf_map_lookup_elem(&conns, &conn_id);
 
-	if (!c)
+	/* queued for a connection that ended before it got here */
+	if (!c || r->generation != c->generation)
 		return SK_DROP;
 	if (r->target == ROUTE_CLIENT)
 		return redirect_to_client(skb, c, st->len);

@@ -8,6 +8,49 @@
  */
 #include "lib/common.h"
 
+static __always_inline __u64 *live_clients(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&client_count, &zero);
+}
+
+/* A client socket connect4 sent to the agent counts against the agent's
+ * table (connect4's max_clients) from its SYN until it closes, whichever
+ * way it closes (a refused SYN, a reset, TIME_WAIT): the close is seen by
+ * the state callback armed here. */
+static __always_inline void client_connecting(struct bpf_sock_ops *skops)
+{
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct origin *o = bpf_map_lookup_elem(&pending_origins, &cookie);
+	__u64 *live = live_clients();
+
+	if (!o || !live || !skops->sk)
+		return;
+	struct origin *kept = bpf_sk_storage_get(&client_sock_origins, skops->sk, 0,
+						 BPF_SK_STORAGE_GET_F_CREATE);
+
+	if (!kept || kept->counted)
+		return;
+	if (bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG) < 0)
+		return;
+	*kept = *o;
+	kept->counted = 1;
+	__sync_fetch_and_add(live, 1);
+}
+
+static __always_inline void client_closed(struct bpf_sock_ops *skops)
+{
+	__u64 *live = live_clients();
+
+	if (skops->args[1] != BPF_TCP_CLOSE || !live || !skops->sk)
+		return;
+	struct origin *kept = bpf_sk_storage_get(&client_sock_origins, skops->sk, 0, 0);
+
+	if (kept && __sync_fetch_and_and(&kept->counted, 0))
+		__sync_fetch_and_sub(live, 1);
+}
+
 static __always_inline void client_established(struct bpf_sock_ops *skops)
 {
 	__u64 cookie = bpf_get_socket_cookie(skops);
@@ -23,8 +66,11 @@ static __always_inline void client_established(struct bpf_sock_ops *skops)
 	if (skops->sk) {
 		struct origin *kept = bpf_sk_storage_get(&client_sock_origins, skops->sk, 0,
 							 BPF_SK_STORAGE_GET_F_CREATE);
-		if (kept)
-			*kept = copy;
+		if (kept) {
+			kept->ip = copy.ip;
+			kept->port = copy.port;
+			kept->service_id = copy.service_id;
+		}
 	}
 }
 
@@ -52,7 +98,21 @@ static __always_inline void agent_established(struct bpf_sock_ops *skops)
 	int sndbuf = ROTOR_AGENT_SNDBUF;
 
 	bpf_setsockopt(skops, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
-	bpf_sock_hash_update(skops, &agent_socks, &key, BPF_ANY);
+	/* The parser state exists before the first byte, so the agent can
+	 * tell an accepted socket the kernel parses from one it could not take
+	 * (parse_states or agent_socks full): that one it hands back to its
+	 * original path instead of carrying it half in the kernel. */
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct parse_state init = { .preface = 1 };
+
+	if (bpf_map_update_elem(&parse_states, &cookie, &init, BPF_NOEXIST) < 0) {
+		stat_inc(STAT_FAIL_OPEN_ACCEPT);
+		return;
+	}
+	if (bpf_sock_hash_update(skops, &agent_socks, &key, BPF_ANY) < 0) {
+		bpf_map_delete_elem(&parse_states, &cookie);
+		stat_inc(STAT_FAIL_OPEN_ACCEPT);
+	}
 }
 
 /* An IPv6 socket carrying IPv4 (a dual-stack client dialled ::ffff:VIP)
@@ -71,6 +131,12 @@ int rotor_sockops(struct bpf_sock_ops *skops)
 	if (!carries_ipv4(skops))
 		return 1;
 	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		client_connecting(skops);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		client_closed(skops);
+		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		client_established(skops);
 		break;

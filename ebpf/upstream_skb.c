@@ -59,6 +59,10 @@ int rotor_upstream_verdict(struct __sk_buff *skb)
 
 	if (!c)
 		return pass_to_agent_from_upstream(skb, conn_id, slot, st->len);
+	/* (conn_id, slot) in upstream_socks is the id's current upstream by
+	 * now: an old socket's frames go nowhere. */
+	if (!ident_current(id, c))
+		return SK_DROP;
 	struct upstream *up = &c->up[slot];
 	__u32 inc = connection_window_increment(skb, st);
 

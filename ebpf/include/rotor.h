@@ -110,7 +110,9 @@ struct service {
 struct agent_config {
 	__u32 listen_ip;   /* network byte order */
 	__u32 listen_port; /* host byte order */
-	__u32 agent_tgid;  /* connect4 leaves the agent's own sockets alone */
+	/* connect4 sends the agent no more client connections at once than
+	 * this (its connection table); the rest keep their original path. */
+	__u32 max_clients;
 	__u32 pad;
 };
 
@@ -120,7 +122,7 @@ struct origin {
 	__u32 ip;   /* network byte order */
 	__u32 port; /* host byte order */
 	__u32 service_id;
-	__u32 pad;
+	__u32 counted; /* client_sock_origins: the socket counts in client_count */
 };
 
 /* A client socket, named from the client's side: the key of agent_socks. */
@@ -142,7 +144,9 @@ struct sock_ident {
 	__u32 conn_id;
 	__u32 role;
 	__u32 slot;
-	__u32 pad;
+	/* conn.generation when the agent named the socket: a socket of a
+	 * connection that ended names the id's next connection no more. */
+	__u32 generation;
 };
 
 /* Per-socket parser state, keyed by socket cookie, owned by the programs.
@@ -240,7 +244,7 @@ struct route {
 	__u32 action;
 	__u32 arg;    /* ROUTE_ACT_GATE, _RELEASE_*: messages the agent has handled */
 	__u32 stream; /* ROUTE_ACT_RELEASE_STREAM */
-	__u32 pad;
+	__u32 generation; /* conn.generation when the agent sent it */
 };
 
 struct event {
@@ -261,6 +265,11 @@ enum stat {
 	STAT_NO_UPSTREAM,
 	STAT_REDIRECT_BYTES, /* bytes of the frames redirected (both directions) */
 	STAT_AGENT_BYTES,    /* bytes of the messages handed to the agent */
+	/* Connections left on their original path (fail open): connect4 found
+	 * the agent's table full, or the agent's accepted socket could not get
+	 * a parser state or a place in agent_socks. */
+	STAT_FAIL_OPEN_CONNECT,
+	STAT_FAIL_OPEN_ACCEPT,
 	STAT_MAX,
 };
 

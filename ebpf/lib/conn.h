@@ -12,6 +12,15 @@ static __always_inline struct sock_ident *ident_of(struct __sk_buff *skb)
 	return bpf_map_lookup_elem(&sock_idents, &cookie);
 }
 
+/* Ids are reused (not at once: registry.rs), and a socket of a connection
+ * that ended can still be parsed a moment after the agent let the id go:
+ * its identity must name this generation of the id, or its frames would
+ * reach the next connection's client and endpoints. */
+static __always_inline int ident_current(struct sock_ident *id, struct conn *c)
+{
+	return id->generation == c->generation;
+}
+
 static __always_inline __u64 upstream_sock_key(__u32 conn_id, __u32 slot)
 {
 	return ((__u64)conn_id << 32) | slot;

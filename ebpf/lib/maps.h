@@ -7,6 +7,8 @@
 #include <bpf/bpf_helpers.h>
 #include "rotor.h"
 
+/* Defaults; the agent sizes the maps at load (--max-conns and the hidden
+ * --max-sockets / --max-streams, which let a test fill them). */
 #define MAX_CONNS 65536
 #define MAX_STREAMS 262144
 
@@ -25,6 +27,17 @@ struct {
 	__type(value, struct agent_config);
 } agent_config SEC(".maps");
 
+/* Socket cookies of the agent's own sockets while they connect: connect4
+ * leaves them alone. A PID cannot say it: the agent's getpid() in a pod
+ * without hostPID is from its own PID namespace, never the kernel's tgid,
+ * and a cgroup can hold clients too (a test's agent shares its cgroup). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u32);
+} own_socks SEC(".maps");
+
 /* connect4 → sockops, keyed by socket cookie. LRU: a connect that never
  * completes must not leak an entry. */
 struct {
@@ -33,6 +46,15 @@ struct {
 	__type(key, __u64);
 	__type(value, struct origin);
 } pending_origins SEC(".maps");
+
+/* Client sockets connect4 sent to the agent that are not closed yet
+ * (sockops counts them at connect and at close). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} client_count SEC(".maps");
 
 /* The original destination of a balanced client socket, for getpeername. */
 struct {

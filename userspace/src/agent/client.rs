@@ -90,18 +90,54 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddrV4) {
         return;
     };
     if origin.service_id == super::self_check::SERVICE_ID {
+        // sockops made its parser state; no sweep needs to find it
+        let cookie = crate::ebpf::socket_cookie(&a).unwrap_or(0);
         if let Err(e) = super::self_check::answer(&shared.dp, a).await {
             tracing::debug!(%peer, error = %format!("{e:#}"), "self-check connection");
         }
+        shared.dp.forget_cookie(cookie);
         return;
     }
+    let dest = SocketAddrV4::new(
+        std::net::Ipv4Addr::from(origin.ip.to_ne_bytes()),
+        origin.port as u16,
+    );
     let Some(service) = shared.registry.service(origin.service_id) else {
-        tracing::warn!(%peer, "connection for a service that is gone; closing");
-        return;
+        return super::fail_open::run(&shared, a, peer, dest, "its service is gone".into()).await;
     };
+    let cookie = crate::ebpf::socket_cookie(&a).unwrap_or(0);
+    if !super::fail_open::kernel_took(&shared, cookie).await {
+        return super::fail_open::run(
+            &shared,
+            a,
+            peer,
+            dest,
+            "the kernel could not take it (parse_states or agent_socks full)".into(),
+        )
+        .await;
+    }
+    // A and one socket per upstream, so that no upstream fails for want of room
+    let sockets = 1 + service.endpoints.borrow().len().min(MAX_UPSTREAMS);
+    if !shared.dp.has_room_for(sockets) {
+        shared.dp.forget_cookie(cookie);
+        return super::fail_open::run(
+            &shared,
+            a,
+            peer,
+            dest,
+            "the per-socket maps are full".into(),
+        )
+        .await;
+    }
     let Some(id) = shared.registry.alloc_conn(shared.dp.conns.len() as u32) else {
-        tracing::error!(%peer, "connection table full; raise --max-conns");
-        return;
+        return super::fail_open::run(
+            &shared,
+            a,
+            peer,
+            dest,
+            "connection table full; raise --max-conns".into(),
+        )
+        .await;
     };
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     shared.registry.register_conn(
@@ -114,7 +150,21 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddrV4) {
         wake_tx,
     );
     let mut conn = ClientConn::new(id, shared.clone(), service);
-    if let Err(e) = conn.run(a, peer, wake_rx).await {
+    // Nothing has been read or sent yet: a connection that cannot be set
+    // up can still go its original way.
+    if let Err(e) = conn.adopt(&a, peer, cookie) {
+        conn.teardown();
+        shared.registry.release_conn(id);
+        return super::fail_open::run(
+            &shared,
+            a,
+            peer,
+            dest,
+            format!("setting it up failed: {e:#}"),
+        )
+        .await;
+    }
+    if let Err(e) = conn.run(a, wake_rx).await {
         tracing::debug!(conn = id, error = %e, "client connection ended");
     }
     conn.teardown();
@@ -200,39 +250,45 @@ impl ClientConn {
         &self.shared_conn().up[slot as usize % MAX_UPSTREAMS]
     }
 
-    async fn run(
-        &mut self,
-        a: TcpStream,
-        peer: SocketAddrV4,
-        mut wake_rx: mpsc::UnboundedReceiver<Wake>,
-    ) -> anyhow::Result<()> {
-        let (up_tx, mut up_rx) = mpsc::unbounded_channel();
-        let (connect_tx, mut connect_rx) = mpsc::unbounded_channel();
-        self.up_tx = up_tx;
-        self.connect_tx = connect_tx;
+    /// Names the accepted socket to the kernel and resets the connection's
+    /// shared state; fails if a map has no room (sock_idents full).
+    fn adopt(&mut self, a: &TcpStream, peer: SocketAddrV4, cookie: u64) -> anyhow::Result<()> {
         let local = match a.local_addr()? {
             std::net::SocketAddr::V4(v4) => v4,
             other => anyhow::bail!("IPv6 agent address {other}"),
         };
-        let endpoints = self.service.endpoints.subscribe();
-        let mut endpoints_rx = endpoints.clone();
-        self.init_kernel_state(peer, local, &endpoints.borrow())?;
-        self.cookie = crate::ebpf::socket_cookie(&a)?;
+        let endpoints = self.service.endpoints.borrow().clone();
+        self.init_kernel_state(peer, local, &endpoints)?;
         self.shared.dp.set_ident(
-            self.cookie,
+            cookie,
             SockIdent {
                 conn_id: self.id,
                 role: ROLE_AGENT,
                 ..Default::default()
             },
         )?;
+        self.cookie = cookie;
         // WINDOW_UPDATEs the client sent before the socket had an identity
         // were counted in its parser state, not in the connection.
-        if let Some(st) = self.shared.dp.parse_state(self.cookie) {
+        if let Some(st) = self.shared.dp.parse_state(cookie) {
             self.shared_conn()
                 .client_limit
                 .fetch_max(DEFAULT_WINDOW as u64 + st.client_window, Ordering::SeqCst);
         }
+        Ok(())
+    }
+
+    async fn run(
+        &mut self,
+        a: TcpStream,
+        mut wake_rx: mpsc::UnboundedReceiver<Wake>,
+    ) -> anyhow::Result<()> {
+        let (up_tx, mut up_rx) = mpsc::unbounded_channel();
+        let (connect_tx, mut connect_rx) = mpsc::unbounded_channel();
+        self.up_tx = up_tx;
+        self.connect_tx = connect_tx;
+        let endpoints = self.service.endpoints.subscribe();
+        let mut endpoints_rx = endpoints.clone();
         let initial = self.wanted(&endpoints.borrow());
         for ep in initial {
             self.add_endpoint(ep);

@@ -19,6 +19,24 @@ use crate::ebpf::abi::{
 use crate::ebpf::Datapath;
 use crate::h2::frame::{kind, FrameHeader};
 
+/// The accepted end of the agent's own connection, J. Any process on the
+/// node can connect to a loopback port: a stranger that connected first was
+/// taken for J, its route frames steered frames into other connections, and
+/// the agent's own frames went nowhere (every connection hung). Ours is the
+/// one whose peer is the writer's address: on loopback no other connection
+/// to this listener can have it. It is already queued (connect returned),
+/// so the loop ends after the strangers queued before it.
+fn accept_own(listener: &TcpListener, writer: &TcpStream) -> anyhow::Result<TcpStream> {
+    let own = writer.local_addr().context("injector: local address")?;
+    loop {
+        let (sock, peer) = listener.accept().context("injector: accept")?;
+        if peer == own {
+            return Ok(sock);
+        }
+        tracing::warn!(%peer, "injector: closed a connection that is not the agent's own");
+    }
+}
+
 /// Where injected frames go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -31,6 +49,10 @@ const ROUTE_LEN: usize = std::mem::size_of::<crate::ebpf::abi::Route>();
 #[derive(Clone)]
 pub struct Injector {
     tx: mpsc::UnboundedSender<Bytes>,
+    /// For the generation of the connection a frame is for: frames still
+    /// queued when the connection ends are dropped, not delivered to the
+    /// next connection with its id.
+    dp: Arc<Datapath>,
 }
 
 impl Injector {
@@ -39,7 +61,8 @@ impl Injector {
             .context("injector: bind 127.0.0.1 (is lo up?)")?;
         let addr: SocketAddr = listener.local_addr()?;
         let writer = TcpStream::connect(addr).context("injector: connect")?;
-        let (receiver, _) = listener.accept().context("injector: accept")?;
+        let receiver = accept_own(&listener, &writer)?;
+        drop(listener);
         writer.set_nodelay(true)?;
         let cookie = crate::ebpf::socket_cookie(&receiver).context("injector: SO_COOKIE")?;
         dp.set_ident(
@@ -70,7 +93,7 @@ impl Injector {
                 batch.clear();
             }
         });
-        Ok(Injector { tx })
+        Ok(Injector { tx, dp: dp.clone() })
     }
 
     /// Sends whole frames to a target of a connection.
@@ -144,7 +167,10 @@ impl Injector {
             Target::Client => ROUTE_CLIENT,
             Target::Upstream(slot) => slot + 1,
         };
-        for v in [conn_id, target, action, arg, stream, 0] {
+        let generation = self.dp.conns.get(conn_id).map_or(0, |c| {
+            c.generation.load(std::sync::atomic::Ordering::SeqCst)
+        });
+        for v in [conn_id, target, action, arg, stream, generation] {
             b.put_u32_ne(v);
         }
         b.extend_from_slice(frames);

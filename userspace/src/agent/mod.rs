@@ -4,6 +4,7 @@
 mod admin;
 mod client;
 mod events;
+mod fail_open;
 mod injector;
 mod liveness;
 mod registry;
@@ -49,6 +50,9 @@ pub struct AgentOptions {
     pub listen: SocketAddrV4,
     pub admin: PathBuf,
     pub max_conns: u32,
+    /// Sizes of the per-socket maps and of `streams` (tests fill them).
+    pub max_sockets: Option<u32>,
+    pub max_streams: Option<u32>,
 }
 
 /// What every connection task shares.
@@ -82,6 +86,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             cgroup: opts.cgroup.clone(),
             listen: opts.listen,
             max_conns: opts.max_conns,
+            max_sockets: opts.max_sockets,
+            max_streams: opts.max_streams,
         })
         .context("loading the eBPF programs")?,
     );
@@ -98,6 +104,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     apply(&shared, &model);
     admin::spawn(&opts.admin, shared.clone()).context("starting the admin socket")?;
     tokio::spawn(sweep_parse_states(dp.clone()));
+    tokio::spawn(report_fail_open(dp.clone()));
     match updates {
         Updates::File(config) => drop(tokio::spawn(watch_config(config, shared.clone()))),
         Updates::Kubernetes(source) => drop(tokio::spawn(watch_models(source, shared.clone()))),
@@ -184,6 +191,30 @@ async fn sweep_parse_states(dp: Arc<Datapath>) {
 }
 
 const SWEEP_PERIOD: Duration = Duration::from_secs(5);
+
+/// The kernel leaves a connection on its original path when the agent's
+/// tables are full; the operator hears of it here, once a second at most.
+async fn report_fail_open(dp: Arc<Datapath>) {
+    let mut reported = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now: u64 = dp
+            .stats()
+            .iter()
+            .filter(|(name, _)| matches!(*name, "fail_open_connect" | "fail_open_accept"))
+            .map(|(_, n)| n)
+            .sum();
+        if now > reported {
+            tracing::warn!(
+                new = now - reported,
+                total = now,
+                "connections left on their original path by the kernel: the agent's tables are full (raise --max-conns)"
+            );
+            reported = now;
+        }
+    }
+}
 
 /// The source, once its first model is read.
 enum Updates {

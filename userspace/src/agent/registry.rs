@@ -49,21 +49,64 @@ pub struct ConnInfo {
     pub read_messages: u32,
 }
 
+/// How long a connection id rests before it is used again, if another is
+/// free: a socket of the connection that ended can still be parsed a
+/// moment after the agent let it go (the programs also check the id's
+/// generation, rotor.h).
+const ID_REST: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Connection ids: fresh ones first, then the longest free. They were
+/// reused last-in first-out, so the next connection got the id of the one
+/// that had just ended.
+#[derive(Debug)]
+struct ConnIds {
+    free: std::collections::VecDeque<(u32, std::time::Instant)>,
+    /// id 0 is never used: a zeroed sock_ident must not name a connection
+    next: u32,
+}
+
+impl Default for ConnIds {
+    fn default() -> Self {
+        ConnIds {
+            free: Default::default(),
+            next: 1,
+        }
+    }
+}
+
+impl ConnIds {
+    fn alloc(&mut self, limit: u32, now: std::time::Instant) -> Option<u32> {
+        if let Some(&(id, at)) = self.free.front() {
+            if now.duration_since(at) >= ID_REST {
+                self.free.pop_front();
+                return Some(id);
+            }
+        }
+        if self.next < limit {
+            self.next += 1;
+            return Some(self.next - 1);
+        }
+        // Every id in use or resting: the generation check keeps a rested
+        // too little apart from its last connection.
+        self.free.pop_front().map(|(id, _)| id)
+    }
+
+    fn free(&mut self, id: u32, now: std::time::Instant) {
+        self.free.push_back((id, now));
+    }
+}
+
 #[derive(Default)]
 pub struct Registry {
     services: Mutex<HashMap<u32, Arc<ServiceState>>>,
     next_service: AtomicU32,
     conns: Mutex<HashMap<u32, (mpsc::UnboundedSender<Wake>, ConnInfo)>>,
-    free_ids: Mutex<Vec<u32>>,
-    next_conn: AtomicU32,
+    ids: Mutex<ConnIds>,
 }
 
 impl Registry {
     pub fn new() -> Self {
-        let r = Registry::default();
-        r.next_conn.store(1, Ordering::Relaxed);
-        // id 0 is never used: a zeroed sock_ident must not name a connection
-        r
+        Registry::default()
     }
 
     pub fn service(&self, id: u32) -> Option<Arc<ServiceState>> {
@@ -124,11 +167,10 @@ impl Registry {
     }
 
     pub fn alloc_conn(&self, limit: u32) -> Option<u32> {
-        if let Some(id) = self.free_ids.lock().ok()?.pop() {
-            return Some(id);
-        }
-        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        (id < limit).then_some(id)
+        self.ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .alloc(limit, std::time::Instant::now())
     }
 
     pub fn register_conn(&self, info: ConnInfo, wake: mpsc::UnboundedSender<Wake>) {
@@ -153,9 +195,10 @@ impl Registry {
         if let Ok(mut m) = self.conns.lock() {
             m.remove(&id);
         }
-        if let Ok(mut f) = self.free_ids.lock() {
-            f.push(id);
-        }
+        self.ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .free(id, std::time::Instant::now());
     }
 
     pub fn wake(&self, id: u32, wake: Wake) {
@@ -169,5 +212,27 @@ impl Registry {
             .lock()
             .map(|m| m.values().map(|(_, i)| i.clone()).collect())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn an_id_is_not_reused_at_once() {
+        let (mut ids, t0) = (ConnIds::default(), Instant::now());
+        assert_eq!(ids.alloc(4, t0), Some(1));
+        ids.free(1, t0);
+        // fresh ids first, while the freed one rests
+        assert_eq!(ids.alloc(4, t0), Some(2));
+        assert_eq!(ids.alloc(4, t0), Some(3));
+        // rested long enough: the oldest free id
+        ids.free(3, t0 + Duration::from_millis(10));
+        assert_eq!(ids.alloc(4, t0 + ID_REST), Some(1));
+        // none fresh, the only free one still resting: it is taken anyway
+        assert_eq!(ids.alloc(4, t0 + ID_REST), Some(3));
+        assert_eq!(ids.alloc(4, t0 + ID_REST), None);
     }
 }

@@ -12,7 +12,7 @@ pub async fn run(conn: &mut ClientConn, mut client: TcpStream, first: Bytes) -> 
         .l4_endpoint()
         .ok_or_else(|| anyhow::anyhow!("no endpoint for an L4 connection"))?;
     conn.drop_upstreams();
-    let mut upstream = TcpStream::connect(endpoint).await?;
+    let mut upstream = crate::ebpf::own_socks::connect(endpoint).await?;
     upstream.write_all(&first).await?;
     tracing::debug!(%endpoint, "not HTTP/2: spliced to one endpoint");
     let mut from_client = vec![0u8; 65536];

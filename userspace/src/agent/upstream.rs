@@ -65,7 +65,7 @@ pub async fn connect(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Res
 }
 
 async fn handshake(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Result<Handshake> {
-    let mut stream = TcpStream::connect(endpoint)
+    let mut stream = crate::ebpf::own_socks::connect(endpoint)
         .await
         .with_context(|| format!("connect {endpoint}"))?;
     stream.set_nodelay(true)?;

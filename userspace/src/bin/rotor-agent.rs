@@ -43,6 +43,12 @@ struct Args {
     /// Most client connections balanced at once.
     #[arg(long, default_value_t = 16384)]
     max_conns: u32,
+    /// Entries of the per-socket maps (tests fill them with a few connections).
+    #[arg(long, hide = true)]
+    max_sockets: Option<u32>,
+    /// Entries of the streams map (tests fill it with a few streams).
+    #[arg(long, hide = true)]
+    max_streams: Option<u32>,
     /// Check that this kernel has every feature rotor needs, print the result and exit.
     #[arg(long)]
     probe: bool,
@@ -111,6 +117,8 @@ fn main() -> anyhow::Result<()> {
         listen: args.listen,
         admin: args.admin,
         max_conns: args.max_conns,
+        max_sockets: args.max_sockets,
+        max_streams: args.max_streams,
     }))
 }
 

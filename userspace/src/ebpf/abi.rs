@@ -38,7 +38,7 @@ pub const EV_DIVERTED: u32 = 3;
 pub const EV_STREAM_WINDOW: u32 = 4;
 pub const EV_STREAM_CLOSED: u32 = 5;
 
-pub const STAT_NAMES: [&str; 9] = [
+pub const STAT_NAMES: [&str; 11] = [
     "redirect_upstream",
     "redirect_client",
     "pass_agent",
@@ -48,6 +48,8 @@ pub const STAT_NAMES: [&str; 9] = [
     "no_upstream",
     "redirect_bytes",
     "agent_bytes",
+    "fail_open_connect",
+    "fail_open_accept",
 ];
 
 macro_rules! pod {
@@ -76,7 +78,8 @@ pub struct Service {
 pub struct AgentConfig {
     pub listen_ip: u32,
     pub listen_port: u32,
-    pub agent_tgid: u32,
+    /// connect4 redirects no more client connections at once (0: no limit).
+    pub max_clients: u32,
     pub pad: u32,
 }
 
@@ -86,7 +89,7 @@ pub struct Origin {
     pub ip: u32,
     pub port: u32,
     pub service_id: u32,
-    pub pad: u32,
+    pub counted: u32,
 }
 
 #[repr(C)]
@@ -111,7 +114,8 @@ pub struct SockIdent {
     pub conn_id: u32,
     pub role: u32,
     pub slot: u32,
-    pub pad: u32,
+    /// Filled in by `Datapath::set_ident` (rotor.h).
+    pub generation: u32,
 }
 
 #[repr(C)]
@@ -164,7 +168,7 @@ pub struct Route {
     pub action: u32,
     pub arg: u32,
     pub stream: u32,
-    pub pad: u32,
+    pub generation: u32,
 }
 
 #[repr(C)]
@@ -339,6 +343,11 @@ mod tests {
         assert_eq!(offset_of!(UpstreamShared, refused), c::OFF_upstream_refused);
         assert_eq!(offset_of!(Stream, req_sent), c::OFF_stream_req_sent);
         assert_eq!(offset_of!(Event, stream), c::OFF_event_stream);
+        assert_eq!(
+            offset_of!(SockIdent, generation),
+            c::OFF_sock_ident_generation
+        );
+        assert_eq!(offset_of!(Route, generation), c::OFF_route_generation);
     }
     #[test]
     fn an_upstream_that_refused_takes_no_stream_until_one_ends() {

@@ -54,7 +54,19 @@ pub struct LoadOptions {
     pub cgroup: PathBuf,
     pub listen: SocketAddrV4,
     pub max_conns: u32,
+    /// Entries of the per-socket maps (sock_idents, parse_states,
+    /// upstream_socks, and agent_socks when given); default 4 × 65,536.
+    pub max_sockets: Option<u32>,
+    /// Entries of `streams`; default 262,144.
+    pub max_streams: Option<u32>,
 }
+
+/// bpf_map_update_elem: only if the key is not there yet.
+const BPF_NOEXIST: u64 = 1;
+
+/// The compiled-in sizes of ebpf/lib/maps.h.
+const MAX_CONNS: u32 = 65_536;
+const MAX_STREAMS: u32 = 262_144;
 
 /// Maps the agent writes, each behind its own lock (one syscall per use).
 pub struct Datapath {
@@ -69,6 +81,13 @@ pub struct Datapath {
     upstream_socks: Mutex<SockHash<MapData, u64>>,
     injector_socks: Mutex<SockHash<MapData, u32>>,
     stats: PerCpuArray<MapData, u64>,
+    client_count: Array<MapData, u64>,
+    /// Connections the agent handed back to their original path after the
+    /// kernel had sent them to it (agent/fail_open.rs).
+    fail_open_agent: std::sync::atomic::AtomicU64,
+    /// Entries in sock_idents, and what the per-socket maps hold.
+    idents: std::sync::atomic::AtomicUsize,
+    max_sockets: usize,
     events: Mutex<Option<RingBuf<MapData>>>,
 }
 
@@ -104,13 +123,25 @@ impl Datapath {
         // Every program, map, helper and attach type is tried first, so a
         // kernel that lacks one is named with the feature, not a verifier log.
         super::probe::probe_kernel(Some(&opts.cgroup))?;
-        let mut ebpf = EbpfLoader::new()
+        // Accepted sockets outlive their client's close by a moment, and
+        // LRU maps evict early when small: twice the connections, at least
+        // the compiled-in size.
+        let per_conn = MAX_CONNS.max(opts.max_conns.saturating_mul(2));
+        let sockets = opts.max_sockets.unwrap_or(MAX_CONNS * 4);
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries("conns", opts.max_conns)
-            .load(OBJECT)
-            .map_err(|source| DatapathError::Load {
-                kernel: kernel(),
-                source,
-            })?;
+            .map_max_entries("pending_origins", per_conn)
+            .map_max_entries("client_origins", per_conn)
+            .map_max_entries("agent_socks", opts.max_sockets.unwrap_or(per_conn))
+            .map_max_entries("sock_idents", sockets)
+            .map_max_entries("parse_states", sockets)
+            .map_max_entries("upstream_socks", sockets)
+            .map_max_entries("streams", opts.max_streams.unwrap_or(MAX_STREAMS));
+        let mut ebpf = loader.load(OBJECT).map_err(|source| DatapathError::Load {
+            kernel: kernel(),
+            source,
+        })?;
 
         let agent_socks: SockHash<MapData, ClientKey> = take(&mut ebpf, "agent_socks")?;
         let upstream_socks: SockHash<MapData, u64> = take(&mut ebpf, "upstream_socks")?;
@@ -140,7 +171,8 @@ impl Datapath {
                 AgentConfig {
                     listen_ip: u32::from_ne_bytes(opts.listen.ip().octets()),
                     listen_port: opts.listen.port() as u32,
-                    agent_tgid: std::process::id(),
+                    // id 0 names no connection (registry.rs)
+                    max_clients: opts.max_conns.saturating_sub(1),
                     pad: 0,
                 },
                 0,
@@ -159,6 +191,8 @@ impl Datapath {
         let conns = ConnTable::map(conns_data.fd(), opts.max_conns)?;
         // The mapping keeps the map alive after the Map handle is dropped.
         drop(conns_map);
+
+        super::own_socks::install(take(&mut ebpf, "own_socks")?);
 
         let sockops: &mut SockOps = prog(&mut ebpf, "rotor_sockops")?;
         sockops.load().map_err(program_error("rotor_sockops"))?;
@@ -209,6 +243,10 @@ impl Datapath {
             upstream_socks: Mutex::new(upstream_socks),
             injector_socks: Mutex::new(injector_socks),
             stats: take(&mut ebpf, "stats")?,
+            client_count: take(&mut ebpf, "client_count")?,
+            fail_open_agent: Default::default(),
+            idents: Default::default(),
+            max_sockets: sockets as usize,
             events: Mutex::new(Some(take(&mut ebpf, "events")?)),
             _ebpf: ebpf,
         })
@@ -234,8 +272,28 @@ impl Datapath {
         Some(origin)
     }
 
-    pub fn set_ident(&self, cookie: u64, ident: SockIdent) -> Result<(), MapError> {
-        lock(&self.sock_idents).insert(cookie, ident, 0)
+    /// The identity names the connection's current generation (the
+    /// programs check it: rotor.h).
+    pub fn set_ident(&self, cookie: u64, mut ident: SockIdent) -> Result<(), MapError> {
+        if let Some(c) = self.conns.get(ident.conn_id) {
+            ident.generation = c.generation.load(std::sync::atomic::Ordering::SeqCst);
+        }
+        let mut map = lock(&self.sock_idents);
+        let new = map.get(&cookie, 0).is_err();
+        map.insert(cookie, ident, 0)?;
+        if new {
+            self.idents
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Whether the per-socket maps have room for `sockets` more of the
+    /// agent's sockets. The agent writes every identity, so it counts
+    /// them; parser states are one per identified socket, plus sockets
+    /// that closed and are not swept yet.
+    pub fn has_room_for(&self, sockets: usize) -> bool {
+        self.idents.load(std::sync::atomic::Ordering::SeqCst) + sockets <= self.max_sockets
     }
 
     /// The parser state of a socket, if the programs have seen its bytes.
@@ -246,7 +304,10 @@ impl Datapath {
     /// Forgets a socket's identity and parser state (when it closes).
     pub fn forget_cookie(&self, cookie: u64) {
         if cookie != 0 {
-            let _ = lock(&self.sock_idents).remove(&cookie);
+            if lock(&self.sock_idents).remove(&cookie).is_ok() {
+                self.idents
+                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
             let _ = lock(&self.parse_states).remove(&cookie);
         }
     }
@@ -284,6 +345,22 @@ impl Datapath {
         slot: u32,
         sock: &impl AsRawFd,
     ) -> Result<(), MapError> {
+        // Its parser state is made here, not by the parser at the first
+        // byte: a full parse_states then fails this insert, where the
+        // agent can close the slot, instead of leaving an upstream the
+        // kernel cannot frame.
+        let cookie = socket_cookie(sock).map_err(|io_error| {
+            MapError::SyscallError(aya::sys::SyscallError {
+                call: "getsockopt(SO_COOKIE)",
+                io_error,
+            })
+        })?;
+        {
+            let mut states = lock(&self.parse_states);
+            if states.get(&cookie, 0).is_err() {
+                states.insert(cookie, ParseState::default(), BPF_NOEXIST)?;
+            }
+        }
         lock(&self.upstream_socks).insert(upstream_key(conn_id, slot), sock.as_raw_fd(), 0)
     }
 
@@ -363,8 +440,19 @@ impl Datapath {
         lock(&self.events).take()
     }
 
-    /// Kernel counters summed over CPUs, by name.
+    /// One more connection the agent handed back to its original path.
+    pub fn note_fail_open(&self) {
+        self.fail_open_agent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Kernel counters summed over CPUs, by name; then the balanced client
+    /// sockets open now, and the agent's own fail-open count.
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
+        let live = self.client_count.get(&0, 0).unwrap_or(0);
+        let agent = self
+            .fail_open_agent
+            .load(std::sync::atomic::Ordering::Relaxed);
         STAT_NAMES
             .iter()
             .enumerate()
@@ -376,6 +464,7 @@ impl Datapath {
                     .unwrap_or(0);
                 (*name, sum)
             })
+            .chain([("clients_live", live), ("fail_open_agent", agent)])
             .collect()
     }
 }

@@ -4,6 +4,7 @@ pub mod abi;
 mod cgroup;
 mod conn_table;
 mod datapath;
+pub mod own_socks;
 pub mod probe;
 
 pub use cgroup::{is_within as cgroup_is_within, own_cgroup};

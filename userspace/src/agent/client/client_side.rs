@@ -317,10 +317,19 @@ impl ClientConn {
             flags: if fast { STREAM_SLOW } else { 0 },
             ..Default::default()
         };
-        if let Err(e) = self.shared.dp.set_stream(self.id, stream, entry) {
-            tracing::warn!(conn = self.id, error = %e, "streams map full");
+        // A stream without an entry is the agent's alone: the kernel sends
+        // all its client frames here, and nothing (stream_end, the kernel's
+        // end of stream) would ever take a count back, so it gets none. It
+        // counted before, and each one left the endpoint a stream short for
+        // the life of the connection.
+        match self.shared.dp.set_stream(self.id, stream, entry) {
+            Ok(()) => {
+                self.up(slot).streams.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(e) => {
+                tracing::warn!(conn = self.id, stream, error = %e, "streams map full: the agent carries the stream")
+            }
         }
-        self.up(slot).streams.fetch_add(1, Ordering::SeqCst);
         self.slow.insert(stream, slot);
         if fast {
             self.slowed.insert(stream);

@@ -81,7 +81,7 @@ impl ClientConn {
                     conn_id: id,
                     role: ROLE_UPSTREAM,
                     slot,
-                    pad: 0,
+                    generation: 0,
                 },
             )?;
             dp.insert_upstream(id, slot, &hs.stream)?;

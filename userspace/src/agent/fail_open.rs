@@ -1,0 +1,98 @@
+//! A connection the kernel sent to the agent that the agent cannot carry
+//! (its table is full, the kernel could not take the accepted socket, its
+//! Service is gone, or setting it up failed) goes on to where the client
+//! dialled: the Service address, which the node's kube-proxy rules send to
+//! an endpoint, as if rotor were not there. Closing it instead would make
+//! rotor the reason a request failed.
+
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::sockmap_io::SockmapReader;
+use super::Shared;
+
+/// Carries `a` to `dest` until both sides are done; counted and logged.
+pub async fn run(
+    shared: &Shared,
+    a: TcpStream,
+    peer: SocketAddrV4,
+    dest: SocketAddrV4,
+    why: String,
+) {
+    shared.dp.note_fail_open();
+    tracing::warn!(%peer, service = %dest, %why, "connection left on its original path (the Service address)");
+    let cookie = crate::ebpf::socket_cookie(&a).unwrap_or(0);
+    if let Err(e) = splice(a, dest).await {
+        tracing::debug!(%peer, service = %dest, error = %e, "original path ended");
+    }
+    // A socket the kernel took before the agent gave up has a parser state.
+    shared.dp.forget_cookie(cookie);
+}
+
+/// `a` may be in agent_socks (its bytes then reach us one message per
+/// read, sockmap_io.rs); everything else is plain TCP.
+async fn splice(a: TcpStream, dest: SocketAddrV4) -> std::io::Result<()> {
+    let mut up = crate::ebpf::own_socks::connect(dest).await?;
+    up.set_nodelay(true)?;
+    let mut reader = SockmapReader::default();
+    let (mut from_a, mut from_up) = (vec![0u8; 65536], vec![0u8; 65536]);
+    let (mut a_open, mut up_open) = (true, true);
+    while a_open || up_open {
+        tokio::select! {
+            r = reader.recv_confirmed(&a, &mut from_a), if a_open => {
+                let n = r?;
+                if n == 0 {
+                    a_open = false;
+                    up.shutdown().await?;
+                } else {
+                    up.write_all(&from_a[..n]).await?;
+                }
+            }
+            r = up.read(&mut from_up), if up_open => {
+                let n = r?;
+                if n == 0 {
+                    up_open = false;
+                    shutdown_write(&a);
+                } else {
+                    write_all(&a, &from_up[..n]).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn write_all(s: &TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        s.writable().await?;
+        match s.try_write(buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn shutdown_write(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: shutdown(2) on a socket we own.
+    unsafe {
+        libc::shutdown(s.as_raw_fd(), libc::SHUT_WR);
+    }
+}
+
+/// sockops makes an accepted socket's parser state when the handshake
+/// completes, which can be a moment after accept returned it.
+pub async fn kernel_took(shared: &Shared, cookie: u64) -> bool {
+    for _ in 0..25 {
+        if shared.dp.parse_state(cookie).is_some() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    false
+}

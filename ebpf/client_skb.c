@@ -133,6 +133,8 @@ int rotor_client_verdict(struct __sk_buff *skb)
 		return pass_to_agent_from_client(skb, 0);
 	if (st->kind == MSG_PREFACE_PART)
 		return pass_to_agent_from_client(skb, st->len);
+	if (unknown_frame(st))
+		return SK_DROP;
 	st->client_window += connection_window_increment(skb, st);
 	if (!id)
 		return slow(skb, 0, st);

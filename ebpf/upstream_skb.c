@@ -61,7 +61,7 @@ int rotor_upstream_verdict(struct __sk_buff *skb)
 		return pass_to_agent_from_upstream(skb, conn_id, slot, st->len);
 	/* (conn_id, slot) in upstream_socks is the id's current upstream by
 	 * now: an old socket's frames go nowhere. */
-	if (!ident_current(id, c))
+	if (!ident_current(id, c) || unknown_frame(st))
 		return SK_DROP;
 	struct upstream *up = &c->up[slot];
 	__u32 inc = connection_window_increment(skb, st);

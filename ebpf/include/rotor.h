@@ -270,6 +270,7 @@ enum stat {
 	 * a parser state or a place in agent_socks. */
 	STAT_FAIL_OPEN_CONNECT,
 	STAT_FAIL_OPEN_ACCEPT,
+	STAT_UNKNOWN_FRAME, /* frames of unknown types, discarded (RFC 9113 §5.5) */
 	STAT_MAX,
 };
 

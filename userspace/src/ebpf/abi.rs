@@ -38,7 +38,7 @@ pub const EV_DIVERTED: u32 = 3;
 pub const EV_STREAM_WINDOW: u32 = 4;
 pub const EV_STREAM_CLOSED: u32 = 5;
 
-pub const STAT_NAMES: [&str; 11] = [
+pub const STAT_NAMES: [&str; 12] = [
     "redirect_upstream",
     "redirect_client",
     "pass_agent",
@@ -50,6 +50,7 @@ pub const STAT_NAMES: [&str; 11] = [
     "agent_bytes",
     "fail_open_connect",
     "fail_open_accept",
+    "unknown_frame",
 ];
 
 macro_rules! pod {

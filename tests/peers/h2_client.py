@@ -10,7 +10,9 @@
 Prints a JSON report: requests, ok, failed, errors, bodies (short bodies as
 text, long ones as `<LEN bytes fnv FNV>`, or `<LEN bytes sha256 HEX>` with
 `--digest sha256`), corrupt (echoed uploads that differ). `--no-ack` (h2) never
-grants window back, so a response larger than the window waits. `--stream-window`
+grants window back, so a response larger than the window waits. `--half-close`
+(h2) shuts down its sending side once every request is sent, then only reads.
+`--stream-window`
 is the h2 client's SETTINGS_INITIAL_WINDOW_SIZE from its first SETTINGS on
 (default 65,535); `--conn-window` its connection window (default 2**30 more
 than 65,535).
@@ -152,6 +154,11 @@ def run_h2(args, rep):
         open_stream()
     pump_uploads()
     sock.sendall(conn.data_to_send())
+    if args.half_close:
+        # Everything is sent: close the sending side, as a client that
+        # writes its requests and then only reads does. Responses must fit
+        # the initial windows: nothing can be granted after this.
+        sock.shutdown(socket.SHUT_WR)
     sock.setblocking(False)
     while active:
         if time.monotonic() > deadline:
@@ -205,7 +212,7 @@ def run_h2(args, rep):
                 active.clear()
         pump_uploads()
         out = conn.data_to_send()
-        if out:
+        if out and not args.half_close:
             sock.setblocking(True)
             sock.sendall(out)
             sock.setblocking(False)
@@ -257,6 +264,8 @@ def main():
     p.add_argument("--digest", choices=["fnv", "sha256"], default="fnv")
     # never grant window back: what the server sends beyond it must wait
     p.add_argument("--no-ack", action="store_true")
+    p.add_argument("--half-close", action="store_true",
+                   help="h2: send every request, then shut down the sending side and only read")
     args = p.parse_args()
     global DIGEST
     DIGEST = args.digest

@@ -36,6 +36,34 @@ impl ClientConn {
         }
     }
 
+    /// No stream of this connection is open or waiting, and nothing is
+    /// queued for either side: a half-closed client has had every answer.
+    pub(super) fn streams_done(&self) -> bool {
+        // The kernel's per-endpoint counts cover the streams the agent
+        // carries too (bind_stream), except one the full streams map left
+        // without an entry: DRAIN_LIMIT ends that wait.
+        self.held.is_empty()
+            && (0..MAX_UPSTREAMS as u32).all(|slot| {
+                self.up(slot).streams.load(Ordering::SeqCst) == 0
+                    && self.slots[slot as usize]
+                        .as_ref()
+                        .is_none_or(|s| s.to_endpoint.is_empty() && s.to_client.is_empty())
+            })
+    }
+
+    /// After the client's FIN: bytes it sent that the kernel's parser holds
+    /// as the start of a message it has not seen the end of.
+    pub(super) fn client_bytes_unparsed(&self, a: &tokio::net::TcpStream) -> bool {
+        let (Some(st), Ok(received)) = (
+            self.shared.dp.parse_state(self.cookie),
+            crate::ebpf::tcp_received(a),
+        ) else {
+            return false;
+        };
+        // tcpi_bytes_received counts the FIN's sequence number too.
+        received.bytes.saturating_sub(1) as u32 != crate::ebpf::verdict_bytes(&st)
+    }
+
     /// The client's bytes wait unparsed (liveness.rs): an empty SETTINGS
     /// makes the client answer. The client's socket joins its socket hash
     /// before its first byte, so this is a safety net, not a path.

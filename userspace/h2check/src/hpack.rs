@@ -205,6 +205,11 @@ pub fn generate(rng: &mut Rng) -> Vec<u8> {
             );
         }
         block.extend(enc.encode(fields.iter().map(|(n, v)| (&n[..], &v[..]))));
+        for _ in 0..rng.below(3) {
+            // a static table entry by index: the encoder above uses only
+            // those it finds by name
+            block.push(0x80 | (1 + rng.below(61) as u8));
+        }
         match rng.below(8) {
             0 if !block.is_empty() => {
                 let i = rng.below(block.len() as u64) as usize;

@@ -153,6 +153,8 @@ pub fn run(seconds: u64, targets: &[String]) -> Result<bool> {
     };
     ensure_cargo_fuzz()?;
     let dir = crate::workspace_root().join("userspace/fuzz");
+    // printed in reproducer paths: without the xtask/.. detour
+    let dir = dir.canonicalize().unwrap_or(dir);
     // Every target built at once (they share all but their main); `cargo
     // fuzz run` then finds them current.
     let started = Instant::now();

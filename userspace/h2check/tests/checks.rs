@@ -127,3 +127,59 @@ fn hpack_decoder_on_the_seed_corpus() {
         "the seed corpus reaches too little: {total:?}"
     );
 }
+
+/// The cases ebpf/README.md point 1 is about, named: sequence numbers that
+/// wrap inside a header block, the stream arriving a byte per skb, skbs
+/// revisited from an earlier start (coalescing), the preface in parts.
+#[test]
+fn kernel_framing_across_the_sequence_wrap_with_coalesced_one_byte_skbs() {
+    let mut stream = rotor_h2check::h2::frame::PREFACE.to_vec();
+    let frame = |s: &mut Vec<u8>, len: usize, kind: u8, flags: u8, id: u32| {
+        s.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+        s.extend_from_slice(&[kind, flags]);
+        s.extend_from_slice(&id.to_be_bytes());
+        s.extend(std::iter::repeat_n(0x41, len));
+    };
+    frame(&mut stream, 6, 0x4, 0, 0); // SETTINGS
+    frame(&mut stream, 10, 0x1, 0, 1); // HEADERS without END_HEADERS
+    frame(&mut stream, 7, 0x9, 0, 1); // CONTINUATION
+    frame(&mut stream, 3, 0x9, 0x4, 1); // CONTINUATION, END_HEADERS
+    frame(&mut stream, 5, 0x0, 0x1, 1); // DATA, END_STREAM
+    for (mode, kernel_split) in [(0u8, 1u8), (2, 1), (2, 2), (0, 0)] {
+        let mut input = vec![mode];
+        // the wrap falls inside the header block
+        input.extend_from_slice(&(u32::MAX - 40).to_le_bytes());
+        input.extend_from_slice(&[kernel_split, 3]);
+        input.extend_from_slice(&stream);
+        let out = framing::check(&input)
+            .unwrap_or_else(|e| panic!("mode {mode}, split {kernel_split}: {e}"));
+        assert_eq!(
+            out.units,
+            vec![
+                Unit::Preface,
+                Unit::Frame {
+                    off: 24,
+                    len: 15,
+                    kind: 0x4,
+                    stream: 0,
+                    flags: 0
+                },
+                Unit::Frame {
+                    off: 39,
+                    len: 9 * 3 + 20,
+                    kind: 0x1,
+                    stream: 1,
+                    flags: 0
+                },
+                Unit::Frame {
+                    off: 86,
+                    len: 14,
+                    kind: 0x0,
+                    stream: 1,
+                    flags: 1
+                },
+            ],
+            "mode {mode}, split {kernel_split}"
+        );
+    }
+}

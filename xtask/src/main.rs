@@ -1,6 +1,7 @@
 //! `cargo xtask`: project tasks (system dependencies, demo, tests, benchmark).
 
 mod deps;
+mod fuzz;
 mod kernels;
 
 use std::path::PathBuf;
@@ -53,6 +54,16 @@ enum Cmd {
         /// Skip `cargo build --release --workspace --bins`.
         #[arg(long)]
         no_build: bool,
+    },
+    /// Run the cargo-fuzz targets (userspace/fuzz) on stable, each for a time;
+    /// installs cargo-fuzz if missing. Fails on a crash and names the reproducer.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Targets to run (default: all): message_reader, header_rewrite,
+        /// hpack_decode, kernel_framing.
+        targets: Vec<String>,
     },
     /// Remove namespaces and cgroups left by test runs that were killed (owner process gone).
     Clean,
@@ -113,6 +124,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Deps => {
             deps::ensure()?;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Fuzz { seconds, targets } => {
+            // clang-16 instruments the kernel parser for the fuzz build
+            deps::ensure()?;
+            Ok(if fuzz::run(seconds, &targets)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Cmd::Clean => {
             let swept = rotor_tests::sweep::sweep()?;

@@ -12,9 +12,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rotor::h2::frame::{flag, kind, FrameHeader, HEADER_LEN, MAX_FRAME};
-use rotor::h2::header_block::ClientHeaders;
-use rotor::h2::message::{Expect, Message, MessageReader};
+use rotor_h2check::h2::frame::{flag, kind, FrameHeader, HEADER_LEN, MAX_FRAME};
+use rotor_h2check::h2::header_block::ClientHeaders;
+use rotor_h2check::h2::message::{Expect, Message, MessageReader};
 
 fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
     let len = payload.len() as u32;

@@ -9,8 +9,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rotor::h2::frame::{FrameHeader, HEADER_LEN, MAX_FRAME};
-use rotor::h2::message::{Expect, Message, MessageError, MessageReader};
+use rotor_h2check::h2::frame::{FrameHeader, HEADER_LEN, MAX_FRAME};
+use rotor_h2check::h2::message::{Expect, Message, MessageError, MessageReader};
 
 #[derive(Debug, PartialEq)]
 enum Step {
@@ -91,7 +91,7 @@ fuzz_target!(|data: &[u8]| {
                     let h = FrameHeader::parse(&bytes[off..]).expect("a frame header inside a message");
                     assert!(h.len as usize <= MAX_FRAME, "frame over MAX_FRAME inside a header block");
                     if frames > 0 {
-                        assert_eq!(h.kind, rotor::h2::frame::kind::CONTINUATION, "non-CONTINUATION inside a header block");
+                        assert_eq!(h.kind, rotor_h2check::h2::frame::kind::CONTINUATION, "non-CONTINUATION inside a header block");
                         assert_eq!(h.stream, header.stream, "CONTINUATION of another stream inside a header block");
                     }
                     off += HEADER_LEN + h.len as usize;

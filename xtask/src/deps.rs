@@ -25,6 +25,8 @@ enum Need {
 const NEEDS: &[Need] = &[
     Need::Command("clang-16", "clang-16"),
     Need::Command("llc-16", "llvm-16"),
+    // libfuzzer-sys builds libFuzzer from C++ source (`cargo xtask fuzz`).
+    Need::Command("c++", "g++"),
     Need::Command("bpftool", "bpftool"),
     Need::Command("python3", "python3"),
     Need::PythonModule("pip", "python3-pip"),

@@ -153,6 +153,7 @@ fn flood(mode: &str, code: u64) {
     let peak = watch.peak();
     let out = flooder.output(Stream::Stdout);
     let grown = peak.saturating_sub(rss_before);
+    eprintln!("{mode} flood: agent VmRSS {rss_before} KiB before, peak {peak} KiB");
     let warnings = dmesg.new_warnings();
     assert!(
         goaways(&out) == [code]
@@ -327,6 +328,10 @@ fn many_endpoints_within_their_bounds_cannot_pass_the_node_budget() {
     let warnings = dmesg.new_warnings();
     let grown = peak.saturating_sub(rss_before);
     let ceiling = BUDGET / 1024 + 32 * 1024;
+    eprintln!(
+        "budget: agent VmRSS {rss_before} KiB before, peak {peak} KiB; peak queued {} bytes",
+        field(&after_under, "peak_queued_bytes")
+    );
     let diag = |bed: &mut TestBed| {
         format!(
             "warm-up {warm:?}\nqueued after each attacker: {held:?}\nonce over: {over}\n\

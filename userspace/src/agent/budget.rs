@@ -159,6 +159,12 @@ impl Budget {
         let Ok(mut cutting) = self.cutting.try_lock() else {
             return;
         };
+        // The total that sent us here may be stale: a victim that let go
+        // meanwhile brought it back under, and a second holder was cut
+        // 1.5 ms after the first for an excess the first had covered.
+        if self.total.load(Ordering::SeqCst) <= self.limit {
+            return;
+        }
         let holders: Vec<Arc<Holder>> = lock(&self.holders)
             .values()
             .filter_map(Weak::upgrade)
@@ -399,6 +405,17 @@ mod tests {
         assert_eq!(b.status().cut_endpoints, 2);
         assert!(b.refuse_new());
         assert_eq!(b.status().fail_open, 1);
+    }
+
+    #[test]
+    fn a_stale_total_over_the_limit_cuts_nobody() {
+        // another thread's add saw 1,100; a victim let go before it picked
+        let b = Budget::new(1000);
+        let (x, _) = holder(&b, 0);
+        x.add(500);
+        b.changed(1100, true);
+        assert!(!x.is_cut());
+        assert_eq!(b.status().cut_endpoints, 0);
     }
 
     /// Whether `notify` holds a stored permit (notify_one with no waiter).

@@ -32,6 +32,17 @@ HEADERS = 0x1
 END_HEADERS = 0x4
 
 
+OUT = threading.Lock()
+
+
+def say(line):
+    """One whole line: print() from two threads (the flood's and the
+    reader's) wrote `flood cut after N` and `goaway 3` onto one line."""
+    with OUT:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 def frame(kind, flags, stream, payload):
     return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
 
@@ -65,9 +76,9 @@ def serve(sock, args):
                 with lock:
                     sock.sendall(chunk)
                 sent += len(chunk)
-            print(f"flood sent {sent}", flush=True)
+            say(f"flood sent {sent}")
         except OSError:
-            print(f"flood cut after {sent}", flush=True)
+            say(f"flood cut after {sent}")
 
     flooding = threading.Event()
     raw = bytearray()  # the peer's frames, read beside h2, which may give up on them
@@ -92,7 +103,7 @@ def serve(sock, args):
                 if len(raw) < 9 + length:
                     break
                 if raw[3] == 0x7 and length >= 8:
-                    print(f"goaway {int.from_bytes(raw[13:17], 'big')}", flush=True)
+                    say(f"goaway {int.from_bytes(raw[13:17], 'big')}")
                 del raw[: 9 + length]
             if flooding.is_set():
                 # The flood holds the socket's send side (blocked once the
@@ -128,7 +139,7 @@ def serve(sock, args):
         return
     finally:
         if flooding.is_set():
-            print("closed after flood", flush=True)
+            say("closed after flood")
         sock.close()
 
 
@@ -143,7 +154,7 @@ def main():
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     lsock.bind(("0.0.0.0", args.port))
     lsock.listen(128)
-    print(f"listening {args.port}", flush=True)
+    say(f"listening {args.port}")
     while True:
         sock, _ = lsock.accept()
         threading.Thread(target=serve, args=(sock, args), daemon=True).start()

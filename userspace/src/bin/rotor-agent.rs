@@ -48,9 +48,10 @@ struct Args {
     /// Past it the connection or upstream holding the most is cut (GOAWAY
     /// ENHANCE_YOUR_CALM), and new connections stay on their original path
     /// until the total is under three quarters of it. Each peer has its own
-    /// bound too (8 MiB of DATA and 4 MiB of other frames per queue), so
-    /// the default, 256 MiB, is what 16 peers at their bounds hold, and
-    /// half the DaemonSet's memory limit (512 MiB).
+    /// bound too (8 MiB of DATA and 4 MiB of other frames per queue). The
+    /// default, 256 MiB, is half the DaemonSet's memory limit (512 MiB):
+    /// the rest is the agent's baseline (34 MiB) and the fixed buffers of
+    /// its connections.
     #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
     max_queued_bytes: usize,
     /// Entries of the per-socket maps (tests fill them with a few connections).

@@ -81,6 +81,9 @@ pub struct Status {
     pub connections: Vec<ConnStatus>,
     pub open_streams: usize,
     pub kernel: Vec<(String, u64)>,
+    /// What the agent queues, against --max-queued-bytes.
+    #[serde(default)]
+    pub budget: super::budget::BudgetStatus,
 }
 
 /// How long a CLI may take to read its answer.
@@ -141,5 +144,6 @@ fn status(shared: &Shared) -> Status {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
+        budget: shared.budget.status(),
     }
 }

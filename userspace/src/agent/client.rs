@@ -92,6 +92,8 @@ pub struct ClientConn {
     subset_offset: usize,
     subset_moved: tokio::time::Instant,
     subset_last_stream: u32,
+    /// Its share of the node's budget (budgeted.rs).
+    shares: budgeted::Shares,
 }
 
 pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddrV4) {
@@ -138,6 +140,11 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddrV4) {
             "the per-socket maps are full".into(),
         )
         .await;
+    }
+    if shared.budget.refuse_new() {
+        shared.dp.forget_cookie(cookie);
+        let why = "the agent's queued bytes are over --max-queued-bytes".into();
+        return super::fail_open::run(&shared, a, peer, dest, why).await;
     }
     let Some(id) = shared.registry.alloc_conn(shared.dp.conns.len() as u32) else {
         return super::fail_open::run(
@@ -197,6 +204,7 @@ impl ClientConn {
     fn new(id: u32, shared: Arc<Shared>, service: Arc<ServiceState>) -> Self {
         let (up_tx, _) = mpsc::unbounded_channel();
         let (connect_tx, _) = mpsc::unbounded_channel();
+        let shares = budgeted::Shares::new(&shared.budget, id);
         ClientConn {
             id,
             shared,
@@ -232,6 +240,7 @@ impl ClientConn {
             subset_offset: 0,
             subset_moved: tokio::time::Instant::now(),
             subset_last_stream: 0,
+            shares,
         }
     }
 
@@ -307,6 +316,7 @@ impl ClientConn {
         let mut buf = vec![0u8; 32 * 1024];
         let mut a_reader = super::sockmap_io::SockmapReader::default();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let cut = self.shares.wake.clone();
         let server_first = tokio::time::sleep(SERVER_FIRST_WAIT);
         tokio::pin!(server_first);
         // When the client shut down its sending side (its FIN).
@@ -323,7 +333,8 @@ impl ClientConn {
                     let first = self.reader.take_buffered();
                     return super::splice::run(self, a, first).await;
                 }
-                r = a_reader.recv_confirmed(&a, &mut buf), if client_eof.is_none() => {
+                () = cut.notified() => self.on_budget_cut(),
+                r = a_reader.recv_confirmed(&a, &mut buf), if client_eof.is_none() && !self.injector_backed_up() => {
                     let n = r?;
                     if n == 0 {
                         // A client may write its requests and then only
@@ -365,7 +376,7 @@ impl ClientConn {
                     }
                     self.maybe_open_gate();
                 }
-                Some(ev) = up_rx.recv() => {
+                Some(ev) = up_rx.recv(), if !self.injector_backed_up() => {
                     self.on_upstream_event(ev);
                     self.dispatch_held();
                 }
@@ -462,7 +473,7 @@ impl ClientConn {
         if let Some(waiting) = self.before_preface.borrow_mut().take() {
             out.extend_from_slice(&waiting);
         }
-        self.shared.injector.send(self.id, Target::Client, &out);
+        self.inject(Target::Client, &out);
     }
 
     fn to_client(&self, frames: &[u8]) {
@@ -470,56 +481,11 @@ impl ClientConn {
             waiting.extend_from_slice(frames);
             return;
         }
-        self.shared.injector.send(self.id, Target::Client, frames);
+        self.inject(Target::Client, frames);
     }
 
     fn to_upstream(&self, slot: u32, frames: &[u8]) {
-        self.shared
-            .injector
-            .send(self.id, Target::Upstream(slot), frames);
-    }
-
-    fn publish_upstreams(&self) {
-        let ups: Vec<String> = self
-            .slots
-            .iter()
-            .flatten()
-            .filter(|s| s.state != SlotState::Closed)
-            .map(|s| format!("{} ({:?})", s.endpoint, s.state))
-            .collect();
-        let fast = self.shared_conn().flags.load(Ordering::Relaxed) & CONN_FAST != 0;
-        let (read_bytes, read_messages) = (self.read_bytes, self.consumed);
-        self.shared.registry.update_conn(self.id, |i| {
-            i.upstreams = ups;
-            i.fast = fast;
-            i.read_bytes = read_bytes;
-            i.read_messages = read_messages;
-        });
-    }
-
-    /// Opens the fast path once the client acknowledged our SETTINGS and the
-    /// first upstreams are settled; re-sent while the kernel has passed
-    /// messages we had not yet read.
-    fn maybe_open_gate(&mut self) {
-        if !self.acked || self.shared_conn().flags.load(Ordering::SeqCst) & CONN_FAST != 0 {
-            return;
-        }
-        let settled = self
-            .slots
-            .iter()
-            .flatten()
-            .all(|s| s.state != SlotState::Connecting);
-        let queued = self
-            .slots
-            .iter()
-            .flatten()
-            .any(|s| !s.to_endpoint.is_empty())
-            || !self.held.is_empty();
-        if !settled || queued || self.gate_sent == Some(self.consumed) {
-            return;
-        }
-        self.gate_sent = Some(self.consumed);
-        self.shared.injector.open_gate(self.id, self.consumed);
+        self.inject(Target::Upstream(slot), frames);
     }
 
     fn teardown(&mut self) {
@@ -533,6 +499,7 @@ impl ClientConn {
     }
 }
 
+mod budgeted;
 mod client_side;
 mod flow;
 mod hold;

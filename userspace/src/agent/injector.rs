@@ -5,6 +5,7 @@
 //! frames never land inside another frame and never overtake (rules 11, 14).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -12,12 +13,45 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use super::budget::{Charge, Holder, MESSAGE_OVERHEAD};
 use crate::ebpf::abi::{
     SockIdent, ROLE_INJECTOR, ROUTE_ACT_GATE, ROUTE_ACT_NONE, ROUTE_ACT_RELEASE_STREAM,
     ROUTE_ACT_RELEASE_UPSTREAM, ROUTE_ACT_UNHOLD, ROUTE_CLIENT,
 };
 use crate::ebpf::Datapath;
 use crate::h2::frame::{kind, FrameHeader};
+
+/// Frames of one connection waiting for the injector's writer, counted in
+/// the node's budget against their target's holder and in the connection's
+/// own backlog (which stops it reading its peers while that is large).
+pub struct Owed {
+    _charge: Charge,
+    backlog: Arc<AtomicUsize>,
+    n: usize,
+}
+
+impl Owed {
+    pub fn new(holder: &Arc<Holder>, backlog: &Arc<AtomicUsize>, frames: usize) -> Owed {
+        let n = frames + MESSAGE_OVERHEAD;
+        backlog.fetch_add(n, Ordering::SeqCst);
+        Owed {
+            _charge: Charge::new(holder, n),
+            backlog: backlog.clone(),
+            n,
+        }
+    }
+}
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        self.backlog.fetch_sub(self.n, Ordering::SeqCst);
+    }
+}
+
+struct Item {
+    bytes: Bytes,
+    _owed: Option<Owed>,
+}
 
 /// The accepted end of the agent's own connection, J. Any process on the
 /// node can connect to a loopback port: a stranger that connected first was
@@ -48,7 +82,10 @@ const ROUTE_LEN: usize = std::mem::size_of::<crate::ebpf::abi::Route>();
 
 #[derive(Clone)]
 pub struct Injector {
-    tx: mpsc::UnboundedSender<Bytes>,
+    /// Unbounded in count, bounded in bytes: what waits here is charged to
+    /// the node's budget, and a connection with more than its share waiting
+    /// reads no more until it is written (client/budgeted.rs).
+    tx: mpsc::UnboundedSender<Item>,
     /// For the generation of the connection a frame is for: frames still
     /// queued when the connection ends are dropped, not delivered to the
     /// next connection with its id.
@@ -77,34 +114,47 @@ impl Injector {
             .context("injector: insert into injector_socks")?;
         writer.set_nonblocking(true)?;
         let mut writer = tokio::net::TcpStream::from_std(writer)?;
-        let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Item>();
         tokio::spawn(async move {
             let _receiver = receiver; // J lives as long as the writer
             let mut batch = BytesMut::new();
+            let mut owed = Vec::new();
             while let Some(first) = rx.recv().await {
-                batch.extend_from_slice(&first);
+                batch.extend_from_slice(&first.bytes);
+                owed.push(first);
                 while let Ok(more) = rx.try_recv() {
-                    batch.extend_from_slice(&more);
+                    batch.extend_from_slice(&more.bytes);
+                    owed.push(more);
                 }
                 if let Err(e) = writer.write_all(&batch).await {
                     tracing::error!(error = %e, "injector write failed; agent frames are lost");
                     return;
                 }
                 batch.clear();
+                owed.clear();
             }
         });
         Ok(Injector { tx, dp: dp.clone() })
     }
 
-    /// Sends whole frames to a target of a connection.
-    pub fn send(&self, conn_id: u32, target: Target, frames: &[u8]) {
-        self.send_with(conn_id, target, ROUTE_ACT_NONE, 0, 0, frames);
+    /// Sends whole frames to a target of a connection; `owed` counts them
+    /// until they are written.
+    pub fn send(&self, conn_id: u32, target: Target, frames: &[u8], owed: Option<Owed>) {
+        self.send_with(conn_id, target, ROUTE_ACT_NONE, 0, 0, frames, owed);
     }
 
     /// Opens the fast path of a connection once the kernel has passed no
     /// more than `consumed` messages (applied after everything sent before).
     pub fn open_gate(&self, conn_id: u32, consumed: u32) {
-        self.send_with(conn_id, Target::Client, ROUTE_ACT_GATE, consumed, 0, &[]);
+        self.send_with(
+            conn_id,
+            Target::Client,
+            ROUTE_ACT_GATE,
+            consumed,
+            0,
+            &[],
+            None,
+        );
     }
 
     /// Ends the divert of an upstream's frames through the agent, if it had
@@ -117,6 +167,7 @@ impl Injector {
             consumed,
             0,
             &[],
+            None,
         );
     }
 
@@ -130,15 +181,25 @@ impl Injector {
             consumed,
             stream,
             &[],
+            None,
         );
     }
 
     /// Lets the kernel open new streams again once it has passed no more
     /// than `consumed` messages (the agent holds no stream).
     pub fn unhold(&self, conn_id: u32, consumed: u32) {
-        self.send_with(conn_id, Target::Client, ROUTE_ACT_UNHOLD, consumed, 0, &[]);
+        self.send_with(
+            conn_id,
+            Target::Client,
+            ROUTE_ACT_UNHOLD,
+            consumed,
+            0,
+            &[],
+            None,
+        );
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn send_with(
         &self,
         conn_id: u32,
@@ -147,6 +208,7 @@ impl Injector {
         arg: u32,
         stream: u32,
         frames: &[u8],
+        owed: Option<Owed>,
     ) {
         if tracing::enabled!(tracing::Level::TRACE) {
             let mut rest = frames;
@@ -174,6 +236,9 @@ impl Injector {
             b.put_u32_ne(v);
         }
         b.extend_from_slice(frames);
-        let _ = self.tx.send(b.freeze());
+        let _ = self.tx.send(Item {
+            bytes: b.freeze(),
+            _owed: owed,
+        });
     }
 }

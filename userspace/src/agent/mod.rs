@@ -2,6 +2,7 @@
 //! keeps the upstreams, and applies the endpoint model.
 
 mod admin;
+pub mod budget;
 mod client;
 mod events;
 mod fail_open;
@@ -53,6 +54,8 @@ pub struct AgentOptions {
     /// Sizes of the per-socket maps and of `streams` (tests fill them).
     pub max_sockets: Option<u32>,
     pub max_streams: Option<u32>,
+    /// Node-wide bound on the bytes the agent queues (budget.rs).
+    pub max_queued_bytes: usize,
 }
 
 /// What every connection task shares.
@@ -60,6 +63,7 @@ pub struct Shared {
     pub dp: Arc<Datapath>,
     pub injector: Injector,
     pub registry: Arc<Registry>,
+    pub budget: Arc<budget::Budget>,
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
@@ -100,6 +104,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         dp: dp.clone(),
         injector,
         registry: registry.clone(),
+        budget: budget::Budget::new(opts.max_queued_bytes),
     });
     apply(&shared, &model);
     admin::spawn(&opts.admin, shared.clone()).context("starting the admin socket")?;

@@ -5,10 +5,13 @@
 mod frame_queue;
 
 use std::net::SocketAddrV4;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::sync::watch;
+
+use super::budget::Holder;
 
 use crate::ebpf::abi::UpstreamShared;
 use crate::h2::frame::{kind, FrameHeader, DEFAULT_WINDOW};
@@ -51,9 +54,11 @@ pub struct Slot {
     pub release_sent: Option<u32>,
     /// Dropped for flooding (upstream_side.rs): what it still sends is ignored.
     pub flooded: bool,
-    /// Non-zero: the endpoint flooded; its reader sends GOAWAY with this
-    /// code - 1 and discards what it reads (upstream.rs).
-    pub drop_code: Arc<AtomicU32>,
+    /// Non-zero: the endpoint is dropped (it flooded, or the node's budget
+    /// cut it); its reader sends GOAWAY with this code - 1 (upstream.rs).
+    pub dropped: watch::Sender<u32>,
+    /// This upstream's share of the node's budget (budget.rs).
+    pub holder: Arc<Holder>,
     /// Client frames for this endpoint waiting for the connection or for window.
     pub to_endpoint: FrameQueue<Bytes>,
     /// Endpoint frames diverted to the agent, waiting for the client's window.
@@ -61,7 +66,9 @@ pub struct Slot {
 }
 
 impl Slot {
-    pub fn connecting(endpoint: SocketAddrV4) -> Slot {
+    /// `client` answers for what waits for the endpoint, `holder` for what
+    /// the endpoint sent.
+    pub fn connecting(endpoint: SocketAddrV4, client: &Arc<Holder>, holder: Arc<Holder>) -> Slot {
         Slot {
             endpoint,
             state: SlotState::Connecting,
@@ -77,9 +84,10 @@ impl Slot {
             from_endpoint: 0,
             release_sent: None,
             flooded: false,
-            drop_code: Arc::new(AtomicU32::new(0)),
-            to_endpoint: FrameQueue::default(),
-            to_client: FrameQueue::default(),
+            dropped: watch::channel(0).0,
+            to_endpoint: FrameQueue::charged_to(client.clone()),
+            to_client: FrameQueue::charged_to(holder.clone()),
+            holder,
         }
     }
 

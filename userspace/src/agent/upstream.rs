@@ -5,7 +5,6 @@
 //! through the injector.
 
 use std::net::SocketAddrV4;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +12,9 @@ use anyhow::{bail, Context};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+use super::budget::{Charge, Holder, MESSAGE_OVERHEAD};
 
 use crate::h2::frame::{self, flag, kind, setting, DEFAULT_WINDOW, PREFACE};
 use crate::h2::message::{Expect, Message, MessageReader};
@@ -127,29 +128,45 @@ async fn handshake(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Resul
     })
 }
 
+/// Bytes of messages one upstream's reader may have handed its connection
+/// that the connection's task has not taken yet. Past it the reader stops
+/// reading: a reader ahead of a busy connection task buffered a flood
+/// without limit (82 MiB of a 64 MiB flood, and the endpoint's GOAWAY was
+/// never written: the reader had read it all before the task saw the first
+/// frame over its bound). Four times the largest message, so a correct
+/// endpoint never waits on it.
+pub const READ_AHEAD: usize = 1 << 20;
+
+/// A message on its way from a reader to its connection: its share of
+/// READ_AHEAD and of the node's budget, given back when the task drops it.
+pub struct InFlight {
+    _permit: OwnedSemaphorePermit,
+    _charge: Charge,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InFlight")
+    }
+}
+
 /// What an upstream's reader task reports to its connection.
 #[derive(Debug)]
 pub enum UpstreamEvent {
     Message {
         slot: u32,
         message: Message,
+        held: InFlight,
     },
     /// The endpoint closed (or broke) the connection. The socket stays open
     /// until `Settled`.
-    Closed {
-        slot: u32,
-        reason: String,
-    },
+    Closed { slot: u32, reason: String },
     /// The endpoint's bytes wait unparsed: it should be made to send more.
-    Unparsed {
-        slot: u32,
-    },
+    Unparsed { slot: u32 },
     /// After `Closed`: the kernel has carried every byte the endpoint sent
     /// (or SETTLE_LIMIT passed); what is still open of its streams never
     /// got its end.
-    Settled {
-        slot: u32,
-    },
+    Settled { slot: u32 },
 }
 
 /// How long the kernel may take to carry an endpoint's last bytes after
@@ -160,116 +177,201 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(1);
 /// frames) until the endpoint closes; then waits until the kernel has
 /// carried all the endpoint sent, and holds the socket until the task is
 /// aborted: closing it earlier drops the bytes its parser has not seen yet
-/// (the trailers of a response, say).
+/// (the trailers of a response, say). A non-zero value on `dropped` is the
+/// error code of a connection error the agent gives the endpoint (it
+/// flooded, or it was cut for the node's budget): the reader says goodbye.
 pub fn spawn_reader(
     slot: u32,
     stream: TcpStream,
     joined: Joined,
     tx: mpsc::UnboundedSender<UpstreamEvent>,
-    drop_code: Arc<AtomicU32>,
+    dropped: watch::Receiver<u32>,
+    holder: Arc<Holder>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut reader = MessageReader::new(Expect::Frames);
         let mut buf = vec![0u8; 32 * 1024];
-        let reason = read_until_closed(
+        let mut fwd = Forward {
             slot,
-            &stream,
-            &joined,
-            &mut reader,
-            &mut buf,
-            &tx,
-            &drop_code,
-        )
-        .await;
-        if drop_code.load(Ordering::SeqCst) != 0 {
-            // A flooding endpoint (upstream_side.rs) that closed: the slot
-            // closes on its own schedule.
-            std::future::pending::<()>().await;
-        }
-        if tx.send(UpstreamEvent::Closed { slot, reason }).is_err() {
+            tx,
+            ahead: Arc::new(Semaphore::new(READ_AHEAD)),
+            holder,
+            dropped,
+        };
+        let reason =
+            match read_until_closed(&stream, &joined, &mut reader, &mut buf, &mut fwd).await {
+                Stop::Closed(reason) => reason,
+                Stop::Dropped(code) => {
+                    goodbye(&stream, code, &mut buf).await;
+                    let _ = fwd.tx.send(UpstreamEvent::Settled { slot });
+                    return std::future::pending::<()>().await;
+                }
+            };
+        if fwd.tx.send(UpstreamEvent::Closed { slot, reason }).is_err() {
             return;
         }
         joined.settle(&stream).await;
         // The verdict may have handed us frames after the end looked
         // final (its work ran late): they come before `Settled`.
         while let Ok(Some(n)) = super::sockmap_io::recv_now(&stream, &mut buf) {
-            if n == 0 || forward(slot, &mut reader, &buf[..n], &tx).is_err() {
+            if n == 0 || fwd.forward(&mut reader, &buf[..n]).await.is_err() {
                 break;
             }
         }
-        let _ = tx.send(UpstreamEvent::Settled { slot });
+        let _ = fwd.tx.send(UpstreamEvent::Settled { slot });
         std::future::pending::<()>().await;
     })
 }
 
+/// Why a reader stopped reading.
+enum Stop {
+    /// The endpoint closed, broke framing, or the connection is gone.
+    Closed(String),
+    /// The agent dropped the endpoint with this error code.
+    Dropped(u32),
+}
+
 async fn read_until_closed(
-    slot: u32,
     stream: &TcpStream,
     joined: &Joined,
     reader: &mut MessageReader,
     buf: &mut [u8],
-    tx: &mpsc::UnboundedSender<UpstreamEvent>,
-    drop_code: &AtomicU32,
-) -> String {
+    fwd: &mut Forward,
+) -> Stop {
     let mut sockmap = super::sockmap_io::SockmapReader::default();
     let mut watch = super::liveness::ParserWatch::default();
     let mut look = tokio::time::interval(UNPARSED_LOOK);
-    let mut goaway_sent = false;
     loop {
         tokio::select! {
+            // at once, not at the next read: a flood may be all read by then
+            r = fwd.dropped.changed() => {
+                if r.is_err() {
+                    return Stop::Closed("connection gone".to_string());
+                }
+                let code = *fwd.dropped.borrow_and_update();
+                if code != 0 {
+                    return Stop::Dropped(code - 1);
+                }
+            }
             r = sockmap.recv_confirmed(stream, buf) => {
                 let n = match r {
-                    Ok(0) => return "closed by the endpoint".to_string(),
+                    Ok(0) => return Stop::Closed("closed by the endpoint".to_string()),
                     Ok(n) => n,
-                    Err(e) => return e.to_string(),
+                    Err(e) => return Stop::Closed(e.to_string()),
                 };
-                let code = drop_code.load(Ordering::SeqCst);
-                if code != 0 {
-                    // Dropped for flooding: the GOAWAY is written here, on the
-                    // socket itself. Through the injector it would queue in the
-                    // socket's psock behind megabytes of the flood and miss the
-                    // close. Then read on and discard: unread, that queue stalls.
-                    if !goaway_sent {
-                        goaway_sent = true;
-                        let mut out = BytesMut::new();
-                        frame::goaway(&mut out, 0, code - 1);
-                        let _ = stream.try_write(&out);
-                    }
-                    continue;
-                }
-                if let Err(reason) = forward(slot, reader, &buf[..n], tx) {
-                    return reason;
+                if let Err(stop) = fwd.forward(reader, &buf[..n]).await {
+                    return stop;
                 }
             }
             _ = look.tick() => {
-                if joined.unparsed(stream, &mut watch) && tx.send(UpstreamEvent::Unparsed { slot }).is_err() {
-                    return "connection gone".to_string();
+                if joined.unparsed(stream, &mut watch)
+                    && fwd.tx.send(UpstreamEvent::Unparsed { slot: fwd.slot }).is_err()
+                {
+                    return Stop::Closed("connection gone".to_string());
                 }
             }
         }
     }
 }
 
+/// How long a dropped endpoint gets to take its GOAWAY before its socket
+/// closes anyway.
+const GOODBYE_LIMIT: Duration = Duration::from_secs(1);
+
+/// A connection error for an endpoint the agent drops: GOAWAY, written on
+/// the socket itself, then FIN, and the socket stays open until the
+/// endpoint has acknowledged both (or GOODBYE_LIMIT). Through the injector
+/// the GOAWAY would queue in the socket's psock behind the flood. Closed at
+/// once, or while the GOAWAY still waited in the send queue, the socket's
+/// unread bytes made the close a reset that discarded it: the endpoint never
+/// learned why. What the endpoint still sends meanwhile is read and
+/// discarded, or its psock queue would stall. A psock work item that had
+/// sent part of an agent frame into a full send buffer would see the GOAWAY
+/// land after that part; only an endpoint that reads nothing fills it, and
+/// that one does not read the GOAWAY either.
+async fn goodbye(stream: &TcpStream, code: u32, buf: &mut [u8]) {
+    let deadline = tokio::time::Instant::now() + GOODBYE_LIMIT;
+    let mut out = BytesMut::new();
+    frame::goaway(&mut out, 0, code);
+    let mut rest = &out[..];
+    while !rest.is_empty() {
+        tokio::select! {
+            r = stream.writable() => if r.is_err() { return },
+            _ = tokio::time::sleep_until(deadline) => return,
+        }
+        match stream.try_write(rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+    shutdown_write(stream);
+    let mut sockmap = super::sockmap_io::SockmapReader::default();
+    while !crate::ebpf::tcp_fin_acked(stream).unwrap_or(true) {
+        tokio::select! {
+            r = sockmap.recv(stream, buf) => if !matches!(r, Ok(n) if n > 0) { return },
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            _ = tokio::time::sleep_until(deadline) => return,
+        }
+    }
+}
+
+fn shutdown_write(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: shutdown(2) on a socket we own.
+    unsafe {
+        libc::shutdown(s.as_raw_fd(), libc::SHUT_WR);
+    }
+}
+
 /// How often an upstream is checked for bytes its parser has not seen.
 const UNPARSED_LOOK: Duration = Duration::from_millis(100);
 
-/// Passes the whole messages in `bytes` (after what `reader` holds) to the
-/// connection; Err with the reason when the stream is broken or the
-/// connection gone.
-fn forward(
+/// A reader's way to its connection.
+struct Forward {
     slot: u32,
-    reader: &mut MessageReader,
-    bytes: &[u8],
-    tx: &mpsc::UnboundedSender<UpstreamEvent>,
-) -> Result<(), String> {
-    reader.push(bytes);
-    loop {
-        match reader.next_message() {
-            Ok(Some(message)) => tx
-                .send(UpstreamEvent::Message { slot, message })
-                .map_err(|_| "connection gone".to_string())?,
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(e.to_string()),
+    tx: mpsc::UnboundedSender<UpstreamEvent>,
+    ahead: Arc<Semaphore>,
+    holder: Arc<Holder>,
+    dropped: watch::Receiver<u32>,
+}
+
+impl Forward {
+    /// Passes the whole messages in `bytes` (after what `reader` holds) to
+    /// the connection, each once READ_AHEAD has room for it.
+    async fn forward(&mut self, reader: &mut MessageReader, bytes: &[u8]) -> Result<(), Stop> {
+        reader.push(bytes);
+        loop {
+            let message = match reader.next_message() {
+                Ok(Some(m)) => m,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(Stop::Closed(e.to_string())),
+            };
+            let cost = message.payload().len() + 9 + MESSAGE_OVERHEAD;
+            let permits = cost.min(READ_AHEAD) as u32;
+            let permit = tokio::select! {
+                p = self.ahead.clone().acquire_many_owned(permits) => {
+                    p.map_err(|_| Stop::Closed("connection gone".to_string()))?
+                }
+                r = self.dropped.wait_for(|c| *c != 0) => {
+                    return Err(match r.map(|c| *c) {
+                        Ok(code) => Stop::Dropped(code - 1),
+                        Err(_) => Stop::Closed("connection gone".to_string()),
+                    });
+                }
+            };
+            let held = InFlight {
+                _permit: permit,
+                _charge: Charge::new(&self.holder, cost),
+            };
+            let ev = UpstreamEvent::Message {
+                slot: self.slot,
+                message,
+                held,
+            };
+            self.tx
+                .send(ev)
+                .map_err(|_| Stop::Closed("connection gone".to_string()))?;
         }
     }
 }

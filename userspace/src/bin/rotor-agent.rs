@@ -43,6 +43,17 @@ struct Args {
     /// Most client connections balanced at once.
     #[arg(long, default_value_t = 16384)]
     max_conns: u32,
+    /// Most bytes the agent queues for all peers together (frames waiting
+    /// for a window or a busy task, and its own frames not yet written).
+    /// Past it the connection or upstream holding the most is cut (GOAWAY
+    /// ENHANCE_YOUR_CALM), and new connections stay on their original path
+    /// until the total is under three quarters of it. Each peer has its own
+    /// bound too (8 MiB of DATA and 4 MiB of other frames per queue). The
+    /// default, 256 MiB, is half the DaemonSet's memory limit (512 MiB):
+    /// the rest is the agent's baseline (34 MiB) and the fixed buffers of
+    /// its connections.
+    #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
+    max_queued_bytes: usize,
     /// Entries of the per-socket maps (tests fill them with a few connections).
     #[arg(long, hide = true)]
     max_sockets: Option<u32>,
@@ -119,6 +130,7 @@ fn main() -> anyhow::Result<()> {
         max_conns: args.max_conns,
         max_sockets: args.max_sockets,
         max_streams: args.max_streams,
+        max_queued_bytes: args.max_queued_bytes,
     }))
 }
 

@@ -63,6 +63,17 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!("OPEN STREAMS {}", status.open_streams);
+    let b = &status.budget;
+    println!(
+        "QUEUED {} of {} bytes (peak {}){}; cut: {} clients, {} endpoints; left on their original path while over: {}",
+        b.queued_bytes,
+        b.max_queued_bytes,
+        b.peak_queued_bytes,
+        if b.over { ", OVER: new connections stay on their original path" } else { "" },
+        b.cut_clients,
+        b.cut_endpoints,
+        b.fail_open
+    );
     println!("KERNEL");
     for (k, v) in &status.kernel {
         println!("  {k:<20} {v}");

@@ -519,6 +519,23 @@ pub struct TcpReceived {
 const TCP_CLOSE: u8 = 7;
 
 pub fn tcp_received(sock: &impl AsRawFd) -> std::io::Result<TcpReceived> {
+    let info = tcp_info(sock)?;
+    Ok(TcpReceived {
+        bytes: info.tcpi_bytes_received,
+        reset: info.tcpi_state == TCP_CLOSE,
+    })
+}
+
+/// Whether the peer has acknowledged our FIN, and so every byte before it
+/// (FIN_WAIT2, TIME_WAIT; CLOSE after LAST_ACK or a reset).
+pub fn tcp_fin_acked(sock: &impl AsRawFd) -> std::io::Result<bool> {
+    const TCP_FIN_WAIT2: u8 = 5;
+    const TCP_TIME_WAIT: u8 = 6;
+    let state = tcp_info(sock)?.tcpi_state;
+    Ok(matches!(state, TCP_FIN_WAIT2 | TCP_TIME_WAIT | TCP_CLOSE))
+}
+
+fn tcp_info(sock: &impl AsRawFd) -> std::io::Result<libc::tcp_info> {
     // SAFETY: tcp_info is plain integers; all-zero is a valid value.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -535,10 +552,7 @@ pub fn tcp_received(sock: &impl AsRawFd) -> std::io::Result<TcpReceived> {
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(TcpReceived {
-        bytes: info.tcpi_bytes_received,
-        reset: info.tcpi_state == TCP_CLOSE,
-    })
+    Ok(info)
 }
 
 /// Bytes of a socket's stream its verdict has handled, since the parser

@@ -10,5 +10,6 @@ pub mod probe;
 pub use cgroup::{is_within as cgroup_is_within, own_cgroup};
 pub use conn_table::ConnTable;
 pub use datapath::{
-    socket_cookie, tcp_received, upstream_key, verdict_bytes, Datapath, DatapathError, LoadOptions,
+    socket_cookie, tcp_fin_acked, tcp_received, upstream_key, verdict_bytes, Datapath,
+    DatapathError, LoadOptions,
 };

@@ -36,9 +36,7 @@ impl ClientConn {
             }
         }
         if !out.is_empty() {
-            self.shared
-                .injector
-                .send(id, super::Target::Upstream(slot), &out);
+            self.inject(super::Target::Upstream(slot), &out);
             self.replenish_client();
         }
         self.release_streams(slot);
@@ -228,7 +226,7 @@ impl ClientConn {
         }
         if !out.is_empty() {
             // diverted frames exist only after the preface: the greeting is out
-            self.shared.injector.send(id, super::Target::Client, &out);
+            self.shares.to_client(&self.shared.injector, id, &out);
         }
         // Nothing of this upstream left in the agent: the kernel may carry
         // its frames again (the release is queued behind what was sent).

@@ -87,4 +87,47 @@ impl ClientConn {
             self.to_client(&out);
         }
     }
+
+    pub(super) fn publish_upstreams(&self) {
+        let ups: Vec<String> = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| s.state != SlotState::Closed)
+            .map(|s| format!("{} ({:?})", s.endpoint, s.state))
+            .collect();
+        let fast = self.shared_conn().flags.load(Ordering::Relaxed) & CONN_FAST != 0;
+        let (read_bytes, read_messages) = (self.read_bytes, self.consumed);
+        self.shared.registry.update_conn(self.id, |i| {
+            i.upstreams = ups;
+            i.fast = fast;
+            i.read_bytes = read_bytes;
+            i.read_messages = read_messages;
+        });
+    }
+
+    /// Opens the fast path once the client acknowledged our SETTINGS and the
+    /// first upstreams are settled; re-sent while the kernel has passed
+    /// messages we had not yet read.
+    pub(super) fn maybe_open_gate(&mut self) {
+        if !self.acked || self.shared_conn().flags.load(Ordering::SeqCst) & CONN_FAST != 0 {
+            return;
+        }
+        let settled = self
+            .slots
+            .iter()
+            .flatten()
+            .all(|s| s.state != SlotState::Connecting);
+        let queued = self
+            .slots
+            .iter()
+            .flatten()
+            .any(|s| !s.to_endpoint.is_empty())
+            || !self.held.is_empty();
+        if !settled || queued || self.gate_sent == Some(self.consumed) {
+            return;
+        }
+        self.gate_sent = Some(self.consumed);
+        self.shared.injector.open_gate(self.id, self.consumed);
+    }
 }

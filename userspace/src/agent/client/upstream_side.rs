@@ -14,11 +14,18 @@ use crate::h2::message::Message;
 impl ClientConn {
     pub(super) fn on_upstream_event(&mut self, ev: UpstreamEvent) {
         match ev {
-            UpstreamEvent::Message { slot, message } => {
+            UpstreamEvent::Message {
+                slot,
+                message,
+                held,
+            } => {
                 if let Some(s) = self.slots[slot as usize].as_mut() {
                     s.from_endpoint = s.from_endpoint.wrapping_add(1);
                 }
-                self.on_upstream_message(slot, message)
+                self.on_upstream_message(slot, message);
+                // the reader may read on (its READ_AHEAD), once the message
+                // is queued where its own bound counts it
+                drop(held);
             }
             UpstreamEvent::Closed { slot, reason } => {
                 let Some(s) = self.slots[slot as usize].as_mut() else {
@@ -165,27 +172,34 @@ impl ClientConn {
     }
 }
 
-/// How long a flooding endpoint's socket stays open after its GOAWAY.
-const FLOOD_CLOSE_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a dropped endpoint's slot waits for its reader to say goodbye
+/// (upstream.rs, GOODBYE_LIMIT) before it is closed anyway: a reader that
+/// had already ended says nothing.
+const DROP_CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl ClientConn {
     /// An endpoint that floods frames past the bound loses its upstream
     /// (GOAWAY ENHANCE_YOUR_CALM, or FLOW_CONTROL_ERROR for DATA beyond
-    /// its window: RFC 9113 §5.4.1, §6.9); the client keeps its
-    /// connection: streams the endpoint had not answered are refused, so
-    /// they can be retried elsewhere, answered ones cancelled.
+    /// its window: RFC 9113 §5.4.1, §6.9).
     fn drop_flooding_endpoint(&mut self, slot: u32, e: &crate::agent::slot::Overflow) {
-        if let Some(s) = self.slots[slot as usize].as_ref() {
-            tracing::warn!(conn = self.id, endpoint = %s.endpoint, error = %e, "endpoint flood: upstream closed");
-        }
         let code = match e {
             crate::agent::slot::Overflow::Control(_) => error_code::ENHANCE_YOUR_CALM,
             crate::agent::slot::Overflow::Data(_) => error_code::FLOW_CONTROL_ERROR,
         };
+        self.drop_endpoint(slot, code, &e.to_string());
+    }
+
+    /// Ends an upstream with a connection error for its endpoint; the client
+    /// keeps its connection: streams the endpoint had not answered are
+    /// refused, so they can be retried elsewhere, answered ones cancelled.
+    /// The reader writes the GOAWAY and closes the socket (upstream.rs).
+    pub(super) fn drop_endpoint(&mut self, slot: u32, code: u32, why: &str) {
         if let Some(s) = self.slots[slot as usize].as_mut() {
+            tracing::warn!(conn = self.id, endpoint = %s.endpoint, code, why, "endpoint dropped: GOAWAY, upstream closed");
             s.to_client.clear();
+            s.to_endpoint.clear();
             s.flooded = true;
-            s.drop_code.store(code + 1, Ordering::SeqCst);
+            s.dropped.send_replace(code + 1);
             s.state = SlotState::Closed;
             s.closed_at = Some(tokio::time::Instant::now());
             s.unsettled = true;
@@ -193,12 +207,9 @@ impl ClientConn {
         self.up(slot).state.store(UP_EMPTY, Ordering::SeqCst);
         self.refuse_slot_streams(slot, 0);
         self.advertise_stream_limit();
-        // The socket closes once its reader has written the GOAWAY (at its
-        // next read, the flood keeps it busy): closed at once, the endpoint
-        // never learned why.
         let tx = self.up_tx.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(FLOOD_CLOSE_DELAY).await;
+            tokio::time::sleep(DROP_CLOSE_LIMIT).await;
             let _ = tx.send(UpstreamEvent::Settled { slot });
         });
     }

@@ -2,8 +2,7 @@
 //! maps, following the Service's endpoints, draining, reconnecting, closing.
 
 use std::net::SocketAddrV4;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 
@@ -29,7 +28,10 @@ impl ClientConn {
             .as_ref()
             .filter(|s| s.endpoint == endpoint)
             .map_or(0, |s| s.failures);
-        let mut fresh = Slot::connecting(endpoint);
+        let holder = self
+            .shares
+            .endpoint(&self.shared.budget, self.id, slot as u32);
+        let mut fresh = Slot::connecting(endpoint, &self.shares.client, holder);
         fresh.failures = failures;
         self.slots[slot] = Some(fresh);
         let tx = self.connect_tx.clone();
@@ -104,13 +106,13 @@ impl ClientConn {
             cookie,
             read_bytes: hs.read_bytes,
         };
-        s.drop_code = Arc::new(AtomicU32::new(0));
         s.reader = Some(upstream::spawn_reader(
             slot,
             hs.stream,
             joined,
             self.up_tx.clone(),
-            s.drop_code.clone(),
+            s.dropped.subscribe(),
+            s.holder.clone(),
         ));
         let up = &self.shared.dp.conns.get(id).expect("conn").up[slot as usize];
         up.state.store(UP_ACTIVE, Ordering::SeqCst);

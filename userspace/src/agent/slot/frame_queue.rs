@@ -7,17 +7,26 @@
 //! window yet: an endpoint that answered with more than the client's window
 //! and then sent frames of an unknown type on the same stream, without end,
 //! grew the agent by each of them.
+//!
+//! What a queue holds is also charged to its holder in the node-wide budget
+//! (budget.rs): the client connection for frames to an endpoint, the
+//! upstream for frames to the client.
 
 use std::collections::vec_deque::Iter;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use thiserror::Error;
 
+use crate::agent::budget::{Holder, MESSAGE_OVERHEAD};
 use crate::h2::message::Message;
 
-/// Bytes of frames other than DATA one queue may hold: 64 times the largest
-/// header block a correct peer sends (64 KiB), so only a flood reaches it.
+/// Bytes of frames other than DATA one queue may hold, each frame counted
+/// with what it costs beyond its bytes (MESSAGE_OVERHEAD): 64 times the
+/// largest header block a correct peer sends (64 KiB), or 29,000 frames of
+/// 9 to 16 bytes (PRIORITY, RST_STREAM, WINDOW_UPDATE), so only a flood
+/// reaches it.
 pub const MAX_CONTROL_BYTES: usize = 4 << 20;
 /// DATA bytes one queue may hold: twice the largest window the agent grants
 /// (the client's 4 MiB); only a peer that ignores flow control reaches it.
@@ -53,12 +62,12 @@ impl QueuedFrame for Message {
     }
 }
 
-/// (DATA bytes, other bytes) of one frame.
+/// (DATA bytes, other bytes) one frame costs.
 fn sizes(frame: &[u8]) -> (usize, usize) {
     if frame.get(3) == Some(&crate::h2::frame::kind::DATA) {
         (frame.len(), 0)
     } else {
-        (0, frame.len())
+        (0, frame.len() + MESSAGE_OVERHEAD)
     }
 }
 
@@ -66,6 +75,7 @@ pub struct FrameQueue<T> {
     frames: VecDeque<T>,
     data_bytes: usize,
     control_bytes: usize,
+    holder: Option<Arc<Holder>>,
 }
 
 impl<T> Default for FrameQueue<T> {
@@ -74,11 +84,30 @@ impl<T> Default for FrameQueue<T> {
             frames: VecDeque::new(),
             data_bytes: 0,
             control_bytes: 0,
+            holder: None,
+        }
+    }
+}
+
+impl<T> Drop for FrameQueue<T> {
+    fn drop(&mut self) {
+        if let Some(h) = &self.holder {
+            h.sub(self.data_bytes + self.control_bytes);
         }
     }
 }
 
 impl<T: QueuedFrame> FrameQueue<T> {
+    /// An empty queue whose bytes count against `holder`'s budget.
+    pub fn charged_to(holder: Arc<Holder>) -> Self {
+        FrameQueue {
+            frames: VecDeque::new(),
+            data_bytes: 0,
+            control_bytes: 0,
+            holder: Some(holder),
+        }
+    }
+
     /// Queues a frame; Err when it would pass a bound (it is not queued:
     /// the sender floods or ignores flow control).
     pub fn push_back(&mut self, frame: T) -> Result<(), Overflow> {
@@ -92,6 +121,9 @@ impl<T: QueuedFrame> FrameQueue<T> {
         self.control_bytes += control;
         self.data_bytes += data;
         self.frames.push_back(frame);
+        if let Some(h) = &self.holder {
+            h.add(data + control);
+        }
         Ok(())
     }
 
@@ -100,6 +132,9 @@ impl<T: QueuedFrame> FrameQueue<T> {
         let (data, control) = sizes(f.frame_bytes());
         self.data_bytes -= data;
         self.control_bytes -= control;
+        if let Some(h) = &self.holder {
+            h.sub(data + control);
+        }
         Some(f)
     }
 
@@ -112,9 +147,18 @@ impl<T: QueuedFrame> FrameQueue<T> {
     }
 
     pub fn clear(&mut self) {
+        if let Some(h) = &self.holder {
+            h.sub(self.data_bytes + self.control_bytes);
+        }
         self.frames.clear();
         self.data_bytes = 0;
         self.control_bytes = 0;
+    }
+
+    /// Bytes this queue counts (as the budget does).
+    #[cfg(test)]
+    pub fn queued(&self) -> usize {
+        self.data_bytes + self.control_bytes
     }
 
     pub fn iter(&self) -> Iter<'_, T> {
@@ -148,13 +192,14 @@ mod tests {
             q.push_back(frame(kind::DATA, 16_384)).unwrap();
         }
         let unknown = frame(0xfa, 16_000);
-        let fits = MAX_CONTROL_BYTES / unknown.len();
+        let cost = unknown.len() + MESSAGE_OVERHEAD;
+        let fits = MAX_CONTROL_BYTES / cost;
         for _ in 0..fits {
             q.push_back(unknown.clone()).unwrap();
         }
         assert_eq!(
             q.push_back(unknown.clone()),
-            Err(Overflow::Control((fits + 1) * unknown.len()))
+            Err(Overflow::Control((fits + 1) * cost))
         );
         // what leaves makes room again, DATA or not
         while q.front().is_some_and(|f| f[3] == kind::DATA) {
@@ -162,6 +207,38 @@ mod tests {
         }
         q.pop_front();
         assert!(q.push_back(unknown).is_ok());
+    }
+
+    #[test]
+    fn small_frames_count_what_they_cost() {
+        // a PRIORITY frame is 14 bytes; 4 MiB of them would be 300,000
+        // messages and several times 4 MiB of memory
+        let mut q = FrameQueue::<Bytes>::default();
+        let priority = frame(kind::PRIORITY, 5);
+        let mut n = 0;
+        while q.push_back(priority.clone()).is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, MAX_CONTROL_BYTES / (14 + MESSAGE_OVERHEAD));
+    }
+
+    #[test]
+    fn the_budget_sees_what_the_queue_holds() {
+        let budget = crate::agent::budget::Budget::new(1 << 30);
+        let side = crate::agent::budget::Side::Client { conn: 1 };
+        let holder = budget.holder(side, Default::default());
+        let mut q = FrameQueue::<Bytes>::charged_to(holder.clone());
+        q.push_back(frame(kind::DATA, 1000)).unwrap();
+        q.push_back(frame(kind::HEADERS, 100)).unwrap();
+        assert_eq!(holder.bytes(), 1009 + 109 + MESSAGE_OVERHEAD);
+        assert_eq!(holder.bytes(), q.queued());
+        q.pop_front();
+        assert_eq!(holder.bytes(), 109 + MESSAGE_OVERHEAD);
+        q.clear();
+        assert_eq!(holder.bytes(), 0);
+        q.push_back(frame(kind::DATA, 10)).unwrap();
+        drop(q);
+        assert_eq!(budget.status().queued_bytes, 0);
     }
 
     #[test]

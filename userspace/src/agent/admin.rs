@@ -46,6 +46,13 @@ pub struct UpstreamCounters {
     pub req_limit: u64,
     pub resp_data: u64,
     pub diverted: bool,
+    /// The divert's bookkeeping (upstream_skb.c): messages handed to the
+    /// agent, the last stream frame among them, what the agent had handled
+    /// when it asked for release, and whether that ask is pending.
+    pub passed: u32,
+    pub last_diverted: u32,
+    pub consumed: u32,
+    pub release: bool,
 }
 
 fn counters(shared: &Shared, id: u32) -> ConnCounters {
@@ -70,6 +77,10 @@ fn counters(shared: &Shared, id: u32) -> ConnCounters {
                 req_limit: u.req_limit.load(Relaxed),
                 resp_data: u.resp_data.load(Relaxed),
                 diverted: u.diverted.load(Relaxed) != 0,
+                passed: u.passed.load(Relaxed),
+                last_diverted: u.last_diverted.load(Relaxed),
+                consumed: u.consumed.load(Relaxed),
+                release: u.release.load(Relaxed) != 0,
             })
             .collect(),
     }

@@ -94,7 +94,16 @@ impl ClientConn {
             .iter()
             .flatten()
             .filter(|s| s.state != SlotState::Closed)
-            .map(|s| format!("{} ({:?})", s.endpoint, s.state))
+            .map(|s| {
+                format!(
+                    "{} ({:?}) read {} waiting {} release {:?}",
+                    s.endpoint,
+                    s.state,
+                    s.from_endpoint,
+                    s.to_client.iter().count(),
+                    s.release_sent
+                )
+            })
             .collect();
         let fast = self.shared_conn().flags.load(Ordering::Relaxed) & CONN_FAST != 0;
         let (read_bytes, read_messages) = (self.read_bytes, self.consumed);

@@ -145,7 +145,7 @@ impl ClientConn {
     /// client's window; the kernel then diverts the overflow to the agent
     /// (and back once the agent has sent it on) instead of sending the
     /// client more than it allowed.
-    fn grant_endpoints(&mut self) {
+    pub(super) fn grant_endpoints(&mut self) {
         let dp = self.shared.dp.clone();
         let Some(c) = dp.conns.get(self.id) else {
             return;

@@ -25,7 +25,12 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ro
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     #[error("loading the eBPF object failed (kernel {kernel}); rotor needs sockmap, sk_skb and cgroup programs (Linux 6.1+)")]
-    Load { kernel: String, source: EbpfError },
+    Load {
+        kernel: String,
+        // Boxed: aya's error is large, and every Result of this module
+        // would carry its size.
+        source: Box<EbpfError>,
+    },
     #[error("program {name} (kernel {kernel})")]
     Program {
         name: &'static str,
@@ -140,7 +145,7 @@ impl Datapath {
             .map_max_entries("streams", opts.max_streams.unwrap_or(MAX_STREAMS));
         let mut ebpf = loader.load(OBJECT).map_err(|source| DatapathError::Load {
             kernel: kernel(),
-            source,
+            source: Box::new(source),
         })?;
 
         let agent_socks: SockHash<MapData, ClientKey> = take(&mut ebpf, "agent_socks")?;

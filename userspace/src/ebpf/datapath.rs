@@ -178,7 +178,6 @@ impl Datapath {
                     listen_port: opts.listen.port() as u32,
                     // id 0 names no connection (registry.rs)
                     max_clients: opts.max_conns.saturating_sub(1),
-                    pad: 0,
                 },
                 0,
             )
@@ -258,7 +257,7 @@ impl Datapath {
     }
 
     pub fn set_service(&self, vip: SocketAddrV4, id: u32) -> Result<(), MapError> {
-        lock(&self.services).insert(service_key(vip), Service { id, flags: 0 }, 0)
+        lock(&self.services).insert(service_key(vip), Service { id }, 0)
     }
 
     pub fn remove_service(&self, vip: SocketAddrV4) -> Result<(), MapError> {
@@ -460,13 +459,8 @@ impl Datapath {
             .load(std::sync::atomic::Ordering::Relaxed);
         STAT_NAMES
             .iter()
-            .enumerate()
             .map(|(i, name)| {
-                let sum = self
-                    .stats
-                    .get(&(i as u32), 0)
-                    .map(|v| v.iter().sum())
-                    .unwrap_or(0);
+                let sum = self.stats.get(i, 0).map(|v| v.iter().sum()).unwrap_or(0);
                 (*name, sum)
             })
             .chain([("clients_live", live), ("fail_open_agent", agent)])

@@ -4,16 +4,12 @@
 use std::sync::Arc;
 
 use aya::maps::{MapData, RingBuf};
-use tokio::io::unix::AsyncFd;
 
 use super::registry::{Registry, Wake};
 use crate::ebpf::abi::{Event, EV_STREAM_WINDOW};
 
-pub fn spawn(ring: RingBuf<MapData>, registry: Arc<Registry>) -> anyhow::Result<()> {
-    // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, so the
-    // fd stays open for as long as it is registered.
-    let mut fd =
-        unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("ring buffer: {e}"))?;
+pub fn spawn(ring: RingBuf<MapData>, registry: Arc<Registry>) -> std::io::Result<()> {
+    let mut fd = crate::sys::register_owned(ring)?;
     tokio::spawn(async move {
         loop {
             let Ok(mut guard) = fd.readable_mut().await else {

@@ -80,7 +80,8 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("tokio runtime")?;
-        return runtime.block_on(rotor::agent::self_check::connect(vip));
+        runtime.block_on(rotor::agent::self_check::connect(vip))?;
+        return Ok(());
     }
     let source = match (args.source, args.config, args.kubeconfig) {
         (SourceKind::File, Some(path), None) => rotor::agent::Source::File(path),

@@ -41,6 +41,37 @@ pub use generated::{
 
 pub const MAX_UPSTREAMS: usize = generated::ROTOR_MAX_UPSTREAMS as usize;
 
+// The frame types, flags and error code the programs act on (RFC 9113), as
+// rotor.h names them for the kernel and h2::frame for the agent: the two
+// must agree, or the kernel and the agent cut and judge frames differently.
+const _: () = {
+    use crate::h2::frame::{error_code, flag, kind};
+    let same = [
+        (generated::H2_DATA, kind::DATA),
+        (generated::H2_HEADERS, kind::HEADERS),
+        (generated::H2_PRIORITY, kind::PRIORITY),
+        (generated::H2_RST_STREAM, kind::RST_STREAM),
+        (generated::H2_SETTINGS, kind::SETTINGS),
+        (generated::H2_PUSH_PROMISE, kind::PUSH_PROMISE),
+        (generated::H2_PING, kind::PING),
+        (generated::H2_GOAWAY, kind::GOAWAY),
+        (generated::H2_WINDOW_UPDATE, kind::WINDOW_UPDATE),
+        (generated::H2_CONTINUATION, kind::CONTINUATION),
+        (generated::ROTOR_ROUTE, kind::ROTOR_ROUTE),
+        (generated::H2_FLAG_END_STREAM, flag::END_STREAM),
+        (generated::H2_FLAG_END_HEADERS, flag::END_HEADERS),
+    ];
+    let mut i = 0;
+    while i < same.len() {
+        assert!(
+            same[i].0 == same[i].1 as u32,
+            "rotor.h and h2::frame disagree"
+        );
+        i += 1;
+    }
+    assert!(generated::H2_REFUSED_STREAM == error_code::REFUSED_STREAM);
+};
+
 /// The name `rotor status` shows for each kernel counter, at its index in
 /// the `stats` array. The length is `STAT_MAX`, so a counter added to
 /// `enum stat` without a name here does not compile; the check below

@@ -23,16 +23,16 @@ static __always_inline int conn_fast(struct conn *c, struct parse_state *st)
 /* Counted in the socket's parse state, which exists from the first byte:
  * the agent counts the same messages as it reads them, so "the agent has
  * handled N" means nothing it was handed is still on its way. */
-static __always_inline int slow(struct __sk_buff *skb, struct conn *c, struct parse_state *st)
+static __always_inline int slow(struct __sk_buff *skb, struct parse_state *st)
 {
 	st->passed++;
 	return pass_to_agent_from_client(skb, st->len);
 }
 
-static __always_inline int slow_stream(struct __sk_buff *skb, struct conn *c,
+static __always_inline int slow_stream(struct __sk_buff *skb,
 				       struct parse_state *st, struct stream *s)
 {
-	int verdict = slow(skb, c, st);
+	int verdict = slow(skb, st);
 
 	s->last_passed = st->passed;
 	return verdict;
@@ -137,12 +137,12 @@ int rotor_client_verdict(struct __sk_buff *skb)
 		return SK_DROP;
 	st->client_window += connection_window_increment(skb, st);
 	if (!id)
-		return slow(skb, 0, st);
+		return slow(skb, st);
 	__u32 conn_id = id->conn_id;
 	struct conn *c = bpf_map_lookup_elem(&conns, &conn_id);
 
 	if (!c)
-		return slow(skb, 0, st);
+		return slow(skb, st);
 	if (!ident_current(id, c))
 		return SK_DROP;
 	/* The client's window as far as it has said (the default plus every
@@ -153,7 +153,7 @@ int rotor_client_verdict(struct __sk_buff *skb)
 		c->client_limit = limit;
 	if (st->kind != MSG_FRAME || st->stream == 0 || !carriable_stream_frame(st) ||
 	    !conn_fast(c, st))
-		return slow(skb, c, st);
+		return slow(skb, st);
 
 	struct stream_key key = { .conn_id = conn_id, .stream = st->stream };
 	struct stream *s = bpf_map_lookup_elem(&streams, &key);
@@ -161,17 +161,17 @@ int rotor_client_verdict(struct __sk_buff *skb)
 
 	if (!s) {
 		if (st->type != H2_HEADERS || streams_held(c, st))
-			return slow(skb, c, st);
+			return slow(skb, st);
 		int picked = open_stream(c, conn_id, st);
 
 		if (picked < 0)
-			return slow(skb, c, st);
+			return slow(skb, st);
 		s = bpf_map_lookup_elem(&streams, &key);
 		if (!s)
-			return slow(skb, c, st);
+			return slow(skb, st);
 	}
 	if (stream_still_slow(s))
-		return slow_stream(skb, c, st, s);
+		return slow_stream(skb, st, s);
 	slot = s->slot & (ROTOR_MAX_UPSTREAMS - 1);
 	struct upstream *up = &c->up[slot];
 
@@ -185,7 +185,7 @@ int rotor_client_verdict(struct __sk_buff *skb)
 			__sync_fetch_and_or(&s->flags, STREAM_SLOW);
 			stat_inc(STAT_DIVERT);
 			emit_event(conn_id, EV_DIVERTED, slot);
-			return slow_stream(skb, c, st, s);
+			return slow_stream(skb, st, s);
 		}
 		if (sent >= up->req_notify) {
 			/* disarm before the event, so the agent's re-arm wins */

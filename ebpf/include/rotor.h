@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
  * Structures and constants shared by the kernel programs and the agent.
- * Every struct here is mirrored with #[repr(C)] in userspace/src/ebpf/abi.rs;
- * a test there checks sizes and offsets against the values this header
- * compiles to (ebpf/abi_check.c). Change both, or neither.
+ * The agent's side is generated from this file (bindgen in
+ * userspace/build.rs, laid out for the BPF target): a struct, #define or
+ * stat changed here is changed there at the next build, and Rust code that
+ * uses a field or constant that went away no longer compiles. Fields are
+ * here only if a program or the agent reads them.
  */
 #ifndef ROTOR_H
 #define ROTOR_H
@@ -104,7 +106,6 @@ struct service_key {
 
 struct service {
 	__u32 id;
-	__u32 flags;
 };
 
 struct agent_config {
@@ -113,7 +114,6 @@ struct agent_config {
 	/* connect4 sends the agent no more client connections at once than
 	 * this (its connection table); the rest keep their original path. */
 	__u32 max_clients;
-	__u32 pad;
 };
 
 /* Written by connect4 (keyed by socket cookie) and moved by sockops to
@@ -170,11 +170,6 @@ struct parse_state {
 	__u32 flags;  /* flags of the last frame (END_STREAM lives on HEADERS) */
 	__u32 first_flags;
 	__u32 passed; /* messages the verdict handed to the agent, in order */
-	/* for inspection (rotor status) */
-	__u32 parse_calls;
-	__u32 last_seq;
-	__u32 last_skb_len;
-	__s32 last_ret;
 	/* A: every connection-level WINDOW_UPDATE increment the client sent,
 	 * counted from its first byte (before the agent knows the connection). */
 	__u64 client_window;
@@ -215,7 +210,6 @@ struct conn {
 	__u32 generation; /* bumped by the agent each time it reuses this slot */
 	__u32 last_stream; /* highest client stream id seen by the kernel */
 	__u32 next;        /* round-robin cursor */
-	__u32 first_slot;  /* streams before CONN_FAST and before the ACK go here */
 	__u32 hold_consumed; /* ROUTE_ACT_UNHOLD */
 	__u64 client_recv;  /* endpoint DATA bytes redirected to the client */
 	__u64 client_limit; /* the client's connection window as the agent knows it */
@@ -235,7 +229,6 @@ struct stream {
 	__u32 consumed; /* messages from A the agent had handled when it asked to
 			 * end STREAM_SLOW */
 	__u32 req_sent; /* client DATA bytes the kernel carried on this stream */
-	__u32 pad;
 };
 
 struct route {

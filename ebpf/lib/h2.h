@@ -213,7 +213,7 @@ static __always_inline int parse_frames_inner(struct __sk_buff *skb, struct pars
  * go to the agent as they come (like a non-HTTP/2 connection), and the
  * agent answers as RFC 9113 says (GOAWAY with the error, then close). Nothing
  * after the bad frame can be framed, so nothing after it is redirected. */
-static __always_inline int bad_input(struct parse_state *st, __u32 off, __u32 avail)
+static __always_inline int bad_input(struct parse_state *st, __u32 avail)
 {
 	stat_inc(STAT_BAD_FRAME);
 	st->raw = 1;
@@ -227,13 +227,7 @@ static __always_inline int parse_frames(struct __sk_buff *skb)
 
 	if (!st)
 		return skb->len; /* no state: cannot frame; the verdict passes it */
-	int ret = parse_frames_inner(skb, st);
-
-	st->parse_calls++;
-	st->last_seq = skb->cb[0];
-	st->last_skb_len = skb->len;
-	st->last_ret = ret;
-	return ret;
+	return parse_frames_inner(skb, st);
 }
 
 static __always_inline int parse_frames_inner(struct __sk_buff *skb, struct parse_state *st)
@@ -287,7 +281,7 @@ static __always_inline int parse_frames_inner(struct __sk_buff *skb, struct pars
 	if (avail < 9)
 		return 0;
 	if (load_frame_header(skb, off, &fh) < 0 || fh.len > ROTOR_MAX_FRAME)
-		return bad_input(st, off, avail);
+		return bad_input(st, avail);
 	int total = 9 + fh.len;
 	__u32 flags = fh.flags;
 
@@ -295,11 +289,11 @@ static __always_inline int parse_frames_inner(struct __sk_buff *skb, struct pars
 	    !(fh.flags & H2_FLAG_END_HEADERS)) {
 		total = header_block_len(skb, off, &fh, &flags);
 		if (total < 0)
-			return bad_input(st, off, avail);
+			return bad_input(st, avail);
 		if (total == 0)
 			return 0;
 	} else if (fh.type == H2_CONTINUATION) {
-		return bad_input(st, off, avail); /* CONTINUATION outside a header block */
+		return bad_input(st, avail); /* CONTINUATION outside a header block */
 	}
 	if (avail < (__u32)total)
 		return 0;

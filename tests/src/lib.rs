@@ -46,7 +46,7 @@ pub use agent::Agent;
 pub use backend::Backend;
 pub use bed::TestBed;
 pub use cgroup::TestCgroup;
-pub use load::{run_load, spawn_load, LoadSpec, RunningLoad};
+pub use load::{run_load, spawn_load, uneven_spread, LoadSpec, RunningLoad};
 pub use loadgen::LoadReport;
 pub use netns::Netns;
 pub use process::{Child, Stream};

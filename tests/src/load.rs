@@ -153,3 +153,62 @@ pub fn run_load(
 ) -> Result<LoadReport> {
     spawn_load(topo, cgroup, spec)?.finish()
 }
+
+/// Why `counts` (requests per backend, by name) is not `total` spread over
+/// `backends` with each within `slack` of an even share, or `None` if it
+/// is. A backend missing from `counts` got nothing; a name not in
+/// `backends` (a response from elsewhere) is uneven too. This is the check
+/// per-request balancing passes and per-connection balancing (kube-proxy's
+/// DNAT: one connection, one backend) fails.
+pub fn uneven_spread<'a>(
+    counts: impl IntoIterator<Item = (&'a str, u64)>,
+    backends: &[&str],
+    total: u64,
+    slack: u64,
+) -> Option<String> {
+    let counts: Vec<(&str, u64)> = counts.into_iter().collect();
+    let share = total / backends.len() as u64;
+    let mut wrong = Vec::new();
+    for (name, n) in &counts {
+        if !backends.contains(name) && *n > 0 {
+            wrong.push(format!("{name}: {n}, not a backend"));
+        }
+    }
+    for b in backends {
+        let n = counts
+            .iter()
+            .filter(|(name, _)| name == b)
+            .map(|(_, n)| n)
+            .sum::<u64>();
+        if n.abs_diff(share) > slack {
+            wrong.push(format!("{b}: {n}, want {share}±{slack}"));
+        }
+    }
+    (!wrong.is_empty()).then(|| format!("{} ({counts:?})", wrong.join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uneven_spread;
+
+    const BE: [&str; 3] = ["be1", "be2", "be3"];
+
+    #[test]
+    fn an_even_spread_passes() {
+        let c = [("be1", 1000), ("be2", 950), ("be3", 1050)];
+        assert_eq!(uneven_spread(c, &BE, 3000, 100), None);
+    }
+
+    #[test]
+    fn one_connection_on_one_backend_fails() {
+        let e = uneven_spread([("be2", 3000)], &BE, 3000, 100).expect("uneven");
+        assert!(e.contains("be1: 0, want 1000±100"), "{e}");
+        assert!(e.contains("be2: 3000"), "{e}");
+    }
+
+    #[test]
+    fn a_stranger_fails() {
+        let c = [("be1", 4), ("be2", 4), ("be3", 4), ("other", 1)];
+        assert!(uneven_spread(c, &BE, 12, 2).is_some());
+    }
+}

@@ -1,7 +1,13 @@
 //! Per-request balancing through rotor: the client dials the VIP, no DNAT.
 
-use rotor_tests::{LoadSpec, TestBed};
+use rotor_tests::{uneven_spread, LoadSpec, TestBed};
 
+const BACKENDS: [&str; 3] = ["be1", "be2", "be3"];
+
+/// One long-lived connection, 8 streams at a time, 3,000 requests: each
+/// backend gets 1,000 ± 10 %, as the client saw it and as the backends
+/// counted. Per-connection balancing puts all 3,000 on one backend
+/// (`plain_dnat_fails_the_spread_check` shows the check notices).
 #[test]
 fn one_connection_eight_streams_spread_evenly() {
     let mut bed = TestBed::with_agent(3).expect("test bed with agent");
@@ -10,20 +16,36 @@ fn one_connection_eight_streams_spread_evenly() {
     let served = bed.served_since(&before).unwrap();
     let diag = bed.diagnostics();
     assert_eq!((report.ok, report.failed), (3000, 0), "{report:?}\n{diag}");
-    for k in 1..=3 {
-        let name = format!("be{k}");
-        let seen = report.count(&name);
-        assert!(
-            (900..=1100).contains(&seen),
-            "{name}: client saw {seen} responses, want 1000±10%: {report:?}\n{diag}"
-        );
+    let seen = report.by_body.iter().map(|(k, v)| (k.as_str(), *v));
+    if let Some(e) = uneven_spread(seen, &BACKENDS, 3000, 100) {
+        panic!("responses the client saw: {e}\n{diag}");
     }
-    for (name, n) in &served {
-        assert!(
-            (900..=1100).contains(n),
-            "{name} served {n}, want 1000±10%: {served:?}\n{diag}"
-        );
+    let counted = served.iter().map(|(k, v)| (k.as_str(), *v));
+    if let Some(e) = uneven_spread(counted, &BACKENDS, 3000, 100) {
+        panic!("requests the backends served: {e}\n{diag}");
     }
+}
+
+/// The control: the same load through kube-proxy-style DNAT alone (the
+/// test bed without the agent) is balanced per connection, and the spread
+/// check above must say so. Without this, a check that could not fail
+/// would pass the test above whatever rotor did.
+#[test]
+fn plain_dnat_fails_the_spread_check() {
+    let mut bed = TestBed::new(3).expect("test bed without agent");
+    bed.topo.kube_proxy_dnat().expect("kube-proxy-style DNAT");
+    let before = bed.topo.request_counts().unwrap();
+    let report = bed.load(&LoadSpec::whoami(1, 8, 3000)).unwrap();
+    let served = bed.served_since(&before).unwrap();
+    let diag = bed.diagnostics();
+    assert_eq!((report.ok, report.failed), (3000, 0), "{report:?}\n{diag}");
+    let counted = served.iter().map(|(k, v)| (k.as_str(), *v));
+    let uneven = uneven_spread(counted, &BACKENDS, 3000, 100);
+    assert!(
+        uneven.is_some(),
+        "one connection through DNAT alone spread over every backend: {served:?}\n{diag}"
+    );
+    println!("DNAT alone: {}", uneven.unwrap_or_default());
 }
 
 #[test]

@@ -76,7 +76,7 @@ fn curl(bed: &mut TestBed, args: &[&str]) -> (bool, Vec<u8>, String) {
 #[test]
 fn http1_curl_is_spliced_to_one_endpoint() {
     let (mut bed, _servers) = http1_bed();
-    let url = format!("http://10.96.0.10:8080/whoami");
+    let url = "http://10.96.0.10:8080/whoami".to_string();
     let mut seen = Vec::new();
     for _ in 0..6 {
         let (ok, body, err) = curl(

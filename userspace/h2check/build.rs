@@ -33,4 +33,24 @@ fn main() {
         .flag_if_supported("-Wno-unused-parameter")
         .warnings_into_errors(true)
         .compile("rotor_kernel_parser");
+
+    // The limits and frame types src/h2 takes from rotor.h (crate::ebpf::abi
+    // there), generated the way the rotor crate generates its whole ABI.
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let multiarch = std::process::Command::new("gcc")
+        .arg("-dumpmachine")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "x86_64-linux-gnu".into());
+    bindgen::Builder::default()
+        .header(ebpf.join("include/rotor.h").display().to_string())
+        .clang_arg("--target=bpf")
+        .clang_arg(format!("-I/usr/include/{multiarch}"))
+        .allowlist_var("ROTOR_.*")
+        .generate()
+        .expect("bindgen on rotor.h (needs libclang: `cargo xtask deps`)")
+        .write_to_file(out.join("abi.rs"))
+        .expect("writing abi.rs");
 }

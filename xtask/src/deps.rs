@@ -45,6 +45,9 @@ const NEEDS: &[Need] = &[
     Need::Command("npm", "npm"),
     Need::Package("libbpf-dev"),
     Need::Package("linux-libc-dev"),
+    // bindgen in userspace/build.rs loads libclang to read ebpf/include/rotor.h.
+    // Debian's clang-16 depends on it; a clang from elsewhere may not bring it.
+    Need::Package("libclang1-16"),
 ];
 
 /// How the machine answers "is this there?"; a trait so the selection is
@@ -316,6 +319,7 @@ mod tests {
                 "clang-16",
                 "haproxy",
                 "libbpf-dev",
+                "libclang1-16",
                 "linux-libc-dev",
                 "llvm-16",
                 "nghttp2-client",

@@ -63,7 +63,7 @@ pub fn draw(report: &Report, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn latency(area: &Area, s: &super::report::ScenarioSummary) -> Result<()> {
+fn latency(area: &Area<'_>, s: &super::report::ScenarioSummary) -> Result<()> {
     let vals: Vec<f64> = s
         .paths
         .iter()
@@ -136,7 +136,7 @@ fn latency(area: &Area, s: &super::report::ScenarioSummary) -> Result<()> {
     Ok(())
 }
 
-fn shares(area: &Area, s: &super::report::ScenarioSummary) -> Result<()> {
+fn shares(area: &Area<'_>, s: &super::report::ScenarioSummary) -> Result<()> {
     let paths: Vec<_> = s
         .paths
         .iter()
@@ -204,7 +204,7 @@ fn shares(area: &Area, s: &super::report::ScenarioSummary) -> Result<()> {
     Ok(())
 }
 
-fn scale_up(area: &Area, report: &Report) -> Result<()> {
+fn scale_up(area: &Area<'_>, report: &Report) -> Result<()> {
     let Some((_, cells)) = report
         .raw
         .scenarios

@@ -210,8 +210,8 @@ mod tests {
             let t = step as f64 * 0.05;
             tl.push((t, c.clone()));
             let active = if t >= 0.3 { 5 } else { 3 };
-            for k in 0..active {
-                c[k] += 100;
+            for v in c.iter_mut().take(active) {
+                *v += 100;
             }
         }
         let t = time_to_fair_share(&tl, 2).unwrap();

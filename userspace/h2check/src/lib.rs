@@ -8,6 +8,15 @@
 //! * [`hpack`]: the in-tree HPACK decoder's limits, and its results against
 //!   an independent decoder (fluke-hpack).
 
+/// The constants of ebpf/include/rotor.h that the agent's HTTP/2 module
+/// reads, where it finds them in the rotor crate.
+pub mod ebpf {
+    #[allow(dead_code, non_upper_case_globals, clippy::all)]
+    pub mod abi {
+        include!(concat!(env!("OUT_DIR"), "/abi.rs"));
+    }
+}
+
 /// The agent's HTTP/2 module, compiled from its source (see Cargo.toml).
 #[path = "../../src/h2/mod.rs"]
 #[allow(dead_code, clippy::all)]

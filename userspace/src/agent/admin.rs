@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixListener;
@@ -100,14 +99,28 @@ pub struct Status {
 /// How long a CLI may take to read its answer.
 const ADMIN_WRITE_LIMIT: Duration = Duration::from_secs(5);
 
-pub fn spawn(path: &Path, shared: Arc<Shared>) -> anyhow::Result<()> {
+/// The admin socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {}", .path.display())]
+pub struct AdminError {
+    what: &'static str,
+    path: std::path::PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+pub fn spawn(path: &Path, shared: Arc<Shared>) -> Result<(), AdminError> {
+    let fail = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| AdminError { what, path, source }
+    };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(fail("creating", dir))?;
     }
     let _ = std::fs::remove_file(path);
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let listener = UnixListener::bind(path).map_err(fail("binding", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(fail("setting the mode of", path))?;
     tokio::spawn(async move {
         loop {
             match listener.accept().await {

@@ -438,7 +438,6 @@ impl ClientConn {
         c.generation.fetch_add(1, Ordering::Relaxed);
         c.last_stream.store(0, Ordering::Relaxed);
         c.next.store(self.first_slot, Ordering::Relaxed);
-        c.first_slot.store(self.first_slot, Ordering::Relaxed);
         c.client_recv.store(0, Ordering::Relaxed);
         c.client_limit
             .store(DEFAULT_WINDOW as u64, Ordering::Relaxed);

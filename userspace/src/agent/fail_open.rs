@@ -78,11 +78,8 @@ async fn write_all(s: &TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
 }
 
 fn shutdown_write(s: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: shutdown(2) on a socket we own.
-    unsafe {
-        libc::shutdown(s.as_raw_fd(), libc::SHUT_WR);
-    }
+    // Best effort: a socket the peer already reset has nothing to end.
+    let _ = crate::sys::shutdown_write(s);
 }
 
 /// sockops makes an accepted socket's parser state when the handshake

@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::budget::{Charge, Holder, MESSAGE_OVERHEAD};
 use crate::ebpf::abi::{
-    SockIdent, ROLE_INJECTOR, ROUTE_ACT_GATE, ROUTE_ACT_NONE, ROUTE_ACT_RELEASE_STREAM,
-    ROUTE_ACT_RELEASE_UPSTREAM, ROUTE_ACT_UNHOLD, ROUTE_CLIENT,
+    Route, SockIdent, ROLE_INJECTOR, ROUTE_ACT_GATE, ROUTE_ACT_NONE, ROUTE_ACT_RELEASE_STREAM,
+    ROUTE_ACT_RELEASE_UPSTREAM, ROUTE_ACT_UNHOLD, ROUTE_CLIENT, ROUTE_LEN,
 };
 use crate::ebpf::Datapath;
 use crate::h2::frame::{kind, FrameHeader};
@@ -77,8 +77,6 @@ pub enum Target {
     Client,
     Upstream(u32),
 }
-
-const ROUTE_LEN: usize = std::mem::size_of::<crate::ebpf::abi::Route>();
 
 #[derive(Clone)]
 pub struct Injector {
@@ -232,9 +230,15 @@ impl Injector {
         let generation = self.dp.conns.get(conn_id).map_or(0, |c| {
             c.generation.load(std::sync::atomic::Ordering::SeqCst)
         });
-        for v in [conn_id, target, action, arg, stream, generation] {
-            b.put_u32_ne(v);
-        }
+        let route = Route {
+            conn_id,
+            target,
+            action,
+            arg,
+            stream,
+            generation,
+        };
+        b.extend_from_slice(&route.to_bytes());
         b.extend_from_slice(frames);
         let _ = self.tx.send(Item {
             bytes: b.freeze(),

@@ -18,13 +18,48 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::sockmap_io::SockmapReader;
 use crate::ebpf::Datapath;
 use crate::h2::frame::{self, kind, FrameHeader, PREFACE};
+
+/// Why the check failed; the chain of sources says what the kernel or the
+/// child answered.
+#[derive(Debug, thiserror::Error)]
+pub enum SelfCheckError {
+    #[error("adding the self-check address")]
+    Map(#[source] aya::maps::MapError),
+    #[error("a connect from the balanced cgroup is not redirected and served by the agent")]
+    NotServed(#[source] Box<SelfCheckError>),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// `.or_io("what")`: an io::Error with what was being done.
+trait OrIo<T> {
+    fn or_io(self, what: impl Into<String>) -> Result<T, SelfCheckError>;
+}
+
+impl<T> OrIo<T> for std::io::Result<T> {
+    fn or_io(self, what: impl Into<String>) -> Result<T, SelfCheckError> {
+        self.map_err(|source| SelfCheckError::Io {
+            what: what.into(),
+            source,
+        })
+    }
+}
+
+fn failed<T>(why: impl Into<String>) -> Result<T, SelfCheckError> {
+    Err(SelfCheckError::Failed(why.into()))
+}
 
 /// The service id connect4 records for the check's connections; real
 /// Services count up from 1.
@@ -44,30 +79,42 @@ pub fn vip() -> SocketAddrV4 {
 
 /// Runs the check until it passes, or fails after LIMIT with what went
 /// wrong the last time.
-pub async fn run(dp: &Datapath, cgroup: &Path) -> anyhow::Result<()> {
+pub async fn run(dp: &Datapath, cgroup: &Path) -> Result<(), SelfCheckError> {
     let vip = vip();
     dp.set_service(vip, SERVICE_ID)
-        .context("adding the self-check address")?;
+        .map_err(SelfCheckError::Map)?;
     let start = tokio::time::Instant::now();
     let result = loop {
         match attempt(vip, cgroup).await {
             Ok(()) => break Ok(()),
             Err(e) if start.elapsed() + ATTEMPT > LIMIT => break Err(e),
             Err(e) => {
-                tracing::debug!(error = %format!("{e:#}"), "self-check failed; trying again");
+                tracing::debug!(error = %chain(&e), "self-check failed; trying again");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     };
     let _ = dp.remove_service(vip);
-    result.context("a connect from the balanced cgroup is not redirected and served by the agent")
+    result.map_err(|e| SelfCheckError::NotServed(Box::new(e)))
+}
+
+/// An error and its sources on one line, for the log.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
 }
 
 /// One connect from a child process (connect4 leaves the agent's own
 /// connects alone), moved into the balanced cgroup first when the agent
 /// runs outside it.
-async fn attempt(vip: SocketAddrV4, cgroup: &Path) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("the agent's executable")?;
+async fn attempt(vip: SocketAddrV4, cgroup: &Path) -> Result<(), SelfCheckError> {
+    let exe = std::env::current_exe().or_io("the agent's executable")?;
     let mut child = tokio::process::Command::new(exe)
         .arg("--self-check-connect")
         .arg(vip.to_string())
@@ -76,26 +123,39 @@ async fn attempt(vip: SocketAddrV4, cgroup: &Path) -> anyhow::Result<()> {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .context("starting the self-check process")?;
-    let pid = child.id().context("self-check process pid")?;
+        .or_io("starting the self-check process")?;
+    let Some(pid) = child.id() else {
+        return failed("the self-check process exited before it was moved");
+    };
     let inside = crate::ebpf::own_cgroup(cgroup)
         .is_some_and(|own| crate::ebpf::cgroup_is_within(&own, cgroup));
     if !inside {
-        std::fs::write(cgroup.join("cgroup.procs"), pid.to_string())
-            .with_context(|| format!("moving the self-check process into {}", cgroup.display()))?;
+        std::fs::write(cgroup.join("cgroup.procs"), pid.to_string()).or_io(format!(
+            "moving the self-check process into {}",
+            cgroup.display()
+        ))?;
     }
-    let mut stdin = child.stdin.take().context("self-check stdin")?;
-    stdin.write_all(b"go\n").await?;
+    let (Some(mut stdin), Some(mut stderr)) = (child.stdin.take(), child.stderr.take()) else {
+        return failed("the self-check process has no stdin or stderr");
+    };
+    stdin
+        .write_all(b"go\n")
+        .await
+        .or_io("telling the self-check process to go")?;
     drop(stdin);
-    let mut stderr = child.stderr.take().context("self-check stderr")?;
     let waited = tokio::time::timeout(ATTEMPT, child.wait()).await;
     let mut why = String::new();
     let _ = tokio::time::timeout(Duration::from_millis(100), stderr.read_to_string(&mut why)).await;
     match waited {
         Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => bail!("the self-check connect failed ({status}): {}", why.trim()),
-        Ok(Err(e)) => Err(e).context("waiting for the self-check process"),
-        Err(_) => bail!("the self-check connect got no answer within {ATTEMPT:?}"),
+        Ok(Ok(status)) => failed(format!(
+            "the self-check connect failed ({status}): {}",
+            why.trim()
+        )),
+        Ok(Err(e)) => Err(e).or_io("waiting for the self-check process"),
+        Err(_) => failed(format!(
+            "the self-check connect got no answer within {ATTEMPT:?}"
+        )),
     }
 }
 
@@ -103,35 +163,40 @@ async fn attempt(vip: SocketAddrV4, cgroup: &Path) -> anyhow::Result<()> {
 /// preface and SETTINGS arrive through the socket hash (the verdict hands
 /// them over) and the parser has a state for the socket; the answer is a
 /// SETTINGS frame.
-pub async fn answer(dp: &Datapath, a: TcpStream) -> anyhow::Result<()> {
-    let cookie = crate::ebpf::socket_cookie(&a)?;
+pub async fn answer(dp: &Datapath, a: TcpStream) -> Result<(), SelfCheckError> {
+    let cookie = crate::ebpf::socket_cookie(&a).or_io("SO_COOKIE")?;
     let mut reader = SockmapReader::default();
     let mut got = Vec::new();
     let mut buf = [0u8; 256];
     let want = PREFACE.len() + frame::HEADER_LEN;
     while got.len() < want {
-        let n = tokio::time::timeout(ATTEMPT, reader.recv(&a, &mut buf))
-            .await
-            .context("self-check client silent")??;
+        let Ok(n) = tokio::time::timeout(ATTEMPT, reader.recv(&a, &mut buf)).await else {
+            return failed("self-check client silent");
+        };
+        let n = n.or_io("reading the self-check client")?;
         if n == 0 {
-            bail!("self-check client closed early");
+            return failed("self-check client closed early");
         }
         got.extend_from_slice(&buf[..n]);
     }
     if &got[..PREFACE.len()] != PREFACE {
-        bail!("self-check client sent no preface");
+        return failed("self-check client sent no preface");
     }
     let parsed = dp
         .parse_state(cookie)
         .map_or(0, |st| crate::ebpf::verdict_bytes(&st));
     if (parsed as usize) < want {
-        bail!("the stream parser did not see the self-check connection ({parsed} bytes parsed)");
+        return failed(format!(
+            "the stream parser did not see the self-check connection ({parsed} bytes parsed)"
+        ));
     }
     let mut out = bytes::BytesMut::new();
     frame::settings(&mut out, &[]);
-    a.writable().await?;
+    a.writable().await.or_io("waiting to answer")?;
     let mut a = a;
-    a.write_all(&out).await?;
+    a.write_all(&out)
+        .await
+        .or_io("answering the self-check client")?;
     // The check's process closes first, so the TIME-WAIT is its, not the
     // listener's port.
     let _ = tokio::time::timeout(ATTEMPT, async {
@@ -148,23 +213,24 @@ pub async fn answer(dp: &Datapath, a: TcpStream) -> anyhow::Result<()> {
 /// The child's side (`rotor-agent --self-check-connect ADDR`): wait for the
 /// agent's go (it may first move this process into the balanced cgroup),
 /// connect, send a preface and SETTINGS, expect a SETTINGS back.
-pub async fn connect(vip: SocketAddrV4) -> anyhow::Result<()> {
+pub async fn connect(vip: SocketAddrV4) -> Result<(), SelfCheckError> {
     let mut line = String::new();
     tokio::io::BufReader::new(tokio::io::stdin())
         .read_line(&mut line)
-        .await?;
+        .await
+        .or_io("waiting for the agent's go")?;
     let mut s = TcpStream::connect(vip)
         .await
-        .with_context(|| format!("connect {vip}"))?;
+        .or_io(format!("connect {vip}"))?;
     let mut out = bytes::BytesMut::from(&PREFACE[..]);
     frame::settings(&mut out, &[]);
-    s.write_all(&out).await?;
+    s.write_all(&out).await.or_io("sending a preface")?;
     let mut head = [0u8; frame::HEADER_LEN];
     s.read_exact(&mut head)
         .await
-        .context("reading the agent's answer")?;
+        .or_io("reading the agent's answer")?;
     match FrameHeader::parse(&head) {
         Some(h) if h.kind == kind::SETTINGS => Ok(()),
-        other => bail!("unexpected answer {other:?}"),
+        other => failed(format!("unexpected answer {other:?}")),
     }
 }

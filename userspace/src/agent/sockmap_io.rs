@@ -12,7 +12,6 @@
 //! lost wake-up, an idle one costs four syscalls a second.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -103,22 +102,5 @@ impl SockmapReader {
 
 /// One non-blocking recvmsg, whatever tokio believes about readiness.
 pub fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    // SAFETY: recv into a buffer we own, with its length.
-    let n = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    if n >= 0 {
-        return Ok(Some(n as usize));
-    }
-    let e = io::Error::last_os_error();
-    if e.kind() == io::ErrorKind::WouldBlock {
-        Ok(None)
-    } else {
-        Err(e)
-    }
+    crate::sys::recv_dontwait(stream, buf)
 }

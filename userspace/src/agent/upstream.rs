@@ -305,7 +305,8 @@ async fn goodbye(stream: &TcpStream, code: u32, buf: &mut [u8]) {
             Err(_) => return,
         }
     }
-    shutdown_write(stream);
+    // Best effort: a socket that cannot be shut down is closed below anyway.
+    let _ = crate::sys::shutdown_write(stream);
     let mut sockmap = super::sockmap_io::SockmapReader::default();
     while !crate::ebpf::tcp_fin_acked(stream).unwrap_or(true) {
         tokio::select! {
@@ -313,14 +314,6 @@ async fn goodbye(stream: &TcpStream, code: u32, buf: &mut [u8]) {
             _ = tokio::time::sleep(Duration::from_millis(5)) => {}
             _ = tokio::time::sleep_until(deadline) => return,
         }
-    }
-}
-
-fn shutdown_write(s: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: shutdown(2) on a socket we own.
-    unsafe {
-        libc::shutdown(s.as_raw_fd(), libc::SHUT_WR);
     }
 }
 

@@ -91,7 +91,8 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("tokio runtime")?;
-        return runtime.block_on(rotor::agent::self_check::connect(vip));
+        runtime.block_on(rotor::agent::self_check::connect(vip))?;
+        return Ok(());
     }
     let source = match (args.source, args.config, args.kubeconfig) {
         (SourceKind::File, Some(path), None) => rotor::agent::Source::File(path),
@@ -141,24 +142,9 @@ fn main() -> anyhow::Result<()> {
 /// with EMFILE and new clients hang until they time out (limits.rs: h2load
 /// -c 200 under a soft limit of 256). The soft limit goes up to the hard one.
 fn raise_open_file_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit write/read only the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        tracing::warn!(error = %std::io::Error::last_os_error(), "reading the open file limit");
-        return;
+    match rotor::sys::raise_open_files() {
+        Ok((from, to)) if from != to => tracing::info!(from, to, "open file limit raised"),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "raising the open file limit"),
     }
-    if lim.rlim_cur >= lim.rlim_max {
-        return;
-    }
-    let before = lim.rlim_cur;
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: as above.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        tracing::warn!(error = %std::io::Error::last_os_error(), soft = before, "raising the open file limit");
-        return;
-    }
-    tracing::info!(from = before, to = lim.rlim_max, "open file limit raised");
 }

@@ -2,10 +2,13 @@
 
 use bytes::{BufMut, BytesMut};
 
+use crate::ebpf::abi;
+
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub const HEADER_LEN: usize = 9;
-/// We never raise SETTINGS_MAX_FRAME_SIZE, so no peer may send more.
-pub const MAX_FRAME: usize = 16384;
+/// We never raise SETTINGS_MAX_FRAME_SIZE, so no peer may send more (the
+/// kernel's parser holds every peer to it: rotor.h).
+pub const MAX_FRAME: usize = abi::ROTOR_MAX_FRAME as usize;
 
 pub mod kind {
     pub const DATA: u8 = 0x0;
@@ -19,7 +22,11 @@ pub mod kind {
     pub const WINDOW_UPDATE: u8 = 0x8;
     pub const CONTINUATION: u8 = 0x9;
     /// The agent's private frame on its injector socket (see ebpf/injector_skb.c).
-    pub const ROTOR_ROUTE: u8 = 0xfa;
+    pub const ROTOR_ROUTE: u8 = {
+        let t = super::abi::ROTOR_ROUTE;
+        assert!(t <= 0xff, "a frame type is one byte");
+        t as u8
+    };
 }
 
 pub mod flag {

@@ -7,9 +7,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
 
 use super::frame::{flag, kind, FrameHeader, HEADER_LEN, MAX_FRAME, PREFACE};
+use crate::ebpf::abi;
 
-/// Header blocks larger than this are refused (kernel: ROTOR_MAX_BLOCK).
-pub const MAX_BLOCK: usize = 65536;
+/// Header blocks larger than this are refused (the kernel's parser too).
+pub const MAX_BLOCK: usize = abi::ROTOR_MAX_BLOCK as usize;
 /// CONTINUATION frames a header block may have (kernel:
 /// ROTOR_MAX_CONTINUATIONS). The kernel's parser puts a socket whose block
 /// has more into raw mode; the agent reads such a socket's bytes itself,
@@ -17,7 +18,7 @@ pub const MAX_BLOCK: usize = 65536;
 /// injector's parser into raw mode too, which drops every agent frame for
 /// every connection from then on. So the agent refuses what the kernel
 /// refuses.
-pub const MAX_CONTINUATIONS: usize = 16;
+pub const MAX_CONTINUATIONS: usize = abi::ROTOR_MAX_CONTINUATIONS as usize;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {

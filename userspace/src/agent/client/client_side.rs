@@ -277,7 +277,7 @@ impl ClientConn {
         let last = self
             .last_stream
             .max(self.shared_conn().last_stream.load(Ordering::SeqCst));
-        if header.stream % 2 == 0 || header.stream <= last {
+        if header.stream.is_multiple_of(2) || header.stream <= last {
             let c = self.shared_conn();
             tracing::debug!(conn = self.id, ?header, agent_last = self.last_stream, kernel_last = c.last_stream.load(Ordering::SeqCst),
                 flags = c.flags.load(Ordering::SeqCst), consumed = self.consumed, gate_consumed = c.consumed.load(Ordering::SeqCst),

@@ -321,3 +321,29 @@ pub(super) fn link_create(
             log: String::new(),
         })
 }
+
+/// A memory-mapped array map can be mapped (BPF_F_MMAPABLE).
+pub(super) fn check_mmapable() -> Result<(), BpfFailure> {
+    let map = map_create(T_MAP_ARRAY, 4, 64, 64, BPF_F_MMAPABLE)?;
+    let len = 64 * 64;
+    // SAFETY: mapping `len` bytes of an mmapable array of 64 × 64-byte values.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            map.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(BpfFailure {
+            errno: io::Error::last_os_error(),
+            log: "mmap of the map failed".into(),
+        });
+    }
+    // SAFETY: unmapping exactly what we mapped.
+    unsafe { libc::munmap(ptr, len) };
+    Ok(())
+}

@@ -221,7 +221,7 @@ pub fn generate(seed: u64, i: u64) -> Case {
                 0 => {
                     let n = loop {
                         let n = r.range(1, 40);
-                        if n % 6 != 0 {
+                        if !n.is_multiple_of(6) {
                             break n;
                         }
                     };

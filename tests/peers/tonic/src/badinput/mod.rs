@@ -298,7 +298,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
                     hung.fetch_add(1, Ordering::Relaxed);
                 }
                 let done = i + 1;
-                if done % 1000 == 0 {
+                if done.is_multiple_of(1000) {
                     eprintln!("badinput: {done} cases started, {} stuck, {:.1} s", hung.load(Ordering::Relaxed), start.elapsed().as_secs_f64());
                 }
                 let mut r = report.lock().expect("report lock");

@@ -5,10 +5,8 @@
 //! the sk_skb programs through the socket hashes it owns: when the agent
 //! exits, everything detaches and connections go the normal way (fail-open).
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::net::SocketAddrV4;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -20,12 +18,22 @@ use aya::{Ebpf, EbpfError, EbpfLoader};
 use super::abi::*;
 use super::conn_table::{ConnTable, ConnTableError};
 
+mod sockets;
+mod streams;
+
+pub use sockets::{upstream_key, verdict_bytes};
+
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rotor.bpf.o"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     #[error("loading the eBPF object failed (kernel {kernel}); rotor needs sockmap, sk_skb and cgroup programs (Linux 6.1+)")]
-    Load { kernel: String, source: EbpfError },
+    Load {
+        kernel: String,
+        // Boxed: aya's error is large, and every Result of this module
+        // would carry its size.
+        source: Box<EbpfError>,
+    },
     #[error("program {name} (kernel {kernel})")]
     Program {
         name: &'static str,
@@ -140,7 +148,7 @@ impl Datapath {
             .map_max_entries("streams", opts.max_streams.unwrap_or(MAX_STREAMS));
         let mut ebpf = loader.load(OBJECT).map_err(|source| DatapathError::Load {
             kernel: kernel(),
-            source,
+            source: Box::new(source),
         })?;
 
         let agent_socks: SockHash<MapData, ClientKey> = take(&mut ebpf, "agent_socks")?;
@@ -173,7 +181,6 @@ impl Datapath {
                     listen_port: opts.listen.port() as u32,
                     // id 0 names no connection (registry.rs)
                     max_clients: opts.max_conns.saturating_sub(1),
-                    pad: 0,
                 },
                 0,
             )
@@ -252,190 +259,6 @@ impl Datapath {
         })
     }
 
-    pub fn set_service(&self, vip: SocketAddrV4, id: u32) -> Result<(), MapError> {
-        lock(&self.services).insert(service_key(vip), Service { id, flags: 0 }, 0)
-    }
-
-    pub fn remove_service(&self, vip: SocketAddrV4) -> Result<(), MapError> {
-        lock(&self.services).remove(&service_key(vip))
-    }
-
-    /// The original destination of an accepted client connection, once.
-    pub fn take_origin(&self, peer: SocketAddrV4) -> Option<Origin> {
-        let key = PeerKey {
-            ip: u32::from_ne_bytes(peer.ip().octets()),
-            port: peer.port() as u32,
-        };
-        let mut map = lock(&self.client_origins);
-        let origin = map.get(&key, 0).ok()?;
-        let _ = map.remove(&key);
-        Some(origin)
-    }
-
-    /// The identity names the connection's current generation (the
-    /// programs check it: rotor.h).
-    pub fn set_ident(&self, cookie: u64, mut ident: SockIdent) -> Result<(), MapError> {
-        if let Some(c) = self.conns.get(ident.conn_id) {
-            ident.generation = c.generation.load(std::sync::atomic::Ordering::SeqCst);
-        }
-        let mut map = lock(&self.sock_idents);
-        let new = map.get(&cookie, 0).is_err();
-        map.insert(cookie, ident, 0)?;
-        if new {
-            self.idents
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        Ok(())
-    }
-
-    /// Whether the per-socket maps have room for `sockets` more of the
-    /// agent's sockets. The agent writes every identity, so it counts
-    /// them; parser states are one per identified socket, plus sockets
-    /// that closed and are not swept yet.
-    pub fn has_room_for(&self, sockets: usize) -> bool {
-        self.idents.load(std::sync::atomic::Ordering::SeqCst) + sockets <= self.max_sockets
-    }
-
-    /// The parser state of a socket, if the programs have seen its bytes.
-    pub fn parse_state(&self, cookie: u64) -> Option<ParseState> {
-        lock(&self.parse_states).get(&cookie, 0).ok()
-    }
-
-    /// Forgets a socket's identity and parser state (when it closes).
-    pub fn forget_cookie(&self, cookie: u64) {
-        if cookie != 0 {
-            if lock(&self.sock_idents).remove(&cookie).is_ok() {
-                self.idents
-                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-            }
-            let _ = lock(&self.parse_states).remove(&cookie);
-        }
-    }
-
-    /// Deletes the parser states of sockets the agent has no identity for
-    /// and had none for at the previous sweep either (`unknown_before`):
-    /// sockets that closed before the agent adopted them, or whose last
-    /// bytes were parsed after it forgot them. A socket the agent is about
-    /// to adopt is unknown for milliseconds, not for a whole sweep period.
-    /// Returns the cookies unknown now and how many states were deleted.
-    pub fn sweep_parse_states(&self, unknown_before: &HashSet<u64>) -> (HashSet<u64>, usize) {
-        let known: HashSet<u64> = lock(&self.sock_idents)
-            .keys()
-            .filter_map(Result::ok)
-            .collect();
-        let mut states = lock(&self.parse_states);
-        let unknown: HashSet<u64> = states
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|c| !known.contains(c))
-            .collect();
-        let mut deleted = 0;
-        for cookie in unknown.intersection(unknown_before) {
-            deleted += usize::from(states.remove(cookie).is_ok());
-        }
-        (
-            unknown.difference(unknown_before).copied().collect(),
-            deleted,
-        )
-    }
-
-    pub fn insert_upstream(
-        &self,
-        conn_id: u32,
-        slot: u32,
-        sock: &impl AsRawFd,
-    ) -> Result<(), MapError> {
-        // Its parser state is made here, not by the parser at the first
-        // byte: a full parse_states then fails this insert, where the
-        // agent can close the slot, instead of leaving an upstream the
-        // kernel cannot frame.
-        let cookie = socket_cookie(sock).map_err(|io_error| {
-            MapError::SyscallError(aya::sys::SyscallError {
-                call: "getsockopt(SO_COOKIE)",
-                io_error,
-            })
-        })?;
-        {
-            let mut states = lock(&self.parse_states);
-            if states.get(&cookie, 0).is_err() {
-                states.insert(cookie, ParseState::default(), BPF_NOEXIST)?;
-            }
-        }
-        lock(&self.upstream_socks).insert(upstream_key(conn_id, slot), sock.as_raw_fd(), 0)
-    }
-
-    pub fn insert_injector(&self, index: u32, sock: &impl AsRawFd) -> Result<(), MapError> {
-        lock(&self.injector_socks).insert(index, sock.as_raw_fd(), 0)
-    }
-
-    pub fn set_stream(&self, conn_id: u32, stream: u32, value: Stream) -> Result<(), MapError> {
-        lock(&self.streams).insert(StreamKey { conn_id, stream }, value, 0)
-    }
-
-    pub fn get_stream(&self, conn_id: u32, stream: u32) -> Option<Stream> {
-        lock(&self.streams)
-            .get(&StreamKey { conn_id, stream }, 0)
-            .ok()
-    }
-
-    /// True if this call removed the entry (the kernel may race us to it).
-    pub fn remove_stream(&self, conn_id: u32, stream: u32) -> bool {
-        lock(&self.streams)
-            .remove(&StreamKey { conn_id, stream })
-            .is_ok()
-    }
-
-    /// Removes and returns (id, flags) of the streams of a connection routed
-    /// to one slot with an id above `above`, each once even if the programs
-    /// race us to it.
-    pub fn take_streams_of(&self, conn_id: u32, slot: u32, above: u32) -> Vec<(u32, u32)> {
-        let mut map = lock(&self.streams);
-        let found: Vec<(u32, u32)> = map
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(k, v)| k.conn_id == conn_id && v.slot == slot && k.stream > above)
-            .map(|(k, v)| (k.stream, v.flags))
-            .collect();
-        found
-            .into_iter()
-            .filter(|(stream, _)| {
-                map.remove(&StreamKey {
-                    conn_id,
-                    stream: *stream,
-                })
-                .is_ok()
-            })
-            .collect()
-    }
-
-    /// The streams of a connection bound to one slot.
-    pub fn streams_of(&self, conn_id: u32, slot: u32) -> Vec<(u32, Stream)> {
-        let map = lock(&self.streams);
-        map.iter()
-            .filter_map(Result::ok)
-            .filter(|(k, v)| k.conn_id == conn_id && v.slot == slot)
-            .map(|(k, v)| (k.stream, v))
-            .collect()
-    }
-
-    /// Removes every stream entry of a connection (after it closed).
-    pub fn forget_streams(&self, conn_id: u32) -> usize {
-        let mut map = lock(&self.streams);
-        let keys: Vec<StreamKey> = map
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.conn_id == conn_id)
-            .collect();
-        for k in &keys {
-            let _ = map.remove(k);
-        }
-        keys.len()
-    }
-
-    pub fn stream_count(&self) -> usize {
-        lock(&self.streams).keys().count()
-    }
-
     pub fn take_events(&self) -> Option<RingBuf<MapData>> {
         lock(&self.events).take()
     }
@@ -455,28 +278,12 @@ impl Datapath {
             .load(std::sync::atomic::Ordering::Relaxed);
         STAT_NAMES
             .iter()
-            .enumerate()
             .map(|(i, name)| {
-                let sum = self
-                    .stats
-                    .get(&(i as u32), 0)
-                    .map(|v| v.iter().sum())
-                    .unwrap_or(0);
+                let sum = self.stats.get(i, 0).map(|v| v.iter().sum()).unwrap_or(0);
                 (*name, sum)
             })
             .chain([("clients_live", live), ("fail_open_agent", agent)])
             .collect()
-    }
-}
-
-pub fn upstream_key(conn_id: u32, slot: u32) -> u64 {
-    ((conn_id as u64) << 32) | slot as u64
-}
-
-fn service_key(vip: SocketAddrV4) -> ServiceKey {
-    ServiceKey {
-        ip: u32::from_ne_bytes(vip.ip().octets()),
-        port: vip.port() as u32,
     }
 }
 
@@ -504,81 +311,4 @@ fn check_cgroup2(path: &Path) -> Result<(), DatapathError> {
         path: path.to_path_buf(),
         source: std::io::Error::other("not a cgroup v2 directory"),
     })
-}
-
-/// What TCP_INFO says of a socket's receive side.
-#[derive(Debug, Clone, Copy)]
-pub struct TcpReceived {
-    /// Payload bytes received (tcpi_bytes_received; the FIN not included).
-    pub bytes: u64,
-    /// The connection was reset: no more bytes will reach its parser.
-    pub reset: bool,
-}
-
-/// `TCP_CLOSE` of the kernel's TCP states (include/net/tcp_states.h).
-const TCP_CLOSE: u8 = 7;
-
-pub fn tcp_received(sock: &impl AsRawFd) -> std::io::Result<TcpReceived> {
-    let info = tcp_info(sock)?;
-    Ok(TcpReceived {
-        bytes: info.tcpi_bytes_received,
-        reset: info.tcpi_state == TCP_CLOSE,
-    })
-}
-
-/// Whether the peer has acknowledged our FIN, and so every byte before it
-/// (FIN_WAIT2, TIME_WAIT; CLOSE after LAST_ACK or a reset).
-pub fn tcp_fin_acked(sock: &impl AsRawFd) -> std::io::Result<bool> {
-    const TCP_FIN_WAIT2: u8 = 5;
-    const TCP_TIME_WAIT: u8 = 6;
-    let state = tcp_info(sock)?.tcpi_state;
-    Ok(matches!(state, TCP_FIN_WAIT2 | TCP_TIME_WAIT | TCP_CLOSE))
-}
-
-fn tcp_info(sock: &impl AsRawFd) -> std::io::Result<libc::tcp_info> {
-    // SAFETY: tcp_info is plain integers; all-zero is a valid value.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: TCP_INFO writes at most `len` bytes into the buffer we pass.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(info)
-}
-
-/// Bytes of a socket's stream its verdict has handled, since the parser
-/// first saw it.
-pub fn verdict_bytes(st: &ParseState) -> u32 {
-    if st.seq_valid == 0 {
-        return 0;
-    }
-    st.next_seq.wrapping_sub(st.first_seq)
-}
-
-pub fn socket_cookie(sock: &impl AsRawFd) -> std::io::Result<u64> {
-    let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: SO_COOKIE writes a u64 into the buffer we pass with its size.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(cookie)
 }

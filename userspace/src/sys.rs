@@ -1,0 +1,166 @@
+//! The agent's system calls that Rust's standard library and tokio do not
+//! wrap, in one place: everything else in the crate is `unsafe`-free
+//! (`#![deny(unsafe_code)]` in lib.rs; h2 and model forbid it). The raw
+//! bpf() calls of the feature probe and the memory-mapped connection table
+//! live with the kernel side they serve (ebpf/probe/sys.rs,
+//! ebpf/conn_table.rs).
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use tokio::io::unix::AsyncFd;
+
+/// A socket's cookie (SO_COOKIE): the key the programs use for it.
+pub fn socket_cookie(sock: &impl AsRawFd) -> io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: SO_COOKIE writes a u64 into the buffer we pass with its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
+/// What TCP_INFO says of a socket's receive side.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpReceived {
+    /// Payload bytes received (tcpi_bytes_received; the FIN not included).
+    pub bytes: u64,
+    /// The connection was reset: no more bytes will reach its parser.
+    pub reset: bool,
+}
+
+/// `TCP_CLOSE` of the kernel's TCP states (include/net/tcp_states.h).
+const TCP_CLOSE: u8 = 7;
+
+pub fn tcp_received(sock: &impl AsRawFd) -> io::Result<TcpReceived> {
+    let info = tcp_info(sock)?;
+    Ok(TcpReceived {
+        bytes: info.tcpi_bytes_received,
+        reset: info.tcpi_state == TCP_CLOSE,
+    })
+}
+
+/// Whether the peer has acknowledged our FIN, and so every byte before it
+/// (FIN_WAIT2, TIME_WAIT; CLOSE after LAST_ACK or a reset).
+pub fn tcp_fin_acked(sock: &impl AsRawFd) -> io::Result<bool> {
+    const TCP_FIN_WAIT2: u8 = 5;
+    const TCP_TIME_WAIT: u8 = 6;
+    let state = tcp_info(sock)?.tcpi_state;
+    Ok(matches!(state, TCP_FIN_WAIT2 | TCP_TIME_WAIT | TCP_CLOSE))
+}
+
+fn tcp_info(sock: &impl AsRawFd) -> io::Result<libc::tcp_info> {
+    // SAFETY: tcp_info is plain integers; all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: TCP_INFO writes at most `len` bytes into the buffer we pass.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info)
+}
+
+/// One non-blocking recv(2), whatever tokio believes about readiness:
+/// `Ok(None)` when nothing is queued.
+pub fn recv_dontwait(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: recv into a buffer we own, with its length.
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n >= 0 {
+        return Ok(Some(n as usize));
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}
+
+/// shutdown(SHUT_WR): the peer reads an end of stream, we may still read.
+pub fn shutdown_write(sock: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: shutdown(2) on a descriptor the caller owns.
+    if unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_WR) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Registers an object that owns its descriptor (aya's ring buffer) with
+/// tokio's reactor. It moves into the `AsyncFd`, so the descriptor stays
+/// open, and the same, for as long as it is registered.
+pub fn register_owned<T: AsRawFd>(owner: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: `owner` owns its fd and moves into the AsyncFd: the fd stays
+    // open and names the same file for the AsyncFd's whole life.
+    unsafe { AsyncFd::register(owner) }.map_err(|e| e.into_parts().1)
+}
+
+/// Raises the soft limit of open files to the hard one. Returns the soft
+/// limit before and after (equal when it already was the hard one).
+pub fn raise_open_files() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let before = lim.rlim_cur;
+    if lim.rlim_cur >= lim.rlim_max {
+        return Ok((before, before));
+    }
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: setrlimit reads only the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((before, lim.rlim_cur))
+}
+
+/// Lifts RLIMIT_MEMLOCK, if it is limited: kernels before 5.11 charge bpf
+/// maps to it. Best effort: without the right to raise it, a map that
+/// does not fit fails later and says so.
+pub fn unlimit_locked_memory() {
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut cur) == 0
+            && cur.rlim_cur != libc::RLIM_INFINITY
+        {
+            let want = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            let _ = libc::setrlimit(libc::RLIMIT_MEMLOCK, &want);
+        }
+    }
+}

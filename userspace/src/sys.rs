@@ -33,19 +33,30 @@ pub fn socket_cookie(sock: &impl AsRawFd) -> io::Result<u64> {
 /// What TCP_INFO says of a socket's receive side.
 #[derive(Debug, Clone, Copy)]
 pub struct TcpReceived {
-    /// Payload bytes received (tcpi_bytes_received; the FIN not included).
+    /// Payload bytes received: tcpi_bytes_received, less the one sequence
+    /// number the peer's FIN takes once it has arrived (a half-closed client
+    /// looked like one byte waiting unparsed).
     pub bytes: u64,
     /// The connection was reset: no more bytes will reach its parser.
     pub reset: bool,
 }
 
-/// `TCP_CLOSE` of the kernel's TCP states (include/net/tcp_states.h).
+// The kernel's TCP states (include/net/tcp_states.h).
+const TCP_FIN_WAIT2: u8 = 5;
+const TCP_TIME_WAIT: u8 = 6;
 const TCP_CLOSE: u8 = 7;
+const TCP_CLOSE_WAIT: u8 = 8;
+const TCP_LAST_ACK: u8 = 9;
+const TCP_CLOSING: u8 = 11;
 
 pub fn tcp_received(sock: &impl AsRawFd) -> io::Result<TcpReceived> {
     let info = tcp_info(sock)?;
+    let fin_in = matches!(
+        info.tcpi_state,
+        TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING | TCP_TIME_WAIT
+    );
     Ok(TcpReceived {
-        bytes: info.tcpi_bytes_received,
+        bytes: info.tcpi_bytes_received - u64::from(fin_in && info.tcpi_bytes_received > 0),
         reset: info.tcpi_state == TCP_CLOSE,
     })
 }
@@ -53,8 +64,6 @@ pub fn tcp_received(sock: &impl AsRawFd) -> io::Result<TcpReceived> {
 /// Whether the peer has acknowledged our FIN, and so every byte before it
 /// (FIN_WAIT2, TIME_WAIT; CLOSE after LAST_ACK or a reset).
 pub fn tcp_fin_acked(sock: &impl AsRawFd) -> io::Result<bool> {
-    const TCP_FIN_WAIT2: u8 = 5;
-    const TCP_TIME_WAIT: u8 = 6;
     let state = tcp_info(sock)?.tcpi_state;
     Ok(matches!(state, TCP_FIN_WAIT2 | TCP_TIME_WAIT | TCP_CLOSE))
 }

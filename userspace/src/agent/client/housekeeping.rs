@@ -60,8 +60,7 @@ impl ClientConn {
         ) else {
             return false;
         };
-        // tcpi_bytes_received counts the FIN's sequence number too.
-        received.bytes.saturating_sub(1) as u32 != crate::ebpf::verdict_bytes(&st)
+        received.bytes as u32 != crate::ebpf::verdict_bytes(&st)
     }
 
     /// The client's bytes wait unparsed (liveness.rs): an empty SETTINGS

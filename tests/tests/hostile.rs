@@ -21,7 +21,7 @@ const PORT: u16 = 8081;
 const FLOOD: &str = "67108864";
 /// Resident memory the agent may gain while one endpoint floods: the
 /// flooded queue holds at most 8 MiB of DATA or 4 MiB of other frames, its
-/// reader 1 MiB on the way (upstream.rs READ_AHEAD); the rest is the
+/// reader 1 MiB on the way (endpoint_socket.rs READ_AHEAD); the rest is the
 /// allocator's and the steady load's. Before the reader was bounded the
 /// agent grew by 82 MiB under a CPU hog.
 const RSS_CEILING_KIB: u64 = 32 * 1024;

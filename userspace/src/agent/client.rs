@@ -13,9 +13,9 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use super::endpoint_socket::{self, UpstreamEvent};
 use super::registry::{ConnInfo, ServiceState, Wake};
 use super::slot::{Slot, SlotState};
-use super::upstream::{self, UpstreamEvent};
 use super::{Shared, Target};
 use crate::ebpf::abi::*;
 use crate::h2::frame::{self, setting, DEFAULT_WINDOW};
@@ -41,7 +41,7 @@ const CLOSE_GRACE: Duration = Duration::from_millis(250);
 /// GOAWAY over a bad frame comes within a round trip.
 const CLIENT_FIN_LIMIT: Duration = Duration::from_secs(1);
 
-type ConnectResult = (u32, anyhow::Result<upstream::Handshake>);
+type ConnectResult = (u32, anyhow::Result<endpoint_socket::Handshake>);
 
 pub struct ClientConn {
     id: u32,
@@ -244,17 +244,19 @@ impl ClientConn {
         }
     }
 
-    /// The endpoint a non-HTTP/2 connection is spliced to.
-    pub(super) fn l4_endpoint(&self) -> Option<SocketAddrV4> {
-        let eps = self.service.endpoints.borrow();
-        (!eps.is_empty()).then(|| eps[self.subset_offset % eps.len()])
-    }
-
-    /// Closes the HTTP/2 upstreams (the connection turned out not to be HTTP/2).
-    pub(super) fn drop_upstreams(&mut self) {
+    /// Not HTTP/2: the HTTP/2 upstreams close and the connection goes
+    /// whole to one endpoint, each connection to the next.
+    async fn splice(&mut self, a: TcpStream, first: bytes::Bytes) -> anyhow::Result<()> {
+        let endpoint = {
+            let eps = self.service.endpoints.borrow();
+            (!eps.is_empty()).then(|| eps[self.subset_offset % eps.len()])
+        };
+        let endpoint =
+            endpoint.ok_or_else(|| anyhow::anyhow!("no endpoint for an L4 connection"))?;
         for slot in 0..MAX_UPSTREAMS as u32 {
             self.close_slot(slot);
         }
+        super::splice::run(endpoint, a, first).await
     }
 
     fn shared_conn(&self) -> &ConnShared {
@@ -331,7 +333,7 @@ impl ClientConn {
                     // inside its preface.
                     tracing::debug!(conn = self.id, bytes = self.reader.buffered(), "no preface; spliced to one endpoint");
                     let first = self.reader.take_buffered();
-                    return super::splice::run(self, a, first).await;
+                    return self.splice(a, first).await;
                 }
                 () = cut.notified() => self.on_budget_cut(),
                 r = a_reader.recv_confirmed(&a, &mut buf), if client_eof.is_none() && !self.injector_backed_up() => {
@@ -367,7 +369,7 @@ impl ClientConn {
                             self.greet_client();
                         }
                         if let Message::Raw(first) = m {
-                            return super::splice::run(self, a, first).await;
+                            return self.splice(a, first).await;
                         }
                         self.on_client_message(m);
                     }
@@ -442,7 +444,7 @@ impl ClientConn {
         c.client_limit
             .store(DEFAULT_WINDOW as u64, Ordering::Relaxed);
         for up in &c.up {
-            upstreams::reset_upstream(up, DEFAULT_WINDOW as u64, 0);
+            upstream_slots::reset_upstream(up, DEFAULT_WINDOW as u64, 0);
             up.streams.store(0, Ordering::SeqCst);
         }
         Ok(())
@@ -499,11 +501,11 @@ impl ClientConn {
 }
 
 mod budgeted;
-mod client_side;
 mod flow;
+mod from_client;
+mod from_endpoint;
 mod hold;
 mod housekeeping;
 mod stream_window;
 mod subset;
-mod upstream_side;
-mod upstreams;
+mod upstream_slots;

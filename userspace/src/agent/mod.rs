@@ -4,6 +4,7 @@
 mod admin;
 pub mod budget;
 mod client;
+mod endpoint_socket;
 mod events;
 mod fail_open;
 mod injector;
@@ -13,7 +14,6 @@ pub mod self_check;
 mod slot;
 mod sockmap_io;
 mod splice;
-mod upstream;
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;

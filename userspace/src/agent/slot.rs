@@ -45,17 +45,17 @@ pub struct Slot {
     /// Failed connects in a row, for the reconnect backoff.
     pub failures: u32,
     pub closed_at: Option<tokio::time::Instant>,
-    /// Closed, and its streams not yet settled (upstream_side.rs): the slot
+    /// Closed, and its streams not yet settled (from_endpoint.rs): the slot
     /// is not reused until they are.
     pub unsettled: bool,
     /// Messages read from the endpoint's socket (the kernel counts the same).
     pub from_endpoint: u32,
     /// `from_endpoint` when the agent last asked to end a divert.
     pub release_sent: Option<u32>,
-    /// Dropped for flooding (upstream_side.rs): what it still sends is ignored.
+    /// Dropped for flooding (from_endpoint.rs): what it still sends is ignored.
     pub flooded: bool,
     /// Non-zero: the endpoint is dropped (it flooded, or the node's budget
-    /// cut it); its reader sends GOAWAY with this code - 1 (upstream.rs).
+    /// cut it); its reader sends GOAWAY with this code - 1 (endpoint_socket.rs).
     pub dropped: watch::Sender<u32>,
     /// This upstream's share of the node's budget (budget.rs).
     pub holder: Arc<Holder>,

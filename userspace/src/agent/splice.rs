@@ -5,13 +5,15 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::client::ClientConn;
+use std::net::SocketAddrV4;
 
-pub async fn run(conn: &mut ClientConn, mut client: TcpStream, first: Bytes) -> anyhow::Result<()> {
-    let endpoint = conn
-        .l4_endpoint()
-        .ok_or_else(|| anyhow::anyhow!("no endpoint for an L4 connection"))?;
-    conn.drop_upstreams();
+/// Carries `client` to `endpoint` both ways; `first` is what the client
+/// sent before the agent knew it was not HTTP/2.
+pub async fn run(
+    endpoint: SocketAddrV4,
+    mut client: TcpStream,
+    first: Bytes,
+) -> anyhow::Result<()> {
     let mut upstream = crate::ebpf::own_socks::connect(endpoint).await?;
     upstream.write_all(&first).await?;
     tracing::debug!(%endpoint, "not HTTP/2: spliced to one endpoint");

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use bytes::BytesMut;
 
 use super::{ClientConn, Slot, SlotState};
-use crate::agent::upstream;
+use crate::agent::endpoint_socket;
 use crate::ebpf::abi::*;
 use crate::h2::frame::{self, error_code, setting, DEFAULT_WINDOW};
 
@@ -37,12 +37,16 @@ impl ClientConn {
         let tx = self.connect_tx.clone();
         let window = self.client_initial_window;
         tokio::spawn(async move {
-            let r = upstream::connect(endpoint, window).await;
+            let r = endpoint_socket::connect(endpoint, window).await;
             let _ = tx.send((slot as u32, r));
         });
     }
 
-    pub(super) fn on_connected(&mut self, slot: u32, result: anyhow::Result<upstream::Handshake>) {
+    pub(super) fn on_connected(
+        &mut self,
+        slot: u32,
+        result: anyhow::Result<endpoint_socket::Handshake>,
+    ) {
         let id = self.id;
         let Some(s) = self.slots[slot as usize].as_mut() else {
             return;
@@ -101,12 +105,12 @@ impl ClientConn {
         s.failures = 0;
         s.max_streams = hs.max_streams;
         s.state = SlotState::Active;
-        let joined = upstream::Joined {
+        let joined = endpoint_socket::Joined {
             dp: self.shared.dp.clone(),
             cookie,
             read_bytes: hs.read_bytes,
         };
-        s.reader = Some(upstream::spawn_reader(
+        s.reader = Some(endpoint_socket::spawn_reader(
             slot,
             hs.stream,
             joined,
@@ -122,7 +126,7 @@ impl ClientConn {
             let mut out = BytesMut::new();
             frame::settings(
                 &mut out,
-                &upstream::our_settings(self.client_initial_window),
+                &endpoint_socket::our_settings(self.client_initial_window),
             );
             self.to_upstream(slot, &out);
         }

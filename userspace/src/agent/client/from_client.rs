@@ -111,7 +111,7 @@ impl ClientConn {
         }
         self.client_initial_window = window;
         let mut out = BytesMut::new();
-        frame::settings(&mut out, &super::upstream::our_settings(window));
+        frame::settings(&mut out, &super::endpoint_socket::our_settings(window));
         for slot in 0..self.slots.len() as u32 {
             if self.slots[slot as usize]
                 .as_ref()

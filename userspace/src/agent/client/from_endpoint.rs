@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use bytes::BytesMut;
 
 use super::{ClientConn, SlotState};
-use crate::agent::upstream::{self, UpstreamEvent};
+use crate::agent::endpoint_socket::{self, UpstreamEvent};
 use crate::ebpf::abi::{STREAM_SERVER_END, UP_DRAINING, UP_EMPTY};
 use crate::h2::frame::{self, error_code, flag, kind, setting};
 use crate::h2::message::Message;
@@ -120,14 +120,16 @@ impl ClientConn {
         let mut out = BytesMut::new();
         match header.kind {
             kind::SETTINGS if !header.has(flag::ACK) => {
-                if let Some(max) = upstream::max_streams_in(payload) {
+                if let Some(max) = endpoint_socket::max_streams_in(payload) {
                     if let Some(s) = self.slots[slot as usize].as_mut() {
                         s.max_streams = max;
                     }
                     self.up(slot).max_streams.store(max, Ordering::SeqCst);
                     self.advertise_stream_limit();
                 }
-                if let Some(window) = upstream::setting_in(payload, setting::INITIAL_WINDOW_SIZE) {
+                if let Some(window) =
+                    endpoint_socket::setting_in(payload, setting::INITIAL_WINDOW_SIZE)
+                {
                     self.set_endpoint_stream_window(slot, window);
                 }
                 frame::settings_ack(&mut out);
@@ -180,7 +182,7 @@ impl ClientConn {
 }
 
 /// How long a dropped endpoint's slot waits for its reader to say goodbye
-/// (upstream.rs, GOODBYE_LIMIT) before it is closed anyway: a reader that
+/// (endpoint_socket.rs, GOODBYE_LIMIT) before it is closed anyway: a reader that
 /// had already ended says nothing.
 const DROP_CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -199,7 +201,7 @@ impl ClientConn {
     /// Ends an upstream with a connection error for its endpoint; the client
     /// keeps its connection: streams the endpoint had not answered are
     /// refused, so they can be retried elsewhere, answered ones cancelled.
-    /// The reader writes the GOAWAY and closes the socket (upstream.rs).
+    /// The reader writes the GOAWAY and closes the socket (endpoint_socket.rs).
     pub(super) fn drop_endpoint(&mut self, slot: u32, code: u32, why: &str) {
         if let Some(s) = self.slots[slot as usize].as_mut() {
             tracing::warn!(conn = self.id, endpoint = %s.endpoint, code, why, "endpoint dropped: GOAWAY, upstream closed");

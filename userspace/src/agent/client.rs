@@ -3,7 +3,6 @@
 //! HTTP/2 peer for connection-level frames on both sides and carries, in
 //! order, whatever the kernel passes to it (the slow path).
 
-use std::collections::HashMap;
 use std::net::SocketAddrV4;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,17 +13,14 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::endpoint_socket::{self, UpstreamEvent};
-use super::registry::{ConnInfo, ServiceState, Wake};
+use super::registry::{ServiceState, Wake};
 use super::slot::{Slot, SlotState};
 use super::{Shared, Target};
 use crate::ebpf::abi::*;
 use crate::h2::frame::{self, setting, DEFAULT_WINDOW};
 use crate::h2::message::{Expect, Message, MessageReader};
+use kernel::ConnKernel;
 
-/// Connection window the agent keeps open for the client's uploads, and
-/// for each endpoint's responses (as the client's window allows).
-const CLIENT_WINDOW: u64 = 4 << 20;
-const ENDPOINT_WINDOW: u64 = 1 << 20;
 const DRAIN_GRACE: Duration = Duration::from_millis(200);
 /// How long a silent client may take to send its first bytes before the
 /// connection is taken for a server-speaks-first protocol.
@@ -46,6 +42,8 @@ type ConnectResult = (u32, anyhow::Result<endpoint_socket::Handshake>);
 pub struct ClientConn {
     id: u32,
     shared: Arc<Shared>,
+    /// The connection's maps and control records (kernel.rs).
+    kernel: kernel::Kernel,
     service: Arc<ServiceState>,
     slots: Vec<Option<Slot>>,
     reader: MessageReader,
@@ -56,17 +54,10 @@ pub struct ClientConn {
     client_settings_seen: bool,
     first_slot: u32,
     last_stream: u32,
-    /// Streams the agent carries itself, by id → slot.
-    slow: HashMap<u32, u32>,
-    client_initial_window: u32,
-    /// Connection WINDOW_UPDATE increments the agent read from the client.
-    client_increments: u64,
-    /// Connection window granted to the client, in total; bytes of it that
-    /// were dropped (closed streams) rather than forwarded.
-    client_granted: u64,
-    client_dropped: u64,
-    /// Client DATA bytes the agent received (carried, queued or dropped).
-    client_data_seen: u64,
+    /// Streams the agent carries itself (carried.rs).
+    carried: carried::CarriedStreams,
+    /// The client's connection window as the agent counts it (windows.rs).
+    windows: windows::ClientWindows,
     up_tx: mpsc::UnboundedSender<UpstreamEvent>,
     connect_tx: mpsc::UnboundedSender<ConnectResult>,
     /// A connection error was sent to the client: stop reading.
@@ -78,135 +69,30 @@ pub struct ClientConn {
     client_headers: crate::h2::header_block::ClientHeaders,
     advertised_streams: Option<u32>,
     /// Frames for the client before its preface arrived (see greet_client).
-    before_preface: std::cell::RefCell<Option<BytesMut>>,
-    /// Streams the kernel slowed and the agent carries until it releases them.
-    slowed: std::collections::HashSet<u32>,
-    /// New streams waiting for an endpoint with room, oldest first (hold.rs).
-    held: std::collections::BTreeMap<u32, Vec<bytes::Bytes>>,
-    unhold_sent: Option<u32>,
-    /// When the task started, and whether its first upstreams are settled (hold.rs).
-    started: tokio::time::Instant,
-    settled: bool,
-    /// Where this connection's window over a large Service starts, when it
-    /// last moved and the client's last stream then (subset.rs).
-    subset_offset: usize,
-    subset_moved: tokio::time::Instant,
-    subset_last_stream: u32,
+    before_preface: Option<BytesMut>,
+    /// New streams waiting for an endpoint with room (held.rs).
+    held: held::HeldStreams,
+    /// This connection's window over a large Service (subset.rs).
+    subset: subset::Subset,
     /// Its share of the node's budget (budgeted.rs).
     shares: budgeted::Shares,
 }
 
-pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddrV4) {
-    let Some(origin) = take_origin(&shared, peer).await else {
-        tracing::warn!(%peer, "connection without a recorded destination; closing");
-        return;
-    };
-    if origin.service_id == super::self_check::SERVICE_ID {
-        // sockops made its parser state; no sweep needs to find it
-        let cookie = crate::ebpf::socket_cookie(&a).unwrap_or(0);
-        if let Err(e) = super::self_check::answer(&shared.dp, a).await {
-            tracing::debug!(%peer, error = %format!("{e:#}"), "self-check connection");
-        }
-        shared.dp.forget_cookie(cookie);
-        return;
-    }
-    let dest = SocketAddrV4::new(
-        std::net::Ipv4Addr::from(origin.ip.to_ne_bytes()),
-        origin.port as u16,
-    );
-    let Some(service) = shared.registry.service(origin.service_id) else {
-        return super::fail_open::run(&shared, a, peer, dest, "its service is gone".into()).await;
-    };
-    let cookie = crate::ebpf::socket_cookie(&a).unwrap_or(0);
-    if !super::fail_open::kernel_took(&shared, cookie).await {
-        return super::fail_open::run(
-            &shared,
-            a,
-            peer,
-            dest,
-            "the kernel could not take it (parse_states or agent_socks full)".into(),
-        )
-        .await;
-    }
-    // A and one socket per upstream, so that no upstream fails for want of room
-    let sockets = 1 + service.endpoints.borrow().len().min(MAX_UPSTREAMS);
-    if !shared.dp.has_room_for(sockets) {
-        shared.dp.forget_cookie(cookie);
-        return super::fail_open::run(
-            &shared,
-            a,
-            peer,
-            dest,
-            "the per-socket maps are full".into(),
-        )
-        .await;
-    }
-    if shared.budget.refuse_new() {
-        shared.dp.forget_cookie(cookie);
-        let why = "the agent's queued bytes are over --max-queued-bytes".into();
-        return super::fail_open::run(&shared, a, peer, dest, why).await;
-    }
-    let Some(id) = shared.registry.alloc_conn(shared.dp.conns.len() as u32) else {
-        return super::fail_open::run(
-            &shared,
-            a,
-            peer,
-            dest,
-            "connection table full; raise --max-conns".into(),
-        )
-        .await;
-    };
-    let (wake_tx, wake_rx) = mpsc::unbounded_channel();
-    shared.registry.register_conn(
-        ConnInfo {
-            id,
-            service: service.name.clone(),
-            client: peer.to_string(),
-            ..Default::default()
-        },
-        wake_tx,
-    );
-    let mut conn = ClientConn::new(id, shared.clone(), service);
-    // Nothing has been read or sent yet: a connection that cannot be set
-    // up can still go its original way.
-    if let Err(e) = conn.adopt(&a, peer, cookie) {
-        conn.teardown();
-        shared.registry.release_conn(id);
-        return super::fail_open::run(
-            &shared,
-            a,
-            peer,
-            dest,
-            format!("setting it up failed: {e:#}"),
-        )
-        .await;
-    }
-    if let Err(e) = conn.run(a, wake_rx).await {
-        tracing::debug!(conn = id, error = %e, "client connection ended");
-    }
-    conn.teardown();
-    shared.registry.release_conn(id);
-}
-
-/// sockops records the destination when the client's side is established,
-/// which can be a moment after our accept returns.
-async fn take_origin(shared: &Shared, peer: SocketAddrV4) -> Option<Origin> {
-    for _ in 0..50 {
-        if let Some(o) = shared.dp.take_origin(peer) {
-            return Some(o);
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    None
-}
+pub use accept::serve;
 
 impl ClientConn {
-    fn new(id: u32, shared: Arc<Shared>, service: Arc<ServiceState>) -> Self {
+    pub(super) fn new(id: u32, shared: Arc<Shared>, service: Arc<ServiceState>) -> Self {
         let (up_tx, _) = mpsc::unbounded_channel();
         let (connect_tx, _) = mpsc::unbounded_channel();
         let shares = budgeted::Shares::new(&shared.budget, id);
+        let kernel = kernel::Kernel {
+            shared: shared.clone(),
+            id,
+        };
+        let now = tokio::time::Instant::now();
         ClientConn {
             id,
+            kernel,
             shared,
             service,
             slots: (0..MAX_UPSTREAMS).map(|_| None).collect(),
@@ -217,12 +103,8 @@ impl ClientConn {
             client_settings_seen: false,
             first_slot: 0,
             last_stream: 0,
-            slow: HashMap::new(),
-            client_initial_window: DEFAULT_WINDOW,
-            client_increments: 0,
-            client_granted: DEFAULT_WINDOW as u64,
-            client_dropped: 0,
-            client_data_seen: 0,
+            carried: Default::default(),
+            windows: Default::default(),
             up_tx,
             connect_tx,
             failed: false,
@@ -231,15 +113,9 @@ impl ClientConn {
             client_watch: Default::default(),
             client_headers: Default::default(),
             advertised_streams: None,
-            before_preface: std::cell::RefCell::new(Some(BytesMut::new())),
-            slowed: Default::default(),
-            held: Default::default(),
-            unhold_sent: None,
-            started: tokio::time::Instant::now(),
-            settled: false,
-            subset_offset: 0,
-            subset_moved: tokio::time::Instant::now(),
-            subset_last_stream: 0,
+            before_preface: Some(BytesMut::new()),
+            held: held::HeldStreams::new(now),
+            subset: subset::Subset::new(0, now),
             shares,
         }
     }
@@ -249,7 +125,7 @@ impl ClientConn {
     async fn splice(&mut self, a: TcpStream, first: bytes::Bytes) -> anyhow::Result<()> {
         let endpoint = {
             let eps = self.service.endpoints.borrow();
-            (!eps.is_empty()).then(|| eps[self.subset_offset % eps.len()])
+            (!eps.is_empty()).then(|| eps[self.subset.offset() % eps.len()])
         };
         let endpoint =
             endpoint.ok_or_else(|| anyhow::anyhow!("no endpoint for an L4 connection"))?;
@@ -259,21 +135,14 @@ impl ClientConn {
         super::splice::run(endpoint, a, first).await
     }
 
-    fn shared_conn(&self) -> &ConnShared {
-        self.shared
-            .dp
-            .conns
-            .get(self.id)
-            .expect("conn id within the table")
-    }
-
-    fn up(&self, slot: u32) -> &UpstreamShared {
-        &self.shared_conn().up[slot as usize % MAX_UPSTREAMS]
-    }
-
     /// Names the accepted socket to the kernel and resets the connection's
     /// shared state; fails if a map has no room (sock_idents full).
-    fn adopt(&mut self, a: &TcpStream, peer: SocketAddrV4, cookie: u64) -> anyhow::Result<()> {
+    pub(super) fn adopt(
+        &mut self,
+        a: &TcpStream,
+        peer: SocketAddrV4,
+        cookie: u64,
+    ) -> anyhow::Result<()> {
         let local = match a.local_addr()? {
             std::net::SocketAddr::V4(v4) => v4,
             other => anyhow::bail!("IPv6 agent address {other}"),
@@ -292,14 +161,15 @@ impl ClientConn {
         // WINDOW_UPDATEs the client sent before the socket had an identity
         // were counted in its parser state, not in the connection.
         if let Some(st) = self.shared.dp.parse_state(cookie) {
-            self.shared_conn()
+            self.kernel
+                .conn()
                 .client_limit
                 .fetch_max(DEFAULT_WINDOW as u64 + st.client_window, Ordering::SeqCst);
         }
         Ok(())
     }
 
-    async fn run(
+    pub(super) async fn run(
         &mut self,
         a: TcpStream,
         mut wake_rx: mpsc::UnboundedReceiver<Wake>,
@@ -310,7 +180,7 @@ impl ClientConn {
         self.connect_tx = connect_tx;
         let endpoints = self.service.endpoints.subscribe();
         let mut endpoints_rx = endpoints.clone();
-        let initial = self.wanted(&endpoints.borrow());
+        let initial = self.subset.wanted(&endpoints.borrow());
         for ep in initial {
             self.add_endpoint(ep);
         }
@@ -373,9 +243,7 @@ impl ClientConn {
                         }
                         self.on_client_message(m);
                     }
-                    if self.held.is_empty() {
-                        self.release_hold();
-                    }
+                    self.held.release(&self.kernel, self.consumed);
                     self.maybe_open_gate();
                 }
                 Some(ev) = up_rx.recv(), if !self.injector_backed_up() => {
@@ -417,7 +285,7 @@ impl ClientConn {
         endpoints: &[SocketAddrV4],
     ) -> anyhow::Result<()> {
         let rotation = self.service.next_rotation();
-        self.subset_offset = rotation as usize;
+        self.subset = subset::Subset::new(rotation as usize, tokio::time::Instant::now());
         // slot k holds the k-th wanted endpoint; a window already starts
         // at a different endpoint for each connection
         let n = endpoints.len().max(1) as u32;
@@ -426,8 +294,7 @@ impl ClientConn {
         } else {
             rotation % n
         };
-        let dp = self.shared.dp.clone();
-        let c = dp.conns.get(self.id).expect("conn id within the table");
+        let c = self.kernel.conn();
         c.flags.store(0, Ordering::SeqCst);
         c.client_ip
             .store(u32::from_ne_bytes(peer.ip().octets()), Ordering::Relaxed);
@@ -471,41 +338,45 @@ impl ClientConn {
                 ),
             ],
         );
-        if let Some(waiting) = self.before_preface.borrow_mut().take() {
+        if let Some(waiting) = self.before_preface.take() {
             out.extend_from_slice(&waiting);
         }
         self.inject(Target::Client, &out);
     }
 
-    fn to_client(&self, frames: &[u8]) {
-        if let Some(waiting) = self.before_preface.borrow_mut().as_mut() {
+    fn send_to_client(&mut self, frames: &[u8]) {
+        if let Some(waiting) = self.before_preface.as_mut() {
             waiting.extend_from_slice(frames);
             return;
         }
         self.inject(Target::Client, frames);
     }
 
-    fn to_upstream(&self, slot: u32, frames: &[u8]) {
+    fn send_to_upstream(&self, slot: u32, frames: &[u8]) {
         self.inject(Target::Upstream(slot), frames);
     }
 
-    fn teardown(&mut self) {
+    pub(super) fn teardown(&mut self) {
         for slot in 0..MAX_UPSTREAMS as u32 {
             self.close_slot(slot);
         }
         self.shared.dp.forget_streams(self.id);
         self.shared.dp.forget_cookie(self.cookie);
-        let c = self.shared_conn();
-        c.flags.store(0, Ordering::SeqCst);
+        self.kernel.conn().flags.store(0, Ordering::SeqCst);
     }
 }
 
+mod accept;
 mod budgeted;
+mod carried;
 mod flow;
 mod from_client;
 mod from_endpoint;
+mod held;
 mod hold;
 mod housekeeping;
+mod kernel;
 mod stream_window;
 mod subset;
 mod upstream_slots;
+mod windows;

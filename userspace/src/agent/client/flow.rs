@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 
-use super::{ClientConn, CLIENT_WINDOW, ENDPOINT_WINDOW};
+use super::kernel::ConnKernel;
+use super::windows::{endpoint_grant, req_notify_after};
+use super::ClientConn;
 use crate::agent::slot::data_len;
 use crate::ebpf::abi::{STREAM_CLIENT_END, STREAM_SERVER_END};
 use crate::h2::frame;
@@ -15,11 +17,7 @@ use crate::h2::message::Message;
 impl ClientConn {
     /// Sends the frames waiting for an endpoint, in order, as its window allows.
     pub(super) fn flush_to_endpoint(&mut self, slot: u32) {
-        let id = self.id;
-        let conns = &self.shared.dp.conns;
-        let Some(up) = conns.get(id).map(|c| &c.up[slot as usize]) else {
-            return;
-        };
+        let up = self.kernel.up(slot);
         let Some(s) = self.slots[slot as usize].as_mut() else {
             return;
         };
@@ -55,18 +53,8 @@ impl ClientConn {
             .filter_map(|f| frame::FrameHeader::parse(f))
             .map(|h| h.stream)
             .collect();
-        let done: Vec<u32> = self
-            .slowed
-            .iter()
-            .copied()
-            .filter(|id| self.slow.get(id) == Some(&slot) && !waiting.contains(id))
-            .collect();
-        for stream in done {
-            self.slowed.remove(&stream);
-            self.shared
-                .injector
-                .release_stream(self.id, stream, self.consumed);
-        }
+        self.carried
+            .release_drained(slot, &waiting, &self.kernel, self.consumed);
     }
 
     /// Called on kernel events, window updates and new upstreams.
@@ -83,41 +71,29 @@ impl ClientConn {
     /// Counts DATA the agent was handed; false once the client has sent more
     /// than the connection window it was granted.
     pub(super) fn client_within_window(&mut self, n: u64) -> bool {
-        self.client_data_seen += n;
-        let c = self.shared_conn();
+        let c = self.kernel.conn();
         let kernel: u64 = c.up.iter().map(|u| u.req_data.load(Ordering::SeqCst)).sum();
-        kernel + self.client_data_seen <= self.client_granted
+        self.windows.receive(n, kernel)
     }
 
-    /// Gives the client connection window as the endpoints have room: what
-    /// the client may still send stays close to what the endpoints together
-    /// can take now (up to CLIENT_WINDOW), minus what already waits in the
-    /// agent, so DATA rarely waits for an endpoint's window and what waits
-    /// is bounded.
+    /// Gives the client connection window as the endpoints have room
+    /// (windows.rs, `replenish`), and re-arms the kernel's wake-ups on the
+    /// DATA it carries.
     fn replenish_client(&mut self) {
-        let dp = self.shared.dp.clone();
-        let Some(c) = dp.conns.get(self.id) else {
-            return;
-        };
-        let mut received = self.client_data_seen;
+        let c = self.kernel.conn();
+        let mut kernel_received = 0;
         let mut room = 0u64;
-        let active = self
-            .slots
-            .iter()
-            .flatten()
-            .filter(|s| s.is_open())
-            .count()
-            .max(1) as u64;
+        let active = self.slots.iter().flatten().filter(|s| s.is_open()).count() as u64;
         for (slot, s) in self.slots.iter().enumerate() {
             let up = &c.up[slot];
             let kernel = up.req_data.load(Ordering::SeqCst);
-            received += kernel;
+            kernel_received += kernel;
             if s.as_ref().is_some_and(|s| s.is_open()) {
                 room += up.req_limit.load(Ordering::SeqCst).saturating_sub(kernel);
                 // Re-arm so that the kernel's share alone cannot use a quarter
                 // of the window without waking us.
                 up.req_notify
-                    .store(kernel + CLIENT_WINDOW / 4 / active, Ordering::SeqCst);
+                    .store(kernel + req_notify_after(active), Ordering::SeqCst);
             }
         }
         let queued: u64 = self
@@ -127,15 +103,11 @@ impl ClientConn {
             .flat_map(|s| s.to_endpoint.iter())
             .map(|f| data_len(f))
             .sum::<u64>()
-            + self.held_data();
-        let target = room.saturating_sub(queued).min(CLIENT_WINDOW);
-        let remaining = self.client_granted.saturating_sub(received);
-        if remaining < target / 2 {
-            let inc = target - remaining;
+            + self.held.data_bytes();
+        if let Some(inc) = self.windows.replenish(room, queued, kernel_received) {
             let mut out = BytesMut::new();
-            frame::window_update(&mut out, 0, inc as u32);
-            self.client_granted += inc;
-            self.to_client(&out);
+            frame::window_update(&mut out, 0, inc);
+            self.send_to_client(&out);
         }
     }
 
@@ -146,10 +118,7 @@ impl ClientConn {
     /// (and back once the agent has sent it on) instead of sending the
     /// client more than it allowed.
     pub(super) fn grant_endpoints(&mut self) {
-        let dp = self.shared.dp.clone();
-        let Some(c) = dp.conns.get(self.id) else {
-            return;
-        };
+        let c = self.kernel.conn();
         let client_left = c
             .client_limit
             .load(Ordering::SeqCst)
@@ -171,19 +140,7 @@ impl ClientConn {
                 // Let it run dry so the agent catches up and the divert can end.
                 continue;
             }
-            let mine = s.resp_outstanding(up);
-            let target = ENDPOINT_WINDOW.min(share);
-            let inc = if mine >= target / 2 {
-                0
-            } else {
-                (target - mine).min(0x7fff_ffff)
-            };
-            // Wake when the endpoint has used half of what it may send. A
-            // client that sends a WINDOW_UPDATE only once half its window
-            // is used (nghttp2: Node, nghttp) can sit just short of that
-            // while an endpoint's share is spent: neither would ever move.
-            let holds = mine + inc;
-            let notify_after = (holds / 2).clamp(1, ENDPOINT_WINDOW / 4);
+            let (inc, notify_after) = endpoint_grant(s.resp_outstanding(up), share);
             up.resp_notify.store(
                 up.resp_data.load(Ordering::SeqCst) + notify_after,
                 Ordering::SeqCst,
@@ -197,16 +154,14 @@ impl ClientConn {
         for (slot, inc) in grants {
             let mut out = BytesMut::new();
             frame::window_update(&mut out, 0, inc);
-            self.to_upstream(slot, &out);
+            self.send_to_upstream(slot, &out);
         }
     }
 
     /// Endpoint frames diverted to the agent go on as the client's window allows.
     pub(super) fn flush_to_client(&mut self, slot: u32) {
         let id = self.id;
-        let Some(c) = self.shared.dp.conns.get(id) else {
-            return;
-        };
+        let c = self.kernel.conn();
         let Some(s) = self.slots[slot as usize].as_mut() else {
             return;
         };
@@ -236,9 +191,7 @@ impl ClientConn {
             && s.release_sent != Some(s.from_endpoint)
         {
             s.release_sent = Some(s.from_endpoint);
-            self.shared
-                .injector
-                .release_upstream(id, slot, s.from_endpoint);
+            self.kernel.release_upstream(slot, s.from_endpoint);
         }
     }
 
@@ -246,20 +199,19 @@ impl ClientConn {
     /// STREAM_CLIENT_END or STREAM_SERVER_END); with both, or a reset, the
     /// entry goes, and the slot's count drops once even if the kernel races.
     pub(super) fn stream_end(&mut self, stream: u32, slot: u32, end: u32, reset: bool) {
-        let dp = self.shared.dp.clone();
-        let Some(mut s) = dp.get_stream(self.id, stream) else {
-            self.slow.remove(&stream);
+        let Some(mut s) = self.kernel.get_stream(stream) else {
+            self.carried.end(stream);
             return;
         };
         s.flags |= end;
         let both = STREAM_CLIENT_END | STREAM_SERVER_END;
         if reset || s.flags & both == both {
-            if dp.remove_stream(self.id, stream) {
-                self.up(slot).streams.fetch_sub(1, Ordering::SeqCst);
+            if self.kernel.remove_stream(stream) {
+                self.kernel.up(slot).streams.fetch_sub(1, Ordering::SeqCst);
             }
-            self.slow.remove(&stream);
+            self.carried.end(stream);
         } else {
-            let _ = dp.set_stream(self.id, stream, s);
+            let _ = self.kernel.set_stream(stream, s);
         }
     }
 }

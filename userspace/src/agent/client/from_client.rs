@@ -5,12 +5,18 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 
-use super::hold::StreamSlot;
+use super::kernel::ConnKernel;
 use super::{ClientConn, SlotState};
 use crate::ebpf::abi::{Stream, CONN_FAST, STREAM_CLIENT_END, STREAM_SLOW};
 use crate::h2::frame::{self, error_code, flag, kind, setting, FrameHeader};
 use crate::h2::header_block::{self, HeaderBlockError};
 use crate::h2::message::Message;
+
+/// Where a frame of a stream the agent carries goes.
+enum StreamSlot {
+    Bound(u32),
+    Wait,
+}
 
 impl ClientConn {
     pub(super) fn on_client_message(&mut self, m: Message) {
@@ -56,11 +62,11 @@ impl ClientConn {
                     self.set_client_initial_window(*w);
                 }
                 frame::settings_ack(&mut out);
-                self.to_client(&out);
+                self.send_to_client(&out);
             }
             kind::PING if !header.has(flag::ACK) => {
                 frame::ping_ack(&mut out, payload);
-                self.to_client(&out);
+                self.send_to_client(&out);
             }
             kind::WINDOW_UPDATE => match frame::parse_window_update(payload) {
                 Some(0) => self.fail(error_code::PROTOCOL_ERROR),
@@ -85,9 +91,9 @@ impl ClientConn {
     /// every frame to the agent, and the connection stalled at 65,535
     /// response bytes). Both take the maximum: nothing counts twice.
     fn credit_client_window(&mut self, inc: u32) {
-        self.client_increments += inc as u64;
-        let limit = frame::DEFAULT_WINDOW as u64 + self.client_increments;
-        self.shared_conn()
+        let limit = self.windows.credit(inc);
+        self.kernel
+            .conn()
             .client_limit
             .fetch_max(limit, Ordering::SeqCst);
     }
@@ -95,7 +101,7 @@ impl ClientConn {
     /// What the client allows us to send on the connection may not exceed
     /// 2^31-1 (RFC 9113 §6.9.1); the kernel has already added the increment.
     fn client_window_overflowed(&self) -> bool {
-        let c = self.shared_conn();
+        let c = self.kernel.conn();
         let window = c
             .client_limit
             .load(Ordering::SeqCst)
@@ -106,10 +112,9 @@ impl ClientConn {
     /// The client's stream windows are what endpoints may send per stream:
     /// every endpoint must hear the client's value.
     fn set_client_initial_window(&mut self, window: u32) {
-        if window == self.client_initial_window {
+        if !self.windows.set_initial(window) {
             return;
         }
-        self.client_initial_window = window;
         let mut out = BytesMut::new();
         frame::settings(&mut out, &super::endpoint_socket::our_settings(window));
         for slot in 0..self.slots.len() as u32 {
@@ -117,7 +122,7 @@ impl ClientConn {
                 .as_ref()
                 .is_some_and(|s| s.is_open())
             {
-                self.to_upstream(slot, &out);
+                self.send_to_upstream(slot, &out);
             }
         }
     }
@@ -147,21 +152,22 @@ impl ClientConn {
                         size,
                         "header list over SETTINGS_MAX_HEADER_LIST_SIZE"
                     );
-                    let carried = self.held.contains_key(&s)
-                        || self.slow.contains_key(&s)
-                        || self.shared.dp.get_stream(self.id, s).is_some();
+                    let carried = self.held.contains(s)
+                        || self.carried.contains(s)
+                        || self.kernel.get_stream(s).is_some();
                     let mut out = BytesMut::new();
                     if !carried {
                         // A new stream no endpoint has seen: answered here,
                         // and its id is used up.
                         let last = self
                             .last_stream
-                            .max(self.shared_conn().last_stream.load(Ordering::SeqCst));
+                            .max(self.kernel.conn().last_stream.load(Ordering::SeqCst));
                         if s.is_multiple_of(2) || s <= last {
                             return self.fail(error_code::PROTOCOL_ERROR);
                         }
                         self.last_stream = s;
-                        self.shared_conn()
+                        self.kernel
+                            .conn()
                             .last_stream
                             .fetch_max(s, Ordering::SeqCst);
                         header_block::header_list_too_large(
@@ -169,13 +175,13 @@ impl ClientConn {
                             s,
                             !header.has(flag::END_STREAM),
                         );
-                        return self.to_client(&out);
+                        return self.send_to_client(&out);
                     }
                     // Trailers of a stream an endpoint has: the stream ends
                     // on both sides, the endpoint's as if the client had
                     // reset it (which also ends what the agent holds of it).
                     frame::rst_stream(&mut out, s, error_code::CANCEL);
-                    self.to_client(&out);
+                    self.send_to_client(&out);
                     header = FrameHeader {
                         len: 4,
                         kind: kind::RST_STREAM,
@@ -193,7 +199,7 @@ impl ClientConn {
                 }
             }
         }
-        if self.held.contains_key(&header.stream) {
+        if self.held.contains(header.stream) {
             return self.add_to_held(&header, bytes);
         }
         let slot = match self.slow_stream_slot(&header) {
@@ -209,9 +215,9 @@ impl ClientConn {
         let ends = header.kind == kind::RST_STREAM
             || ((header.kind == kind::DATA || header.kind == kind::HEADERS)
                 && header.has(flag::END_STREAM));
-        if self.shared_conn().flags.load(Ordering::SeqCst) & CONN_FAST != 0 {
+        if self.kernel.conn().flags.load(Ordering::SeqCst) & CONN_FAST != 0 {
             // the kernel slowed this stream (over the endpoint's window)
-            self.slowed.insert(header.stream);
+            self.carried.mark_slowed(header.stream);
         }
         if header.kind == kind::DATA && !header.has(flag::END_STREAM) {
             self.grant_carried_stream(slot, header.stream);
@@ -244,15 +250,15 @@ impl ClientConn {
     fn on_unknown_stream_frame(&mut self, header: &FrameHeader) {
         let last = self
             .last_stream
-            .max(self.shared_conn().last_stream.load(Ordering::SeqCst));
+            .max(self.kernel.conn().last_stream.load(Ordering::SeqCst));
         let idle = header.stream > last;
         match header.kind {
             kind::DATA if idle => self.fail(error_code::PROTOCOL_ERROR),
             kind::DATA => {
-                self.client_dropped += header.len as u64;
+                // its window goes back to the client (replenish counts it received)
                 let mut out = BytesMut::new();
                 frame::rst_stream(&mut out, header.stream, error_code::STREAM_CLOSED);
-                self.to_client(&out);
+                self.send_to_client(&out);
                 self.on_wake();
             }
             kind::RST_STREAM | kind::WINDOW_UPDATE if idle => self.fail(error_code::PROTOCOL_ERROR),
@@ -263,12 +269,12 @@ impl ClientConn {
     /// The slot of a stream the agent carries; opens it for a new HEADERS,
     /// or says it must wait for an endpoint with room.
     fn slow_stream_slot(&mut self, header: &FrameHeader) -> Option<StreamSlot> {
-        if let Some(slot) = self.slow.get(&header.stream) {
-            return Some(StreamSlot::Bound(*slot));
+        if let Some(slot) = self.carried.slot_of(header.stream) {
+            return Some(StreamSlot::Bound(slot));
         }
         // A stream the kernel opened and then diverted (over credit).
-        if let Some(s) = self.shared.dp.get_stream(self.id, header.stream) {
-            self.slow.insert(header.stream, s.slot);
+        if let Some(s) = self.kernel.get_stream(header.stream) {
+            self.carried.bind(header.stream, s.slot, false);
             return Some(StreamSlot::Bound(s.slot));
         }
         if header.kind != kind::HEADERS {
@@ -276,9 +282,9 @@ impl ClientConn {
         }
         let last = self
             .last_stream
-            .max(self.shared_conn().last_stream.load(Ordering::SeqCst));
+            .max(self.kernel.conn().last_stream.load(Ordering::SeqCst));
         if header.stream.is_multiple_of(2) || header.stream <= last {
-            let c = self.shared_conn();
+            let c = self.kernel.conn();
             tracing::debug!(conn = self.id, ?header, agent_last = self.last_stream, kernel_last = c.last_stream.load(Ordering::SeqCst),
                 flags = c.flags.load(Ordering::SeqCst), consumed = self.consumed, gate_consumed = c.consumed.load(Ordering::SeqCst),
                 passed = ?self.shared.dp.parse_state(self.cookie).map(|p| p.passed), gate_sent = ?self.gate_sent, acked = self.acked,
@@ -287,7 +293,8 @@ impl ClientConn {
             return None;
         }
         self.last_stream = header.stream;
-        self.shared_conn()
+        self.kernel
+            .conn()
             .last_stream
             .fetch_max(header.stream, Ordering::SeqCst);
         if self.held.is_empty() && !self.settling() {
@@ -301,7 +308,7 @@ impl ClientConn {
         }
         let mut out = BytesMut::new();
         frame::rst_stream(&mut out, header.stream, error_code::REFUSED_STREAM);
-        self.to_client(&out);
+        self.send_to_client(&out);
         None
     }
 
@@ -311,7 +318,7 @@ impl ClientConn {
     /// to the agent until everything it carries of it is on its way (the
     /// release travels behind it through the injector).
     pub(super) fn bind_stream(&mut self, stream: u32, slot: u32) {
-        let fast = self.shared_conn().flags.load(Ordering::SeqCst) & CONN_FAST != 0;
+        let fast = self.kernel.conn().flags.load(Ordering::SeqCst) & CONN_FAST != 0;
         let entry = Stream {
             slot,
             flags: if fast { STREAM_SLOW } else { 0 },
@@ -322,18 +329,15 @@ impl ClientConn {
         // end of stream) would ever take a count back, so it gets none. It
         // counted before, and each one left the endpoint a stream short for
         // the life of the connection.
-        match self.shared.dp.set_stream(self.id, stream, entry) {
+        match self.kernel.set_stream(stream, entry) {
             Ok(()) => {
-                self.up(slot).streams.fetch_add(1, Ordering::SeqCst);
+                self.kernel.up(slot).streams.fetch_add(1, Ordering::SeqCst);
             }
             Err(e) => {
                 tracing::warn!(conn = self.id, stream, error = %e, "streams map full: the agent carries the stream")
             }
         }
-        self.slow.insert(stream, slot);
-        if fast {
-            self.slowed.insert(stream);
-        }
+        self.carried.bind(stream, slot, fast);
     }
 
     /// Round robin over the connected endpoints with room for a stream,
@@ -341,7 +345,7 @@ impl ClientConn {
     /// are re-encoded, so streams opened before the client's SETTINGS ACK
     /// spread too.
     pub(super) fn pick_slot(&mut self) -> Option<u32> {
-        let c = self.shared_conn();
+        let c = self.kernel.conn();
         let usable = |slot: usize| {
             self.slots[slot]
                 .as_ref()
@@ -367,10 +371,10 @@ impl ClientConn {
         tracing::debug!(conn = self.id, code, at = %std::panic::Location::caller(), "connection error: GOAWAY to the client");
         let last = self
             .last_stream
-            .max(self.shared_conn().last_stream.load(Ordering::SeqCst));
+            .max(self.kernel.conn().last_stream.load(Ordering::SeqCst));
         let mut out = BytesMut::new();
         frame::goaway(&mut out, last, code);
-        self.to_client(&out);
+        self.send_to_client(&out);
         self.failed = true;
     }
 }

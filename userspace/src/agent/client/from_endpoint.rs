@@ -1,6 +1,7 @@
 //! Messages the kernel passed from an endpoint: its connection-level frames
 //! (the agent is its peer) and frames diverted over the client's window.
 
+use super::kernel::ConnKernel;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
@@ -43,7 +44,7 @@ impl ClientConn {
                 s.state = SlotState::Closed;
                 s.closed_at = Some(tokio::time::Instant::now());
                 s.unsettled = true;
-                self.up(slot).state.store(UP_EMPTY, Ordering::SeqCst);
+                self.kernel.up(slot).state.store(UP_EMPTY, Ordering::SeqCst);
                 self.advertise_stream_limit();
             }
             UpstreamEvent::Unparsed { slot } => {
@@ -56,7 +57,7 @@ impl ClientConn {
                 );
                 let mut out = BytesMut::new();
                 frame::settings(&mut out, &[]);
-                self.to_upstream(slot, &out);
+                self.send_to_upstream(slot, &out);
             }
             UpstreamEvent::Settled { slot } => {
                 let Some(s) = self.slots[slot as usize].as_mut().filter(|s| s.unsettled) else {
@@ -89,7 +90,8 @@ impl ClientConn {
                 let refused = header.kind == kind::RST_STREAM
                     && m.payload().get(..4) == Some(&error_code::REFUSED_STREAM.to_be_bytes()[..]);
                 if refused || ends {
-                    self.up(slot)
+                    self.kernel
+                        .up(slot)
                         .refused
                         .store(refused as u32, Ordering::SeqCst);
                 }
@@ -124,7 +126,10 @@ impl ClientConn {
                     if let Some(s) = self.slots[slot as usize].as_mut() {
                         s.max_streams = max;
                     }
-                    self.up(slot).max_streams.store(max, Ordering::SeqCst);
+                    self.kernel
+                        .up(slot)
+                        .max_streams
+                        .store(max, Ordering::SeqCst);
                     self.advertise_stream_limit();
                 }
                 if let Some(window) =
@@ -133,11 +138,11 @@ impl ClientConn {
                     self.set_endpoint_stream_window(slot, window);
                 }
                 frame::settings_ack(&mut out);
-                self.to_upstream(slot, &out);
+                self.send_to_upstream(slot, &out);
             }
             kind::PING if !header.has(flag::ACK) => {
                 frame::ping_ack(&mut out, payload);
-                self.to_upstream(slot, &out);
+                self.send_to_upstream(slot, &out);
             }
             // the upstream verdict has added the increment to req_limit
             kind::WINDOW_UPDATE => self.on_wake(),
@@ -162,7 +167,10 @@ impl ClientConn {
                 // The endpoint is going away: no new streams; streams above
                 // its last stream id were not processed and are refused, so
                 // clients retry them; the others finish (RFC 9113 §6.8).
-                self.up(slot).state.store(UP_DRAINING, Ordering::SeqCst);
+                self.kernel
+                    .up(slot)
+                    .state
+                    .store(UP_DRAINING, Ordering::SeqCst);
                 if let Some(s) = self.slots[slot as usize].as_mut() {
                     if s.state == SlotState::Active {
                         s.state = SlotState::Draining {
@@ -213,7 +221,7 @@ impl ClientConn {
             s.closed_at = Some(tokio::time::Instant::now());
             s.unsettled = true;
         }
-        self.up(slot).state.store(UP_EMPTY, Ordering::SeqCst);
+        self.kernel.up(slot).state.store(UP_EMPTY, Ordering::SeqCst);
         self.refuse_slot_streams(slot, 0);
         self.advertise_stream_limit();
         let tx = self.up_tx.clone();

@@ -1,11 +1,14 @@
 //! What a connection does every tick (100 ms): move a large Service's window, reconnect failed upstreams, close drained
 //! ones.
 
+use super::kernel::ConnKernel;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 
-use super::{ClientConn, SlotState, DRAIN_GRACE, DRAIN_LIMIT};
+use std::time::Duration;
+
+use super::{ClientConn, Slot, SlotState, DRAIN_GRACE, DRAIN_LIMIT};
 use crate::ebpf::abi::*;
 use crate::h2::frame;
 
@@ -16,23 +19,37 @@ impl ClientConn {
         self.dispatch_held();
         self.maybe_open_gate();
         self.publish_upstreams();
+        let now = tokio::time::Instant::now();
         for slot in 0..MAX_UPSTREAMS as u32 {
-            let streams = self.up(slot).streams.load(Ordering::SeqCst);
+            let streams = self.kernel.up(slot).streams.load(Ordering::SeqCst);
             let Some(s) = self.slots[slot as usize].as_mut() else {
                 continue;
             };
-            if let SlotState::Draining { since } = s.state {
-                let idle = streams == 0 && s.to_endpoint.is_empty() && s.to_client.is_empty();
-                // An endpoint that left the Service gets DRAIN_LIMIT; one
-                // that only left this connection's window (subset.rs) keeps
-                // its streams until they end.
-                let overdue = since.elapsed() > DRAIN_LIMIT
-                    && !self.service.endpoints.borrow().contains(&s.endpoint);
-                if (idle && since.elapsed() > DRAIN_GRACE) || overdue {
-                    tracing::info!(conn = self.id, endpoint = %s.endpoint, "drained upstream closed");
-                    self.close_slot(slot);
-                }
+            let SlotState::Draining { since } = s.state else {
+                continue;
+            };
+            let idle = streams == 0 && s.to_endpoint.is_empty() && s.to_client.is_empty();
+            let in_service = self.service.endpoints.borrow().contains(&s.endpoint);
+            if drained(now.duration_since(since), idle, in_service) {
+                tracing::info!(conn = self.id, endpoint = %s.endpoint, "drained upstream closed");
+                self.close_slot(slot);
             }
+        }
+    }
+
+    /// Moves a large Service's window on (subset.rs) and follows it.
+    fn slide_window(&mut self) {
+        let endpoints = self.service.endpoints.borrow().clone();
+        let last_stream =
+            (self.kernel.conn().last_stream.load(Ordering::Relaxed)).max(self.last_stream);
+        let free = (self.slots.iter()).any(|s| s.as_ref().is_none_or(Slot::is_free));
+        let connecting = (self.slots.iter().flatten()).any(|s| s.state == SlotState::Connecting);
+        let now = tokio::time::Instant::now();
+        if self
+            .subset
+            .slide(now, endpoints.len(), last_stream, free && !connecting)
+        {
+            self.reconcile(&endpoints);
         }
     }
 
@@ -44,7 +61,7 @@ impl ClientConn {
         // without an entry: DRAIN_LIMIT ends that wait.
         self.held.is_empty()
             && (0..MAX_UPSTREAMS as u32).all(|slot| {
-                self.up(slot).streams.load(Ordering::SeqCst) == 0
+                self.kernel.up(slot).streams.load(Ordering::SeqCst) == 0
                     && self.slots[slot as usize]
                         .as_ref()
                         .is_none_or(|s| s.to_endpoint.is_empty() && s.to_client.is_empty())
@@ -83,7 +100,7 @@ impl ClientConn {
             );
             let mut out = BytesMut::new();
             frame::settings(&mut out, &[]);
-            self.to_client(&out);
+            self.send_to_client(&out);
         }
     }
 
@@ -104,7 +121,7 @@ impl ClientConn {
                 )
             })
             .collect();
-        let fast = self.shared_conn().flags.load(Ordering::Relaxed) & CONN_FAST != 0;
+        let fast = self.kernel.conn().flags.load(Ordering::Relaxed) & CONN_FAST != 0;
         let (read_bytes, read_messages) = (self.read_bytes, self.consumed);
         self.shared.registry.update_conn(self.id, |i| {
             i.upstreams = ups;
@@ -118,7 +135,7 @@ impl ClientConn {
     /// first upstreams are settled; re-sent while the kernel has passed
     /// messages we had not yet read.
     pub(super) fn maybe_open_gate(&mut self) {
-        if !self.acked || self.shared_conn().flags.load(Ordering::SeqCst) & CONN_FAST != 0 {
+        if !self.acked || self.kernel.conn().flags.load(Ordering::SeqCst) & CONN_FAST != 0 {
             return;
         }
         let settled = self
@@ -136,6 +153,38 @@ impl ClientConn {
             return;
         }
         self.gate_sent = Some(self.consumed);
-        self.shared.injector.open_gate(self.id, self.consumed);
+        self.kernel.open_gate(self.consumed);
+    }
+}
+
+/// Whether a draining upstream closes, `draining` after it started to: an
+/// idle one after DRAIN_GRACE (a last response may still be on its way
+/// through the kernel); an endpoint that left the Service after DRAIN_LIMIT
+/// whatever it still carries; one that only left this connection's window
+/// (subset.rs) keeps its streams until they end.
+fn drained(draining: Duration, idle: bool, in_service: bool) -> bool {
+    (idle && draining > DRAIN_GRACE) || (draining > DRAIN_LIMIT && !in_service)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_upstream_closes_after_the_grace() {
+        assert!(!drained(DRAIN_GRACE / 2, true, false));
+        assert!(drained(DRAIN_GRACE * 2, true, false));
+        assert!(drained(DRAIN_GRACE * 2, true, true));
+    }
+
+    #[test]
+    fn a_busy_upstream_closes_only_if_its_endpoint_left_the_service() {
+        let long = DRAIN_LIMIT + Duration::from_secs(1);
+        assert!(!drained(DRAIN_LIMIT / 2, false, false));
+        assert!(
+            drained(long, false, false),
+            "gone from the Service: bounded"
+        );
+        assert!(!drained(long, false, true), "only out of the window: waits");
     }
 }

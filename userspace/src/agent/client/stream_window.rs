@@ -7,6 +7,7 @@
 //! grants streams it carries itself, and STREAM_WINDOW_GRANTED in the
 //! stream's entry makes sure only one of them does.
 
+use super::kernel::ConnKernel;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
@@ -25,31 +26,40 @@ impl ClientConn {
     /// Sends the client a stream WINDOW_UPDATE for the slot's extra window
     /// (or `amount`, when given).
     pub(super) fn send_stream_window(&mut self, slot: u32, stream: u32, amount: Option<u32>) {
-        let inc =
-            amount.unwrap_or_else(|| self.up(slot).stream_window_extra.load(Ordering::SeqCst));
+        let inc = amount.unwrap_or_else(|| {
+            self.kernel
+                .up(slot)
+                .stream_window_extra
+                .load(Ordering::SeqCst)
+        });
         if inc == 0 {
             return;
         }
         let mut out = BytesMut::new();
         frame::window_update(&mut out, stream, inc);
-        self.to_client(&out);
+        self.send_to_client(&out);
     }
 
     /// A stream the agent carries, bound to `slot`, is about to send DATA:
     /// grant it the endpoint's window unless the kernel or we already did.
     pub(super) fn grant_carried_stream(&mut self, slot: u32, stream: u32) {
-        if self.up(slot).stream_window_extra.load(Ordering::SeqCst) == 0 {
+        if self
+            .kernel
+            .up(slot)
+            .stream_window_extra
+            .load(Ordering::SeqCst)
+            == 0
+        {
             return;
         }
-        let dp = self.shared.dp.clone();
-        let Some(mut s) = dp.get_stream(self.id, stream) else {
+        let Some(mut s) = self.kernel.get_stream(stream) else {
             return;
         };
         if s.flags & STREAM_WINDOW_GRANTED != 0 {
             return;
         }
         s.flags |= STREAM_WINDOW_GRANTED;
-        if dp.set_stream(self.id, stream, s).is_ok() {
+        if self.kernel.set_stream(stream, s).is_ok() {
             self.send_stream_window(slot, stream, None);
         }
     }
@@ -62,6 +72,7 @@ impl ClientConn {
     pub(super) fn set_endpoint_stream_window(&mut self, slot: u32, window: u32) {
         let extra = extra_for(window);
         let before = self
+            .kernel
             .up(slot)
             .stream_window_extra
             .swap(extra, Ordering::SeqCst);
@@ -76,7 +87,7 @@ impl ClientConn {
         if extra <= before {
             return; // no walk of the streams map for a SETTINGS that changes nothing
         }
-        for (stream, s) in self.shared.dp.clone().streams_of(self.id, slot) {
+        for (stream, s) in self.kernel.streams_of(slot) {
             if s.flags & STREAM_WINDOW_GRANTED != 0 {
                 self.send_stream_window(slot, stream, Some(extra - before));
             }
@@ -86,12 +97,7 @@ impl ClientConn {
     /// Streams the agent routed to a slot while it was connecting: their
     /// endpoint's window is known now.
     pub(super) fn grant_streams_waiting_for(&mut self, slot: u32) {
-        let waiting: Vec<u32> = self
-            .slow
-            .iter()
-            .filter(|(_, s)| **s == slot)
-            .map(|(id, _)| *id)
-            .collect();
+        let waiting = self.carried.on_slot(slot);
         for stream in waiting {
             self.grant_carried_stream(slot, stream);
         }

@@ -6,10 +6,10 @@
 //! endpoints so that many connections cover all of them at once.
 
 use std::net::SocketAddrV4;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{ClientConn, Slot, SlotState};
+use tokio::time::Instant;
+
 use crate::ebpf::abi::MAX_UPSTREAMS;
 
 /// How often an oversubscribed connection moves its window on.
@@ -34,47 +34,55 @@ pub fn window(endpoints: &[SocketAddrV4], offset: usize) -> Vec<SocketAddrV4> {
         .collect()
 }
 
-impl ClientConn {
+/// Where one connection's window over a large Service starts, when it
+/// last moved, and the client's last stream then.
+#[derive(Debug)]
+pub(super) struct Subset {
+    offset: usize,
+    moved: Instant,
+    last_stream: u32,
+}
+
+impl Subset {
+    /// `offset`: the Service's rotation, different for each connection.
+    pub fn new(offset: usize, now: Instant) -> Self {
+        Subset {
+            offset,
+            moved: now,
+            last_stream: 0,
+        }
+    }
+
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
     /// The endpoints this connection should have upstreams to now.
-    pub(super) fn wanted(&self, endpoints: &[SocketAddrV4]) -> Vec<SocketAddrV4> {
-        window(endpoints, self.subset_offset)
+    pub fn wanted(&self, endpoints: &[SocketAddrV4]) -> Vec<SocketAddrV4> {
+        window(endpoints, self.offset)
     }
 
     /// Moves the window on by one endpoint once SUBSET_STEP has passed, if
-    /// the client opened streams since (an idle connection does not churn
-    /// upstreams) and a slot is free for the endpoint that enters (an
-    /// upstream still draining long streams holds its slot; the window waits).
-    pub(super) fn slide_window(&mut self) {
-        if self.subset_moved.elapsed() < SUBSET_STEP
-            || self.service.endpoints.borrow().len() <= MAX_UPSTREAMS
-        {
-            return;
+    /// the Service does not fit, the client opened streams since
+    /// (`last_stream`: an idle connection does not churn upstreams) and a
+    /// slot is ready for the endpoint that enters (`slot_ready`: one is
+    /// free and none is connecting; an upstream still draining long
+    /// streams holds its slot, and the window waits). True if it moved.
+    pub fn slide(
+        &mut self,
+        now: Instant,
+        endpoints: usize,
+        last_stream: u32,
+        slot_ready: bool,
+    ) -> bool {
+        let due = now.duration_since(self.moved) >= SUBSET_STEP;
+        if !due || endpoints <= MAX_UPSTREAMS || last_stream == self.last_stream || !slot_ready {
+            return false;
         }
-        let last_stream = self
-            .shared_conn()
-            .last_stream
-            .load(Ordering::Relaxed)
-            .max(self.last_stream);
-        if last_stream == self.subset_last_stream {
-            return;
-        }
-        let endpoints = self.service.endpoints.borrow().clone();
-        let free = self
-            .slots
-            .iter()
-            .any(|s| s.as_ref().is_none_or(Slot::is_free));
-        let connecting = self
-            .slots
-            .iter()
-            .flatten()
-            .any(|s| s.state == SlotState::Connecting);
-        if !free || connecting {
-            return;
-        }
-        self.subset_offset = self.subset_offset.wrapping_add(1);
-        self.subset_moved = tokio::time::Instant::now();
-        self.subset_last_stream = last_stream;
-        self.reconcile(&endpoints);
+        self.offset = self.offset.wrapping_add(1);
+        self.moved = now;
+        self.last_stream = last_stream;
+        true
     }
 }
 
@@ -127,5 +135,37 @@ mod tests {
             }
         }
         assert!(count.values().all(|&c| c == WINDOW), "{count:?}");
+    }
+
+    #[test]
+    fn the_window_moves_one_step_at_a_time_only_while_the_client_is_busy() {
+        let t0 = Instant::now();
+        let n = MAX_UPSTREAMS + 4;
+        let mut s = Subset::new(3, t0);
+        assert!(!s.slide(t0 + SUBSET_STEP / 2, n, 5, true), "before a step");
+        assert!(
+            !s.slide(t0 + SUBSET_STEP, MAX_UPSTREAMS, 5, true),
+            "the Service fits"
+        );
+        assert!(!s.slide(t0 + SUBSET_STEP, n, 5, false), "no slot ready");
+        assert!(s.slide(t0 + SUBSET_STEP, n, 5, true));
+        assert_eq!(s.offset(), 4);
+        // no new stream since the move: an idle connection stays put
+        assert!(!s.slide(t0 + 3 * SUBSET_STEP, n, 5, true));
+        // a new stream, but within a step of the last move
+        assert!(!s.slide(t0 + SUBSET_STEP + SUBSET_STEP / 2, n, 7, true));
+        assert!(s.slide(t0 + 2 * SUBSET_STEP, n, 7, true));
+        assert_eq!(s.offset(), 5);
+    }
+
+    #[test]
+    fn a_moved_window_swaps_one_endpoint() {
+        let all = eps(20);
+        let t0 = Instant::now();
+        let mut s = Subset::new(0, t0);
+        let before = s.wanted(&all);
+        assert!(s.slide(t0 + SUBSET_STEP, all.len(), 1, true));
+        let after = s.wanted(&all);
+        assert_eq!(before.iter().filter(|e| !after.contains(e)).count(), 1);
     }
 }

@@ -1,6 +1,7 @@
 //! The upstreams of one client connection: connecting, joining the kernel's
 //! maps, following the Service's endpoints, draining, reconnecting, closing.
 
+use super::kernel::ConnKernel;
 use std::net::SocketAddrV4;
 use std::sync::atomic::Ordering;
 
@@ -35,7 +36,7 @@ impl ClientConn {
         fresh.failures = failures;
         self.slots[slot] = Some(fresh);
         let tx = self.connect_tx.clone();
-        let window = self.client_initial_window;
+        let window = self.windows.initial();
         tokio::spawn(async move {
             let r = endpoint_socket::connect(endpoint, window).await;
             let _ = tx.send((slot as u32, r));
@@ -69,7 +70,7 @@ impl ClientConn {
         let dp = &self.shared.dp;
         // Fresh counters before the socket joins the map: from then on the
         // programs update them (a WINDOW_UPDATE may already be on its way).
-        let up = &dp.conns.get(id).expect("conn id within the table").up[slot as usize];
+        let up = self.kernel.up(slot);
         reset_upstream(
             up,
             DEFAULT_WINDOW as u64 + hs.extra_window as u64,
@@ -118,17 +119,19 @@ impl ClientConn {
             s.dropped.subscribe(),
             s.holder.clone(),
         ));
-        let up = &self.shared.dp.conns.get(id).expect("conn").up[slot as usize];
-        up.state.store(UP_ACTIVE, Ordering::SeqCst);
+        self.kernel
+            .up(slot)
+            .state
+            .store(UP_ACTIVE, Ordering::SeqCst);
         self.grant_streams_waiting_for(slot);
         self.dispatch_held();
-        if self.client_initial_window != DEFAULT_WINDOW {
+        if self.windows.initial() != DEFAULT_WINDOW {
             let mut out = BytesMut::new();
             frame::settings(
                 &mut out,
-                &endpoint_socket::our_settings(self.client_initial_window),
+                &endpoint_socket::our_settings(self.windows.initial()),
             );
-            self.to_upstream(slot, &out);
+            self.send_to_upstream(slot, &out);
         }
         self.flush_to_endpoint(slot);
         self.on_wake();
@@ -157,13 +160,13 @@ impl ClientConn {
         self.advertised_streams = Some(total);
         let mut out = BytesMut::new();
         frame::settings(&mut out, &[(setting::MAX_CONCURRENT_STREAMS, total)]);
-        self.to_client(&out);
+        self.send_to_client(&out);
     }
 
     /// Endpoints still in the Service whose upstream failed or closed are
     /// tried again with backoff.
     pub(super) fn reconnect(&mut self) {
-        let endpoints = self.wanted(&self.service.endpoints.borrow());
+        let endpoints = self.subset.wanted(&self.service.endpoints.borrow());
         for ep in endpoints {
             let mut mine = self.slots.iter().flatten().filter(|s| s.endpoint == ep);
             let usable = mine.clone().any(|s| s.takes_streams());
@@ -178,7 +181,7 @@ impl ClientConn {
     /// window over them: subset.rs): upstreams to endpoints no longer
     /// wanted drain, wanted ones without an upstream get one.
     pub(super) fn reconcile(&mut self, endpoints: &[SocketAddrV4]) {
-        let endpoints = &self.wanted(endpoints)[..];
+        let endpoints = &self.subset.wanted(endpoints)[..];
         for slot in 0..MAX_UPSTREAMS {
             let Some(s) = self.slots[slot].as_mut() else {
                 continue;
@@ -191,7 +194,8 @@ impl ClientConn {
                         since: tokio::time::Instant::now(),
                     };
                 }
-                self.up(slot as u32)
+                self.kernel
+                    .up(slot as u32)
                     .state
                     .store(UP_DRAINING, Ordering::SeqCst);
             }
@@ -210,7 +214,7 @@ impl ClientConn {
     }
 
     pub(super) fn close_slot(&mut self, slot: u32) {
-        self.up(slot).state.store(UP_EMPTY, Ordering::SeqCst);
+        self.kernel.up(slot).state.store(UP_EMPTY, Ordering::SeqCst);
         let Some(s) = self.slots[slot as usize].as_mut() else {
             return;
         };
@@ -224,9 +228,9 @@ impl ClientConn {
     /// them (RFC 9113 §8.7); answered ones are cancelled.
     pub(super) fn refuse_slot_streams(&mut self, slot: u32, last: u32) {
         let mut out = BytesMut::new();
-        for (stream, flags) in self.shared.dp.take_streams_of(self.id, slot, last) {
-            self.slow.remove(&stream);
-            self.up(slot).streams.fetch_sub(1, Ordering::SeqCst);
+        for (stream, flags) in self.kernel.take_streams_of(slot, last) {
+            self.carried.end(stream);
+            self.kernel.up(slot).streams.fetch_sub(1, Ordering::SeqCst);
             let code = if flags & STREAM_ANSWERED != 0 {
                 error_code::CANCEL
             } else {
@@ -234,14 +238,7 @@ impl ClientConn {
             };
             frame::rst_stream(&mut out, stream, code);
         }
-        let ids: Vec<u32> = self
-            .slow
-            .iter()
-            .filter(|(id, s)| **s == slot && **id > last)
-            .map(|(id, _)| *id)
-            .collect();
-        for stream in ids {
-            self.slow.remove(&stream);
+        for stream in self.carried.take_above(slot, last) {
             frame::rst_stream(&mut out, stream, error_code::REFUSED_STREAM);
         }
         if last == 0 {
@@ -250,7 +247,7 @@ impl ClientConn {
             }
         }
         if !out.is_empty() {
-            self.to_client(&out);
+            self.send_to_client(&out);
         }
     }
 }

@@ -1,0 +1,120 @@
+//! A client connection the cgroup program sent to the agent: which Service
+//! it was for, whether the kernel and the node have room for it, and
+//! otherwise its original path (fail_open.rs).
+
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::ClientConn;
+use crate::agent::registry::ConnInfo;
+use crate::agent::Shared;
+use crate::ebpf::abi::{Origin, MAX_UPSTREAMS};
+
+pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddrV4) {
+    let Some(origin) = take_origin(&shared, peer).await else {
+        tracing::warn!(%peer, "connection without a recorded destination; closing");
+        return;
+    };
+    if origin.service_id == crate::agent::self_check::SERVICE_ID {
+        // sockops made its parser state; no sweep needs to find it
+        let cookie = crate::ebpf::socket_cookie(&a).unwrap_or(0);
+        if let Err(e) = crate::agent::self_check::answer(&shared.dp, a).await {
+            tracing::debug!(%peer, error = %format!("{e:#}"), "self-check connection");
+        }
+        shared.dp.forget_cookie(cookie);
+        return;
+    }
+    let dest = SocketAddrV4::new(
+        std::net::Ipv4Addr::from(origin.ip.to_ne_bytes()),
+        origin.port as u16,
+    );
+    let Some(service) = shared.registry.service(origin.service_id) else {
+        return crate::agent::fail_open::run(&shared, a, peer, dest, "its service is gone".into())
+            .await;
+    };
+    let cookie = crate::ebpf::socket_cookie(&a).unwrap_or(0);
+    if !crate::agent::fail_open::kernel_took(&shared, cookie).await {
+        return crate::agent::fail_open::run(
+            &shared,
+            a,
+            peer,
+            dest,
+            "the kernel could not take it (parse_states or agent_socks full)".into(),
+        )
+        .await;
+    }
+    // A and one socket per upstream, so that no upstream fails for want of room
+    let sockets = 1 + service.endpoints.borrow().len().min(MAX_UPSTREAMS);
+    if !shared.dp.has_room_for(sockets) {
+        shared.dp.forget_cookie(cookie);
+        return crate::agent::fail_open::run(
+            &shared,
+            a,
+            peer,
+            dest,
+            "the per-socket maps are full".into(),
+        )
+        .await;
+    }
+    if shared.budget.refuse_new() {
+        shared.dp.forget_cookie(cookie);
+        let why = "the agent's queued bytes are over --max-queued-bytes".into();
+        return crate::agent::fail_open::run(&shared, a, peer, dest, why).await;
+    }
+    let Some(id) = shared.registry.alloc_conn(shared.dp.conns.len() as u32) else {
+        return crate::agent::fail_open::run(
+            &shared,
+            a,
+            peer,
+            dest,
+            "connection table full; raise --max-conns".into(),
+        )
+        .await;
+    };
+    let (wake_tx, wake_rx) = mpsc::unbounded_channel();
+    shared.registry.register_conn(
+        ConnInfo {
+            id,
+            service: service.name.clone(),
+            client: peer.to_string(),
+            ..Default::default()
+        },
+        wake_tx,
+    );
+    let mut conn = ClientConn::new(id, shared.clone(), service);
+    // Nothing has been read or sent yet: a connection that cannot be set
+    // up can still go its original way.
+    if let Err(e) = conn.adopt(&a, peer, cookie) {
+        conn.teardown();
+        shared.registry.release_conn(id);
+        return crate::agent::fail_open::run(
+            &shared,
+            a,
+            peer,
+            dest,
+            format!("setting it up failed: {e:#}"),
+        )
+        .await;
+    }
+    if let Err(e) = conn.run(a, wake_rx).await {
+        tracing::debug!(conn = id, error = %e, "client connection ended");
+    }
+    conn.teardown();
+    shared.registry.release_conn(id);
+}
+
+/// sockops records the destination when the client's side is established,
+/// which can be a moment after our accept returns.
+async fn take_origin(shared: &Shared, peer: SocketAddrV4) -> Option<Origin> {
+    for _ in 0..50 {
+        if let Some(o) = shared.dp.take_origin(peer) {
+            return Some(o);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    None
+}

@@ -167,7 +167,16 @@ impl Agent {
             // so the error message is what shows in test failures.
             cmd.env("RUST_LIB_BACKTRACE", "0");
         }
-        let mut child = Child::spawn("rotor-agent", cmd, topo.dir())?;
+        // An agent started beside a running one (an upgrade) keeps its own
+        // output files.
+        let running = (1..)
+            .map(|k| match k {
+                1 => "rotor-agent".to_string(),
+                k => format!("rotor-agent-{k}"),
+            })
+            .find(|name| !topo.dir().join(format!("{name}.stderr")).exists())
+            .unwrap_or_else(|| "rotor-agent".into());
+        let mut child = Child::spawn(&running, cmd, topo.dir())?;
         child
             .wait_for(
                 Stream::Stdout,

@@ -2,7 +2,7 @@
 //! socket, read by the `rotor` CLI.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,7 +109,36 @@ pub struct AdminError {
     source: std::io::Error,
 }
 
-pub fn spawn(path: &Path, shared: Arc<Shared>) -> Result<(), AdminError> {
+/// The bound admin socket; `remove` unlinks it at exit if it is still ours.
+pub struct AdminSocket {
+    /// Where it is bound now: the path given, or beside it until the agent
+    /// it replaces has gone (see spawn).
+    path: Arc<std::sync::Mutex<PathBuf>>,
+    inode: u64,
+}
+
+impl AdminSocket {
+    /// Unlinks the socket unless another agent has taken the path since:
+    /// an agent that started beside this one renames its own socket onto
+    /// the path, and must keep it.
+    pub fn remove(&self) {
+        let path = self.path.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if inode(&path) == Some(self.inode) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+fn inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| m.ino())
+}
+
+/// Binds the admin socket at `path`. When an agent still answers there
+/// (this one was started beside it, as a rollout does), the socket is bound
+/// beside the path and renamed onto it once that agent has gone, so
+/// `rotor status` always reaches an agent that runs.
+pub fn spawn(path: &Path, shared: Arc<Shared>) -> Result<AdminSocket, AdminError> {
     let fail = |what, path: &Path| {
         let path = path.to_path_buf();
         move |source| AdminError { what, path, source }
@@ -117,10 +146,26 @@ pub fn spawn(path: &Path, shared: Arc<Shared>) -> Result<(), AdminError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(fail("creating", dir))?;
     }
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).map_err(fail("binding", path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(fail("setting the mode of", path))?;
+    let taken = std::os::unix::net::UnixStream::connect(path).is_ok();
+    let bound = if taken {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".{}", std::process::id()));
+        PathBuf::from(name)
+    } else {
+        path.to_path_buf()
+    };
+    let _ = std::fs::remove_file(&bound);
+    let listener = UnixListener::bind(&bound).map_err(fail("binding", &bound))?;
+    std::fs::set_permissions(&bound, std::fs::Permissions::from_mode(0o600))
+        .map_err(fail("setting the mode of", &bound))?;
+    let socket = AdminSocket {
+        inode: inode(&bound).unwrap_or(0),
+        path: Arc::new(std::sync::Mutex::new(bound.clone())),
+    };
+    if taken {
+        tracing::info!(path = %path.display(), beside = %bound.display(), "another agent answers on the admin socket: serving beside it until it has gone");
+        tokio::spawn(take_over(bound, path.to_path_buf(), socket.path.clone()));
+    }
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
@@ -141,7 +186,23 @@ pub fn spawn(path: &Path, shared: Arc<Shared>) -> Result<(), AdminError> {
             }
         }
     });
-    Ok(())
+    Ok(socket)
+}
+
+/// Renames this agent's socket onto `path` once nothing answers there.
+async fn take_over(bound: PathBuf, path: PathBuf, current: Arc<std::sync::Mutex<PathBuf>>) {
+    while std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match std::fs::rename(&bound, &path) {
+        Ok(()) => {
+            *current.lock().unwrap_or_else(|e| e.into_inner()) = path.clone();
+            tracing::info!(path = %path.display(), "the agent before this one has gone: admin socket taken over");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "cannot take over the admin socket")
+        }
+    }
 }
 
 fn status(shared: &Shared) -> Status {

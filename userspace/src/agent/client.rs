@@ -74,6 +74,8 @@ pub struct ClientConn {
     held: held::HeldStreams,
     /// This connection's window over a large Service (subset.rs).
     subset: subset::Subset,
+    /// Going away because the agent stops (shutdown.rs).
+    shutdown: shutdown::Shutdown,
     /// Its share of the node's budget (budgeted.rs).
     shares: budgeted::Shares,
 }
@@ -116,6 +118,7 @@ impl ClientConn {
             before_preface: Some(BytesMut::new()),
             held: held::HeldStreams::new(now),
             subset: subset::Subset::new(0, now),
+            shutdown: Default::default(),
             shares,
         }
     }
@@ -193,6 +196,10 @@ impl ClientConn {
         tokio::pin!(server_first);
         // When the client shut down its sending side (its FIN).
         let mut client_eof: Option<tokio::time::Instant> = None;
+        let mut stopping = self.shared.stopping.subscribe();
+        if *stopping.borrow() {
+            self.go_away();
+        }
         loop {
             tokio::select! {
                 () = &mut server_first, if self.consumed == 0 => {
@@ -243,7 +250,7 @@ impl ClientConn {
                         }
                         self.on_client_message(m);
                     }
-                    self.held.release(&self.kernel, self.consumed);
+                    self.release_hold();
                     self.maybe_open_gate();
                 }
                 Some(ev) = up_rx.recv(), if !self.injector_backed_up() => {
@@ -255,6 +262,7 @@ impl ClientConn {
                     Wake::FlowControl => self.on_wake(),
                     Wake::StreamWindow { slot, stream } => self.send_stream_window(slot, stream, None),
                 },
+                Ok(()) = stopping.changed() => self.go_away(),
                 Ok(()) = endpoints_rx.changed() => {
                     let eps = endpoints_rx.borrow_and_update().clone();
                     self.reconcile(&eps);
@@ -262,6 +270,10 @@ impl ClientConn {
                 _ = tick.tick() => {
                     self.kick_client_if_unparsed(&a);
                     self.on_tick();
+                    let now = tokio::time::Instant::now();
+                    if let Some(goaway) = self.shutdown.step(now, &self.kernel, self.last_stream) {
+                        self.send_to_client(&goaway);
+                    }
                 }
             }
             // A client that closed for good (its process gone: our writes
@@ -271,7 +283,9 @@ impl ClientConn {
                     || since.elapsed() > CLIENT_FIN_LIMIT
                     || crate::ebpf::tcp_received(&a).is_ok_and(|r| r.reset)
             });
-            if self.failed || finished {
+            // Going away: done once the last id is out and its streams ended.
+            let gone = self.shutdown.closing() && self.streams_done();
+            if self.failed || finished || gone {
                 tokio::time::sleep(CLOSE_GRACE).await;
                 return Ok(());
             }
@@ -356,6 +370,23 @@ impl ClientConn {
         self.inject(Target::Upstream(slot), frames);
     }
 
+    /// The agent stops: the client is told to go away (shutdown.rs).
+    fn go_away(&mut self) {
+        if let Some(goaway) = self.shutdown.begin(tokio::time::Instant::now()) {
+            tracing::debug!(conn = self.id, "agent stopping: GOAWAY to the client");
+            self.send_to_client(&goaway);
+        }
+    }
+
+    /// Lets the kernel open streams again once none waits in the agent,
+    /// unless the connection is going away (the kernel must keep sending
+    /// new streams here to be refused).
+    pub(super) fn release_hold(&mut self) {
+        if !self.shutdown.holds() {
+            self.held.release(&self.kernel, self.consumed);
+        }
+    }
+
     pub(super) fn teardown(&mut self) {
         for slot in 0..MAX_UPSTREAMS as u32 {
             self.close_slot(slot);
@@ -376,6 +407,7 @@ mod held;
 mod hold;
 mod housekeeping;
 mod kernel;
+mod shutdown;
 mod stream_window;
 mod subset;
 mod upstream_slots;

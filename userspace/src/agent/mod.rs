@@ -4,6 +4,7 @@
 mod admin;
 pub mod budget;
 mod client;
+mod drain;
 mod endpoint_socket;
 mod events;
 mod fail_open;
@@ -56,6 +57,8 @@ pub struct AgentOptions {
     pub max_streams: Option<u32>,
     /// Node-wide bound on the bytes the agent queues (budget.rs).
     pub max_queued_bytes: usize,
+    /// How long a stopping agent carries its connections (drain.rs).
+    pub drain_timeout: Duration,
 }
 
 /// What every connection task shares.
@@ -64,6 +67,8 @@ pub struct Shared {
     pub injector: Injector,
     pub registry: Arc<Registry>,
     pub budget: Arc<budget::Budget>,
+    /// True once the agent stops: every connection goes away gracefully.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
@@ -84,11 +89,12 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         }
     };
 
-    let listener = listen(opts.listen).with_context(|| format!("listening on {}", opts.listen))?;
+    let (listener, listen_addr) =
+        drain::listen(opts.listen).with_context(|| format!("listening on {}", opts.listen))?;
     let dp = Arc::new(
         Datapath::load(&LoadOptions {
             cgroup: opts.cgroup.clone(),
-            listen: opts.listen,
+            listen: listen_addr,
             max_conns: opts.max_conns,
             max_sockets: opts.max_sockets,
             max_streams: opts.max_streams,
@@ -105,9 +111,10 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         injector,
         registry: registry.clone(),
         budget: budget::Budget::new(opts.max_queued_bytes),
+        stopping: tokio::sync::watch::channel(false).0,
     });
     apply(&shared, &model);
-    admin::spawn(&opts.admin, shared.clone()).context("starting the admin socket")?;
+    let admin = admin::spawn(&opts.admin, shared.clone()).context("starting the admin socket")?;
     tokio::spawn(sweep_parse_states(dp.clone()));
     tokio::spawn(report_fail_open(dp.clone()));
     match updates {
@@ -118,7 +125,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let accepting = tokio::spawn(accept(listener, shared.clone()));
     self_check::run(&dp, &opts.cgroup).await?;
-    tracing::info!(listen = %opts.listen, cgroup = %opts.cgroup.display(), services = model.services.len(), "agent ready: a connect from the balanced cgroup was redirected and served");
+    tracing::info!(listen = %listen_addr, cgroup = %opts.cgroup.display(), services = model.services.len(), "agent ready: a connect from the balanced cgroup was redirected and served");
     let mut stdout = tokio::io::stdout();
     stdout.write_all(b"ready\n").await?;
     stdout.flush().await?;
@@ -127,9 +134,10 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+    drain::stop(&shared, opts.drain_timeout).await;
     accepting.abort();
-    tracing::info!("agent stopping; programs detach with it");
-    let _ = std::fs::remove_file(&opts.admin);
+    tracing::info!("agent stopped; programs detach with it");
+    admin.remove();
     Ok(())
 }
 
@@ -167,17 +175,6 @@ fn apply(shared: &Shared, model: &Model) {
         tracing::info!(service = %spec.name, vip = %spec.vip, endpoints = spec.endpoints.len(), "service configured");
     }
 }
-
-/// Every balanced connect of the node lands here at once after a rollout:
-/// the accept queue is as long as the kernel allows (net.core.somaxconn).
-fn listen(addr: SocketAddrV4) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr.into())?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
-const LISTEN_BACKLOG: u32 = 65_535;
 
 /// The parser creates its state on a socket's first byte, before the agent
 /// knows the socket, and can parse a closing socket's last bytes after the

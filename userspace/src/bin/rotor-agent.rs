@@ -60,6 +60,12 @@ struct Args {
     /// Entries of the streams map (tests fill it with a few streams).
     #[arg(long, hide = true)]
     max_streams: Option<u32>,
+    /// On SIGTERM, how long the agent goes on carrying the connections it
+    /// has, after telling each client to go away (GOAWAY) and letting new
+    /// connects take the path of an agent started beside it, or their
+    /// original one. Keep it below the pod's terminationGracePeriodSeconds.
+    #[arg(long, default_value = "25", value_name = "SECONDS")]
+    drain_timeout: u64,
     /// Check that this kernel has every feature rotor needs, print the result and exit.
     #[arg(long)]
     probe: bool,
@@ -132,6 +138,7 @@ fn main() -> anyhow::Result<()> {
         max_sockets: args.max_sockets,
         max_streams: args.max_streams,
         max_queued_bytes: args.max_queued_bytes,
+        drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
     }))
 }
 

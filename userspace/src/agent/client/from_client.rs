@@ -297,6 +297,13 @@ impl ClientConn {
             .conn()
             .last_stream
             .fetch_max(header.stream, Ordering::SeqCst);
+        if self.shutdown.refuses(header.stream) {
+            // above the last id of our GOAWAY: not processed (shutdown.rs)
+            let mut out = BytesMut::new();
+            frame::rst_stream(&mut out, header.stream, error_code::REFUSED_STREAM);
+            self.send_to_client(&out);
+            return None;
+        }
         if self.held.is_empty() && !self.settling() {
             if let Some(slot) = self.pick_slot() {
                 self.bind_stream(header.stream, slot);

@@ -63,6 +63,6 @@ impl ClientConn {
             self.held.refuse_all(&mut out);
             self.send_to_client(&out);
         }
-        self.held.release(&self.kernel, self.consumed);
+        self.release_hold();
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf, SockHash};
 // Links ignore the attach mode: several can share a cgroup.
+use aya::programs::cgroup_sock_addr::CgroupSockAddrLink;
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SkSkb, SockOps};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 
@@ -97,6 +98,8 @@ pub struct Datapath {
     idents: std::sync::atomic::AtomicUsize,
     max_sockets: usize,
     events: Mutex<Option<RingBuf<MapData>>>,
+    /// The links of the connect programs (dropping one detaches it).
+    redirects: Mutex<Vec<CgroupSockAddrLink>>,
 }
 
 fn kernel() -> String {
@@ -227,6 +230,7 @@ impl Datapath {
         } else {
             tracing::warn!("the agent's own cgroup is unknown: if it is outside --cgroup, connections run through the agent");
         }
+        let mut redirects = Vec::new();
         for name in [
             "rotor_connect4",
             "rotor_getpeername4",
@@ -235,8 +239,16 @@ impl Datapath {
         ] {
             let p: &mut CgroupSockAddr = prog(&mut ebpf, name)?;
             p.load().map_err(program_error(name))?;
-            p.attach(&cgroup, CgroupAttachMode::Single)
+            let link = p
+                .attach(&cgroup, CgroupAttachMode::Single)
                 .map_err(program_error(name))?;
+            // The connect programs' links are owned here, so that a stopping
+            // agent can stop taking new connections (stop_redirecting) while
+            // its other programs carry the ones it has. getpeername stays:
+            // clients of those connections still ask for their peer.
+            if name.starts_with("rotor_connect") {
+                redirects.push(p.take_link(link).map_err(program_error(name))?);
+            }
         }
 
         Ok(Datapath {
@@ -255,8 +267,18 @@ impl Datapath {
             idents: Default::default(),
             max_sockets: sockets as usize,
             events: Mutex::new(Some(take(&mut ebpf, "events")?)),
+            redirects: Mutex::new(redirects),
             _ebpf: ebpf,
         })
+    }
+
+    /// New connects to balanced Services no longer come to this agent:
+    /// they take their original path, or the path of an agent started
+    /// beside this one (its connect programs run after ours, and see the
+    /// Service address only once ours are gone). Returns how many links
+    /// were detached.
+    pub fn stop_redirecting(&self) -> usize {
+        std::mem::take(&mut *lock(&self.redirects)).len()
     }
 
     pub fn take_events(&self) -> Option<RingBuf<MapData>> {

@@ -1,5 +1,7 @@
 //! rotor's test bed: network namespaces, a cgroup, real HTTP/2 peers (nghttpd,
 //! curl, nghttp, h2load), a Rust load client, and the agent, all cleaned up on drop.
+//! The integration tests (`tests/`), the benchmark (`bench/`) and the demo
+//! (`demo/`) all run on it.
 //!
 //! Every resource is a guard: [`Netns`], [`TestCgroup`], [`Child`], [`Topology`],
 //! [`Agent`]. Drop order matters only in that processes should go before the
@@ -7,7 +9,7 @@
 //! gets that right (locals drop in reverse order), and [`TestBed`] does it for you.
 //!
 //! ```no_run
-//! use rotor_tests::{LoadSpec, TestBed};
+//! use rotor_testbed::{LoadSpec, TestBed};
 //!
 //! # fn main() -> anyhow::Result<()> {
 //! let bed = TestBed::with_agent(3)?; // client, node, be1..be3, cgroup, rotor-agent
@@ -24,18 +26,13 @@
 pub mod agent;
 pub mod backend;
 pub mod bed;
-pub mod bench;
 pub mod cgroup;
 pub mod content;
 pub mod delay_line;
-pub mod demo;
-pub mod differential;
 pub mod kube_api;
 pub mod load;
 pub mod loadgen;
 pub mod netns;
-pub mod peers;
-pub mod probe;
 pub mod process;
 pub mod sweep;
 pub mod tools;

@@ -16,10 +16,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::cgroup::TestCgroup;
-use crate::process::{netns_command, Child, Stream};
-use crate::topology::{backend_addr, Topology, VIP};
-use crate::util::{find_binary, run_with_timeout};
+use rotor_testbed::cgroup::TestCgroup;
+use rotor_testbed::process::{netns_command, Child, Stream};
+use rotor_testbed::topology::{backend_addr, Topology, VIP};
+use rotor_testbed::util::{find_binary, run_with_timeout};
 
 /// Port of the extra servers started next to each backend's nghttpd.
 pub const GRPC_PORT: u16 = 50051;

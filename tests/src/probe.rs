@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::agent::Agent;
-use crate::bed::TestBed;
-use crate::process::netns_command;
-use crate::util::run;
+use rotor_testbed::agent::Agent;
+use rotor_testbed::bed::TestBed;
+use rotor_testbed::process::netns_command;
+use rotor_testbed::util::run;
 
 /// The agent's status document (what `rotor status --json` prints).
 pub fn status(agent: &Agent) -> Result<Value> {
@@ -406,7 +406,12 @@ pub fn report(bed: &mut TestBed) -> String {
         let notable: Vec<String> = log
             .lines()
             .filter(|l| l.contains("panicked at") || l.contains("WARN") || l.contains("ERROR"))
-            .map(|l| crate::agent::without_colours(l).chars().take(300).collect())
+            .map(|l| {
+                rotor_testbed::agent::without_colours(l)
+                    .chars()
+                    .take(300)
+                    .collect()
+            })
             .collect();
         if !notable.is_empty() {
             let n = notable.len();
@@ -474,7 +479,7 @@ pub const CONNECTION_MAPS: &[&str] = &[
 /// injector, get their entries on first use).
 pub fn warm_baseline(bed: &TestBed) -> Result<BTreeMap<String, u64>> {
     let agent = bed.agent().context("no agent")?;
-    crate::tools::curl_h2(
+    rotor_testbed::tools::curl_h2(
         &bed.topo,
         Some(&bed.cgroup),
         "http://10.96.0.10:8080/whoami",

@@ -5,9 +5,9 @@
 
 use std::net::SocketAddrV4;
 
+use rotor_testbed::topology::backend_addr;
+use rotor_testbed::{Agent, Child, LoadSpec, TestBed};
 use rotor_tests::peers::{self, python_script, spawn_in_backend, ECHO_PORT, HTTP1_PORT};
-use rotor_tests::topology::backend_addr;
-use rotor_tests::{Agent, Child, LoadSpec, TestBed};
 
 const SILENT_PORT: u16 = 9002;
 

@@ -11,9 +11,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use rotor_testbed::TestBed;
 use rotor_tests::peers::{n, peer_command, run_json, Running};
 use rotor_tests::probe::{self, Dmesg};
-use rotor_tests::TestBed;
 use serde_json::Value;
 
 struct Baseline {

@@ -1,6 +1,6 @@
 //! Per-request balancing through rotor: the client dials the VIP, no DNAT.
 
-use rotor_tests::{uneven_spread, LoadSpec, TestBed};
+use rotor_testbed::{uneven_spread, LoadSpec, TestBed};
 
 const BACKENDS: [&str; 3] = ["be1", "be2", "be3"];
 

@@ -1,6 +1,6 @@
 //! Large request and response bodies through rotor, byte-identical.
 
-use rotor_tests::{LoadSpec, TestBed};
+use rotor_testbed::{LoadSpec, TestBed};
 
 const MIB8: usize = 8 << 20;
 

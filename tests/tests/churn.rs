@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use rotor_tests::{LoadSpec, TestBed};
+use rotor_testbed::{LoadSpec, TestBed};
 
 fn steady_load() -> LoadSpec {
     // Paced, so the backends' verbose logs stay small: 500 requests/s over 4 streams.

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rotor_tests::process::netns_command;
-use rotor_tests::{environment_ok, netns, Child, Stream, TestCgroup, Topology};
+use rotor_testbed::process::netns_command;
+use rotor_testbed::{environment_ok, netns, Child, Stream, TestCgroup, Topology};
 
 fn alive(pid: u32) -> bool {
     // A reaped pid is gone; /proc/PID exists only while the process (or zombie) does.
@@ -97,17 +97,17 @@ fn names_are_unique_per_topology() {
 fn sweep_removes_leftovers_of_dead_runs_only() {
     environment_ok().expect("test environment");
     // Leftovers as a killed run would leave them: owner pid 0x7fffffff cannot exist.
-    let rand = &rotor_tests::util::unique_suffix()[..4];
+    let rand = &rotor_testbed::util::unique_suffix()[..4];
     let leaked = format!("rotor-7fffffff-{rand}-client");
-    std::mem::forget(rotor_tests::Netns::create(&leaked).unwrap());
-    let root = rotor_tests::cgroup::cgroup2_root().unwrap();
+    std::mem::forget(rotor_testbed::Netns::create(&leaked).unwrap());
+    let root = rotor_testbed::cgroup::cgroup2_root().unwrap();
     let leaked_cg = root.join(format!("rotor-test-7fffffff-{rand}"));
     std::fs::create_dir(&leaked_cg).unwrap();
     // A live run's resources must survive the sweep.
     let live = Topology::new(0).unwrap();
     let live_cg = TestCgroup::create().unwrap();
 
-    let swept = rotor_tests::sweep::sweep().unwrap();
+    let swept = rotor_testbed::sweep::sweep().unwrap();
     assert!(swept.netns.contains(&leaked), "{swept:?}");
     assert!(swept.cgroups.contains(&leaked_cg), "{swept:?}");
     assert!(!netns::list().unwrap().contains(&leaked));
@@ -121,7 +121,7 @@ fn sweep_removes_leftovers_of_dead_runs_only() {
 #[test]
 fn children_die_with_the_thread_that_spawned_them() {
     environment_ok().expect("test environment");
-    let dir = rotor_tests::util::TempDir::new("rotor-test-pdeathsig").unwrap();
+    let dir = rotor_testbed::util::TempDir::new("rotor-test-pdeathsig").unwrap();
     let path = dir.path().to_path_buf();
     // Leak a child (as if the test process were killed and no Drop ran).
     let pid = std::thread::spawn(move || {

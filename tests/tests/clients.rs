@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
+use rotor_testbed::tools::{client_tool, h2load};
+use rotor_testbed::{content, TestBed};
 use rotor_tests::peers::{self, n, peer_command, python_script, run_json};
-use rotor_tests::tools::{client_tool, h2load};
-use rotor_tests::{content, probe, TestBed};
+use rotor_tests::probe;
 use serde_json::Value;
 
 const VIP_URL: &str = "http://10.96.0.10:8080";
@@ -354,7 +355,7 @@ fn large_response_header_blocks() {
         })
         .collect();
     bed.agent = Some(
-        rotor_tests::Agent::start(
+        rotor_testbed::Agent::start(
             &bed.topo,
             &bed.cgroup,
             &peers::endpoints_on(&bed.topo, peers::ALT_H2_PORT),
@@ -490,7 +491,7 @@ fn uploads_to_backends_with_a_large_stream_window() {
         })
         .collect();
     bed.agent = Some(
-        rotor_tests::Agent::start(
+        rotor_testbed::Agent::start(
             &bed.topo,
             &bed.cgroup,
             &peers::endpoints_on(&bed.topo, peers::ALT_H2_PORT),

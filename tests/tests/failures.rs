@@ -5,9 +5,10 @@
 
 use std::time::{Duration, Instant};
 
+use rotor_testbed::tools::{curl_h2, h2load};
+use rotor_testbed::{backend_addr, Agent, Child, LoadSpec, Stream, TestBed};
 use rotor_tests::peers::{self, endpoints_on, grpc_client_command, n, Grpc, Running, GRPC_PORT};
-use rotor_tests::tools::{curl_h2, h2load};
-use rotor_tests::{backend_addr, probe, Agent, Child, LoadSpec, Stream, TestBed};
+use rotor_tests::probe;
 use serde_json::Value;
 
 const WHOAMI: &str = "http://10.96.0.10:8080/whoami";

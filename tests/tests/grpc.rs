@@ -7,8 +7,9 @@
 
 use std::time::Duration;
 
+use rotor_testbed::{Agent, Child, TestBed};
 use rotor_tests::peers::{self, endpoints_on, grpc_client, n, Grpc, GRPC_PORT};
-use rotor_tests::{probe, Agent, Child, TestBed};
+use rotor_tests::probe;
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);

@@ -34,12 +34,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use rotor_testbed::process::netns_command;
+use rotor_testbed::topology::VIP;
+use rotor_testbed::{backend_addr, Agent, Child, TestBed};
 use rotor_tests::peers::{
     self, endpoints_on, peer_binary, peers_dir, python_script, Grpc, Running, GRPC_PORT,
 };
-use rotor_tests::process::netns_command;
-use rotor_tests::topology::VIP;
-use rotor_tests::{backend_addr, probe, Agent, Child, TestBed};
+use rotor_tests::probe;
 use serde_json::Value;
 
 /// Rounds of the whole suite on one channel, per path.

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use rotor_tests::tools::{curl_h2, h2load, nghttp};
-use rotor_tests::{content, environment_ok, run_load, LoadSpec, TestCgroup, Topology};
+use rotor_testbed::tools::{curl_h2, h2load, nghttp};
+use rotor_testbed::{content, environment_ok, run_load, LoadSpec, TestCgroup, Topology};
 
 fn setup() -> (Topology, TestCgroup) {
     environment_ok().expect("test environment");
@@ -161,8 +161,9 @@ fn agent_runs_in_node_netns_and_test_cgroup() {
     )
     .unwrap();
     std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let agent = rotor_tests::Agent::start_binary(&stub, &topo, &cgroup, &topo.backend_addrs(), &[])
-        .unwrap();
+    let agent =
+        rotor_testbed::Agent::start_binary(&stub, &topo, &cgroup, &topo.backend_addrs(), &[])
+            .unwrap();
     assert_eq!(cgroup.pids().unwrap(), vec![agent.pid()]);
     let err = agent.stderr();
     assert!(
@@ -180,7 +181,7 @@ fn agent_runs_in_node_netns_and_test_cgroup() {
         "{config}"
     );
     agent
-        .set_endpoints(&[rotor_tests::backend_addr(2)])
+        .set_endpoints(&[rotor_testbed::backend_addr(2)])
         .unwrap();
     let config = std::fs::read_to_string(agent.config_path()).unwrap();
     assert!(config.contains("endpoints: [10.1.2.2:8080]\n"), "{config}");

@@ -10,9 +10,9 @@
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
+use rotor_testbed::{backend_addr, Agent, Child, LoadSpec, Stream, TestBed, VIP};
 use rotor_tests::peers::{self, python_script, run_json};
 use rotor_tests::probe::{self, Dmesg};
-use rotor_tests::{backend_addr, Agent, Child, LoadSpec, Stream, TestBed, VIP};
 use serde_json::Value;
 
 const PORT: u16 = 8081;

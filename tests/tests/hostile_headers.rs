@@ -23,9 +23,9 @@
 
 use std::time::{Duration, Instant};
 
+use rotor_testbed::{tools, LoadReport, LoadSpec, TestBed};
 use rotor_tests::peers::{python_has, python_script, run_json, Running};
 use rotor_tests::probe::{self, Dmesg};
-use rotor_tests::{tools, LoadReport, LoadSpec, TestBed};
 use serde_json::Value;
 
 /// What the agent may grow by while one client attacks: a connection's

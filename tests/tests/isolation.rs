@@ -7,9 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rotor_tests::agent::{agent_binary, Agent};
+use rotor_testbed::agent::{agent_binary, Agent};
+use rotor_testbed::{LoadSpec, TestBed, VIP};
 use rotor_tests::probe::{self, Dmesg};
-use rotor_tests::{LoadSpec, TestBed, VIP};
 
 /// A script that starts the agent in a PID namespace of its own, as in a pod
 /// without hostPID: its `getpid()` is 1 there, never the kernel's tgid.
@@ -139,7 +139,7 @@ fn wait_conns(bed: &TestBed, n: usize) {
 }
 
 /// Connections that keep `n` connections open through rotor for `secs`.
-fn hold(bed: &TestBed, n: usize, secs: f64) -> rotor_tests::RunningLoad {
+fn hold(bed: &TestBed, n: usize, secs: f64) -> rotor_testbed::RunningLoad {
     bed.spawn_load(&LoadSpec {
         connections: n,
         streams: 1,
@@ -422,8 +422,11 @@ fn stranger_connecting_first_to_the_injector_steers_nothing() {
     let mut bed = TestBed::new(2).expect("test bed");
     let script = bed.topo.dir().join("stranger.py");
     std::fs::write(&script, STRANGER).expect("stranger script");
-    let mut cmd =
-        rotor_tests::process::netns_command(bed.topo.node_ns(), None, rotor_tests::peers::python());
+    let mut cmd = rotor_testbed::process::netns_command(
+        bed.topo.node_ns(),
+        None,
+        rotor_tests::peers::python(),
+    );
     cmd.arg(&script).arg("12");
     let stranger = rotor_tests::peers::Running::spawn(
         "stranger",
@@ -622,11 +625,12 @@ fn endpoint_sending_records_shaped_like_the_agents_steers_nothing() {
     std::fs::write(&script, RECORD_SENDER).expect("endpoint script");
     let evil = SocketAddrV4::new(*bed.topo.backend_addrs()[0].ip(), 9000);
     let be1_ns = bed.topo.backend(1).expect("be1").netns().to_string();
-    let mut cmd = rotor_tests::process::netns_command(&be1_ns, None, rotor_tests::peers::python());
+    let mut cmd =
+        rotor_testbed::process::netns_command(&be1_ns, None, rotor_tests::peers::python());
     cmd.arg(&script)
         .arg(evil.ip().to_string())
         .arg(evil.port().to_string());
-    let _evil = rotor_tests::Child::spawn("record-sender", cmd, bed.topo.dir())
+    let _evil = rotor_testbed::Child::spawn("record-sender", cmd, bed.topo.dir())
         .expect("record-sending endpoint");
     std::thread::sleep(Duration::from_millis(500));
     bed.agent = Some(

@@ -1,13 +1,13 @@
 //! The Kubernetes source: the agent runs with `--source kubernetes` against a
-//! stand-in kube-apiserver (tests/src/kube_api.rs) listening on 127.0.0.1 in
+//! stand-in kube-apiserver (testbed/src/kube_api.rs) listening on 127.0.0.1 in
 //! the node namespace; the test changes the Service and its EndpointSlice
 //! there and watches the traffic follow.
 
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use rotor_tests::kube_api::{endpoint_slice, service, EndpointState, Kind, KubeApi};
-use rotor_tests::{backend_addr, Agent, LoadSpec, TestBed, VIP};
+use rotor_testbed::kube_api::{endpoint_slice, service, EndpointState, Kind, KubeApi};
+use rotor_testbed::{backend_addr, Agent, LoadSpec, TestBed, VIP};
 use serde_json::Value;
 
 const NS: &str = "default";

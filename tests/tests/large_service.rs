@@ -2,7 +2,7 @@
 //! slots (16): every endpoint still gets streams, from one connection over
 //! time and from many connections at once.
 
-use rotor_tests::{LoadSpec, TestBed};
+use rotor_testbed::{LoadSpec, TestBed};
 
 const BACKENDS: usize = 20;
 

@@ -2,8 +2,9 @@
 //! process's open file limit for the agent it starts, which must not reach
 //! other tests' processes.
 
-use rotor_tests::tools::h2load;
-use rotor_tests::{probe, TestBed};
+use rotor_testbed::tools::h2load;
+use rotor_testbed::TestBed;
+use rotor_tests::probe;
 
 /// The soft RLIMIT_NOFILE the agent is started with (a container runtime's
 /// 1,024 in miniature), and the hard limit it may raise it to.

@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
+use rotor_testbed::tools::client_tool;
+use rotor_testbed::{content, Agent, Child, TestBed};
 use rotor_tests::peers::{
     self, endpoints_on, python_script, run_json, spawn_in_backend, ECHO_PORT, HTTP1_PORT,
 };
-use rotor_tests::tools::client_tool;
-use rotor_tests::{content, probe, Agent, Child, TestBed};
+use rotor_tests::probe;
 use serde_json::Value;
 
 /// Three backends running `tcp_peer.py ARGS` on `port`, the agent balancing the VIP over them.

@@ -1,7 +1,7 @@
 //! Real HTTP/2 clients (curl, nghttp, h2load) through rotor.
 
-use rotor_tests::tools::{curl_h2, h2load, nghttp};
-use rotor_tests::{content, TestBed};
+use rotor_testbed::tools::{curl_h2, h2load, nghttp};
+use rotor_testbed::{content, TestBed};
 
 const WHOAMI: &str = "http://10.96.0.10:8080/whoami";
 

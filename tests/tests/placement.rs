@@ -7,10 +7,10 @@
 //! connection window was used (h2load stopped after 21,845 responses of 3
 //! bytes = 65,535 bytes).
 
-use rotor_tests::agent::Agent;
-use rotor_tests::cgroup::TestCgroup;
-use rotor_tests::tools::h2load;
-use rotor_tests::TestBed;
+use rotor_testbed::agent::Agent;
+use rotor_testbed::cgroup::TestCgroup;
+use rotor_testbed::tools::h2load;
+use rotor_testbed::TestBed;
 
 #[test]
 fn agent_outside_the_clients_cgroup_carries_streams_in_the_kernel() {
@@ -97,7 +97,7 @@ fn agent_that_clients_cannot_reach_never_says_ready() {
         "the agent failed without saying that connects are not redirected and served: {err}"
     );
     assert!(
-        started.elapsed() < rotor_tests::agent::READY_TIMEOUT,
+        started.elapsed() < rotor_testbed::agent::READY_TIMEOUT,
         "the agent hung instead of failing: {err}"
     );
 }

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use rotor_testbed::{LoadSpec, TestBed, TestCgroup, Topology};
 use rotor_tests::probe::{self, Dmesg};
-use rotor_tests::{LoadSpec, TestBed, TestCgroup, Topology};
 
 const CONNECTIONS: usize = 1000;
 const REQUESTS: u64 = 200_000;
@@ -14,7 +14,7 @@ const RSS_LIMIT_KIB: u64 = 512 * 1024;
 
 #[test]
 fn thousand_connections_200k_requests() {
-    rotor_tests::environment_ok().expect("test environment");
+    rotor_testbed::environment_ok().expect("test environment");
     // Backends without verbose logs (200,000 requests of -v output would dominate the run).
     let topo = Topology::with_counting(5, false).expect("topology");
     let cgroup = TestCgroup::create().expect("cgroup");

@@ -1,6 +1,6 @@
 //! Frame headers split across writes (down to one byte per write) through rotor.
 
-use rotor_tests::{uneven_spread, LoadSpec, TestBed};
+use rotor_testbed::{uneven_spread, LoadSpec, TestBed};
 
 const BACKENDS: [&str; 3] = ["be1", "be2", "be3"];
 

@@ -36,11 +36,11 @@
 
 use std::time::Duration;
 
+use rotor_testbed::{environment_ok, LoadSpec, TestBed, TestCgroup, Topology};
 use rotor_tests::differential::{
     self, clients_available, rotor_limit, Bodies, Client, Expect, Placement, Route, Session,
     DIRECT_LIMIT,
 };
-use rotor_tests::{environment_ok, LoadSpec, TestBed, TestCgroup, Topology};
 
 /// Request counts per delay, so every run stays bounded (h2load with 16
 /// streams does 16 requests per round trip at best).

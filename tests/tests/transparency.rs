@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rotor_tests::{tools::client_tool, TestBed, VIP};
+use rotor_testbed::{tools::client_tool, TestBed, VIP};
 
 #[test]
 fn getpeername_answers_the_service_address() {
@@ -79,7 +79,7 @@ fn blocking_reader_beside_a_writer_thread_sees_only_data() {
         );
         rotor_tests::peers::run_json(cmd, Duration::from_secs(60)).expect("blocking_reader.py")
     };
-    let direct = run(rotor_tests::backend_addr(1));
+    let direct = run(rotor_testbed::backend_addr(1));
     let through = run(VIP);
     for (what, r) in [("direct", &direct), ("through rotor", &through)] {
         assert_eq!(r["responses"], 500, "{what}: {r}\ndirect: {direct}");

@@ -135,7 +135,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Cmd::Clean => {
-            let swept = rotor_tests::sweep::sweep()?;
+            let swept = rotor_testbed::sweep::sweep()?;
             for n in &swept.netns {
                 println!("xtask: removed netns {n}");
             }
@@ -161,12 +161,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     return Ok(exit(code));
                 }
             }
-            let opts = rotor_tests::demo::DemoOptions {
+            let opts = rotor_demo::DemoOptions {
                 requests,
                 streams,
                 ..Default::default()
             };
-            let result = rotor_tests::demo::run_demo(&opts)?;
+            let result = rotor_demo::run_demo(&opts)?;
             match result.with_rotor {
                 Ok(_) => Ok(ExitCode::SUCCESS),
                 Err(_) => Ok(ExitCode::FAILURE),
@@ -187,7 +187,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     return Ok(exit(code));
                 }
             }
-            let mut opts = rotor_tests::bench::BenchOptions::new(quick, repeat);
+            let mut opts = rotor_bench::BenchOptions::new(quick, repeat);
             if let Some(d) = duration {
                 opts.duration = d;
             }
@@ -195,7 +195,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 opts.rate = r;
             }
             opts.only = only;
-            let report = rotor_tests::bench::run_bench(&opts)?;
+            let report = rotor_bench::run_bench(&opts)?;
             println!("\n{}", report.markdown());
             println!(
                 "xtask: wrote {0}/bench.md, {0}/bench.json, {0}/bench.svg",

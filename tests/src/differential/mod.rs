@@ -27,16 +27,16 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::agent::Agent;
-use crate::bed::TestBed;
-use crate::cgroup::TestCgroup;
-use crate::load::{load_binary, LoadSpec};
-use crate::loadgen::LoadReport;
 use crate::peers::{clip, peers_dir, python};
 use crate::probe;
-use crate::process::{netns_command, Child, Stream};
-use crate::tools::parse_h2load;
-use crate::topology::{backend_addr, VIP};
+use rotor_testbed::agent::Agent;
+use rotor_testbed::bed::TestBed;
+use rotor_testbed::cgroup::TestCgroup;
+use rotor_testbed::load::{load_binary, LoadSpec};
+use rotor_testbed::loadgen::LoadReport;
+use rotor_testbed::process::{netns_command, Child, Stream};
+use rotor_testbed::tools::parse_h2load;
+use rotor_testbed::topology::{backend_addr, VIP};
 
 /// A run through rotor may take this many times the direct run's time …
 pub const TIME_FACTOR: u32 = 4;

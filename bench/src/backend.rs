@@ -23,7 +23,7 @@ use clap::Parser;
 use http::{Method, Response, StatusCode};
 use tokio::net::TcpListener;
 
-use crate::content;
+use rotor_testbed::content;
 
 /// Command line of `rotor-h2-backend`.
 #[derive(Debug, Clone, Parser)]

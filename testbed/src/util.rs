@@ -95,7 +95,7 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         if std::env::var_os("ROTOR_KEEP_LOGS").is_some() {
-            eprintln!("rotor-tests: keeping {}", self.path.display());
+            eprintln!("rotor-testbed: keeping {}", self.path.display());
             return;
         }
         let _ = fs::remove_dir_all(&self.path);

@@ -295,12 +295,12 @@ pub(super) fn run_h2load(
         &format!("--warm-up-time={}", opts.warmup.ceil().max(1.0)),
         &url,
     ]);
-    let out = crate::util::run_with_timeout(
+    let out = rotor_testbed::util::run_with_timeout(
         &mut cmd,
         Duration::from_secs_f64(opts.duration + opts.warmup + 60.0),
     )?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let summary = crate::tools::parse_h2load(&stdout)
+    let summary = rotor_testbed::tools::parse_h2load(&stdout)
         .with_context(|| format!("h2load: {}", String::from_utf8_lossy(&out.stderr)))?;
     let (rps, mean) = parse_h2load_rates(&stdout);
     std::thread::sleep(Duration::from_millis(30));

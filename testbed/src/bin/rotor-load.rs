@@ -1,7 +1,7 @@
 //! `rotor-load`: HTTP/2 load client for rotor's tests; prints one JSON report.
 
 use clap::Parser;
-use rotor_tests::loadgen::{self, Args};
+use rotor_testbed::loadgen::{self, Args};
 
 fn main() {
     let args = Args::parse();

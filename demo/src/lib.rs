@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::agent::Agent;
-use crate::cgroup::TestCgroup;
-use crate::tools::{h2load, H2loadSummary};
-use crate::topology::Topology;
+use rotor_testbed::agent::Agent;
+use rotor_testbed::cgroup::TestCgroup;
+use rotor_testbed::tools::{h2load, H2loadSummary};
+use rotor_testbed::topology::Topology;
 
 /// Parameters of the demo.
 #[derive(Debug, Clone)]

@@ -97,7 +97,7 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let res = run(Command::new("ip").args(["netns", "del", &self.name]));
         if let Err(e) = res {
-            eprintln!("rotor-tests: deleting netns {}: {e:#}", self.name);
+            eprintln!("rotor-testbed: deleting netns {}: {e:#}", self.name);
         }
     }
 }

@@ -31,12 +31,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::agent::Agent;
-use crate::cgroup::TestCgroup;
-use crate::process::{netns_command, Child, Stream};
-use crate::topology::{backend_addr, Topology, VIP};
-use crate::util::find_binary;
 use load::{BenchLoadReport, CpuTimes};
+use rotor_testbed::agent::Agent;
+use rotor_testbed::cgroup::TestCgroup;
+use rotor_testbed::process::{netns_command, Child, Stream};
+use rotor_testbed::topology::{backend_addr, Topology, VIP};
+use rotor_testbed::util::find_binary;
 
 use bed::*;
 use runs::*;
@@ -146,7 +146,7 @@ impl BenchOptions {
             rate: 2000.0,
             quiet_wait: if quick { 30.0 } else { 180.0 },
             only: Vec::new(),
-            out_dir: crate::util::target_dir().join("bench"),
+            out_dir: rotor_testbed::util::target_dir().join("bench"),
         }
     }
 

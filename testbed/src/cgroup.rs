@@ -113,7 +113,7 @@ impl TestCgroup {
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         if let Err(e) = self.remove() {
-            eprintln!("rotor-tests: {e:#}");
+            eprintln!("rotor-testbed: {e:#}");
         }
     }
 }

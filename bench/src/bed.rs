@@ -53,7 +53,7 @@ pub(super) fn agent_yaml(n: usize) -> String {
 
 impl Bed {
     pub(super) fn setup() -> Result<Bed> {
-        crate::environment_ok()?;
+        rotor_testbed::environment_ok()?;
         if !has_command("haproxy") {
             bail!("haproxy not found: `apt-get install haproxy` (cargo xtask bench installs it)");
         }

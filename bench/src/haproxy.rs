@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::process::{netns_command, Child};
+use rotor_testbed::process::{netns_command, Child};
 
 /// One HAProxy backend section: `name`, the address its frontend binds, servers.
 #[derive(Debug, Clone)]

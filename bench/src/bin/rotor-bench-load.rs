@@ -1,7 +1,7 @@
-//! `rotor-bench-load`: the benchmark's load generator; see [`rotor_tests::bench::load`].
+//! `rotor-bench-load`: the benchmark's load generator; see [`rotor_bench::load`].
 
 use clap::Parser;
-use rotor_tests::bench::load::{self, Args};
+use rotor_bench::load::{self, Args};
 
 fn main() {
     let args = Args::parse();

@@ -9,7 +9,7 @@ use std::net::SocketAddrV4;
 
 use anyhow::Result;
 
-use crate::netns::Netns;
+use rotor_testbed::netns::Netns;
 
 /// A Service: its chain suffix, VIP and endpoints.
 #[derive(Debug, Clone)]

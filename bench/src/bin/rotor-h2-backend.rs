@@ -1,8 +1,8 @@
 //! `rotor-h2-backend`: a small HTTP/2 (h2c) server for benchmarks; see
-//! [`rotor_tests::bench::backend`].
+//! [`rotor_bench::backend`].
 
 use clap::Parser;
-use rotor_tests::bench::backend::{self, Args};
+use rotor_bench::backend::{self, Args};
 
 fn main() {
     let args = Args::parse();

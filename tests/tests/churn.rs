@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use rotor_tests::{scaled, scaled_secs, LoadSpec, TestBed};
+use rotor_tests::{scaled, LoadSpec, TestBed};
 
 /// How long the load runs: the change comes after `SETTLE` and its effect
 /// is awaited for `WAIT`, all within it (each scaled to the machine).
@@ -16,7 +16,7 @@ fn steady_load() -> LoadSpec {
         requests: None,
         duration: Some(scaled(LOAD).as_secs_f64()),
         rate: Some(500.0),
-        timeout: scaled_secs(30.0),
+        timeout: 30.0,
         ..LoadSpec::whoami(1, 4, 0)
     }
 }

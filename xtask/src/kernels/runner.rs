@@ -81,6 +81,8 @@ impl Run {
             host_ms.to_string(),
             "--timeout".into(),
             inner_timeout.to_string(),
+            "--python".into(),
+            host_python(),
             bin_dir.display().to_string(),
             probe_bin.display().to_string(),
         ];
@@ -118,6 +120,19 @@ impl Run {
         }
         Ok((json, dir.join(&self.log_name)))
     }
+}
+
+/// The Python the tests' peers run on: `ROTOR_PYTHON`, else what `python3`
+/// is on the host (resolved, as a pyenv shim needs the host's environment).
+fn host_python() -> String {
+    if let Ok(p) = std::env::var("ROTOR_PYTHON") {
+        return p;
+    }
+    output(Command::new("python3").args(["-c", "import sys; print(sys.executable)"]))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "python3".into())
 }
 
 /// smoke.sh's calibration on the host, best of three, in milliseconds: the

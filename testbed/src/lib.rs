@@ -26,6 +26,7 @@
 pub mod agent;
 pub mod backend;
 pub mod bed;
+pub mod bounds;
 pub mod cgroup;
 pub mod content;
 pub mod delay_line;
@@ -42,6 +43,7 @@ pub mod util;
 pub use agent::Agent;
 pub use backend::Backend;
 pub use bed::TestBed;
+pub use bounds::{scaled, scaled_secs, time_scale};
 pub use cgroup::TestCgroup;
 pub use load::{run_load, spawn_load, uneven_spread, LoadSpec, RunningLoad};
 pub use loadgen::LoadReport;

@@ -71,7 +71,7 @@ impl LoadSpec {
             "--streams".into(),
             self.streams.to_string(),
             "--timeout".into(),
-            self.timeout.to_string(),
+            crate::scaled_secs(self.timeout).to_string(),
         ];
         let mut opt = |k: &str, v: Option<String>| {
             if let Some(v) = v {
@@ -141,6 +141,8 @@ pub fn spawn_load(
     let name = format!("rotor-load-{}", RUNS.fetch_add(1, Ordering::Relaxed));
     let child = Child::spawn(&name, cmd, topo.dir())?;
     // The client enforces spec.timeout itself; allow it time to report.
+    // (finish's wait scales the whole limit, the duration included: a slow
+    // machine also issues its requests late.)
     let limit = Duration::from_secs_f64(spec.timeout + spec.duration.unwrap_or(0.0) + 15.0);
     Ok(RunningLoad { child, limit })
 }

@@ -144,6 +144,7 @@ impl Child {
         timeout: Duration,
     ) -> Result<String> {
         let needle = what;
+        let timeout = crate::scaled(timeout);
         let deadline = Instant::now() + timeout;
         loop {
             let text = self.output(stream);
@@ -174,8 +175,10 @@ impl Child {
         }
     }
 
-    /// Waits for the child to exit; kills it and fails after `timeout`.
+    /// Waits for the child to exit; kills it and fails after `timeout`
+    /// (scaled to the machine, like every bound of the waits here).
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let timeout = crate::scaled(timeout);
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_wait()? {
@@ -212,7 +215,7 @@ impl Child {
             return Some(status);
         }
         let _ = self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = Instant::now() + crate::scaled(Duration::from_secs(3));
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.try_wait() {
                 return Some(status);

@@ -38,12 +38,13 @@ fn check(program: &str, out: Output) -> Result<Output> {
 /// `curl --http2-prior-knowledge URL`: the response body. One URL per curl
 /// (curl 7.88 sends only the first of several URLs on one prior-knowledge connection).
 pub fn curl_h2(topo: &Topology, cgroup: Option<&TestCgroup>, url: &str) -> Result<Vec<u8>> {
+    let max_time = crate::scaled_secs(10.0).to_string();
     let args = [
         "-sS",
         "--fail",
         "--http2-prior-knowledge",
         "--max-time",
-        "10",
+        &max_time,
         url,
     ];
     let out = check(

@@ -143,6 +143,7 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<Output> {
         let _ = stderr.read_to_end(&mut v);
         v
     });
+    let limit = crate::scaled(limit);
     let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().context("waiting for child")? {

@@ -2,7 +2,14 @@
 # The kernel smoke subset, run by `cargo xtask kernels` inside each kernel's
 # VM (virtme-ng, host root read-only) and directly for the host kernel.
 #
-#   smoke.sh BIN_DIR PROBE_BIN NAME=TEST_BIN[:FILTER]...
+#   smoke.sh [--host-ms MS] [--timeout S] [--python PY] BIN_DIR PROBE_BIN NAME=TEST_BIN[:FILTER]...
+#   smoke.sh --calibrate      # prints this machine's calibration time, ms
+#
+# --host-ms is the host's calibration time: the script measures its own and
+# exports ROTOR_TIME_SCALE=guest/host (at least 1), by which the tests scale
+# their liveness bounds (rotor_tests::util::scaled), so that a VM under
+# software emulation gets a true answer and not a timeout tuned for the host.
+# --timeout limits each test binary (default 600 s).
 #
 # BIN_DIR holds the workspace's binaries (staged copies: rotor-agent,
 # rotor-load, ...), which the tests are pointed at. PROBE_BIN is the rotor library's unit-test binary: its probe test prints
@@ -12,10 +19,50 @@
 # the xtask reads; everything else is the log.
 set -u
 export RUST_BACKTRACE=0 NO_COLOR=1
+
+# What the tests do most, in miniature: processes started and CPU work in
+# user space. Best of three, so one stall of a shared machine does not count.
+calibrate() {
+	local best=0 t0 ms i n
+	for _ in 1 2 3; do
+		t0=$(date +%s%N)
+		for ((i = 0; i < 16; i++)); do /bin/true; done
+		n=0
+		for ((i = 0; i < 8000; i++)); do n=$((n + i)); done
+		ms=$((($(date +%s%N) - t0) / 1000000))
+		((best == 0 || ms < best)) && best=$ms
+	done
+	echo "$((best > 0 ? best : 1))"
+}
+if [[ ${1:-} == --calibrate ]]; then
+	calibrate
+	exit 0
+fi
+host_ms=""
+limit=600
+while [[ ${1:-} == --* ]]; do
+	case $1 in
+	--host-ms) host_ms=$2 ;;
+	--timeout) limit=$2 ;;
+	# the host's interpreter with grpcio, h2, httpx (pyenv shims need the host's env)
+	--python) export ROTOR_PYTHON=$2 ;;
+	*) echo "smoke.sh: unknown option $1" >&2; exit 2 ;;
+	esac
+	shift 2
+done
+
 echo "ROTOR-KERNEL $(uname -r)"
+echo "ROTOR-ENV PATH=$PATH ROTOR_PYTHON=${ROTOR_PYTHON:-}"
 bin_dir=$1
 probe_bin=$2
 shift 2
+if [[ -n $host_ms ]]; then
+	own_ms=$(calibrate)
+	# one decimal, at least 1: the tests never get less time than on the host
+	scale=$(awk -v g="$own_ms" -v h="$host_ms" 'BEGIN { s = g / h; if (s < 1) s = 1; printf "%.1f", s }')
+	export ROTOR_TIME_SCALE=$scale
+	echo "ROTOR-SCALE $scale (calibration: here $own_ms ms, host $host_ms ms)"
+fi
 for pair in rotor-agent:ROTOR_AGENT_BIN rotor-load:ROTOR_LOAD_BIN rotor-peer:ROTOR_PEER_BIN \
 	rotor-h2-backend:ROTOR_H2_BACKEND_BIN rotor-bench-load:ROTOR_BENCH_LOAD_BIN; do
 	[[ -x $bin_dir/${pair%%:*} ]] && export "${pair#*:}=$bin_dir/${pair%%:*}"
@@ -45,7 +92,7 @@ for spec in "$@"; do
 	[[ $rest == *:* ]] && filter=${rest#*:}
 	start=$SECONDS
 	# shellcheck disable=SC2086 # the filter is one word or none
-	out=$(timeout 600 "$bin" $filter --test-threads=1 2>&1)
+	out=$(timeout "$limit" "$bin" $filter --test-threads=1 2>&1)
 	rc=$?
 	printf '%s\n' "$out" | sed "s/^/$name| /"
 	if ((rc == 0)) && printf '%s\n' "$out" | grep -q 'test result: ok. [1-9]'; then
@@ -53,7 +100,7 @@ for spec in "$@"; do
 	elif printf '%s\n' "$out" | grep -q 'rotor needs'; then
 		res="refused $(printf '%s\n' "$out" | grep -m1 -o 'lacks .*' | cut -c1-300)"
 	elif ((rc == 124)); then
-		res="fail timed out after 600 s"
+		res="fail timed out after $limit s"
 	else
 		res="fail rc=$rc $(printf '%s\n' "$out" | grep -m1 -A1 'panicked at' | tail -1 | cut -c1-300)"
 	fi

@@ -57,7 +57,7 @@ pub fn kernel_counters(status: &Value) -> BTreeMap<String, u64> {
 /// Polls the status until no connection and no stream is left (or `limit`
 /// passes); returns the last (connections, open_streams) and status.
 pub fn wait_idle(agent: &Agent, limit: Duration) -> Result<((usize, u64), Value)> {
-    let deadline = Instant::now() + limit;
+    let deadline = Instant::now() + rotor_testbed::scaled(limit);
     loop {
         let st = status(agent)?;
         let cs = conns_and_streams(&st);
@@ -496,7 +496,7 @@ pub fn warm_baseline(bed: &TestBed) -> Result<BTreeMap<String, u64>> {
 /// Waits (up to `limit`) until the connection maps of `pid` hold no more
 /// entries than `baseline`; returns the ones that still do, as "name: before -> now".
 pub fn wait_maps_back(pid: u32, baseline: &BTreeMap<String, u64>, limit: Duration) -> Vec<String> {
-    let deadline = Instant::now() + limit;
+    let deadline = Instant::now() + rotor_testbed::scaled(limit);
     loop {
         let now = map_entries(&agent_maps(pid).unwrap_or_default());
         let left: Vec<String> = CONNECTION_MAPS

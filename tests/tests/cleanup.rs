@@ -146,7 +146,7 @@ fn children_die_with_the_thread_that_spawned_them() {
             })
             .unwrap_or(true)
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + rotor_testbed::scaled(Duration::from_secs(5));
     while !gone(pid) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }

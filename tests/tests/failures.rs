@@ -311,7 +311,7 @@ fn agent_sigkill_fails_open_and_restart_balances() {
     let maps = probe::map_ids(pid).unwrap();
     // SAFETY: the pid of our own (unreaped) child.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + rotor_testbed::scaled(Duration::from_secs(5));
     while bed.agent_mut().unwrap().check_alive().is_ok() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -323,7 +323,7 @@ fn agent_sigkill_fails_open_and_restart_balances() {
     drop(bed.agent.take());
 
     // Nothing stays attached, no map stays alive.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + rotor_testbed::scaled(Duration::from_secs(5));
     let (mut attached, mut alive_maps);
     loop {
         attached = probe::cgroup_programs(bed.cgroup.path()).unwrap();

@@ -202,6 +202,7 @@ fn field(b: &Value, name: &str) -> u64 {
 
 /// Waits until `pred` holds for the budget (or `limit` passes); the last one read.
 fn wait_budget(bed: &TestBed, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let limit = rotor_testbed::scaled(limit);
     let started = Instant::now();
     loop {
         let b = budget(bed);

@@ -123,7 +123,8 @@ fn agent_in_its_own_pid_namespace_is_not_redirected_to_itself() {
 /// Waits until the agent carries `n` connections; fails after 10 s.
 fn wait_conns(bed: &TestBed, n: usize) {
     let agent = bed.agent().expect("agent");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline =
+        std::time::Instant::now() + rotor_testbed::scaled(std::time::Duration::from_secs(10));
     loop {
         let status = agent.status().expect("status");
         let (conns, _) = probe::conns_and_streams(&status);

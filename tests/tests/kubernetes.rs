@@ -7,7 +7,7 @@ use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 use rotor_testbed::kube_api::{endpoint_slice, service, EndpointState, Kind, KubeApi};
-use rotor_testbed::{backend_addr, Agent, LoadSpec, TestBed, VIP};
+use rotor_testbed::{backend_addr, scaled, Agent, LoadSpec, TestBed, VIP};
 use serde_json::Value;
 
 const NS: &str = "default";
@@ -54,7 +54,9 @@ fn agent_endpoints(bed: &TestBed) -> Option<Vec<String>> {
     )
 }
 
+/// How long after `done` first held, within `limit` (scaled to the machine).
 fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let limit = scaled(limit);
     let start = Instant::now();
     while start.elapsed() < limit {
         if done() {
@@ -135,16 +137,18 @@ fn endpoint_slices_drive_the_balancing() {
     }
 
     // 2. A 4th endpoint joins the slice (watch MODIFIED): the live connection uses it within 1 s.
+    // be4 is built before the load (outside the slice), so that the load
+    // still runs when it joins: under QEMU building it outlasted the load.
+    assert_eq!(bed.topo.add_backend().expect("be4"), 4);
     let steady = LoadSpec {
         requests: None,
-        duration: Some(6.0),
+        duration: Some(scaled(Duration::from_secs(6)).as_secs_f64()),
         rate: Some(500.0),
         timeout: 30.0,
         ..LoadSpec::whoami(1, 4, 0)
     };
     let load = bed.spawn_load(&steady).expect("steady load");
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(bed.topo.add_backend().expect("be4"), 4);
+    std::thread::sleep(scaled(Duration::from_millis(1500)));
     api.apply(Kind::EndpointSlice, slice(&ready(&[1, 2, 3, 4])))
         .expect("slice with be4");
     let be4_first = wait_for(Duration::from_secs(3), || requests(&bed, 4) > 0);
@@ -155,16 +159,19 @@ fn endpoint_slices_drive_the_balancing() {
     api.apply(Kind::EndpointSlice, slice(&states))
         .expect("be1 not ready");
     let be1_marked = requests(&bed, 1);
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(scaled(Duration::from_secs(1)));
     let be1_settled = requests(&bed, 1);
     let report = load.finish().expect("steady load result");
     let be1_end = requests(&bed, 1);
     let diag = diagnostics(&mut bed, &api);
     let be4_first = be4_first.unwrap_or_else(|| {
-        panic!("be4 got no stream within 3 s of the slice change: {report:?}\n{diag}")
+        panic!(
+            "be4 got no stream within {:?} of the slice change: {report:?}\n{diag}",
+            scaled(Duration::from_secs(3))
+        )
     });
     assert!(
-        be4_first <= Duration::from_secs(1),
+        be4_first <= scaled(Duration::from_secs(1)),
         "be4's first stream came {be4_first:?} after the slice change\n{diag}"
     );
     assert_eq!(report.failed, 0, "{report:?}\n{diag}");
@@ -239,7 +246,7 @@ fn ended_and_expired_watches_resume_without_losing_a_change() {
         Some(ks.iter().map(|k| backend_addr(*k).to_string()).collect())
     };
 
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(scaled(Duration::from_millis(2500)));
     let rewatched = api.watches(Kind::Service) >= 3 && api.watches(Kind::EndpointSlice) >= 3;
     assert!(
         rewatched,
@@ -324,13 +331,13 @@ fn scale_up_past_sixteen_pods_reaches_every_pod() {
 
     let spec = LoadSpec {
         requests: None,
-        duration: Some(9.0),
+        duration: Some(scaled(Duration::from_secs(9)).as_secs_f64()),
         rate: Some(500.0),
         timeout: 30.0,
         ..LoadSpec::whoami(1, 4, 0)
     };
     let load = bed.spawn_load(&spec).expect("load");
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(scaled(Duration::from_millis(1500)));
     let all: Vec<usize> = (1..=PODS).collect();
     api.apply(Kind::EndpointSlice, slice(&ready(&all)))
         .expect("scaled EndpointSlice");

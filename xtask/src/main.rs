@@ -80,18 +80,24 @@ enum Cmd {
         /// Run again even if target/kernels/<release>/result.json matches these binaries.
         #[arg(long)]
         force: bool,
-        /// Every integration test target instead of the smoke subset.
+        /// Every integration test target of rotor-tests (as cargo lists them),
+        /// each in its own VM, instead of the smoke subset.
         #[arg(long)]
         full: bool,
+        /// Only this integration test target, whole or with a test-name
+        /// filter (`churn`, `churn:added`); repeatable; one VM each.
+        #[arg(long = "test", value_name = "TARGET[:FILTER]")]
+        tests: Vec<String>,
         /// Skip `cargo build --release --workspace --bins`.
         #[arg(long)]
         no_build: bool,
         /// Guest memory.
         #[arg(long, default_value = "4G")]
         memory: String,
-        /// Limit per kernel (boot and tests), seconds.
-        #[arg(long, default_value_t = 900)]
-        timeout: u64,
+        /// Limit per VM (boot and tests), seconds [default: 900, with
+        /// --full or --test 2400 per target].
+        #[arg(long)]
+        timeout: Option<u64>,
     },
 }
 
@@ -207,10 +213,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             kernels,
             force,
             full,
+            tests,
             no_build,
             memory,
             timeout,
         } => {
+            let per_target = full || !tests.is_empty();
+            let timeout = timeout.unwrap_or(if per_target { 2400 } else { 900 });
             let kernels = if kernels.is_empty() {
                 kernels::DEFAULT.iter().map(|s| s.to_string()).collect()
             } else {
@@ -224,6 +233,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 kernels,
                 force,
                 full,
+                tests,
                 no_build,
                 memory,
                 timeout: std::time::Duration::from_secs(timeout),

@@ -29,9 +29,12 @@ use crate::workspace_root;
 
 mod debian;
 mod runner;
+mod table;
+mod targets;
 
 use debian::*;
 use runner::*;
+use table::*;
 
 /// Kernel lines by name: (name, Debian suite). `host` runs without a VM.
 pub const KERNELS: &[(&str, &str)] = &[
@@ -49,15 +52,6 @@ const SMOKE: &[(&str, &str, &str)] = &[(
     "balance",
     "one_connection_eight_streams_spread_evenly",
 )];
-/// `--full`: every integration test target, whole.
-const FULL: &[&str] = &[
-    "balance",
-    "bodies",
-    "split_writes",
-    "peers",
-    "churn",
-    "cleanup",
-];
 
 /// Packages the VMs need on the host, and a command each provides.
 const HOST_PACKAGES: &[(&str, &str)] = &[
@@ -92,6 +86,8 @@ pub struct Options {
     pub kernels: Vec<String>,
     pub force: bool,
     pub full: bool,
+    /// `NAME[:FILTER]`: only these integration test targets.
+    pub tests: Vec<String>,
     pub no_build: bool,
     pub memory: String,
     pub timeout: Duration,
@@ -120,6 +116,26 @@ impl KernelResult {
             .iter()
             .find(|(c, _)| c == col)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// One kernel's row from its runs (one per target with `--full`): the
+    /// probe of the first run, every run's tests, the times summed.
+    fn merge(parts: Vec<KernelResult>) -> Option<KernelResult> {
+        let mut it = parts.into_iter();
+        let mut row = it.next()?;
+        for p in it {
+            for (col, v) in p.results {
+                if col != "probe" && !row.results.iter().any(|(c, _)| *c == col) {
+                    row.results.push((col, v));
+                }
+            }
+            if row.boot == "ok" && p.boot != "ok" {
+                row.boot = p.boot;
+            }
+            row.seconds += p.seconds;
+            row.date = p.date;
+        }
+        Some(row)
     }
 
     /// Green: everything passed, or the probe refused the kernel and so did every test.
@@ -167,79 +183,98 @@ pub fn run_kernels(opts: &Options) -> Result<bool> {
         }
     }
     let probe_bin = test_binary(&["-p", "rotor", "--lib"])?;
-    let mut columns: Vec<(String, PathBuf, String)> = Vec::new();
-    if opts.full {
-        for t in FULL {
-            columns.push((
-                t.to_string(),
-                test_binary(&["-p", "rotor-tests", "--test", t])?,
-                String::new(),
-            ));
-        }
-    } else {
-        for (col, t, filter) in SMOKE {
-            columns.push((
-                col.to_string(),
-                test_binary(&["-p", "rotor-tests", "--test", t])?,
-                filter.to_string(),
-            ));
-        }
-    }
+    let mut columns = targets::columns(opts)?;
+    // One VM per target when running more than the smoke subset: each gets
+    // the whole time limit, its own log and cached result, and a target that
+    // hangs costs only itself.
+    let per_target = opts.full || !opts.tests.is_empty();
     // Copies, so a concurrent build in the shared target dir cannot swap
     // binaries under a running VM; the tests find their helpers beside them.
     let bin_dir = kernels_dir().join("bin");
     let _ = fs::remove_dir_all(&bin_dir);
     fs::create_dir_all(&bin_dir)?;
-    let mut files: Vec<PathBuf> = vec![script.clone()];
+    let mut shared: Vec<PathBuf> = vec![script.clone()];
     for entry in fs::read_dir(root.join("target/release"))? {
         let p = entry?.path();
         let is_exe =
             fs::metadata(&p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
         if is_exe && p.extension().is_none() {
-            files.push(stage(&p, &bin_dir)?);
+            shared.push(stage(&p, &bin_dir)?);
         }
     }
     let probe_bin = stage(&probe_bin, &bin_dir)?;
-    files.push(probe_bin.clone());
+    shared.push(probe_bin.clone());
     for c in &mut columns {
-        c.1 = stage(&c.1, &bin_dir)?;
-        files.push(c.1.clone());
+        c.bin = stage(&c.bin, &bin_dir)?;
     }
-    let fp = fingerprint(&files)?;
-    let mut smoke_args: Vec<String> = vec![
-        script.display().to_string(),
-        bin_dir.display().to_string(),
-        probe_bin.display().to_string(),
-    ];
-    for (col, bin, filter) in &columns {
-        let f = if filter.is_empty() {
-            String::new()
-        } else {
-            format!(":{filter}")
-        };
-        smoke_args.push(format!("{col}={}{f}", bin.display()));
-    }
+    let shared_fp = fingerprint(&shared)?;
+    let host_ms = calibrate(&script)?;
+    println!("xtask: calibration on the host: {host_ms} ms (tests scale their time bounds by guest/host)");
+    let inner_timeout = opts.timeout.as_secs().saturating_sub(120).max(60);
+    let runs: Vec<Run> = if per_target {
+        columns
+            .iter()
+            .map(|c| {
+                Run::new(
+                    &script,
+                    &bin_dir,
+                    &probe_bin,
+                    host_ms,
+                    inner_timeout,
+                    &shared_fp,
+                    std::slice::from_ref(c),
+                    Some(&c.name),
+                )
+            })
+            .collect::<Result<_>>()?
+    } else {
+        vec![Run::new(
+            &script,
+            &bin_dir,
+            &probe_bin,
+            host_ms,
+            inner_timeout,
+            &shared_fp,
+            &columns,
+            None,
+        )?]
+    };
 
     let apt = Apt::new()?;
     let mut rows: Vec<KernelResult> = Vec::new();
     for name in &opts.kernels {
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            bail!("interrupted");
+        let mut parts = Vec::new();
+        for run in &runs {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                bail!("interrupted");
+            }
+            let part = if name == "host" {
+                run_host(run, opts)?
+            } else {
+                let suite = KERNELS
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, s)| *s)
+                    .with_context(|| {
+                        format!("unknown kernel {name}: one of host, 5.10, 6.1, 6.12, newest")
+                    })?;
+                apt.update()?;
+                let resolved = resolve(&apt, suite)?;
+                run_vm(&apt, name, suite, &resolved, run, opts, &root)?
+            };
+            if per_target {
+                println!(
+                    "xtask: {} ({}) {}: {} in {} s",
+                    part.release,
+                    part.name,
+                    run.tag,
+                    cell(part.get(&run.tag)),
+                    part.seconds
+                );
+            }
+            parts.push(part);
         }
-        let row = if name == "host" {
-            run_host(&smoke_args, &fp, opts)?
-        } else {
-            let suite = KERNELS
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, s)| *s)
-                .with_context(|| {
-                    format!("unknown kernel {name}: one of host, 5.10, 6.1, 6.12, newest")
-                })?;
-            apt.update()?;
-            let resolved = resolve(&apt, suite)?;
-            run_vm(&apt, name, suite, &resolved, &smoke_args, &fp, opts, &root)?
-        };
+        let row = KernelResult::merge(parts).context("no runs")?;
         println!(
             "xtask: {} ({}): {} in {} s",
             row.release,
@@ -250,87 +285,10 @@ pub fn run_kernels(opts: &Options) -> Result<bool> {
         rows.push(row);
     }
     let cols: Vec<String> = std::iter::once("probe".to_string())
-        .chain(columns.iter().map(|c| c.0.clone()))
+        .chain(columns.iter().map(|c| c.name.clone()))
         .collect();
     print_table(&rows, &cols);
     Ok(rows.iter().all(KernelResult::green))
-}
-
-/// `ok 40 features [3 s]` → `ok`; `refused kernel X lacks 4 features ...: A (…` → `refused: A`.
-fn cell(v: Option<&str>) -> String {
-    let Some(v) = v else { return "-".into() };
-    let v = v.split(" [").next().unwrap_or(v);
-    let (status, rest) = v.split_once(' ').unwrap_or((v, ""));
-    let short = |s: &str, n: usize| {
-        if s.chars().count() > n {
-            format!("{}…", s.chars().take(n).collect::<String>())
-        } else {
-            s.to_string()
-        }
-    };
-    match status {
-        "ok" => "ok".into(),
-        "refused" => {
-            // the first missing feature's name: after "needs: " (probe) or "lacks ..." text
-            let what = rest.split_once("needs: ").map(|x| x.1).unwrap_or(rest);
-            let what = what.split(" (").next().unwrap_or(what);
-            format!("refused: {}", short(what, 48))
-        }
-        other => format!("{other}: {}", short(rest, 48)),
-    }
-}
-
-fn print_table(rows: &[KernelResult], cols: &[String]) {
-    let mut table: Vec<Vec<String>> = vec![{
-        let mut h = vec!["kernel".to_string(), "debian".into(), "boot".into()];
-        h.extend(cols.iter().cloned());
-        h.extend(["time".into(), "".into()]);
-        h
-    }];
-    for r in rows {
-        let mut line = vec![r.release.clone(), r.suite.clone(), r.boot.clone()];
-        line.extend(cols.iter().map(|c| cell(r.get(c))));
-        line.push(format!("{} s", r.seconds));
-        line.push(if r.green() {
-            "green".into()
-        } else {
-            "RED".into()
-        });
-        table.push(line);
-    }
-    let widths: Vec<usize> = (0..table[0].len())
-        .map(|i| {
-            table
-                .iter()
-                .map(|l| l[i].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    println!();
-    for (n, line) in table.iter().enumerate() {
-        let cells: Vec<String> = line
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("| {} |", cells.join(" | "));
-        if n == 0 {
-            println!(
-                "|{}|",
-                widths
-                    .iter()
-                    .map(|w| "-".repeat(w + 2))
-                    .collect::<Vec<_>>()
-                    .join("|")
-            );
-        }
-    }
-    println!();
-    println!(
-        "Logs and results: {}/<kernel>/smoke.log, result.json",
-        kernels_dir().display()
-    );
 }
 
 #[cfg(test)]

@@ -50,6 +50,100 @@ pub(super) fn fingerprint(files: &[PathBuf]) -> Result<String> {
     Ok(format!("{:016x}", h.finish()))
 }
 
+/// One VM boot (or host run): smoke.sh with its columns, where its log and
+/// result go, and the fingerprint its cached result is valid for.
+pub(super) struct Run {
+    /// `smoke` for the smoke subset, else the one target's name.
+    pub tag: String,
+    pub columns: Vec<String>,
+    pub args: Vec<String>,
+    pub fp: String,
+    /// Relative to the kernel's directory: `result` or `full/<target>`.
+    stem: String,
+    log_name: String,
+}
+
+impl Run {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        script: &Path,
+        bin_dir: &Path,
+        probe_bin: &Path,
+        host_ms: u64,
+        inner_timeout: u64,
+        shared_fp: &str,
+        columns: &[targets::Column],
+        target: Option<&str>,
+    ) -> Result<Run> {
+        let mut args: Vec<String> = vec![
+            script.display().to_string(),
+            "--host-ms".into(),
+            host_ms.to_string(),
+            "--timeout".into(),
+            inner_timeout.to_string(),
+            "--python".into(),
+            host_python(),
+            bin_dir.display().to_string(),
+            probe_bin.display().to_string(),
+        ];
+        let mut h = DefaultHasher::new();
+        shared_fp.hash(&mut h);
+        inner_timeout.hash(&mut h);
+        for c in columns {
+            let f = if c.filter.is_empty() {
+                String::new()
+            } else {
+                format!(":{}", c.filter)
+            };
+            args.push(format!("{}={}{f}", c.name, c.bin.display()));
+            fingerprint(std::slice::from_ref(&c.bin))?.hash(&mut h);
+            c.filter.hash(&mut h);
+        }
+        let (tag, stem, log_name) = match target {
+            None => ("smoke".into(), "result".into(), "smoke.log".into()),
+            Some(t) => (t.to_string(), format!("full/{t}"), format!("full/{t}.log")),
+        };
+        Ok(Run {
+            tag,
+            columns: columns.iter().map(|c| c.name.clone()).collect(),
+            args,
+            fp: format!("{:016x}", h.finish()),
+            stem,
+            log_name,
+        })
+    }
+
+    fn paths(&self, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+        let json = dir.join(format!("{}.json", self.stem));
+        if let Some(parent) = json.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        Ok((json, dir.join(&self.log_name)))
+    }
+}
+
+/// The Python the tests' peers run on: `ROTOR_PYTHON`, else what `python3`
+/// is on the host (resolved, as a pyenv shim needs the host's environment).
+fn host_python() -> String {
+    if let Ok(p) = std::env::var("ROTOR_PYTHON") {
+        return p;
+    }
+    output(Command::new("python3").args(["-c", "import sys; print(sys.executable)"]))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "python3".into())
+}
+
+/// smoke.sh's calibration on the host, best of three, in milliseconds: the
+/// guest runs the same and the tests scale their time bounds by the ratio.
+pub(super) fn calibrate(script: &Path) -> Result<u64> {
+    let out = output(Command::new("bash").arg(script).arg("--calibrate"))?;
+    out.trim()
+        .parse()
+        .with_context(|| format!("smoke.sh --calibrate printed {out:?}"))
+}
+
 pub(super) fn now() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
@@ -117,23 +211,25 @@ pub(super) fn cached(path: &Path, fp: &str, force: bool) -> Option<KernelResult>
     (r.fingerprint == fp && r.boot == "ok").then_some(r)
 }
 
-pub(super) fn run_host(smoke_args: &[String], fp: &str, opts: &Options) -> Result<KernelResult> {
+pub(super) fn run_host(run: &Run, opts: &Options) -> Result<KernelResult> {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease")?
         .trim()
         .to_string();
     let dir = kernels_dir().join(format!("host-{release}"));
-    fs::create_dir_all(&dir)?;
-    let json = dir.join("result.json");
-    if let Some(r) = cached(&json, fp, opts.force) {
-        println!("xtask: host {release}: cached ({})", json.display());
+    let (json, log) = run.paths(&dir)?;
+    if let Some(r) = cached(&json, &run.fp, opts.force) {
+        println!(
+            "xtask: host {release} {}: cached ({})",
+            run.tag,
+            json.display()
+        );
         return Ok(r);
     }
-    println!("xtask: host {release}: running the smoke subset (no VM)");
-    let log = dir.join("smoke.log");
+    println!("xtask: host {release}: running {} (no VM)", run.tag);
     let start = Instant::now();
     let rc = run_logged(
         Command::new("bash")
-            .args(smoke_args)
+            .args(&run.args)
             .current_dir(workspace_root()),
         &log,
         opts.timeout,
@@ -143,7 +239,7 @@ pub(super) fn run_host(smoke_args: &[String], fp: &str, opts: &Options) -> Resul
         "-",
         &release,
         "(running)",
-        fp,
+        run,
         rc,
         &log,
         start,
@@ -157,26 +253,30 @@ pub(super) fn run_vm(
     name: &str,
     suite: &str,
     r: &Resolved,
-    smoke_args: &[String],
-    fp: &str,
+    run: &Run,
     opts: &Options,
     root: &Path,
 ) -> Result<KernelResult> {
     let dir = kernels_dir().join(&r.release);
-    fs::create_dir_all(&dir)?;
-    let json = dir.join("result.json");
-    if let Some(cached) = cached(&json, fp, opts.force) {
-        println!("xtask: {} ({name}): cached ({})", r.release, json.display());
+    let (json, log) = run.paths(&dir)?;
+    if let Some(cached) = cached(&json, &run.fp, opts.force) {
+        println!(
+            "xtask: {} ({name}) {}: cached ({})",
+            r.release,
+            run.tag,
+            json.display()
+        );
         return Ok(cached);
     }
     let vmlinuz = fetch(apt, r)?;
-    let log = dir.join("smoke.log");
     println!(
-        "xtask: {} ({name}, {suite}): booting under QEMU (TCG), log {}",
+        "xtask: {} ({name}, {suite}) {}: booting under QEMU (TCG), log {}",
         r.release,
+        run.tag,
         log.display()
     );
-    let exec = smoke_args
+    let exec = run
+        .args
         .iter()
         .map(|a| shell_quote(a))
         .collect::<Vec<_>>()
@@ -218,7 +318,7 @@ pub(super) fn run_vm(
     }
     let package = format!("{} {}", r.packages[0], r.version);
     finish(
-        name, suite, &r.release, &package, fp, rc, &log, start, &json,
+        name, suite, &r.release, &package, run, rc, &log, start, &json,
     )
 }
 
@@ -228,26 +328,33 @@ pub(super) fn finish(
     suite: &str,
     release: &str,
     package: &str,
-    fp: &str,
+    run: &Run,
     rc: Option<i32>,
     log: &Path,
     start: Instant,
     json: &Path,
 ) -> Result<KernelResult> {
     let text = String::from_utf8_lossy(&fs::read(log).unwrap_or_default()).into_owned();
-    let (seen, results, done) = parse_log(&text);
+    let (seen, mut results, done) = parse_log(&text);
     let boot = match (&seen, done, rc) {
         (Some(_), true, _) => "ok".to_string(),
         (_, _, None) => "timed out".to_string(),
         (None, _, Some(c)) => format!("no boot (exit {c})"),
         (Some(_), false, Some(c)) => format!("smoke script died (exit {c})"),
     };
+    // a target the run never finished is a failure of that target, in its column
+    for col in &run.columns {
+        if !results.iter().any(|(c, _)| c == col) {
+            let why = format!("fail {boot} after {} s", start.elapsed().as_secs());
+            results.push((col.clone(), why));
+        }
+    }
     let result = KernelResult {
         name: name.into(),
         suite: suite.into(),
         release: seen.unwrap_or_else(|| release.to_string()),
         package: package.into(),
-        fingerprint: fp.into(),
+        fingerprint: run.fp.clone(),
         boot,
         results,
         seconds: start.elapsed().as_secs(),

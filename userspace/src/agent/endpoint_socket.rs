@@ -37,16 +37,7 @@ pub struct Handshake {
 
 /// The endpoint's concurrent stream limit in a SETTINGS payload, if it sets one.
 pub fn max_streams_in(payload: &[u8]) -> Option<u32> {
-    setting_in(payload, setting::MAX_CONCURRENT_STREAMS)
-}
-
-/// The last value of one setting in a SETTINGS payload, if present.
-pub fn setting_in(payload: &[u8], setting: u16) -> Option<u32> {
-    frame::parse_settings(payload)?
-        .into_iter()
-        .rev()
-        .find(|(id, _)| *id == setting)
-        .map(|(_, v)| v)
+    frame::setting_in(payload, setting::MAX_CONCURRENT_STREAMS)
 }
 
 /// Our settings for every endpoint: response header blocks of all endpoints
@@ -95,7 +86,7 @@ async fn handshake(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Resul
                 kind::SETTINGS if header.has(flag::ACK) => got_ack = true,
                 kind::SETTINGS => {
                     max_streams = max_streams_in(m.payload()).unwrap_or(max_streams);
-                    stream_window = setting_in(m.payload(), setting::INITIAL_WINDOW_SIZE)
+                    stream_window = frame::setting_in(m.payload(), setting::INITIAL_WINDOW_SIZE)
                         .unwrap_or(stream_window);
                     let mut ack = BytesMut::new();
                     frame::settings_ack(&mut ack);

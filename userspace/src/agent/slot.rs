@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::budget::Holder;
 
 use crate::ebpf::abi::UpstreamShared;
-use crate::h2::frame::{kind, FrameHeader, DEFAULT_WINDOW};
+use crate::h2::frame::DEFAULT_WINDOW;
 use crate::h2::message::Message;
 pub use frame_queue::{FrameQueue, Overflow};
 
@@ -151,13 +151,5 @@ impl Slot {
         let backoff = std::time::Duration::from_millis(100 << self.failures.min(4))
             .min(std::time::Duration::from_secs(1));
         self.closed_at.is_none_or(|t| t.elapsed() >= backoff)
-    }
-}
-
-/// DATA payload length of a single frame's bytes (0 for other frames).
-pub fn data_len(bytes: &[u8]) -> u64 {
-    match FrameHeader::parse(bytes) {
-        Some(h) if h.kind == kind::DATA => h.len as u64,
-        _ => 0,
     }
 }

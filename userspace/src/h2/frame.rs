@@ -205,6 +205,16 @@ pub fn parse_settings(payload: &[u8]) -> Option<Vec<(u16, u32)>> {
     )
 }
 
+/// The last value of one setting in a SETTINGS payload, if present (a
+/// setting may repeat: the last one counts, RFC 9113 §6.5).
+pub fn setting_in(payload: &[u8], setting: u16) -> Option<u32> {
+    parse_settings(payload)?
+        .into_iter()
+        .rev()
+        .find(|(id, _)| *id == setting)
+        .map(|(_, v)| v)
+}
+
 /// The error a SETTINGS value breaks RFC 9113 §6.5.2 with, if any.
 pub fn settings_value_error(values: &[(u16, u32)]) -> Option<u32> {
     values.iter().find_map(|(id, v)| match *id {
@@ -220,6 +230,15 @@ pub fn settings_value_error(values: &[(u16, u32)]) -> Option<u32> {
 /// The largest flow-control window (RFC 9113 §6.9.1).
 pub const MAX_WINDOW: u32 = 0x7fff_ffff;
 
+/// The DATA payload length of one frame's bytes (0 for other frames): what
+/// it takes of a flow-control window.
+pub fn data_len(bytes: &[u8]) -> u64 {
+    match FrameHeader::parse(bytes) {
+        Some(h) if h.kind == kind::DATA => h.len as u64,
+        _ => 0,
+    }
+}
+
 /// The increment of a WINDOW_UPDATE payload.
 pub fn parse_window_update(payload: &[u8]) -> Option<u32> {
     let b: [u8; 4] = payload.try_into().ok()?;
@@ -228,6 +247,35 @@ pub fn parse_window_update(payload: &[u8]) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_last_of_a_repeated_setting_counts() {
+        let mut out = bytes::BytesMut::new();
+        super::settings(&mut out, &[(4, 10), (3, 100), (4, 20)]);
+        let payload = &out[super::HEADER_LEN..];
+        assert_eq!(super::setting_in(payload, 4), Some(20));
+        assert_eq!(super::setting_in(payload, 3), Some(100));
+        assert_eq!(super::setting_in(payload, 5), None);
+        assert_eq!(super::setting_in(&payload[..5], 4), None);
+    }
+
+    #[test]
+    fn only_data_frames_have_a_data_length() {
+        let mut out = bytes::BytesMut::new();
+        super::window_update(&mut out, 1, 5);
+        assert_eq!(super::data_len(&out), 0);
+        let mut data = bytes::BytesMut::new();
+        super::FrameHeader {
+            len: 3,
+            kind: super::kind::DATA,
+            flags: 0,
+            stream: 1,
+        }
+        .encode(&mut data);
+        data.extend_from_slice(b"abc");
+        assert_eq!(super::data_len(&data), 3);
+        assert_eq!(super::data_len(&data[..4]), 0, "not a whole header");
+    }
+
     use super::*;
 
     #[test]

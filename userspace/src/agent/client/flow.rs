@@ -9,9 +9,9 @@ use bytes::BytesMut;
 use super::kernel::ConnKernel;
 use super::windows::{endpoint_grant, req_notify_after};
 use super::ClientConn;
-use crate::agent::slot::data_len;
 use crate::ebpf::abi::{STREAM_CLIENT_END, STREAM_SERVER_END};
 use crate::h2::frame;
+use crate::h2::frame::data_len;
 use crate::h2::message::Message;
 
 impl ClientConn {

@@ -132,9 +132,7 @@ impl ClientConn {
                         .store(max, Ordering::SeqCst);
                     self.advertise_stream_limit();
                 }
-                if let Some(window) =
-                    endpoint_socket::setting_in(payload, setting::INITIAL_WINDOW_SIZE)
-                {
+                if let Some(window) = frame::setting_in(payload, setting::INITIAL_WINDOW_SIZE) {
                     self.set_endpoint_stream_window(slot, window);
                 }
                 frame::settings_ack(&mut out);

@@ -17,8 +17,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::kernel::ConnKernel;
-use crate::agent::slot::data_len;
 use crate::ebpf::abi::{CONN_HOLD, CONN_UNHOLD};
+use crate::h2::frame::data_len;
 use crate::h2::frame::{self, error_code, kind, FrameHeader};
 
 /// Waiting streams per connection, beyond which new streams are refused

@@ -20,6 +20,7 @@ use rotor_testbed::cgroup::TestCgroup;
 use rotor_testbed::process::{netns_command, Child, Stream};
 use rotor_testbed::topology::{backend_addr, Topology, VIP};
 use rotor_testbed::util::{find_binary, run_with_timeout};
+use rotor_testbed::{Agent, TestBed};
 
 /// Port of the extra servers started next to each backend's nghttpd.
 pub const GRPC_PORT: u16 = 50051;
@@ -311,4 +312,34 @@ pub fn clip(s: &str, n: usize) -> String {
 /// An integer field of a JSON report (0 if absent).
 pub fn n(v: &Value, path: &str) -> u64 {
     path.split('.').fold(v, |v, k| &v[k]).as_u64().unwrap_or(0)
+}
+
+/// Switches IPv6 off in the client namespace: grpcio's C core then dials
+/// with AF_INET sockets. With IPv6 on (as in every Kubernetes pod, which has
+/// `::1`) it dials through an AF_INET6 socket to `::ffff:VIP`, which only
+/// cgroup/connect6 sees (grpc.rs, `grpc_python_dual_stack_client`).
+pub fn ipv4_only_client(topo: &Topology) -> Result<()> {
+    for key in [
+        "net.ipv6.conf.all.disable_ipv6",
+        "net.ipv6.conf.lo.disable_ipv6",
+    ] {
+        topo.client()
+            .sysctl(key, "1")
+            .context("disabling IPv6 in the client namespace")?;
+    }
+    Ok(())
+}
+
+/// Three backends each serving a `servers` gRPC server on [`GRPC_PORT`]
+/// (with `extra` flags), the agent balancing the VIP over them, IPv6 off in
+/// the client namespace. The servers are returned apart so that they can
+/// be signalled, and drop before the bed.
+pub fn grpc_bed(servers: Grpc, extra: &[&str]) -> Result<(TestBed, Vec<Child>)> {
+    servers.available()?;
+    let mut bed = TestBed::new(3)?;
+    ipv4_only_client(&bed.topo)?;
+    let children = start_grpc_servers(&bed.topo, servers, extra)?;
+    let endpoints = endpoints_on(&bed.topo, GRPC_PORT);
+    bed.agent = Some(Agent::start(&bed.topo, &bed.cgroup, &endpoints)?);
+    Ok((bed, children))
 }

@@ -14,20 +14,7 @@ use serde_json::Value;
 const WHOAMI: &str = "http://10.96.0.10:8080/whoami";
 
 fn grpc_bed(servers: Grpc, extra: &[&str]) -> (TestBed, Vec<Child>) {
-    servers.available().expect("gRPC server peer");
-    let mut bed = TestBed::new(3).expect("test bed");
-    // grpcio clients use AF_INET sockets only without IPv6 (see grpc.rs).
-    for key in [
-        "net.ipv6.conf.all.disable_ipv6",
-        "net.ipv6.conf.lo.disable_ipv6",
-    ] {
-        bed.topo.client().sysctl(key, "1").unwrap();
-    }
-    let children = peers::start_grpc_servers(&bed.topo, servers, extra).expect("gRPC servers");
-    bed.agent = Some(
-        Agent::start(&bed.topo, &bed.cgroup, &endpoints_on(&bed.topo, GRPC_PORT)).expect("agent"),
-    );
-    (bed, children)
+    peers::grpc_bed(servers, extra).expect("gRPC test bed")
 }
 
 fn spawn_client(bed: &TestBed, imp: Grpc, args: &[&str]) -> Running {

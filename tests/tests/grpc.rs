@@ -31,15 +31,7 @@ fn grpc_bed_ipv6(servers: Grpc, ipv6: bool) -> (TestBed, Vec<Child>) {
     servers.available().expect("gRPC server peer");
     let mut bed = TestBed::new(3).expect("test bed");
     if !ipv6 {
-        for key in [
-            "net.ipv6.conf.all.disable_ipv6",
-            "net.ipv6.conf.lo.disable_ipv6",
-        ] {
-            bed.topo
-                .client()
-                .sysctl(key, "1")
-                .expect("disabling IPv6 in the client namespace");
-        }
+        peers::ipv4_only_client(&bed.topo).expect("IPv4-only client");
     }
     let children = peers::start_grpc_servers(&bed.topo, servers, &[]).expect("gRPC servers");
     bed.agent = Some(

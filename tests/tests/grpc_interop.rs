@@ -145,15 +145,7 @@ fn interop_bed(client: Client, server: Server) -> (TestBed, Vec<Child>) {
     server.available();
     client.available();
     let mut bed = TestBed::new(3).expect("test bed");
-    for key in [
-        "net.ipv6.conf.all.disable_ipv6",
-        "net.ipv6.conf.lo.disable_ipv6",
-    ] {
-        bed.topo
-            .client()
-            .sysctl(key, "1")
-            .expect("disabling IPv6 in the client namespace");
-    }
+    peers::ipv4_only_client(&bed.topo).expect("IPv4-only client");
     let listen = format!("0.0.0.0:{GRPC_PORT}");
     let servers = (1..=bed.topo.n_backends())
         .map(|k| {

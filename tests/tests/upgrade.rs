@@ -20,22 +20,6 @@ const WHOAMI: &str = "http://10.96.0.10:8080/whoami";
 /// second GOAWAY comes 1.1 s after the first) and the clients' streams.
 const EXIT_LIMIT: Duration = Duration::from_secs(15);
 
-fn grpc_bed() -> (TestBed, Vec<Child>) {
-    Grpc::Python.available().expect("gRPC server peer");
-    let mut bed = TestBed::new(3).expect("test bed");
-    // grpcio clients use AF_INET sockets only without IPv6 (see grpc.rs).
-    for key in [
-        "net.ipv6.conf.all.disable_ipv6",
-        "net.ipv6.conf.lo.disable_ipv6",
-    ] {
-        bed.topo.client().sysctl(key, "1").unwrap();
-    }
-    let servers = peers::start_grpc_servers(&bed.topo, Grpc::Python, &[]).expect("gRPC servers");
-    let endpoints = endpoints_on(&bed.topo, GRPC_PORT);
-    bed.agent = Some(Agent::start(&bed.topo, &bed.cgroup, &endpoints).expect("agent"));
-    (bed, servers)
-}
-
 /// Starts the new agent beside `old` with the same arguments, sends `old`
 /// SIGTERM and waits for it to exit; returns the new agent and the old
 /// one's stderr.
@@ -86,7 +70,7 @@ fn assert_serves(new: &Agent, what: &str) {
 }
 
 fn upgrade_under_grpc(client: Grpc) {
-    let (mut bed, _servers) = grpc_bed();
+    let (mut bed, _servers) = peers::grpc_bed(Grpc::Python, &[]).expect("gRPC test bed");
     client.available().expect("gRPC client peer");
     let args = [
         "--duration",

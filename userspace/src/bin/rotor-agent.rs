@@ -1,7 +1,7 @@
 //! rotor-agent: per-request HTTP/2 balancing for the Services in --config,
 //! or for the Kubernetes Services labelled `rotor.dev/balance`.
 
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -60,6 +60,10 @@ struct Args {
     /// Entries of the streams map (tests fill it with a few streams).
     #[arg(long, hide = true)]
     max_streams: Option<u32>,
+    /// Serve GET /healthz (alive: not wedged) and /readyz (model applied,
+    /// programs attached, self-check passed) on this address, e.g. $(NODE_IP):15021.
+    #[arg(long, value_name = "ADDR")]
+    health_addr: Option<SocketAddr>,
     /// Check that this kernel has every feature rotor needs, print the result and exit.
     #[arg(long)]
     probe: bool,
@@ -76,6 +80,11 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if args.self_check_connect.is_none() {
+        // Before any bpf(): without CAP_NET_ADMIN the probe would report
+        // features as missing from a kernel that has them (caps.rs).
+        rotor::agent::caps::check()?;
+    }
     if args.probe {
         let cgroup = args.cgroup.exists().then_some(args.cgroup.as_path());
         let support = rotor::ebpf::probe::probe_kernel(cgroup)?;
@@ -132,6 +141,7 @@ fn main() -> anyhow::Result<()> {
         max_sockets: args.max_sockets,
         max_streams: args.max_streams,
         max_queued_bytes: args.max_queued_bytes,
+        health_addr: args.health_addr,
     }))
 }
 

@@ -257,8 +257,10 @@ mod tests {
         h.source_stopped("the Kubernetes watch ended");
         let now = h.origin.elapsed();
         // Keep the heartbeat fresh at every moment looked at.
-        h.beat
-            .store((now + SOURCE_DEAD_BOUND).as_millis() as u64, Ordering::Release);
+        h.beat.store(
+            (now + SOURCE_DEAD_BOUND).as_millis() as u64,
+            Ordering::Release,
+        );
         assert!(h.liveness_at(now + Duration::from_secs(1)).ok);
         let v = h.liveness_at(now + SOURCE_DEAD_BOUND + Duration::from_secs(2));
         assert!(!v.ok && v.why.contains("watch ended"), "{v:?}");

@@ -168,7 +168,12 @@ impl Agent {
     /// Waits for the agent's `ready` line.
     pub fn wait_ready(&mut self, limit: Duration) -> Result<()> {
         self.child
-            .wait_for(Stream::Stdout, "a line `ready`", |l| l.trim() == "ready", limit)
+            .wait_for(
+                Stream::Stdout,
+                "a line `ready`",
+                |l| l.trim() == "ready",
+                limit,
+            )
             .context("starting rotor-agent")?;
         Ok(())
     }

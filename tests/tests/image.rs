@@ -35,6 +35,10 @@ fn archive() -> PathBuf {
 /// The image unpacked by umoci into `dir/bundle`: `rootfs/` and the
 /// runtime's `config.json`.
 fn unpack(dir: &Path) -> PathBuf {
+    // Both tests build target/image; one must not untar what the other is
+    // rewriting.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let layout = dir.join("oci");
     std::fs::create_dir_all(&layout).expect("layout dir");
     run(Command::new("tar")

@@ -138,8 +138,64 @@ impl Agent {
         )
     }
 
+    /// Like [`Agent::start_kubernetes`], without waiting for `ready`: for
+    /// tests that watch the agent start (readiness, a slow API server).
+    pub fn launch_kubernetes(
+        topo: &Topology,
+        cgroup: &TestCgroup,
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> Result<Agent> {
+        let source = [
+            OsString::from("--source"),
+            OsString::from("kubernetes"),
+            OsString::from("--kubeconfig"),
+            kubeconfig.as_os_str().to_owned(),
+        ];
+        let config = topo.dir().join("rotor-agent.yaml");
+        Agent::launch(
+            &agent_binary()?,
+            topo,
+            cgroup,
+            cgroup,
+            &source,
+            extra,
+            config,
+            true,
+        )
+    }
+
+    /// Waits for the agent's `ready` line.
+    pub fn wait_ready(&mut self, limit: Duration) -> Result<()> {
+        self.child
+            .wait_for(
+                Stream::Stdout,
+                "a line `ready`",
+                |l| l.trim() == "ready",
+                limit,
+            )
+            .context("starting rotor-agent")?;
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn spawn(
+        bin: &Path,
+        topo: &Topology,
+        cgroup: &TestCgroup,
+        own: &TestCgroup,
+        source: &[OsString],
+        extra: &[&str],
+        config: PathBuf,
+        kubernetes: bool,
+    ) -> Result<Agent> {
+        let mut agent = Agent::launch(bin, topo, cgroup, own, source, extra, config, kubernetes)?;
+        agent.wait_ready(READY_TIMEOUT)?;
+        Ok(agent)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
         bin: &Path,
         topo: &Topology,
         cgroup: &TestCgroup,
@@ -169,22 +225,14 @@ impl Agent {
         }
         // An agent started beside a running one (an upgrade) keeps its own
         // output files.
-        let running = (1..)
+        let name = (1..)
             .map(|k| match k {
                 1 => "rotor-agent".to_string(),
                 k => format!("rotor-agent-{k}"),
             })
             .find(|name| !topo.dir().join(format!("{name}.stderr")).exists())
             .unwrap_or_else(|| "rotor-agent".into());
-        let mut child = Child::spawn(&running, cmd, topo.dir())?;
-        child
-            .wait_for(
-                Stream::Stdout,
-                "a line `ready`",
-                |l| l.trim() == "ready",
-                READY_TIMEOUT,
-            )
-            .context("starting rotor-agent")?;
+        let child = Child::spawn(&name, cmd, topo.dir())?;
         Ok(Agent {
             child,
             config,
@@ -264,6 +312,19 @@ impl Agent {
     pub fn stop(&mut self) {
         self.child.stop();
     }
+}
+
+/// `GET http://ADDR/PATH` from inside network namespace `netns` (where
+/// the agent's `--health-addr` listens): the status code and the body; 0
+/// when nothing answered.
+pub fn http_get(netns: &str, addr: SocketAddrV4, path: &str) -> Result<(u16, String)> {
+    let mut cmd = netns_command(netns, None, "curl");
+    cmd.args(["-s", "-m", "3", "-w", "\n%{http_code}"])
+        .arg(format!("http://{addr}{path}"));
+    let out = cmd.output().context("running curl")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    Ok((code.trim().parse().unwrap_or(0), body.to_string()))
 }
 
 /// The YAML config the agent reads.

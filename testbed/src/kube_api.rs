@@ -84,6 +84,8 @@ pub(super) struct State {
     epoch: tokio::sync::watch::Sender<u64>,
     /// Longest a watch stays open, whatever its timeoutSeconds.
     watch_limit: Option<Duration>,
+    /// While true, list requests get no answer (a slow API server).
+    lists_held: tokio::sync::watch::Sender<bool>,
     requests: Vec<String>,
 }
 
@@ -117,6 +119,7 @@ impl KubeApi {
             changes,
             epoch: tokio::sync::watch::channel(0).0,
             watch_limit: None,
+            lists_held: tokio::sync::watch::channel(false).0,
             requests: Vec::new(),
         }));
         let (stop, stopped) = oneshot::channel();
@@ -208,6 +211,13 @@ impl KubeApi {
     /// from the last revision they saw.
     pub fn set_watch_limit(&self, limit: Duration) {
         self.lock().watch_limit = Some(limit);
+    }
+
+    /// Holds (true) or releases (false) every list request: a held list
+    /// gets no answer until released, as from an API server too slow to
+    /// answer (after a control-plane upgrade, under load).
+    pub fn hold_lists(&self, held: bool) {
+        self.lock().lists_held.send_replace(held);
     }
 
     /// Applies `obj` while no watch is open and compacts the history up to

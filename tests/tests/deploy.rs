@@ -1,8 +1,9 @@
 //! The manifests in deploy/ are valid Kubernetes objects (kubernetes-validate,
-//! from PyPI, strict: unknown fields are errors) and run the agent on the
-//! Kubernetes source.
+//! from PyPI, strict: unknown fields are errors; and parsed offline into
+//! k8s-openapi's types, with every field known) and run the agent on the
+//! Kubernetes source with least privilege, probes and a kernel check.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The Kubernetes version the manifests are checked against (k8s-openapi's feature too).
@@ -19,6 +20,8 @@ fn manifests() -> Vec<PathBuf> {
         .expect("deploy/")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        // kustomize's own file, not an API object (kustomization_*, below).
+        .filter(|p| !p.ends_with("kustomization.yaml"))
         .collect();
     files.sort();
     files
@@ -34,7 +37,7 @@ fn manifests_validate_against_the_kubernetes_schema() {
         "python3 cannot import kubernetes_validate: `cargo xtask deps` installs it (pip install kubernetes-validate)"
     );
     let files = manifests();
-    assert!(files.len() >= 3, "{files:?}");
+    assert!(files.len() >= 4, "{files:?}");
     let out = Command::new("python3")
         .args([
             "-m",
@@ -57,6 +60,7 @@ fn manifests_validate_against_the_kubernetes_schema() {
         "daemonset/rotor-agent",
         "clusterrole/rotor-agent",
         "service/echo",
+        "namespace/rotor-system",
     ] {
         assert!(
             text.contains(&format!("passed for resource {kind}")),
@@ -81,4 +85,264 @@ fn daemonset_runs_the_kubernetes_source() {
         );
     }
     assert!(rbac.contains("[\"get\", \"list\", \"watch\"]"), "{rbac}");
+}
+
+/// Every document of every manifest, as YAML values.
+fn documents() -> Vec<(PathBuf, serde_yaml_ng::Value)> {
+    let mut out = Vec::new();
+    for file in manifests() {
+        let text = std::fs::read_to_string(&file).expect("manifest");
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let v = <serde_yaml_ng::Value as serde::Deserialize>::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            if !v.is_null() {
+                out.push((file.clone(), v));
+            }
+        }
+    }
+    out
+}
+
+/// `doc` as a `T`, failing on any field `T` does not have: k8s-openapi's
+/// types skip unknown fields, so a typo (`readOnlyRootFileSystem`) would
+/// parse and be lost; what comes back from `T` must be what went in.
+fn strict<T>(file: &Path, doc: &serde_yaml_ng::Value) -> T
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let typed: T = serde_yaml_ng::from_value(doc.clone())
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let back = serde_yaml_ng::to_value(&typed).expect("serialize");
+    let (want, got) = (
+        serde_json::to_value(doc).expect("json"),
+        serde_json::to_value(&back).expect("json"),
+    );
+    if want != got {
+        panic!(
+            "{}: fields the API does not know (or typed differently):\n{}\nparsed back as\n{}",
+            file.display(),
+            serde_json::to_string_pretty(&want).unwrap_or_default(),
+            serde_json::to_string_pretty(&got).unwrap_or_default()
+        );
+    }
+    typed
+}
+
+#[test]
+fn manifests_parse_offline_into_kubernetes_types_with_every_field_known() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let mut kinds = Vec::new();
+    for (file, doc) in documents() {
+        let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+        match (
+            doc["apiVersion"].as_str().unwrap_or_default(),
+            kind.as_str(),
+        ) {
+            ("apps/v1", "DaemonSet") => drop(strict::<DaemonSet>(&file, &doc)),
+            ("v1", "Namespace") => drop(strict::<Namespace>(&file, &doc)),
+            ("v1", "Service") => drop(strict::<Service>(&file, &doc)),
+            ("v1", "ServiceAccount") => drop(strict::<ServiceAccount>(&file, &doc)),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+                drop(strict::<ClusterRole>(&file, &doc))
+            }
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                drop(strict::<ClusterRoleBinding>(&file, &doc))
+            }
+            (v, k) => panic!("{}: no type for {v} {k}", file.display()),
+        }
+        kinds.push(kind);
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "DaemonSet",
+            "Namespace",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+}
+
+fn daemonset() -> k8s_openapi::api::apps::v1::DaemonSet {
+    let file = deploy_dir().join("daemonset.yaml");
+    let doc = serde_yaml_ng::from_str(&std::fs::read_to_string(&file).expect("daemonset.yaml"))
+        .expect("YAML");
+    strict(&file, &doc)
+}
+
+/// Not privileged; CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON added after
+/// dropping ALL (what tests/capabilities.rs and tests/image.rs run the
+/// agent with); RuntimeDefault seccomp; read-only root; Linux nodes only;
+/// the kernel probe first; probes on the port `--health-addr` names.
+#[test]
+fn daemonset_runs_with_least_privilege_probes_and_a_kernel_check() {
+    let ds = daemonset();
+    let pod = ds.spec.and_then(|s| s.template.spec).expect("pod spec");
+    assert_eq!(
+        pod.node_selector
+            .as_ref()
+            .and_then(|n| n.get("kubernetes.io/os"))
+            .map(String::as_str),
+        Some("linux")
+    );
+    let init = pod.init_containers.clone().unwrap_or_default();
+    assert_eq!(init.len(), 1, "one init container: the kernel probe");
+    assert_eq!(
+        init[0]
+            .args
+            .as_deref()
+            .and_then(|a| a.first())
+            .map(String::as_str),
+        Some("--probe")
+    );
+    assert_eq!(pod.containers.len(), 1);
+    let agent = &pod.containers[0];
+    assert_eq!(init[0].image, agent.image, "the probe is the agent's image");
+    for c in [&init[0], agent] {
+        let sc = c.security_context.clone().expect("securityContext");
+        assert_eq!(sc.privileged, Some(false), "{}", c.name);
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+        assert_eq!(
+            sc.seccomp_profile.map(|p| p.type_).as_deref(),
+            Some("RuntimeDefault"),
+            "{}",
+            c.name
+        );
+        let caps = sc.capabilities.expect("capabilities");
+        assert_eq!(caps.drop, Some(vec!["ALL".to_string()]), "{}", c.name);
+        let mut add = caps.add.unwrap_or_default();
+        add.sort();
+        assert_eq!(add, ["BPF", "NET_ADMIN", "PERFMON"], "{}", c.name);
+    }
+    let args = agent.args.clone().unwrap_or_default();
+    let health = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--health-addr="))
+        .expect("--health-addr");
+    let port: i32 = health
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("health port");
+    // A declared port of a host-network pod is a host port, and would keep
+    // the surge pod of an upgrade off the node: the probes name the number.
+    assert!(
+        agent.ports.as_ref().is_none_or(|p| p.is_empty()),
+        "no container port: {:?}",
+        agent.ports
+    );
+    for (probe, path) in [
+        (agent.readiness_probe.as_ref(), "/readyz"),
+        (agent.liveness_probe.as_ref(), "/healthz"),
+    ] {
+        let get = probe.and_then(|p| p.http_get.as_ref()).expect(path);
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(
+            get.port,
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(port)
+        );
+    }
+    // Upgrades start the new agent beside the old, which drains within the
+    // pod's grace period.
+    let strategy = ds_strategy();
+    assert_eq!(
+        (strategy.0.as_deref(), strategy.1.as_deref()),
+        (Some("1"), Some("0")),
+        "maxSurge 1, maxUnavailable 0"
+    );
+    let drain: i64 = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--drain-timeout="))
+        .and_then(|s| s.parse().ok())
+        .expect("--drain-timeout");
+    let grace = pod.termination_grace_period_seconds.expect("terminationGracePeriodSeconds");
+    assert!(drain < grace, "--drain-timeout {drain} s within the grace period {grace} s");
+}
+
+/// The DaemonSet's (maxSurge, maxUnavailable), as strings.
+fn ds_strategy() -> (Option<String>, Option<String>) {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let text = |v: Option<IntOrString>| {
+        v.map(|v| match v {
+            IntOrString::Int(n) => n.to_string(),
+            IntOrString::String(s) => s,
+        })
+    };
+    let update = daemonset()
+        .spec
+        .and_then(|s| s.update_strategy)
+        .and_then(|u| u.rolling_update)
+        .expect("a rolling update");
+    (text(update.max_surge), text(update.max_unavailable))
+}
+
+/// The fields kustomize reads here (unknown ones are an error).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Kustomization {
+    api_version: String,
+    kind: String,
+    namespace: String,
+    resources: Vec<String>,
+    images: Vec<KustomizeImage>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct KustomizeImage {
+    name: String,
+    new_name: String,
+    new_tag: String,
+}
+
+/// The kustomization applies every manifest but the example, in the
+/// namespace it creates, and its `images:` entry is the name the
+/// DaemonSet's containers use.
+#[test]
+fn kustomization_names_the_namespace_the_image_and_every_manifest() {
+    let text = std::fs::read_to_string(deploy_dir().join("kustomization.yaml"))
+        .expect("kustomization.yaml");
+    let k: Kustomization = serde_yaml_ng::from_str(&text).expect("kustomization");
+    assert_eq!(
+        (k.api_version.as_str(), k.kind.as_str()),
+        ("kustomize.config.k8s.io/v1beta1", "Kustomization")
+    );
+    let mut listed = k.resources.clone();
+    listed.sort();
+    let mut want: Vec<String> = manifests()
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| n != "example-service.yaml")
+        .collect();
+    want.sort();
+    assert_eq!(listed, want);
+    let ns = documents()
+        .into_iter()
+        .find(|(_, d)| d["kind"] == "Namespace")
+        .expect("a Namespace");
+    assert_eq!(
+        ns.1["metadata"]["name"].as_str(),
+        Some(k.namespace.as_str())
+    );
+    assert_eq!(
+        ns.1["metadata"]["labels"]["pod-security.kubernetes.io/enforce"].as_str(),
+        Some("privileged"),
+        "README, Install: the PodSecurity level"
+    );
+    let ds = daemonset();
+    let pod = ds.spec.and_then(|s| s.template.spec).expect("pod spec");
+    for c in pod.init_containers.iter().flatten().chain(&pod.containers) {
+        assert_eq!(
+            c.image.as_deref(),
+            Some(k.images[0].name.as_str()),
+            "{}",
+            c.name
+        );
+    }
+    assert!(!k.images[0].new_name.is_empty() && !k.images[0].new_tag.is_empty());
 }

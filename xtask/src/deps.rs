@@ -43,6 +43,13 @@ const NEEDS: &[Need] = &[
     // NodeSource's nodejs ships both. Each is asked for only if absent.
     Need::Command("node", "nodejs"),
     Need::Command("npm", "npm"),
+    // The agent's image (`cargo xtask image`, tests/tests/image.rs): umoci
+    // builds it without a daemon, strip drops the debug info, capsh runs
+    // the agent from it with its capabilities only.
+    Need::Command("umoci", "umoci"),
+    Need::Command("strip", "binutils"),
+    Need::Command("capsh", "libcap2-bin"),
+    Need::Command("setpriv", "util-linux"),
     Need::Package("libbpf-dev"),
     Need::Package("linux-libc-dev"),
     // bindgen in userspace/build.rs loads libclang to read ebpf/include/rotor.h.
@@ -190,6 +197,21 @@ fn ensure_python() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What `cargo xtask image` needs, and nothing else of the list.
+pub fn ensure_image_tools() -> Result<()> {
+    let want: Vec<&str> = ["umoci", "binutils"]
+        .into_iter()
+        .filter(|p| missing().contains(p))
+        .collect();
+    if want.is_empty() {
+        return Ok(());
+    }
+    apt_get(&["update"])?;
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    args.extend(want);
+    apt_get(&args)
 }
 
 /// Installs the packages if anything is missing; does nothing otherwise.

@@ -2,6 +2,7 @@
 
 mod deps;
 mod fuzz;
+mod image;
 mod kernels;
 
 use std::path::PathBuf;
@@ -64,6 +65,12 @@ enum Cmd {
         /// Targets to run (default: all): message_reader, header_rewrite,
         /// hpack_decode, kernel_framing.
         targets: Vec<String>,
+    },
+    /// Build the agent's OCI image from scratch (umoci): target/image/rotor-agent.oci.tar.
+    Image {
+        /// Skip `cargo build --release -p rotor` (use the agent already built).
+        #[arg(long)]
+        no_build: bool,
     },
     /// Remove namespaces and cgroups left by test runs that were killed (owner process gone).
     Clean,
@@ -140,6 +147,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Cmd::Image { no_build } => image_command(no_build),
         Cmd::Clean => {
             let swept = rotor_testbed::sweep::sweep()?;
             for n in &swept.netns {
@@ -266,6 +274,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(exit(cargo(&full)?))
         }
     }
+}
+
+fn image_command(no_build: bool) -> Result<ExitCode> {
+    deps::ensure_image_tools()?;
+    if !no_build {
+        let code = cargo(&strings(&["build", "--release", "-p", "rotor", "--bins"]))?;
+        if code != 0 {
+            return Ok(exit(code));
+        }
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let built = image::build(
+        &target.join("release").join("rotor-agent"),
+        &target.join("image"),
+    )?;
+    for f in &built.files {
+        println!("xtask: image: /{f}");
+    }
+    println!("xtask: wrote {}", built.archive.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {

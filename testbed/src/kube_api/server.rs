@@ -37,7 +37,18 @@ pub(super) async fn serve(
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let st = st.clone();
-                async move { Ok::<_, Infallible>(handle(&st, req)) }
+                async move {
+                    let watching = req.uri().query().is_some_and(|q| q.contains("watch=true"));
+                    if !watching {
+                        let mut held = st
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .lists_held
+                            .subscribe();
+                        let _ = held.wait_for(|h| !h).await;
+                    }
+                    Ok::<_, Infallible>(handle(&st, req))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)

@@ -3,11 +3,13 @@
 
 mod admin;
 pub mod budget;
+pub mod caps;
 mod client;
 mod drain;
 mod endpoint_socket;
 mod events;
 mod fail_open;
+pub mod health;
 mod injector;
 mod liveness;
 mod registry;
@@ -43,8 +45,11 @@ pub enum Source {
     Kubernetes { kubeconfig: Option<PathBuf> },
 }
 
-/// How long the agent waits at start for the Kubernetes lists.
-const KUBE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the agent says it is still waiting for the Kubernetes lists
+/// at start. It waits for as long as it takes (not ready meanwhile): an API
+/// server that is slow after a control-plane upgrade must not put every
+/// node's agent into a crash loop.
+const KUBE_SYNC_REPORT: Duration = Duration::from_secs(10);
 
 pub struct AgentOptions {
     pub source: Source,
@@ -59,6 +64,8 @@ pub struct AgentOptions {
     pub max_queued_bytes: usize,
     /// How long a stopping agent carries its connections (drain.rs).
     pub drain_timeout: Duration,
+    /// Where `/healthz` and `/readyz` are served (health.rs), if anywhere.
+    pub health_addr: Option<SocketAddr>,
 }
 
 /// What every connection task shares.
@@ -72,6 +79,12 @@ pub struct Shared {
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
+    let health = health::Health::new();
+    health.spawn_heartbeat();
+    if let Some(addr) = opts.health_addr {
+        health::serve(addr, health.clone())?;
+    }
+    health.waiting_for("reading the Services");
     let (model, updates) = match &opts.source {
         Source::File(path) => {
             let mut config = ConfigFile::new(path);
@@ -84,11 +97,12 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         Source::Kubernetes { kubeconfig } => {
             let client = crate::model::kube::client(kubeconfig.as_deref()).await?;
             let mut source = KubeSource::start(client);
-            let model = source.first(KUBE_SYNC_TIMEOUT).await?;
+            let model = first_model(&mut source, &health).await?;
             (model, Updates::Kubernetes(source))
         }
     };
 
+    health.waiting_for("loading and attaching the programs");
     let (listener, listen_addr) =
         drain::listen(opts.listen).with_context(|| format!("listening on {}", opts.listen))?;
     let dp = Arc::new(
@@ -119,12 +133,18 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     tokio::spawn(report_fail_open(dp.clone()));
     match updates {
         Updates::File(config) => drop(tokio::spawn(watch_config(config, shared.clone()))),
-        Updates::Kubernetes(source) => drop(tokio::spawn(watch_models(source, shared.clone()))),
+        Updates::Kubernetes(source) => drop(tokio::spawn(watch_models(
+            source,
+            shared.clone(),
+            health.clone(),
+        ))),
     }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let accepting = tokio::spawn(accept(listener, shared.clone()));
+    health.waiting_for("the self-check (a connect from the balanced cgroup redirected and served)");
     self_check::run(&dp, &opts.cgroup).await?;
+    health.set_ready();
     tracing::info!(listen = %listen_addr, cgroup = %opts.cgroup.display(), services = model.services.len(), "agent ready: a connect from the balanced cgroup was redirected and served");
     let mut stdout = tokio::io::stdout();
     stdout.write_all(b"ready\n").await?;
@@ -224,7 +244,25 @@ enum Updates {
     Kubernetes(KubeSource),
 }
 
-async fn watch_models(source: KubeSource, shared: Arc<Shared>) {
+/// The first complete model, however long the API server takes; readiness
+/// says what the agent waits for meanwhile.
+async fn first_model(source: &mut KubeSource, health: &health::Health) -> anyhow::Result<Model> {
+    health.waiting_for("the Kubernetes Services and EndpointSlices to be listed");
+    let start = tokio::time::Instant::now();
+    loop {
+        match source.first(KUBE_SYNC_REPORT).await {
+            Ok(model) => return Ok(model),
+            Err(e @ crate::model::kube::KubeError::NotSynced { .. }) => {
+                let waited = start.elapsed().as_secs();
+                tracing::warn!(error = %e, waited_s = waited, "still waiting for the Kubernetes API server; not ready");
+                health.waiting_for(format!("waiting for the Kubernetes API server: {e}"));
+            }
+            Err(e) => return Err(e).context("the Kubernetes source"),
+        }
+    }
+}
+
+async fn watch_models(source: KubeSource, shared: Arc<Shared>, health: Arc<health::Health>) {
     let mut models = source.models();
     while models.changed().await.is_ok() {
         let model = models.borrow_and_update().clone();
@@ -236,6 +274,7 @@ async fn watch_models(source: KubeSource, shared: Arc<Shared>) {
         }
     }
     tracing::error!("the Kubernetes source stopped; keeping the last model");
+    health.source_stopped("the Kubernetes watch ended");
 }
 
 async fn watch_config(mut config: ConfigFile, shared: Arc<Shared>) {

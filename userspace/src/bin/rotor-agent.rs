@@ -1,7 +1,7 @@
 //! rotor-agent: per-request HTTP/2 balancing for the Services in --config,
 //! or for the Kubernetes Services labelled `rotor.dev/balance`.
 
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -66,6 +66,10 @@ struct Args {
     /// original one. Keep it below the pod's terminationGracePeriodSeconds.
     #[arg(long, default_value = "25", value_name = "SECONDS")]
     drain_timeout: u64,
+    /// Serve GET /healthz (alive: not wedged) and /readyz (model applied,
+    /// programs attached, self-check passed) on this address, e.g. $(NODE_IP):15021.
+    #[arg(long, value_name = "ADDR")]
+    health_addr: Option<SocketAddr>,
     /// Check that this kernel has every feature rotor needs, print the result and exit.
     #[arg(long)]
     probe: bool,
@@ -82,6 +86,11 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if args.self_check_connect.is_none() {
+        // Before any bpf(): without CAP_NET_ADMIN the probe would report
+        // features as missing from a kernel that has them (caps.rs).
+        rotor::agent::caps::check()?;
+    }
     if args.probe {
         let cgroup = args.cgroup.exists().then_some(args.cgroup.as_path());
         let support = rotor::ebpf::probe::probe_kernel(cgroup)?;
@@ -139,6 +148,7 @@ fn main() -> anyhow::Result<()> {
         max_streams: args.max_streams,
         max_queued_bytes: args.max_queued_bytes,
         drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
+        health_addr: args.health_addr,
     }))
 }
 

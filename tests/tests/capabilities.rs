@@ -9,8 +9,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use rotor_tests::agent::agent_binary;
-use rotor_tests::{uneven_spread, Agent, LoadSpec, TestBed};
+use rotor_testbed::agent::agent_binary;
+use rotor_testbed::{uneven_spread, Agent, LoadSpec, TestBed};
 
 const BACKENDS: [&str; 3] = ["be1", "be2", "be3"];
 

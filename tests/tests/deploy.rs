@@ -260,8 +260,13 @@ fn daemonset_runs_with_least_privilege_probes_and_a_kernel_check() {
         .find_map(|a| a.strip_prefix("--drain-timeout="))
         .and_then(|s| s.parse().ok())
         .expect("--drain-timeout");
-    let grace = pod.termination_grace_period_seconds.expect("terminationGracePeriodSeconds");
-    assert!(drain < grace, "--drain-timeout {drain} s within the grace period {grace} s");
+    let grace = pod
+        .termination_grace_period_seconds
+        .expect("terminationGracePeriodSeconds");
+    assert!(
+        drain < grace,
+        "--drain-timeout {drain} s within the grace period {grace} s"
+    );
 }
 
 /// The DaemonSet's (maxSurge, maxUnavailable), as strings.

@@ -13,9 +13,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rotor_tests::agent::agent_binary;
-use rotor_tests::util::{run, target_dir, TempDir};
-use rotor_tests::{uneven_spread, Agent, LoadSpec, TestBed};
+use rotor_testbed::agent::agent_binary;
+use rotor_testbed::util::{run, target_dir, TempDir};
+use rotor_testbed::{uneven_spread, Agent, LoadSpec, TestBed};
 
 const ENTRYPOINT: &str = "/usr/local/bin/rotor-agent";
 const BACKENDS: [&str; 3] = ["be1", "be2", "be3"];

@@ -6,9 +6,9 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use rotor_tests::agent::http_get;
-use rotor_tests::kube_api::{endpoint_slice, service, EndpointState, Kind, KubeApi};
-use rotor_tests::{backend_addr, uneven_spread, Agent, LoadSpec, TestBed, VIP};
+use rotor_testbed::agent::http_get;
+use rotor_testbed::kube_api::{endpoint_slice, service, EndpointState, Kind, KubeApi};
+use rotor_testbed::{backend_addr, uneven_spread, Agent, LoadSpec, TestBed, VIP};
 
 const HEALTH: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 15021);
 const BACKENDS: [&str; 3] = ["be1", "be2", "be3"];

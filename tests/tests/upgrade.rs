@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use std::net::SocketAddrV4;
 
 use rotor_testbed::tools::h2load;
-use rotor_testbed::{Agent, Child, TestBed, TestCgroup, Topology};
+use rotor_testbed::{Agent, TestBed, TestCgroup, Topology};
 use rotor_tests::peers::{self, endpoints_on, grpc_client_command, n, Grpc, Running, GRPC_PORT};
 use rotor_tests::probe;
 use serde_json::Value;

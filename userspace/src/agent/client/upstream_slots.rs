@@ -110,6 +110,8 @@ impl ClientConn {
             dp: self.shared.dp.clone(),
             cookie,
             read_bytes: hs.read_bytes,
+            conn: id,
+            slot,
         };
         s.reader = Some(endpoint_socket::spawn_reader(
             slot,

@@ -37,6 +37,20 @@ pub fn agent_binary() -> Result<PathBuf> {
     Ok(p)
 }
 
+/// A script `dir/NAME.sh` that runs the agent binary under `prefix` (a
+/// command that then execs it: setpriv, unshare, strace), passing its
+/// arguments on: for [`Agent::start_binary`].
+pub fn agent_wrapper(dir: &Path, name: &str, prefix: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let agent = agent_binary()?;
+    let path = dir.join(format!("{name}.sh"));
+    let script = format!("#!/bin/sh\nexec {prefix} '{}' \"$@\"\n", agent.display());
+    fs::write(&path, script).with_context(|| format!("writing {}", path.display()))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} executable", path.display()))?;
+    Ok(path)
+}
+
 /// A running rotor-agent. Dropping it stops the process (SIGTERM, then SIGKILL).
 #[derive(Debug)]
 pub struct Agent {
@@ -119,23 +133,9 @@ impl Agent {
         kubeconfig: &Path,
         extra: &[&str],
     ) -> Result<Agent> {
-        let source = [
-            OsString::from("--source"),
-            OsString::from("kubernetes"),
-            OsString::from("--kubeconfig"),
-            kubeconfig.as_os_str().to_owned(),
-        ];
-        let config = topo.dir().join("rotor-agent.yaml");
-        Agent::spawn(
-            &agent_binary()?,
-            topo,
-            cgroup,
-            cgroup,
-            &source,
-            extra,
-            config,
-            true,
-        )
+        let mut agent = Agent::launch_kubernetes(topo, cgroup, kubeconfig, extra)?;
+        agent.wait_ready(READY_TIMEOUT)?;
+        Ok(agent)
     }
 
     /// Like [`Agent::start_kubernetes`], without waiting for `ready`: for
@@ -225,13 +225,13 @@ impl Agent {
         }
         // An agent started beside a running one (an upgrade) keeps its own
         // output files.
-        let name = (1..)
-            .map(|k| match k {
-                1 => "rotor-agent".to_string(),
-                k => format!("rotor-agent-{k}"),
-            })
-            .find(|name| !topo.dir().join(format!("{name}.stderr")).exists())
-            .unwrap_or_else(|| "rotor-agent".into());
+        let mut name = "rotor-agent".to_string();
+        for k in 2.. {
+            if !topo.dir().join(format!("{name}.stderr")).exists() {
+                break;
+            }
+            name = format!("rotor-agent-{k}");
+        }
         let child = Child::spawn(&name, cmd, topo.dir())?;
         Ok(Agent {
             child,

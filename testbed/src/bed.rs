@@ -68,6 +68,24 @@ impl TestBed {
         spawn_load(&self.topo, Some(&self.cgroup), spec)
     }
 
+    /// One connection, 8 streams at a time, 3,000 requests: an error unless
+    /// all succeed and `backends` served them evenly (each within 100 of its
+    /// share), what per-request balancing gives and per-connection balancing
+    /// does not (`balance.rs::plain_dnat_fails_the_spread_check`).
+    pub fn check_balanced(&mut self, backends: &[&str]) -> Result<()> {
+        let before = self.topo.request_counts()?;
+        let report = self.load(&LoadSpec::whoami(1, 8, 3000))?;
+        let served = self.served_since(&before)?;
+        if (report.ok, report.failed) != (3000, 0) {
+            bail!("{report:?}\n{}", self.diagnostics());
+        }
+        let counted = served.iter().map(|(k, v)| (k.as_str(), *v));
+        if let Some(e) = crate::load::uneven_spread(counted, backends, 3000, 100) {
+            bail!("requests the backends served: {e}\n{}", self.diagnostics());
+        }
+        Ok(())
+    }
+
     /// Fails with the agent's stderr if it has died (call after a failing check).
     pub fn check_agent(&mut self) -> Result<()> {
         match self.agent.as_mut() {

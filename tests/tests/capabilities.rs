@@ -6,11 +6,10 @@
 //! capabilities after exec are its bounding set, as in a container whose
 //! runtime dropped the rest.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use rotor_testbed::agent::agent_binary;
-use rotor_testbed::{uneven_spread, Agent, LoadSpec, TestBed};
+use rotor_testbed::agent::agent_wrapper;
+use rotor_testbed::{Agent, TestBed};
 
 const BACKENDS: [&str; 3] = ["be1", "be2", "be3"];
 
@@ -27,18 +26,9 @@ fn agent_with_caps(dir: &Path, name: &str, caps: &[&str]) -> PathBuf {
         .chain(caps.iter().map(|c| format!("+{c}")))
         .collect::<Vec<_>>()
         .join(",");
-    let script = dir.join(format!("{name}.sh"));
-    let agent = agent_binary().expect("agent binary");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nexec setpriv --inh-caps=-all --ambient-caps=-all --bounding-set={bounding} -- '{}' \"$@\"\n",
-            agent.display()
-        ),
-    )
-    .expect("wrapper script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    script
+    let prefix =
+        format!("setpriv --inh-caps=-all --ambient-caps=-all --bounding-set={bounding} --");
+    agent_wrapper(dir, name, &prefix).expect("wrapper script")
 }
 
 /// CapEff of a running process.
@@ -71,14 +61,8 @@ fn agent_with_only_bpf_net_admin_and_perfmon_balances() {
         "the agent's effective capabilities"
     );
     bed.agent = Some(agent);
-    let before = bed.topo.request_counts().expect("counts");
-    let report = bed.load(&LoadSpec::whoami(1, 8, 3000)).expect("load");
-    let served = bed.served_since(&before).expect("counts");
-    let diag = bed.diagnostics();
-    assert_eq!((report.ok, report.failed), (3000, 0), "{report:?}\n{diag}");
-    let counted = served.iter().map(|(k, v)| (k.as_str(), *v));
-    if let Some(e) = uneven_spread(counted, &BACKENDS, 3000, 100) {
-        panic!("requests the backends served: {e}\n{diag}");
+    if let Err(e) = bed.check_balanced(&BACKENDS) {
+        panic!("{e:#}");
     }
 }
 

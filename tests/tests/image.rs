@@ -15,7 +15,7 @@ use std::process::Command;
 
 use rotor_testbed::agent::agent_binary;
 use rotor_testbed::util::{run, target_dir, TempDir};
-use rotor_testbed::{uneven_spread, Agent, LoadSpec, TestBed};
+use rotor_testbed::{Agent, TestBed};
 
 const ENTRYPOINT: &str = "/usr/local/bin/rotor-agent";
 const BACKENDS: [&str; 3] = ["be1", "be2", "be3"];
@@ -207,13 +207,7 @@ fn agent_from_the_image_with_only_its_capabilities_balances() {
         "the image's root is writable: {root_mount}"
     );
     bed.agent = Some(agent);
-    let before = bed.topo.request_counts().expect("counts");
-    let report = bed.load(&LoadSpec::whoami(1, 8, 3000)).expect("load");
-    let served = bed.served_since(&before).expect("counts");
-    let diag = bed.diagnostics();
-    assert_eq!((report.ok, report.failed), (3000, 0), "{report:?}\n{diag}");
-    let counted = served.iter().map(|(k, v)| (k.as_str(), *v));
-    if let Some(e) = uneven_spread(counted, &BACKENDS, 3000, 100) {
-        panic!("requests the backends served: {e}\n{diag}");
+    if let Err(e) = bed.check_balanced(&BACKENDS) {
+        panic!("{e:#}");
     }
 }

@@ -3,29 +3,18 @@
 //! original path, and nobody but the agent steers frames.
 
 use std::net::SocketAddrV4;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rotor_testbed::agent::{agent_binary, Agent};
+use rotor_testbed::agent::{agent_wrapper, Agent};
 use rotor_testbed::{LoadSpec, TestBed, VIP};
 use rotor_tests::probe::{self, Dmesg};
 
 /// A script that starts the agent in a PID namespace of its own, as in a pod
 /// without hostPID: its `getpid()` is 1 there, never the kernel's tgid.
 fn pidns_wrapper(dir: &Path) -> PathBuf {
-    let agent = agent_binary().expect("agent binary");
-    let path = dir.join("rotor-agent-pidns.sh");
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\nexec unshare --pid --fork --kill-child -- {} \"$@\"\n",
-            agent.display()
-        ),
-    )
-    .expect("writing the wrapper");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    path
+    let prefix = "unshare --pid --fork --kill-child --";
+    agent_wrapper(dir, "rotor-agent-pidns", prefix).expect("writing the wrapper")
 }
 
 /// The PID namespace of a process (`/proc/PID/ns/pid`).
@@ -398,19 +387,9 @@ print(json.dumps({"found": True, "port": port, "written": written, "closed": clo
 /// main thread) held back 300 ms by strace, so a stranger waiting for the
 /// injector's listener always connects first.
 fn slow_injector_wrapper(dir: &Path) -> PathBuf {
-    let agent = agent_binary().expect("agent binary");
-    let path = dir.join("rotor-agent-slow-injector.sh");
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\nexec strace -f --seccomp-bpf -qq -o /dev/null -e trace=connect \
-             -e inject=connect:delay_enter=300000:when=1 -- setpriv --pdeathsig KILL -- {} \"$@\"\n",
-            agent.display()
-        ),
-    )
-    .expect("writing the wrapper");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    path
+    let prefix = "strace -f --seccomp-bpf -qq -o /dev/null -e trace=connect \
+                  -e inject=connect:delay_enter=300000:when=1 -- setpriv --pdeathsig KILL --";
+    agent_wrapper(dir, "rotor-agent-slow-injector", prefix).expect("writing the wrapper")
 }
 
 /// A stranger that connects to the injector's loopback port before the

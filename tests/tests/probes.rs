@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rotor_testbed::agent::http_get;
 use rotor_testbed::kube_api::{endpoint_slice, service, EndpointState, Kind, KubeApi};
-use rotor_testbed::{backend_addr, uneven_spread, Agent, LoadSpec, TestBed, VIP};
+use rotor_testbed::{backend_addr, Agent, TestBed, VIP};
 
 const HEALTH: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 15021);
 const BACKENDS: [&str; 3] = ["be1", "be2", "be3"];
@@ -93,14 +93,8 @@ fn not_ready_while_the_api_server_is_slow_then_ready_and_balancing() {
     assert_eq!(get("/healthz").0, 200);
     bed.agent = Some(agent);
 
-    let before = bed.topo.request_counts().expect("counts");
-    let report = bed.load(&LoadSpec::whoami(1, 8, 3000)).expect("load");
-    let served = bed.served_since(&before).expect("counts");
-    let diag = bed.diagnostics();
-    assert_eq!((report.ok, report.failed), (3000, 0), "{report:?}\n{diag}");
-    let counted = served.iter().map(|(k, v)| (k.as_str(), *v));
-    if let Some(e) = uneven_spread(counted, &BACKENDS, 3000, 100) {
-        panic!("requests the backends served: {e}\n{diag}");
+    if let Err(e) = bed.check_balanced(&BACKENDS) {
+        panic!("{e:#}");
     }
 }
 

@@ -172,13 +172,13 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(1);
 /// error code of a connection error the agent gives the endpoint (it
 /// flooded, or it was cut for the node's budget): the reader says goodbye.
 pub fn spawn_reader(
-    slot: u32,
     stream: TcpStream,
     joined: Joined,
     tx: mpsc::UnboundedSender<UpstreamEvent>,
     dropped: watch::Receiver<u32>,
     holder: Arc<Holder>,
 ) -> tokio::task::JoinHandle<()> {
+    let slot = joined.slot;
     tokio::spawn(async move {
         let mut reader = MessageReader::new(Expect::Frames);
         let mut buf = vec![0u8; 32 * 1024];
@@ -387,7 +387,8 @@ pub struct Joined {
     pub dp: std::sync::Arc<crate::ebpf::Datapath>,
     pub cookie: u64,
     pub read_bytes: u64,
-    /// Where the kernel counts this upstream (`conns[conn].up[slot]`).
+    /// Where the kernel counts this upstream (`conns[conn].up[slot]`), and
+    /// the slot the reader's events name.
     pub conn: u32,
     pub slot: u32,
 }

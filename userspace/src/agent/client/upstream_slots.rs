@@ -114,7 +114,6 @@ impl ClientConn {
             slot,
         };
         s.reader = Some(endpoint_socket::spawn_reader(
-            slot,
             hs.stream,
             joined,
             self.up_tx.clone(),

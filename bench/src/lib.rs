@@ -17,6 +17,7 @@
 pub mod backend;
 mod bed;
 pub mod chart;
+pub mod conn_memory;
 pub mod dnat;
 pub mod haproxy;
 pub mod load;

@@ -55,6 +55,10 @@ enum Cmd {
         /// Skip `cargo build --release --workspace --bins`.
         #[arg(long)]
         no_build: bool,
+        /// Only the agent's memory per connection (0, 1,000, 5,000 idle and
+        /// 1,000 busy connections; about 2 minutes): target/bench/conn-memory.md.
+        #[arg(long)]
+        conn_memory: bool,
     },
     /// Run the cargo-fuzz targets (userspace/fuzz) on stable, each for a time;
     /// installs cargo-fuzz if missing. Fails on a crash and names the reproducer.
@@ -193,6 +197,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             rate,
             only,
             no_build,
+            conn_memory,
         } => {
             deps::ensure()?;
             if !no_build {
@@ -208,13 +213,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(r) = rate {
                 opts.rate = r;
             }
+            let whole = only.is_empty() && !conn_memory;
             opts.only = only;
-            let report = rotor_bench::run_bench(&opts)?;
-            println!("\n{}", report.markdown());
-            println!(
-                "xtask: wrote {0}/bench.md, {0}/bench.json, {0}/bench.svg",
-                opts.out_dir.display()
-            );
+            if !conn_memory {
+                let report = rotor_bench::run_bench(&opts)?;
+                println!("\n{}", report.markdown());
+                println!(
+                    "xtask: wrote {0}/bench.md, {0}/bench.json, {0}/bench.svg",
+                    opts.out_dir.display()
+                );
+            }
+            if conn_memory || whole {
+                let mem = rotor_bench::conn_memory::run(&Default::default())?;
+                println!("\n{}", mem.markdown());
+                println!(
+                    "xtask: wrote {0}/conn-memory.md, {0}/conn-memory.json",
+                    opts.out_dir.display()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Kernels {

@@ -89,9 +89,9 @@ pub struct Snapshot {
     pub fds: usize,
     pub maps: Vec<MapInfo>,
     pub memcg: MemCgUsage,
+    /// (Connections are counted here, not from `rotor status`: its JSON for
+    /// 5,000 connections did not arrive whole.)
     pub sockets: Sockets,
-    /// Connections in the agent's `rotor status`.
-    pub agent_connections: usize,
 }
 
 impl Snapshot {
@@ -100,8 +100,24 @@ impl Snapshot {
     }
 }
 
+/// User + system CPU time of `pid`, seconds (`/proc/PID/stat` fields 14, 15).
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The command name may hold spaces: fields count from after its ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok(ticks as f64 / hz)
+}
+
 /// `/proc/PID/status` field in bytes (the file says kB).
-fn status_kib(text: &str, field: &str) -> u64 {
+pub fn status_bytes(text: &str, field: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
@@ -111,9 +127,9 @@ fn status_kib(text: &str, field: &str) -> u64 {
 pub fn process(pid: u32, snap: &mut Snapshot) -> Result<()> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
-    snap.vm_rss = status_kib(&status, "VmRSS");
-    snap.vm_hwm = status_kib(&status, "VmHWM");
-    snap.rss_anon = status_kib(&status, "RssAnon");
+    snap.vm_rss = status_bytes(&status, "VmRSS");
+    snap.vm_hwm = status_bytes(&status, "VmHWM");
+    snap.rss_anon = status_bytes(&status, "RssAnon");
     snap.threads = status
         .lines()
         .find_map(|l| l.strip_prefix("Threads:"))

@@ -46,6 +46,9 @@ pub struct ConnMemoryOptions {
     /// Connections kept busy (one request at a time each), on a fresh agent.
     pub active: usize,
     pub active_secs: f64,
+    /// Idle connections to a Service of one endpoint: with the rows of three
+    /// endpoints, this splits the cost into the client's part and each upstream's.
+    pub one_endpoint: usize,
     /// Wait after the connections are up before reading, for the agent to settle.
     pub settle: Duration,
     pub out_dir: PathBuf,
@@ -57,6 +60,7 @@ impl Default for ConnMemoryOptions {
             idle: vec![1000, 5000],
             active: 1000,
             active_secs: 10.0,
+            one_endpoint: 1000,
             settle: Duration::from_secs(3),
             out_dir: rotor_testbed::util::target_dir().join("bench"),
         }
@@ -68,12 +72,16 @@ impl Default for ConnMemoryOptions {
 pub struct Point {
     pub connections: usize,
     pub active: bool,
+    /// Endpoints of the Service (each client connection opens one upstream to each).
+    pub endpoints: usize,
     /// The client's last phase line (connections it holds, requests, errors).
     pub client: client::Phase,
     pub baseline: Snapshot,
     pub loaded: Snapshot,
     /// Highest VmRSS sampled (every 50 ms) while connections opened and ran.
     pub peak_rss_sampled: u64,
+    /// The agent's CPU use (cores) over the settling time with the connections held.
+    pub idle_cores: f64,
     /// Warnings and errors the agent logged while the connections were up.
     pub agent_warnings: Vec<String>,
 }
@@ -89,6 +97,13 @@ pub struct ConnMemoryResults {
     pub elapsed_s: f64,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    connections: usize,
+    active: bool,
+    endpoints: usize,
+}
+
 /// Field order is drop order: the clients' cgroup, then the backends, then
 /// the namespaces.
 struct ConnBed {
@@ -97,8 +112,8 @@ struct ConnBed {
     topo: Topology,
 }
 
-fn endpoints() -> Vec<SocketAddrV4> {
-    (1..=ENDPOINTS)
+fn endpoints(n: usize) -> Vec<SocketAddrV4> {
+    (1..=n)
         .map(|k| SocketAddrV4::new(*backend_addr(k).ip(), PORT))
         .collect()
 }
@@ -109,7 +124,7 @@ impl ConnBed {
         let topo = Topology::with_counting(ENDPOINTS, false).context("building topology")?;
         let bin = find_binary("rotor-h2-backend", "ROTOR_H2_BACKEND_BIN")?;
         let mut backends = Vec::new();
-        for (i, addr) in endpoints().into_iter().enumerate() {
+        for (i, addr) in endpoints(ENDPOINTS).into_iter().enumerate() {
             let name = format!("be{}", i + 1);
             let ns = topo.backend(i + 1)?.netns().to_string();
             let mut cmd = netns_command(&ns, None, &bin);
@@ -153,11 +168,6 @@ impl ConnBed {
             s.memcg = m.usage()?;
         }
         s.sockets = measure::sockets(self.topo.node(), PORT)?;
-        s.agent_connections = agent
-            .status()?
-            .get("connections")
-            .and_then(|c| c.as_array())
-            .map_or(0, Vec::len);
         Ok(s)
     }
 
@@ -172,12 +182,18 @@ impl ConnBed {
 
     /// A fresh agent: its baseline, then `n` connections (busy for
     /// `active_secs` if `active`), then what they cost.
-    fn measure(&mut self, opts: &ConnMemoryOptions, n: usize, active: bool) -> Result<Point> {
+    fn measure(&mut self, opts: &ConnMemoryOptions, run: Run) -> Result<Point> {
+        let Run {
+            connections: n,
+            active,
+            endpoints: eps,
+        } = run;
         self.wait_no_upstreams(Duration::from_secs(30))?;
         let memcg = MemCg::create()?;
         let wrapper = self.agent_wrapper(memcg.as_ref())?;
-        let mut agent = Agent::start_binary(&wrapper, &self.topo, &self.cgroup, &endpoints(), &[])
-            .context("starting rotor-agent")?;
+        let mut agent =
+            Agent::start_binary(&wrapper, &self.topo, &self.cgroup, &endpoints(eps), &[])
+                .context("starting rotor-agent")?;
         std::thread::sleep(opts.settle);
         let baseline = self.snapshot(&agent, memcg.as_ref())?;
         let log_before = agent.stderr_plain().len();
@@ -192,7 +208,7 @@ impl ConnBed {
             .arg(if active { opts.active_secs } else { 0.0 }.to_string());
         let kind = if active { "active" } else { "idle" };
         let mut client = Child::spawn(
-            &format!("rotor-bench-conns-{kind}-{n}"),
+            &format!("rotor-bench-conns-{kind}-{n}-{eps}"),
             cmd,
             self.topo.dir(),
         )?;
@@ -218,7 +234,9 @@ impl ConnBed {
             if Instant::now() > deadline {
                 break client::Phase {
                     phase: format!("not all {n} connections up within {limit:?}"),
-                    connections: self.snapshot(&agent, memcg.as_ref())?.agent_connections,
+                    connections: measure::sockets(self.topo.node(), PORT)?
+                        .client_side
+                        .sockets,
                     errors: vec![client.stderr_tail()],
                     ..client::Phase::default()
                 };
@@ -226,7 +244,11 @@ impl ConnBed {
             peak = peak.max(rss(agent.pid()));
             std::thread::sleep(Duration::from_millis(50));
         };
+        // The settling time is also when the agent's CPU use with its
+        // connections idle (or done) is read.
+        let cpu0 = measure::cpu_seconds(agent.pid())?;
         std::thread::sleep(opts.settle);
+        let idle_cores = (measure::cpu_seconds(agent.pid())? - cpu0) / opts.settle.as_secs_f64();
         self.check_backends()?;
         agent.check_alive()?;
         let loaded = self.snapshot(&agent, memcg.as_ref())?;
@@ -238,10 +260,12 @@ impl ConnBed {
         Ok(Point {
             connections: n,
             active,
+            endpoints: eps,
             client: phase,
             baseline,
             loaded,
             peak_rss_sampled: peak,
+            idle_cores,
             agent_warnings,
         })
     }
@@ -276,7 +300,12 @@ fn warnings(log: &str) -> Vec<String> {
             .split_once("WARN")
             .or_else(|| l.split_once("ERROR"))
             .map_or(l, |(_, m)| m);
-        let msg = msg.trim().to_string();
+        // Without the fields that differ per connection, so alike warnings count as one.
+        let msg: Vec<&str> = msg
+            .split_whitespace()
+            .filter(|w| !w.starts_with("conn=") && !w.starts_with("peer="))
+            .collect();
+        let msg = msg.join(" ");
         if let Some((_, k)) = seen.iter_mut().find(|(m, _)| *m == msg) {
             *k += 1;
         } else if seen.len() < 10 {
@@ -286,12 +315,11 @@ fn warnings(log: &str) -> Vec<String> {
     seen.into_iter().map(|(m, k)| format!("{k}× {m}")).collect()
 }
 
+/// VmRSS alone: sampled every 50 ms, so it must not walk the agent's
+/// thousands of fds as a whole snapshot does.
 fn rss(pid: u32) -> u64 {
-    let mut s = Snapshot::default();
-    match measure::process(pid, &mut s) {
-        Ok(()) => s.vm_rss,
-        Err(_) => 0,
-    }
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_or(0, |t| measure::status_bytes(&t, "VmRSS"))
 }
 
 fn host_nofile_hard() -> u64 {
@@ -316,14 +344,30 @@ pub fn run(opts: &ConnMemoryOptions) -> Result<ConnMemoryReport> {
         "bench: conn-memory: topology {} up: {ENDPOINTS} endpoints (rotor-h2-backend :{PORT})",
         bed.topo.id()
     );
-    let mut plan: Vec<(usize, bool)> = opts.idle.iter().map(|&n| (n, false)).collect();
+    let run = |connections, active, endpoints| Run {
+        connections,
+        active,
+        endpoints,
+    };
+    let mut plan: Vec<Run> = opts
+        .idle
+        .iter()
+        .map(|&n| run(n, false, ENDPOINTS))
+        .collect();
     if opts.active > 0 {
-        plan.push((opts.active, true));
+        plan.push(run(opts.active, true, ENDPOINTS));
+    }
+    if opts.one_endpoint > 0 {
+        plan.push(run(opts.one_endpoint, false, 1));
     }
     let mut points = Vec::new();
-    for (n, active) in plan {
-        let p = bed.measure(opts, n, active).with_context(|| {
-            format!("{n} {} connections", if active { "active" } else { "idle" })
+    for r in plan {
+        let p = bed.measure(opts, r).with_context(|| {
+            let kind = if r.active { "active" } else { "idle" };
+            format!(
+                "{} {kind} connections, {} endpoints",
+                r.connections, r.endpoints
+            )
         })?;
         println!("bench: conn-memory: {}", report::one_line(&p));
         points.push(p);

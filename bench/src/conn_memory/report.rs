@@ -27,8 +27,10 @@ pub struct PerThousand {
     pub fds: f64,
 }
 
+/// Per the connections the agent held (its accepted sockets), which is
+/// fewer than asked for when some could not be opened.
 fn per_thousand(p: &Point) -> PerThousand {
-    let n = p.connections.max(1) as f64 / 1000.0;
+    let n = p.loaded.sockets.client_side.sockets.max(1) as f64 / 1000.0;
     let d = |f: fn(&Snapshot) -> u64| (f(&p.loaded) as f64 - f(&p.baseline) as f64) / n;
     PerThousand {
         vm_rss: d(|s| s.vm_rss),
@@ -50,17 +52,30 @@ pub struct ConnMemoryReport {
     /// The largest cost per 1,000 connections over the points (memcg total,
     /// else VmRSS), bytes: what sizing uses.
     pub sizing_per_thousand: f64,
+    /// From idle rows of 1 and of 3 endpoints with as many connections: per
+    /// 1,000 connections, the client's part and each upstream's (memcg total,
+    /// else VmRSS), bytes.
+    pub split: Option<(f64, f64)>,
+}
+
+fn label(p: &Point) -> String {
+    let kind = if p.active { "active" } else { "idle" };
+    match p.endpoints {
+        1 => format!("{} {kind}, 1 endpoint", p.connections),
+        e if e == super::ENDPOINTS => format!("{} {kind}", p.connections),
+        e => format!("{} {kind}, {e} endpoints", p.connections),
+    }
 }
 
 pub fn one_line(p: &Point) -> String {
     let k = per_thousand(p);
     format!(
-        "{} {} connections (held {}, {} requests, {} failed): VmRSS {:.1} → {:.1} MiB (peak {:.1}), memcg {:.1} → {:.1} MiB; per 1,000: VmRSS {:.2} MiB, memcg {:.2} MiB, {:.0} fds; upstreams {:?}",
-        p.connections,
-        if p.active { "active" } else { "idle" },
+        "{} connections (held {}, {} requests, {} failed, agent {:.2} cores after): VmRSS {:.1} → {:.1} MiB (peak {:.1}), memcg {:.1} → {:.1} MiB; per 1,000: VmRSS {:.2} MiB, memcg {:.2} MiB, {:.0} fds; upstreams {:?}",
+        label(p),
         p.client.connections,
         p.client.requests_ok,
         p.client.requests_failed,
+        p.idle_cores,
         p.baseline.vm_rss as f64 / MIB,
         p.loaded.vm_rss as f64 / MIB,
         p.peak_rss_sampled as f64 / MIB,
@@ -93,15 +108,34 @@ impl ConnMemoryReport {
             })
             .max()
             .unwrap_or(0) as f64;
-        let sizing_per_thousand = per_thousand
+        let cost = |k: &PerThousand| if memcg { k.memcg_total } else { k.vm_rss };
+        let sizing_per_thousand = results
+            .points
             .iter()
-            .map(|k| if memcg { k.memcg_total } else { k.vm_rss })
+            .zip(&per_thousand)
+            .filter(|(p, _)| p.endpoints == super::ENDPOINTS)
+            .map(|(_, k)| cost(k))
             .fold(0.0, f64::max);
+        let idle = |eps: usize| {
+            results
+                .points
+                .iter()
+                .zip(&per_thousand)
+                .find(|(p, _)| !p.active && p.endpoints == eps)
+        };
+        let split = match (idle(1), idle(super::ENDPOINTS)) {
+            (Some((p1, k1)), Some((p3, k3))) if p1.connections == p3.connections => {
+                let upstream = (cost(k3) - cost(k1)) / (super::ENDPOINTS - 1) as f64;
+                Some((cost(k1) - upstream, upstream))
+            }
+            _ => None,
+        };
         ConnMemoryReport {
             results,
             per_thousand,
             baseline,
             sizing_per_thousand,
+            split,
         }
     }
 
@@ -132,9 +166,8 @@ impl ConnMemoryReport {
             let (b, l) = (&p.baseline, &p.loaded);
             let _ = writeln!(
                 m,
-                "| {} {} | {} | {} | {} → {} | {} → {} | {} | {} → {} ({} / {} / {}) | {} / {} | {} → {} |",
-                p.connections,
-                if p.active { "active" } else { "idle" },
+                "| {} | {} | {} | {} → {} | {} → {} | {} | {} → {} ({} / {} / {}) | {} / {} | {} → {} |",
+                label(p),
                 p.client.connections,
                 l.sockets
                     .per_endpoint
@@ -167,9 +200,8 @@ impl ConnMemoryReport {
         for (p, k) in r.points.iter().zip(&self.per_thousand) {
             let _ = writeln!(
                 m,
-                "| {} {} | {} | {} | {} | {} | {} | {} | {:.0} |",
-                p.connections,
-                if p.active { "active" } else { "idle" },
+                "| {} | {} | {} | {} | {} | {} | {} | {:.0} |",
+                label(p),
                 mib(k.vm_rss),
                 mib(k.memcg_total),
                 mib(k.memcg_anon),
@@ -179,9 +211,14 @@ impl ConnMemoryReport {
                 k.fds
             );
         }
-        let idle: Vec<&Point> = r.points.iter().filter(|p| !p.active).collect();
+        let idle: Vec<&Point> = r
+            .points
+            .iter()
+            .filter(|p| !p.active && p.endpoints == super::ENDPOINTS)
+            .collect();
         if let [first, .., last] = idle.as_slice() {
-            let dn = (last.connections - first.connections) as f64 / 1000.0;
+            let held = |p: &Point| p.loaded.sockets.client_side.sockets as f64;
+            let dn = (held(last) - held(first)) / 1000.0;
             if dn > 0.0 {
                 let slope = |f: fn(&Snapshot) -> u64| {
                     let d = |p: &Point| f(&p.loaded) as f64 - f(&p.baseline) as f64;
@@ -189,9 +226,9 @@ impl ConnMemoryReport {
                 };
                 let _ = writeln!(
                     m,
-                    "\nSlope between {} and {} idle connections, per 1,000: VmRSS {}, memcg total {}.",
-                    first.connections,
-                    last.connections,
+                    "\nSlope between {} and {} idle connections held, per 1,000: VmRSS {}, memcg total {}.",
+                    held(first),
+                    held(last),
                     mib(slope(|s| s.vm_rss)),
                     mib(slope(|s| s.memcg.total()))
                 );
@@ -216,13 +253,31 @@ impl ConnMemoryReport {
             mib(self.baseline),
             mib(self.sizing_per_thousand)
         );
+        if let Some((client, upstream)) = self.split {
+            let _ = writeln!(
+                m,
+                "\nWhere it goes, from the idle rows of 1 and {} endpoints: per 1,000 connections, {} for the client's side \
+                 and {} for each upstream (a connection opens one upstream per endpoint, at most 16).",
+                super::ENDPOINTS,
+                mib(client),
+                mib(upstream)
+            );
+        }
+        let _ = writeln!(
+            m,
+            "\nAgent CPU with the connections held (after the busy period for the active row): {}.",
+            r.points
+                .iter()
+                .map(|p| format!("{} {:.2} cores", label(p), p.idle_cores))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         for p in &r.points {
             if p.client.requests_failed > 0 || !p.agent_warnings.is_empty() {
                 let _ = writeln!(
                     m,
-                    "\n{} {}: {} requests failed {:?}; agent: {:?}",
-                    p.connections,
-                    if p.active { "active" } else { "idle" },
+                    "\n{}: {} requests failed {:?}; agent: {:?}",
+                    label(p),
                     p.client.requests_failed,
                     p.client.errors,
                     p.agent_warnings

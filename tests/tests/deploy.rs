@@ -351,3 +351,121 @@ fn kustomization_names_the_namespace_the_image_and_every_manifest() {
     }
     assert!(!k.images[0].new_name.is_empty() && !k.images[0].new_tag.is_empty());
 }
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// From README's Resources paragraph (`cargo xtask bench --conn-memory`
+/// measured them): the agent's memory at rest and per 1,000 client
+/// connections, MiB.
+fn documented_memory() -> (f64, f64) {
+    let readme =
+        std::fs::read_to_string(deploy_dir().join("..").join("README.md")).expect("README.md");
+    let para = readme
+        .split("### Resources")
+        .nth(1)
+        .and_then(|s| s.split("\n#").next())
+        .expect("README: a `### Resources` section");
+    let number_before = |marker: &str| -> f64 {
+        let at = para
+            .find(marker)
+            .unwrap_or_else(|| panic!("README's Resources paragraph says `N{marker}`"));
+        let word = para[..at].split_whitespace().last().unwrap_or_default();
+        word.trim_matches('*')
+            .replace(',', "")
+            .parse()
+            .unwrap_or_else(|e| panic!("README: {word:?}{marker}: {e}"))
+    };
+    (
+        number_before(" MiB at rest"),
+        number_before(" MiB per 1,000 client connections"),
+    )
+}
+
+/// `--NAME=VALUE` from `args`, else the default `rotor-agent --help` prints.
+fn agent_setting(args: &[String], name: &str) -> u64 {
+    if let Some(v) = args
+        .iter()
+        .find_map(|a| a.strip_prefix(&format!("--{name}=")))
+    {
+        return v.parse().unwrap_or_else(|e| panic!("--{name}={v}: {e}"));
+    }
+    let bin = rotor_testbed::agent::agent_binary().expect("rotor-agent");
+    let out = Command::new(bin)
+        .arg("--help")
+        .output()
+        .expect("rotor-agent --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    let from = help
+        .find(&format!("--{name} "))
+        .unwrap_or_else(|| panic!("rotor-agent --help has no --{name}"));
+    let rest = &help[from..];
+    let default = rest
+        .split("[default: ")
+        .nth(1)
+        .and_then(|d| d.split(']').next())
+        .unwrap_or_else(|| panic!("no default for --{name}"));
+    default.parse().expect("a numeric default")
+}
+
+/// A Kubernetes memory quantity (`768Mi`, `1Gi`, `500M`, `123456`), bytes.
+fn quantity_bytes(q: &str) -> f64 {
+    let units = [
+        ("Ki", 1024.0),
+        ("Mi", MIB),
+        ("Gi", 1024.0 * MIB),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+    ];
+    for (suffix, unit) in units {
+        if let Some(n) = q.strip_suffix(suffix) {
+            return n.parse::<f64>().expect("quantity") * unit;
+        }
+    }
+    q.parse().expect("quantity")
+}
+
+/// The memory limit covers what README says the agent takes for the
+/// connections the DaemonSet lets it carry (`--max-conns`, or its default)
+/// plus what it may queue (`--max-queued-bytes`), and the request covers
+/// its baseline and 1,000 connections: raising one without the other
+/// (the limit once was 512 MiB for 16,384 connections, ≈ 1.8 GiB of
+/// them) fails here instead of in an OOM kill on a busy node.
+#[test]
+fn memory_limit_covers_the_documented_cost_of_the_connections_allowed() {
+    let (at_rest, per_thousand) = documented_memory();
+    let ds = daemonset();
+    let pod = ds.spec.and_then(|s| s.template.spec).expect("pod spec");
+    let agent = &pod.containers[0];
+    let args = agent.args.clone().unwrap_or_default();
+    let conns = agent_setting(&args, "max-conns") as f64;
+    let queued = agent_setting(&args, "max-queued-bytes") as f64;
+    let res = agent.resources.clone().expect("resources");
+    let memory = |m: Option<
+        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >,
+                  what: &str| {
+        quantity_bytes(
+            &m.and_then(|m| m.get("memory").cloned())
+                .unwrap_or_else(|| panic!("no memory {what}"))
+                .0,
+        )
+    };
+    let limit = memory(res.limits, "limit");
+    let request = memory(res.requests, "request");
+    let need = (at_rest + conns / 1000.0 * per_thousand) * MIB + queued;
+    assert!(
+        limit >= need,
+        "memory limit {:.0} MiB < {at_rest} MiB at rest + {conns} connections × {per_thousand} MiB per 1,000 + {:.0} MiB --max-queued-bytes = {:.0} MiB",
+        limit / MIB,
+        queued / MIB,
+        need / MIB
+    );
+    let rest_and_1000 = (at_rest + per_thousand) * MIB;
+    assert!(
+        request >= rest_and_1000 && request <= limit,
+        "memory request {:.0} MiB: at least the baseline and 1,000 connections ({:.0} MiB), at most the limit",
+        request / MIB,
+        rest_and_1000 / MIB
+    );
+}

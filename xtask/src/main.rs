@@ -56,7 +56,7 @@ enum Cmd {
         #[arg(long)]
         no_build: bool,
         /// Only the agent's memory per connection (0, 1,000, 5,000 idle and
-        /// 1,000 busy connections; about 2 minutes): target/bench/conn-memory.md.
+        /// 1,000 busy connections; about 3 minutes): target/bench/conn-memory.md.
         #[arg(long)]
         conn_memory: bool,
     },

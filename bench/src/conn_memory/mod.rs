@@ -253,7 +253,8 @@ impl ConnBed {
         agent.check_alive()?;
         let loaded = self.snapshot(&agent, memcg.as_ref())?;
         peak = peak.max(loaded.vm_rss);
-        let agent_warnings = warnings(&agent.stderr_plain()[log_before..]);
+        let log = agent.stderr_plain();
+        let agent_warnings = warnings(log.get(log_before..).unwrap_or_default());
         drop(client);
         drop(agent);
         drop(memcg);

@@ -24,13 +24,13 @@ pub fn model_from<'a>(
     let slices: Vec<&EndpointSlice> = slices.into_iter().collect();
     let mut out: Vec<ServiceSpec> = Vec::new();
     for svc in services {
-        if !labelled(svc) {
-            continue;
-        }
         let (Some(ns), Some(name)) = (
             svc.metadata.namespace.as_deref(),
             svc.metadata.name.as_deref(),
         ) else {
+            continue;
+        };
+        let Some(policy) = policy_of(svc, ns, name) else {
             continue;
         };
         let Some(ip) = cluster_ipv4(svc, ns, name) else {
@@ -57,7 +57,7 @@ pub fn model_from<'a>(
             out.push(ServiceSpec {
                 name: spec_name,
                 vip: SocketAddrV4::new(ip, svc_port),
-                policy: Policy::RoundRobin,
+                policy,
                 endpoints,
             });
         }
@@ -76,13 +76,22 @@ pub fn model_from<'a>(
     Model { services: out }
 }
 
-/// Whether the Service opted in (the watch selects these too; this keeps
-/// the function right on its own).
-fn labelled(svc: &Service) -> bool {
-    svc.metadata
-        .labels
-        .as_ref()
-        .is_some_and(|l| l.contains_key(BALANCE_LABEL))
+/// The policy the Service's label names, if it opted in (the watch
+/// selects labelled Services; this keeps the function right on its own).
+/// A value that names no policy ("false", "off", empty) balances nothing:
+/// a label that reads "false" must not turn balancing on.
+fn policy_of(svc: &Service, ns: &str, name: &str) -> Option<Policy> {
+    let value = svc.metadata.labels.as_ref()?.get(BALANCE_LABEL)?;
+    let policy = Policy::from_name(value);
+    if policy.is_none() {
+        tracing::warn!(
+            service = %format!("{ns}/{name}"),
+            value = %value,
+            "{BALANCE_LABEL}={value:?} names no policy (accepted: {}): not balanced",
+            Policy::names()
+        );
+    }
+    policy
 }
 
 /// The Service's IPv4 ClusterIP: the first IPv4 of `clusterIPs` (dual stack
@@ -415,5 +424,45 @@ mod tests {
         let m = model_from(&svcs, &slices);
         assert_eq!(m.services[0].endpoints.len(), 40);
         m.validate().expect("valid model");
+    }
+
+    #[test]
+    fn the_label_value_is_the_policy_and_other_values_balance_nothing() {
+        let with_value = |name: &str, ip: &str, value: &str| {
+            let mut svc = service(name, true, ip, &[("h2c", 8080)]);
+            let labels = svc.metadata.labels.get_or_insert_default();
+            labels.insert(BALANCE_LABEL.into(), value.into());
+            svc
+        };
+        let svcs = [
+            with_value("lr", "10.96.0.10", "least-request"),
+            with_value("rr", "10.96.0.11", "round-robin"),
+            with_value("off", "10.96.0.12", "false"),
+            with_value("empty", "10.96.0.13", ""),
+        ];
+        let slices: Vec<EndpointSlice> = ["lr", "rr", "off", "empty"]
+            .iter()
+            .map(|svc| {
+                slice(
+                    svc,
+                    "IPv4",
+                    &[("h2c", 9090)],
+                    &[("10.1.1.2", Some(true), None)],
+                )
+            })
+            .collect();
+        let m = model_from(&svcs, &slices);
+        let policies: Vec<(&str, Policy)> = m
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s.policy))
+            .collect();
+        assert_eq!(
+            policies,
+            vec![
+                ("default/lr:8080", Policy::LeastRequest),
+                ("default/rr:8080", Policy::RoundRobin),
+            ]
+        );
     }
 }

@@ -102,6 +102,41 @@ fn least_request_passes_over_a_slow_endpoint_that_round_robin_feeds_a_third() {
     }
 }
 
+/// A policy change reaches the connections already open: one connection
+/// keeps 16 calls in flight over a slow be1 under round robin (be1 serves
+/// a third); after some 300 calls the Service turns least-request, and of
+/// the 1,500 calls in all be1 serves far less than its third of 500.
+#[test]
+fn a_policy_change_reaches_live_connections() {
+    let mut bed = TestBed::with_agent(3).expect("test bed with agent");
+    bed.topo
+        .set_slow_backends(&[1], Duration::from_millis(50))
+        .expect("be1 slow");
+    set_policy(&mut bed, "round-robin");
+    let before = bed.topo.request_counts().expect("counts");
+    let load = bed
+        .spawn_load(&LoadSpec::whoami(1, 16, 1500))
+        .expect("load");
+    let total = |bed: &TestBed| -> u64 {
+        bed.served_since(&before)
+            .map_or(0, |s| s.iter().map(|(_, n)| n).sum())
+    };
+    let started = wait_for(Duration::from_secs(10), || total(&bed) >= 300);
+    assert!(started, "300 calls not served\n{}", bed.diagnostics());
+    let at_switch = bed.served_since(&before).expect("served");
+    set_policy(&mut bed, "least-request");
+    let report = load.finish().expect("load report");
+    let served = bed.served_since(&before).expect("served");
+    let diag = bed.diagnostics();
+    assert_eq!((report.ok, report.failed), (1500, 0), "{report:?}\n{diag}");
+    let slow = count(&served, "be1");
+    println!("at the switch {at_switch:?}; in all {served:?}");
+    assert!(
+        slow < 300,
+        "be1 served {slow} of 1500 (at the switch: {at_switch:?}): the live connection kept round robin\n{diag}"
+    );
+}
+
 /// With endpoints alike, least request uses every one of them: one
 /// connection, 8 streams at a time, 3,000 requests, each endpoint at least
 /// a twentieth. Not round robin's 1,000 ± 10 %: least request follows how fast

@@ -59,6 +59,11 @@
 #define ROLE_UPSTREAM 2 /* Uk: the agent's connection to one endpoint */
 #define ROLE_INJECTOR 3 /* J: receives the agent's own frames, routes them */
 
+/* conn.policy: how a new stream picks its upstream (the value of the
+ * Service's rotor.dev/balance label; model/policy.rs). */
+#define POLICY_ROUND_ROBIN 0
+#define POLICY_LEAST_REQUEST 1
+
 /* conn.flags */
 #define CONN_FAST 0x1      /* stream frames may bypass the agent */
 #define CONN_GATE_OPEN 0x4 /* the agent published `consumed` after the client's SETTINGS ACK */
@@ -211,6 +216,7 @@ struct conn {
 	__u32 last_stream; /* highest client stream id seen by the kernel */
 	__u32 next;        /* round-robin cursor */
 	__u32 hold_consumed; /* ROUTE_ACT_UNHOLD */
+	__u32 policy;        /* POLICY_*: the Service's, written by the agent */
 	__u64 client_recv;  /* endpoint DATA bytes redirected to the client */
 	__u64 client_limit; /* the client's connection window as the agent knows it */
 	struct upstream up[ROTOR_MAX_UPSTREAMS];

@@ -43,7 +43,7 @@ static __always_inline int up_takes_stream(struct upstream *up)
 }
 
 /* Next upstream taking new streams, round robin from the connection's cursor. */
-static __always_inline int pick_upstream(struct conn *c)
+static __always_inline int pick_round_robin(struct conn *c)
 {
 	__u32 start = c->next;
 
@@ -58,6 +58,56 @@ static __always_inline int pick_upstream(struct conn *c)
 		}
 	}
 	return -1;
+}
+
+/* The n-th upstream taking new streams other than `except`. */
+static __always_inline int nth_taking(struct conn *c, __u32 n, __u32 except)
+{
+	for (__u32 slot = 0; slot < ROTOR_MAX_UPSTREAMS; slot++) {
+		if (slot == except || !up_takes_stream(&c->up[slot]))
+			continue;
+		if (n == 0)
+			return slot;
+		n--;
+	}
+	return -1;
+}
+
+/*
+ * Least request, as power of two choices: the round-robin choice, unless
+ * another upstream drawn at random has fewer open streams. An endpoint that
+ * answers in 50 ms while the others answer in 1 ms holds its streams open
+ * 50 times longer, so under concurrent calls it is passed over while it has
+ * more open than another; with all counts equal (one call at a time) this
+ * is round robin, and the spread stays even. The agent's pick_slot asks the
+ * same (client/from_client.rs).
+ */
+static __always_inline int pick_least_request(struct conn *c)
+{
+	int rr = pick_round_robin(c);
+	__u32 taking = 0;
+
+	if (rr < 0)
+		return rr;
+	for (__u32 slot = 0; slot < ROTOR_MAX_UPSTREAMS; slot++)
+		taking += up_takes_stream(&c->up[slot]) ? 1 : 0;
+	if (taking < 2)
+		return rr;
+	int other = nth_taking(c, bpf_get_prandom_u32() % (taking - 1), rr);
+
+	if (other < 0)
+		return rr;
+	if (c->up[other & (ROTOR_MAX_UPSTREAMS - 1)].streams <
+	    c->up[rr & (ROTOR_MAX_UPSTREAMS - 1)].streams)
+		return other;
+	return rr;
+}
+
+static __always_inline int pick_upstream(struct conn *c)
+{
+	if (c->policy == POLICY_LEAST_REQUEST)
+		return pick_least_request(c);
+	return pick_round_robin(c);
 }
 
 /* Both ends have finished, or one reset it: forget the stream. The delete

@@ -250,6 +250,15 @@ impl Agent {
         write_config(&self.config, endpoints)
     }
 
+    /// Rewrites the config with `endpoints` and the policy named `policy`
+    /// (`policy:` of the static configuration, as the label's value).
+    pub fn set_policy(&self, endpoints: &[SocketAddrV4], policy: &str) -> Result<()> {
+        if self.kubernetes {
+            bail!("the agent reads Kubernetes, not a config file: relabel the Service");
+        }
+        write_file(&self.config, &config_yaml_with(endpoints, policy))
+    }
+
     pub fn config_path(&self) -> &Path {
         &self.config
     }
@@ -329,19 +338,26 @@ pub fn http_get(netns: &str, addr: SocketAddrV4, path: &str) -> Result<(u16, Str
 
 /// The YAML config the agent reads.
 pub fn config_yaml(endpoints: &[SocketAddrV4]) -> String {
+    config_yaml_with(endpoints, POLICY)
+}
+
+fn config_yaml_with(endpoints: &[SocketAddrV4], policy: &str) -> String {
     let eps: Vec<String> = endpoints.iter().map(|e| e.to_string()).collect();
     let mut y = String::from("services:\n");
     let _ = writeln!(y, "  - name: echo");
     let _ = writeln!(y, "    vip: {VIP}");
-    let _ = writeln!(y, "    policy: {POLICY}");
+    let _ = writeln!(y, "    policy: {policy}");
     let _ = writeln!(y, "    endpoints: [{}]", eps.join(", "));
     y
 }
 
 fn write_config(path: &Path, endpoints: &[SocketAddrV4]) -> Result<()> {
+    write_file(path, &config_yaml(endpoints))
+}
+
+fn write_file(path: &Path, yaml: &str) -> Result<()> {
     let tmp = path.with_extension("yaml.tmp");
-    fs::write(&tmp, config_yaml(endpoints))
-        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::write(&tmp, yaml).with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }

@@ -44,6 +44,8 @@ pub struct Topology {
     // Field order is drop order.
     /// The delay on the way to the backends, if any (its thread stops first).
     link_delay: Option<DelayLine>,
+    /// The backends the delay applies to (1-based); None: all, also later ones.
+    delayed: Option<Vec<usize>>,
     backends: Vec<BackendSlot>,
     client: Netns,
     node: Netns,
@@ -91,6 +93,7 @@ impl Topology {
         node.sysctl("net.ipv4.ip_forward", "1")?;
         let mut topo = Topology {
             link_delay: None,
+            delayed: None,
             backends: Vec::new(),
             client,
             node,
@@ -140,7 +143,7 @@ impl Topology {
             self.count_requests,
         )
         .with_context(|| format!("backend {name}"))?;
-        if self.link_delay.is_some() {
+        if self.link_delay.is_some() && self.delayed.is_none() {
             delay_route(&self.node, k, "add")?;
         }
         self.backends.push(BackendSlot { server, ns });
@@ -157,7 +160,23 @@ impl Topology {
     /// 10.1.0.0/16 into its `dlyin` device (rule 200, table 100) and takes
     /// what comes out of `dlyout` by the main table (rule 100), out `b{k}`.
     pub fn set_backend_delay(&mut self, delay: Duration) -> Result<()> {
+        self.delay_backends(None, delay)
+    }
+
+    /// Like [`Topology::set_backend_delay`] for the backends `only` (1-based)
+    /// alone: a slow endpoint beside fast ones. Their packets take the delay
+    /// line (routes in table 100); the others find no route there and fall
+    /// through to the main table.
+    pub fn set_slow_backends(&mut self, only: &[usize], delay: Duration) -> Result<()> {
+        if self.link_delay.is_some() {
+            bail!("a backend delay is already set");
+        }
+        self.delay_backends(Some(only.to_vec()), delay)
+    }
+
+    fn delay_backends(&mut self, only: Option<Vec<usize>>, delay: Duration) -> Result<()> {
         if delay.is_zero() {
+            self.delayed = None;
             if self.link_delay.take().is_some() {
                 self.node.ip(&["rule", "del", "pref", "100"])?;
                 self.node.ip(&["rule", "del", "pref", "200"])?;
@@ -204,10 +223,14 @@ impl Topology {
             "lookup",
             "100",
         ])?;
-        for k in 1..=self.backends.len() {
+        let delayed = only
+            .clone()
+            .unwrap_or_else(|| (1..=self.backends.len()).collect());
+        for k in delayed {
             delay_route(node, k, "add")?;
         }
         self.link_delay = Some(line);
+        self.delayed = only;
         Ok(())
     }
 

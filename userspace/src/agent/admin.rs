@@ -17,6 +17,9 @@ use super::Shared;
 pub struct ServiceStatus {
     pub name: String,
     pub vip: String,
+    /// How its streams pick an endpoint (`Policy::name`).
+    #[serde(default)]
+    pub policy: String,
     pub endpoints: Vec<String>,
 }
 
@@ -218,6 +221,7 @@ fn status(shared: &Shared) -> Status {
             .map(|s| ServiceStatus {
                 name: s.name.clone(),
                 vip: s.vip.to_string(),
+                policy: s.policy().name().to_string(),
                 endpoints: s.endpoints.borrow().iter().map(|e| e.to_string()).collect(),
             })
             .collect(),

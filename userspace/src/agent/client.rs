@@ -265,6 +265,8 @@ impl ClientConn {
                 Ok(()) = stopping.changed() => self.go_away(),
                 Ok(()) = endpoints_rx.changed() => {
                     let eps = endpoints_rx.borrow_and_update().clone();
+                    let policy = self.service.policy().kernel_code();
+                    self.kernel.conn().policy.store(policy, Ordering::Relaxed);
                     self.reconcile(&eps);
                 }
                 _ = tick.tick() => {
@@ -317,6 +319,8 @@ impl ClientConn {
         c.client_port.store(peer.port() as u32, Ordering::Relaxed);
         c.agent_port.store(local.port() as u32, Ordering::Relaxed);
         c.service_id.store(self.service.id, Ordering::Relaxed);
+        c.policy
+            .store(self.service.policy().kernel_code(), Ordering::Relaxed);
         c.consumed.store(0, Ordering::Relaxed);
         c.generation.fetch_add(1, Ordering::Relaxed);
         c.last_stream.store(0, Ordering::Relaxed);
@@ -407,6 +411,7 @@ mod held;
 mod hold;
 mod housekeeping;
 mod kernel;
+mod pick;
 mod shutdown;
 mod stream_window;
 mod subset;

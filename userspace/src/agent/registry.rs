@@ -9,13 +9,17 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::model::ServiceSpec;
+use crate::model::{Policy, ServiceSpec};
 
 pub struct ServiceState {
     pub id: u32,
     pub name: String,
     pub vip: SocketAddrV4,
+    /// Its endpoints; also notified when the policy changes, so the
+    /// connections take the new one.
     pub endpoints: watch::Sender<Vec<SocketAddrV4>>,
+    /// `Policy::kernel_code`, as each connection copies it into the kernel.
+    policy: AtomicU32,
     /// Where the next connection starts its rotation, so the first streams
     /// of short connections spread too.
     rotation: AtomicU32,
@@ -24,6 +28,10 @@ pub struct ServiceState {
 impl ServiceState {
     pub fn next_rotation(&self) -> u32 {
         self.rotation.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy::from_kernel_code(self.policy.load(Ordering::Relaxed))
     }
 }
 
@@ -127,10 +135,12 @@ impl Registry {
             .values()
             .find(|s| s.name == spec.name && s.vip == spec.vip)
         {
+            let policy = spec.policy.kernel_code();
+            let policy_changed = s.policy.swap(policy, Ordering::Relaxed) != policy;
             s.endpoints.send_if_modified(|eps| {
                 let changed = *eps != spec.endpoints;
                 *eps = spec.endpoints.clone();
-                changed
+                changed || policy_changed
             });
             return (s.id, false);
         }
@@ -143,6 +153,7 @@ impl Registry {
                 name: spec.name.clone(),
                 vip: spec.vip,
                 endpoints: tx,
+                policy: AtomicU32::new(spec.policy.kernel_code()),
                 rotation: AtomicU32::new(0),
             }),
         );

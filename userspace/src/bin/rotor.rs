@@ -47,7 +47,13 @@ fn main() -> anyhow::Result<()> {
         serde_json::from_str(&body).context("parsing the agent's status")?;
     println!("SERVICES");
     for s in &status.services {
-        println!("  {:<20} {:<22} {}", s.name, s.vip, s.endpoints.join(" "));
+        println!(
+            "  {:<20} {:<22} {:<14} {}",
+            s.name,
+            s.vip,
+            s.policy,
+            s.endpoints.join(" ")
+        );
     }
     println!("CONNECTIONS ({})", status.connections.len());
     for c in &status.connections {

@@ -4,19 +4,14 @@
 
 mod config;
 pub mod kube;
+mod policy;
 
 pub use config::{ConfigError, ConfigFile};
+pub use policy::Policy;
 
 use std::net::SocketAddrV4;
 
 use serde::Deserialize;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Policy {
-    #[default]
-    RoundRobin,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -6,11 +6,12 @@ use std::sync::atomic::Ordering;
 use bytes::{Bytes, BytesMut};
 
 use super::kernel::ConnKernel;
-use super::{ClientConn, SlotState};
+use super::{pick, ClientConn, SlotState};
 use crate::ebpf::abi::{Stream, CONN_FAST, STREAM_CLIENT_END, STREAM_SLOW};
 use crate::h2::frame::{self, error_code, flag, kind, setting, FrameHeader};
 use crate::h2::header_block::{self, HeaderBlockError};
 use crate::h2::message::Message;
+use crate::model::Policy;
 
 /// Where a frame of a stream the agent carries goes.
 enum StreamSlot {
@@ -347,26 +348,18 @@ impl ClientConn {
         self.carried.bind(stream, slot, fast);
     }
 
-    /// Round robin over the connected endpoints with room for a stream,
-    /// from the same cursor the kernel uses. Header blocks the agent carries
-    /// are re-encoded, so streams opened before the client's SETTINGS ACK
-    /// spread too.
+    /// The kernel's pick (round robin, or least request) over the
+    /// connected endpoints with room for a stream, from the same cursor
+    /// and counts. Header blocks the agent carries are re-encoded, so
+    /// streams opened before the client's SETTINGS ACK spread too.
     pub(super) fn pick_slot(&mut self) -> Option<u32> {
         let c = self.kernel.conn();
-        let usable = |slot: usize| {
-            self.slots[slot]
-                .as_ref()
-                .is_some_and(|s| s.state == SlotState::Active && c.up[slot].has_room(s.max_streams))
-        };
-        let start = c.next.load(Ordering::SeqCst) as usize;
-        for i in 0..self.slots.len() {
-            let slot = (start + i) % self.slots.len();
-            if usable(slot) {
-                c.next.store(slot as u32 + 1, Ordering::SeqCst);
-                return Some(slot as u32);
-            }
-        }
-        None
+        let policy = Policy::from_kernel_code(c.policy.load(Ordering::Relaxed));
+        let ups = SlotView { conn: self };
+        let cursor = c.next.load(Ordering::SeqCst) as usize;
+        let (slot, next) = pick::pick(policy, cursor, &ups, |n| fastrand::usize(..n))?;
+        c.next.store(next as u32, Ordering::SeqCst);
+        Some(slot as u32)
     }
 
     /// A connection error: tell the client why, then the task ends.
@@ -383,5 +376,29 @@ impl ClientConn {
         frame::goaway(&mut out, last, code);
         self.send_to_client(&out);
         self.failed = true;
+    }
+}
+
+/// The connection's slots as [`pick::pick`] sees them.
+struct SlotView<'a> {
+    conn: &'a ClientConn,
+}
+
+impl pick::Upstreams for SlotView<'_> {
+    fn len(&self) -> usize {
+        self.conn.slots.len()
+    }
+
+    fn takes_stream(&self, slot: usize) -> bool {
+        let up = &self.conn.kernel.conn().up[slot];
+        self.conn.slots[slot]
+            .as_ref()
+            .is_some_and(|s| s.state == SlotState::Active && up.has_room(s.max_streams))
+    }
+
+    fn open(&self, slot: usize) -> u32 {
+        self.conn.kernel.conn().up[slot]
+            .streams
+            .load(Ordering::SeqCst)
     }
 }

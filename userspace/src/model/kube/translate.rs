@@ -24,13 +24,13 @@ pub fn model_from<'a>(
     let slices: Vec<&EndpointSlice> = slices.into_iter().collect();
     let mut out: Vec<ServiceSpec> = Vec::new();
     for svc in services {
-        if !labelled(svc) {
-            continue;
-        }
         let (Some(ns), Some(name)) = (
             svc.metadata.namespace.as_deref(),
             svc.metadata.name.as_deref(),
         ) else {
+            continue;
+        };
+        let Some(policy) = policy_of(svc, ns, name) else {
             continue;
         };
         let Some(ip) = cluster_ipv4(svc, ns, name) else {
@@ -57,7 +57,7 @@ pub fn model_from<'a>(
             out.push(ServiceSpec {
                 name: spec_name,
                 vip: SocketAddrV4::new(ip, svc_port),
-                policy: Policy::RoundRobin,
+                policy,
                 endpoints,
             });
         }
@@ -76,13 +76,35 @@ pub fn model_from<'a>(
     Model { services: out }
 }
 
-/// Whether the Service opted in (the watch selects these too; this keeps
-/// the function right on its own).
-fn labelled(svc: &Service) -> bool {
-    svc.metadata
-        .labels
+/// The policy the Service's label names, if it opted in (the watch
+/// selects labelled Services; this keeps the function right on its own).
+/// A value that names no policy ("false", "off", empty) balances nothing:
+/// a label that reads "false" must not turn balancing on.
+fn policy_of(svc: &Service, ns: &str, name: &str) -> Option<Policy> {
+    let value = svc.metadata.labels.as_ref()?.get(BALANCE_LABEL)?;
+    let affinity = svc
+        .spec
         .as_ref()
-        .is_some_and(|l| l.contains_key(BALANCE_LABEL))
+        .and_then(|s| s.session_affinity.as_deref());
+    if affinity == Some("ClientIP") {
+        // The Service promises every connection of a client one pod; per
+        // request balancing would break that promise, so kube-proxy keeps it.
+        tracing::warn!(
+            service = %format!("{ns}/{name}"),
+            "sessionAffinity: ClientIP keeps a client on one pod: not balanced per request"
+        );
+        return None;
+    }
+    let policy = Policy::from_name(value);
+    if policy.is_none() {
+        tracing::warn!(
+            service = %format!("{ns}/{name}"),
+            value = %value,
+            "{BALANCE_LABEL}={value:?} names no policy (accepted: {}): not balanced",
+            Policy::names()
+        );
+    }
+    policy
 }
 
 /// The Service's IPv4 ClusterIP: the first IPv4 of `clusterIPs` (dual stack
@@ -125,10 +147,14 @@ fn is_tcp(protocol: Option<&str>) -> bool {
 
 /// Ready endpoints of `slices` on the port matching `port` (by name; an
 /// unnamed port is `""` on both sides), sorted, without duplicates (an
-/// endpoint may be in two slices while they are rebalanced).
+/// endpoint may be in two slices while they are rebalanced). With none
+/// ready, the terminating ones that still serve, as kube-proxy does: a
+/// Deployment scaled to zero, or every pod of a rollout terminating at
+/// once, still has pods finishing their work, and calls sent to them beat
+/// calls sent nowhere.
 fn ready_endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketAddrV4> {
     let want = port.name.as_deref().unwrap_or("");
-    let mut eps = BTreeSet::new();
+    let (mut ready_eps, mut terminating) = (BTreeSet::new(), BTreeSet::new());
     for slice in slices {
         if slice.address_type != "IPv4" {
             continue;
@@ -141,8 +167,15 @@ fn ready_endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketA
             .and_then(|p| p.port)
             .and_then(|p| u16::try_from(p).ok());
         let Some(target) = target else { continue };
-        for ep in slice.endpoints.iter().filter(|e| ready(e)) {
-            eps.extend(
+        for ep in &slice.endpoints {
+            let set = if ready(ep) {
+                &mut ready_eps
+            } else if serving_while_terminating(ep) {
+                &mut terminating
+            } else {
+                continue;
+            };
+            set.extend(
                 ep.addresses
                     .iter()
                     .filter_map(|a| a.parse::<Ipv4Addr>().ok())
@@ -150,7 +183,11 @@ fn ready_endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketA
             );
         }
     }
-    eps.into_iter().collect()
+    if ready_eps.is_empty() {
+        terminating.into_iter().collect()
+    } else {
+        ready_eps.into_iter().collect()
+    }
 }
 
 /// Ready unless it says otherwise (an unset condition means ready, as
@@ -158,6 +195,12 @@ fn ready_endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketA
 fn ready(ep: &Endpoint) -> bool {
     let c = ep.conditions.as_ref();
     c.and_then(|c| c.ready) != Some(false) && c.and_then(|c| c.terminating) != Some(true)
+}
+
+/// Terminating, and its pod still passes its readiness probe (`serving`).
+fn serving_while_terminating(ep: &Endpoint) -> bool {
+    let c = ep.conditions.as_ref();
+    c.and_then(|c| c.terminating) == Some(true) && c.and_then(|c| c.serving) == Some(true)
 }
 
 #[cfg(test)]
@@ -415,5 +458,106 @@ mod tests {
         let m = model_from(&svcs, &slices);
         assert_eq!(m.services[0].endpoints.len(), 40);
         m.validate().expect("valid model");
+    }
+
+    #[test]
+    fn the_label_value_is_the_policy_and_other_values_balance_nothing() {
+        let with_value = |name: &str, ip: &str, value: &str| {
+            let mut svc = service(name, true, ip, &[("h2c", 8080)]);
+            let labels = svc.metadata.labels.get_or_insert_default();
+            labels.insert(BALANCE_LABEL.into(), value.into());
+            svc
+        };
+        let svcs = [
+            with_value("lr", "10.96.0.10", "least-request"),
+            with_value("rr", "10.96.0.11", "round-robin"),
+            with_value("off", "10.96.0.12", "false"),
+            with_value("empty", "10.96.0.13", ""),
+        ];
+        let slices: Vec<EndpointSlice> = ["lr", "rr", "off", "empty"]
+            .iter()
+            .map(|svc| {
+                slice(
+                    svc,
+                    "IPv4",
+                    &[("h2c", 9090)],
+                    &[("10.1.1.2", Some(true), None)],
+                )
+            })
+            .collect();
+        let m = model_from(&svcs, &slices);
+        let policies: Vec<(&str, Policy)> = m
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s.policy))
+            .collect();
+        assert_eq!(
+            policies,
+            vec![
+                ("default/lr:8080", Policy::LeastRequest),
+                ("default/rr:8080", Policy::RoundRobin),
+            ]
+        );
+    }
+
+    #[test]
+    fn terminating_endpoints_that_serve_carry_the_service_when_none_is_ready() {
+        let svcs = [service("echo", true, "10.96.0.10", &[("h2c", 8080)])];
+        // (address, ready, terminating); the helper sets serving = ready
+        let mut rollout = slice(
+            "echo",
+            "IPv4",
+            &[("h2c", 9090)],
+            &[
+                ("10.1.1.2", Some(false), Some(true)),
+                ("10.1.2.2", Some(false), Some(true)),
+                ("10.1.3.2", Some(false), Some(true)),
+            ],
+        );
+        // be1 and be2 still pass their readiness probes; be3 no longer does
+        for ep in &mut rollout.endpoints[..2] {
+            ep.conditions.get_or_insert_default().serving = Some(true);
+        }
+        let m = model_from(&svcs, std::slice::from_ref(&rollout));
+        assert_eq!(
+            m.services[0].endpoints,
+            addrs(&["10.1.1.2:9090", "10.1.2.2:9090"])
+        );
+        // one ready endpoint: the terminating ones get nothing
+        rollout.endpoints.push(Endpoint {
+            addresses: vec!["10.1.4.2".into()],
+            ..Default::default()
+        });
+        let m = model_from(&svcs, &[rollout]);
+        assert_eq!(m.services[0].endpoints, addrs(&["10.1.4.2:9090"]));
+    }
+
+    #[test]
+    fn client_ip_session_affinity_is_left_to_kube_proxy() {
+        let mut sticky = service("sticky", true, "10.96.0.10", &[("h2c", 8080)]);
+        if let Some(spec) = sticky.spec.as_mut() {
+            spec.session_affinity = Some("ClientIP".into());
+        }
+        let mut none = service("plain", true, "10.96.0.11", &[("h2c", 8080)]);
+        if let Some(spec) = none.spec.as_mut() {
+            spec.session_affinity = Some("None".into());
+        }
+        let slices = [
+            slice(
+                "sticky",
+                "IPv4",
+                &[("h2c", 9090)],
+                &[("10.1.1.2", Some(true), None)],
+            ),
+            slice(
+                "plain",
+                "IPv4",
+                &[("h2c", 9090)],
+                &[("10.1.1.2", Some(true), None)],
+            ),
+        ];
+        let m = model_from(&[sticky, none], &slices);
+        let names: Vec<&str> = m.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["default/plain:8080"]);
     }
 }

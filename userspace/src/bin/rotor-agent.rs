@@ -49,9 +49,9 @@ struct Args {
     /// ENHANCE_YOUR_CALM), and new connections stay on their original path
     /// until the total is under three quarters of it. Each peer has its own
     /// bound too (8 MiB of DATA and 4 MiB of other frames per queue). The
-    /// default, 256 MiB, is half the DaemonSet's memory limit (512 MiB):
-    /// the rest is the agent's baseline (34 MiB) and the fixed buffers of
-    /// its connections.
+    /// memory limit must hold it beside the agent at rest and its
+    /// connections' fixed buffers (README, "Resources": the DaemonSet
+    /// passes 128 MiB within a 768 MiB limit for --max-conns 4096).
     #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
     max_queued_bytes: usize,
     /// Entries of the per-socket maps (tests fill them with a few connections).

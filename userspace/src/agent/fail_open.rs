@@ -83,13 +83,25 @@ fn shutdown_write(s: &TcpStream) {
 }
 
 /// sockops makes an accepted socket's parser state when the handshake
-/// completes, which can be a moment after accept returned it.
+/// completes, which can be a moment after accept returned it: the child
+/// joins the accept queue before its ESTABLISHED callback runs, and on a
+/// busy node that softirq work can wait in ksoftirqd. 50 ms was too short
+/// there (113 of 5,000 connections left on their original path at load 9
+/// with the maps nearly empty, conn-memory benchmark); a full table, the
+/// case this tells apart, is rare enough to wait up to a second for.
 pub async fn kernel_took(shared: &Shared, cookie: u64) -> bool {
-    for _ in 0..25 {
+    let mut pause = Duration::from_millis(1);
+    let deadline = tokio::time::Instant::now() + KERNEL_TAKE_LIMIT;
+    loop {
         if shared.dp.parse_state(cookie).is_some() {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
-    false
 }
+
+const KERNEL_TAKE_LIMIT: Duration = Duration::from_secs(1);

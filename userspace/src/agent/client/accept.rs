@@ -43,7 +43,7 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddrV4) {
             a,
             peer,
             dest,
-            "the kernel could not take it (parse_states or agent_socks full)".into(),
+            "the kernel did not take it within 1 s (parse_states or agent_socks full)".into(),
         )
         .await;
     }

@@ -136,6 +136,7 @@ pub(super) async fn run(client: Client, tx: mpsc::UnboundedSender<Update>, healt
     let (mut svc_listed, mut labelled_listed, mut named_listed) = (false, false, true);
     let mut sent = false;
     let mut probe = tokio::time::interval(PROBE_EVERY);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let unreachable = health.state() == SourceState::Unreachable;
         let tick = tokio::select! {

@@ -55,6 +55,10 @@ enum Cmd {
         /// Skip `cargo build --release --workspace --bins`.
         #[arg(long)]
         no_build: bool,
+        /// Only the memory with 5,000 Services (bench/src/services_memory.rs);
+        /// writes services-memory.md and .json under target/bench/.
+        #[arg(long)]
+        services_memory: bool,
     },
     /// Run the cargo-fuzz targets (userspace/fuzz) on stable, each for a time;
     /// installs cargo-fuzz if missing. Fails on a crash and names the reproducer.
@@ -193,6 +197,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             rate,
             only,
             no_build,
+            services_memory,
         } => {
             deps::ensure()?;
             if !no_build {
@@ -200,6 +205,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 if code != 0 {
                     return Ok(exit(code));
                 }
+            }
+            if services_memory {
+                return bench_services_memory();
             }
             let mut opts = rotor_bench::BenchOptions::new(quick, repeat);
             if let Some(d) = duration {
@@ -306,4 +314,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cargo xtask bench --services-memory`: that section alone.
+fn bench_services_memory() -> anyhow::Result<ExitCode> {
+    let r = rotor_bench::services_memory::run(&Default::default())?;
+    let dir = rotor_testbed::util::target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("services-memory.md"), r.markdown())?;
+    std::fs::write(
+        dir.join("services-memory.json"),
+        serde_json::to_string_pretty(&r)?,
+    )?;
+    println!(
+        "\n{}\nxtask: wrote {1}/services-memory.md, {1}/services-memory.json",
+        r.markdown(),
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -107,6 +107,9 @@ impl<K> Relist<K> {
     }
 }
 
+// One lives on the stack for one turn of the loop: boxing the large
+// Service event would cost an allocation per event for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Tick {
     Services(Result<watcher::Event<Service>, watcher::Error>),
     Slices(

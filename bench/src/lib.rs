@@ -23,6 +23,7 @@ pub mod haproxy;
 pub mod load;
 pub mod report;
 mod runs;
+pub mod services_memory;
 pub mod stats;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -278,6 +279,8 @@ pub struct Results {
     pub kernel: String,
     pub cpus: usize,
     pub rotor_status: Option<serde_json::Value>,
+    /// services_memory.rs, unless `--only` leaves it out.
+    pub services_memory: Option<services_memory::ServicesMemory>,
 }
 
 /// Builds the bed, runs every scenario on every path `repeat` times, writes
@@ -340,6 +343,7 @@ pub fn run_bench(opts: &BenchOptions) -> Result<report::Report> {
     }
     let rotor_status = read_agent_status(bed.agent.admin_socket()).ok();
     drop(bed);
+    let services_memory = services_memory::in_bench(&opts.only);
     let results = Results {
         scenarios: scenarios.into_iter().zip(cells).collect(),
         idle_background_cores: idle_bg,
@@ -351,6 +355,7 @@ pub fn run_bench(opts: &BenchOptions) -> Result<report::Report> {
             .to_string(),
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         rotor_status,
+        services_memory,
     };
     let rep = report::Report::new(opts, results);
     rep.write(&opts.out_dir)?;

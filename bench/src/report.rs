@@ -264,6 +264,9 @@ impl Report {
         }
         let _ = writeln!(m, "\n#### Goals (rotor)\n");
         goal_table(&mut m, &self.goals);
+        if let Some(sm) = &self.raw.services_memory {
+            let _ = write!(m, "\n{}", sm.markdown());
+        }
         m
     }
 }

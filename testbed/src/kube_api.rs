@@ -4,7 +4,7 @@
 //!
 //! * `GET /api/v1/services`, `/apis/discovery.k8s.io/v1/endpointslices`
 //!   (and the `/namespaces/NS/` forms), with `labelSelector` (`k`, `!k`,
-//!   `k=v`, `k==v`, `k!=v`, comma-separated): a `ServiceList` /
+//!   `k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, comma-separated): a `ServiceList` /
 //!   `EndpointSliceList` with `metadata.resourceVersion`. Lists are never
 //!   paged (`limit` is accepted; the tests keep far fewer objects).
 //! * `?watch=true&resourceVersion=N&allowWatchBookmarks=true&timeoutSeconds=T`:
@@ -15,6 +15,11 @@
 //!   arrives as DELETED (ADDED). A watch from a revision older than the last
 //!   compaction ([`KubeApi::apply_behind_compaction`]) gets one ERROR event
 //!   with a 410 Expired Status.
+//!
+//! * It plays the EndpointSlice controller's part with labels
+//!   (controller.rs): managed slices carry their Service's labels.
+//! * [`KubeApi::pause`] and [`KubeApi::resume`]: the API server goes away
+//!   (port closed, watches cut) and comes back on the same port.
 //!
 //! One global resourceVersion counts every change, like etcd's revision.
 //! [`KubeApi::start_in_netns`] listens on 127.0.0.1 inside a test's network
@@ -31,6 +36,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tokio::sync::{broadcast, oneshot};
 
+mod controller;
 mod objects;
 mod query;
 mod server;
@@ -87,6 +93,10 @@ pub(super) struct State {
     /// While true, list requests get no answer (a slow API server).
     lists_held: tokio::sync::watch::Sender<bool>,
     requests: Vec<String>,
+    /// Slice names by (namespace, `kubernetes.io/service-name`), for the controller.
+    slices_of: std::collections::HashMap<(String, String), std::collections::BTreeSet<String>>,
+    /// How long the controller takes to relabel slices (controller.rs).
+    controller_delay: Duration,
 }
 
 /// A running stand-in. Dropping it stops the server and closes every watch.
@@ -94,6 +104,7 @@ pub(super) struct State {
 pub struct KubeApi {
     state: Arc<Mutex<State>>,
     addr: SocketAddr,
+    netns: Option<std::path::PathBuf>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -121,43 +132,40 @@ impl KubeApi {
             watch_limit: None,
             lists_held: tokio::sync::watch::channel(false).0,
             requests: Vec::new(),
+            slices_of: Default::default(),
+            controller_delay: Duration::ZERO,
         }));
-        let (stop, stopped) = oneshot::channel();
-        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
-        let st = state.clone();
-        let thread = std::thread::Builder::new()
-            .name("kube-api".into())
-            .spawn(move || {
-                let listener = netns.as_deref().map_or(Ok(()), enter_netns).and_then(|()| {
-                    let l = std::net::TcpListener::bind("127.0.0.1:0")
-                        .context("binding 127.0.0.1:0")?;
-                    l.set_nonblocking(true)?;
-                    Ok(l)
-                });
-                let listener = match listener {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = bound_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = bound_tx.send(listener.local_addr().map_err(anyhow::Error::from));
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => return eprintln!("kube-api: runtime: {e}"),
-                };
-                rt.block_on(serve(listener, st, stopped));
-            })?;
-        let addr = bound_rx.recv().context("kube-api thread died")??;
+        let (addr, stop, thread) = listen(state.clone(), netns.clone(), 0)?;
         Ok(KubeApi {
             state,
             addr,
+            netns,
             stop: Some(stop),
             thread: Some(thread),
         })
+    }
+
+    /// Stops answering, as an API server that went away: the port is
+    /// closed (connects are refused) and every open watch ends. The objects
+    /// stay; [`KubeApi::resume`] serves them again on the same port.
+    pub fn pause(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Serves again on the port it had, after [`KubeApi::pause`].
+    pub fn resume(&mut self) -> Result<()> {
+        if self.thread.is_some() {
+            bail!("the stand-in is serving already");
+        }
+        let (_, stop, thread) = listen(self.state.clone(), self.netns.clone(), self.addr.port())?;
+        self.stop = Some(stop);
+        self.thread = Some(thread);
+        Ok(())
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -179,11 +187,27 @@ impl KubeApi {
 
     /// Creates or replaces an object (`metadata.namespace` and `.name` required);
     /// returns its new resourceVersion.
-    pub fn apply(&self, kind: Kind, obj: Value) -> Result<u64> {
-        let mut st = self.lock();
-        let change = st.put(kind, obj)?;
-        let rv = change.rv;
-        st.record(change);
+    /// Slices the EndpointSlice controller manages get their Service's
+    /// labels, and a Service's labels reach its slices (controller.rs).
+    pub fn apply(&self, kind: Kind, mut obj: Value) -> Result<u64> {
+        let ns = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let rv = {
+            let mut st = self.lock();
+            if kind == Kind::EndpointSlice {
+                st.label_slice(&mut obj);
+            }
+            let change = st.put(kind, obj)?;
+            let rv = change.rv;
+            st.record(change);
+            rv
+        };
+        if kind == Kind::Service {
+            controller::service_changed(&self.state, &ns, &name);
+        }
         Ok(rv)
     }
 
@@ -193,6 +217,7 @@ impl KubeApi {
         let Some(mut old) = st.objects.remove(&(kind, ns.to_string(), name.to_string())) else {
             bail!("no {} {ns}/{name}", kind.name());
         };
+        st.index_slice(kind, Some(&old), None);
         st.rv += 1;
         let rv = st.rv;
         // A deleted object is sent with the revision of its deletion.
@@ -224,8 +249,11 @@ impl KubeApi {
     /// it, as etcd compaction does: every open watch ends, and a client
     /// resuming from an older revision gets 410 Gone, so it only sees the
     /// change by listing again. Returns the new resourceVersion.
-    pub fn apply_behind_compaction(&self, kind: Kind, obj: Value) -> Result<u64> {
+    pub fn apply_behind_compaction(&self, kind: Kind, mut obj: Value) -> Result<u64> {
         let mut st = self.lock();
+        if kind == Kind::EndpointSlice {
+            st.label_slice(&mut obj);
+        }
         st.epoch.send_modify(|e| *e += 1);
         let rv = st.put(kind, obj)?.rv;
         st.compacted = rv;
@@ -287,6 +315,7 @@ impl State {
         );
         obj["metadata"]["uid"] = uid.into();
         obj["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z".into();
+        self.index_slice(kind, old.as_ref(), Some(&obj));
         self.objects.insert(key, obj.clone());
         Ok(Change {
             rv,
@@ -294,6 +323,31 @@ impl State {
             old,
             new: Some(obj),
         })
+    }
+
+    /// Keeps `slices_of` up to date with a slice going from `old` to `new`.
+    fn index_slice(&mut self, kind: Kind, old: Option<&Value>, new: Option<&Value>) {
+        if kind != Kind::EndpointSlice {
+            return;
+        }
+        let owner = |v: &Value| -> Option<((String, String), String)> {
+            let m = &v["metadata"];
+            Some((
+                (
+                    m["namespace"].as_str()?.to_string(),
+                    m["labels"][controller::SERVICE_NAME].as_str()?.to_string(),
+                ),
+                m["name"].as_str()?.to_string(),
+            ))
+        };
+        if let Some((svc, name)) = old.and_then(owner) {
+            if let Some(set) = self.slices_of.get_mut(&svc) {
+                set.remove(&name);
+            }
+        }
+        if let Some((svc, name)) = new.and_then(owner) {
+            self.slices_of.entry(svc).or_default().insert(name);
+        }
     }
 
     fn record(&mut self, change: Change) {
@@ -313,6 +367,48 @@ impl Drop for KubeApi {
     }
 }
 
+type Server = (SocketAddr, oneshot::Sender<()>, std::thread::JoinHandle<()>);
+
+/// A server thread on 127.0.0.1:`port` (0: any) of `netns`; its runtime,
+/// and every connection with it, ends when `stop` is sent.
+fn listen(
+    state: Arc<Mutex<State>>,
+    netns: Option<std::path::PathBuf>,
+    port: u16,
+) -> Result<Server> {
+    let (stop, stopped) = oneshot::channel();
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("kube-api".into())
+        .spawn(move || {
+            let listener = netns.as_deref().map_or(Ok(()), enter_netns).and_then(|()| {
+                // std sets SO_REUSEADDR: the port of a paused server binds again at once.
+                let l = std::net::TcpListener::bind(("127.0.0.1", port))
+                    .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+                l.set_nonblocking(true)?;
+                Ok(l)
+            });
+            let listener = match listener {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = bound_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = bound_tx.send(listener.local_addr().map_err(anyhow::Error::from));
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return eprintln!("kube-api: runtime: {e}"),
+            };
+            rt.block_on(serve(listener, state, stopped));
+        })?;
+    let addr = bound_rx.recv().context("kube-api thread died")??;
+    Ok((addr, stop, thread))
+}
+
 fn enter_netns(path: &Path) -> Result<()> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     use std::os::fd::AsRawFd;
@@ -325,175 +421,4 @@ fn enter_netns(path: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::io::{BufRead, BufReader, Write};
-    use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
-
-    use super::*;
-
-    const VIP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 8080);
-
-    /// Sends a GET and returns the reader positioned at the body (chunked for watches).
-    fn get(api: &KubeApi, target: &str) -> BufReader<TcpStream> {
-        let mut s = TcpStream::connect(api.addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        write!(
-            s,
-            "GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-        )
-        .expect("write");
-        let mut r = BufReader::new(s);
-        let mut line = String::new();
-        while r.read_line(&mut line).expect("head") > 2 {
-            line.clear();
-        }
-        r
-    }
-
-    /// The next JSON line of a chunked body (skipping chunk-size lines).
-    fn next_json(r: &mut BufReader<TcpStream>) -> Value {
-        loop {
-            let mut line = String::new();
-            assert!(r.read_line(&mut line).expect("body") > 0, "body ended");
-            if let Ok(v) = serde_json::from_str::<Value>(line.trim()) {
-                if v.is_object() {
-                    return v;
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn list_then_watch_from_its_revision() {
-        let api = KubeApi::start().expect("stand-in");
-        let labels = [("rotor.dev/balance", "round-robin")];
-        api.apply(
-            Kind::Service,
-            service("default", "echo", &labels, VIP, "h2c"),
-        )
-        .expect("apply");
-        api.apply(
-            Kind::Service,
-            service(
-                "default",
-                "plain",
-                &[],
-                SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 11), 80),
-                "",
-            ),
-        )
-        .expect("apply");
-        let mut r = get(
-            &api,
-            "/api/v1/services?labelSelector=rotor.dev%2Fbalance&limit=500",
-        );
-        let mut body = String::new();
-        let _ = std::io::Read::read_to_string(&mut r, &mut body);
-        let list: Value = serde_json::from_str(body.trim()).expect("list JSON");
-        assert_eq!(list["kind"], "ServiceList");
-        assert_eq!(list["apiVersion"], "v1");
-        assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
-        assert_eq!(list["items"][0]["metadata"]["name"], "echo");
-        let rv = list["metadata"]["resourceVersion"]
-            .as_str()
-            .expect("list resourceVersion")
-            .to_string();
-
-        let mut w = get(&api, &format!("/api/v1/services?watch=true&labelSelector=rotor.dev%2Fbalance&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=10"));
-        let mut svc = api.get(Kind::Service, "default", "echo").expect("stored");
-        svc["spec"]["ports"][0]["port"] = 9090.into();
-        api.apply(Kind::Service, svc.clone()).expect("modify");
-        let ev = next_json(&mut w);
-        assert_eq!(
-            (
-                ev["type"].as_str(),
-                ev["object"]["spec"]["ports"][0]["port"].as_u64()
-            ),
-            (Some("MODIFIED"), Some(9090)),
-            "{ev}"
-        );
-        assert_eq!(ev["object"]["kind"], "Service");
-        // Dropping the label takes the Service out of this watch's selection.
-        svc["metadata"]["labels"] = serde_json::json!({});
-        let dropped = api.apply(Kind::Service, svc).expect("unlabel");
-        let ev = next_json(&mut w);
-        assert_eq!(ev["type"], "DELETED", "{ev}");
-        let ev = next_json(&mut w);
-        assert_eq!(ev["type"], "BOOKMARK", "{ev}");
-        assert_eq!(
-            ev["object"]["metadata"]["resourceVersion"],
-            dropped.to_string()
-        );
-        assert!(
-            api.requests().iter().any(|r| r.contains("watch=true")),
-            "{:?}",
-            api.requests()
-        );
-    }
-
-    #[test]
-    fn a_revision_older_than_the_compaction_is_gone() {
-        let api = KubeApi::start().expect("stand-in");
-        let old = api
-            .apply(Kind::Service, service("default", "echo", &[], VIP, ""))
-            .expect("apply");
-        let mut open = get(
-            &api,
-            &format!("/api/v1/services?watch=true&resourceVersion={old}"),
-        );
-        let mut svc = api.get(Kind::Service, "default", "echo").expect("stored");
-        svc["spec"]["ports"][0]["port"] = 9090.into();
-        let new = api
-            .apply_behind_compaction(Kind::Service, svc)
-            .expect("compacted change");
-        // The open watch ends without the change.
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut open, &mut rest);
-        assert!(!rest.contains("MODIFIED"), "{rest}");
-        let ev = next_json(&mut get(
-            &api,
-            &format!("/api/v1/services?watch=true&resourceVersion={old}"),
-        ));
-        assert_eq!(
-            (ev["type"].as_str(), ev["object"]["code"].as_u64()),
-            (Some("ERROR"), Some(410)),
-            "{ev}"
-        );
-        assert_eq!(ev["object"]["reason"], "Expired");
-        // From the compacted revision on, watching works again.
-        let mut w = get(
-            &api,
-            &format!("/api/v1/services?watch=true&resourceVersion={new}&allowWatchBookmarks=true"),
-        );
-        assert_eq!(next_json(&mut w)["type"], "BOOKMARK");
-    }
-
-    #[test]
-    fn slices_list_with_their_kind_and_unknown_paths_get_a_status() {
-        let api = KubeApi::start().expect("stand-in");
-        let eps = [
-            (Ipv4Addr::new(10, 1, 1, 2), EndpointState::Ready),
-            (Ipv4Addr::new(10, 1, 2, 2), EndpointState::NotReady),
-        ];
-        api.apply(
-            Kind::EndpointSlice,
-            endpoint_slice("default", "echo-x1", "echo", "h2c", 8080, &eps),
-        )
-        .expect("apply");
-        let mut body = String::new();
-        let _ = std::io::Read::read_to_string(&mut get(&api, "/apis/discovery.k8s.io/v1/endpointslices?labelSelector=kubernetes.io%2Fservice-name"), &mut body);
-        let list: Value = serde_json::from_str(body.trim()).expect("list JSON");
-        assert_eq!(
-            (list["kind"].as_str(), list["apiVersion"].as_str()),
-            (Some("EndpointSliceList"), Some("discovery.k8s.io/v1"))
-        );
-        assert_eq!(
-            list["items"][0]["endpoints"][1]["conditions"]["ready"],
-            false
-        );
-        let mut body = String::new();
-        let _ = std::io::Read::read_to_string(&mut get(&api, "/api/v1/pods"), &mut body);
-        assert!(body.contains("\"code\":404"), "{body}");
-    }
-}
+mod tests;

@@ -59,6 +59,10 @@ enum Cmd {
         /// 1,000 busy connections; about 3 minutes): target/bench/conn-memory.md.
         #[arg(long)]
         conn_memory: bool,
+        /// Only the memory with 5,000 Services (bench/src/services_memory.rs);
+        /// writes services-memory.md and .json under target/bench/.
+        #[arg(long)]
+        services_memory: bool,
     },
     /// Run the cargo-fuzz targets (userspace/fuzz) on stable, each for a time;
     /// installs cargo-fuzz if missing. Fails on a crash and names the reproducer.
@@ -198,6 +202,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             only,
             no_build,
             conn_memory,
+            services_memory,
         } => {
             deps::ensure()?;
             if !no_build {
@@ -205,6 +210,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 if code != 0 {
                     return Ok(exit(code));
                 }
+            }
+            if services_memory {
+                return bench_services_memory();
             }
             let mut opts = rotor_bench::BenchOptions::new(quick, repeat);
             if let Some(d) = duration {
@@ -322,4 +330,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cargo xtask bench --services-memory`: that section alone.
+fn bench_services_memory() -> anyhow::Result<ExitCode> {
+    let r = rotor_bench::services_memory::run(&Default::default())?;
+    let dir = rotor_testbed::util::target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("services-memory.md"), r.markdown())?;
+    std::fs::write(
+        dir.join("services-memory.json"),
+        serde_json::to_string_pretty(&r)?,
+    )?;
+    println!(
+        "\n{}\nxtask: wrote {1}/services-memory.md, {1}/services-memory.json",
+        r.markdown(),
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

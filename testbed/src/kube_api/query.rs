@@ -30,7 +30,9 @@ pub(super) fn namespace_of(path: &str) -> Option<String> {
         .map(|s| s.to_string())
 }
 
-/// A label selector: `k`, `!k`, `k=v`, `k==v`, `k!=v`, joined by commas (no set-based `in`).
+/// A label selector: `k`, `!k`, `k=v`, `k==v`, `k!=v`, `k in (a,b)`,
+/// `k notin (a,b)`, joined by commas (those inside parentheses belong to
+/// the set).
 #[derive(Debug, Default)]
 pub(super) struct Selector(Vec<(String, Op)>);
 
@@ -40,19 +42,72 @@ enum Op {
     Absent,
     Eq(String),
     Ne(String),
+    In(Vec<String>),
+    NotIn(Vec<String>),
+}
+
+/// The terms of a selector: split at the commas outside parentheses.
+fn terms(s: &str) -> std::result::Result<Vec<&str>, String> {
+    let (mut out, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        if !(0..=1).contains(&depth) {
+            return Err(format!("unbalanced parentheses in {s:?}"));
+        }
+    }
+    if depth != 0 {
+        return Err(format!("unbalanced parentheses in {s:?}"));
+    }
+    out.push(&s[start..]);
+    Ok(out
+        .into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect())
+}
+
+/// `key in (a, b)` / `key notin (a, b)`, if the term is one.
+fn set_term(term: &str) -> Option<std::result::Result<(String, Op), String>> {
+    let open = term.find('(')?;
+    let (head, rest) = term.split_at(open);
+    let mut words = head.split_whitespace();
+    let (key, op) = (words.next()?, words.next()?);
+    let Some(inner) = rest.strip_prefix('(').and_then(|r| r.strip_suffix(')')) else {
+        return Some(Err(format!("bad set in {term:?}")));
+    };
+    let values: Vec<String> = inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+    Some(match op {
+        "in" => Ok((key.to_string(), Op::In(values))),
+        "notin" => Ok((key.to_string(), Op::NotIn(values))),
+        _ => Err(format!("unsupported label selector term {term:?}")),
+    })
 }
 
 impl Selector {
     pub(super) fn parse(s: &str) -> std::result::Result<Selector, String> {
         let mut reqs = Vec::new();
-        for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let req = if let Some((k, v)) = term.split_once("!=") {
+        for term in terms(s)? {
+            let req = if let Some(set) = set_term(term) {
+                set?
+            } else if let Some((k, v)) = term.split_once("!=") {
                 (k.trim().to_string(), Op::Ne(v.trim().to_string()))
             } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
                 (k.trim().to_string(), Op::Eq(v.trim().to_string()))
             } else if let Some(k) = term.strip_prefix('!') {
                 (k.trim().to_string(), Op::Absent)
-            } else if term.contains(' ') || term.contains('(') {
+            } else if term.contains(' ') || term.contains('(') || term.contains(')') {
                 return Err(format!("unsupported label selector term {term:?}"));
             } else {
                 (term.to_string(), Op::Exists)
@@ -70,6 +125,9 @@ impl Selector {
                 Op::Absent => v.is_none(),
                 Op::Eq(want) => v == Some(want.as_str()),
                 Op::Ne(no) => v != Some(no.as_str()),
+                Op::In(set) => v.is_some_and(|v| set.iter().any(|s| s == v)),
+                // As the API server: a missing key is not in any set.
+                Op::NotIn(set) => v.is_none_or(|v| !set.iter().any(|s| s == v)),
             }
         })
     }
@@ -129,7 +187,15 @@ mod tests {
         assert!(sel.matches(&json!({"app": "echo", "tier": "web"})));
         assert!(!sel.matches(&json!({"app": "echo", "canary": "1"})));
         assert!(!sel.matches(&json!({"app": "echo", "tier": "db"})));
-        assert!(Selector::parse("env in (a,b)").is_err());
+        let sel = Selector::parse("kubernetes.io/service-name in (db, ext),app").expect("set");
+        assert!(sel.matches(&json!({"kubernetes.io/service-name": "ext", "app": "x"})));
+        assert!(!sel.matches(&json!({"kubernetes.io/service-name": "web", "app": "x"})));
+        assert!(!sel.matches(&json!({"app": "x"})));
+        let sel = Selector::parse("tier notin (db)").expect("notin");
+        assert!(sel.matches(&json!({"tier": "web"})) && sel.matches(&json!({})));
+        assert!(!sel.matches(&json!({"tier": "db"})));
+        assert!(Selector::parse("env in (a,b").is_err());
+        assert!(Selector::parse("env within (a)").is_err());
     }
 
     #[test]

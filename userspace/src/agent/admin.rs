@@ -97,6 +97,9 @@ pub struct Status {
     /// What the agent queues, against --max-queued-bytes.
     #[serde(default)]
     pub budget: super::budget::BudgetStatus,
+    /// Where the model stands with its source (synced, unreachable since when).
+    #[serde(default)]
+    pub source: crate::model::SourceReport,
 }
 
 /// How long a CLI may take to read its answer.
@@ -234,5 +237,6 @@ fn status(shared: &Shared) -> Status {
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
         budget: shared.budget.status(),
+        source: shared.source.report(),
     }
 }

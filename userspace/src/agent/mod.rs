@@ -2,6 +2,7 @@
 //! keeps the upstreams, and applies the endpoint model.
 
 mod admin;
+mod apply;
 pub mod budget;
 pub mod caps;
 mod client;
@@ -33,7 +34,7 @@ pub use registry::Registry;
 
 use crate::ebpf::{Datapath, LoadOptions};
 use crate::model::kube::KubeSource;
-use crate::model::{ConfigFile, Model};
+use crate::model::{ConfigFile, Delta, Model, SourceHealth};
 
 /// Where the Services and their endpoints come from.
 #[derive(Debug, Clone)]
@@ -76,6 +77,8 @@ pub struct Shared {
     pub budget: Arc<budget::Budget>,
     /// True once the agent stops: every connection goes away gracefully.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Where the model stands with its source (`rotor status`).
+    pub source: SourceHealth,
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
@@ -85,20 +88,23 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         health::serve(addr, health.clone())?;
     }
     health.waiting_for("reading the Services");
-    let (model, updates) = match &opts.source {
+    let (model, updates, source_health) = match &opts.source {
         Source::File(path) => {
             let mut config = ConfigFile::new(path);
             let model = config
                 .poll()
                 .context("reading the configuration")?
                 .unwrap_or_default();
-            (model, Updates::File(config))
+            let file = SourceHealth::new("file");
+            file.synced();
+            (model, Updates::File(config), file)
         }
         Source::Kubernetes { kubeconfig } => {
             let client = crate::model::kube::client(kubeconfig.as_deref()).await?;
             let mut source = KubeSource::start(client);
             let model = first_model(&mut source, &health).await?;
-            (model, Updates::Kubernetes(source))
+            let h = source.health();
+            (model, Updates::Kubernetes(source), h)
         }
     };
 
@@ -126,13 +132,18 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         registry: registry.clone(),
         budget: budget::Budget::new(opts.max_queued_bytes),
         stopping: tokio::sync::watch::channel(false).0,
+        source: source_health,
     });
-    apply(&shared, &model);
+    apply::apply(&shared, &Delta::between(&Model::default(), &model));
     let admin = admin::spawn(&opts.admin, shared.clone()).context("starting the admin socket")?;
     tokio::spawn(sweep_parse_states(dp.clone()));
     tokio::spawn(report_fail_open(dp.clone()));
     match updates {
-        Updates::File(config) => drop(tokio::spawn(watch_config(config, shared.clone()))),
+        Updates::File(config) => drop(tokio::spawn(watch_config(
+            config,
+            model.clone(),
+            shared.clone(),
+        ))),
         Updates::Kubernetes(source) => drop(tokio::spawn(watch_models(
             source,
             shared.clone(),
@@ -175,24 +186,6 @@ async fn accept(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         let SocketAddr::V4(peer) = peer else { continue };
         let _ = sock.set_nodelay(true);
         tokio::spawn(client::serve(shared.clone(), sock, peer));
-    }
-}
-
-fn apply(shared: &Shared, model: &Model) {
-    for vip in shared.registry.retain_services(&model.services) {
-        if let Err(e) = shared.dp.remove_service(vip) {
-            tracing::warn!(%vip, error = %e, "cannot remove service");
-        }
-        tracing::info!(%vip, "service removed");
-    }
-    for spec in &model.services {
-        let (id, new) = shared.registry.upsert_service(spec);
-        if new {
-            if let Err(e) = shared.dp.set_service(spec.vip, id) {
-                tracing::error!(service = %spec.name, error = %e, "cannot balance service");
-            }
-        }
-        tracing::info!(service = %spec.name, vip = %spec.vip, endpoints = spec.endpoints.len(), "service configured");
     }
 }
 
@@ -262,27 +255,23 @@ async fn first_model(source: &mut KubeSource, health: &health::Health) -> anyhow
     }
 }
 
-async fn watch_models(source: KubeSource, shared: Arc<Shared>, health: Arc<health::Health>) {
-    let mut models = source.models();
-    while models.changed().await.is_ok() {
-        let model = models.borrow_and_update().clone();
-        match model.validate() {
-            Ok(()) => apply(&shared, &model),
-            Err(e) => {
-                tracing::warn!(error = %e, "Kubernetes model not applied; keeping the previous one")
-            }
-        }
+async fn watch_models(mut source: KubeSource, shared: Arc<Shared>, health: Arc<health::Health>) {
+    while let Some(delta) = source.next().await {
+        apply::apply(&shared, &delta);
     }
     tracing::error!("the Kubernetes source stopped; keeping the last model");
     health.source_stopped("the Kubernetes watch ended");
 }
 
-async fn watch_config(mut config: ConfigFile, shared: Arc<Shared>) {
+async fn watch_config(mut config: ConfigFile, mut applied: Model, shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tick.tick().await;
         match config.poll() {
-            Ok(Some(model)) => apply(&shared, &model),
+            Ok(Some(model)) => {
+                apply::apply(&shared, &Delta::between(&applied, &model));
+                applied = model;
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "configuration not applied; keeping the previous one")

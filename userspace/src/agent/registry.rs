@@ -160,6 +160,22 @@ impl Registry {
         (id, true)
     }
 
+    /// Removes one service (by name and address); false if it was not there.
+    pub fn remove_service(&self, name: &str, vip: SocketAddrV4) -> bool {
+        let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        let id = services
+            .values()
+            .find(|s| s.name == name && s.vip == vip)
+            .map(|s| s.id);
+        match id.and_then(|id| services.remove(&id)) {
+            Some(s) => {
+                s.endpoints.send_replace(Vec::new());
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Removes services not in `keep`; returns their addresses.
     pub fn retain_services(&self, keep: &[ServiceSpec]) -> Vec<SocketAddrV4> {
         let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());

@@ -45,6 +45,7 @@ fn main() -> anyhow::Result<()> {
     }
     let status: rotor::agent::Status =
         serde_json::from_str(&body).context("parsing the agent's status")?;
+    println!("SOURCE {}", status.source);
     println!("SERVICES");
     for s in &status.services {
         println!(

@@ -1,33 +1,38 @@
 //! The Kubernetes source: Services labelled `rotor.dev/balance` (any
-//! namespace) and the EndpointSlices of every Service, watched with kube-rs
-//! into reflector stores; each change that alters the [`Model`] is sent on a
-//! `tokio::sync::watch` channel.
+//! namespace) and their EndpointSlices, watched with kube-rs; each event
+//! updates one Service in an [`index::Index`], and what changed is sent to
+//! the agent as a [`Delta`].
 //!
 //! ```text
-//!  watcher(Service, label rotor.dev/balance) ─► store ─┐
-//!                                                      ├─► model_from ─► watch::Sender<Model>
-//!  watcher(EndpointSlice, kubernetes.io/service-name) ─► store ─┘
+//!  watcher(Service, label rotor.dev/balance) ───────────────────┐
+//!  watcher(EndpointSlice, label rotor.dev/balance) ─────────────┼─► Index ─► Delta ─► agent
+//!  watcher(EndpointSlice, kubernetes.io/service-name in (...)) ─┘
 //! ```
+//!
+//! The EndpointSlice controller copies a Service's labels onto the slices
+//! it manages, also onto existing slices when a label is added later
+//! (README, "Kubernetes"), so the second watch selects by our label and
+//! holds no slice of a Service rotor does not balance. Services without a
+//! selector get their slices from a user or another controller, which need
+//! not copy our label: the third watch names them, and starts again when
+//! that set of names changes.
 
+mod index;
+mod run;
 mod translate;
 
+pub use index::{Event, Index, SliceSource};
 pub use translate::model_from;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, Config, ResourceExt};
-use tokio::sync::watch;
+use kube::{Client, Config};
+use tokio::sync::mpsc;
 
-use super::Model;
-
+use super::source::SourceHealth;
+use super::{Delta, Model};
 /// The label a Service carries to be balanced per request (any value).
 pub const BALANCE_LABEL: &str = "rotor.dev/balance";
 /// The label that ties an EndpointSlice to its Service.
@@ -72,51 +77,70 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
     Client::try_from(config).map_err(KubeError::Client)
 }
 
-/// The running source: models on a watch channel, fed by a task that owns
-/// both watchers (it stops when this is dropped).
+/// What the source sends: the first complete model, then what changed.
+#[derive(Debug)]
+pub enum Update {
+    Listed(Model),
+    Changed(Delta),
+}
+
+/// The running source, fed by a task that owns the watchers (it stops
+/// when this is dropped).
 pub struct KubeSource {
-    models: watch::Receiver<Model>,
-    last_error: Arc<Mutex<Option<String>>>,
+    updates: mpsc::UnboundedReceiver<Update>,
+    health: SourceHealth,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl KubeSource {
-    /// Starts the watchers. The first model is sent once both the Services
-    /// and the EndpointSlices have been listed; then one per change.
+    /// Starts the watchers. The first model is sent once the Services and
+    /// the slices have been listed; then one delta per change.
     pub fn start(client: Client) -> KubeSource {
-        let (tx, models) = watch::channel(Model::default());
-        let last_error = Arc::new(Mutex::new(None));
-        let task = tokio::spawn(run(client, tx, last_error.clone()));
+        let (tx, updates) = mpsc::unbounded_channel();
+        let health = SourceHealth::new("kubernetes");
+        let task = tokio::spawn(run::run(client, tx, health.clone()));
         KubeSource {
-            models,
-            last_error,
+            updates,
+            health,
             task,
         }
     }
 
-    /// Waits for the first complete model (both lists done), at most `limit`.
+    /// Waits for the first complete model, at most `limit`.
     pub async fn first(&mut self, limit: Duration) -> Result<Model, KubeError> {
-        match tokio::time::timeout(limit, self.models.changed()).await {
-            Ok(Ok(())) => Ok(self.models.borrow_and_update().clone()),
-            Ok(Err(_)) => Err(KubeError::Stopped),
-            Err(_) => {
-                let last_error = self
-                    .last_error
-                    .lock()
-                    .ok()
-                    .and_then(|e| e.clone())
-                    .unwrap_or_else(|| "none; the API server did not answer".into());
-                Err(KubeError::NotSynced {
-                    waited: limit,
-                    last_error,
-                })
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.updates.recv()).await {
+                Ok(Some(Update::Listed(model))) => return Ok(model),
+                Ok(Some(Update::Changed(_))) => continue,
+                Ok(None) => return Err(KubeError::Stopped),
+                Err(_) => {
+                    let last_error = self
+                        .health
+                        .last_error()
+                        .unwrap_or_else(|| "none; the API server did not answer".into());
+                    return Err(KubeError::NotSynced {
+                        waited: limit,
+                        last_error,
+                    });
+                }
             }
         }
     }
 
-    /// The channel of models (the current one already seen after [`first`](Self::first)).
-    pub fn models(&self) -> watch::Receiver<Model> {
-        self.models.clone()
+    /// The next change after the first model; None once the source ended.
+    pub async fn next(&mut self) -> Option<Delta> {
+        loop {
+            match self.updates.recv().await? {
+                Update::Changed(d) => return Some(d),
+                Update::Listed(_) => continue,
+            }
+        }
+    }
+
+    /// Where the source stands (for `rotor status`).
+    pub fn health(&self) -> SourceHealth {
+        self.health.clone()
     }
 }
 
@@ -124,123 +148,6 @@ impl Drop for KubeSource {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// Which watcher an event came from, and whether its store changed.
-enum Tick {
-    Services(Change),
-    Slices(Change),
-}
-
-enum Change {
-    /// Nothing visible in the store yet (a relist is buffering).
-    None,
-    /// The store changed.
-    Some,
-    /// A (re)list completed: the store now holds the full list.
-    Listed,
-    /// 410 Gone: the API server compacted past our revision; the watcher lists again.
-    Expired,
-    Failed(String),
-}
-
-fn change<K>(event: Result<watcher::Event<K>, watcher::Error>) -> Change {
-    match event {
-        Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => Change::None,
-        Ok(watcher::Event::InitDone) => Change::Listed,
-        Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => Change::Some,
-        Err(watcher::Error::WatchError(status)) if status.code == 410 => Change::Expired,
-        Err(e) => Change::Failed(error_chain(&e)),
-    }
-}
-
-/// Objects keep only what [`model_from`] reads (and what the store keys on).
-fn slim<K: ResourceExt>(obj: &mut K) {
-    obj.managed_fields_mut().clear();
-    obj.annotations_mut().clear();
-}
-
-async fn run(client: Client, tx: watch::Sender<Model>, last_error: Arc<Mutex<Option<String>>>) {
-    let (services, svc_writer) = reflector::store::<Service>();
-    let (slices, slice_writer) = reflector::store::<EndpointSlice>();
-    let svc_events = watcher(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default().labels(BALANCE_LABEL),
-    )
-    .default_backoff()
-    .modify(|s: &mut Service| {
-        slim(s);
-        s.status = None;
-    })
-    .reflect(svc_writer)
-    .map(|e| Tick::Services(change(e)));
-    let slice_events = watcher(
-        Api::<EndpointSlice>::all(client),
-        watcher::Config::default().labels(SERVICE_NAME_LABEL),
-    )
-    .default_backoff()
-    .modify(slim::<EndpointSlice>)
-    .reflect(slice_writer)
-    .map(|e| Tick::Slices(change(e)));
-    let mut ticks = std::pin::pin!(futures::stream::select(svc_events, slice_events));
-    let (mut svc_listed, mut slices_listed, mut sent) = (false, false, false);
-    while let Some(tick) = ticks.next().await {
-        let (what, change) = match tick {
-            Tick::Services(c) => ("Services", c),
-            Tick::Slices(c) => ("EndpointSlices", c),
-        };
-        match change {
-            Change::None => continue,
-            Change::Expired => {
-                // Routine (etcd compaction every few minutes): not a warning.
-                tracing::info!("watch of {what} expired (410 Gone); listing again");
-                continue;
-            }
-            Change::Failed(e) => {
-                tracing::warn!(error = %e, "watching {what}; retrying");
-                if let Ok(mut last) = last_error.lock() {
-                    *last = Some(format!("watching {what}: {e}"));
-                }
-                continue;
-            }
-            Change::Listed => {
-                tracing::debug!("{what} listed");
-                match what {
-                    "Services" => svc_listed = true,
-                    _ => slices_listed = true,
-                }
-            }
-            Change::Some => {}
-        }
-        if !(svc_listed && slices_listed) {
-            continue;
-        }
-        let model = current(&services, &slices);
-        if !sent {
-            tracing::info!(
-                services = model.services.len(),
-                "Kubernetes Services and EndpointSlices listed"
-            );
-            tx.send_replace(model);
-            sent = true;
-        } else {
-            tx.send_if_modified(|m| {
-                let changed = *m != model;
-                *m = model;
-                changed
-            });
-        }
-    }
-    tracing::error!("Kubernetes watch streams ended");
-}
-
-fn current(services: &Store<Service>, slices: &Store<EndpointSlice>) -> Model {
-    let svcs = services.state();
-    let sls = slices.state();
-    model_from(
-        svcs.iter().map(|s| s.as_ref()),
-        sls.iter().map(|s| s.as_ref()),
-    )
 }
 
 /// The error and its sources on one line, as `anyhow` prints them.

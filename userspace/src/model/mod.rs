@@ -5,9 +5,11 @@
 mod config;
 pub mod kube;
 mod policy;
+pub mod source;
 
 pub use config::{ConfigError, ConfigFile};
 pub use policy::Policy;
+pub use source::{SourceHealth, SourceReport, SourceState};
 
 use std::net::SocketAddrV4;
 
@@ -49,5 +51,80 @@ impl Model {
             }
         }
         Ok(())
+    }
+}
+
+/// What changed between two models: the agent forgets `removed` (by name
+/// and address) first, then configures `set`, and touches nothing else.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Delta {
+    pub removed: Vec<ServiceSpec>,
+    pub set: Vec<ServiceSpec>,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.removed.is_empty() && self.set.is_empty()
+    }
+
+    /// From `old` to `new` (the file source's reloads).
+    pub fn between(old: &Model, new: &Model) -> Delta {
+        let same = |a: &ServiceSpec, b: &ServiceSpec| a.name == b.name && a.vip == b.vip;
+        Delta {
+            removed: old
+                .services
+                .iter()
+                .filter(|o| !new.services.iter().any(|n| same(o, n)))
+                .cloned()
+                .collect(),
+            set: new
+                .services
+                .iter()
+                .filter(|n| !old.services.contains(n))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, vip: &str, eps: &[&str]) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            vip: vip.parse().expect("vip"),
+            policy: Policy::RoundRobin,
+            endpoints: eps.iter().map(|e| e.parse().expect("endpoint")).collect(),
+        }
+    }
+
+    #[test]
+    fn delta_between_models_names_only_what_changed() {
+        let old = Model {
+            services: vec![
+                spec("a", "10.96.0.1:80", &["10.1.0.1:80"]),
+                spec("b", "10.96.0.2:80", &["10.1.0.2:80"]),
+                spec("c", "10.96.0.3:80", &[]),
+            ],
+        };
+        let new = Model {
+            services: vec![
+                spec("a", "10.96.0.1:80", &["10.1.0.1:80"]),
+                spec("b", "10.96.0.2:80", &["10.1.0.9:80"]),
+                spec("c", "10.96.0.4:80", &[]),
+            ],
+        };
+        let d = Delta::between(&old, &new);
+        assert_eq!(d.removed, vec![spec("c", "10.96.0.3:80", &[])]);
+        assert_eq!(
+            d.set,
+            vec![
+                spec("b", "10.96.0.2:80", &["10.1.0.9:80"]),
+                spec("c", "10.96.0.4:80", &[])
+            ]
+        );
+        assert!(Delta::between(&new, &new).is_empty());
     }
 }

@@ -138,9 +138,14 @@ impl Datapath {
         // LRU maps evict early when small: twice the connections, at least
         // the compiled-in size.
         let per_conn = MAX_CONNS.max(opts.max_conns.saturating_mul(2));
+        // The compiled-in 4,096 Service ports were full at 5,000 labelled
+        // Services (bench/src/services_memory.rs): the rest stayed on
+        // kube-proxy's path and the self-check's address found no room.
+        const MAX_SERVICE_PORTS: u32 = 32768;
         let sockets = opts.max_sockets.unwrap_or(MAX_CONNS * 4);
         let mut loader = EbpfLoader::new();
         loader
+            .map_max_entries("services", MAX_SERVICE_PORTS)
             .map_max_entries("conns", opts.max_conns)
             .map_max_entries("pending_origins", per_conn)
             .map_max_entries("client_origins", per_conn)

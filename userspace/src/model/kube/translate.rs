@@ -16,7 +16,8 @@ use crate::model::{Model, Policy, ServiceSpec};
 
 /// The model for these Services and EndpointSlices (in any order; objects
 /// that do not concern a labelled Service are ignored). Deterministic:
-/// services sorted by name, endpoints by address.
+/// services sorted by name, endpoints by address. The agent keeps the same
+/// model one Service at a time (index.rs); this is its reference.
 pub fn model_from<'a>(
     services: impl IntoIterator<Item = &'a Service>,
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
@@ -30,37 +31,12 @@ pub fn model_from<'a>(
         ) else {
             continue;
         };
-        let Some(policy) = policy_of(svc, ns, name) else {
-            continue;
-        };
-        let Some(ip) = cluster_ipv4(svc, ns, name) else {
-            continue;
-        };
         let own: Vec<&EndpointSlice> = slices
             .iter()
             .copied()
             .filter(|s| slice_of(s, ns, name))
             .collect();
-        for port in svc.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
-            if !is_tcp(port.protocol.as_deref()) {
-                tracing::debug!(service = %format!("{ns}/{name}"), port = port.port, "not TCP: not balanced");
-                continue;
-            }
-            let Ok(svc_port) = u16::try_from(port.port) else {
-                continue;
-            };
-            let spec_name = format!("{ns}/{name}:{svc_port}");
-            let endpoints = ready_endpoints(&own, port);
-            if endpoints.is_empty() {
-                tracing::debug!(service = %spec_name, "no ready endpoint");
-            }
-            out.push(ServiceSpec {
-                name: spec_name,
-                vip: SocketAddrV4::new(ip, svc_port),
-                policy,
-                endpoints,
-            });
-        }
+        out.extend(service_specs(svc, &own));
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     // Kubernetes never gives two Services one ClusterIP, but a model with
@@ -74,6 +50,55 @@ pub fn model_from<'a>(
         first
     });
     Model { services: out }
+}
+
+/// One Service's specs, one per TCP port, from its own slices (`own`: the
+/// caller picked them), in port order; none unless it is labelled and has
+/// an IPv4 ClusterIP.
+pub(super) fn service_specs(svc: &Service, own: &[&EndpointSlice]) -> Vec<ServiceSpec> {
+    let mut out = Vec::new();
+    let (Some(ns), Some(name)) = (
+        svc.metadata.namespace.as_deref(),
+        svc.metadata.name.as_deref(),
+    ) else {
+        return out;
+    };
+    let Some(policy) = policy_of(svc, ns, name) else {
+        return out;
+    };
+    let Some(ip) = cluster_ipv4(svc, ns, name) else {
+        return out;
+    };
+    for port in svc.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
+        if !is_tcp(port.protocol.as_deref()) {
+            tracing::debug!(service = %format!("{ns}/{name}"), port = port.port, "not TCP: not balanced");
+            continue;
+        }
+        let Ok(svc_port) = u16::try_from(port.port) else {
+            continue;
+        };
+        let spec_name = format!("{ns}/{name}:{svc_port}");
+        let endpoints = ready_endpoints(own, port);
+        if endpoints.is_empty() {
+            tracing::debug!(service = %spec_name, "no ready endpoint");
+        }
+        out.push(ServiceSpec {
+            name: spec_name,
+            vip: SocketAddrV4::new(ip, svc_port),
+            policy,
+            endpoints,
+        });
+    }
+    out
+}
+
+/// Whether the Service opted in (the watch selects these too; this keeps
+/// the function right on its own).
+pub(super) fn labelled(svc: &Service) -> bool {
+    svc.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(BALANCE_LABEL))
 }
 
 /// The policy the Service's label names, if it opted in (the watch
@@ -131,14 +156,17 @@ fn cluster_ipv4(svc: &Service, ns: &str, name: &str) -> Option<Ipv4Addr> {
 }
 
 fn slice_of(slice: &EndpointSlice, ns: &str, name: &str) -> bool {
-    slice.metadata.namespace.as_deref() == Some(ns)
-        && slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            .map(String::as_str)
-            == Some(name)
+    slice.metadata.namespace.as_deref() == Some(ns) && service_name(slice) == Some(name)
+}
+
+/// The Service a slice belongs to (its `kubernetes.io/service-name` label).
+pub(super) fn service_name(slice: &EndpointSlice) -> Option<&str> {
+    slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        .map(String::as_str)
 }
 
 fn is_tcp(protocol: Option<&str>) -> bool {

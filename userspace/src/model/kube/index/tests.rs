@@ -51,8 +51,10 @@ fn meta(ns: &str, name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
 fn random_service(rng: &mut Rng) -> Service {
     let ns = NAMESPACES[rng.below(2) as usize];
     let name = NAMES[rng.below(NAMES.len() as u64) as usize];
+    // The label's value is the policy; "false" opts nothing in.
+    let value = ["round-robin", "least-request", "false"][rng.below(3) as usize];
     let labels: &[(&str, &str)] = if rng.chance(75) {
-        &[(BALANCE_LABEL, "")]
+        &[(BALANCE_LABEL, value)]
     } else {
         &[("app", "x")]
     };
@@ -258,7 +260,7 @@ fn same_model_as_model_from_after_random_changes() {
 
 fn labelled_service(ns: &str, name: &str, ip: &str, selector: bool) -> Service {
     Service {
-        metadata: meta(ns, name, &[(BALANCE_LABEL, "")]),
+        metadata: meta(ns, name, &[(BALANCE_LABEL, "round-robin")]),
         spec: Some(K8sServiceSpec {
             cluster_ip: Some(ip.into()),
             cluster_ips: Some(vec![ip.into()]),

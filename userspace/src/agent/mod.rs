@@ -12,6 +12,7 @@ mod fail_open;
 pub mod health;
 mod injector;
 mod liveness;
+pub mod metrics_counts;
 mod registry;
 pub mod self_check;
 mod slot;

@@ -94,6 +94,10 @@ pub struct Status {
     /// What the agent queues, against --max-queued-bytes.
     #[serde(default)]
     pub budget: super::budget::BudgetStatus,
+    /// Per-endpoint stream totals, the kernel's and the agent's (also on
+    /// `/metrics`).
+    #[serde(default)]
+    pub endpoints: Vec<super::metrics_counts::EndpointTotals>,
 }
 
 /// How long a CLI may take to read its answer.
@@ -230,5 +234,6 @@ fn status(shared: &Shared) -> Status {
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
         budget: shared.budget.status(),
+        endpoints: (shared.registry.endpoints).totals(|id| shared.dp.endpoint_stats(id)),
     }
 }

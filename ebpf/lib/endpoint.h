@@ -86,7 +86,13 @@ static __always_inline void endpoint_answered(__u32 endpoint, __u64 opened_ns)
 	__u64 now = bpf_ktime_get_ns();
 	__u64 ns = now > opened_ns ? now - opened_ns : 0;
 
-	__sync_fetch_and_add(&e->ttfb[ttfb_bucket(ns) & (ROTOR_TTFB_BUCKETS - 1)], 1);
+	__u32 b = ttfb_bucket(ns);
+
+	/* Kept opaque, so the mask stays: clang drops it as redundant after
+	 * the bound, and 6.1's verifier, which lost the bound across the
+	 * select, refused the index ("unbounded min value"). */
+	asm volatile("" : "+r"(b));
+	__sync_fetch_and_add(&e->ttfb[b & (ROTOR_TTFB_BUCKETS - 1)], 1);
 	__sync_fetch_and_add(&e->ttfb_sum_ns, ns);
 }
 
@@ -95,8 +101,11 @@ static __always_inline void endpoint_reset(__u32 endpoint, __u32 side, __u32 cod
 	struct endpoint_stats *e = endpoint_stats_of(endpoint);
 	__u32 i = code < ROTOR_RESET_CODES - 1 ? code : ROTOR_RESET_CODES - 1;
 
-	if (e)
-		__sync_fetch_and_add(&e->resets[side & 1][i & (ROTOR_RESET_CODES - 1)], 1);
+	if (!e)
+		return;
+	/* as in endpoint_answered: the masks must reach the verifier */
+	asm volatile("" : "+r"(i), "+r"(side));
+	__sync_fetch_and_add(&e->resets[side & 1][i & (ROTOR_RESET_CODES - 1)], 1);
 }
 
 #endif

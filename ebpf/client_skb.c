@@ -106,7 +106,8 @@ static __always_inline int open_stream(struct conn *c, __u32 conn_id, struct par
 		return -1;
 	}
 	struct stream_key key = { .conn_id = conn_id, .stream = st->stream };
-	struct stream s = { .slot = slot };
+	__u32 endpoint = c->up[slot & (ROTOR_MAX_UPSTREAMS - 1)].endpoint;
+	struct stream s = { .slot = slot, .endpoint = endpoint, .opened_ns = bpf_ktime_get_ns() };
 
 	/* No room in `streams`: the agent carries this stream, and the newer
 	 * ones wait behind it like held streams. Opened here instead, a newer
@@ -119,6 +120,7 @@ static __always_inline int open_stream(struct conn *c, __u32 conn_id, struct par
 	}
 	c->last_stream = st->stream;
 	__sync_fetch_and_add(&c->up[slot & (ROTOR_MAX_UPSTREAMS - 1)].streams, 1);
+	endpoint_opened(endpoint);
 	return slot;
 }
 
@@ -194,8 +196,11 @@ int rotor_client_verdict(struct __sk_buff *skb)
 		}
 		grant_stream_window(c, conn_id, slot, st, s);
 	}
-	if (st->type == H2_RST_STREAM)
+	endpoint_bytes(s->endpoint, 0, st->len);
+	if (st->type == H2_RST_STREAM) {
+		endpoint_reset(s->endpoint, RESET_SIDE_CLIENT, rst_stream_code(skb, st));
 		stream_end(c, &key, s, STREAM_CLIENT_END, 1);
+	}
 	else if ((st->type == H2_DATA || st->type == H2_HEADERS) &&
 		 (st->first_flags & H2_FLAG_END_STREAM))
 		stream_end(c, &key, s, STREAM_CLIENT_END, 0);

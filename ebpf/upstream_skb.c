@@ -100,11 +100,19 @@ int rotor_upstream_verdict(struct __sk_buff *skb)
 	struct stream *s = bpf_map_lookup_elem(&streams, &key);
 
 	if (s) {
-		if (st->type == H2_HEADERS && !(s->flags & STREAM_ANSWERED))
-			__sync_fetch_and_or(&s->flags, STREAM_ANSWERED);
+		__u32 endpoint = s->endpoint;
+
+		endpoint_bytes(endpoint, 1, st->len);
+		/* the flag decides once, should the agent's path race us */
+		if (st->type == H2_HEADERS && !(s->flags & STREAM_ANSWERED) &&
+		    !(__sync_fetch_and_or(&s->flags, STREAM_ANSWERED) & STREAM_ANSWERED))
+			endpoint_answered(endpoint, s->opened_ns);
 		if (st->type == H2_RST_STREAM) {
+			__u32 code = rst_stream_code(skb, st);
+
+			endpoint_reset(endpoint, RESET_SIDE_ENDPOINT, code);
 			/* before the end frees the count and wakes waiting streams */
-			if (rst_stream_code(skb, st) == H2_REFUSED_STREAM)
+			if (code == H2_REFUSED_STREAM)
 				up->refused = 1;
 			stream_end(c, &key, s, STREAM_SERVER_END, 1);
 		} else if ((st->type == H2_DATA || st->type == H2_HEADERS) &&

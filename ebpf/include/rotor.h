@@ -205,6 +205,9 @@ struct upstream {
 	 * backend_max_concurrent_streams_*: 95 of 600 calls refused, against
 	 * 12 for the same client connected straight to a server). */
 	__u32 refused;
+	/* The agent's id for this slot's endpoint (registry.rs): a stream
+	 * opened here counts in endpoint_stats under it. */
+	__u32 endpoint;
 };
 
 struct conn {
@@ -235,6 +238,13 @@ struct stream {
 	__u32 consumed; /* messages from A the agent had handled when it asked to
 			 * end STREAM_SLOW */
 	__u32 req_sent; /* client DATA bytes the kernel carried on this stream */
+	/* upstream.endpoint when the stream opened: the stream counts there
+	 * even after its slot went to another endpoint. */
+	__u32 endpoint;
+	/* CLOCK_MONOTONIC (bpf_ktime_get_ns) at the request's HEADERS; the
+	 * first response HEADERS files the difference in endpoint_stats.ttfb.
+	 * 0: not timed. */
+	__u64 opened_ns;
 };
 
 struct route {
@@ -251,6 +261,31 @@ struct event {
 	__u32 kind;
 	__u32 slot;
 	__u32 stream; /* EV_STREAM_WINDOW */
+};
+
+/* Per-endpoint counters (`endpoint_stats`, indexed by the agent's endpoint
+ * id; id 0 collects what no endpoint owns). Cumulative for the life of the
+ * agent: an id is never given to another endpoint, so a slot reused or a
+ * connection closed takes nothing away. */
+#define ROTOR_MAX_ENDPOINTS 4096
+/* Time to the first response HEADERS, log2: bucket b holds
+ * (ns >> 10) < 2^b, i.e. ns < 2^(b+10); the last bucket holds the rest. */
+#define ROTOR_TTFB_BUCKETS 32
+/* RST_STREAM codes 0x0..0xd (RFC 9113 §7) by value; 15 any other. */
+#define ROTOR_RESET_CODES 16
+#define RESET_SIDE_CLIENT 0
+#define RESET_SIDE_ENDPOINT 1
+#define RESET_SIDES 2
+
+struct endpoint_stats {
+	__u64 opened;   /* streams opened to the endpoint */
+	__u64 answered; /* streams whose response HEADERS came */
+	__u64 ended;    /* streams ended (both ends, or a reset) */
+	__u64 req_bytes;  /* client frames of its streams, headers included */
+	__u64 resp_bytes; /* endpoint frames of its streams */
+	__u64 ttfb_sum_ns;
+	__u64 ttfb[ROTOR_TTFB_BUCKETS];
+	__u64 resets[RESET_SIDES][ROTOR_RESET_CODES];
 };
 
 /* Counters in the `stats` per-CPU array. */
@@ -270,6 +305,7 @@ enum stat {
 	STAT_FAIL_OPEN_CONNECT,
 	STAT_FAIL_OPEN_ACCEPT,
 	STAT_UNKNOWN_FRAME, /* frames of unknown types, discarded (RFC 9113 §5.5) */
+	STAT_EVENT_LOST,    /* events not sent: the ring buffer was full */
 	STAT_MAX,
 };
 

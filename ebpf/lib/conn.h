@@ -4,6 +4,7 @@
 #define ROTOR_CONN_H
 
 #include "common.h"
+#include "endpoint.h"
 
 static __always_inline struct sock_ident *ident_of(struct __sk_buff *skb)
 {
@@ -118,10 +119,12 @@ static __always_inline void stream_end(struct conn *c, struct stream_key *key,
 	__u32 both = STREAM_CLIENT_END | STREAM_SERVER_END;
 	__u32 before = __sync_fetch_and_or(&s->flags, end_flag);
 	__u32 slot = s->slot;
+	__u32 endpoint = s->endpoint;
 
 	if (!reset && ((before | end_flag) & both) != both)
 		return;
 	if (bpf_map_delete_elem(&streams, key) == 0 && slot < ROTOR_MAX_UPSTREAMS) {
+		endpoint_ended(endpoint);
 		__sync_fetch_and_sub(&c->up[slot].streams, 1);
 		if (c->flags & CONN_HOLD)
 			emit_event(key->conn_id, EV_STREAM_CLOSED, slot);

@@ -233,7 +233,13 @@ fn ended_and_expired_watches_resume_without_losing_a_change() {
     api.set_watch_limit(Duration::from_secs(1));
     api.apply(
         Kind::Service,
-        service(NS, "echo", &[("rotor.dev/balance", "round-robin")], VIP, "h2c"),
+        service(
+            NS,
+            "echo",
+            &[("rotor.dev/balance", "round-robin")],
+            VIP,
+            "h2c",
+        ),
     )
     .expect("Service");
     api.apply(Kind::EndpointSlice, slice(&ready(&[1, 2])))

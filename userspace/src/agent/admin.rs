@@ -100,6 +100,10 @@ pub struct Status {
     /// Where the model stands with its source (synced, unreachable since when).
     #[serde(default)]
     pub source: crate::model::SourceReport,
+    /// Per-endpoint stream totals, the kernel's and the agent's (also on
+    /// `/metrics`).
+    #[serde(default)]
+    pub endpoints: Vec<super::metrics_counts::EndpointTotals>,
 }
 
 /// How long a CLI may take to read its answer.
@@ -238,5 +242,6 @@ fn status(shared: &Shared) -> Status {
             .collect(),
         budget: shared.budget.status(),
         source: shared.source.report(),
+        endpoints: (shared.registry.endpoints).totals(|id| shared.dp.endpoint_stats(id)),
     }
 }

@@ -395,7 +395,9 @@ impl ClientConn {
         for slot in 0..MAX_UPSTREAMS as u32 {
             self.close_slot(slot);
         }
-        self.shared.dp.forget_streams(self.id);
+        for entry in self.shared.dp.forget_streams(self.id) {
+            self.count_ended(&entry);
+        }
         self.shared.dp.forget_cookie(self.cookie);
         self.kernel.conn().flags.store(0, Ordering::SeqCst);
     }
@@ -404,6 +406,7 @@ impl ClientConn {
 mod accept;
 mod budgeted;
 mod carried;
+mod counting;
 mod flow;
 mod from_client;
 mod from_endpoint;

@@ -1,4 +1,5 @@
-//! `/healthz` and `/readyz` for the kubelet, on `--health-addr`.
+//! `/healthz` and `/readyz` for the kubelet, on `--health-addr`, and
+//! `/metrics` (metrics_page.rs) on the same server, on `--metrics`.
 //!
 //! Ready means redirecting: the model is in (the Kubernetes lists or the
 //! file), the programs are loaded and attached, and the self-check's
@@ -44,6 +45,20 @@ pub struct Health {
     waiting: Mutex<String>,
     /// When and why the model's source stopped.
     source_dead: Mutex<Option<(Instant, String)>>,
+    /// Writes `/metrics`, once the programs are loaded.
+    metrics: Mutex<MetricsHook>,
+}
+
+/// Renders the `/metrics` page (metrics_page.rs).
+pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
+
+#[derive(Default)]
+struct MetricsHook(Option<MetricsFn>);
+
+impl std::fmt::Debug for MetricsHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "set" } else { "unset" })
+    }
 }
 
 /// A probe's answer: 200 or 503, and a line saying why.
@@ -61,6 +76,7 @@ impl Health {
             ready: AtomicBool::new(false),
             waiting: Mutex::new("starting".into()),
             source_dead: Mutex::new(None),
+            metrics: Mutex::default(),
         })
     }
 
@@ -68,6 +84,12 @@ impl Health {
     pub fn waiting_for(&self, what: impl Into<String>) {
         if let Ok(mut w) = self.waiting.lock() {
             *w = what.into();
+        }
+    }
+
+    pub fn set_metrics(&self, render: MetricsFn) {
+        if let Ok(mut m) = self.metrics.lock() {
+            *m = MetricsHook(Some(render));
         }
     }
 
@@ -184,7 +206,7 @@ pub fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<(), HealthError> {
                     }
                 },
             };
-            tracing::info!(%addr, "serving /healthz and /readyz");
+            tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
             for conn in listener.incoming() {
                 match conn {
                     Ok(s) => answer(s, &health),
@@ -216,7 +238,17 @@ fn answer(mut s: TcpStream, health: &Health) {
         }
     }
     let head = String::from_utf8_lossy(&buf[..len]);
-    let (code, body) = respond(head.lines().next().unwrap_or(""), health);
+    let line = head.lines().next().unwrap_or("");
+    let (code, body) = respond(line, health);
+    let metrics = line
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|t| t.starts_with("/metrics"));
+    let content_type = if metrics && code == 200 {
+        super::metrics::CONTENT_TYPE
+    } else {
+        "text/plain"
+    };
     let reason = match code {
         200 => "OK",
         404 => "Not Found",
@@ -224,7 +256,7 @@ fn answer(mut s: TcpStream, health: &Health) {
         _ => "Service Unavailable",
     };
     let reply = format!(
-        "HTTP/1.1 {code} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {code} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = s.write_all(reply.as_bytes());
@@ -236,12 +268,19 @@ fn respond(request_line: &str, health: &Health) -> (u16, String) {
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     if method != "GET" && method != "HEAD" {
-        return (405, "GET /healthz or /readyz\n".into());
+        return (405, "GET /healthz, /readyz or /metrics\n".into());
     }
     let verdict = match path {
+        "/metrics" => {
+            let render = health.metrics.lock().ok().and_then(|m| m.0.clone());
+            return match render {
+                Some(render) => (200, render()),
+                None => (503, "not yet: the programs are not loaded\n".into()),
+            };
+        }
         "/healthz" | "/livez" => health.liveness(),
         "/readyz" => health.readiness(),
-        _ => return (404, "GET /healthz or /readyz\n".into()),
+        _ => return (404, "GET /healthz, /readyz or /metrics\n".into()),
     };
     (if verdict.ok { 200 } else { 503 }, verdict.why + "\n")
 }

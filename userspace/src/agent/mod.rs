@@ -13,6 +13,9 @@ mod fail_open;
 pub mod health;
 mod injector;
 mod liveness;
+pub mod metrics;
+pub mod metrics_counts;
+mod metrics_page;
 mod registry;
 pub mod self_check;
 mod slot;
@@ -67,6 +70,8 @@ pub struct AgentOptions {
     pub drain_timeout: Duration,
     /// Where `/healthz` and `/readyz` are served (health.rs), if anywhere.
     pub health_addr: Option<SocketAddr>,
+    /// Where `/metrics` is served, with the probes (metrics_page.rs).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// What every connection task shares.
@@ -85,6 +90,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let health = health::Health::new();
     health.spawn_heartbeat();
     if let Some(addr) = opts.health_addr {
+        health::serve(addr, health.clone())?;
+    }
+    if let Some(addr) = opts.metrics_addr.filter(|a| Some(*a) != opts.health_addr) {
         health::serve(addr, health.clone())?;
     }
     health.waiting_for("reading the Services");
@@ -135,6 +143,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         source: source_health,
     });
     apply::apply(&shared, &Delta::between(&Model::default(), &model));
+    let page = metrics_page::MetricsPage::start(shared.clone());
+    health.set_metrics(Arc::new(move || page.render()));
     let admin = admin::spawn(&opts.admin, shared.clone()).context("starting the admin socket")?;
     tokio::spawn(sweep_parse_states(dp.clone()));
     tokio::spawn(report_fail_open(dp.clone()));

@@ -110,6 +110,9 @@ pub struct Registry {
     next_service: AtomicU32,
     conns: Mutex<HashMap<u32, (mpsc::UnboundedSender<Wake>, ConnInfo)>>,
     ids: Mutex<ConnIds>,
+    /// Endpoint ids for the kernel's per-endpoint counters, and the
+    /// agent's own (metrics_counts.rs).
+    pub endpoints: super::metrics_counts::EndpointTable,
 }
 
 impl Registry {

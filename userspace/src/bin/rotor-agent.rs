@@ -70,6 +70,12 @@ struct Args {
     /// programs attached, self-check passed) on this address, e.g. $(NODE_IP):15021.
     #[arg(long, value_name = "ADDR")]
     health_addr: Option<SocketAddr>,
+    /// Serve GET /metrics (Prometheus text format: per-endpoint requests,
+    /// time to first byte, resets, connections by path) on this address,
+    /// with /healthz and /readyz, e.g. $(NODE_IP):15020. May be the
+    /// --health-addr.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// Check that this kernel has every feature rotor needs, print the result and exit.
     #[arg(long)]
     probe: bool,
@@ -149,6 +155,7 @@ fn main() -> anyhow::Result<()> {
         max_queued_bytes: args.max_queued_bytes,
         drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
         health_addr: args.health_addr,
+        metrics_addr: args.metrics,
     }))
 }
 

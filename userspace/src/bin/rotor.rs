@@ -81,9 +81,39 @@ fn main() -> anyhow::Result<()> {
         b.cut_endpoints,
         b.fail_open
     );
+    print_endpoints(&status.endpoints);
     println!("KERNEL");
     for (k, v) in &status.kernel {
         println!("  {k:<20} {v}");
     }
     Ok(())
+}
+
+/// Per-endpoint totals since the agent started; p50/p99 are the upper
+/// bounds of the histogram buckets they fall in.
+fn print_endpoints(endpoints: &[rotor::agent::metrics_counts::EndpointTotals]) {
+    println!("ENDPOINTS ({})", endpoints.len());
+    println!(
+        "  {:<20} {:<22} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9}",
+        "SERVICE", "ENDPOINT", "OPENED", "IN-FLIGHT", "ANSWERED", "RESETS", "P50", "P99"
+    );
+    let ms = |q: Option<f64>| match q {
+        Some(s) if s.is_finite() => format!("{:.3}ms", s * 1e3),
+        Some(_) => "+Inf".into(),
+        None => "-".into(),
+    };
+    for e in endpoints {
+        let resets: u64 = e.resets.iter().flatten().sum();
+        println!(
+            "  {:<20} {:<22} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9}",
+            e.service,
+            e.endpoint,
+            e.opened,
+            e.in_flight(),
+            e.answered,
+            resets,
+            ms(e.ttfb_quantile(0.5)),
+            ms(e.ttfb_quantile(0.99))
+        );
+    }
 }

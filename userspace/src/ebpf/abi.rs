@@ -26,8 +26,8 @@ mod generated {
 
 pub use generated::stat;
 pub use generated::{
-    AgentConfig, ClientKey, Conn, Event, Origin, ParseState, PeerKey, Route, Service, ServiceKey,
-    SockIdent, Stream, StreamKey, Upstream,
+    AgentConfig, ClientKey, Conn, EndpointStats, Event, Origin, ParseState, PeerKey, Route,
+    Service, ServiceKey, SockIdent, Stream, StreamKey, Upstream,
 };
 // The #defines the agent uses, by their C names.
 pub use generated::{
@@ -38,6 +38,10 @@ pub use generated::{
     ROUTE_ACT_RELEASE_UPSTREAM, ROUTE_ACT_UNHOLD, ROUTE_CLIENT, STREAM_ANSWERED, STREAM_CLIENT_END,
     STREAM_RELEASE, STREAM_SERVER_END, STREAM_SLOW, STREAM_WINDOW_GRANTED, UP_ACTIVE, UP_DRAINING,
     UP_EMPTY,
+};
+pub use generated::{
+    RESET_SIDES, RESET_SIDE_CLIENT, RESET_SIDE_ENDPOINT, ROTOR_MAX_ENDPOINTS, ROTOR_RESET_CODES,
+    ROTOR_TTFB_BUCKETS,
 };
 
 pub const MAX_UPSTREAMS: usize = generated::ROTOR_MAX_UPSTREAMS as usize;
@@ -90,6 +94,7 @@ pub const STAT_NAMES: [(stat::Type, &str); stat::STAT_MAX as usize] = [
     (stat::STAT_FAIL_OPEN_CONNECT, "fail_open_connect"),
     (stat::STAT_FAIL_OPEN_ACCEPT, "fail_open_accept"),
     (stat::STAT_UNKNOWN_FRAME, "unknown_frame"),
+    (stat::STAT_EVENT_LOST, "event_lost"),
 ];
 
 const _: () = {
@@ -122,7 +127,8 @@ pod!(
     SockIdent,
     ParseState,
     StreamKey,
-    Stream
+    Stream,
+    EndpointStats
 );
 
 /// Bytes of a route record on the injector socket (after its frame header).
@@ -230,6 +236,8 @@ atomic_view! {
         /// The endpoint refused a stream: none goes there until one of its
         /// open streams ends (rotor.h).
         pub refused: AtomicU32 = refused,
+        /// The endpoint id (registry.rs) streams opened here count under.
+        pub endpoint: AtomicU32 = endpoint,
     }
 }
 

@@ -208,6 +208,7 @@ impl ClientConn {
         if reset || s.flags & both == both {
             if self.kernel.remove_stream(stream) {
                 self.kernel.up(slot).streams.fetch_sub(1, Ordering::SeqCst);
+                self.count_ended(&s);
             }
             self.carried.end(stream);
         } else {

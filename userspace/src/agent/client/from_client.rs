@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::kernel::ConnKernel;
 use super::{pick, ClientConn, SlotState};
+use crate::agent::metrics_counts::SIDE_CLIENT;
 use crate::ebpf::abi::{Stream, CONN_FAST, STREAM_CLIENT_END, STREAM_SLOW};
 use crate::h2::frame::{self, error_code, flag, kind, setting, FrameHeader};
 use crate::h2::header_block::{self, HeaderBlockError};
@@ -223,6 +224,14 @@ impl ClientConn {
         if header.kind == kind::DATA && !header.has(flag::END_STREAM) {
             self.grant_carried_stream(slot, header.stream);
         }
+        (self.endpoints()).bytes(self.slot_endpoint(slot), false, bytes.len() as u64);
+        if header.kind == kind::RST_STREAM {
+            self.count_reset(
+                header.stream,
+                SIDE_CLIENT,
+                super::counting::rst_code(&bytes),
+            );
+        }
         if let Some(s) = self.slots[slot as usize].as_mut() {
             if let Err(e) = s.to_endpoint.push_back(bytes) {
                 // frames without flow control, without end, behind DATA
@@ -327,9 +336,15 @@ impl ClientConn {
     /// release travels behind it through the injector).
     pub(super) fn bind_stream(&mut self, stream: u32, slot: u32) {
         let fast = self.kernel.conn().flags.load(Ordering::SeqCst) & CONN_FAST != 0;
+        let endpoint = self.kernel.up(slot).endpoint.load(Ordering::SeqCst);
         let entry = Stream {
             slot,
             flags: if fast { STREAM_SLOW } else { 0 },
+            endpoint,
+            // timed from here, by whichever of the kernel and the agent
+            // carries the response HEADERS (a held stream's wait included
+            // only from its dispatch)
+            opened_ns: crate::agent::metrics_counts::monotonic_ns(),
             ..Default::default()
         };
         // A stream without an entry is the agent's alone: the kernel sends
@@ -340,6 +355,7 @@ impl ClientConn {
         match self.kernel.set_stream(stream, entry) {
             Ok(()) => {
                 self.kernel.up(slot).streams.fetch_add(1, Ordering::SeqCst);
+                self.endpoints().opened(endpoint);
             }
             Err(e) => {
                 tracing::warn!(conn = self.id, stream, error = %e, "streams map full: the agent carries the stream")

@@ -8,6 +8,7 @@ use bytes::BytesMut;
 
 use super::{ClientConn, SlotState};
 use crate::agent::endpoint_socket::{self, UpstreamEvent};
+use crate::agent::metrics_counts::SIDE_ENDPOINT;
 use crate::ebpf::abi::{STREAM_SERVER_END, UP_DRAINING, UP_EMPTY};
 use crate::h2::frame::{self, error_code, flag, kind, setting};
 use crate::h2::message::Message;
@@ -71,7 +72,7 @@ impl ClientConn {
     }
 
     fn on_upstream_message(&mut self, slot: u32, m: Message) {
-        let Message::Frame { header, .. } = &m else {
+        let Message::Frame { header, bytes } = &m else {
             return;
         };
         tracing::trace!(conn = self.id, slot, ?header, "from upstream");
@@ -82,6 +83,11 @@ impl ClientConn {
             return; // what a dropped flooder still sends goes nowhere
         }
         if header.stream != 0 {
+            self.count_from_endpoint(slot, header, bytes.len());
+            if header.kind == kind::RST_STREAM {
+                let code = super::counting::rst_code(bytes);
+                self.count_reset(header.stream, SIDE_ENDPOINT, code);
+            }
             // Diverted: keep order behind what is already waiting.
             let ends = (header.kind == kind::DATA || header.kind == kind::HEADERS)
                 && header.has(flag::END_STREAM);

@@ -28,8 +28,8 @@ pub(super) trait ConnKernel {
     fn remove_stream(&self, stream: u32) -> bool;
     /// The streams bound to one slot.
     fn streams_of(&self, slot: u32) -> Vec<(u32, Stream)>;
-    /// Removes and returns (id, flags) of the slot's streams above `above`.
-    fn take_streams_of(&self, slot: u32, above: u32) -> Vec<(u32, u32)>;
+    /// Removes and returns (id, entry) of the slot's streams above `above`.
+    fn take_streams_of(&self, slot: u32, above: u32) -> Vec<(u32, Stream)>;
 
     /// The kernel carries `stream` again once it has passed no more than
     /// `consumed` messages of the client (queued behind the frames sent).
@@ -83,7 +83,7 @@ impl ConnKernel for Kernel {
         self.dp().streams_of(self.id, slot)
     }
 
-    fn take_streams_of(&self, slot: u32, above: u32) -> Vec<(u32, u32)> {
+    fn take_streams_of(&self, slot: u32, above: u32) -> Vec<(u32, Stream)> {
         self.dp().take_streams_of(self.id, slot, above)
     }
 
@@ -180,12 +180,12 @@ pub(super) mod fake {
                 .collect()
         }
 
-        fn take_streams_of(&self, slot: u32, above: u32) -> Vec<(u32, u32)> {
+        fn take_streams_of(&self, slot: u32, above: u32) -> Vec<(u32, Stream)> {
             let mut map = self.streams.borrow_mut();
-            let taken: Vec<(u32, u32)> = map
+            let taken: Vec<(u32, Stream)> = map
                 .iter()
                 .filter(|(id, s)| s.slot == slot && **id > above)
-                .map(|(id, s)| (*id, s.flags))
+                .map(|(id, s)| (*id, *s))
                 .collect();
             for (id, _) in &taken {
                 map.remove(id);

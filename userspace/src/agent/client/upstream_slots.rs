@@ -9,6 +9,7 @@ use bytes::BytesMut;
 
 use super::{ClientConn, Slot, SlotState};
 use crate::agent::endpoint_socket;
+use crate::agent::metrics_counts::SIDE_AGENT;
 use crate::ebpf::abi::*;
 use crate::h2::frame::{self, error_code, setting, DEFAULT_WINDOW};
 
@@ -32,6 +33,11 @@ impl ClientConn {
         let holder = self
             .shares
             .endpoint(&self.shared.budget, self.id, slot as u32);
+        let id = (self.endpoints()).id(&self.service.name, endpoint);
+        self.kernel
+            .up(slot as u32)
+            .endpoint
+            .store(id, Ordering::SeqCst);
         let mut fresh = Slot::connecting(endpoint, &self.shares.client, holder);
         fresh.failures = failures;
         self.slots[slot] = Some(fresh);
@@ -59,6 +65,8 @@ impl ClientConn {
             Ok(hs) => hs,
             Err(e) => {
                 tracing::warn!(conn = id, endpoint = %s.endpoint, error = %e, "upstream failed");
+                let endpoint = self.kernel.up(slot).endpoint.load(Ordering::SeqCst);
+                self.shared.registry.endpoints.connect_failed(endpoint);
                 s.close();
                 s.failures += 1;
                 self.refuse_slot_streams(slot, 0);
@@ -229,18 +237,22 @@ impl ClientConn {
     /// them (RFC 9113 §8.7); answered ones are cancelled.
     pub(super) fn refuse_slot_streams(&mut self, slot: u32, last: u32) {
         let mut out = BytesMut::new();
-        for (stream, flags) in self.kernel.take_streams_of(slot, last) {
+        for (stream, entry) in self.kernel.take_streams_of(slot, last) {
             self.carried.end(stream);
             self.kernel.up(slot).streams.fetch_sub(1, Ordering::SeqCst);
-            let code = if flags & STREAM_ANSWERED != 0 {
+            let code = if entry.flags & STREAM_ANSWERED != 0 {
                 error_code::CANCEL
             } else {
                 error_code::REFUSED_STREAM
             };
             frame::rst_stream(&mut out, stream, code);
+            self.count_ended(&entry);
+            (self.endpoints()).reset(entry.endpoint, SIDE_AGENT, code);
         }
         for stream in self.carried.take_above(slot, last) {
             frame::rst_stream(&mut out, stream, error_code::REFUSED_STREAM);
+            let endpoint = self.slot_endpoint(slot);
+            (self.endpoints()).reset(endpoint, SIDE_AGENT, error_code::REFUSED_STREAM);
         }
         if last == 0 {
             if let Some(s) = self.slots[slot as usize].as_mut() {

@@ -19,6 +19,7 @@ use aya::{Ebpf, EbpfError, EbpfLoader};
 use super::abi::*;
 use super::conn_table::{ConnTable, ConnTableError};
 
+mod endpoints;
 mod sockets;
 mod streams;
 
@@ -90,6 +91,7 @@ pub struct Datapath {
     upstream_socks: Mutex<SockHash<MapData, u64>>,
     injector_socks: Mutex<SockHash<MapData, u32>>,
     stats: PerCpuArray<MapData, u64>,
+    endpoint_stats: Array<MapData, EndpointStats>,
     client_count: Array<MapData, u64>,
     /// Connections the agent handed back to their original path after the
     /// kernel had sent them to it (agent/fail_open.rs).
@@ -97,6 +99,7 @@ pub struct Datapath {
     /// Entries in sock_idents, and what the per-socket maps hold.
     idents: std::sync::atomic::AtomicUsize,
     max_sockets: usize,
+    max_streams: u32,
     events: Mutex<Option<RingBuf<MapData>>>,
     /// The links of the connect programs (dropping one detaches it).
     redirects: Mutex<Vec<CgroupSockAddrLink>>,
@@ -267,10 +270,12 @@ impl Datapath {
             upstream_socks: Mutex::new(upstream_socks),
             injector_socks: Mutex::new(injector_socks),
             stats: take(&mut ebpf, "stats")?,
+            endpoint_stats: take(&mut ebpf, "endpoint_stats")?,
             client_count: take(&mut ebpf, "client_count")?,
             fail_open_agent: Default::default(),
             idents: Default::default(),
             max_sockets: sockets as usize,
+            max_streams: opts.max_streams.unwrap_or(MAX_STREAMS),
             events: Mutex::new(Some(take(&mut ebpf, "events")?)),
             redirects: Mutex::new(redirects),
             _ebpf: ebpf,

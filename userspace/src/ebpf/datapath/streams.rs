@@ -25,16 +25,16 @@ impl Datapath {
             .is_ok()
     }
 
-    /// Removes and returns (id, flags) of the streams of a connection routed
+    /// Removes and returns (id, entry) of the streams of a connection routed
     /// to one slot with an id above `above`, each once even if the programs
     /// race us to it.
-    pub fn take_streams_of(&self, conn_id: u32, slot: u32, above: u32) -> Vec<(u32, u32)> {
+    pub fn take_streams_of(&self, conn_id: u32, slot: u32, above: u32) -> Vec<(u32, Stream)> {
         let mut map = lock(&self.streams);
-        let found: Vec<(u32, u32)> = map
+        let found: Vec<(u32, Stream)> = map
             .iter()
             .filter_map(Result::ok)
             .filter(|(k, v)| k.conn_id == conn_id && v.slot == slot && k.stream > above)
-            .map(|(k, v)| (k.stream, v.flags))
+            .map(|(k, v)| (k.stream, v))
             .collect();
         found
             .into_iter()
@@ -58,18 +58,20 @@ impl Datapath {
             .collect()
     }
 
-    /// Removes every stream entry of a connection (after it closed).
-    pub fn forget_streams(&self, conn_id: u32) -> usize {
+    /// Removes every stream entry of a connection (after it closed) and
+    /// returns those this call removed (the programs may race us to one).
+    pub fn forget_streams(&self, conn_id: u32) -> Vec<Stream> {
         let mut map = lock(&self.streams);
-        let keys: Vec<StreamKey> = map
-            .keys()
+        let found: Vec<(StreamKey, Stream)> = map
+            .iter()
             .filter_map(Result::ok)
-            .filter(|k| k.conn_id == conn_id)
+            .filter(|(k, _)| k.conn_id == conn_id)
             .collect();
-        for k in &keys {
-            let _ = map.remove(k);
-        }
-        keys.len()
+        found
+            .into_iter()
+            .filter(|(k, _)| map.remove(k).is_ok())
+            .map(|(_, v)| v)
+            .collect()
     }
 
     pub fn stream_count(&self) -> usize {

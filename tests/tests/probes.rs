@@ -116,5 +116,7 @@ fn file_source_is_ready_with_ready() {
     let get = |path: &str| http_get(&node, HEALTH, path).expect("curl");
     assert_eq!(get("/readyz").0, 200);
     assert_eq!(get("/healthz").0, 200);
-    assert_eq!(get("/metrics").0, 404);
+    assert_eq!(get("/nothing-here").0, 404);
+    // the metrics page shares the probes' port (README, "Metrics")
+    assert_eq!(get("/metrics").0, 200);
 }

@@ -52,6 +52,15 @@ pub struct EndpointTotals {
     pub connect_failures: u64,
     /// [side][code], sides as in [`SIDES`], code 15 any other.
     pub resets: Vec<Vec<u64>>,
+    /// GOAWAYs the endpoint sent, by error code (15 any other).
+    #[serde(default)]
+    pub goaways: Vec<u64>,
+    /// The part of `req_bytes` and `resp_bytes` the agent carried itself
+    /// (the slow path: streams held or diverted, a divert over a window).
+    #[serde(default)]
+    pub agent_req_bytes: u64,
+    #[serde(default)]
+    pub agent_resp_bytes: u64,
 }
 
 impl EndpointTotals {
@@ -109,6 +118,7 @@ struct AgentCounts {
     ttfb_sum_ns: AtomicU64,
     ttfb: [AtomicU64; TTFB_BUCKETS],
     resets: [[AtomicU64; RESET_CODES]; 3],
+    goaways: [AtomicU64; RESET_CODES],
     connect_failures: AtomicU64,
 }
 
@@ -237,6 +247,14 @@ impl EndpointTable {
         }
     }
 
+    /// The endpoint sent GOAWAY with `code`.
+    pub fn goaway(&self, id: u32, code: u32) {
+        if let Some(c) = self.at(id) {
+            let code = (code as usize).min(RESET_CODES - 1);
+            c.goaways[code].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn reset(&self, id: u32, side: usize, code: u32) {
         if let Some(c) = self.at(id) {
             let code = (code as usize).min(RESET_CODES - 1);
@@ -276,6 +294,7 @@ impl EndpointTable {
             endpoint: endpoint.into(),
             ttfb: vec![0; TTFB_BUCKETS],
             resets: vec![vec![0; RESET_CODES]; SIDES.len()],
+            goaways: vec![0; RESET_CODES],
             ..Default::default()
         };
         if let Some(c) = self.at(id) {
@@ -290,6 +309,11 @@ impl EndpointTable {
             t.resets = (c.resets.iter())
                 .map(|codes| codes.iter().map(load).collect())
                 .collect();
+            t.goaways = c.goaways.iter().map(load).collect();
+            // Only frames the agent carries are counted here; the kernel
+            // counts the rest (added below).
+            t.agent_req_bytes = t.req_bytes;
+            t.agent_resp_bytes = t.resp_bytes;
         }
         if let Some(k) = kernel(id) {
             t.add_kernel(&k);
@@ -331,10 +355,14 @@ mod tests {
         assert_eq!(t.id("ns/a:80", ep), a);
         t.opened(a);
         t.reset(a, SIDE_AGENT, 7);
+        t.goaway(a, 0);
+        t.goaway(a, 400);
+        t.bytes(a, true, 100);
         let kernel = |id: u32| {
             (id == a).then(|| EndpointStats {
                 opened: 2,
                 ended: 1,
+                resp_bytes: 1000,
                 ..Default::default()
             })
         };
@@ -342,6 +370,16 @@ mod tests {
         assert_eq!(totals.len(), 2, "id 0 unused: not shown");
         assert_eq!((totals[0].opened, totals[0].in_flight()), (3, 2));
         assert_eq!(totals[0].resets[SIDE_AGENT][7], 1);
+        assert_eq!(totals[0].goaways[0], 1);
+        assert_eq!(
+            totals[0].goaways[RESET_CODES - 1],
+            1,
+            "unknown codes count as other"
+        );
+        assert_eq!(
+            (totals[0].resp_bytes, totals[0].agent_resp_bytes),
+            (1100, 100)
+        );
         assert_eq!(totals[0].endpoint, "10.0.0.1:80");
     }
 

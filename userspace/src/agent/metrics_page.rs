@@ -133,6 +133,17 @@ impl MetricsPage {
             x.sample(name, &[("service", &service), ("path", path)], n as f64);
         }
 
+        let name = "rotor_streams_held_total";
+        x.family(
+            name,
+            Kind::Counter,
+            "New streams that waited in the agent because every endpoint had reached its MAX_CONCURRENT_STREAMS.",
+        );
+        for svc in self.shared.registry.services() {
+            let held = svc.held.load(std::sync::atomic::Ordering::Relaxed);
+            x.sample(name, &[("service", &svc.name)], held as f64);
+        }
+
         let stats = self.shared.dp.stats();
         let name = "rotor_events_lost_total";
         x.family(

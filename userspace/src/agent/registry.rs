@@ -23,6 +23,9 @@ pub struct ServiceState {
     /// Where the next connection starts its rotation, so the first streams
     /// of short connections spread too.
     rotation: AtomicU32,
+    /// Streams that waited in the agent because no endpoint had room
+    /// (MAX_CONCURRENT_STREAMS reached everywhere), since the Service came.
+    pub held: std::sync::atomic::AtomicU64,
 }
 
 impl ServiceState {
@@ -158,6 +161,7 @@ impl Registry {
                 endpoints: tx,
                 policy: AtomicU32::new(spec.policy.kernel_code()),
                 rotation: AtomicU32::new(0),
+                held: Default::default(),
             }),
         );
         (id, true)

@@ -72,6 +72,9 @@ pub struct AgentOptions {
     pub health_addr: Option<SocketAddr>,
     /// Where `/metrics` is served, with the probes (metrics_page.rs).
     pub metrics_addr: Option<SocketAddr>,
+    /// The kernel's per-endpoint counts and stream timestamps (off only
+    /// to measure their cost: bench/src/endpoint_stats.rs).
+    pub endpoint_stats: bool,
 }
 
 /// What every connection task shares.
@@ -126,6 +129,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             max_conns: opts.max_conns,
             max_sockets: opts.max_sockets,
             max_streams: opts.max_streams,
+            endpoint_stats: opts.endpoint_stats,
         })
         .context("loading the eBPF programs")?,
     );

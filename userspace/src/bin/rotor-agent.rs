@@ -60,6 +60,10 @@ struct Args {
     /// Entries of the streams map (tests fill it with a few streams).
     #[arg(long, hide = true)]
     max_streams: Option<u32>,
+    /// No per-endpoint counts or stream timestamps in the kernel: the
+    /// benchmark's baseline for what they cost (`cargo xtask bench --endpoint-stats`).
+    #[arg(long, hide = true)]
+    no_endpoint_stats: bool,
     /// On SIGTERM, how long the agent goes on carrying the connections it
     /// has, after telling each client to go away (GOAWAY) and letting new
     /// connects take the path of an agent started beside it, or their
@@ -156,6 +160,7 @@ fn main() -> anyhow::Result<()> {
         drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
         health_addr: args.health_addr,
         metrics_addr: args.metrics,
+        endpoint_stats: !args.no_endpoint_stats,
     }))
 }
 

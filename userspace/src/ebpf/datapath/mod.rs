@@ -69,6 +69,9 @@ pub struct LoadOptions {
     pub max_sockets: Option<u32>,
     /// Entries of `streams`; default 262,144.
     pub max_streams: Option<u32>,
+    /// Per-endpoint counts and stream timestamps in the kernel (on but in
+    /// the benchmark that measures their cost: maps.h, endpoint_stats_on).
+    pub endpoint_stats: bool,
 }
 
 /// bpf_map_update_elem: only if the key is not there yet.
@@ -146,6 +149,7 @@ impl Datapath {
         // kube-proxy's path and the self-check's address found no room.
         const MAX_SERVICE_PORTS: u32 = 32768;
         let sockets = opts.max_sockets.unwrap_or(MAX_CONNS * 4);
+        let endpoint_stats_on = u32::from(opts.endpoint_stats);
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries("services", MAX_SERVICE_PORTS)
@@ -156,7 +160,8 @@ impl Datapath {
             .map_max_entries("sock_idents", sockets)
             .map_max_entries("parse_states", sockets)
             .map_max_entries("upstream_socks", sockets)
-            .map_max_entries("streams", opts.max_streams.unwrap_or(MAX_STREAMS));
+            .map_max_entries("streams", opts.max_streams.unwrap_or(MAX_STREAMS))
+            .override_global("endpoint_stats_on", &endpoint_stats_on, true);
         let mut ebpf = loader.load(OBJECT).map_err(|source| DatapathError::Load {
             kernel: kernel(),
             source: Box::new(source),

@@ -21,6 +21,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::metrics_page::MetricsPage;
 use super::Shared;
+pub use report::names;
 pub use wire::*;
 
 /// How long a reader may take to take the next chunk of its answer. A

@@ -32,7 +32,7 @@ use tokio::io::AsyncWriteExt;
 
 pub use admin::Status;
 pub use injector::{Injector, Target};
-pub use registry::ConnInfo;
+pub use registry::{ConnInfo, SlotInfo, Spliced};
 pub use registry::Registry;
 
 use crate::ebpf::{Datapath, LoadOptions};

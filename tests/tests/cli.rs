@@ -366,5 +366,35 @@ fn status_of_5000_connections_parses() {
     assert!(conns.as_array().unwrap().len() >= ok);
     let legacy = bed.agent().unwrap().status().expect("status without a request");
     assert!(legacy["connections"].as_array().unwrap().len() >= ok);
+    // A reader slower than 5 s in all that never stalls 5 s (a CLI on a
+    // busy node) gets all of it.
+    let t0 = Instant::now();
+    let body = slow_read(&admin, b"status\n", 128 * 1024, Duration::from_millis(500));
+    let slow: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
+        panic!("{} bytes read in {:?} do not parse: {e}", body.len(), t0.elapsed())
+    });
+    assert!(t0.elapsed() > Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(slow["ok"]["connections"].as_array().unwrap().len() >= ok);
     drop(client);
+}
+
+/// Sends `request`, then reads `chunk` bytes every `pause` until the end.
+fn slow_read(admin: &Path, request: &[u8], chunk: usize, pause: Duration) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut sock = std::os::unix::net::UnixStream::connect(admin).expect("admin socket");
+    sock.write_all(request).unwrap();
+    sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut body = Vec::new();
+    let mut buf = vec![0u8; chunk];
+    loop {
+        let mut got = 0;
+        while got < chunk {
+            match sock.read(&mut buf[got..]).unwrap() {
+                0 => return [body, buf[..got].to_vec()].concat(),
+                n => got += n,
+            }
+        }
+        body.extend_from_slice(&buf[..got]);
+        std::thread::sleep(pause);
+    }
 }

@@ -55,7 +55,7 @@ fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     false
 }
 
-fn endpoint<'a>(service: &'a Value, ep: SocketAddrV4) -> &'a Value {
+fn endpoint(service: &Value, ep: SocketAddrV4) -> &Value {
     (service["endpoints"].as_array().expect("endpoints").iter())
         .find(|e| e["endpoint"] == ep.to_string())
         .unwrap_or_else(|| panic!("no {ep} in {service}"))
@@ -77,8 +77,7 @@ fn services_and_endpoints_count_what_the_backends_served() {
     assert_eq!((report.ok, report.failed), (3000, 0), "{report:?}");
     let settled = wait_for(Duration::from_secs(5), || {
         let v = rotor_json(&bed, &["endpoints", "echo"]);
-        (v["services"][0]["endpoints"].as_array().unwrap().iter())
-            .all(|e| e["in_flight"] == 0)
+        (v["services"][0]["endpoints"].as_array().unwrap().iter()).all(|e| e["in_flight"] == 0)
     });
     assert!(settled, "streams left in flight");
     let v = rotor_json(&bed, &["services"]);
@@ -94,8 +93,14 @@ fn services_and_endpoints_count_what_the_backends_served() {
         assert_eq!(e["opened"], counted, "{name} served {counted}: {e}");
         assert_eq!(e["answered"], counted, "{e}");
         assert_eq!(e["state"], "ready", "{e}");
-        assert!(e["p50_le_s"].as_f64().is_some() && e["p99_le_s"].as_f64().is_some(), "{e}");
-        assert!((e["fair_share"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9, "{e}");
+        assert!(
+            e["p50_le_s"].as_f64().is_some() && e["p99_le_s"].as_f64().is_some(),
+            "{e}"
+        );
+        assert!(
+            (e["fair_share"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9,
+            "{e}"
+        );
         // the agent samples its counters once a second and keeps 10 s:
         // a window that began before the load holds all of it
         if window >= since_load {
@@ -114,28 +119,54 @@ fn services_and_endpoints_count_what_the_backends_served() {
             assert_eq!(cells[3], format!("{:.1}%", share * 100.0), "{line}");
             assert_eq!(cells[4], "33.3%", "{line}");
         } else {
-            eprintln!("window {window}s began after the load ({since_load}s ago): shares unchecked");
+            eprintln!(
+                "window {window}s began after the load ({since_load}s ago): shares unchecked"
+            );
         }
     }
     assert!(table.starts_with("window "), "{table}");
 
     let status = rotor_json(&bed, &["status"]);
-    assert_eq!(status["agent"]["version"], env!("CARGO_PKG_VERSION"), "{status}");
-    assert!(status["agent"]["features"].as_array().unwrap().len() > 10, "{status}");
+    assert_eq!(
+        status["agent"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "{status}"
+    );
+    assert!(
+        status["agent"]["features"].as_array().unwrap().len() > 10,
+        "{status}"
+    );
     let programs: Vec<&str> = (status["agent"]["programs"].as_array().unwrap().iter())
         .filter_map(|p| p[0].as_str())
         .collect();
-    for p in ["rotor_connect4", "rotor_sockops", "rotor_frame_parser", "rotor_client_verdict"] {
+    for p in [
+        "rotor_connect4",
+        "rotor_sockops",
+        "rotor_frame_parser",
+        "rotor_client_verdict",
+    ] {
         assert!(programs.contains(&p), "{p} not in {programs:?}");
     }
     assert_eq!(status["source"]["state"], "synced");
-    assert_eq!(rotor_json(&bed, &["status", "--json"])["services"][0]["name"], "echo");
+    assert_eq!(
+        rotor_json(&bed, &["status", "--json"])["services"][0]["name"],
+        "echo"
+    );
     let text = rotor(&bed, &["status"]);
-    for needle in ["SOURCE file: synced", "PROGRAMS (", "COUNTS services 1, endpoints 3", "KERNEL COUNTERS"] {
+    for needle in [
+        "SOURCE file: synced",
+        "PROGRAMS (",
+        "COUNTS services 1, endpoints 3",
+        "KERNEL COUNTERS",
+    ] {
         assert!(text.contains(needle), "{needle}\n{text}");
     }
     // as before the request protocol: connect, read
-    let legacy = bed.agent().unwrap().status().expect("status without a request");
+    let legacy = bed
+        .agent()
+        .unwrap()
+        .status_without_request()
+        .expect("status without a request");
     assert_eq!(legacy["services"][0]["vip"], "10.96.0.10:8080", "{legacy}");
 }
 
@@ -147,8 +178,14 @@ fn conns_show_paths_and_explain_names_a_spliced_connection() {
     let mut bed = TestBed::new(3).expect("test bed");
     let servers: Vec<Child> = (1..=3)
         .map(|k| {
-            let args = ["http1", "--name", &format!("be{k}"), "--port", &HTTP1_PORT.to_string()]
-                .map(|s| s.to_string());
+            let args = [
+                "http1",
+                "--name",
+                &format!("be{k}"),
+                "--port",
+                &HTTP1_PORT.to_string(),
+            ]
+            .map(|s| s.to_string());
             let a: Vec<&str> = args.iter().map(String::as_str).collect();
             let ns = bed.topo.backend(k).unwrap().netns().to_string();
             let cmd = python_script(&ns, None, "tcp_peer.py", &a);
@@ -178,18 +215,39 @@ time.sleep(60)\n";
     let to: SocketAddrV4 = c["spliced_to"].as_str().unwrap().parse().unwrap();
     assert!(endpoints.contains(&to), "{c}");
     let table = rotor(&bed, &["conns", "--service", "echo"]);
-    assert!(table.contains("spliced") && table.contains("(HTTP/1.x: not balanced per request)"), "{table}");
+    assert!(
+        table.contains("spliced") && table.contains("(HTTP/1.x: not balanced per request)"),
+        "{table}"
+    );
 
     let e = rotor_json(&bed, &["explain", "echo"]);
-    assert_eq!(e["verdict"], "not balanced: its connections are spliced", "{e}");
+    assert_eq!(
+        e["verdict"], "not balanced: its connections are spliced",
+        "{e}"
+    );
     let said = e["findings"].to_string();
-    assert!(said.contains("is spliced to") && said.contains("HTTP/1.x"), "{e}");
-    let client_ip = c["client"].as_str().unwrap().split(':').next().unwrap().to_string();
+    assert!(
+        said.contains("is spliced to") && said.contains("HTTP/1.x"),
+        "{e}"
+    );
+    let client_ip = c["client"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
     let by_ip = rotor_json(&bed, &["explain", &client_ip]);
     assert_eq!(by_ip["kind"], "client", "{by_ip}");
-    assert!(by_ip["findings"].to_string().contains("is spliced to"), "{by_ip}");
+    assert!(
+        by_ip["findings"].to_string().contains("is spliced to"),
+        "{by_ip}"
+    );
     let text = rotor(&bed, &["explain", "10.96.0.10:8080"]);
-    assert!(text.starts_with("10.96.0.10:8080 (vip): not balanced: its connections are spliced"), "{text}");
+    assert!(
+        text.starts_with("10.96.0.10:8080 (vip): not balanced: its connections are spliced"),
+        "{text}"
+    );
     drop(client);
     drop(servers);
 }
@@ -241,15 +299,34 @@ time.sleep(60)\n";
         assert!(said.contains("from elsewhere than the agent"), "{e}");
     }
     let text = rotor(&bed, &["explain", "echo"]);
-    assert!(text.contains("conntrack (dialled the Service address, reached):"), "{text}");
+    assert!(
+        text.contains("conntrack (dialled the Service address, reached):"),
+        "{text}"
+    );
 
     let unknown = rotor_json(&bed, &["explain", "10.96.0.99:80"]);
-    assert_eq!(unknown["verdict"], "not balanced: not in the agent's model", "{unknown}");
-    assert!(unknown["findings"].to_string().contains("rotor.dev/balance"), "{unknown}");
+    assert_eq!(
+        unknown["verdict"], "not balanced: not in the agent's model",
+        "{unknown}"
+    );
+    assert!(
+        unknown["findings"]
+            .to_string()
+            .contains("rotor.dev/balance"),
+        "{unknown}"
+    );
     let port = rotor_json(&bed, &["explain", "10.96.0.10:9999"]);
-    assert!(port["findings"].to_string().contains("Other ports of this address are balanced"), "{port}");
+    assert!(
+        port["findings"]
+            .to_string()
+            .contains("Other ports of this address are balanced"),
+        "{port}"
+    );
 
-    let (code, _, err) = rotor_at(bed.agent().unwrap().admin_socket(), &["endpoints", "nosuch"]);
+    let (code, _, err) = rotor_at(
+        bed.agent().unwrap().admin_socket(),
+        &["endpoints", "nosuch"],
+    );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no balanced Service named nosuch"), "{err}");
     drop(outside);
@@ -262,11 +339,19 @@ fn not_running_and_usage_exit_codes() {
     let dir = std::env::temp_dir().join(format!("rotor-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let missing = dir.join("admin.sock");
-    for verb in [&["status"][..], &["services"], &["conns"], &["explain", "echo"]] {
+    for verb in [
+        &["status"][..],
+        &["services"],
+        &["conns"],
+        &["explain", "echo"],
+    ] {
         let (code, out, err) = rotor_at(&missing, verb);
         assert_eq!(code, 3, "{verb:?}: {out}{err}");
         assert!(err.contains(&missing.display().to_string()), "{err}");
-        assert!(err.contains("Is rotor-agent running") && err.contains("root"), "{err}");
+        assert!(
+            err.contains("Is rotor-agent running") && err.contains("root"),
+            "{err}"
+        );
     }
     // a socket file nobody listens on (an agent killed with SIGKILL)
     drop(std::os::unix::net::UnixListener::bind(&missing).unwrap());
@@ -305,15 +390,30 @@ fn top_shows_bars_and_quits_on_q() {
             .output()
             .expect("tmux")
     };
-    let command = format!("{} --admin {} top --window 2", cli.display(), admin.display());
-    let started = tmux(&["new-session", "-d", "-s", "top", "-x", "160", "-y", "30", &command]);
+    let command = format!(
+        "{} --admin {} top --window 2",
+        cli.display(),
+        admin.display()
+    );
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "160",
+        "-y",
+        "30",
+        &command,
+    ]);
     assert!(started.status.success(), "{started:?}");
     let mut screen = String::new();
     let drawn = wait_for(Duration::from_secs(10), || {
         let out = tmux(&["capture-pane", "-p", "-t", "top"]);
         screen = String::from_utf8_lossy(&out.stdout).into_owned();
         endpoints.iter().all(|ep| {
-            (screen.lines()).any(|l| l.contains(&ep.to_string()) && l.contains('#') && l.contains('|'))
+            (screen.lines())
+                .any(|l| l.contains(&ep.to_string()) && l.contains('#') && l.contains('|'))
         })
     });
     let sent = tmux(&["send-keys", "-t", "top", "q"]);
@@ -324,7 +424,10 @@ fn top_shows_bars_and_quits_on_q() {
     let _ = load.finish();
     assert!(drawn, "no bars for every endpoint:\n{screen}");
     assert!(screen.contains("rotor top: 1 Services"), "{screen}");
-    assert!(sent.status.success() && quit, "rotor top still running after q:\n{screen}");
+    assert!(
+        sent.status.success() && quit,
+        "rotor top still running after q:\n{screen}"
+    );
 }
 
 /// 5,000 client connections to one endpoint (one request each, then idle):
@@ -339,17 +442,28 @@ fn status_of_5000_connections_parses() {
     let endpoints = bed.topo.backend_addrs();
     bed.agent = Some(Agent::start(&bed.topo, &bed.cgroup, &endpoints).expect("agent"));
     let bin = rotor_testbed::util::target_dir().join("release/rotor-bench-conns");
-    assert!(bin.is_file(), "{} missing: cargo build --release --workspace", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} missing: cargo build --release --workspace",
+        bin.display()
+    );
     let mut cmd = netns_command(bed.topo.client_ns(), Some(bed.cgroup.path()), &bin);
     cmd.args(["--addr", "10.96.0.10:8080", "--path", "/whoami"])
         .args(["--connections", &N.to_string()]);
     let mut client = Child::spawn("rotor-bench-conns", cmd, bed.topo.dir()).expect("client");
     let line = client
-        .wait_for_line(Stream::Stdout, "\"holding\"", scaled(Duration::from_secs(180)))
+        .wait_for_line(
+            Stream::Stdout,
+            "\"holding\"",
+            scaled(Duration::from_secs(180)),
+        )
         .unwrap_or_else(|e| panic!("{e:#}"));
     let held: Value = serde_json::from_str(&line).unwrap();
     let ok = held["requests_ok"].as_u64().unwrap() as usize;
-    assert!(ok >= N * 98 / 100, "only {ok} of {N} connections up: {line}");
+    assert!(
+        ok >= N * 98 / 100,
+        "only {ok} of {N} connections up: {line}"
+    );
     let admin = bed.agent().unwrap().admin_socket().to_path_buf();
     let t0 = Instant::now();
     let (code, out, err) = rotor_at(&admin, &["status", "-o", "json"]);
@@ -358,20 +472,34 @@ fn status_of_5000_connections_parses() {
     let status: Value = serde_json::from_str(&out)
         .unwrap_or_else(|e| panic!("status of {} bytes does not parse: {e}", out.len()));
     let listed = status["connections"].as_array().unwrap().len();
-    assert!(listed >= ok, "status lists {listed} connections, the client holds {ok}");
-    eprintln!("status: {} bytes, {listed} connections, in {took:?}", out.len());
+    assert!(
+        listed >= ok,
+        "status lists {listed} connections, the client holds {ok}"
+    );
+    eprintln!(
+        "status: {} bytes, {listed} connections, in {took:?}",
+        out.len()
+    );
     let (code, out, err) = rotor_at(&admin, &["conns", "-o", "json"]);
     assert_eq!(code, 0, "{err}");
     let conns: Value = serde_json::from_str(&out).expect("conns JSON");
     assert!(conns.as_array().unwrap().len() >= ok);
-    let legacy = bed.agent().unwrap().status().expect("status without a request");
+    let legacy = bed
+        .agent()
+        .unwrap()
+        .status_without_request()
+        .expect("status without a request");
     assert!(legacy["connections"].as_array().unwrap().len() >= ok);
     // A reader slower than 5 s in all that never stalls 5 s (a CLI on a
     // busy node) gets all of it.
     let t0 = Instant::now();
     let body = slow_read(&admin, b"status\n", 128 * 1024, Duration::from_millis(500));
     let slow: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
-        panic!("{} bytes read in {:?} do not parse: {e}", body.len(), t0.elapsed())
+        panic!(
+            "{} bytes read in {:?} do not parse: {e}",
+            body.len(),
+            t0.elapsed()
+        )
     });
     assert!(t0.elapsed() > Duration::from_secs(5), "{:?}", t0.elapsed());
     assert!(slow["ok"]["connections"].as_array().unwrap().len() >= ok);

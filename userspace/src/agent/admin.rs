@@ -166,7 +166,10 @@ async fn answer(sock: UnixStream, shared: Arc<Shared>, page: Arc<MetricsPage>, s
         match tokio::time::timeout(ADMIN_WRITE_STALL, wr.write_all(chunk)).await {
             Ok(Ok(())) => {}
             _ => {
-                tracing::debug!(bytes = body.len(), "admin client stopped reading; answer cut off");
+                tracing::debug!(
+                    bytes = body.len(),
+                    "admin client stopped reading; answer cut off"
+                );
                 return;
             }
         }

@@ -252,7 +252,8 @@ impl EndpointTable {
             c.connect_failures.fetch_add(1, Ordering::Relaxed);
         }
         let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = (failing.entry(id)).or_insert_with(|| (String::new(), 0, std::time::Instant::now()));
+        let entry =
+            (failing.entry(id)).or_insert_with(|| (String::new(), 0, std::time::Instant::now()));
         entry.0 = why.to_string();
         entry.1 += 1;
     }

@@ -32,8 +32,8 @@ use tokio::io::AsyncWriteExt;
 
 pub use admin::Status;
 pub use injector::{Injector, Target};
-pub use registry::{ConnInfo, SlotInfo, Spliced};
 pub use registry::Registry;
+pub use registry::{ConnInfo, SlotInfo, Spliced};
 
 use crate::ebpf::{Datapath, LoadOptions};
 use crate::model::kube::KubeSource;

@@ -11,7 +11,14 @@ use std::net::SocketAddrV4;
 /// `rotor conns` and `rotor explain`: a guess, not a parse.
 pub fn what_it_speaks(first: &[u8]) -> &'static str {
     const METHODS: [&[u8]; 9] = [
-        b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ",
+        b"GET ",
+        b"POST ",
+        b"PUT ",
+        b"HEAD ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"CONNECT ",
         b"TRACE ",
     ];
     match first {

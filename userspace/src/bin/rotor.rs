@@ -97,7 +97,11 @@ fn run(args: &Args) -> Result<(), CliError> {
             return Ok(());
         }
         let mut out = std::io::stdout();
-        let clear = if output == Output::Table { "\x1b[H\x1b[2J" } else { "" };
+        let clear = if output == Output::Table {
+            "\x1b[H\x1b[2J"
+        } else {
+            ""
+        };
         let _ = write!(out, "{clear}{text}");
         let _ = out.flush();
         std::thread::sleep(Duration::from_secs(1));

@@ -86,7 +86,9 @@ pub fn ask_raw(socket: &Path, request: &Request) -> Result<Vec<u8>, CliError> {
     let mut body = Vec::new();
     sock.read_to_end(&mut body).map_err(io)?;
     if body.is_empty() {
-        return Err(io(std::io::Error::other("empty answer (the agent stopped?)")));
+        return Err(io(std::io::Error::other(
+            "empty answer (the agent stopped?)",
+        )));
     }
     Ok(body)
 }

@@ -151,7 +151,16 @@ pub fn services_table(v: &ServicesView) -> String {
         let _ = writeln!(
             out,
             "  {:<21} {:<9} {:>9} {:>7} {:>7} {:>6} {:>9} {:>10} {:>10} {:>7}",
-            "ENDPOINT", "STATE", "REQ/S", "SHARE", "FAIR", "RATIO", "IN-FLIGHT", "P50", "P99", "RESETS"
+            "ENDPOINT",
+            "STATE",
+            "REQ/S",
+            "SHARE",
+            "FAIR",
+            "RATIO",
+            "IN-FLIGHT",
+            "P50",
+            "P99",
+            "RESETS"
         );
         for e in &s.endpoints {
             let ratio = e.share_ratio.map_or("-".into(), |r| format!("{r:.2}"));
@@ -351,7 +360,11 @@ pub fn status_table(s: &Status) -> String {
             x.endpoints.join(" ")
         );
     }
-    let _ = writeln!(out, "ENDPOINTS ({}) since the agent started", s.endpoints.len());
+    let _ = writeln!(
+        out,
+        "ENDPOINTS ({}) since the agent started",
+        s.endpoints.len()
+    );
     let _ = writeln!(
         out,
         "  {:<20} {:<22} {:>9} {:>9} {:>9} {:>7} {:>10} {:>10}",

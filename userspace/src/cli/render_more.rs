@@ -13,7 +13,11 @@ pub fn explain_table(e: &Explanation) -> String {
     if let Some(s) = &e.skew {
         let _ = writeln!(out, "CONNECTIONS NOW ({})", s.source);
         if !s.endpoints.is_empty() {
-            let _ = writeln!(out, "  {:<21} {:>10} {:>10}", "ENDPOINT", "FROM-AGENT", "OTHER");
+            let _ = writeln!(
+                out,
+                "  {:<21} {:>10} {:>10}",
+                "ENDPOINT", "FROM-AGENT", "OTHER"
+            );
             for (ep, agent, other) in &s.endpoints {
                 let _ = writeln!(out, "  {ep:<21} {agent:>10} {other:>10}");
             }
@@ -21,7 +25,10 @@ pub fn explain_table(e: &Explanation) -> String {
             let _ = writeln!(out, "  skew of the other connections: {}", skew(&others));
         }
         if s.conntrack.is_empty() {
-            let _ = writeln!(out, "  conntrack: no established connection to the Service address");
+            let _ = writeln!(
+                out,
+                "  conntrack: no established connection to the Service address"
+            );
         } else {
             let _ = writeln!(out, "  conntrack (dialled the Service address, reached):");
             for (ep, n) in &s.conntrack {
@@ -86,8 +93,8 @@ pub fn top_frame(v: &ServicesView, width: usize) -> String {
     let bar_width = width.saturating_sub(80).clamp(10, 40);
     let _ = write!(
         out,
-        "{:<20} {:<21} {:<9} {:>9} {:>7} {:>6} {:>6}  {}\r\n",
-        "SERVICE", "ENDPOINT", "STATE", "REQ/S", "SHARE", "RATIO", "FLIGHT", "SHARE/FAIR"
+        "{:<20} {:<21} {:<9} {:>9} {:>7} {:>6} {:>6}  SHARE/FAIR\r\n",
+        "SERVICE", "ENDPOINT", "STATE", "REQ/S", "SHARE", "RATIO", "FLIGHT"
     );
     for (service, e) in rows {
         let _ = write!(

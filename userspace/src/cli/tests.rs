@@ -69,12 +69,20 @@ fn rates_shares_and_fair_shares_come_from_the_window() {
     assert_eq!(e[2].share_ratio, Some(0.0));
     assert_eq!(e[2].why.as_deref(), Some("HTTP/2 handshake: no SETTINGS"));
     // left the Service: no fair share
-    assert_eq!((e[3].fair_share, e[3].share_ratio, e[3].in_flight), (None, None, 1));
+    assert_eq!(
+        (e[3].fair_share, e[3].share_ratio, e[3].in_flight),
+        (None, None, 1)
+    );
     assert_eq!(e[0].p50_le_s, Some(131_072e-9));
     // by name, with or without the port
     assert_eq!(services_view(&report(), Some("ns/echo")).services.len(), 1);
-    assert_eq!(services_view(&report(), Some("ns/echo:80")).services.len(), 1);
-    assert!(services_view(&report(), Some("ns/other")).services.is_empty());
+    assert_eq!(
+        services_view(&report(), Some("ns/echo:80")).services.len(),
+        1
+    );
+    assert!(services_view(&report(), Some("ns/other"))
+        .services
+        .is_empty());
 }
 
 #[test]
@@ -84,10 +92,30 @@ fn services_table_shows_each_endpoint_and_why_it_fails() {
     assert!(text.contains("SERVICE ns/echo:80 10.96.0.10:80 round-robin: 10.0 req/s; connections 2 kernel, 1 agent, 1 spliced"), "{text}");
     let line = text.lines().find(|l| l.contains("10.0.1.2:8080")).unwrap();
     let cells: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(cells, ["10.0.1.2:8080", "ready", "6.0", "60.0%", "33.3%", "1.80", "0", "<=0.131ms", "<=0.131ms", "0"]);
-    assert!(text.contains("    why: HTTP/2 handshake: no SETTINGS\n"), "{text}");
+    assert_eq!(
+        cells,
+        [
+            "10.0.1.2:8080",
+            "ready",
+            "6.0",
+            "60.0%",
+            "33.3%",
+            "1.80",
+            "0",
+            "<=0.131ms",
+            "<=0.131ms",
+            "0"
+        ]
+    );
+    assert!(
+        text.contains("    why: HTTP/2 handshake: no SETTINGS\n"),
+        "{text}"
+    );
     let draining = text.lines().find(|l| l.contains("10.0.9.2")).unwrap();
-    assert!(draining.contains("draining") && draining.contains(" - "), "{draining}");
+    assert!(
+        draining.contains("draining") && draining.contains(" - "),
+        "{draining}"
+    );
 }
 
 #[test]
@@ -106,10 +134,24 @@ fn json_rows_name_their_units() {
 #[test]
 fn top_puts_the_worst_share_first_with_bars() {
     let frame = top_frame(&services_view(&report(), None), 120);
-    let rows: Vec<&str> = frame.split("\r\n").filter(|l| l.starts_with("ns/echo")).collect();
+    let rows: Vec<&str> = frame
+        .split("\r\n")
+        .filter(|l| l.starts_with("ns/echo"))
+        .collect();
     // off the fair share by 1.0 (failing), 0.8, 0.2; the draining one last
-    let order: Vec<&str> = rows.iter().map(|r| r.split_whitespace().nth(1).unwrap()).collect();
-    assert_eq!(order, ["10.0.3.2:8080", "10.0.1.2:8080", "10.0.2.2:8080", "10.0.9.2:8080"]);
+    let order: Vec<&str> = rows
+        .iter()
+        .map(|r| r.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "10.0.3.2:8080",
+            "10.0.1.2:8080",
+            "10.0.2.2:8080",
+            "10.0.9.2:8080"
+        ]
+    );
     assert!(!frame.contains('\n') || frame.contains("\r\n"));
     assert_eq!(bar(Some(1.0), 10), "#####|....");
     assert_eq!(bar(Some(0.0), 10), ".....|....");
@@ -162,10 +204,21 @@ fn conns_show_the_path_and_per_upstream_counters() {
     let rows = conn_rows(&[kernel, spliced]);
     assert_eq!(rows[0].path, "kernel");
     let u = &rows[0].upstreams[0];
-    assert_eq!((u.streams_open, u.request_data_bytes, u.response_data_bytes, u.diverted), (2, 10, 2000, true));
+    assert_eq!(
+        (
+            u.streams_open,
+            u.request_data_bytes,
+            u.response_data_bytes,
+            u.diverted
+        ),
+        (2, 10, 2000, true)
+    );
     assert_eq!(rows[1].path, "spliced");
     let text = conns_table(&rows);
-    assert!(text.contains("to 10.0.2.2:8080 (HTTP/1.x: not balanced per request)"), "{text}");
+    assert!(
+        text.contains("to 10.0.2.2:8080 (HTTP/1.x: not balanced per request)"),
+        "{text}"
+    );
     assert!(text.contains("diverted max-streams 4"), "{text}");
 }
 
@@ -186,7 +239,10 @@ fn explain_prints_verdict_findings_and_skew() {
         }),
     };
     let text = explain_table(&e);
-    assert!(text.starts_with("10.96.0.99:80 (vip): not balanced: not in the agent's model\n"), "{text}");
+    assert!(
+        text.starts_with("10.96.0.99:80 (vip): not balanced: not in the agent's model\n"),
+        "{text}"
+    );
     assert!(text.contains("  problem  not labelled?"), "{text}");
     assert!(text.contains("  skew: max/min 3.00"), "{text}");
     assert_eq!(skew(&[4, 0, 0]), "max/min inf (most 4, least 0)");

@@ -14,11 +14,7 @@ const REFRESH: Duration = Duration::from_secs(1);
 /// Ctrl-C arrives as a byte in raw mode, not as SIGINT.
 const CTRL_C: u8 = 3;
 
-pub fn run(
-    socket: &std::path::Path,
-    window_s: u64,
-    service: Option<&str>,
-) -> Result<(), CliError> {
+pub fn run(socket: &std::path::Path, window_s: u64, service: Option<&str>) -> Result<(), CliError> {
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     let raw = crate::sys::RawTerminal::enter(&stdin)

@@ -69,7 +69,10 @@ fn unknown_vip(shared: &Shared, vip: SocketAddrV4, target: &str) -> Explanation 
     if !same_ip.is_empty() {
         findings.push(finding(
             "problem",
-            format!("Other ports of this address are balanced: {}. Is the port right?", same_ip.join(", ")),
+            format!(
+                "Other ports of this address are balanced: {}. Is the port right?",
+                same_ip.join(", ")
+            ),
         ));
     }
     let skew = skew(&scan, vip, &[]);
@@ -117,7 +120,12 @@ fn service(shared: &Shared, s: &ServiceState, target: &str, kind: &str) -> Expla
     let totals = (shared.registry.endpoints).totals(|id| shared.dp.endpoint_stats(id));
     let mut f = vec![finding(
         "ok",
-        format!("{} at {} is in the model, policy {}", s.name, s.vip, s.policy().name()),
+        format!(
+            "{} at {} is in the model, policy {}",
+            s.name,
+            s.vip,
+            s.policy().name()
+        ),
     )];
     let mut balanced = true;
     match endpoints.len() {
@@ -200,9 +208,13 @@ fn connections(conns: &[ConnStatus], name: &str) -> Vec<Finding> {
             if limits.is_empty() { "none advertised".into() } else { limits.join(", ") }
         )));
     } else if !limits.is_empty() {
-        f.push(finding("ok", format!(
-            "Endpoints limit concurrent streams ({}); no stream waits for room now.", limits.join(", ")
-        )));
+        f.push(finding(
+            "ok",
+            format!(
+                "Endpoints limit concurrent streams ({}); no stream waits for room now.",
+                limits.join(", ")
+            ),
+        ));
     }
     let diverted: usize = (conns.iter())
         .map(|c| c.kernel.upstreams.iter().filter(|u| u.diverted).count())
@@ -218,7 +230,12 @@ fn connections(conns: &[ConnStatus], name: &str) -> Vec<Finding> {
 fn client(shared: &Shared, ip: Ipv4Addr, target: &str) -> Explanation {
     let all = conns(shared, None);
     let mine: Vec<&ConnStatus> = (all.iter())
-        .filter(|c| c.info.client.parse::<SocketAddrV4>().is_ok_and(|a| *a.ip() == ip))
+        .filter(|c| {
+            c.info
+                .client
+                .parse::<SocketAddrV4>()
+                .is_ok_and(|a| *a.ip() == ip)
+        })
         .collect();
     let mut f = Vec::new();
     let verdict = if mine.is_empty() {
@@ -243,7 +260,12 @@ fn client(shared: &Shared, ip: Ipv4Addr, target: &str) -> Explanation {
         for s in services {
             let of: Vec<ConnStatus> = conns(shared, Some(s))
                 .into_iter()
-                .filter(|c| c.info.client.parse::<SocketAddrV4>().is_ok_and(|a| *a.ip() == ip))
+                .filter(|c| {
+                    c.info
+                        .client
+                        .parse::<SocketAddrV4>()
+                        .is_ok_and(|a| *a.ip() == ip)
+                })
                 .collect();
             f.extend(connections(&of, s));
         }

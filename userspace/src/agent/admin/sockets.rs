@@ -132,11 +132,17 @@ pub fn scan() -> Scan {
 }
 
 fn own_socket_inodes() -> HashSet<u64> {
-    let fds = std::fs::read_dir("/proc/self/fd").into_iter().flatten().flatten();
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten();
     fds.filter_map(|e| {
         let link = std::fs::read_link(e.path()).ok()?;
         let link = link.to_str()?;
-        link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        link.strip_prefix("socket:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()
     })
     .collect()
 }
@@ -211,7 +217,10 @@ ipv4     2 udp      17 20 src=10.0.0.10 dst=10.96.0.1 sport=1 dport=53 src=10.0.
             ..Default::default()
         };
         let vip = "10.96.0.10:8080".parse().unwrap();
-        assert_eq!(through_nat(&scan, vip), [("10.0.1.2:8080".parse().unwrap(), 1)]);
+        assert_eq!(
+            through_nat(&scan, vip),
+            [("10.0.1.2:8080".parse().unwrap(), 1)]
+        );
     }
 
     #[test]

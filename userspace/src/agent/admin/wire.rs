@@ -178,9 +178,15 @@ pub struct Skew {
 pub enum Request {
     Status,
     /// Rates over about this many seconds (1–10).
-    Endpoints { window_s: u64 },
-    Conns { service: Option<String> },
-    Explain { target: String },
+    Endpoints {
+        window_s: u64,
+    },
+    Conns {
+        service: Option<String>,
+    },
+    Explain {
+        target: String,
+    },
 }
 
 impl Request {
@@ -257,7 +263,9 @@ mod tests {
             Ok(Request::Endpoints { window_s: 10 })
         );
         assert!(Request::parse("explain").unwrap_err().contains("target"));
-        assert!(Request::parse("bogus").unwrap_err().contains("unknown request"));
+        assert!(Request::parse("bogus")
+            .unwrap_err()
+            .contains("unknown request"));
         assert!(Request::parse("conns a b").is_err());
     }
 }

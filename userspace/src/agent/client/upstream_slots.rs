@@ -67,7 +67,10 @@ impl ClientConn {
                 tracing::warn!(conn = id, endpoint = %s.endpoint, error = %e, "upstream failed");
                 let endpoint = self.kernel.up(slot).endpoint.load(Ordering::SeqCst);
                 let why = format!("{e:#}");
-                self.shared.registry.endpoints.connect_failed(endpoint, &why);
+                self.shared
+                    .registry
+                    .endpoints
+                    .connect_failed(endpoint, &why);
                 s.close();
                 s.failures += 1;
                 self.refuse_slot_streams(slot, 0);

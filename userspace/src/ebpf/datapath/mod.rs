@@ -199,7 +199,9 @@ impl Datapath {
             let verdict: &mut SkSkb = prog(&mut ebpf, name)?;
             verdict.load().map_err(program_error(name))?;
             verdict.attach(map).map_err(program_error(name))?;
-            let on = name.trim_start_matches("rotor_").replace("_verdict", "_socks");
+            let on = name
+                .trim_start_matches("rotor_")
+                .replace("_verdict", "_socks");
             let on = on.replace("client_socks", "agent_socks");
             programs.push((name.into(), format!("{on} (sk_skb verdict)")));
         }
@@ -254,7 +256,10 @@ impl Datapath {
                 sockops
                     .attach(&dir, CgroupAttachMode::Single)
                     .map_err(program_error("rotor_sockops"))?;
-                programs.push(("rotor_sockops".into(), format!("cgroup {} (the agent's own)", own.display())));
+                programs.push((
+                    "rotor_sockops".into(),
+                    format!("cgroup {} (the agent's own)", own.display()),
+                ));
                 tracing::info!(own = %own.display(), cgroup = %opts.cgroup.display(),
                     "the agent runs outside --cgroup: sockops also runs in its own cgroup, for its accepted sockets");
             }
@@ -286,7 +291,9 @@ impl Datapath {
         Ok(Datapath {
             loaded: Loaded {
                 kernel: support.kernel,
-                features: (support.checked.iter()).map(|f| f.name.to_string()).collect(),
+                features: (support.checked.iter())
+                    .map(|f| f.name.to_string())
+                    .collect(),
                 programs,
                 cgroup: opts.cgroup.clone(),
                 listen: opts.listen.to_string(),

@@ -125,6 +125,7 @@ fn services_and_endpoints_count_what_the_backends_served() {
         }
     }
     assert!(table.starts_with("window "), "{table}");
+    eprintln!("{table}");
 
     let status = rotor_json(&bed, &["status"]);
     assert_eq!(
@@ -330,6 +331,42 @@ time.sleep(60)\n";
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no balanced Service named nosuch"), "{err}");
     drop(outside);
+}
+
+/// An endpoint that refuses connections is `failing` with the error, gets
+/// none of the streams, and `explain` names it; the others share them.
+#[test]
+fn a_refusing_endpoint_is_failing_with_why() {
+    let mut bed = TestBed::new(2).expect("test bed");
+    let mut endpoints = bed.topo.backend_addrs();
+    let refusing = SocketAddrV4::new(*endpoints[0].ip(), 9999);
+    endpoints.push(refusing);
+    bed.agent = Some(Agent::start(&bed.topo, &bed.cgroup, &endpoints).expect("agent"));
+    let report = bed.load(&LoadSpec::whoami(1, 4, 400)).unwrap();
+    assert_eq!((report.ok, report.failed), (400, 0), "{report:?}");
+    let v = rotor_json(&bed, &["endpoints", "echo"]);
+    let svc = &v["services"][0];
+    let e = endpoint(svc, refusing);
+    assert_eq!(e["state"], "failing", "{v}");
+    assert!(e["why"].as_str().unwrap().contains("refused"), "{v}");
+    assert_eq!(e["opened"], 0, "{v}");
+    let served: u64 = (endpoints[..2].iter())
+        .map(|ep| endpoint(svc, *ep)["opened"].as_u64().unwrap())
+        .sum();
+    assert_eq!(served, 400, "{v}");
+    let table = rotor(&bed, &["endpoints", "echo"]);
+    assert!(
+        table.contains(&format!("    why: connect {refusing}")),
+        "{table}"
+    );
+    eprintln!("{table}");
+    let x = rotor_json(&bed, &["explain", "echo"]);
+    assert!(
+        x["findings"]
+            .to_string()
+            .contains(&format!("Endpoint {refusing} fails")),
+        "{x}"
+    );
 }
 
 /// No agent: exit 3 and a message naming the socket and what to check;

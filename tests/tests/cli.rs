@@ -304,6 +304,7 @@ time.sleep(60)\n";
         text.contains("conntrack (dialled the Service address, reached):"),
         "{text}"
     );
+    eprintln!("{text}");
 
     let unknown = rotor_json(&bed, &["explain", "10.96.0.99:80"]);
     assert_eq!(

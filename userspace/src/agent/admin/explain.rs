@@ -94,8 +94,15 @@ fn skew(scan: &Scan, vip: SocketAddrV4, endpoints: &[SocketAddrV4]) -> Skew {
         })
         .collect();
     by_endpoint.sort();
-    let conntrack = sockets::through_nat(scan, vip)
-        .into_iter()
+    let mut conntrack = sockets::through_nat(scan, vip);
+    // an endpoint the model knows and no tracked connection reached: 0
+    for e in endpoints {
+        if !conntrack.is_empty() && !conntrack.iter().any(|(c, _)| c == e) {
+            conntrack.push((*e, 0));
+        }
+    }
+    conntrack.sort();
+    let conntrack = (conntrack.into_iter())
         .map(|(e, n)| (e.to_string(), n))
         .collect();
     let ct = if scan.conntrack {

@@ -336,6 +336,7 @@ time.sleep(60)\n";
 
 /// An endpoint that refuses connections is `failing` with the error, gets
 /// none of the streams, and `explain` names it; the others share them.
+/// `--watch` prints a document a second.
 #[test]
 fn a_refusing_endpoint_is_failing_with_why() {
     let mut bed = TestBed::new(2).expect("test bed");
@@ -361,6 +362,28 @@ fn a_refusing_endpoint_is_failing_with_why() {
         "{table}"
     );
     eprintln!("{table}");
+    // --watch: a document a second until interrupted
+    let cli = agent_binary().unwrap().with_file_name("rotor");
+    let admin = bed.agent().unwrap().admin_socket().to_path_buf();
+    let mut watch = Command::new(&cli)
+        .arg("--admin")
+        .arg(&admin)
+        .args(["endpoints", "echo", "-o", "json", "--watch"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("rotor --watch");
+    std::thread::sleep(Duration::from_millis(2500));
+    let _ = watch.kill();
+    let out = watch.wait_with_output().expect("rotor --watch output");
+    let docs: Vec<Value> = (String::from_utf8_lossy(&out.stdout).lines())
+        .map(|l| serde_json::from_str(l).expect("one JSON document a line"))
+        .collect();
+    assert!(
+        (2..=4).contains(&docs.len()),
+        "{} documents in 2.5 s",
+        docs.len()
+    );
+    assert!(docs.iter().all(|d| d["services"][0]["name"] == "echo"));
     let x = rotor_json(&bed, &["explain", "echo"]);
     assert!(
         x["findings"]

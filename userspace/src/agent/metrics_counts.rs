@@ -61,6 +61,19 @@ pub struct EndpointTotals {
     pub agent_req_bytes: u64,
     #[serde(default)]
     pub agent_resp_bytes: u64,
+    /// Its last connect or handshake failed, and none succeeded since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing: Option<Failing>,
+}
+
+/// Why an endpoint's upstreams fail, as the last failed attempt said.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Failing {
+    pub why: String,
+    /// Failed attempts since the last success.
+    pub attempts: u64,
+    /// Seconds since the first of them.
+    pub for_s: u64,
 }
 
 impl EndpointTotals {
@@ -127,6 +140,8 @@ pub struct EndpointTable {
     ids: Mutex<Ids>,
     counts: Vec<AgentCounts>,
     full_logged: AtomicBool,
+    /// Endpoints whose last connect failed: why, attempts, since when.
+    failing: Mutex<HashMap<u32, (String, u64, std::time::Instant)>>,
 }
 
 #[derive(Default)]
@@ -144,6 +159,7 @@ impl Default for EndpointTable {
                 .map(|_| Default::default())
                 .collect(),
             full_logged: AtomicBool::new(false),
+            failing: Mutex::default(),
         }
     }
 }
@@ -241,10 +257,21 @@ impl EndpointTable {
         }
     }
 
-    pub fn connect_failed(&self, id: u32) {
+    pub fn connect_failed(&self, id: u32, why: &str) {
         if let Some(c) = self.at(id) {
             c.connect_failures.fetch_add(1, Ordering::Relaxed);
         }
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        let entry =
+            (failing.entry(id)).or_insert_with(|| (String::new(), 0, std::time::Instant::now()));
+        entry.0 = why.to_string();
+        entry.1 += 1;
+    }
+
+    /// An upstream to the endpoint connected and shook hands.
+    pub fn connected(&self, id: u32) {
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        failing.remove(&id);
     }
 
     /// The endpoint sent GOAWAY with `code`.
@@ -318,6 +345,12 @@ impl EndpointTable {
         if let Some(k) = kernel(id) {
             t.add_kernel(&k);
         }
+        let failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        t.failing = failing.get(&id).map(|(why, attempts, since)| Failing {
+            why: why.clone(),
+            attempts: *attempts,
+            for_s: since.elapsed().as_secs(),
+        });
         t
     }
 }

@@ -1,7 +1,7 @@
 //! The agent: loads the kernel side, accepts the connections it redirects,
 //! keeps the upstreams, and applies the endpoint model.
 
-mod admin;
+pub mod admin;
 mod apply;
 pub mod budget;
 pub mod caps;
@@ -15,7 +15,7 @@ mod injector;
 mod liveness;
 pub mod metrics;
 pub mod metrics_counts;
-mod metrics_page;
+pub mod metrics_page;
 mod registry;
 pub mod self_check;
 mod slot;
@@ -32,8 +32,8 @@ use tokio::io::AsyncWriteExt;
 
 pub use admin::Status;
 pub use injector::{Injector, Target};
-pub use registry::ConnInfo;
 pub use registry::Registry;
+pub use registry::{ConnInfo, SlotInfo, Spliced};
 
 use crate::ebpf::{Datapath, LoadOptions};
 use crate::model::kube::KubeSource;
@@ -148,8 +148,10 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     });
     apply::apply(&shared, &Delta::between(&Model::default(), &model));
     let page = metrics_page::MetricsPage::start(shared.clone());
-    health.set_metrics(Arc::new(move || page.render()));
-    let admin = admin::spawn(&opts.admin, shared.clone()).context("starting the admin socket")?;
+    let rendered = page.clone();
+    health.set_metrics(Arc::new(move || rendered.render()));
+    let admin =
+        admin::spawn(&opts.admin, shared.clone(), page).context("starting the admin socket")?;
     tokio::spawn(sweep_parse_states(dp.clone()));
     tokio::spawn(report_fail_open(dp.clone()));
     match updates {

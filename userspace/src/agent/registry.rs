@@ -58,6 +58,33 @@ pub struct ConnInfo {
     /// Bytes and messages the agent read from the client's connection.
     pub read_bytes: u64,
     pub read_messages: u32,
+    /// Not HTTP/2: carried whole to one endpoint (splice.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spliced: Option<Spliced>,
+    /// Its upstreams, by slot (the kernel's counters are in the status by slot too).
+    #[serde(default)]
+    pub slots: Vec<SlotInfo>,
+    /// New streams waiting in the agent for an endpoint with room.
+    #[serde(default)]
+    pub held: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct Spliced {
+    pub endpoint: String,
+    /// What the client's first bytes looked like: `TLS`, `HTTP/1.x`, ...
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct SlotInfo {
+    pub slot: u32,
+    pub endpoint: String,
+    /// connecting, active, draining.
+    pub state: String,
+    /// The endpoint's SETTINGS_MAX_CONCURRENT_STREAMS (absent: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams: Option<u32>,
 }
 
 /// How long a connection id rests before it is used again, if another is

@@ -81,9 +81,22 @@ const BPF_NOEXIST: u64 = 1;
 const MAX_CONNS: u32 = 65_536;
 const MAX_STREAMS: u32 = 262_144;
 
+/// What was found and attached at load, for `rotor status`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Loaded {
+    pub kernel: String,
+    /// The features the probe checked, every one found (else no load).
+    pub features: Vec<String>,
+    /// Each program and where it is attached.
+    pub programs: Vec<(String, String)>,
+    pub cgroup: PathBuf,
+    pub listen: String,
+}
+
 /// Maps the agent writes, each behind its own lock (one syscall per use).
 pub struct Datapath {
     _ebpf: Ebpf,
+    pub loaded: Loaded,
     _agent_socks: SockHash<MapData, ClientKey>,
     pub conns: ConnTable,
     services: Mutex<HashMap<MapData, ServiceKey, Service>>,
@@ -139,7 +152,12 @@ impl Datapath {
         check_cgroup2(&opts.cgroup)?;
         // Every program, map, helper and attach type is tried first, so a
         // kernel that lacks one is named with the feature, not a verifier log.
-        super::probe::probe_kernel(Some(&opts.cgroup))?;
+        let support = super::probe::probe_kernel(Some(&opts.cgroup))?;
+        let cg = opts.cgroup.display().to_string();
+        let mut programs: Vec<(String, String)> = vec![(
+            "rotor_frame_parser".into(),
+            "agent_socks, upstream_socks, injector_socks (sk_skb stream parser)".into(),
+        )];
         // Accepted sockets outlive their client's close by a moment, and
         // LRU maps evict early when small: twice the connections, at least
         // the compiled-in size.
@@ -186,6 +204,11 @@ impl Datapath {
             let verdict: &mut SkSkb = prog(&mut ebpf, name)?;
             verdict.load().map_err(program_error(name))?;
             verdict.attach(map).map_err(program_error(name))?;
+            let on = name
+                .trim_start_matches("rotor_")
+                .replace("_verdict", "_socks");
+            let on = on.replace("client_socks", "agent_socks");
+            programs.push((name.into(), format!("{on} (sk_skb verdict)")));
         }
 
         let mut config: Array<MapData, AgentConfig> = take(&mut ebpf, "agent_config")?;
@@ -222,6 +245,7 @@ impl Datapath {
         sockops
             .attach(&cgroup, CgroupAttachMode::Single)
             .map_err(program_error("rotor_sockops"))?;
+        programs.push(("rotor_sockops".into(), format!("cgroup {cg}")));
         // The agent's accepted sockets are in the agent's own cgroup: they
         // join the socket hash only if sockops runs there too (cgroup.rs).
         if let Some(own) = super::cgroup::own_cgroup(&opts.cgroup) {
@@ -237,6 +261,10 @@ impl Datapath {
                 sockops
                     .attach(&dir, CgroupAttachMode::Single)
                     .map_err(program_error("rotor_sockops"))?;
+                programs.push((
+                    "rotor_sockops".into(),
+                    format!("cgroup {} (the agent's own)", own.display()),
+                ));
                 tracing::info!(own = %own.display(), cgroup = %opts.cgroup.display(),
                     "the agent runs outside --cgroup: sockops also runs in its own cgroup, for its accepted sockets");
             }
@@ -255,6 +283,7 @@ impl Datapath {
             let link = p
                 .attach(&cgroup, CgroupAttachMode::Single)
                 .map_err(program_error(name))?;
+            programs.push((name.into(), format!("cgroup {cg}")));
             // The connect programs' links are owned here, so that a stopping
             // agent can stop taking new connections (stop_redirecting) while
             // its other programs carry the ones it has. getpeername stays:
@@ -265,6 +294,15 @@ impl Datapath {
         }
 
         Ok(Datapath {
+            loaded: Loaded {
+                kernel: support.kernel,
+                features: (support.checked.iter())
+                    .map(|f| f.name.to_string())
+                    .collect(),
+                programs,
+                cgroup: opts.cgroup.clone(),
+                listen: opts.listen.to_string(),
+            },
             _agent_socks: agent_socks,
             conns,
             services: Mutex::new(take(&mut ebpf, "services")?),
@@ -294,6 +332,11 @@ impl Datapath {
     /// were detached.
     pub fn stop_redirecting(&self) -> usize {
         std::mem::take(&mut *lock(&self.redirects)).len()
+    }
+
+    /// Whether the connect programs are attached (not yet stopping).
+    pub fn redirecting(&self) -> bool {
+        !lock(&self.redirects).is_empty()
     }
 
     pub fn take_events(&self) -> Option<RingBuf<MapData>> {

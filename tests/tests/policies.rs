@@ -257,8 +257,9 @@ fn least_request_one_call_at_a_time_is_round_robin() {
 }
 
 /// `rotor.dev/balance: "false"` must not turn balancing on: the Service is
-/// left to kube-proxy with a warning naming the accepted values; relabelled
-/// `round-robin`, it is balanced.
+/// left to kube-proxy with a warning naming the accepted values, in the log
+/// and as a Kubernetes Event on the Service (read back from the stand-in);
+/// relabelled `round-robin`, it is balanced.
 #[test]
 fn a_label_value_that_names_no_policy_balances_nothing() {
     let mut bed = TestBed::new(3).expect("test bed");
@@ -303,6 +304,66 @@ fn a_label_value_that_names_no_policy_balances_nothing() {
         log.contains("names no policy") && log.contains("round-robin, least-request, peak-ewma"),
         "no warning naming the accepted values:\n{log}"
     );
+
+    // A Warning Event on the Service names the accepted values, once per
+    // (Service, value): the Service changed again without a new value (an
+    // annotation, as a reconcile would write) posts nothing more; a new
+    // value that names no policy posts a second one.
+    let posted = |api: &KubeApi| {
+        api.requests()
+            .iter()
+            .filter(|r| r.starts_with("POST /apis/events.k8s.io/v1/namespaces/default/events"))
+            .count()
+    };
+    let events_for = |api: &KubeApi, value: &str| -> Vec<serde_json::Value> {
+        api.list(Kind::Event)
+            .into_iter()
+            .filter(|e| {
+                e["note"]
+                    .as_str()
+                    .is_some_and(|n| n.contains(&format!("={value:?}")))
+            })
+            .collect()
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), || !events_for(&api, "false")
+            .is_empty()),
+        "no Event for \"false\": {:?}\n{}",
+        api.list(Kind::Event),
+        bed.diagnostics()
+    );
+    let ev = &events_for(&api, "false")[0];
+    assert_eq!(ev["type"], "Warning", "{ev:#}");
+    assert_eq!(ev["reason"], "UnknownBalancePolicy", "{ev:#}");
+    assert_eq!(ev["regarding"]["kind"], "Service", "{ev:#}");
+    assert_eq!(ev["regarding"]["name"], "echo", "{ev:#}");
+    assert_eq!(ev["reportingController"], "rotor.dev/agent", "{ev:#}");
+    assert!(
+        ev["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("round-robin, least-request, peak-ewma")),
+        "{ev:#}"
+    );
+    let mut again = labelled("false");
+    again["metadata"]["annotations"] = serde_json::json!({"reconciled": "1"});
+    api.apply(Kind::Service, again)
+        .expect("Service changed, same value");
+    let mut again = labelled("false");
+    again["metadata"]["annotations"] = serde_json::json!({"reconciled": "2"});
+    api.apply(Kind::Service, again)
+        .expect("Service changed, same value");
+    std::thread::sleep(scaled(Duration::from_secs(1)));
+    assert_eq!(posted(&api), 1, "{:?}", api.requests());
+    api.apply(Kind::Service, labelled("off"))
+        .expect("relabel off");
+    assert!(
+        wait_for(Duration::from_secs(5), || events_for(&api, "off").len()
+            == 1),
+        "no Event for \"off\": {:?}",
+        api.list(Kind::Event)
+    );
+    assert_eq!(api.list(Kind::Event).len(), 2);
+    assert_eq!(posted(&api), 2, "{:?}", api.requests());
 
     api.apply(Kind::Service, labelled("round-robin"))
         .expect("relabel");

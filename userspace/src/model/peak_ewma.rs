@@ -8,7 +8,7 @@ use crate::ebpf::abi::{
     ROTOR_EWMA_ONE, ROTOR_EWMA_SQ, ROTOR_EWMA_UNPROBED,
 };
 
-const HALF_LIFE: u64 = ROTOR_EWMA_HALF_LIFE_NS as u64;
+const HALF_LIFE: u64 = ROTOR_EWMA_HALF_LIFE_NS;
 const ONE: u64 = ROTOR_EWMA_ONE as u64;
 
 /// `ONE * 2^(-dt / half-life)`: halvings by shift, and between them
@@ -26,7 +26,7 @@ pub fn weight(dt: u64) -> u64 {
 
 /// The estimate after an answer that took `rtt`, `dt` after the last one.
 pub fn observe(ewma: u64, dt: u64, rtt: u64) -> u64 {
-    let rtt = rtt.min(ROTOR_EWMA_MAX_NS as u64);
+    let rtt = rtt.min(ROTOR_EWMA_MAX_NS);
     if rtt >= ewma {
         return rtt;
     }
@@ -43,11 +43,7 @@ pub fn read(ewma: u64, at: u64, now: u64) -> u64 {
 pub fn cost(estimate: u64, open: u32) -> u64 {
     let n = u64::from(open).min(ROTOR_EWMA_MAX_OPEN as u64);
     if estimate == 0 {
-        return if n > 0 {
-            ROTOR_EWMA_UNPROBED as u64 + n
-        } else {
-            0
-        };
+        return if n > 0 { ROTOR_EWMA_UNPROBED + n } else { 0 };
     }
     estimate * (n + 1)
 }
@@ -87,7 +83,7 @@ mod tests {
     fn a_slower_answer_is_the_estimate_at_once() {
         assert_eq!(observe(0, 0, 5 * MS), 5 * MS, "the first answer");
         assert_eq!(observe(MS, 1, 50 * MS), 50 * MS, "a peak");
-        assert_eq!(observe(MS, 0, u64::MAX), ROTOR_EWMA_MAX_NS as u64, "capped");
+        assert_eq!(observe(MS, 0, u64::MAX), ROTOR_EWMA_MAX_NS, "capped");
     }
 
     #[test]
@@ -135,11 +131,11 @@ mod tests {
         assert!(cost(50 * MS, 0) < cost(MS, 50));
         // no estimate: free with nothing open (probed), then one at a time
         assert_eq!(cost(0, 0), 0);
-        assert!(cost(0, 1) > cost(ROTOR_EWMA_MAX_NS as u64, 1000));
+        assert!(cost(0, 1) > cost(ROTOR_EWMA_MAX_NS, 1000));
         assert!(cost(0, 2) > cost(0, 1));
         // the largest cost does not wrap
-        let top = cost(ROTOR_EWMA_MAX_NS as u64, u32::MAX);
-        assert!(top > cost(ROTOR_EWMA_MAX_NS as u64, 1000));
+        let top = cost(ROTOR_EWMA_MAX_NS, u32::MAX);
+        assert!(top > cost(ROTOR_EWMA_MAX_NS, 1000));
         assert!(cost(0, u32::MAX) > top);
     }
 }

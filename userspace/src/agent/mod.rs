@@ -46,7 +46,12 @@ pub enum Source {
     File(PathBuf),
     /// Services labelled `rotor.dev/balance` and their EndpointSlices;
     /// kubeconfig from this path, else inferred (KUBECONFIG, in-cluster).
-    Kubernetes { kubeconfig: Option<PathBuf> },
+    /// `node_name`: this node's (the downward API's spec.nodeName), else
+    /// the host name.
+    Kubernetes {
+        kubeconfig: Option<PathBuf>,
+        node_name: Option<String>,
+    },
 }
 
 /// How often the agent says it is still waiting for the Kubernetes lists
@@ -110,9 +115,12 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             file.synced();
             (model, Updates::File(config), file)
         }
-        Source::Kubernetes { kubeconfig } => {
+        Source::Kubernetes {
+            kubeconfig,
+            node_name,
+        } => {
             let client = crate::model::kube::client(kubeconfig.as_deref()).await?;
-            let mut source = KubeSource::start(client);
+            let mut source = KubeSource::start(client, node_name.clone());
             let model = first_model(&mut source, &health).await?;
             let h = source.health();
             (model, Updates::Kubernetes(source), h)

@@ -31,6 +31,10 @@ struct Args {
     /// kubeconfig for --source kubernetes (default: KUBECONFIG, ~/.kube/config, then in-cluster).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// This node's name (the DaemonSet sets NODE_NAME from spec.nodeName):
+    /// the reporting instance of the Events the agent posts.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
     /// cgroup v2 directory whose processes are balanced (/sys/fs/cgroup on most nodes).
     #[arg(long, default_value = "/sys/fs/cgroup")]
     cgroup: PathBuf,
@@ -133,9 +137,10 @@ fn main() -> anyhow::Result<()> {
                 "--kubeconfig needs --source kubernetes",
             )
             .exit(),
-        (SourceKind::Kubernetes, None, kubeconfig) => {
-            rotor::agent::Source::Kubernetes { kubeconfig }
-        }
+        (SourceKind::Kubernetes, None, kubeconfig) => rotor::agent::Source::Kubernetes {
+            kubeconfig,
+            node_name: args.node_name,
+        },
         (SourceKind::Kubernetes, Some(_), _) => Args::command()
             .error(
                 clap::error::ErrorKind::ArgumentConflict,

@@ -17,7 +17,7 @@ use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SkSkb, SockO
 use aya::{Ebpf, EbpfError, EbpfLoader};
 
 use super::abi::*;
-use super::conn_table::{ConnTable, ConnTableError};
+use super::conn_table::{ConnTable, ConnTableError, LatencyTable};
 
 mod endpoints;
 mod sockets;
@@ -99,6 +99,8 @@ pub struct Datapath {
     pub loaded: Loaded,
     _agent_socks: SockHash<MapData, ClientKey>,
     pub conns: ConnTable,
+    /// Peak-EWMA latency per endpoint id (endpoints.rs).
+    latency: LatencyTable,
     services: Mutex<HashMap<MapData, ServiceKey, Service>>,
     client_origins: Mutex<HashMap<MapData, PeerKey, Origin>>,
     sock_idents: Mutex<HashMap<MapData, u64, SockIdent>>,
@@ -237,6 +239,14 @@ impl Datapath {
         let conns = ConnTable::map(conns_data.fd(), opts.max_conns)?;
         // The mapping keeps the map alive after the Map handle is dropped.
         drop(conns_map);
+        let latency_map = ebpf
+            .take_map("endpoint_latency")
+            .ok_or(DatapathError::MissingMap("endpoint_latency"))?;
+        let aya::maps::Map::Array(latency_data) = &latency_map else {
+            return Err(DatapathError::MissingMap("endpoint_latency"));
+        };
+        let latency = LatencyTable::map(latency_data.fd(), ROTOR_MAX_ENDPOINTS)?;
+        drop(latency_map);
 
         super::own_socks::install(take(&mut ebpf, "own_socks")?);
 
@@ -305,6 +315,7 @@ impl Datapath {
             },
             _agent_socks: agent_socks,
             conns,
+            latency,
             services: Mutex::new(take(&mut ebpf, "services")?),
             client_origins: Mutex::new(take(&mut ebpf, "client_origins")?),
             sock_idents: Mutex::new(take(&mut ebpf, "sock_idents")?),

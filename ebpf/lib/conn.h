@@ -74,6 +74,19 @@ static __always_inline int nth_taking(struct conn *c, __u32 n, __u32 except)
 	return -1;
 }
 
+/* The second of power of two choices: another upstream taking streams,
+ * drawn at random beside `rr`, the round-robin choice; -1 if none. */
+static __always_inline int p2c_other(struct conn *c, int rr)
+{
+	__u32 taking = 0;
+
+	for (__u32 slot = 0; slot < ROTOR_MAX_UPSTREAMS; slot++)
+		taking += up_takes_stream(&c->up[slot]) ? 1 : 0;
+	if (taking < 2)
+		return -1;
+	return nth_taking(c, bpf_get_prandom_u32() % (taking - 1), rr);
+}
+
 /*
  * Least request, as power of two choices: the round-robin choice, unless
  * another upstream drawn at random has fewer open streams. An endpoint that
@@ -86,15 +99,10 @@ static __always_inline int nth_taking(struct conn *c, __u32 n, __u32 except)
 static __always_inline int pick_least_request(struct conn *c)
 {
 	int rr = pick_round_robin(c);
-	__u32 taking = 0;
 
 	if (rr < 0)
 		return rr;
-	for (__u32 slot = 0; slot < ROTOR_MAX_UPSTREAMS; slot++)
-		taking += up_takes_stream(&c->up[slot]) ? 1 : 0;
-	if (taking < 2)
-		return rr;
-	int other = nth_taking(c, bpf_get_prandom_u32() % (taking - 1), rr);
+	int other = p2c_other(c, rr);
 
 	if (other < 0)
 		return rr;
@@ -114,15 +122,10 @@ static __always_inline int pick_least_request(struct conn *c)
 static __always_inline int pick_peak_ewma(struct conn *c)
 {
 	int rr = pick_round_robin(c);
-	__u32 taking = 0;
 
 	if (rr < 0)
 		return rr;
-	for (__u32 slot = 0; slot < ROTOR_MAX_UPSTREAMS; slot++)
-		taking += up_takes_stream(&c->up[slot]) ? 1 : 0;
-	if (taking < 2)
-		return rr;
-	int other = nth_taking(c, bpf_get_prandom_u32() % (taking - 1), rr);
+	int other = p2c_other(c, rr);
 
 	if (other < 0)
 		return rr;

@@ -273,6 +273,19 @@ impl Agent {
     }
 
     /// `rotor status --json`, read from the admin socket.
+    /// The endpoints the agent balances for `vip` (its status), None if
+    /// it does not balance that address (or does not answer).
+    pub fn balanced_endpoints(&self, vip: SocketAddrV4) -> Option<Vec<String>> {
+        let status = self.status().ok()?;
+        let svc = (status["services"].as_array()?.iter()).find(|s| s["vip"] == vip.to_string())?;
+        let eps = svc["endpoints"].as_array()?;
+        Some(
+            eps.iter()
+                .filter_map(|e| e.as_str().map(str::to_string))
+                .collect(),
+        )
+    }
+
     pub fn status(&self) -> Result<serde_json::Value> {
         use std::io::{Read, Write};
         let mut sock = std::os::unix::net::UnixStream::connect(&self.admin)

@@ -4,6 +4,7 @@
 //! verdicts of `explain`), `rotor top` in tmux, the exit codes, and a
 //! status of 5,000 connections.
 
+use rotor_testbed::wait_until;
 use std::net::SocketAddrV4;
 use std::path::Path;
 use std::process::Command;
@@ -44,17 +45,6 @@ fn rotor_json(bed: &TestBed, args: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("rotor {a:?}: {e}\n{out}"))
 }
 
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < scaled(limit) {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 fn endpoint(service: &Value, ep: SocketAddrV4) -> &Value {
     (service["endpoints"].as_array().expect("endpoints").iter())
         .find(|e| e["endpoint"] == ep.to_string())
@@ -75,11 +65,11 @@ fn services_and_endpoints_count_what_the_backends_served() {
     let report = bed.load(&LoadSpec::whoami(2, 8, 3000)).unwrap();
     let served = bed.served_since(&before).unwrap();
     assert_eq!((report.ok, report.failed), (3000, 0), "{report:?}");
-    let settled = wait_for(Duration::from_secs(5), || {
+    let settled = wait_until(Duration::from_secs(5), || {
         let v = rotor_json(&bed, &["endpoints", "echo"]);
         (v["services"][0]["endpoints"].as_array().unwrap().iter()).all(|e| e["in_flight"] == 0)
     });
-    assert!(settled, "streams left in flight");
+    assert!(settled.is_some(), "streams left in flight");
     let v = rotor_json(&bed, &["services"]);
     let since_load = t0.elapsed().as_secs_f64();
     let window = v["window_s"].as_f64().unwrap();
@@ -486,7 +476,7 @@ fn top_shows_bars_and_quits_on_q() {
     ]);
     assert!(started.status.success(), "{started:?}");
     let mut screen = String::new();
-    let drawn = wait_for(Duration::from_secs(10), || {
+    let drawn = wait_until(Duration::from_secs(10), || {
         let out = tmux(&["capture-pane", "-p", "-t", "top"]);
         screen = String::from_utf8_lossy(&out.stdout).into_owned();
         endpoints.iter().all(|ep| {
@@ -495,15 +485,15 @@ fn top_shows_bars_and_quits_on_q() {
         })
     });
     let sent = tmux(&["send-keys", "-t", "top", "q"]);
-    let quit = wait_for(Duration::from_secs(5), || {
+    let quit = wait_until(Duration::from_secs(5), || {
         !tmux(&["has-session", "-t", "top"]).status.success()
     });
     let _ = tmux(&["kill-server"]);
     let _ = load.finish();
-    assert!(drawn, "no bars for every endpoint:\n{screen}");
+    assert!(drawn.is_some(), "no bars for every endpoint:\n{screen}");
     assert!(screen.contains("rotor top: 1 Services"), "{screen}");
     assert!(
-        sent.status.success() && quit,
+        sent.status.success() && quit.is_some(),
         "rotor top still running after q:\n{screen}"
     );
 }

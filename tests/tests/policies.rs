@@ -2,6 +2,7 @@
 //! `policy:` of the static configuration) decides how new streams pick an
 //! endpoint, and a value that names no policy balances nothing.
 
+use rotor_testbed::wait_until;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
@@ -24,27 +25,16 @@ fn policy_shown(bed: &TestBed) -> Option<String> {
         .and_then(|s| s["policy"].as_str().map(str::to_string))
 }
 
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < scaled(limit) {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 fn set_policy(bed: &mut TestBed, policy: &str) {
     bed.agent()
         .expect("agent")
         .set_policy(&endpoints(), policy)
         .expect("config");
-    let shown = wait_for(Duration::from_secs(3), || {
+    let shown = wait_until(Duration::from_secs(3), || {
         policy_shown(bed).as_deref() == Some(policy)
     });
     assert!(
-        shown,
+        shown.is_some(),
         "the agent did not take {policy}\n{}",
         bed.diagnostics()
     );
@@ -201,8 +191,12 @@ fn a_policy_change_reaches_live_connections() {
         bed.served_since(&before)
             .map_or(0, |s| s.iter().map(|(_, n)| n).sum())
     };
-    let started = wait_for(Duration::from_secs(10), || total(&bed) >= 300);
-    assert!(started, "300 calls not served\n{}", bed.diagnostics());
+    let started = wait_until(Duration::from_secs(10), || total(&bed) >= 300);
+    assert!(
+        started.is_some(),
+        "300 calls not served\n{}",
+        bed.diagnostics()
+    );
     let at_switch = bed.served_since(&before).expect("served");
     set_policy(&mut bed, "least-request");
     let report = load.finish().expect("load report");
@@ -326,8 +320,9 @@ fn a_label_value_that_names_no_policy_balances_nothing() {
             .collect()
     };
     assert!(
-        wait_for(Duration::from_secs(5), || !events_for(&api, "false")
-            .is_empty()),
+        wait_until(Duration::from_secs(5), || !events_for(&api, "false")
+            .is_empty())
+        .is_some(),
         "no Event for \"false\": {:?}\n{}",
         api.list(Kind::Event),
         bed.diagnostics()
@@ -357,8 +352,9 @@ fn a_label_value_that_names_no_policy_balances_nothing() {
     api.apply(Kind::Service, labelled("off"))
         .expect("relabel off");
     assert!(
-        wait_for(Duration::from_secs(5), || events_for(&api, "off").len()
-            == 1),
+        wait_until(Duration::from_secs(5), || events_for(&api, "off").len()
+            == 1)
+        .is_some(),
         "no Event for \"off\": {:?}",
         api.list(Kind::Event)
     );
@@ -367,11 +363,11 @@ fn a_label_value_that_names_no_policy_balances_nothing() {
 
     api.apply(Kind::Service, labelled("round-robin"))
         .expect("relabel");
-    let taken = wait_for(Duration::from_secs(5), || {
+    let taken = wait_until(Duration::from_secs(5), || {
         policy_shown(&bed).as_deref() == Some("round-robin")
     });
     assert!(
-        taken,
+        taken.is_some(),
         "relabelled round-robin, not balanced\n{}",
         bed.diagnostics()
     );

@@ -2,10 +2,11 @@
 //! `internalTrafficPolicy: Local` balances this node's endpoints only (the
 //! EndpointSlice endpoints' `nodeName` against the agent's `--node-name`).
 
-use std::time::{Duration, Instant};
+use rotor_testbed::wait_until;
+use std::time::Duration;
 
 use rotor_testbed::kube_api::{endpoint_slice, service, EndpointState, Kind, KubeApi};
-use rotor_testbed::{backend_addr, scaled, Agent, LoadSpec, TestBed, VIP};
+use rotor_testbed::{backend_addr, Agent, LoadSpec, TestBed, VIP};
 use serde_json::Value;
 
 fn echo(traffic_policy: &str) -> Value {
@@ -30,34 +31,6 @@ fn slice_on(nodes: [&str; 3]) -> Value {
         slice["endpoints"][i]["nodeName"] = (*node).into();
     }
     slice
-}
-
-/// The endpoints `rotor status` shows for the VIP; None if not balanced.
-fn endpoints_shown(bed: &TestBed) -> Option<Vec<String>> {
-    let status = bed.agent().ok()?.status().ok()?;
-    let svc = status["services"]
-        .as_array()?
-        .iter()
-        .find(|s| s["vip"] == VIP.to_string())?
-        .clone();
-    Some(
-        svc["endpoints"]
-            .as_array()?
-            .iter()
-            .filter_map(|e| e.as_str().map(str::to_string))
-            .collect(),
-    )
-}
-
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < scaled(limit) {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 /// Two nodes' worth of endpoints: be1 and be2 on node-a (the agent's), be3
@@ -91,7 +64,7 @@ fn internal_traffic_policy_local_balances_this_nodes_endpoints_only() {
     );
 
     assert_eq!(
-        endpoints_shown(&bed).map(|e| e.len()),
+        bed.balanced_endpoints(VIP).map(|e| e.len()),
         Some(2),
         "{}",
         bed.diagnostics()
@@ -101,8 +74,10 @@ fn internal_traffic_policy_local_balances_this_nodes_endpoints_only() {
 
     api.apply(Kind::Service, echo("Cluster")).expect("Cluster");
     assert!(
-        wait_for(Duration::from_secs(5), || endpoints_shown(&bed)
-            .is_some_and(|e| e.len() == 3)),
+        wait_until(Duration::from_secs(5), || bed
+            .balanced_endpoints(VIP)
+            .is_some_and(|e| e.len() == 3))
+        .is_some(),
         "Cluster: not all three\n{}",
         bed.diagnostics()
     );
@@ -116,8 +91,10 @@ fn internal_traffic_policy_local_balances_this_nodes_endpoints_only() {
     )
     .expect("all on node-b");
     assert!(
-        wait_for(Duration::from_secs(5), || endpoints_shown(&bed)
-            .is_none_or(|e| e.is_empty())),
+        wait_until(Duration::from_secs(5), || bed
+            .balanced_endpoints(VIP)
+            .is_none_or(|e| e.is_empty()))
+        .is_some(),
         "Local with no endpoint here still has endpoints\n{}",
         bed.diagnostics()
     );

@@ -21,6 +21,7 @@ pub mod self_check;
 mod slot;
 mod sockmap_io;
 mod splice;
+mod trouble;
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -161,7 +162,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let admin =
         admin::spawn(&opts.admin, shared.clone(), page).context("starting the admin socket")?;
     tokio::spawn(sweep_parse_states(dp.clone()));
-    tokio::spawn(report_fail_open(dp.clone()));
+    tokio::spawn(report_trouble(dp.clone()));
     match updates {
         Updates::File(config) => drop(tokio::spawn(watch_config(
             config,
@@ -231,26 +232,20 @@ async fn sweep_parse_states(dp: Arc<Datapath>) {
 
 const SWEEP_PERIOD: Duration = Duration::from_secs(5);
 
-/// The kernel leaves a connection on its original path when the agent's
-/// tables are full; the operator hears of it here, once a second at most.
-async fn report_fail_open(dp: Arc<Datapath>) {
-    let mut reported = 0;
+/// Kernel counters that mean trouble reach the log (trouble.rs).
+async fn report_trouble(dp: Arc<Datapath>) {
+    let mut trouble = trouble::Trouble::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let now: u64 = dp
-            .stats()
-            .iter()
-            .filter(|(name, _)| matches!(*name, "fail_open_connect" | "fail_open_accept"))
-            .map(|(_, n)| n)
-            .sum();
-        if now > reported {
+        for g in trouble.grew(&dp.stats()) {
             tracing::warn!(
-                new = now - reported,
-                total = now,
-                "connections left on their original path by the kernel: the agent's tables are full (raise --max-conns)"
+                counter = g.counter,
+                new = g.new,
+                total = g.total,
+                "{}",
+                g.what
             );
-            reported = now;
         }
     }
 }

@@ -42,14 +42,17 @@ mod query;
 mod server;
 mod watch;
 
-pub use objects::{endpoint_slice, service, EndpointState};
+pub use objects::{endpoint_slice, node, service, EndpointState};
 use server::serve;
 
-/// The two kinds the agent watches, and the Events it posts.
+/// The kinds the agent watches, and the Events it posts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Service,
     EndpointSlice,
+    /// Cluster-scoped: stored with an empty namespace (the agent watches
+    /// its own by `fieldSelector=metadata.name=...`, for its zone).
+    Node,
     /// events.k8s.io/v1 (created by POST, as the agent does).
     Event,
 }
@@ -57,7 +60,7 @@ pub enum Kind {
 impl Kind {
     fn api_version(self) -> &'static str {
         match self {
-            Kind::Service => "v1",
+            Kind::Service | Kind::Node => "v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
             Kind::Event => "events.k8s.io/v1",
         }
@@ -66,6 +69,7 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::Service => "Service",
+            Kind::Node => "Node",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Event => "Event",
         }
@@ -101,6 +105,8 @@ pub(super) struct State {
     slices_of: std::collections::HashMap<(String, String), std::collections::BTreeSet<String>>,
     /// How long the controller takes to relabel slices (controller.rs).
     controller_delay: Duration,
+    /// Kinds every request for is refused 403, as without RBAC for them.
+    forbidden: std::collections::BTreeSet<Kind>,
 }
 
 /// A running stand-in. Dropping it stops the server and closes every watch.
@@ -138,6 +144,7 @@ impl KubeApi {
             requests: Vec::new(),
             slices_of: Default::default(),
             controller_delay: Duration::ZERO,
+            forbidden: Default::default(),
         }));
         let (addr, stop, thread) = listen(state.clone(), netns.clone(), 0)?;
         Ok(KubeApi {
@@ -265,6 +272,12 @@ impl KubeApi {
         Ok(rv)
     }
 
+    /// Refuses every request for `kind` with 403 Forbidden, as the API
+    /// server does for a ServiceAccount whose role does not name it.
+    pub fn forbid(&self, kind: Kind) {
+        self.lock().forbidden.insert(kind);
+    }
+
     /// The object as stored (with its resourceVersion), for read-modify-apply.
     pub fn get(&self, kind: Kind, ns: &str, name: &str) -> Option<Value> {
         self.lock()
@@ -294,6 +307,7 @@ impl KubeApi {
             Kind::Service => "/services?",
             Kind::EndpointSlice => "/endpointslices?",
             Kind::Event => "/events?",
+            Kind::Node => "/nodes?",
         };
         self.requests()
             .iter()
@@ -309,10 +323,14 @@ impl KubeApi {
 impl State {
     /// Stores `obj` under a new revision (not yet recorded for watches).
     fn put(&mut self, kind: Kind, mut obj: Value) -> Result<Change> {
-        let ns = obj["metadata"]["namespace"]
-            .as_str()
-            .context("metadata.namespace")?
-            .to_string();
+        let ns = match obj["metadata"]["namespace"].as_str() {
+            Some(ns) if kind != Kind::Node => ns.to_string(),
+            None if kind == Kind::Node => String::new(),
+            _ => bail!(
+                "metadata.namespace: required for a {} and only for it",
+                kind.name()
+            ),
+        };
         let name = obj["metadata"]["name"]
             .as_str()
             .context("metadata.name")?

@@ -78,29 +78,37 @@ fn daemonset_runs_the_kubernetes_source() {
         "the DaemonSet still reads a file: {ds}"
     );
     let rbac = std::fs::read_to_string(deploy_dir().join("rbac.yaml")).expect("rbac.yaml");
-    for resource in ["services", "endpointslices"] {
-        assert!(
-            rbac.contains(&format!("[\"{resource}\"]")),
-            "RBAC lacks {resource}: {rbac}"
-        );
-    }
-    assert!(rbac.contains("[\"get\", \"list\", \"watch\"]"), "{rbac}");
-    // the Event on a Service whose label names no policy (model/kube/events.rs)
-    let may_post_events = serde_yaml_ng::Deserializer::from_str(&rbac)
+    let rules: Vec<serde_yaml_ng::Value> = serde_yaml_ng::Deserializer::from_str(&rbac)
         .filter_map(|d| <serde_yaml_ng::Value as serde::Deserialize>::deserialize(d).ok())
         .filter(|d| d["kind"] == "ClusterRole")
         .flat_map(|d| d["rules"].as_sequence().cloned().unwrap_or_default())
-        .any(|r| {
+        .collect();
+    let allows = |group: &str, resource: &str, verb: &str| {
+        rules.iter().any(|r| {
             let has = |k: &str, v: &str| {
                 r[k].as_sequence()
                     .is_some_and(|s| s.iter().any(|x| x.as_str() == Some(v)))
             };
-            has("apiGroups", "events.k8s.io")
-                && has("resources", "events")
-                && has("verbs", "create")
-        });
+            has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
+        })
+    };
+    // What the watches read: the Services, their slices, and this node's
+    // Node for its zone (model/kube/node.rs).
+    for (group, resource) in [
+        ("", "services"),
+        ("discovery.k8s.io", "endpointslices"),
+        ("", "nodes"),
+    ] {
+        for verb in ["list", "watch"] {
+            assert!(
+                allows(group, resource, verb),
+                "RBAC lacks {verb} on {resource}: {rbac}"
+            );
+        }
+    }
+    // the Event on a Service whose label names no policy (model/kube/events.rs)
     assert!(
-        may_post_events,
+        allows("events.k8s.io", "events", "create"),
         "RBAC lacks create on events.k8s.io events: {rbac}"
     );
     assert!(

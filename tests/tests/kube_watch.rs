@@ -294,3 +294,53 @@ fn api_server_unreachable_keeps_the_last_state_and_catches_up() {
         panic!("after the API server came back: {e:#}");
     }
 }
+
+/// The label goes while a balanced connection runs: new connections take
+/// kube-proxy's path (kubernetes.rs), and the live one keeps working to its
+/// end, spread as before over the endpoints it had, as a connection
+/// kube-proxy placed keeps its pod when its Service is changed. The agent
+/// no longer watches the Service, so what it had last stays in force for
+/// that connection.
+#[test]
+fn a_label_removed_leaves_live_connections_balanced_to_their_end() {
+    let mut bed = TestBed::new(3).expect("test bed");
+    bed.topo.kube_proxy_dnat().expect("DNAT");
+    let api = KubeApi::start_in_netns(bed.topo.node_ns()).expect("stand-in API server");
+    api.apply(Kind::Service, service(NS, "echo", &[BALANCE], VIP, "h2c"))
+        .expect("Service");
+    api.apply(Kind::EndpointSlice, slice("echo", &[1, 2, 3]))
+        .expect("EndpointSlice");
+    start_agent(&mut bed, &api, &[]);
+    assert_eq!(bed.balanced_endpoints(VIP), addrs(&[1, 2, 3]));
+
+    let spec = LoadSpec {
+        duration: Some(scaled(Duration::from_secs(4)).as_secs_f64()),
+        rate: Some(300.0),
+        requests: None,
+        ..LoadSpec::whoami(1, 8, 0)
+    };
+    let running = bed.spawn_load(&spec).expect("load");
+    std::thread::sleep(scaled(Duration::from_millis(1500)));
+    let mut svc = api.get(Kind::Service, NS, "echo").expect("stored Service");
+    if let Some(labels) = svc["metadata"]["labels"].as_object_mut() {
+        labels.remove(BALANCE.0);
+    }
+    api.apply(Kind::Service, svc).expect("unlabel");
+    let gone = wait_until(Duration::from_secs(2), || {
+        bed.balanced_endpoints(VIP).is_none()
+    });
+    let after_unlabel = bed.topo.request_counts().expect("counts");
+    let report = running.finish().expect("load report");
+    let served = bed.served_since(&after_unlabel).expect("served");
+    let diag = diagnostics(&mut bed, &api);
+    assert!(
+        gone.is_some(),
+        "still balanced after the label went\n{diag}"
+    );
+    assert_eq!(report.failed, 0, "{report:?}\n{diag}");
+    assert!(report.ok > 600, "too few calls to tell: {report:?}\n{diag}");
+    assert!(
+        served.iter().all(|(_, n)| *n > 50),
+        "the live connection was not spread over its endpoints after the label went: {served:?}\n{diag}"
+    );
+}

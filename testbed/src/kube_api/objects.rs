@@ -85,6 +85,16 @@ pub fn endpoint_slice(
     })
 }
 
+/// A Node `name` with `labels` (`topology.kubernetes.io/zone`, ...), as
+/// the kubelet registers it (what the agent reads of it: its labels).
+pub fn node(name: &str, labels: &[(&str, &str)]) -> Value {
+    json!({
+        "metadata": {"name": name, "labels": label_map(labels)},
+        "spec": {"podCIDR": "10.244.0.0/24"},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    })
+}
+
 fn label_map(labels: &[(&str, &str)]) -> Value {
     Value::Object(
         labels

@@ -6,10 +6,12 @@ use serde_json::Value;
 
 use super::Kind;
 
-/// `/api/v1[/namespaces/NS]/services`, `/apis/discovery.k8s.io/v1[/namespaces/NS]/endpointslices`.
+/// `/api/v1[/namespaces/NS]/services`, `/apis/discovery.k8s.io/v1[/namespaces/NS]/endpointslices`,
+/// `/api/v1/nodes`.
 pub(super) fn route(path: &str) -> Option<Kind> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match parts.as_slice() {
+        ["api", "v1", "nodes"] => Some(Kind::Node),
         ["api", "v1", "services"] | ["api", "v1", "namespaces", _, "services"] => {
             Some(Kind::Service)
         }
@@ -135,6 +137,42 @@ impl Selector {
     }
 }
 
+/// A field selector as the API server takes it for every kind:
+/// `metadata.name` and `metadata.namespace` with `=`, `==` or `!=`, joined
+/// by commas. Any other field is refused (400), as the real server refuses
+/// a field label the kind does not support.
+#[derive(Debug, Default)]
+pub(super) struct FieldSelector(Vec<(String, bool, String)>);
+
+impl FieldSelector {
+    pub(super) fn parse(s: &str) -> std::result::Result<FieldSelector, String> {
+        let mut terms = Vec::new();
+        for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (field, equal, value) = if let Some((f, v)) = term.split_once("!=") {
+                (f, false, v)
+            } else if let Some((f, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                (f, true, v)
+            } else {
+                return Err(format!("invalid field selector term {term:?}"));
+            };
+            let field = field.trim();
+            if !matches!(field, "metadata.name" | "metadata.namespace") {
+                return Err(format!("field label not supported: {field}"));
+            }
+            terms.push((field.to_string(), equal, value.trim().to_string()));
+        }
+        Ok(FieldSelector(terms))
+    }
+
+    pub(super) fn matches(&self, obj: &Value) -> bool {
+        self.0.iter().all(|(field, equal, want)| {
+            let key = field.trim_start_matches("metadata.");
+            let have = obj["metadata"][key].as_str().unwrap_or("");
+            (have == want) == *equal
+        })
+    }
+}
+
 pub(super) fn parse_query(q: &str) -> BTreeMap<String, String> {
     q.split('&')
         .filter(|kv| !kv.is_empty())
@@ -201,6 +239,20 @@ mod tests {
     }
 
     #[test]
+    fn field_selector_as_kube_rs_sends_it() {
+        let q = parse_query("fieldSelector=metadata.name%3Dnode-a&watch=true");
+        let sel = FieldSelector::parse(&q["fieldSelector"]).expect("selector");
+        assert!(sel.matches(&json!({"metadata": {"name": "node-a"}})));
+        assert!(!sel.matches(&json!({"metadata": {"name": "node-b"}})));
+        let sel = FieldSelector::parse("metadata.name!=a,metadata.namespace==prod").expect("two");
+        assert!(sel.matches(&json!({"metadata": {"name": "b", "namespace": "prod"}})));
+        assert!(!sel.matches(&json!({"metadata": {"name": "a", "namespace": "prod"}})));
+        assert!(FieldSelector::parse("spec.nodeName=a").is_err());
+        assert!(FieldSelector::parse("metadata.name").is_err());
+        assert!(FieldSelector::parse("").expect("empty").matches(&json!({})));
+    }
+
+    #[test]
     fn routes() {
         assert_eq!(route("/api/v1/services"), Some(Kind::Service));
         assert_eq!(
@@ -211,6 +263,7 @@ mod tests {
             route("/apis/discovery.k8s.io/v1/endpointslices"),
             Some(Kind::EndpointSlice)
         );
+        assert_eq!(route("/api/v1/nodes"), Some(Kind::Node));
         assert_eq!(route("/api/v1/pods"), None);
         assert_eq!(
             namespace_of("/api/v1/namespaces/prod/services").as_deref(),

@@ -12,7 +12,7 @@ use http::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::query::{namespace_of, parse_query, route, Selector};
+use super::query::{namespace_of, parse_query, route, FieldSelector, Selector};
 use super::watch::{watch, Filter};
 use super::State;
 
@@ -79,6 +79,19 @@ fn handle(state: &Arc<Mutex<State>>, req: Request<hyper::body::Incoming>) -> Res
             &format!("the server could not find the requested resource {path}"),
         );
     };
+    let forbidden = state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .forbidden
+        .contains(&kind);
+    if forbidden {
+        let what = path.rsplit('/').next().unwrap_or("");
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!("{what} is forbidden: User \"system:serviceaccount:rotor-system:rotor-agent\" cannot list resource \"{what}\" at the cluster scope"),
+        );
+    }
     if req.method() != http::Method::GET {
         return status(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -91,7 +104,16 @@ fn handle(state: &Arc<Mutex<State>>, req: Request<hyper::body::Incoming>) -> Res
         Ok(s) => s,
         Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e),
     };
-    let filter = Filter { kind, ns, selector };
+    let fields = match FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str)) {
+        Ok(s) => s,
+        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e),
+    };
+    let filter = Filter {
+        kind,
+        ns,
+        selector,
+        fields,
+    };
     if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
         let since = query
             .get("resourceVersion")

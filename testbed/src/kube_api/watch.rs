@@ -9,7 +9,7 @@ use http::Response;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::query::Selector;
+use super::query::{FieldSelector, Selector};
 use super::server::Body;
 use super::{Change, Kind, State};
 
@@ -17,6 +17,7 @@ pub(super) struct Filter {
     pub(super) kind: Kind,
     pub(super) ns: Option<String>,
     pub(super) selector: Selector,
+    pub(super) fields: FieldSelector,
 }
 
 impl Filter {
@@ -27,6 +28,7 @@ impl Filter {
                 .as_deref()
                 .is_none_or(|ns| obj["metadata"]["namespace"] == ns)
             && self.selector.matches(&obj["metadata"]["labels"])
+            && self.fields.matches(obj)
     }
 
     /// The watch event for a change, as this watch sees it (None: not visible).

@@ -86,9 +86,7 @@ impl MetricsPage {
         };
         let mut out = Vec::new();
         for svc in self.shared.registry.services() {
-            let members: Vec<String> = (svc.endpoints.borrow().iter())
-                .map(|e| e.to_string())
-                .collect();
+            let members: Vec<String> = (svc.listed().iter()).map(|e| e.to_string()).collect();
             let delta = |ep: &String| {
                 let key = (svc.name.clone(), ep.clone());
                 let was = oldest.get(&key).copied().unwrap_or(0);

@@ -15,9 +15,15 @@ pub struct ServiceState {
     pub id: u32,
     pub name: String,
     pub vip: SocketAddrV4,
-    /// Its endpoints; also notified when the policy changes, so the
-    /// connections take the new one.
+    /// The endpoints its connections use; also notified when the policy
+    /// changes, so the connections take the new one. A list that goes
+    /// empty (every pod not ready, the slices gone before the label) is
+    /// not sent: the connections keep the endpoints they have, as a
+    /// connection kube-proxy placed keeps its pod, rather than refuse
+    /// every new stream.
     pub endpoints: watch::Sender<Vec<SocketAddrV4>>,
+    /// The endpoints the source lists now (empty included), for status.
+    listed: Mutex<Vec<SocketAddrV4>>,
     /// `Policy::kernel_code`, as each connection copies it into the kernel.
     policy: AtomicU32,
     /// Where the next connection starts its rotation, so the first streams
@@ -35,6 +41,11 @@ impl ServiceState {
 
     pub fn policy(&self) -> Policy {
         Policy::from_kernel_code(self.policy.load(Ordering::Relaxed))
+    }
+
+    /// What the source lists now: what `rotor status` shows.
+    pub fn listed(&self) -> Vec<SocketAddrV4> {
+        self.listed.lock().map(|l| l.clone()).unwrap_or_default()
     }
 }
 
@@ -138,6 +149,9 @@ impl ConnIds {
 pub struct Registry {
     services: Mutex<HashMap<u32, Arc<ServiceState>>>,
     next_service: AtomicU32,
+    /// Services removed while connections still hold them: the same one
+    /// back (the label put back) reaches those connections again.
+    retired: Mutex<HashMap<(String, SocketAddrV4), std::sync::Weak<ServiceState>>>,
     conns: Mutex<HashMap<u32, (mpsc::UnboundedSender<Wake>, ConnInfo)>>,
     ids: Mutex<ConnIds>,
     /// Endpoint ids for the kernel's per-endpoint counters, and the
@@ -164,15 +178,29 @@ impl Registry {
     /// Adds or updates a service; returns its id and whether it is new.
     pub fn upsert_service(&self, spec: &ServiceSpec) -> (u32, bool) {
         let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        let revived = self
+            .retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(spec.name.clone(), spec.vip))
+            .and_then(|w| w.upgrade());
+        if let Some(s) = revived {
+            services.insert(s.id, s);
+        }
         if let Some(s) = services
             .values()
             .find(|s| s.name == spec.name && s.vip == spec.vip)
         {
             let policy = spec.policy.kernel_code();
             let policy_changed = s.policy.swap(policy, Ordering::Relaxed) != policy;
+            if let Ok(mut listed) = s.listed.lock() {
+                listed.clone_from(&spec.endpoints);
+            }
             s.endpoints.send_if_modified(|eps| {
-                let changed = *eps != spec.endpoints;
-                *eps = spec.endpoints.clone();
+                let changed = !spec.endpoints.is_empty() && *eps != spec.endpoints;
+                if changed {
+                    eps.clone_from(&spec.endpoints);
+                }
                 changed || policy_changed
             });
             return (s.id, false);
@@ -186,6 +214,7 @@ impl Registry {
                 name: spec.name.clone(),
                 vip: spec.vip,
                 endpoints: tx,
+                listed: Mutex::new(spec.endpoints.clone()),
                 policy: AtomicU32::new(spec.policy.kernel_code()),
                 rotation: AtomicU32::new(0),
                 held: Default::default(),
@@ -201,13 +230,17 @@ impl Registry {
             .values()
             .find(|s| s.name == name && s.vip == vip)
             .map(|s| s.id);
-        match id.and_then(|id| services.remove(&id)) {
-            Some(s) => {
-                s.endpoints.send_replace(Vec::new());
-                true
-            }
-            None => false,
-        }
+        // The connections that hold the Service keep its last endpoints to
+        // their end, as a connection kube-proxy placed keeps its pod: the
+        // label went, or the Service, not the pods (those that do go fail
+        // their upstreams like any endpoint that dies).
+        let Some(gone) = id.and_then(|id| services.remove(&id)) else {
+            return false;
+        };
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.retain(|_, w| w.strong_count() > 0);
+        retired.insert((gone.name.clone(), gone.vip), Arc::downgrade(&gone));
+        true
     }
 
     /// Removes services not in `keep`; returns their addresses.
@@ -295,5 +328,46 @@ mod tests {
         // none fresh, the only free one still resting: it is taken anyway
         assert_eq!(ids.alloc(4, t0 + ID_REST), Some(3));
         assert_eq!(ids.alloc(4, t0 + ID_REST), None);
+    }
+
+    #[test]
+    fn connections_keep_their_endpoints_when_the_list_empties_or_the_service_goes_and_see_it_come_back(
+    ) {
+        let reg = Registry::new();
+        let ep = |p: u16| SocketAddrV4::new(std::net::Ipv4Addr::new(10, 1, 1, 2), p);
+        let spec = |eps: Vec<SocketAddrV4>| ServiceSpec {
+            name: "default/echo:8080".into(),
+            vip: SocketAddrV4::new(std::net::Ipv4Addr::new(10, 96, 0, 10), 8080),
+            policy: Policy::default(),
+            endpoints: eps,
+        };
+        let (id, new) = reg.upsert_service(&spec(vec![ep(1), ep(2)]));
+        assert!(new);
+        // A connection holds the Service and watches its endpoints.
+        let held = reg.service(id).expect("service");
+        let mut seen = held.endpoints.subscribe();
+        // Every endpoint unready (or the slices gone first): the status
+        // shows none, the connections keep theirs.
+        reg.upsert_service(&spec(vec![]));
+        assert_eq!(held.listed(), Vec::<SocketAddrV4>::new());
+        assert!(
+            !seen.has_changed().unwrap_or(true),
+            "emptied for the connections"
+        );
+        assert!(reg.remove_service("default/echo:8080", spec(vec![]).vip));
+        assert!(reg.service(id).is_none(), "still listed");
+        assert_eq!(*seen.borrow_and_update(), vec![ep(1), ep(2)]);
+        assert!(!seen.has_changed().unwrap_or(true), "emptied on removal");
+        // The label comes back with a new endpoint: the same Service, and
+        // the connection sees the change.
+        let (again, _) = reg.upsert_service(&spec(vec![ep(1), ep(2), ep(3)]));
+        assert_eq!(again, id);
+        assert!(seen.has_changed().unwrap_or(false));
+        assert_eq!(*seen.borrow_and_update(), vec![ep(1), ep(2), ep(3)]);
+        // Once no connection holds it, a new one is made.
+        drop((held, seen));
+        assert!(reg.remove_service("default/echo:8080", spec(vec![]).vip));
+        let (fresh, new) = reg.upsert_service(&spec(vec![ep(1)]));
+        assert!(new && fresh != id);
     }
 }

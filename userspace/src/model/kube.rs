@@ -6,7 +6,8 @@
 //! ```text
 //!  watcher(Service, label rotor.dev/balance) ───────────────────┐
 //!  watcher(EndpointSlice, label rotor.dev/balance) ─────────────┼─► Index ─► Delta ─► agent
-//!  watcher(EndpointSlice, kubernetes.io/service-name in (...)) ─┘
+//!  watcher(EndpointSlice, kubernetes.io/service-name in (...)) ─┤
+//!  watcher(Node, metadata.name=--node-name: its zone) ──────────┘
 //! ```
 //!
 //! The EndpointSlice controller copies a Service's labels onto the slices
@@ -19,11 +20,13 @@
 
 mod events;
 mod index;
+mod node;
 mod run;
 mod translate;
 
 pub use events::{no_policy_event, REASON_NO_POLICY, REPORTING_CONTROLLER};
 pub use index::{Event, Index, SliceSource};
+pub use node::ZONE_LABEL;
 pub use translate::NodeInfo;
 pub use translate::{model_from, model_on};
 

@@ -122,7 +122,7 @@ fn skew(scan: &Scan, vip: SocketAddrV4, endpoints: &[SocketAddrV4]) -> Skew {
 }
 
 fn service(shared: &Shared, s: &ServiceState, target: &str, kind: &str) -> Explanation {
-    let endpoints = s.endpoints.borrow().clone();
+    let endpoints = s.listed();
     let conns = conns(shared, Some(&s.name));
     let totals = (shared.registry.endpoints).totals(|id| shared.dp.endpoint_stats(id));
     let mut f = vec![finding(

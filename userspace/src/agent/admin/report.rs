@@ -82,7 +82,7 @@ pub fn status(shared: &Shared, started: std::time::Instant) -> Status {
             name: s.name.clone(),
             vip: s.vip.to_string(),
             policy: s.policy().name().to_string(),
-            endpoints: s.endpoints.borrow().iter().map(|e| e.to_string()).collect(),
+            endpoints: s.listed().iter().map(|e| e.to_string()).collect(),
         })
         .collect();
     services.sort_by(|a, b| a.name.cmp(&b.name));
@@ -117,9 +117,7 @@ pub fn endpoints(shared: &Shared, page: &MetricsPage, window: Duration) -> Endpo
     }
     let mut services: Vec<ServiceReport> = (shared.registry.services().iter())
         .map(|svc| {
-            let members: Vec<String> = (svc.endpoints.borrow().iter())
-                .map(|e| e.to_string())
-                .collect();
+            let members: Vec<String> = (svc.listed().iter()).map(|e| e.to_string()).collect();
             let endpoints = (totals.iter().filter(|t| t.service == svc.name))
                 .filter_map(|t| {
                     let key = (t.service.clone(), t.endpoint.clone());

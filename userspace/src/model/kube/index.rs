@@ -47,6 +47,8 @@ pub enum Event {
     Services(Vec<Service>),
     /// A (re)list of one slice watch completed: its full set.
     Slices(SliceSource, Vec<EndpointSlice>),
+    /// What this node is changed (its zone label): every Service again.
+    Node(NodeInfo),
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +94,12 @@ impl Index {
                 }
             }
             Event::Slice(src, slice) => self.put_slice(src, slice, &mut touched),
+            Event::Node(node) => {
+                if node != self.node {
+                    self.node = node;
+                    touched.extend(self.services.keys().cloned());
+                }
+            }
             Event::SliceGone(src, slice) => {
                 if let Some((ns, name)) = key_of(&slice.metadata) {
                     self.drop_slice(&(src, ns, name), &mut touched);

@@ -1,4 +1,5 @@
-//! The source's task: three watchers into the [`Index`], deltas out, and
+//! The source's task: three watchers (four with this node's Node, for its
+//! zone) into the [`Index`], deltas out, and
 //! the source's state (synced, unreachable since when and why) kept for
 //! `rotor status`.
 
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 use kube::runtime::{watcher, WatchStreamExt};
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 
 use super::events::PolicyEvents;
 use super::index::{Event, Index, SliceSource};
+use super::node::{self, NodeEvents};
 use super::translate::NodeInfo;
 use super::{error_chain, Update, BALANCE_LABEL, SERVICE_NAME_LABEL};
 use crate::model::source::{SourceHealth, SourceState};
@@ -45,9 +47,9 @@ fn slim_slice(s: &mut EndpointSlice) {
     s.labels_mut().retain(|k, _| k == SERVICE_NAME_LABEL);
     s.metadata.owner_references = None;
     for ep in &mut s.endpoints {
-        // node_name stays: internalTrafficPolicy: Local keeps this node's
+        // node_name stays: internalTrafficPolicy: Local keeps this node's;
+        // hints stay: topology narrows to this zone's or node's.
         ep.target_ref = None;
-        ep.hints = None;
         ep.deprecated_topology = None;
         ep.zone = None;
         ep.hostname = None;
@@ -118,12 +120,11 @@ enum Tick {
         SliceSource,
         Result<watcher::Event<EndpointSlice>, watcher::Error>,
     ),
+    Node(Result<watcher::Event<Node>, watcher::Error>),
     Probe,
 }
 
-async fn next_of(
-    s: &mut Option<Events<EndpointSlice>>,
-) -> Option<<Events<EndpointSlice> as futures::Stream>::Item> {
+async fn next_of<S: futures::Stream + Unpin>(s: &mut Option<S>) -> Option<S::Item> {
     match s {
         Some(s) => s.next().await,
         None => None,
@@ -136,7 +137,15 @@ pub(super) async fn run(
     health: SourceHealth,
     node: Option<String>,
 ) {
-    let mut index = Index::on_node(NodeInfo { name: node.clone() });
+    let mut here = NodeInfo {
+        name: node.clone(),
+        zone: None,
+    };
+    let mut index = Index::on_node(here.clone());
+    // Without a node name there is no zone to read: hints never apply.
+    let mut node_events: Option<NodeEvents> =
+        node.as_deref().map(|n| node::watch(client.clone(), n));
+    let (mut node_list, mut node_listed) = (Relist(None), node_events.is_none());
     let instance = node.unwrap_or_else(host_name);
     let mut events = PolicyEvents::new(client.clone(), instance);
     let mut svc_events = services(client.clone());
@@ -155,6 +164,7 @@ pub(super) async fn run(
             Some(e) = svc_events.next() => Tick::Services(e),
             Some(e) = labelled.next() => Tick::Slices(SliceSource::Labelled, e),
             Some(e) = next_of(&mut named) => Tick::Slices(SliceSource::Named, e),
+            Some(e) = next_of(&mut node_events) => Tick::Node(e),
             _ = probe.tick(), if unreachable => Tick::Probe,
             else => break,
         };
@@ -198,6 +208,35 @@ pub(super) async fn run(
                 };
                 ("EndpointSlices", ev)
             }
+            Tick::Node(Ok(ev)) => {
+                let zone = match node_list.step(ev) {
+                    Step::Nothing => continue,
+                    Step::Put(n) => node::zone_of(&n),
+                    Step::Gone(_) => None,
+                    Step::All(list) => {
+                        node_listed = true;
+                        list.first().and_then(node::zone_of)
+                    }
+                };
+                if zone != here.zone {
+                    tracing::info!(zone = ?zone, "this node's zone (topology hints are read against it)");
+                    here.zone = zone;
+                }
+                ("Node", Some(Event::Node(here.clone())))
+            }
+            Tick::Node(Err(e)) if node::refused(&e) => {
+                tracing::warn!(
+                    node = ?here.name,
+                    "reading this node's Node is forbidden (RBAC: get, list, watch nodes): topology hints are ignored"
+                );
+                node_events = None;
+                node_listed = true;
+                ("Node", Some(Event::Node(here.clone())))
+            }
+            Tick::Node(Err(e)) => {
+                failed(&health, "this node's Node", e);
+                continue;
+            }
             Tick::Services(Err(e)) => {
                 failed(&health, "Services", e);
                 continue;
@@ -238,7 +277,7 @@ pub(super) async fn run(
                 }
             }
         }
-        if !sent && svc_listed && labelled_listed && named_listed {
+        if !sent && svc_listed && labelled_listed && named_listed && node_listed {
             let model = index.model();
             let (services, slices) = index.sizes();
             tracing::info!(

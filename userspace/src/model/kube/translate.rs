@@ -3,7 +3,9 @@
 //! One [`ServiceSpec`] per TCP port of every Service labelled
 //! [`BALANCE_LABEL`] that has an IPv4 ClusterIP; its endpoints are the IPv4
 //! addresses of the ready, not terminating endpoints of the Service's
-//! EndpointSlices, on the slice port whose name matches the Service port's.
+//! EndpointSlices, on the slice port whose name matches the Service port's,
+//! narrowed as kube-proxy narrows them (internalTrafficPolicy, topology
+//! hints).
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -29,8 +31,10 @@ pub fn model_from<'a>(
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeInfo {
     /// `--node-name`; without it, `internalTrafficPolicy: Local` Services
-    /// are left to kube-proxy.
+    /// are left to kube-proxy, and node hints never match.
     pub name: Option<String>,
+    /// The Node's `topology.kubernetes.io/zone` label, for zone hints.
+    pub zone: Option<String>,
 }
 
 /// [`model_from`] for the agent of `node`.
@@ -112,7 +116,7 @@ pub(super) fn service_specs(
             continue;
         };
         let spec_name = format!("{ns}/{name}:{svc_port}");
-        let endpoints = ready_endpoints(own, port, only_node);
+        let endpoints = ready_endpoints(own, port, only_node, node);
         if endpoints.is_empty() {
             tracing::debug!(service = %spec_name, "no ready endpoint");
         }
@@ -247,20 +251,25 @@ fn is_tcp(protocol: Option<&str>) -> bool {
     matches!(protocol, None | Some("TCP"))
 }
 
-/// Ready endpoints of `slices` on the port matching `port` (by name; an
-/// unnamed port is `""` on both sides), sorted, without duplicates (an
-/// endpoint may be in two slices while they are rebalanced). With none
-/// ready, the terminating ones that still serve, as kube-proxy does: a
-/// Deployment scaled to zero, or every pod of a rollout terminating at
-/// once, still has pods finishing their work, and calls sent to them beat
-/// calls sent nowhere.
+/// The endpoints of `slices` on the port matching `port` (by name; an
+/// unnamed port is `""` on both sides) that this node sends calls to,
+/// sorted, without duplicates (an endpoint may be in two slices while they
+/// are rebalanced); kube-proxy's choice (`CategorizeEndpoints`):
+/// - the ready ones, narrowed by the slices' topology hints (topology.rs);
+/// - with `internalTrafficPolicy: Local` (`only_node`), this node's ready
+///   ones, without topology;
+/// - with none ready, the terminating ones that still serve: a Deployment
+///   scaled to zero, or every pod of a rollout terminating at once, still
+///   has pods finishing their work, and calls sent to them beat calls
+///   sent nowhere.
 fn ready_endpoints(
     slices: &[&EndpointSlice],
     port: &ServicePort,
     only_node: Option<&str>,
+    node: &NodeInfo,
 ) -> Vec<SocketAddrV4> {
     let want = port.name.as_deref().unwrap_or("");
-    let (mut ready_eps, mut terminating) = (BTreeSet::new(), BTreeSet::new());
+    let mut candidates: Vec<(&Endpoint, u16)> = Vec::new();
     for slice in slices {
         if slice.address_type != "IPv4" {
             continue;
@@ -277,26 +286,32 @@ fn ready_endpoints(
             if only_node.is_some() && ep.node_name.as_deref() != only_node {
                 continue;
             }
-            let set = if ready(ep) {
-                &mut ready_eps
-            } else if serving_while_terminating(ep) {
-                &mut terminating
-            } else {
-                continue;
-            };
-            set.extend(
+            candidates.push((ep, target));
+        }
+    }
+    let near = match only_node {
+        Some(_) => topology::Near::Anywhere,
+        None => topology::Near::of(candidates.iter().map(|(ep, _)| *ep), ready, node),
+    };
+    let addresses = |keep: &dyn Fn(&Endpoint) -> bool| -> BTreeSet<SocketAddrV4> {
+        candidates
+            .iter()
+            .filter(|(ep, _)| keep(ep))
+            .flat_map(|(ep, target)| {
                 ep.addresses
                     .iter()
                     .filter_map(|a| a.parse::<Ipv4Addr>().ok())
-                    .map(|ip| SocketAddrV4::new(ip, target)),
-            );
-        }
+                    .map(|ip| SocketAddrV4::new(ip, *target))
+            })
+            .collect()
+    };
+    let mut chosen = addresses(&|ep| ready(ep) && near.admits(ep, node));
+    if chosen.is_empty() {
+        // Topology never empties the ready set (Near::of falls back to
+        // Anywhere unless an endpoint is hinted here): none is ready.
+        chosen = addresses(&serving_while_terminating);
     }
-    if ready_eps.is_empty() {
-        terminating.into_iter().collect()
-    } else {
-        ready_eps.into_iter().collect()
-    }
+    chosen.into_iter().collect()
 }
 
 /// Ready unless it says otherwise (an unset condition means ready, as
@@ -311,6 +326,8 @@ fn serving_while_terminating(ep: &Endpoint) -> bool {
     let c = ep.conditions.as_ref();
     c.and_then(|c| c.terminating) == Some(true) && c.and_then(|c| c.serving) == Some(true)
 }
+
+mod topology;
 
 #[cfg(test)]
 mod tests;

@@ -395,6 +395,7 @@ fn internal_traffic_policy_local_keeps_this_nodes_endpoints() {
     ];
     let node_a = NodeInfo {
         name: Some("node-a".into()),
+        zone: None,
     };
     let endpoints = |m: &Model| -> Vec<Vec<SocketAddrV4>> {
         m.services.iter().map(|s| s.endpoints.clone()).collect()

@@ -5,7 +5,7 @@
 //! an endpoint, as if rotor were not there. Closing it instead would make
 //! rotor the reason a request failed.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,8 +18,8 @@ use super::Shared;
 pub async fn run(
     shared: &Shared,
     a: TcpStream,
-    peer: SocketAddrV4,
-    dest: SocketAddrV4,
+    peer: SocketAddr,
+    dest: SocketAddr,
     why: String,
 ) {
     shared.dp.note_fail_open();
@@ -34,7 +34,7 @@ pub async fn run(
 
 /// `a` may be in agent_socks (its bytes then reach us one message per
 /// read, sockmap_io.rs); everything else is plain TCP.
-async fn splice(a: TcpStream, dest: SocketAddrV4) -> std::io::Result<()> {
+async fn splice(a: TcpStream, dest: SocketAddr) -> std::io::Result<()> {
     let mut up = crate::ebpf::own_socks::connect(dest).await?;
     up.set_nodelay(true)?;
     let mut reader = SockmapReader::default();

@@ -2,7 +2,7 @@
 //! of their endpoints) and the live client connections by conn id.
 
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -14,10 +14,10 @@ use crate::model::{Policy, ServiceSpec};
 pub struct ServiceState {
     pub id: u32,
     pub name: String,
-    pub vip: SocketAddrV4,
+    pub vip: SocketAddr,
     /// Its endpoints; also notified when the policy changes, so the
     /// connections take the new one.
-    pub endpoints: watch::Sender<Vec<SocketAddrV4>>,
+    pub endpoints: watch::Sender<Vec<SocketAddr>>,
     /// `Policy::kernel_code`, as each connection copies it into the kernel.
     policy: AtomicU32,
     /// Where the next connection starts its rotation, so the first streams
@@ -195,7 +195,7 @@ impl Registry {
     }
 
     /// Removes one service (by name and address); false if it was not there.
-    pub fn remove_service(&self, name: &str, vip: SocketAddrV4) -> bool {
+    pub fn remove_service(&self, name: &str, vip: SocketAddr) -> bool {
         let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
         let id = services
             .values()
@@ -211,7 +211,7 @@ impl Registry {
     }
 
     /// Removes services not in `keep`; returns their addresses.
-    pub fn retain_services(&self, keep: &[ServiceSpec]) -> Vec<SocketAddrV4> {
+    pub fn retain_services(&self, keep: &[ServiceSpec]) -> Vec<SocketAddr> {
         let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
         let gone: Vec<u32> = services
             .values()

@@ -43,6 +43,7 @@ pub use generated::{
     STREAM_RELEASE, STREAM_SERVER_END, STREAM_SLOW, STREAM_WINDOW_GRANTED, UP_ACTIVE, UP_DRAINING,
     UP_EMPTY,
 };
+pub use generated::ROTOR_IP_WORDS;
 pub use generated::{
     RESET_SIDES, RESET_SIDE_CLIENT, RESET_SIDE_ENDPOINT, ROTOR_MAX_ENDPOINTS, ROTOR_RESET_CODES,
     ROTOR_TTFB_BUCKETS,
@@ -248,8 +249,9 @@ atomic_view! {
 atomic_view! {
     /// `struct conn` in the memory-mapped `conns` array.
     pub struct ConnShared of Conn {
-        pub client_ip: AtomicU32 = client.client_ip,
-        pub agent_ip: AtomicU32 = client.agent_ip,
+        /// rotor.h: 16 bytes, IPv4 mapped (ebpf/addr.rs).
+        pub client_ip: [AtomicU32; ROTOR_IP_WORDS as usize] = client.client_ip,
+        pub agent_ip: [AtomicU32; ROTOR_IP_WORDS as usize] = client.agent_ip,
         pub client_port: AtomicU32 = client.client_port,
         pub agent_port: AtomicU32 = client.agent_port,
         pub flags: AtomicU32 = flags,

@@ -69,10 +69,7 @@ impl TestBed {
     }
 
     /// [`Agent::balanced_endpoints`] of the running agent; None without one.
-    pub fn balanced_endpoints(
-        &self,
-        vip: impl Into<std::net::SocketAddr>,
-    ) -> Option<Vec<String>> {
+    pub fn balanced_endpoints(&self, vip: impl Into<std::net::SocketAddr>) -> Option<Vec<String>> {
         self.agent.as_ref()?.balanced_endpoints(vip)
     }
 

@@ -110,7 +110,9 @@ fn native_ipv6_h2load_is_balanced_per_request() {
         bed.diagnostics()
     );
     assert_spread(&mut bed, &url(VIP6));
-    let rewrites = bed.agent().and_then(|a| a.kernel_counter("connect_rewrite"));
+    let rewrites = bed
+        .agent()
+        .and_then(|a| a.kernel_counter("connect_rewrite"));
     assert!(
         rewrites.as_ref().is_ok_and(|n| *n >= 1),
         "connect6 redirected nothing: {rewrites:?}"
@@ -224,7 +226,10 @@ fn dual_stack_service_from_kubernetes_balances_both_families() {
 #[test]
 fn ipv4_mapped_clients_are_still_balanced() {
     let mut bed = bed_with_agent(8080);
-    assert_spread(&mut bed, &url(format!("[::ffff:{}]:{}", VIP.ip(), VIP.port())));
+    assert_spread(
+        &mut bed,
+        &url(format!("[::ffff:{}]:{}", VIP.ip(), VIP.port())),
+    );
 }
 
 /// getpeername() on a balanced socket names the Service address dialled,
@@ -244,8 +249,8 @@ fn getpeername_answers_the_dialled_address() {
     let vip6 = VIP6.ip().to_string();
     let mut cmd = peers::client_command(&bed.topo, Some(&bed.cgroup), peers::python());
     cmd.args(["-c", code, vip6.as_str(), mapped.as_str()]);
-    let out = rotor_testbed::util::run_with_timeout(&mut cmd, Duration::from_secs(30))
-        .expect("python3");
+    let out =
+        rotor_testbed::util::run_with_timeout(&mut cmd, Duration::from_secs(30)).expect("python3");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
         text,

@@ -86,8 +86,24 @@ pub(super) fn link_client(node: &Netns, client: &Netns) -> Result<()> {
 /// and its default route.
 pub(super) fn link_backend(node: &Netns, ns: &Netns, node_if: &str, k: usize) -> Result<()> {
     let net = format!("fd00:1:{k:x}");
-    node.ip(&["-6", "addr", "add", &format!("{net}::1/64"), "dev", node_if, "nodad"])?;
-    ns.ip(&["-6", "addr", "add", &format!("{net}::2/64"), "dev", "eth0", "nodad"])?;
+    node.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{net}::1/64"),
+        "dev",
+        node_if,
+        "nodad",
+    ])?;
+    ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{net}::2/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ])?;
     ns.ip(&["-6", "route", "add", "default", "via", &format!("{net}::1")])?;
     Ok(())
 }

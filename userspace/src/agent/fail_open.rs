@@ -15,13 +15,7 @@ use super::sockmap_io::SockmapReader;
 use super::Shared;
 
 /// Carries `a` to `dest` until both sides are done; counted and logged.
-pub async fn run(
-    shared: &Shared,
-    a: TcpStream,
-    peer: SocketAddr,
-    dest: SocketAddr,
-    why: String,
-) {
+pub async fn run(shared: &Shared, a: TcpStream, peer: SocketAddr, dest: SocketAddr, why: String) {
     shared.dp.note_fail_open();
     tracing::warn!(%peer, service = %dest, %why, "connection left on its original path (the Service address)");
     let cookie = crate::ebpf::socket_cookie(&a).unwrap_or(0);

@@ -32,11 +32,7 @@ pub fn what_it_speaks(first: &[u8]) -> &'static str {
 
 /// Carries `client` to `endpoint` both ways; `first` is what the client
 /// sent before the agent knew it was not HTTP/2.
-pub async fn run(
-    endpoint: SocketAddr,
-    mut client: TcpStream,
-    first: Bytes,
-) -> anyhow::Result<()> {
+pub async fn run(endpoint: SocketAddr, mut client: TcpStream, first: Bytes) -> anyhow::Result<()> {
     let mut upstream = crate::ebpf::own_socks::connect(endpoint).await?;
     upstream.write_all(&first).await?;
     tracing::debug!(%endpoint, "not HTTP/2: spliced to one endpoint");

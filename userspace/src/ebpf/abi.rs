@@ -30,6 +30,7 @@ pub use generated::{
     Service, ServiceKey, SockIdent, Stream, StreamKey, Upstream,
 };
 // The #defines the agent uses, by their C names.
+pub use generated::ROTOR_IP_WORDS;
 pub use generated::{
     EndpointLatency, ROTOR_EWMA_HALF_LIFE_NS, ROTOR_EWMA_LN2, ROTOR_EWMA_MAX_NS,
     ROTOR_EWMA_MAX_OPEN, ROTOR_EWMA_ONE, ROTOR_EWMA_SQ, ROTOR_EWMA_UNPROBED,
@@ -43,7 +44,6 @@ pub use generated::{
     STREAM_RELEASE, STREAM_SERVER_END, STREAM_SLOW, STREAM_WINDOW_GRANTED, UP_ACTIVE, UP_DRAINING,
     UP_EMPTY,
 };
-pub use generated::ROTOR_IP_WORDS;
 pub use generated::{
     RESET_SIDES, RESET_SIDE_CLIENT, RESET_SIDE_ENDPOINT, ROTOR_MAX_ENDPOINTS, ROTOR_RESET_CODES,
     ROTOR_TTFB_BUCKETS,

@@ -18,7 +18,9 @@ pub fn ip_words(ip: IpAddr) -> IpWords {
         IpAddr::V6(v6) => v6,
     };
     let o = v6.octets();
-    std::array::from_fn(|i| u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]))
+    std::array::from_fn(|i| {
+        u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+    })
 }
 
 /// The address the kernel's words name: IPv4 when they are mapped.
@@ -68,7 +70,10 @@ mod tests {
     #[test]
     fn a_mapped_peer_is_its_ipv4_address() {
         let mapped: SocketAddr = "[::ffff:10.0.0.2]:4000".parse().unwrap();
-        assert_eq!(canonical(mapped), "10.0.0.2:4000".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            canonical(mapped),
+            "10.0.0.2:4000".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(ip_words(mapped.ip()), ip_words("10.0.0.2".parse().unwrap()));
     }
 }

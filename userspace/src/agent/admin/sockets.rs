@@ -151,8 +151,7 @@ fn own_socket_inodes() -> HashSet<u64> {
 /// Per endpoint: connections that reached it from the agent and from
 /// anything else (the server side of each connection, at the endpoint).
 pub fn at_endpoints(scan: &Scan, endpoints: &[SocketAddr]) -> HashMap<SocketAddr, (u64, u64)> {
-    let mut out: HashMap<SocketAddr, (u64, u64)> =
-        endpoints.iter().map(|e| (*e, (0, 0))).collect();
+    let mut out: HashMap<SocketAddr, (u64, u64)> = endpoints.iter().map(|e| (*e, (0, 0))).collect();
     for s in &scan.sockets {
         let Some(n) = out.get_mut(&s.local) else {
             continue;

@@ -210,7 +210,9 @@ fn policy_of(svc: &Service, ns: &str, name: &str) -> Option<Policy> {
 /// family first, and `ipFamilies` in the same order), else `clusterIP`.
 /// Headless and ExternalName Services have none.
 fn cluster_ips(svc: &Service, ns: &str, name: &str) -> Vec<IpAddr> {
-    let spec = svc.spec.as_ref()?;
+    let Some(spec) = svc.spec.as_ref() else {
+        return Vec::new();
+    };
     let ips: Vec<&str> = spec
         .cluster_ips
         .iter()

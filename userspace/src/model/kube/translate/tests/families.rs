@@ -22,7 +22,10 @@ fn slices_of_both(svc: &str) -> [EndpointSlice; 2] {
             svc,
             "IPv4",
             &[("", 9090)],
-            &[("10.1.0.2", Some(true), None), ("10.1.0.1", Some(true), None)],
+            &[
+                ("10.1.0.2", Some(true), None),
+                ("10.1.0.1", Some(true), None),
+            ],
         ),
         slice(
             svc,
@@ -110,13 +113,19 @@ fn an_address_of_the_other_family_in_a_slice_is_no_endpoint() {
         "odd",
         "IPv4",
         &[("", 9090)],
-        &[("10.1.0.1", Some(true), None), ("fd00:1::9", Some(true), None)],
+        &[
+            ("10.1.0.1", Some(true), None),
+            ("fd00:1::9", Some(true), None),
+        ],
     );
     let s6 = slice(
         "odd",
         "IPv6",
         &[("", 9090)],
-        &[("fd00:1::1", Some(true), None), ("10.1.0.9", Some(true), None)],
+        &[
+            ("fd00:1::1", Some(true), None),
+            ("10.1.0.9", Some(true), None),
+        ],
     );
     let m = model_from([&svc], [&s4, &s6]);
     let eps: Vec<Vec<SocketAddr>> = m.services.iter().map(|s| s.endpoints.clone()).collect();

@@ -18,10 +18,11 @@
 #define ROTOR_AGENT_SNDBUF (4 << 20)
 
 /* One word of a context's address field, read or written as 4 bytes: the
- * context allows only 4-byte accesses to sock_ops' and __sk_buff's
- * local_ip6/remote_ip6 ("invalid bpf_context access"), and clang merges
- * two adjacent 4-byte copies into one 8-byte load or store unless each is
- * volatile. */
+ * verifier allows only 4-byte accesses to sock_ops' and __sk_buff's
+ * local_ip6/remote_ip6, and clang may merge two adjacent 4-byte copies
+ * into one 8-byte load or store; a volatile access it keeps as written.
+ * (A precaution: no merged access was seen, the copies are volatile from
+ * the start.) */
 #define CTX_WORD(field) (*(volatile __u32 *)&(field))
 
 /* rotor.h: IPv4 addresses travel IPv4-mapped in 16 bytes. */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
- * sockops: a client socket (C) that connect4 sent to the agent has its
+ * sockops: a client socket (C) that connect4/6 sent to the agent has its
  * Service address recorded for the agent and for getpeername; the agent's
  * accepted sockets (A) join agent_socks at ESTABLISHED, before any payload
  * is queued (ebpf/README.md R1: bytes queued before insertion are not parsed).
@@ -51,7 +51,38 @@ static __always_inline void client_closed(struct bpf_sock_ops *skops)
 		__sync_fetch_and_sub(live, 1);
 }
 
-static __always_inline void client_established(struct bpf_sock_ops *skops)
+/* A socket's addresses as rotor.h keys them: 16 bytes, IPv4 mapped. An
+ * IPv6 socket carrying IPv4 (a dual-stack client dialled ::ffff:VIP) has
+ * its IPv4 addresses in local_ip4/remote_ip4 like an IPv4 socket, and is
+ * read there, as an IPv4 socket of the agent is: both name the same key.
+ * Returns 0 for a family rotor does not carry. */
+static __always_inline int sock_addrs(struct bpf_sock_ops *skops, __u32 local[ROTOR_IP_WORDS],
+				      __u32 remote[ROTOR_IP_WORDS])
+{
+	__u32 family = skops->family;
+
+	if (family == AF_INET6) {
+		remote[0] = CTX_WORD(skops->remote_ip6[0]);
+		remote[1] = CTX_WORD(skops->remote_ip6[1]);
+		remote[2] = CTX_WORD(skops->remote_ip6[2]);
+		remote[3] = CTX_WORD(skops->remote_ip6[3]);
+		if (!ip_is_mapped(remote)) {
+			local[0] = CTX_WORD(skops->local_ip6[0]);
+			local[1] = CTX_WORD(skops->local_ip6[1]);
+			local[2] = CTX_WORD(skops->local_ip6[2]);
+			local[3] = CTX_WORD(skops->local_ip6[3]);
+			return 1;
+		}
+	} else if (family != AF_INET) {
+		return 0;
+	}
+	ip_mapped(local, skops->local_ip4);
+	ip_mapped(remote, skops->remote_ip4);
+	return 1;
+}
+
+static __always_inline void client_established(struct bpf_sock_ops *skops,
+					       const __u32 local[ROTOR_IP_WORDS])
 {
 	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct origin *o = bpf_map_lookup_elem(&pending_origins, &cookie);
@@ -59,34 +90,47 @@ static __always_inline void client_established(struct bpf_sock_ops *skops)
 	if (!o)
 		return;
 	struct origin copy = *o;
-	struct peer_key peer = { .ip = skops->local_ip4, .port = skops->local_port };
+	struct peer_key peer = { .port = skops->local_port };
 
+	ip_copy(peer.ip, local);
 	bpf_map_delete_elem(&pending_origins, &cookie);
 	bpf_map_update_elem(&client_origins, &peer, &copy, BPF_ANY);
 	if (skops->sk) {
 		struct origin *kept = bpf_sk_storage_get(&client_sock_origins, skops->sk, 0,
 							 BPF_SK_STORAGE_GET_F_CREATE);
 		if (kept) {
-			kept->ip = copy.ip;
+			ip_copy(kept->ip, copy.ip);
 			kept->port = copy.port;
 			kept->service_id = copy.service_id;
 		}
 	}
 }
 
-static __always_inline void agent_established(struct bpf_sock_ops *skops)
+/* The agent's own listener, IPv4 (mapped) or IPv6. */
+static __always_inline int on_listener(struct agent_config *cfg, const __u32 local[ROTOR_IP_WORDS],
+				       __u32 port)
+{
+	if (ip_is_mapped(local))
+		return cfg->listen_port && port == cfg->listen_port && local[3] == cfg->listen_ip;
+	return cfg->listen_port6 && port == cfg->listen_port6 && ip_equal(local, cfg->listen_ip6);
+}
+
+static __always_inline void agent_established(struct bpf_sock_ops *skops,
+					      const __u32 local[ROTOR_IP_WORDS],
+					      const __u32 remote[ROTOR_IP_WORDS])
 {
 	__u32 zero = 0;
 	struct agent_config *cfg = bpf_map_lookup_elem(&agent_config, &zero);
 
-	if (!cfg || skops->local_ip4 != cfg->listen_ip || skops->local_port != cfg->listen_port)
+	if (!cfg || !on_listener(cfg, local, skops->local_port))
 		return;
 	struct client_key key = {
-		.client_ip = skops->remote_ip4,
-		.agent_ip = skops->local_ip4,
 		.client_port = bpf_ntohl(skops->remote_port),
 		.agent_port = skops->local_port,
 	};
+
+	ip_copy(key.client_ip, remote);
+	ip_copy(key.agent_ip, local);
 	/* strparser refuses messages larger than sk_rcvbuf; header blocks
 	 * can reach ROTOR_MAX_BLOCK. */
 	int rcvbuf = 4 * ROTOR_MAX_BLOCK;
@@ -115,20 +159,12 @@ static __always_inline void agent_established(struct bpf_sock_ops *skops)
 	}
 }
 
-/* An IPv6 socket carrying IPv4 (a dual-stack client dialled ::ffff:VIP)
- * has its IPv4 addresses in local_ip4/remote_ip4 like an IPv4 socket. */
-static __always_inline int carries_ipv4(struct bpf_sock_ops *skops)
-{
-	if (skops->family == AF_INET)
-		return 1;
-	return skops->family == AF_INET6 && skops->remote_ip6[0] == 0 && skops->remote_ip6[1] == 0 &&
-	       skops->remote_ip6[2] == bpf_htonl(0xffff);
-}
-
 SEC("sockops")
 int rotor_sockops(struct bpf_sock_ops *skops)
 {
-	if (!carries_ipv4(skops))
+	__u32 local[ROTOR_IP_WORDS], remote[ROTOR_IP_WORDS];
+
+	if (!sock_addrs(skops, local, remote))
 		return 1;
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
@@ -138,10 +174,10 @@ int rotor_sockops(struct bpf_sock_ops *skops)
 		client_closed(skops);
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		client_established(skops);
+		client_established(skops, local);
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		agent_established(skops);
+		agent_established(skops, local, remote);
 		break;
 	}
 	return 1;

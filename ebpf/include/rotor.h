@@ -123,8 +123,18 @@
 #define EV_STREAM_WINDOW 4 /* event.stream needs the endpoint's larger stream window */
 #define EV_STREAM_CLOSED 5 /* a stream ended while the agent holds new ones */
 
+/*
+ * Addresses of both families share every key: an address is 16 bytes in
+ * network byte order, an IPv4 one written IPv4-mapped (::ffff:a.b.c.d,
+ * RFC 4291 §2.5.5.2). An IPv4 client, a dual-stack client dialling
+ * ::ffff:VIP and a native IPv6 client dialling [VIP6] then go through one
+ * services map, one client_origins and one agent_socks; and the mapped
+ * form is how an IPv6 socket carrying IPv4 names its peer anyway.
+ */
+#define ROTOR_IP_WORDS 4
+
 struct service_key {
-	__u32 ip;   /* network byte order */
+	__u32 ip[ROTOR_IP_WORDS]; /* network byte order, IPv4 mapped */
 	__u32 port; /* host byte order */
 };
 
@@ -138,12 +148,17 @@ struct agent_config {
 	/* connect4 sends the agent no more client connections at once than
 	 * this (its connection table); the rest keep their original path. */
 	__u32 max_clients;
+	/* The agent's IPv6 listener (--listen6), for native IPv6 clients: a
+	 * connect6 to [VIP6] cannot be sent to an IPv4 address. Port 0: none,
+	 * and IPv6 Services keep their original path. */
+	__u32 listen_ip6[ROTOR_IP_WORDS]; /* network byte order */
+	__u32 listen_port6; /* host byte order */
 };
 
-/* Written by connect4 (keyed by socket cookie) and moved by sockops to
+/* Written by connect4/6 (keyed by socket cookie) and moved by sockops to
  * client_origins, keyed by the client's address, for the agent's accept. */
 struct origin {
-	__u32 ip;   /* network byte order */
+	__u32 ip[ROTOR_IP_WORDS]; /* network byte order, IPv4 mapped */
 	__u32 port; /* host byte order */
 	__u32 service_id;
 	__u32 counted; /* client_sock_origins: the socket counts in client_count */
@@ -151,15 +166,15 @@ struct origin {
 
 /* A client socket, named from the client's side: the key of agent_socks. */
 struct client_key {
-	__u32 client_ip; /* network byte order */
-	__u32 agent_ip;
+	__u32 client_ip[ROTOR_IP_WORDS]; /* network byte order, IPv4 mapped */
+	__u32 agent_ip[ROTOR_IP_WORDS];
 	__u32 client_port; /* host byte order */
 	__u32 agent_port;
 };
 
 /* The agent's address of a client: key of client_origins. */
 struct peer_key {
-	__u32 ip;   /* network byte order */
+	__u32 ip[ROTOR_IP_WORDS]; /* network byte order, IPv4 mapped */
 	__u32 port; /* host byte order */
 };
 

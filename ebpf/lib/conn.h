@@ -212,11 +212,26 @@ static __always_inline int pass_to_self(struct __sk_buff *skb, void *map, void *
 static __always_inline int pass_to_agent_from_client(struct __sk_buff *skb, __u32 len)
 {
 	struct client_key key = {
-		.client_ip = skb->remote_ip4,
-		.agent_ip = skb->local_ip4,
 		.client_port = bpf_ntohl(skb->remote_port),
 		.agent_port = skb->local_port,
 	};
+
+	/* A is the agent's accepted socket: IPv4 from its IPv4 listener (a
+	 * dual-stack client's ::ffff:VIP lands there too), IPv6 only from its
+	 * IPV6_V6ONLY listener; keyed as sockops keyed it (rotor.h). */
+	if (skb->family == AF_INET6) {
+		key.client_ip[0] = CTX_WORD(skb->remote_ip6[0]);
+		key.client_ip[1] = CTX_WORD(skb->remote_ip6[1]);
+		key.client_ip[2] = CTX_WORD(skb->remote_ip6[2]);
+		key.client_ip[3] = CTX_WORD(skb->remote_ip6[3]);
+		key.agent_ip[0] = CTX_WORD(skb->local_ip6[0]);
+		key.agent_ip[1] = CTX_WORD(skb->local_ip6[1]);
+		key.agent_ip[2] = CTX_WORD(skb->local_ip6[2]);
+		key.agent_ip[3] = CTX_WORD(skb->local_ip6[3]);
+	} else {
+		ip_mapped(key.client_ip, skb->remote_ip4);
+		ip_mapped(key.agent_ip, skb->local_ip4);
+	}
 
 	return pass_to_self(skb, &agent_socks, &key, len);
 }

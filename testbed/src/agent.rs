@@ -5,7 +5,7 @@
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs;
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -95,6 +95,30 @@ impl Agent {
         write_config(&config, endpoints)?;
         let source = [OsString::from("--config"), config.clone().into_os_string()];
         Agent::spawn(bin, topo, cgroup, cgroup, &source, extra, config, false)
+    }
+
+    /// Like [`Agent::start_with_args`], with a whole static configuration
+    /// (`services:` …) instead of the one `echo` Service: for Services at
+    /// other addresses (the IPv6 ones of a [`Topology::dual_stack`]).
+    pub fn start_yaml(
+        topo: &Topology,
+        cgroup: &TestCgroup,
+        yaml: &str,
+        extra: &[&str],
+    ) -> Result<Agent> {
+        let config = topo.dir().join("rotor-agent.yaml");
+        write_file(&config, yaml)?;
+        let source = [OsString::from("--config"), config.clone().into_os_string()];
+        Agent::spawn(
+            &agent_binary()?,
+            topo,
+            cgroup,
+            cgroup,
+            &source,
+            extra,
+            config,
+            false,
+        )
     }
 
     /// Like [`Agent::start`], but the agent process runs in `own`, a cgroup
@@ -213,8 +237,15 @@ impl Agent {
             .arg("--listen")
             .arg(topo.agent_listen().to_string())
             .arg("--admin")
-            .arg(&admin)
-            .args(extra);
+            .arg(&admin);
+        // ROTOR_TEST_NO_LISTEN6: the IPv6 tests run once without the
+        // agent's IPv6 listener, to show that they fail without it.
+        if let Some(six) = topo.agent_listen6() {
+            if std::env::var_os("ROTOR_TEST_NO_LISTEN6").is_none() {
+                cmd.arg("--listen6").arg(six.to_string());
+            }
+        }
+        cmd.args(extra);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
@@ -275,7 +306,8 @@ impl Agent {
     /// `rotor status --json`, read from the admin socket.
     /// The endpoints the agent balances for `vip` (its status), None if
     /// it does not balance that address (or does not answer).
-    pub fn balanced_endpoints(&self, vip: SocketAddrV4) -> Option<Vec<String>> {
+    pub fn balanced_endpoints(&self, vip: impl Into<SocketAddr>) -> Option<Vec<String>> {
+        let vip: SocketAddr = vip.into();
         let status = self.status().ok()?;
         let svc = (status["services"].as_array()?.iter()).find(|s| s["vip"] == vip.to_string())?;
         let eps = svc["endpoints"].as_array()?;

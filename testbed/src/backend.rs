@@ -47,13 +47,30 @@ impl Backend {
         dir: &Path,
         count_requests: bool,
     ) -> Result<Backend> {
+        Backend::start_on(name, netns, addr, dir, count_requests, false)
+    }
+
+    /// Like [`Backend::start_with`]; with `ipv6` nghttpd listens on every
+    /// address of both families (two sockets: `listen 0.0.0.0` and
+    /// `listen :::`), not on IPv4 alone.
+    pub fn start_on(
+        name: &str,
+        netns: &str,
+        addr: SocketAddrV4,
+        dir: &Path,
+        count_requests: bool,
+        ipv6: bool,
+    ) -> Result<Backend> {
         let htdocs = dir.join(format!("htdocs-{name}"));
         write_htdocs(&htdocs, name)?;
         let mut cmd = netns_command(netns, None, "nghttpd");
         // -v prints every frame with its header fields: the ":path" lines are the
         // request count. It flushes per frame, so the count is current. It costs:
         // ~1 KB of log per request and about half of nghttpd's request rate.
-        cmd.args(["--no-tls", "--echo-upload", "-a", "0.0.0.0"]);
+        cmd.args(["--no-tls", "--echo-upload"]);
+        if !ipv6 {
+            cmd.args(["-a", "0.0.0.0"]);
+        }
         if count_requests {
             cmd.arg("-v");
         }
@@ -63,6 +80,11 @@ impl Backend {
             child
                 .wait_for_line(Stream::Stdout, "listen 0.0.0.0", Duration::from_secs(10))
                 .with_context(|| format!("starting backend {name}"))?;
+            if ipv6 {
+                child
+                    .wait_for_line(Stream::Stdout, "listen :::", Duration::from_secs(10))
+                    .with_context(|| format!("starting backend {name} on IPv6"))?;
+            }
         } else {
             // Without -v nghttpd prints nothing: wait for its listening socket.
             wait_listening(&mut child, addr.port(), Duration::from_secs(10))

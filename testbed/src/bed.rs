@@ -30,6 +30,20 @@ impl TestBed {
         })
     }
 
+    /// Like [`TestBed::new`] on a [`Topology::dual_stack`]: IPv6 beside
+    /// IPv4 everywhere, and an agent started on it listens on both
+    /// (`--listen6`).
+    pub fn dual_stack(n_backends: usize) -> Result<TestBed> {
+        crate::environment_ok()?;
+        let topo = Topology::dual_stack(n_backends).context("building topology")?;
+        let cgroup = TestCgroup::create().context("creating test cgroup")?;
+        Ok(TestBed {
+            agent: None,
+            cgroup,
+            topo,
+        })
+    }
+
     /// Like [`TestBed::new`], with the agent started on every backend.
     pub fn with_agent(n_backends: usize) -> Result<TestBed> {
         let mut bed = TestBed::new(n_backends)?;
@@ -55,7 +69,7 @@ impl TestBed {
     }
 
     /// [`Agent::balanced_endpoints`] of the running agent; None without one.
-    pub fn balanced_endpoints(&self, vip: std::net::SocketAddrV4) -> Option<Vec<String>> {
+    pub fn balanced_endpoints(&self, vip: impl Into<std::net::SocketAddr>) -> Option<Vec<String>> {
         self.agent.as_ref()?.balanced_endpoints(vip)
     }
 

@@ -49,7 +49,7 @@ pub use load::{run_load, spawn_load, uneven_spread, LoadSpec, RunningLoad};
 pub use loadgen::LoadReport;
 pub use netns::Netns;
 pub use process::{Child, Stream};
-pub use topology::{backend_addr, Topology, AGENT_LISTEN, VIP};
+pub use topology::{backend_addr, backend_addr6, Topology, AGENT_LISTEN, AGENT_LISTEN6, VIP, VIP6};
 
 /// Whether this process can build the test bed (root, `ip`, a cgroup2 mount).
 /// Tests fail with its message on a machine without them (they never skip).

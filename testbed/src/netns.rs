@@ -19,14 +19,23 @@ pub struct Netns {
 impl Netns {
     /// `iptables-restore --noflush` inside this namespace.
     pub fn iptables_restore(&self, rules: &str) -> Result<()> {
+        self.restore("iptables-restore", rules)
+    }
+
+    /// `ip6tables-restore --noflush` inside this namespace.
+    pub fn ip6tables_restore(&self, rules: &str) -> Result<()> {
+        self.restore("ip6tables-restore", rules)
+    }
+
+    fn restore(&self, program: &str, rules: &str) -> Result<()> {
         let mut child = self
-            .command("iptables-restore")
+            .command(program)
             .arg("--noflush")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .context("spawning iptables-restore")?;
+            .with_context(|| format!("spawning {program}"))?;
         child
             .stdin
             .take()
@@ -35,10 +44,10 @@ impl Netns {
             .context("writing rules")?;
         let out = child
             .wait_with_output()
-            .context("waiting for iptables-restore")?;
+            .with_context(|| format!("waiting for {program}"))?;
         if !out.status.success() {
             bail!(
-                "iptables-restore failed: {}\n{rules}",
+                "{program} failed: {}\n{rules}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }

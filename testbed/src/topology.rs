@@ -4,6 +4,8 @@
 //! ```text
 //!  client 10.0.0.2/24 ── veth ── 10.0.0.1/24 node 10.1.k.1/24 ── veth ── 10.1.k.2/24 be{k}
 //! ```
+//!
+//! [`Topology::dual_stack`] adds IPv6 on the same links (ipv6.rs).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
@@ -16,6 +18,9 @@ use crate::backend::{Backend, BACKEND_PORT};
 use crate::delay_line::{self, DelayLine};
 use crate::netns::Netns;
 use crate::util::{owned_id, TempDir};
+
+mod ipv6;
+pub use ipv6::{backend_addr6, AGENT_LISTEN6, CLIENT_ADDR6, VIP6};
 
 /// The Service address nobody listens on.
 pub const VIP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 8080);
@@ -52,6 +57,8 @@ pub struct Topology {
     id: String,
     dnat: bool,
     count_requests: bool,
+    /// IPv6 on every link too, and backends listening on both families.
+    ipv6: bool,
     dir: TempDir,
 }
 
@@ -65,6 +72,10 @@ impl Topology {
     /// Like [`Topology::new`]; `count_requests: false` runs the backends without
     /// verbose logs (twice their request rate; for benchmarks).
     pub fn with_counting(n_backends: usize, count_requests: bool) -> Result<Topology> {
+        Topology::build(n_backends, count_requests, false)
+    }
+
+    fn build(n_backends: usize, count_requests: bool, ipv6: bool) -> Result<Topology> {
         if n_backends > 250 {
             bail!("at most 250 backends");
         }
@@ -91,6 +102,9 @@ impl Topology {
         client.ip(&["link", "set", "eth0", "up"])?;
         client.ip(&["route", "add", "default", "via", "10.0.0.1"])?;
         node.sysctl("net.ipv4.ip_forward", "1")?;
+        if ipv6 {
+            ipv6::link_client(&node, &client)?;
+        }
         let mut topo = Topology {
             link_delay: None,
             delayed: None,
@@ -100,6 +114,7 @@ impl Topology {
             id,
             dnat: false,
             count_requests,
+            ipv6,
             dir,
         };
         for _ in 0..n_backends {
@@ -135,12 +150,16 @@ impl Topology {
         ns.ip(&["addr", "add", &format!("10.1.{k}.2/24"), "dev", "eth0"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
         ns.ip(&["route", "add", "default", "via", &format!("10.1.{k}.1")])?;
-        let server = Backend::start_with(
+        if self.ipv6 {
+            ipv6::link_backend(&self.node, &ns, &node_if, k)?;
+        }
+        let server = Backend::start_on(
             &name,
             ns.name(),
             backend_addr(k),
             self.dir.path(),
             self.count_requests,
+            self.ipv6,
         )
         .with_context(|| format!("backend {name}"))?;
         if self.link_delay.is_some() && self.delayed.is_none() {

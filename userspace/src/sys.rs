@@ -111,6 +111,27 @@ pub fn recv_dontwait(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Option<u
     }
 }
 
+/// IPV6_V6ONLY: an IPv6 socket that takes no IPv4 (mapped) peers. The
+/// agent's IPv6 listener is one: its IPv4 clients come to the IPv4
+/// listener, so that each accepted socket has one family (sockops.c).
+pub fn set_ipv6_only(sock: &impl AsRawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt(2) reads an int from the buffer we pass with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// shutdown(SHUT_WR): the peer reads an end of stream, we may still read.
 pub fn shutdown_write(sock: &impl AsRawFd) -> io::Result<()> {
     // SAFETY: shutdown(2) on a descriptor the caller owns.

@@ -3,7 +3,7 @@
 //! HTTP/2 peer for connection-level frames on both sides and carries, in
 //! order, whatever the kernel passes to it (the slow path).
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use super::registry::{ServiceState, Wake};
 use super::slot::{Slot, SlotState};
 use super::{Shared, Target};
 use crate::ebpf::abi::*;
+use crate::ebpf::addr::ip_words;
 use crate::h2::frame::{self, setting, DEFAULT_WINDOW};
 use crate::h2::message::{Expect, Message, MessageReader};
 use kernel::ConnKernel;
@@ -153,13 +154,10 @@ impl ClientConn {
     pub(super) fn adopt(
         &mut self,
         a: &TcpStream,
-        peer: SocketAddrV4,
+        peer: SocketAddr,
         cookie: u64,
     ) -> anyhow::Result<()> {
-        let local = match a.local_addr()? {
-            std::net::SocketAddr::V4(v4) => v4,
-            other => anyhow::bail!("IPv6 agent address {other}"),
-        };
+        let local = a.local_addr()?;
         let endpoints = self.service.endpoints.borrow().clone();
         self.init_kernel_state(peer, local, &endpoints)?;
         self.shared.dp.set_ident(
@@ -306,9 +304,9 @@ impl ClientConn {
 
     fn init_kernel_state(
         &mut self,
-        peer: SocketAddrV4,
-        local: SocketAddrV4,
-        endpoints: &[SocketAddrV4],
+        peer: SocketAddr,
+        local: SocketAddr,
+        endpoints: &[SocketAddr],
     ) -> anyhow::Result<()> {
         let rotation = self.service.next_rotation();
         self.subset = subset::Subset::new(rotation as usize, tokio::time::Instant::now());
@@ -322,10 +320,12 @@ impl ClientConn {
         };
         let c = self.kernel.conn();
         c.flags.store(0, Ordering::SeqCst);
-        c.client_ip
-            .store(u32::from_ne_bytes(peer.ip().octets()), Ordering::Relaxed);
-        c.agent_ip
-            .store(u32::from_ne_bytes(local.ip().octets()), Ordering::Relaxed);
+        for (w, v) in c.client_ip.iter().zip(ip_words(peer.ip())) {
+            w.store(v, Ordering::Relaxed);
+        }
+        for (w, v) in c.agent_ip.iter().zip(ip_words(local.ip())) {
+            w.store(v, Ordering::Relaxed);
+        }
         c.client_port.store(peer.port() as u32, Ordering::Relaxed);
         c.agent_port.store(local.port() as u32, Ordering::Relaxed);
         c.service_id.store(self.service.id, Ordering::Relaxed);

@@ -14,7 +14,7 @@
 //! clients finish the calls they have and open new connections. The agent
 //! exits once its connections are gone, or after --drain-timeout.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::Shared;
@@ -29,13 +29,13 @@ const LISTEN_BACKLOG: u32 = 65_535;
 
 /// Listens on `addr`, or on one of the next ports if another agent has it;
 /// returns the address taken, which the connect program redirects to.
-pub fn listen(addr: SocketAddrV4) -> std::io::Result<(tokio::net::TcpListener, SocketAddrV4)> {
+pub fn listen(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
     let mut taken = None;
     for k in 0..LISTEN_PORTS {
         let Some(port) = addr.port().checked_add(k) else {
             break;
         };
-        let at = SocketAddrV4::new(*addr.ip(), port);
+        let at = SocketAddr::new(addr.ip(), port);
         match bind(at) {
             Ok(listener) => {
                 if k > 0 {
@@ -50,10 +50,17 @@ pub fn listen(addr: SocketAddrV4) -> std::io::Result<(tokio::net::TcpListener, S
     Err(taken.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AddrInUse)))
 }
 
-fn bind(addr: SocketAddrV4) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => {
+            let s = tokio::net::TcpSocket::new_v6()?;
+            crate::sys::set_ipv6_only(&s)?;
+            s
+        }
+    };
     socket.set_reuseaddr(true)?;
-    socket.bind(addr.into())?;
+    socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
 

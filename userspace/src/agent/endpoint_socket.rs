@@ -4,7 +4,7 @@
 //! insertion would wait for more data (ebpf/README.md R1), and every write has to go
 //! through the injector.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,13 +50,13 @@ pub fn our_settings(initial_window: u32) -> Vec<(u16, u32)> {
     s
 }
 
-pub async fn connect(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Result<Handshake> {
+pub async fn connect(endpoint: SocketAddr, initial_window: u32) -> anyhow::Result<Handshake> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(endpoint, initial_window))
         .await
         .with_context(|| format!("{endpoint}: HTTP/2 handshake timed out"))?
 }
 
-async fn handshake(endpoint: SocketAddrV4, initial_window: u32) -> anyhow::Result<Handshake> {
+async fn handshake(endpoint: SocketAddr, initial_window: u32) -> anyhow::Result<Handshake> {
     let mut stream = crate::ebpf::own_socks::connect(endpoint)
         .await
         .with_context(|| format!("connect {endpoint}"))?;

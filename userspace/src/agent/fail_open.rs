@@ -5,7 +5,7 @@
 //! an endpoint, as if rotor were not there. Closing it instead would make
 //! rotor the reason a request failed.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,13 +15,7 @@ use super::sockmap_io::SockmapReader;
 use super::Shared;
 
 /// Carries `a` to `dest` until both sides are done; counted and logged.
-pub async fn run(
-    shared: &Shared,
-    a: TcpStream,
-    peer: SocketAddrV4,
-    dest: SocketAddrV4,
-    why: String,
-) {
+pub async fn run(shared: &Shared, a: TcpStream, peer: SocketAddr, dest: SocketAddr, why: String) {
     shared.dp.note_fail_open();
     tracing::warn!(%peer, service = %dest, %why, "connection left on its original path (the Service address)");
     let cookie = crate::ebpf::socket_cookie(&a).unwrap_or(0);
@@ -34,7 +28,7 @@ pub async fn run(
 
 /// `a` may be in agent_socks (its bytes then reach us one message per
 /// read, sockmap_io.rs); everything else is plain TCP.
-async fn splice(a: TcpStream, dest: SocketAddrV4) -> std::io::Result<()> {
+async fn splice(a: TcpStream, dest: SocketAddr) -> std::io::Result<()> {
     let mut up = crate::ebpf::own_socks::connect(dest).await?;
     up.set_nodelay(true)?;
     let mut reader = SockmapReader::default();

@@ -13,7 +13,7 @@
 //! free their ids, is left for when a node sees that many.
 
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -146,9 +146,9 @@ pub struct EndpointTable {
 
 #[derive(Default)]
 struct Ids {
-    by_key: HashMap<(String, SocketAddrV4), u32>,
+    by_key: HashMap<(String, SocketAddr), u32>,
     /// Index id - 1: the labels of each id given out.
-    labels: Vec<(String, SocketAddrV4)>,
+    labels: Vec<(String, SocketAddr)>,
 }
 
 impl Default for EndpointTable {
@@ -189,7 +189,7 @@ pub fn ttfb_bucket(ns: u64) -> usize {
 impl EndpointTable {
     /// The id of `endpoint` in `service`, given on first use; 0 once the
     /// table is full.
-    pub fn id(&self, service: &str, endpoint: SocketAddrV4) -> u32 {
+    pub fn id(&self, service: &str, endpoint: SocketAddr) -> u32 {
         let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
         let key = (service.to_string(), endpoint);
         if let Some(id) = ids.by_key.get(&key) {
@@ -381,7 +381,7 @@ mod tests {
     #[test]
     fn ids_are_per_service_and_endpoint_and_kept() {
         let t = EndpointTable::default();
-        let ep: SocketAddrV4 = "10.0.0.1:80".parse().unwrap();
+        let ep: SocketAddr = "10.0.0.1:80".parse().unwrap();
         let a = t.id("ns/a:80", ep);
         assert_eq!(a, 1);
         assert_eq!(t.id("ns/b:80", ep), 2);

@@ -12,6 +12,7 @@ mod events;
 mod fail_open;
 pub mod health;
 mod injector;
+mod listeners;
 mod liveness;
 pub mod metrics;
 pub mod metrics_counts;
@@ -23,7 +24,7 @@ mod sockmap_io;
 mod splice;
 mod trouble;
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +66,9 @@ pub struct AgentOptions {
     pub source: Source,
     pub cgroup: PathBuf,
     pub listen: SocketAddrV4,
+    /// The IPv6 listener for native IPv6 clients (IPv6 ClusterIPs); without
+    /// it, IPv6 Services keep their original path.
+    pub listen6: Option<SocketAddrV6>,
     pub admin: PathBuf,
     pub max_conns: u32,
     /// Sizes of the per-socket maps and of `streams` (tests fill them).
@@ -129,12 +133,19 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     };
 
     health.waiting_for("loading and attaching the programs");
-    let (listener, listen_addr) =
-        drain::listen(opts.listen).with_context(|| format!("listening on {}", opts.listen))?;
+    let (listener, listen_addr) = listeners::listen_v4(opts.listen)?;
+    let (listener6, listen6_addr) = match opts.listen6 {
+        Some(six) => {
+            let (l, at) = listeners::listen_v6(six)?;
+            (Some(l), Some(at))
+        }
+        None => (None, None),
+    };
     let dp = Arc::new(
         Datapath::load(&LoadOptions {
             cgroup: opts.cgroup.clone(),
             listen: listen_addr,
+            listen6: listen6_addr,
             max_conns: opts.max_conns,
             max_sockets: opts.max_sockets,
             max_streams: opts.max_streams,
@@ -178,10 +189,11 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let accepting = tokio::spawn(accept(listener, shared.clone()));
+    let accepting6 = listener6.map(|l| tokio::spawn(accept(l, shared.clone())));
     health.waiting_for("the self-check (a connect from the balanced cgroup redirected and served)");
     self_check::run(&dp, &opts.cgroup).await?;
     health.set_ready();
-    tracing::info!(listen = %listen_addr, cgroup = %opts.cgroup.display(), services = model.services.len(), "agent ready: a connect from the balanced cgroup was redirected and served");
+    tracing::info!(listen = %listen_addr, listen6 = ?listen6_addr, cgroup = %opts.cgroup.display(), services = model.services.len(), "agent ready: a connect from the balanced cgroup was redirected and served");
     let mut stdout = tokio::io::stdout();
     stdout.write_all(b"ready\n").await?;
     stdout.flush().await?;
@@ -192,6 +204,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     }
     drain::stop(&shared, opts.drain_timeout).await;
     accepting.abort();
+    if let Some(a) = accepting6 {
+        a.abort();
+    }
     tracing::info!("agent stopped; programs detach with it");
     admin.remove();
     Ok(())
@@ -208,7 +223,8 @@ async fn accept(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let SocketAddr::V4(peer) = peer else { continue };
+        // The kernel keys the peer as its IPv4 address if it is one.
+        let peer = crate::ebpf::addr::canonical(peer);
         let _ = sock.set_nodelay(true);
         tokio::spawn(client::serve(shared.clone(), sock, peer));
     }

@@ -2,7 +2,7 @@
 //! of their endpoints) and the live client connections by conn id.
 
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -14,16 +14,16 @@ use crate::model::{Policy, ServiceSpec};
 pub struct ServiceState {
     pub id: u32,
     pub name: String,
-    pub vip: SocketAddrV4,
+    pub vip: SocketAddr,
     /// The endpoints its connections use; also notified when the policy
     /// changes, so the connections take the new one. A list that goes
     /// empty (every pod not ready, the slices gone before the label) is
     /// not sent: the connections keep the endpoints they have, as a
     /// connection kube-proxy placed keeps its pod, rather than refuse
     /// every new stream.
-    pub endpoints: watch::Sender<Vec<SocketAddrV4>>,
+    pub endpoints: watch::Sender<Vec<SocketAddr>>,
     /// The endpoints the source lists now (empty included), for status.
-    listed: Mutex<Vec<SocketAddrV4>>,
+    listed: Mutex<Vec<SocketAddr>>,
     /// `Policy::kernel_code`, as each connection copies it into the kernel.
     policy: AtomicU32,
     /// Where the next connection starts its rotation, so the first streams
@@ -44,7 +44,7 @@ impl ServiceState {
     }
 
     /// What the source lists now: what `rotor status` shows.
-    pub fn listed(&self) -> Vec<SocketAddrV4> {
+    pub fn listed(&self) -> Vec<SocketAddr> {
         self.listed.lock().map(|l| l.clone()).unwrap_or_default()
     }
 }
@@ -151,7 +151,7 @@ pub struct Registry {
     next_service: AtomicU32,
     /// Services removed while connections still hold them: the same one
     /// back (the label put back) reaches those connections again.
-    retired: Mutex<HashMap<(String, SocketAddrV4), std::sync::Weak<ServiceState>>>,
+    retired: Mutex<HashMap<(String, SocketAddr), std::sync::Weak<ServiceState>>>,
     conns: Mutex<HashMap<u32, (mpsc::UnboundedSender<Wake>, ConnInfo)>>,
     ids: Mutex<ConnIds>,
     /// Endpoint ids for the kernel's per-endpoint counters, and the
@@ -224,7 +224,7 @@ impl Registry {
     }
 
     /// Removes one service (by name and address); false if it was not there.
-    pub fn remove_service(&self, name: &str, vip: SocketAddrV4) -> bool {
+    pub fn remove_service(&self, name: &str, vip: SocketAddr) -> bool {
         let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
         let id = services
             .values()
@@ -244,7 +244,7 @@ impl Registry {
     }
 
     /// Removes services not in `keep`; returns their addresses.
-    pub fn retain_services(&self, keep: &[ServiceSpec]) -> Vec<SocketAddrV4> {
+    pub fn retain_services(&self, keep: &[ServiceSpec]) -> Vec<SocketAddr> {
         let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
         let gone: Vec<u32> = services
             .values()
@@ -334,10 +334,10 @@ mod tests {
     fn connections_keep_their_endpoints_when_the_list_empties_or_the_service_goes_and_see_it_come_back(
     ) {
         let reg = Registry::new();
-        let ep = |p: u16| SocketAddrV4::new(std::net::Ipv4Addr::new(10, 1, 1, 2), p);
-        let spec = |eps: Vec<SocketAddrV4>| ServiceSpec {
+        let ep = |p: u16| SocketAddr::from(([10, 1, 1, 2], p));
+        let spec = |eps: Vec<SocketAddr>| ServiceSpec {
             name: "default/echo:8080".into(),
-            vip: SocketAddrV4::new(std::net::Ipv4Addr::new(10, 96, 0, 10), 8080),
+            vip: SocketAddr::from(([10, 96, 0, 10], 8080)),
             policy: Policy::default(),
             endpoints: eps,
         };
@@ -349,7 +349,7 @@ mod tests {
         // Every endpoint unready (or the slices gone first): the status
         // shows none, the connections keep theirs.
         reg.upsert_service(&spec(vec![]));
-        assert_eq!(held.listed(), Vec::<SocketAddrV4>::new());
+        assert_eq!(held.listed(), Vec::<SocketAddr>::new());
         assert!(
             !seen.has_changed().unwrap_or(true),
             "emptied for the connections"

@@ -81,7 +81,7 @@ pub fn vip() -> SocketAddrV4 {
 /// wrong the last time.
 pub async fn run(dp: &Datapath, cgroup: &Path) -> Result<(), SelfCheckError> {
     let vip = vip();
-    dp.set_service(vip, SERVICE_ID)
+    dp.set_service(vip.into(), SERVICE_ID)
         .map_err(SelfCheckError::Map)?;
     let start = tokio::time::Instant::now();
     let result = loop {
@@ -94,7 +94,7 @@ pub async fn run(dp: &Datapath, cgroup: &Path) -> Result<(), SelfCheckError> {
             }
         }
     };
-    let _ = dp.remove_service(vip);
+    let _ = dp.remove_service(vip.into());
     result.map_err(|e| SelfCheckError::NotServed(Box::new(e)))
 }
 

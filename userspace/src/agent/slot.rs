@@ -4,7 +4,7 @@
 
 mod frame_queue;
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -30,7 +30,7 @@ pub enum SlotState {
 }
 
 pub struct Slot {
-    pub endpoint: SocketAddrV4,
+    pub endpoint: SocketAddr,
     pub state: SlotState,
     pub reader: Option<tokio::task::JoinHandle<()>>,
     pub cookie: u64,
@@ -68,7 +68,7 @@ pub struct Slot {
 impl Slot {
     /// `client` answers for what waits for the endpoint, `holder` for what
     /// the endpoint sent.
-    pub fn connecting(endpoint: SocketAddrV4, client: &Arc<Holder>, holder: Arc<Holder>) -> Slot {
+    pub fn connecting(endpoint: SocketAddr, client: &Arc<Holder>, holder: Arc<Holder>) -> Slot {
         Slot {
             endpoint,
             state: SlotState::Connecting,

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 /// What a client that is not HTTP/2 speaks, from its first bytes, for
 /// `rotor conns` and `rotor explain`: a guess, not a parse.
@@ -32,11 +32,7 @@ pub fn what_it_speaks(first: &[u8]) -> &'static str {
 
 /// Carries `client` to `endpoint` both ways; `first` is what the client
 /// sent before the agent knew it was not HTTP/2.
-pub async fn run(
-    endpoint: SocketAddrV4,
-    mut client: TcpStream,
-    first: Bytes,
-) -> anyhow::Result<()> {
+pub async fn run(endpoint: SocketAddr, mut client: TcpStream, first: Bytes) -> anyhow::Result<()> {
     let mut upstream = crate::ebpf::own_socks::connect(endpoint).await?;
     upstream.write_all(&first).await?;
     tracing::debug!(%endpoint, "not HTTP/2: spliced to one endpoint");

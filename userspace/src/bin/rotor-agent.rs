@@ -1,7 +1,7 @@
 //! rotor-agent: per-request HTTP/2 balancing for the Services in --config,
 //! or for the Kubernetes Services labelled `rotor.dev/balance`.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -41,6 +41,12 @@ struct Args {
     /// Address the kernel redirects balanced connections to.
     #[arg(long, default_value = "127.0.0.1:15001")]
     listen: SocketAddrV4,
+    /// IPv6 address native IPv6 clients are redirected to (IPv6 and
+    /// dual-stack Services' IPv6 ClusterIPs); an address of this node,
+    /// e.g. [$NODE_IP]:15001 on an IPv6-only node. Without it IPv6
+    /// ClusterIPs keep kube-proxy's path.
+    #[arg(long, value_name = "[ADDR]:PORT")]
+    listen6: Option<SocketAddrV6>,
     /// Admin socket read by the `rotor` CLI.
     #[arg(long, default_value = "/run/rotor/admin.sock")]
     admin: PathBuf,
@@ -157,6 +163,7 @@ fn main() -> anyhow::Result<()> {
         source,
         cgroup: args.cgroup,
         listen: args.listen,
+        listen6: args.listen6,
         admin: args.admin,
         max_conns: args.max_conns,
         max_sockets: args.max_sockets,

@@ -30,6 +30,7 @@ pub use generated::{
     Service, ServiceKey, SockIdent, Stream, StreamKey, Upstream,
 };
 // The #defines the agent uses, by their C names.
+pub use generated::ROTOR_IP_WORDS;
 pub use generated::{
     EndpointLatency, ROTOR_EWMA_HALF_LIFE_NS, ROTOR_EWMA_LN2, ROTOR_EWMA_MAX_NS,
     ROTOR_EWMA_MAX_OPEN, ROTOR_EWMA_ONE, ROTOR_EWMA_SQ, ROTOR_EWMA_UNPROBED,
@@ -248,8 +249,9 @@ atomic_view! {
 atomic_view! {
     /// `struct conn` in the memory-mapped `conns` array.
     pub struct ConnShared of Conn {
-        pub client_ip: AtomicU32 = client.client_ip,
-        pub agent_ip: AtomicU32 = client.agent_ip,
+        /// rotor.h: 16 bytes, IPv4 mapped (ebpf/addr.rs).
+        pub client_ip: [AtomicU32; ROTOR_IP_WORDS as usize] = client.client_ip,
+        pub agent_ip: [AtomicU32; ROTOR_IP_WORDS as usize] = client.agent_ip,
         pub client_port: AtomicU32 = client.client_port,
         pub agent_port: AtomicU32 = client.agent_port,
         pub flags: AtomicU32 = flags,

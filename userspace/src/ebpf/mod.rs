@@ -1,6 +1,7 @@
 //! Loading, attaching and typed access to the kernel side (ebpf/).
 
 pub mod abi;
+pub mod addr;
 mod cgroup;
 #[allow(unsafe_code)] // the memory-mapped connection table, fenced here
 mod conn_table;

@@ -4,7 +4,7 @@
 //! own PID namespace and never equals the kernel's tgid, so its upstream
 //! connects to a balanced address came back to its own listener.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::{Mutex, OnceLock};
 
 use aya::maps::{HashMap, MapData};
@@ -45,8 +45,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A TCP connect that connect4 does not redirect (the agent's upstreams,
 /// its splices, and the connections it leaves on their original path).
-pub async fn connect(addr: SocketAddrV4) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
+pub async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
     let _own = Registered::new(super::socket_cookie(&socket)?)?;
-    socket.connect(addr.into()).await
+    socket.connect(addr).await
 }

@@ -93,6 +93,19 @@ mod tests {
         assert_eq!(m.services[0].vip.port(), 8080);
     }
 
+    #[test]
+    fn ipv6_services_are_quoted_bracketed_addresses() {
+        // Quoted: an unquoted `[…]` is a YAML sequence.
+        let m = ConfigFile::parse(
+            "services:\n  - name: echo6\n    vip: \"[fd00:96::10]:8080\"\n    endpoints: [\"[fd00:1:1::2]:8080\", \"10.1.0.2:8080\"]\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert!(m.services[0].vip.is_ipv6());
+        assert!(m.services[0].endpoints[0].is_ipv6());
+        assert!(m.services[0].endpoints[1].is_ipv4());
+    }
+
     /// The error and its sources, as `anyhow` prints them.
     fn chain(e: &dyn std::error::Error) -> String {
         let mut out = e.to_string();

@@ -13,7 +13,7 @@ pub use peak_ewma::{cost as peak_ewma_cost, observe as peak_ewma_observe, read a
 pub use policy::Policy;
 pub use source::{SourceHealth, SourceReport, SourceState};
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use serde::Deserialize;
 
@@ -21,10 +21,10 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     pub name: String,
-    pub vip: SocketAddrV4,
+    pub vip: SocketAddr,
     #[serde(default)]
     pub policy: Policy,
-    pub endpoints: Vec<SocketAddrV4>,
+    pub endpoints: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]

@@ -1,7 +1,7 @@
 //! `rotor explain VIP:PORT|SERVICE|CLIENT-IP`: why traffic is or is not
 //! balanced, from what the agent knows, and what it cannot know said so.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use super::report::{conns, names};
 use super::sockets::{self, Scan};
@@ -18,20 +18,23 @@ fn finding(level: &str, text: impl Into<String>) -> Finding {
 
 const NOT_IN_MODEL: &str = "The agent balances no Service with this address. It cannot tell why: \
 with --source kubernetes it only sees Services labelled rotor.dev/balance whose value names a policy \
-(round-robin, least-request), with an IPv4 ClusterIP, without sessionAffinity: ClientIP; with a file, \
-only the file's Services. An unlabelled Service, a label value of false/off/empty, a headless or \
-IPv6-only Service and an address that is no Service all look the same from here.";
+(round-robin, least-request, peak-ewma), with a ClusterIP, without sessionAffinity: ClientIP (an \
+IPv6 ClusterIP is balanced only with --listen6); with a file, only the file's Services. An \
+unlabelled Service, a label value of false/off/empty, a headless Service and an address that is no \
+Service all look the same from here.";
 
 pub fn explain(shared: &Shared, target: &str) -> Explanation {
     let services = shared.registry.services();
-    if let Ok(vip) = target.parse::<SocketAddrV4>() {
+    if let Ok(vip) = target.parse::<SocketAddr>() {
+        let vip = crate::ebpf::addr::canonical(vip);
         return match services.iter().find(|s| s.vip == vip) {
             Some(s) => service(shared, s, target, "vip"),
             None => unknown_vip(shared, vip, target),
         };
     }
-    if let Ok(ip) = target.parse::<Ipv4Addr>() {
-        let at_ip: Vec<_> = services.iter().filter(|s| *s.vip.ip() == ip).collect();
+    if let Ok(ip) = target.parse::<IpAddr>() {
+        let ip = ip.to_canonical();
+        let at_ip: Vec<_> = services.iter().filter(|s| s.vip.ip() == ip).collect();
         if let [s] = at_ip.as_slice() {
             return service(shared, s, target, "vip");
         }
@@ -59,7 +62,7 @@ pub fn explain(shared: &Shared, target: &str) -> Explanation {
     }
 }
 
-fn unknown_vip(shared: &Shared, vip: SocketAddrV4, target: &str) -> Explanation {
+fn unknown_vip(shared: &Shared, vip: SocketAddr, target: &str) -> Explanation {
     let scan = sockets::scan();
     let mut findings = vec![finding("problem", NOT_IN_MODEL)];
     let same_ip: Vec<String> = (shared.registry.services().iter())
@@ -85,7 +88,7 @@ fn unknown_vip(shared: &Shared, vip: SocketAddrV4, target: &str) -> Explanation 
     }
 }
 
-fn skew(scan: &Scan, vip: SocketAddrV4, endpoints: &[SocketAddrV4]) -> Skew {
+fn skew(scan: &Scan, vip: SocketAddr, endpoints: &[SocketAddr]) -> Skew {
     let at = sockets::at_endpoints(scan, endpoints);
     let mut by_endpoint: Vec<(String, u64, u64)> = (endpoints.iter())
         .map(|e| {
@@ -234,14 +237,14 @@ fn connections(conns: &[ConnStatus], name: &str) -> Vec<Finding> {
     f
 }
 
-fn client(shared: &Shared, ip: Ipv4Addr, target: &str) -> Explanation {
+fn client(shared: &Shared, ip: IpAddr, target: &str) -> Explanation {
     let all = conns(shared, None);
     let mine: Vec<&ConnStatus> = (all.iter())
         .filter(|c| {
             c.info
                 .client
-                .parse::<SocketAddrV4>()
-                .is_ok_and(|a| *a.ip() == ip)
+                .parse::<SocketAddr>()
+                .is_ok_and(|a| a.ip().to_canonical() == ip)
         })
         .collect();
     let mut f = Vec::new();
@@ -270,8 +273,8 @@ fn client(shared: &Shared, ip: Ipv4Addr, target: &str) -> Explanation {
                 .filter(|c| {
                     c.info
                         .client
-                        .parse::<SocketAddrV4>()
-                        .is_ok_and(|a| *a.ip() == ip)
+                        .parse::<SocketAddr>()
+                        .is_ok_and(|a| a.ip().to_canonical() == ip)
                 })
                 .collect();
             f.extend(connections(&of, s));

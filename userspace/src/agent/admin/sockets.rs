@@ -5,29 +5,30 @@
 //! `/proc/PID/net/tcp` and `/proc/PID/net/nf_conntrack` per distinct
 //! `/proc/PID/ns/net` (a DaemonSet pod sees the node's processes only with
 //! `hostPID`; without it, only its own namespace, the node's with
-//! `hostNetwork`). IPv4 only, like the rest of rotor.
+//! `hostNetwork`). Sockets from /proc/net/tcp only (IPv4): an IPv6
+//! Service's endpoints show no socket counts; conntrack has both families.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 /// TCP_ESTABLISHED in /proc/net/tcp's `st` column.
 const ESTABLISHED: u8 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpSock {
-    pub local: SocketAddrV4,
-    pub remote: SocketAddrV4,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
     pub established: bool,
     pub inode: u64,
 }
 
-fn hex_addr(s: &str) -> Option<SocketAddrV4> {
+fn hex_addr(s: &str) -> Option<SocketAddr> {
     let (ip, port) = s.split_once(':')?;
     // The kernel prints the address as the u32 it holds in network order,
     // read in host order: its bytes in memory are the address.
     let ip = u32::from_str_radix(ip, 16).ok()?;
     let port = u16::from_str_radix(port, 16).ok()?;
-    Some(SocketAddrV4::new(Ipv4Addr::from(ip.to_ne_bytes()), port))
+    Some(SocketAddrV4::new(Ipv4Addr::from(ip.to_ne_bytes()), port).into())
 }
 
 /// `/proc/net/tcp`: one socket a line after the header; lines that do not
@@ -50,9 +51,9 @@ pub fn parse_tcp(text: &str) -> Vec<TcpSock> {
 /// address a client dialled) and the reply's source (the endpoint it reached).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tracked {
-    pub client: Ipv4Addr,
-    pub dialled: SocketAddrV4,
-    pub reached: SocketAddrV4,
+    pub client: IpAddr,
+    pub dialled: SocketAddr,
+    pub reached: SocketAddr,
 }
 
 /// `/proc/net/nf_conntrack`: established TCP entries only.
@@ -66,8 +67,8 @@ pub fn parse_conntrack(text: &str) -> Vec<Tracked> {
             let mut dport = Vec::new();
             for kv in line.split_whitespace() {
                 match kv.split_once('=') {
-                    Some(("src", v)) => src.push(v.parse::<Ipv4Addr>().ok()?),
-                    Some(("dst", v)) => dst.push(v.parse::<Ipv4Addr>().ok()?),
+                    Some(("src", v)) => src.push(v.parse::<IpAddr>().ok()?),
+                    Some(("dst", v)) => dst.push(v.parse::<IpAddr>().ok()?),
                     Some(("sport", v)) => sport.push(v.parse::<u16>().ok()?),
                     Some(("dport", v)) => dport.push(v.parse::<u16>().ok()?),
                     _ => {}
@@ -75,8 +76,8 @@ pub fn parse_conntrack(text: &str) -> Vec<Tracked> {
             }
             Some(Tracked {
                 client: *src.first()?,
-                dialled: SocketAddrV4::new(*dst.first()?, *dport.first()?),
-                reached: SocketAddrV4::new(*src.get(1)?, *sport.get(1)?),
+                dialled: SocketAddr::new(*dst.first()?, *dport.first()?),
+                reached: SocketAddr::new(*src.get(1)?, *sport.get(1)?),
             })
         })
         .collect()
@@ -93,7 +94,7 @@ pub struct Scan {
     /// Whether any namespace had a conntrack table to read.
     pub conntrack: bool,
     /// (local, remote) of the agent's own sockets (its upstreams and splices).
-    pub own: HashSet<(SocketAddrV4, SocketAddrV4)>,
+    pub own: HashSet<(SocketAddr, SocketAddr)>,
 }
 
 /// Reads every visible namespace once.
@@ -149,9 +150,8 @@ fn own_socket_inodes() -> HashSet<u64> {
 
 /// Per endpoint: connections that reached it from the agent and from
 /// anything else (the server side of each connection, at the endpoint).
-pub fn at_endpoints(scan: &Scan, endpoints: &[SocketAddrV4]) -> HashMap<SocketAddrV4, (u64, u64)> {
-    let mut out: HashMap<SocketAddrV4, (u64, u64)> =
-        endpoints.iter().map(|e| (*e, (0, 0))).collect();
+pub fn at_endpoints(scan: &Scan, endpoints: &[SocketAddr]) -> HashMap<SocketAddr, (u64, u64)> {
+    let mut out: HashMap<SocketAddr, (u64, u64)> = endpoints.iter().map(|e| (*e, (0, 0))).collect();
     for s in &scan.sockets {
         let Some(n) = out.get_mut(&s.local) else {
             continue;
@@ -167,8 +167,8 @@ pub fn at_endpoints(scan: &Scan, endpoints: &[SocketAddrV4]) -> HashMap<SocketAd
 }
 
 /// Per endpoint reached: connections conntrack saw dialled to `vip`.
-pub fn through_nat(scan: &Scan, vip: SocketAddrV4) -> Vec<(SocketAddrV4, u64)> {
-    let mut by: HashMap<SocketAddrV4, u64> = HashMap::new();
+pub fn through_nat(scan: &Scan, vip: SocketAddr) -> Vec<(SocketAddr, u64)> {
+    let mut by: HashMap<SocketAddr, u64> = HashMap::new();
     for t in scan.tracked.iter().filter(|t| t.dialled == vip) {
         *by.entry(t.reached).or_default() += 1;
     }
@@ -225,9 +225,9 @@ ipv4     2 udp      17 20 src=10.0.0.10 dst=10.96.0.1 sport=1 dport=53 src=10.0.
 
     #[test]
     fn connections_from_the_agent_are_told_apart() {
-        let ep: SocketAddrV4 = "10.0.1.2:8080".parse().unwrap();
-        let agent: SocketAddrV4 = "10.0.0.1:50000".parse().unwrap();
-        let other: SocketAddrV4 = "10.0.0.10:40000".parse().unwrap();
+        let ep: SocketAddr = "10.0.1.2:8080".parse().unwrap();
+        let agent: SocketAddr = "10.0.0.1:50000".parse().unwrap();
+        let other: SocketAddr = "10.0.0.10:40000".parse().unwrap();
         let sock = |local, remote| TcpSock {
             local,
             remote,

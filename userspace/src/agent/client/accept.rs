@@ -2,7 +2,7 @@
 //! it was for, whether the kernel and the node have room for it, and
 //! otherwise its original path (fail_open.rs).
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use crate::agent::registry::ConnInfo;
 use crate::agent::Shared;
 use crate::ebpf::abi::{Origin, MAX_UPSTREAMS};
 
-pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddrV4) {
+pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddr) {
     let Some(origin) = take_origin(&shared, peer).await else {
         tracing::warn!(%peer, "connection without a recorded destination; closing");
         return;
@@ -28,10 +28,7 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddrV4) {
         shared.dp.forget_cookie(cookie);
         return;
     }
-    let dest = SocketAddrV4::new(
-        std::net::Ipv4Addr::from(origin.ip.to_ne_bytes()),
-        origin.port as u16,
-    );
+    let dest = crate::ebpf::addr::socket_addr(origin.ip, origin.port);
     let Some(service) = shared.registry.service(origin.service_id) else {
         return crate::agent::fail_open::run(&shared, a, peer, dest, "its service is gone".into())
             .await;
@@ -109,7 +106,7 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddrV4) {
 
 /// sockops records the destination when the client's side is established,
 /// which can be a moment after our accept returns.
-async fn take_origin(shared: &Shared, peer: SocketAddrV4) -> Option<Origin> {
+async fn take_origin(shared: &Shared, peer: SocketAddr) -> Option<Origin> {
     for _ in 0..50 {
         if let Some(o) = shared.dp.take_origin(peer) {
             return Some(o);

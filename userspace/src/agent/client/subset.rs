@@ -5,7 +5,7 @@
 //! connection's streams, and connections start their windows at different
 //! endpoints so that many connections cover all of them at once.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -21,7 +21,7 @@ const WINDOW: usize = MAX_UPSTREAMS - 1;
 
 /// All `endpoints` when they fit the slots; otherwise `WINDOW` of them in
 /// address order, starting at `offset` and wrapping around.
-pub fn window(endpoints: &[SocketAddrV4], offset: usize) -> Vec<SocketAddrV4> {
+pub fn window(endpoints: &[SocketAddr], offset: usize) -> Vec<SocketAddr> {
     if endpoints.len() <= MAX_UPSTREAMS {
         return endpoints.to_vec();
     }
@@ -58,7 +58,7 @@ impl Subset {
     }
 
     /// The endpoints this connection should have upstreams to now.
-    pub fn wanted(&self, endpoints: &[SocketAddrV4]) -> Vec<SocketAddrV4> {
+    pub fn wanted(&self, endpoints: &[SocketAddr]) -> Vec<SocketAddr> {
         window(endpoints, self.offset)
     }
 
@@ -90,11 +90,11 @@ impl Subset {
 mod tests {
     use super::*;
 
-    fn eps(n: u8) -> Vec<SocketAddrV4> {
+    fn eps(n: u8) -> Vec<SocketAddr> {
         // out of address order on purpose
         (1..=n)
             .rev()
-            .map(|k| SocketAddrV4::new([10, 0, 0, k].into(), 80))
+            .map(|k| SocketAddr::new([10, 0, 0, k].into(), 80))
             .collect()
     }
 
@@ -109,8 +109,8 @@ mod tests {
         let all = eps(20);
         let w = window(&all, 18);
         assert_eq!(w.len(), WINDOW);
-        assert_eq!(w[0], SocketAddrV4::new([10, 0, 0, 19].into(), 80));
-        assert_eq!(w[2], SocketAddrV4::new([10, 0, 0, 1].into(), 80));
+        assert_eq!(w[0], SocketAddr::new([10, 0, 0, 19].into(), 80));
+        assert_eq!(w[2], SocketAddr::new([10, 0, 0, 1].into(), 80));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! maps, following the Service's endpoints, draining, reconnecting, closing.
 
 use super::kernel::ConnKernel;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
@@ -14,7 +14,7 @@ use crate::ebpf::abi::*;
 use crate::h2::frame::{self, error_code, setting, DEFAULT_WINDOW};
 
 impl ClientConn {
-    pub(super) fn add_endpoint(&mut self, endpoint: SocketAddrV4) {
+    pub(super) fn add_endpoint(&mut self, endpoint: SocketAddr) {
         let free = |s: &Option<Slot>| s.as_ref().is_none_or(Slot::is_free);
         // the endpoint's own closed slot first: it carries the failure count
         let own = self
@@ -195,7 +195,7 @@ impl ClientConn {
     /// Follows the Service's endpoints (all of them, or this connection's
     /// window over them: subset.rs): upstreams to endpoints no longer
     /// wanted drain, wanted ones without an upstream get one.
-    pub(super) fn reconcile(&mut self, endpoints: &[SocketAddrV4]) {
+    pub(super) fn reconcile(&mut self, endpoints: &[SocketAddr]) {
         let endpoints = &self.subset.wanted(endpoints)[..];
         for slot in 0..MAX_UPSTREAMS {
             let Some(s) = self.slots[slot].as_mut() else {

@@ -6,7 +6,7 @@
 //! exits, everything detaches and connections go the normal way (fail-open).
 
 use std::fs::File;
-use std::net::SocketAddrV4;
+use std::net::{SocketAddrV4, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -63,6 +63,9 @@ pub enum DatapathError {
 pub struct LoadOptions {
     pub cgroup: PathBuf,
     pub listen: SocketAddrV4,
+    /// The IPv6 listener native IPv6 clients are sent to; without one,
+    /// IPv6 Services keep their original path.
+    pub listen6: Option<SocketAddrV6>,
     pub max_conns: u32,
     /// Entries of the per-socket maps (sock_idents, parse_states,
     /// upstream_socks, and agent_socks when given); default 4 × 65,536.
@@ -222,6 +225,11 @@ impl Datapath {
                     listen_port: opts.listen.port() as u32,
                     // id 0 names no connection (registry.rs)
                     max_clients: opts.max_conns.saturating_sub(1),
+                    listen_ip6: opts
+                        .listen6
+                        .map(|a| crate::ebpf::addr::ip_words((*a.ip()).into()))
+                        .unwrap_or_default(),
+                    listen_port6: opts.listen6.map_or(0, |a| u32::from(a.port())),
                 },
                 0,
             )
@@ -311,7 +319,10 @@ impl Datapath {
                     .collect(),
                 programs,
                 cgroup: opts.cgroup.clone(),
-                listen: opts.listen.to_string(),
+                listen: match opts.listen6 {
+                    Some(six) => format!("{}, {six}", opts.listen),
+                    None => opts.listen.to_string(),
+                },
             },
             _agent_socks: agent_socks,
             conns,

@@ -3,28 +3,29 @@
 //! upstreams and the injector.
 
 use std::collections::HashSet;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 use aya::maps::MapError;
 
 use super::{lock, Datapath, BPF_NOEXIST};
 use crate::ebpf::abi::{Origin, ParseState, PeerKey, Service, ServiceKey, SockIdent};
+use crate::ebpf::addr::ip_words;
 use crate::sys::socket_cookie;
 
 impl Datapath {
-    pub fn set_service(&self, vip: SocketAddrV4, id: u32) -> Result<(), MapError> {
+    pub fn set_service(&self, vip: SocketAddr, id: u32) -> Result<(), MapError> {
         lock(&self.services).insert(service_key(vip), Service { id }, 0)
     }
 
-    pub fn remove_service(&self, vip: SocketAddrV4) -> Result<(), MapError> {
+    pub fn remove_service(&self, vip: SocketAddr) -> Result<(), MapError> {
         lock(&self.services).remove(&service_key(vip))
     }
 
     /// The original destination of an accepted client connection, once.
-    pub fn take_origin(&self, peer: SocketAddrV4) -> Option<Origin> {
+    pub fn take_origin(&self, peer: SocketAddr) -> Option<Origin> {
         let key = PeerKey {
-            ip: u32::from_ne_bytes(peer.ip().octets()),
+            ip: ip_words(peer.ip()),
             port: peer.port() as u32,
         };
         let mut map = lock(&self.client_origins);
@@ -134,9 +135,9 @@ pub fn upstream_key(conn_id: u32, slot: u32) -> u64 {
     ((conn_id as u64) << 32) | slot as u64
 }
 
-fn service_key(vip: SocketAddrV4) -> ServiceKey {
+fn service_key(vip: SocketAddr) -> ServiceKey {
     ServiceKey {
-        ip: u32::from_ne_bytes(vip.ip().octets()),
+        ip: ip_words(vip.ip()),
         port: vip.port() as u32,
     }
 }

@@ -10,7 +10,7 @@
 //! Services claiming one address: the first by spec name keeps it.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -65,9 +65,9 @@ pub struct Index {
     /// Each Service's specs before addresses are settled between Services.
     raw: HashMap<Key, Vec<ServiceSpec>>,
     /// Who claims each address, by spec name: the first keeps it.
-    claims: HashMap<SocketAddrV4, BTreeSet<(String, Key)>>,
+    claims: HashMap<SocketAddr, BTreeSet<(String, Key)>>,
     /// The model: the spec holding each address.
-    out: HashMap<SocketAddrV4, ServiceSpec>,
+    out: HashMap<SocketAddr, ServiceSpec>,
 }
 
 impl Index {
@@ -275,7 +275,7 @@ impl Index {
     }
 
     /// The spec that holds `vip` now.
-    fn winner(&self, vip: SocketAddrV4) -> Option<ServiceSpec> {
+    fn winner(&self, vip: SocketAddr) -> Option<ServiceSpec> {
         let (name, key) = self.claims.get(&vip)?.iter().next()?;
         let w = self.raw.get(key)?.iter().find(|s| &s.name == name)?;
         if self.claims.get(&vip).is_some_and(|c| c.len() > 1) {

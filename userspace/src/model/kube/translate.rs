@@ -1,14 +1,17 @@
 //! Kubernetes objects → [`Model`]: the pure half of the Kubernetes source.
 //!
-//! One [`ServiceSpec`] per TCP port of every Service labelled
-//! [`BALANCE_LABEL`] that has an IPv4 ClusterIP; its endpoints are the IPv4
-//! addresses of the ready, not terminating endpoints of the Service's
-//! EndpointSlices, on the slice port whose name matches the Service port's,
-//! narrowed as kube-proxy narrows them (internalTrafficPolicy, topology
-//! hints).
+//! One [`ServiceSpec`] per TCP port and ClusterIP family of every Service
+//! labelled [`BALANCE_LABEL`]: a dual-stack Service has an IPv4 and an IPv6
+//! spec per port, each with the endpoints of its family's EndpointSlices
+//! (slices have one addressType), the ready, not terminating ones, on the
+//! slice port whose name matches the Service port's. The IPv4 spec is named
+//! `ns/name:port`, the IPv6 one `ns/name:port/ipv6` (whether or not the
+//! Service also has IPv4: a Service that gains a family renames nothing).
+//! Both narrowed as kube-proxy narrows them (internalTrafficPolicy,
+//! topology hints).
 
 use std::collections::{BTreeSet, HashSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
@@ -74,8 +77,8 @@ pub fn model_on<'a>(
 }
 
 /// One Service's specs, one per TCP port, from its own slices (`own`: the
-/// caller picked them), in port order; none unless it is labelled and has
-/// an IPv4 ClusterIP.
+/// caller picked them), in port order, IPv4 before IPv6; none unless it is
+/// labelled and has a ClusterIP.
 pub(super) fn service_specs(
     svc: &Service,
     own: &[&EndpointSlice],
@@ -91,9 +94,10 @@ pub(super) fn service_specs(
     let Some(policy) = policy_of(svc, ns, name) else {
         return out;
     };
-    let Some(ip) = cluster_ipv4(svc, ns, name) else {
+    let ips = cluster_ips(svc, ns, name);
+    if ips.is_empty() {
         return out;
-    };
+    }
     let Ok(only_node) = node_filter(svc, ns, name, node) else {
         return out;
     };
@@ -115,17 +119,22 @@ pub(super) fn service_specs(
         let Ok(svc_port) = u16::try_from(port.port) else {
             continue;
         };
-        let spec_name = format!("{ns}/{name}:{svc_port}");
-        let endpoints = ready_endpoints(own, port, only_node, node);
-        if endpoints.is_empty() {
-            tracing::debug!(service = %spec_name, "no ready endpoint");
+        for &ip in &ips {
+            let spec_name = match ip {
+                IpAddr::V4(_) => format!("{ns}/{name}:{svc_port}"),
+                IpAddr::V6(_) => format!("{ns}/{name}:{svc_port}/ipv6"),
+            };
+            let endpoints = ready_endpoints(own, port, only_node, node, ip.is_ipv6());
+            if endpoints.is_empty() {
+                tracing::debug!(service = %spec_name, "no ready endpoint");
+            }
+            out.push(ServiceSpec {
+                name: spec_name,
+                vip: SocketAddr::new(ip, svc_port),
+                policy,
+                endpoints,
+            });
         }
-        out.push(ServiceSpec {
-            name: spec_name,
-            vip: SocketAddrV4::new(ip, svc_port),
-            policy,
-            endpoints,
-        });
     }
     out
 }
@@ -200,11 +209,14 @@ fn policy_of(svc: &Service, ns: &str, name: &str) -> Option<Policy> {
     policy
 }
 
-/// The Service's IPv4 ClusterIP: the first IPv4 of `clusterIPs` (dual stack
-/// may list IPv6 first), else `clusterIP`. Headless, ExternalName and
-/// IPv6-only Services have none.
-fn cluster_ipv4(svc: &Service, ns: &str, name: &str) -> Option<Ipv4Addr> {
-    let spec = svc.spec.as_ref()?;
+/// The Service's ClusterIPs, at most one per family, IPv4 first: the first
+/// of each family in `clusterIPs` (a dual-stack Service lists its primary
+/// family first, and `ipFamilies` in the same order), else `clusterIP`.
+/// Headless and ExternalName Services have none.
+fn cluster_ips(svc: &Service, ns: &str, name: &str) -> Vec<IpAddr> {
+    let Some(spec) = svc.spec.as_ref() else {
+        return Vec::new();
+    };
     let ips: Vec<&str> = spec
         .cluster_ips
         .iter()
@@ -214,13 +226,15 @@ fn cluster_ipv4(svc: &Service, ns: &str, name: &str) -> Option<Ipv4Addr> {
         .collect();
     if ips.is_empty() || ips.iter().all(|ip| *ip == "None" || ip.is_empty()) {
         tracing::debug!(service = %format!("{ns}/{name}"), "headless or without ClusterIP: not balanced");
-        return None;
+        return Vec::new();
     }
-    let v4 = ips.iter().find_map(|ip| ip.parse::<Ipv4Addr>().ok());
-    if v4.is_none() {
-        tracing::debug!(service = %format!("{ns}/{name}"), cluster_ips = ?ips, "no IPv4 ClusterIP (rotor is IPv4 only): not balanced");
+    let parsed: Vec<IpAddr> = ips.iter().filter_map(|ip| ip.parse().ok()).collect();
+    let of = |v6: bool| parsed.iter().copied().find(|ip| ip.is_ipv6() == v6);
+    let out: Vec<IpAddr> = [of(false), of(true)].into_iter().flatten().collect();
+    if out.is_empty() {
+        tracing::debug!(service = %format!("{ns}/{name}"), cluster_ips = ?ips, "no ClusterIP that is an address: not balanced");
     }
-    v4
+    out
 }
 
 fn slice_of(slice: &EndpointSlice, ns: &str, name: &str) -> bool {
@@ -251,7 +265,8 @@ fn is_tcp(protocol: Option<&str>) -> bool {
     matches!(protocol, None | Some("TCP"))
 }
 
-/// The endpoints of `slices` on the port matching `port` (by name; an
+/// The endpoints of `slices` of one family (`ipv6`, else IPv4: a slice's
+/// addressType) on the port matching `port` (by name; an
 /// unnamed port is `""` on both sides) that this node sends calls to,
 /// sorted, without duplicates (an endpoint may be in two slices while they
 /// are rebalanced); kube-proxy's choice (`CategorizeEndpoints`):
@@ -267,11 +282,13 @@ fn ready_endpoints(
     port: &ServicePort,
     only_node: Option<&str>,
     node: &NodeInfo,
-) -> Vec<SocketAddrV4> {
+    ipv6: bool,
+) -> Vec<SocketAddr> {
     let want = port.name.as_deref().unwrap_or("");
     let mut candidates: Vec<(&Endpoint, u16)> = Vec::new();
+    let family = if ipv6 { "IPv6" } else { "IPv4" };
     for slice in slices {
-        if slice.address_type != "IPv4" {
+        if slice.address_type != family {
             continue;
         }
         let target = slice
@@ -293,15 +310,16 @@ fn ready_endpoints(
         Some(_) => topology::Near::Anywhere,
         None => topology::Near::of(candidates.iter().map(|(ep, _)| *ep), ready, node),
     };
-    let addresses = |keep: &dyn Fn(&Endpoint) -> bool| -> BTreeSet<SocketAddrV4> {
+    let addresses = |keep: &dyn Fn(&Endpoint) -> bool| -> BTreeSet<SocketAddr> {
         candidates
             .iter()
             .filter(|(ep, _)| keep(ep))
             .flat_map(|(ep, target)| {
                 ep.addresses
                     .iter()
-                    .filter_map(|a| a.parse::<Ipv4Addr>().ok())
-                    .map(|ip| SocketAddrV4::new(ip, *target))
+                    .filter_map(|a| a.parse::<IpAddr>().ok())
+                    .filter(|ip| ip.is_ipv6() == ipv6)
+                    .map(|ip| SocketAddr::new(ip, *target))
             })
             .collect()
     };

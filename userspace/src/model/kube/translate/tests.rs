@@ -86,7 +86,9 @@ fn slice(
     }
 }
 
-fn addrs(s: &[&str]) -> Vec<SocketAddrV4> {
+mod families;
+
+fn addrs(s: &[&str]) -> Vec<SocketAddr> {
     s.iter().map(|a| a.parse().expect("test address")).collect()
 }
 
@@ -117,7 +119,7 @@ fn labelled_service_with_ready_endpoints() {
 }
 
 #[test]
-fn ignores_unlabelled_not_ready_ipv6_and_headless() {
+fn ignores_unlabelled_not_ready_and_headless_and_keeps_families_apart() {
     let svcs = [
         service("echo", true, "10.96.0.10", &[("", 8080)]),
         service("plain", false, "10.96.0.11", &[("", 8080)]),
@@ -161,9 +163,12 @@ fn ignores_unlabelled_not_ready_ipv6_and_headless() {
         ),
     ];
     let m = model_from(&svcs, &slices);
-    assert_eq!(m.services.len(), 1, "{m:?}");
+    // echo's IPv6 slice is no endpoint of its IPv4 ClusterIP; v6 has its own
+    assert_eq!(m.services.len(), 2, "{m:?}");
     assert_eq!(m.services[0].name, "default/echo:8080");
     assert_eq!(m.services[0].endpoints, addrs(&["10.1.1.2:8080"]));
+    assert_eq!(m.services[1].name, "default/v6:8080/ipv6");
+    assert_eq!(m.services[1].endpoints, addrs(&["[fd00::3]:8080"]));
 }
 
 #[test]
@@ -189,7 +194,7 @@ fn one_spec_per_tcp_port_with_the_slice_port_of_the_same_name() {
         &[("10.1.1.2", Some(true), None)],
     )];
     let m = model_from([&svc], &slices);
-    let got: Vec<(&str, String, Vec<SocketAddrV4>)> = m
+    let got: Vec<(&str, String, Vec<SocketAddr>)> = m
         .services
         .iter()
         .map(|s| (s.name.as_str(), s.vip.to_string(), s.endpoints.clone()))
@@ -230,17 +235,6 @@ fn slices_of_other_namespaces_or_services_do_not_count() {
     let m = model_from(&svcs, [&other_ns, &other_svc]);
     assert_eq!(m.services.len(), 1);
     assert!(m.services[0].endpoints.is_empty(), "{m:?}");
-}
-
-#[test]
-fn dual_stack_uses_the_ipv4_cluster_ip() {
-    let mut svc = service("ds", true, "fd00::20", &[("", 8080)]);
-    if let Some(spec) = svc.spec.as_mut() {
-        spec.cluster_ips = Some(vec!["fd00::20".into(), "10.96.0.30".into()]);
-    }
-    let m = model_from([&svc], []);
-    assert_eq!(m.services.len(), 1);
-    assert_eq!(m.services[0].vip, "10.96.0.30:8080".parse().expect("vip"));
 }
 
 #[test]
@@ -397,7 +391,7 @@ fn internal_traffic_policy_local_keeps_this_nodes_endpoints() {
         name: Some("node-a".into()),
         zone: None,
     };
-    let endpoints = |m: &Model| -> Vec<Vec<SocketAddrV4>> {
+    let endpoints = |m: &Model| -> Vec<Vec<SocketAddr>> {
         m.services.iter().map(|s| s.endpoints.clone()).collect()
     };
     let services = [
@@ -426,7 +420,7 @@ fn internal_traffic_policy_local_keeps_this_nodes_endpoints() {
     // none on this node
     let elsewhere = [on_nodes("local", &[("10.1.1.4", "node-b", true)])];
     let m = model_on(&node_a, &services[..1], &elsewhere);
-    assert_eq!(endpoints(&m), vec![Vec::<SocketAddrV4>::new()]);
+    assert_eq!(endpoints(&m), vec![Vec::<SocketAddr>::new()]);
     // the node unknown: the Local Service is not balanced, the other is
     let m = model_on(&NodeInfo::default(), &services, &slices);
     let names: Vec<&str> = m.services.iter().map(|s| s.name.as_str()).collect();

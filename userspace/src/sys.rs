@@ -173,3 +173,5 @@ pub fn unlimit_locked_memory() {
         }
     }
 }
+
+pub mod scm;

@@ -10,6 +10,7 @@ mod drain;
 mod endpoint_socket;
 mod events;
 mod fail_open;
+pub mod handover;
 pub mod health;
 mod injector;
 mod liveness;

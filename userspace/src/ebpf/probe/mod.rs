@@ -98,6 +98,8 @@ mod sys;
 pub use features::*;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod handover_tests;
 
 use programs::*;
 use sys::*;

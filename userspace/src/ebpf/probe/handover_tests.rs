@@ -36,46 +36,85 @@ fn readable(sock: &std::net::TcpStream) -> usize {
         .unwrap_or(0)
 }
 
-#[test]
-fn a_socket_hash_held_by_a_passed_descriptor_keeps_its_programs_and_sockets() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (accepted, _) = listener.accept().unwrap();
+/// A loopback connection whose accepted end is in a fresh socket hash
+/// with a verdict that drops every message: while the hash holds it, what
+/// the client writes never arrives.
+struct Judged {
+    client: std::net::TcpStream,
+    accepted: std::net::TcpStream,
+    /// The loader's descriptors: dropped as when it exits.
+    hash: Option<OwnedFd>,
+    progs: Vec<OwnedFd>,
+}
 
-    // The old agent's generation: a socket hash whose verdict drops every
-    // message, so that its being attached shows as bytes that never arrive.
+fn judged() -> Judged {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
     let hash = map_create(T_MAP_SOCKHASH, 8, 4, 16, 0).expect("socket hash (root?)");
     let parser = prog_load(T_PROG_SK_SKB, 0, &parser_prog()).expect("parser");
     let verdict = prog_load(T_PROG_SK_SKB, 0, &trivial(SK_DROP)).expect("verdict");
     prog_attach(&parser, hash.as_raw_fd(), ATTACH_SK_SKB_STREAM_PARSER).unwrap();
     prog_attach(&verdict, hash.as_raw_fd(), ATTACH_SK_SKB_STREAM_VERDICT).unwrap();
     put_socket(&hash, crate::sys::socket_cookie(&accepted).unwrap(), &accepted);
+    Judged {
+        client,
+        accepted,
+        hash: Some(hash),
+        progs: vec![parser, verdict],
+    }
+}
+
+/// Writes to `c` every 50 ms until its accepted end reads something.
+fn until_readable(c: &mut Judged, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        c.client.write_all(b"x").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        if readable(&c.accepted) > 0 {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn a_socket_hash_held_by_a_passed_descriptor_keeps_its_programs_and_sockets() {
+    // Two generations: `kept` is handed over, `let_go` is not (the control:
+    // a hash nobody holds lets its socket go, here and now).
+    let mut kept = judged();
+    let mut let_go = judged();
 
     // handed over, then every descriptor of the sender goes, as when it exits
     let (old, new) = UnixStream::pair().unwrap();
-    crate::sys::scm::send_with_fds(&old, b"g", &[hash.as_fd()]).unwrap();
+    let hash = kept.hash.as_ref().expect("the hash").as_fd();
+    crate::sys::scm::send_with_fds(&old, b"g", &[hash]).unwrap();
     let mut one = [0u8; 1];
     let (_, mut fds) = crate::sys::scm::recv_with_fds(&new, &mut one).unwrap();
     let held = fds.pop().expect("the socket hash's descriptor");
-    drop((hash, parser, verdict, old));
+    for c in [&mut kept, &mut let_go] {
+        c.hash = None;
+        c.progs.clear();
+    }
+    drop(old);
 
-    client.write_all(b"still parsed and judged").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        until_readable(&mut let_go, Duration::from_secs(5)),
+        "a socket hash nobody holds still judges its socket's bytes after 5 s"
+    );
+    kept.client.write_all(b"still parsed and judged").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
-        readable(&accepted),
+        readable(&kept.accepted),
         0,
         "the bytes reached the socket: its programs went with the sender's descriptors"
     );
 
-    // The last descriptor goes: the map is freed (deferred), the socket
-    // leaves it, and bytes take the plain TCP path again (fail-open).
+    // The last descriptor goes: the socket leaves the hash and bytes take
+    // the plain TCP path again (fail-open).
     drop(held);
-    let start = Instant::now();
-    let mut got = 0;
-    while got == 0 && start.elapsed() < Duration::from_secs(5) {
-        client.write_all(b"x").unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        got = readable(&accepted);
-    }
-    assert!(got > 0, "the socket hash outlived its last descriptor");
+    assert!(
+        until_readable(&mut kept, Duration::from_secs(5)),
+        "the socket hash outlived its last descriptor"
+    );
 }

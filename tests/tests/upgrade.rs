@@ -41,6 +41,13 @@ fn upgrade(
         old.check_alive().is_err(),
         "the old agent still runs {EXIT_LIMIT:?} after SIGTERM:\n{stderr}"
     );
+    // The channel a handover of live connections will use: the new agent
+    // introduced itself to the old one at start (agent/handover/channel.rs).
+    assert!(
+        stderr.contains("an agent started beside this one: it answers on the handover channel")
+            && stderr.contains("not handed over"),
+        "the old agent did not hear from the new one on the handover channel:\n{stderr}"
+    );
     assert!(
         stderr.contains("every connection has ended"),
         "the old agent exited without draining its connections:\n{stderr}"

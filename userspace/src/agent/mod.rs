@@ -147,6 +147,10 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let page = metrics_page::MetricsPage::start(shared.clone());
     health.set_metrics(Arc::new(move || page.render()));
     let admin = admin::spawn(&opts.admin, shared.clone()).context("starting the admin socket")?;
+    // Without the channel the agent still stops well: it drains (drain.rs).
+    let handover = handover::channel::spawn(&opts.admin)
+        .inspect_err(|e| tracing::warn!(error = %e, "no handover channel beside the admin socket"))
+        .ok();
     tokio::spawn(sweep_parse_states(dp.clone()));
     tokio::spawn(report_fail_open(dp.clone()));
     match updates {
@@ -176,10 +180,23 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+    if let Some(at) = handover.as_ref().map(handover::channel::Channel::at_stop) {
+        match &at.plan {
+            handover::Plan::Drain(why) => {
+                tracing::info!(successor = ?at.successor, "stopping: connections are drained with GOAWAY, not handed over: {why}")
+            }
+            handover::Plan::HandOver => {
+                tracing::info!(successor = ?at.successor, "stopping: connections are handed over")
+            }
+        }
+    }
     drain::stop(&shared, opts.drain_timeout).await;
     accepting.abort();
     tracing::info!("agent stopped; programs detach with it");
     admin.remove();
+    if let Some(h) = &handover {
+        h.remove();
+    }
     Ok(())
 }
 

@@ -15,6 +15,7 @@
 //! ring buffer loop and connection ids), and each connection brought to a
 //! quiet point and carried across (`Message::Conn`).
 
+pub mod channel;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};

@@ -134,7 +134,8 @@ mod tests {
     #[test]
     fn oversized_and_garbled_messages_are_errors() {
         let (a, b) = UnixStream::pair().unwrap();
-        (&a).write_all(&(MAX_MESSAGE as u32 + 1).to_be_bytes()).unwrap();
+        (&a).write_all(&(MAX_MESSAGE as u32 + 1).to_be_bytes())
+            .unwrap();
         assert!(matches!(recv(&b), Err(WireError::TooLong(_))));
         let (a, b) = UnixStream::pair().unwrap();
         (&a).write_all(&5u32.to_be_bytes()).unwrap();

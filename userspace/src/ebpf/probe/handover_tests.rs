@@ -56,7 +56,11 @@ fn judged() -> Judged {
     let verdict = prog_load(T_PROG_SK_SKB, 0, &trivial(SK_DROP)).expect("verdict");
     prog_attach(&parser, hash.as_raw_fd(), ATTACH_SK_SKB_STREAM_PARSER).unwrap();
     prog_attach(&verdict, hash.as_raw_fd(), ATTACH_SK_SKB_STREAM_VERDICT).unwrap();
-    put_socket(&hash, crate::sys::socket_cookie(&accepted).unwrap(), &accepted);
+    put_socket(
+        &hash,
+        crate::sys::socket_cookie(&accepted).unwrap(),
+        &accepted,
+    );
     Judged {
         client,
         accepted,

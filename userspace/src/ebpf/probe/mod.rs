@@ -97,9 +97,9 @@ mod sys;
 
 pub use features::*;
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod handover_tests;
+#[cfg(test)]
+mod tests;
 
 use programs::*;
 use sys::*;

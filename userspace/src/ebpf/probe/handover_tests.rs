@@ -70,7 +70,15 @@ fn judged() -> Judged {
 }
 
 /// Writes to `c` every 50 ms until its accepted end reads something.
+/// The bound stretches with ROTOR_TIME_SCALE, as the test bed's do
+/// (testbed/src/bounds.rs), for kernels run under emulation.
 fn until_readable(c: &mut Judged, limit: Duration) -> bool {
+    let scale = std::env::var("ROTOR_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 1.0)
+        .unwrap_or(1.0);
+    let limit = limit.mul_f64(scale);
     let start = Instant::now();
     while start.elapsed() < limit {
         c.client.write_all(b"x").unwrap();

@@ -107,7 +107,11 @@ static __always_inline int open_stream(struct conn *c, __u32 conn_id, struct par
 	}
 	struct stream_key key = { .conn_id = conn_id, .stream = st->stream };
 	__u32 endpoint = c->up[slot & (ROTOR_MAX_UPSTREAMS - 1)].endpoint;
-	struct stream s = { .slot = slot, .endpoint = endpoint, .opened_ns = bpf_ktime_get_ns() };
+	struct stream s = {
+		.slot = slot,
+		.endpoint = endpoint,
+		.opened_ns = endpoint_stats_on ? bpf_ktime_get_ns() : 0,
+	};
 
 	/* No room in `streams`: the agent carries this stream, and the newer
 	 * ones wait behind it like held streams. Opened here instead, a newer

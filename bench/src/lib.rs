@@ -19,6 +19,7 @@ mod bed;
 pub mod chart;
 pub mod conn_memory;
 pub mod dnat;
+pub mod endpoint_stats;
 pub mod haproxy;
 pub mod load;
 pub mod report;

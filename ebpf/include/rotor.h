@@ -63,6 +63,25 @@
  * Service's rotor.dev/balance label; model/policy.rs). */
 #define POLICY_ROUND_ROBIN 0
 #define POLICY_LEAST_REQUEST 1
+#define POLICY_PEAK_EWMA 2
+
+/* Peak EWMA of each endpoint's time to first byte (`endpoint_latency`),
+ * in integers: weights are fractions of ROTOR_EWMA_ONE, and the weight of
+ * the past after dt is 2^(-dt / half-life): halvings by shift, and 2^-f
+ * between them as 1 - ln2 f + (ln2 - 1/2) f^2 (LN2 and SQ, scaled by
+ * 2^24; within 0.007 of the curve, exact slope at 0 so that frequent
+ * answers see the time constant). The half-life is a 10 s time constant
+ * times ln 2. Estimates are capped at ROTOR_EWMA_MAX_NS and open streams
+ * at ROTOR_EWMA_MAX_OPEN so that every product fits in 64 bits. An
+ * endpoint with no estimate and streams open costs ROTOR_EWMA_UNPROBED
+ * plus its open streams: one probe at a time until its first answer. */
+#define ROTOR_EWMA_HALF_LIFE_NS 6931471806ULL
+#define ROTOR_EWMA_ONE (1ULL << 24)
+#define ROTOR_EWMA_LN2 11629080ULL
+#define ROTOR_EWMA_SQ 3240472ULL
+#define ROTOR_EWMA_MAX_NS (1ULL << 36)
+#define ROTOR_EWMA_MAX_OPEN (1ULL << 20)
+#define ROTOR_EWMA_UNPROBED (1ULL << 60)
 
 /* conn.flags */
 #define CONN_FAST 0x1      /* stream frames may bypass the agent */
@@ -286,6 +305,14 @@ struct endpoint_stats {
 	__u64 ttfb_sum_ns;
 	__u64 ttfb[ROTOR_TTFB_BUCKETS];
 	__u64 resets[RESET_SIDES][ROTOR_RESET_CODES];
+};
+
+/* One endpoint's latency estimate (`endpoint_latency`, indexed like
+ * endpoint_stats; memory-mapped by the agent, which reads it for its own
+ * picks and feeds it the answers it carries). */
+struct endpoint_latency {
+	__u64 ewma_ns; /* 0: no answer timed yet */
+	__u64 at_ns;   /* CLOCK_MONOTONIC of the answer that set it */
 };
 
 /* Counters in the `stats` per-CPU array. */

@@ -74,6 +74,19 @@ static __always_inline int nth_taking(struct conn *c, __u32 n, __u32 except)
 	return -1;
 }
 
+/* The second of power of two choices: another upstream taking streams,
+ * drawn at random beside `rr`, the round-robin choice; -1 if none. */
+static __always_inline int p2c_other(struct conn *c, int rr)
+{
+	__u32 taking = 0;
+
+	for (__u32 slot = 0; slot < ROTOR_MAX_UPSTREAMS; slot++)
+		taking += up_takes_stream(&c->up[slot]) ? 1 : 0;
+	if (taking < 2)
+		return -1;
+	return nth_taking(c, bpf_get_prandom_u32() % (taking - 1), rr);
+}
+
 /*
  * Least request, as power of two choices: the round-robin choice, unless
  * another upstream drawn at random has fewer open streams. An endpoint that
@@ -86,15 +99,10 @@ static __always_inline int nth_taking(struct conn *c, __u32 n, __u32 except)
 static __always_inline int pick_least_request(struct conn *c)
 {
 	int rr = pick_round_robin(c);
-	__u32 taking = 0;
 
 	if (rr < 0)
 		return rr;
-	for (__u32 slot = 0; slot < ROTOR_MAX_UPSTREAMS; slot++)
-		taking += up_takes_stream(&c->up[slot]) ? 1 : 0;
-	if (taking < 2)
-		return rr;
-	int other = nth_taking(c, bpf_get_prandom_u32() % (taking - 1), rr);
+	int other = p2c_other(c, rr);
 
 	if (other < 0)
 		return rr;
@@ -104,10 +112,38 @@ static __always_inline int pick_least_request(struct conn *c)
 	return rr;
 }
 
+/*
+ * Peak EWMA, as power of two choices over cost: the round-robin choice,
+ * unless another upstream drawn at random costs less, a cost being the
+ * endpoint's latency estimate (ewma.h, shared by every connection to it)
+ * times this connection's open streams there plus one. The agent's
+ * pick_slot asks the same (client/pick.rs).
+ */
+static __always_inline int pick_peak_ewma(struct conn *c)
+{
+	int rr = pick_round_robin(c);
+
+	if (rr < 0)
+		return rr;
+	int other = p2c_other(c, rr);
+
+	if (other < 0)
+		return rr;
+	struct upstream *o = &c->up[other & (ROTOR_MAX_UPSTREAMS - 1)];
+	struct upstream *r = &c->up[rr & (ROTOR_MAX_UPSTREAMS - 1)];
+	__u64 now = bpf_ktime_get_ns();
+
+	if (endpoint_cost(o->endpoint, o->streams, now) < endpoint_cost(r->endpoint, r->streams, now))
+		return other;
+	return rr;
+}
+
 static __always_inline int pick_upstream(struct conn *c)
 {
 	if (c->policy == POLICY_LEAST_REQUEST)
 		return pick_least_request(c);
+	if (c->policy == POLICY_PEAK_EWMA)
+		return pick_peak_ewma(c);
 	return pick_round_robin(c);
 }
 

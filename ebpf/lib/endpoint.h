@@ -8,6 +8,7 @@
 #define ROTOR_ENDPOINT_H
 
 #include "common.h"
+#include "ewma.h"
 
 /* log2 bucket of a time to first byte (rotor.h, ROTOR_TTFB_BUCKETS), by
  * halving without a loop: bit length of ns >> 10. */
@@ -94,6 +95,7 @@ static __always_inline void endpoint_answered(__u32 endpoint, __u64 opened_ns)
 	asm volatile("" : "+r"(b));
 	__sync_fetch_and_add(&e->ttfb[b & (ROTOR_TTFB_BUCKETS - 1)], 1);
 	__sync_fetch_and_add(&e->ttfb_sum_ns, ns);
+	endpoint_latency_observe(endpoint, now, ns);
 }
 
 static __always_inline void endpoint_reset(__u32 endpoint, __u32 side, __u32 code)

@@ -161,8 +161,27 @@ struct {
 	__type(value, struct endpoint_stats);
 } endpoint_stats SEC(".maps");
 
+/* Written by the verdicts and the agent without a lock: two answers timed
+ * at once on two CPUs may lose one sample, which an estimate can afford. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, ROTOR_MAX_ENDPOINTS);
+	__type(key, __u32);
+	__type(value, struct endpoint_latency);
+} endpoint_latency SEC(".maps");
+
+/* 0 with the agent's hidden --no-endpoint-stats: no per-endpoint counts
+ * and no stream timestamps. Only the benchmark turns it off, to measure
+ * what they cost per request (bench/src/endpoint_stats.rs); without the
+ * timestamps peak-ewma has no estimates either. The verifier drops the
+ * dead branches at load, as the value is read-only. */
+const volatile __u32 endpoint_stats_on = 1;
+
 static __always_inline struct endpoint_stats *endpoint_stats_of(__u32 endpoint)
 {
+	if (!endpoint_stats_on)
+		return NULL;
 	return bpf_map_lookup_elem(&endpoint_stats, &endpoint);
 }
 

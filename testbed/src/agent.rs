@@ -273,7 +273,38 @@ impl Agent {
     }
 
     /// `rotor status --json`, read from the admin socket.
+    /// The endpoints the agent balances for `vip` (its status), None if
+    /// it does not balance that address (or does not answer).
+    pub fn balanced_endpoints(&self, vip: SocketAddrV4) -> Option<Vec<String>> {
+        let status = self.status().ok()?;
+        let svc = (status["services"].as_array()?.iter()).find(|s| s["vip"] == vip.to_string())?;
+        let eps = svc["endpoints"].as_array()?;
+        Some(
+            eps.iter()
+                .filter_map(|e| e.as_str().map(str::to_string))
+                .collect(),
+        )
+    }
+
     pub fn status(&self) -> Result<serde_json::Value> {
+        use std::io::{Read, Write};
+        let mut sock = std::os::unix::net::UnixStream::connect(&self.admin)
+            .with_context(|| format!("admin socket {}", self.admin.display()))?;
+        // A client that writes nothing gets the status too, 200 ms later.
+        sock.write_all(b"status\n")?;
+        sock.shutdown(std::net::Shutdown::Write)?;
+        let mut body = String::new();
+        sock.read_to_string(&mut body)?;
+        let mut v: serde_json::Value = serde_json::from_str(&body).context("admin status JSON")?;
+        match v.get_mut("ok") {
+            Some(ok) => Ok(ok.take()),
+            None => bail!("the agent refused the status: {body}"),
+        }
+    }
+
+    /// The status as a client that sends no request reads it (the admin
+    /// socket before its requests).
+    pub fn status_without_request(&self) -> Result<serde_json::Value> {
         use std::io::Read;
         let mut sock = std::os::unix::net::UnixStream::connect(&self.admin)
             .with_context(|| format!("admin socket {}", self.admin.display()))?;

@@ -54,6 +54,11 @@ impl TestBed {
         self.agent.as_ref().context("no agent running")
     }
 
+    /// [`Agent::balanced_endpoints`] of the running agent; None without one.
+    pub fn balanced_endpoints(&self, vip: std::net::SocketAddrV4) -> Option<Vec<String>> {
+        self.agent.as_ref()?.balanced_endpoints(vip)
+    }
+
     pub fn agent_mut(&mut self) -> Result<&mut Agent> {
         self.agent.as_mut().context("no agent running")
     }

@@ -34,6 +34,20 @@ pub fn scaled(d: Duration) -> Duration {
     d.mul_f64(time_scale())
 }
 
+/// How long after the start `done` first held, polling every 20 ms within
+/// `limit` scaled to the machine; None if it never did.
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let limit = scaled(limit);
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
 /// [`scaled`] for bounds given in seconds as `f64` (load and tool timeouts).
 pub fn scaled_secs(secs: f64) -> f64 {
     secs * time_scale()

@@ -45,11 +45,13 @@ mod watch;
 pub use objects::{endpoint_slice, service, EndpointState};
 use server::serve;
 
-/// The two kinds the agent watches.
+/// The two kinds the agent watches, and the Events it posts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Service,
     EndpointSlice,
+    /// events.k8s.io/v1 (created by POST, as the agent does).
+    Event,
 }
 
 impl Kind {
@@ -57,6 +59,7 @@ impl Kind {
         match self {
             Kind::Service => "v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
+            Kind::Event => "events.k8s.io/v1",
         }
     }
 
@@ -64,6 +67,7 @@ impl Kind {
         match self {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::Event => "Event",
         }
     }
 }
@@ -269,6 +273,16 @@ impl KubeApi {
             .cloned()
     }
 
+    /// Every stored object of `kind` (the Events the agent posted).
+    pub fn list(&self, kind: Kind) -> Vec<Value> {
+        self.lock()
+            .objects
+            .iter()
+            .filter(|((k, _, _), _)| *k == kind)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
     /// Every request so far: `METHOD path?query`, in order.
     pub fn requests(&self) -> Vec<String> {
         self.lock().requests.clone()
@@ -279,6 +293,7 @@ impl KubeApi {
         let path = match kind {
             Kind::Service => "/services?",
             Kind::EndpointSlice => "/endpointslices?",
+            Kind::Event => "/events?",
         };
         self.requests()
             .iter()

@@ -43,7 +43,7 @@ pub mod util;
 pub use agent::Agent;
 pub use backend::Backend;
 pub use bed::TestBed;
-pub use bounds::{scaled, scaled_secs, time_scale};
+pub use bounds::{scaled, scaled_secs, time_scale, wait_until};
 pub use cgroup::TestCgroup;
 pub use load::{run_load, spawn_load, uneven_spread, LoadSpec, RunningLoad};
 pub use loadgen::LoadReport;

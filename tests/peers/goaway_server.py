@@ -12,6 +12,7 @@ them (N: streams served before), then
 `after N` whenever a stream opens after its GOAWAY (N: how many so far): a
 client that read the GOAWAY opens none, so N counts the streams that were
 already on their way, and those its balancer sent after the GOAWAY arrived.
+`goaways N` follows each GOAWAY sent (N: how many so far, all connections).
 
 Prints `listening PORT` once bound.
 """
@@ -60,6 +61,7 @@ def main():
     going_away = False
     after = 0
     served = 0
+    goaways = 0
 
     def flush(sock, conn):
         data = conn.data_to_send()
@@ -87,6 +89,8 @@ def main():
                 flush(sock, conn)
                 if going_away:
                     sock.sendall(GOAWAY)
+                    goaways += 1
+                    print(f"goaways {goaways}", flush=True)
             elif key.data == "wake":
                 os.read(wake_r, 64)
                 if not going_away:
@@ -95,7 +99,9 @@ def main():
                         sock.setblocking(True)
                         sock.sendall(GOAWAY)
                         sock.setblocking(False)
+                    goaways += len(conns)
                     print(f"goaway after {served} streams", flush=True)
+                    print(f"goaways {goaways}", flush=True)
             else:
                 sock = key.fileobj
                 conn = conns[sock]

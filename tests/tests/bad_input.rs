@@ -74,7 +74,8 @@ fn badinput(bed: &mut TestBed, addr: &str, cgroup: bool, args: &[&str], limit: D
 /// The named cases of `class`: against nghttpd directly (the oracle, which
 /// must pass: it validates the cases), then through rotor with a good
 /// connection beside them.
-fn named(class: &str) {
+/// Runs the cases of `class`; returns the agent's log.
+fn named(class: &str) -> String {
     let mut bed = TestBed::with_agent(2).expect("test bed with agent");
     let base = baseline(&bed);
     let oracle = badinput(
@@ -133,11 +134,18 @@ fn named(class: &str) {
         n(&r, "cases"),
         probe::report(&mut bed)
     );
+    bed.agent().map(|a| a.stderr_plain()).unwrap_or_default()
 }
 
 #[test]
 fn frame_over_max_frame_size() {
-    named("frame_too_large");
+    let log = named("frame_too_large");
+    // The kernel stops framing such a connection; the operator hears of it
+    // from the agent's log (agent/trouble.rs), with the count.
+    assert!(
+        log.contains("not HTTP/2 framing") && log.contains("counter=\"bad_frame\""),
+        "the agent did not log the kernel's bad_frame count:\n{log}"
+    );
 }
 
 #[test]

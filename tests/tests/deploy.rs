@@ -85,6 +85,28 @@ fn daemonset_runs_the_kubernetes_source() {
         );
     }
     assert!(rbac.contains("[\"get\", \"list\", \"watch\"]"), "{rbac}");
+    // the Event on a Service whose label names no policy (model/kube/events.rs)
+    let may_post_events = serde_yaml_ng::Deserializer::from_str(&rbac)
+        .filter_map(|d| <serde_yaml_ng::Value as serde::Deserialize>::deserialize(d).ok())
+        .filter(|d| d["kind"] == "ClusterRole")
+        .flat_map(|d| d["rules"].as_sequence().cloned().unwrap_or_default())
+        .any(|r| {
+            let has = |k: &str, v: &str| {
+                r[k].as_sequence()
+                    .is_some_and(|s| s.iter().any(|x| x.as_str() == Some(v)))
+            };
+            has("apiGroups", "events.k8s.io")
+                && has("resources", "events")
+                && has("verbs", "create")
+        });
+    assert!(
+        may_post_events,
+        "RBAC lacks create on events.k8s.io events: {rbac}"
+    );
+    assert!(
+        ds.contains("name: NODE_NAME") && ds.contains("fieldPath: spec.nodeName"),
+        "the agent is not told its node name: {ds}"
+    );
 }
 
 /// Every document of every manifest, as YAML values.

@@ -12,6 +12,7 @@
 //!   status` says unreachable, `/readyz` stays 200; it comes back on the
 //!   same port: synced, and a change made meanwhile is applied.
 
+use rotor_testbed::wait_until;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -34,38 +35,8 @@ fn slice(svc: &str, ks: &[usize]) -> Value {
     endpoint_slice(NS, &format!("{svc}-7xk2p"), svc, "h2c", VIP.port(), &eps)
 }
 
-/// The endpoints the agent balances for `vip` (admin status), if it has the service.
-fn agent_endpoints(bed: &TestBed, vip: SocketAddrV4) -> Option<Vec<String>> {
-    let status = bed.agent().ok()?.status().ok()?;
-    let svc = status["services"]
-        .as_array()?
-        .iter()
-        .find(|s| s["vip"] == vip.to_string())?
-        .clone();
-    Some(
-        svc["endpoints"]
-            .as_array()?
-            .iter()
-            .filter_map(|e| e.as_str().map(str::to_string))
-            .collect(),
-    )
-}
-
 fn addrs(ks: &[usize]) -> Option<Vec<String>> {
     Some(ks.iter().map(|k| backend_addr(*k).to_string()).collect())
-}
-
-/// How long after `done` first held, within `limit` (scaled to the machine).
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
-    let limit = scaled(limit);
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
 }
 
 fn diagnostics(bed: &mut TestBed, api: &KubeApi) -> String {
@@ -105,7 +76,7 @@ fn a_label_added_later_is_balanced_once_the_slices_carry_it() {
         .expect("EndpointSlice");
     start_agent(&mut bed, &api, &[]);
     assert_eq!(
-        agent_endpoints(&bed, VIP),
+        bed.balanced_endpoints(VIP),
         None,
         "balanced before the label"
     );
@@ -114,25 +85,25 @@ fn a_label_added_later_is_balanced_once_the_slices_carry_it() {
     svc["metadata"]["labels"][BALANCE.0] = BALANCE.1.into();
     let labelled_at = Instant::now();
     api.apply(Kind::Service, svc).expect("label");
-    let known = wait_for(Duration::from_secs(2), || {
-        agent_endpoints(&bed, VIP) == Some(Vec::new())
+    let known = wait_until(Duration::from_secs(2), || {
+        bed.balanced_endpoints(VIP) == Some(Vec::new())
     });
 
     // New connections, a few at a time, from the label until the agent
     // balances: in the window they must take kube-proxy's path.
     let (mut in_window, mut failed, mut loads) = (0, 0, Vec::new());
     let balanced = loop {
-        let empty_before = agent_endpoints(&bed, VIP) == Some(Vec::new());
+        let empty_before = bed.balanced_endpoints(VIP) == Some(Vec::new());
         let rewrites_before = rewrites(&bed);
         let report = bed.load(&LoadSpec::whoami(2, 4, 40)).expect("load");
-        let empty_after = agent_endpoints(&bed, VIP) == Some(Vec::new());
+        let empty_after = bed.balanced_endpoints(VIP) == Some(Vec::new());
         let redirected = rewrites(&bed) - rewrites_before;
         failed += report.failed;
         if empty_before && empty_after {
             in_window += 1;
             loads.push((report.ok, report.failed, redirected));
         }
-        if agent_endpoints(&bed, VIP) == addrs(&[1, 2, 3]) {
+        if bed.balanced_endpoints(VIP) == addrs(&[1, 2, 3]) {
             break true;
         }
         if labelled_at.elapsed() > lag + scaled(Duration::from_secs(5)) {
@@ -186,7 +157,7 @@ fn slices_of_a_service_without_selector_are_balanced_without_our_label() {
     api.apply(Kind::EndpointSlice, hand_made("db", &[1, 2, 3]))
         .expect("hand-made slice");
     start_agent(&mut bed, &api, &[]);
-    let eps = agent_endpoints(&bed, VIP);
+    let eps = bed.balanced_endpoints(VIP);
     assert_eq!(eps, addrs(&[1, 2, 3]), "{}", diagnostics(&mut bed, &api));
     if let Err(e) = bed.check_balanced(&["be1", "be2", "be3"]) {
         panic!("{e:#}");
@@ -198,11 +169,11 @@ fn slices_of_a_service_without_selector_are_balanced_without_our_label() {
         .expect("second Service");
     api.apply(Kind::EndpointSlice, hand_made("cache", &[2, 3]))
         .expect("its slice");
-    let second = wait_for(Duration::from_secs(5), || {
-        agent_endpoints(&bed, vip2) == addrs(&[2, 3])
+    let second = wait_until(Duration::from_secs(5), || {
+        bed.balanced_endpoints(vip2) == addrs(&[2, 3])
     });
     // The first keeps its endpoints across the restart of the watch.
-    let first = agent_endpoints(&bed, VIP);
+    let first = bed.balanced_endpoints(VIP);
     let report = bed
         .load(&LoadSpec {
             addr: vip2,
@@ -267,7 +238,7 @@ fn api_server_unreachable_keeps_the_last_state_and_catches_up() {
     let load = bed.spawn_load(&steady).expect("steady load");
     std::thread::sleep(scaled(Duration::from_millis(500)));
     api.pause();
-    let unreachable = wait_for(Duration::from_secs(10), || {
+    let unreachable = wait_until(Duration::from_secs(10), || {
         source_state(&bed)["state"] == "unreachable"
     });
     let state = source_state(&bed);
@@ -302,11 +273,11 @@ fn api_server_unreachable_keeps_the_last_state_and_catches_up() {
         (1350..=1650).contains(&away.count("be1")) && away.count("be3") == 0,
         "one connection while the API server is away, want be1 and be2 1500±150 each: {away:?}\n{diag}"
     );
-    assert_eq!(agent_endpoints(&bed, VIP), addrs(&[1, 2]), "{diag}");
+    assert_eq!(bed.balanced_endpoints(VIP), addrs(&[1, 2]), "{diag}");
 
     api.resume().expect("the API server comes back");
-    let synced = wait_for(Duration::from_secs(40), || {
-        source_state(&bed)["state"] == "synced" && agent_endpoints(&bed, VIP) == addrs(&[1, 2, 3])
+    let synced = wait_until(Duration::from_secs(40), || {
+        source_state(&bed)["state"] == "synced" && bed.balanced_endpoints(VIP) == addrs(&[1, 2, 3])
     });
     let report = load.finish().expect("steady load");
     let diag = diagnostics(&mut bed, &api);
@@ -314,7 +285,7 @@ fn api_server_unreachable_keeps_the_last_state_and_catches_up() {
         synced.is_some(),
         "not synced with the change made meanwhile: {} {:?}\n{diag}",
         source_state(&bed),
-        agent_endpoints(&bed, VIP)
+        bed.balanced_endpoints(VIP)
     );
     eprintln!("synced {synced:?} after the API server came back");
     assert_eq!(report.failed, 0, "{report:?}\n{diag}");

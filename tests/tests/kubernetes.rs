@@ -3,8 +3,9 @@
 //! the node namespace; the test changes the Service and its EndpointSlice
 //! there and watches the traffic follow.
 
+use rotor_testbed::wait_until;
 use std::net::SocketAddrV4;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rotor_testbed::kube_api::{endpoint_slice, service, EndpointState, Kind, KubeApi};
 use rotor_testbed::{backend_addr, scaled, Agent, LoadSpec, TestBed, VIP};
@@ -35,36 +36,6 @@ fn diagnostics(bed: &mut TestBed, api: &KubeApi) -> String {
         bed.diagnostics(),
         reqs.len()
     )
-}
-
-/// The endpoints the agent balances for the VIP (admin status), if it has the service.
-fn agent_endpoints(bed: &TestBed) -> Option<Vec<String>> {
-    let status = bed.agent().ok()?.status().ok()?;
-    let svc = status["services"]
-        .as_array()?
-        .iter()
-        .find(|s| s["vip"] == VIP.to_string())?
-        .clone();
-    Some(
-        svc["endpoints"]
-            .as_array()?
-            .iter()
-            .filter_map(|e| e.as_str().map(str::to_string))
-            .collect(),
-    )
-}
-
-/// How long after `done` first held, within `limit` (scaled to the machine).
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
-    let limit = scaled(limit);
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
 }
 
 fn requests(bed: &TestBed, k: usize) -> u64 {
@@ -109,7 +80,7 @@ fn endpoint_slices_drive_the_balancing() {
     api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
     bed.agent =
         Some(Agent::start_kubernetes(&bed.topo, &bed.cgroup, &kubeconfig, &[]).expect("agent"));
-    let eps = agent_endpoints(&bed);
+    let eps = bed.balanced_endpoints(VIP);
     let want: Vec<String> = (1..=3).map(|k| backend_addr(k).to_string()).collect();
     assert_eq!(
         eps.as_ref(),
@@ -151,7 +122,7 @@ fn endpoint_slices_drive_the_balancing() {
     std::thread::sleep(scaled(Duration::from_millis(1500)));
     api.apply(Kind::EndpointSlice, slice(&ready(&[1, 2, 3, 4])))
         .expect("slice with be4");
-    let be4_first = wait_for(Duration::from_secs(3), || requests(&bed, 4) > 0);
+    let be4_first = wait_until(Duration::from_secs(3), || requests(&bed, 4) > 0);
 
     // 3. be1 turns not ready: no new streams go to it.
     let mut states = ready(&[1, 2, 3, 4]);
@@ -193,7 +164,9 @@ fn endpoint_slices_drive_the_balancing() {
         labels.remove("rotor.dev/balance");
     }
     api.apply(Kind::Service, svc).expect("unlabel");
-    let gone = wait_for(Duration::from_secs(2), || agent_endpoints(&bed).is_none());
+    let gone = wait_until(Duration::from_secs(2), || {
+        bed.balanced_endpoints(VIP).is_none()
+    });
     let agent = bed.agent().expect("agent");
     let rewrites = agent.kernel_counter("connect_rewrite").expect("counter");
     let report = bed
@@ -261,8 +234,8 @@ fn ended_and_expired_watches_resume_without_losing_a_change() {
     );
     api.apply(Kind::EndpointSlice, slice(&ready(&[1, 2, 3])))
         .expect("be3 joins");
-    let joined = wait_for(Duration::from_secs(3), || {
-        agent_endpoints(&bed) == addrs(&[1, 2, 3])
+    let joined = wait_until(Duration::from_secs(3), || {
+        bed.balanced_endpoints(VIP) == addrs(&[1, 2, 3])
     });
     assert!(
         joined.is_some(),
@@ -275,8 +248,8 @@ fn ended_and_expired_watches_resume_without_losing_a_change() {
     let lists_before = list_requests(&api);
     api.apply_behind_compaction(Kind::EndpointSlice, slice(&ready(&[2, 3])))
         .expect("be1 leaves");
-    let relisted = wait_for(Duration::from_secs(8), || {
-        agent_endpoints(&bed) == addrs(&[2, 3])
+    let relisted = wait_until(Duration::from_secs(8), || {
+        bed.balanced_endpoints(VIP) == addrs(&[2, 3])
     });
     let diag = diagnostics(&mut bed, &api);
     assert!(

@@ -18,6 +18,7 @@ const METRICS: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 15020);
 const SERVICE: &str = "echo";
 const RESET_PORT: u16 = 9004;
 const LIMITED_PORT: u16 = 9005;
+const GOAWAY_PORT: u16 = 9006;
 const WHOAMI: &str = "http://10.96.0.10:8080/whoami";
 
 fn start_agent(bed: &mut TestBed, endpoints: &[SocketAddrV4]) {
@@ -227,6 +228,84 @@ fn streams_the_agent_holds_and_carries_count_too() {
         total += requests;
     }
     assert_eq!(total, 2000, "{text}");
+    let held = metric(&text, "rotor_streams_held_total", &[("service", SERVICE)]);
+    assert!(
+        held.is_some_and(|n| n >= 1.0),
+        "48 streams at once, room for 8: some waited in the agent\n{text}"
+    );
+    let carried: f64 = (endpoints.iter())
+        .filter_map(|ep| {
+            let ep = ep.to_string();
+            metric(
+                &text,
+                "rotor_agent_carried_bytes_total",
+                &[("endpoint", &ep)],
+            )
+        })
+        .sum();
+    assert!(
+        carried > 0.0,
+        "held streams were carried by the agent\n{text}"
+    );
+}
+
+/// An endpoint's graceful shutdown (GOAWAY NO_ERROR, tests/peers/
+/// goaway_server.py) under load shows under that endpoint and code: at
+/// least the GOAWAY on the upstream that carried the load, at most as many
+/// as the server sent (it also sends one to each connection opened after,
+/// which the agent meets in the handshake and counts as a connect failure).
+#[test]
+fn endpoint_goaways_show_with_their_code() {
+    peers::python_has(&["h2"]).expect("python3 h2");
+    let mut bed = TestBed::new(1).expect("test bed");
+    let ns = bed.topo.backend(1).unwrap().netns().to_string();
+    let port = GOAWAY_PORT.to_string();
+    let mut server = spawn_in_backend(
+        &bed.topo,
+        "goaway-server",
+        python_script(
+            &ns,
+            None,
+            "goaway_server.py",
+            &["--name", "be1", "--port", &port],
+        ),
+    )
+    .expect("goaway server");
+    let ep = SocketAddrV4::new(*backend_addr(1).ip(), GOAWAY_PORT);
+    start_agent(&mut bed, &[ep]);
+    let before = scrape(&bed);
+    assert_eq!(
+        metric(&before, "rotor_endpoint_goaways_total", &[]),
+        None,
+        "no GOAWAY yet\n{before}"
+    );
+    let spec = LoadSpec {
+        duration: Some(2.0),
+        requests: None,
+        ..LoadSpec::whoami(1, 4, 0)
+    };
+    let load = bed.spawn_load(&spec).expect("load");
+    std::thread::sleep(Duration::from_millis(700));
+    server.signal(libc::SIGUSR1).expect("SIGUSR1");
+    let _ = load.finish();
+    let text = scrape(&bed);
+    let out = server.output(rotor_testbed::process::Stream::Stdout);
+    let sent = (out.lines())
+        .filter_map(|l| l.strip_prefix("goaways "))
+        .filter_map(|n| n.trim().parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    let e = ep.to_string();
+    let seen = metric(
+        &text,
+        "rotor_endpoint_goaways_total",
+        &[("endpoint", &e), ("code", "NO_ERROR")],
+    )
+    .unwrap_or(0.0);
+    assert!(
+        seen >= 1.0 && seen <= sent,
+        "the server sent {sent} GOAWAYs, /metrics counts {seen}\n{out}\n{text}\n{}",
+        bed.diagnostics()
+    );
 }
 
 /// The probes answer on the metrics address too, and the page is the
@@ -250,10 +329,119 @@ fn probes_and_format_on_the_metrics_address() {
         "rotor_events_lost_total counter",
         "rotor_map_entries gauge",
         "rotor_endpoint_share_ratio gauge",
+        "rotor_streams_held_total counter",
+        "rotor_endpoint_goaways_total counter",
+        "rotor_agent_carried_bytes_total counter",
     ] {
         assert!(
             text.contains(&format!("# TYPE {family}\n")),
             "{family}\n{text}"
         );
     }
+}
+
+/// Every query of the Grafana dashboard (deploy/grafana/rotor-dashboard.json)
+/// parses as PromQL, and every metric it names is a family the agent
+/// serves after traffic (histograms by their _bucket, _sum and _count).
+#[test]
+fn grafana_dashboard_queries_parse_and_name_only_served_metrics() {
+    let mut bed = TestBed::new(2).expect("test bed");
+    let endpoints = bed.topo.backend_addrs();
+    start_agent(&mut bed, &endpoints);
+    let report = bed.load(&LoadSpec::whoami(1, 4, 200)).expect("load");
+    assert_eq!(report.ok, 200, "{report:?}");
+    let text = scrape(&bed);
+    let mut served = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                served.insert(format!("{name}{suffix}"));
+            }
+        } else {
+            served.insert(name.to_string());
+        }
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana/rotor-dashboard.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("JSON");
+    let mut exprs = Vec::new();
+    collect_queries(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let mut named = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        // Grafana's variables, as Grafana substitutes them.
+        let q = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$service", ".*")
+            .replace("$node", ".*");
+        if let Err(e) = promql_parser::parser::parse(&q) {
+            panic!("{expr}: {e}");
+        }
+        let names = metric_names(&q);
+        assert!(!names.is_empty(), "{expr} names no rotor metric");
+        for name in names {
+            assert!(
+                served.contains(&name),
+                "{expr}: {name} is not served\n{text}"
+            );
+            named.insert(name);
+        }
+    }
+    for family in [
+        "rotor_endpoint_share_ratio",
+        "rotor_requests_total",
+        "rotor_stream_resets_total",
+    ] {
+        assert!(named.contains(family), "the dashboard shows no {family}");
+    }
+}
+
+/// The `expr` of every panel target, and the metric of every variable's
+/// `label_values` query.
+fn collect_queries(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr", serde_json::Value::String(s)) => out.push(s.clone()),
+                    // a variable's label_values(metric, label): its metric
+                    // must be served too; the rest is Grafana's, not PromQL
+                    ("query", serde_json::Value::String(s)) => {
+                        if let Some(inner) = s.strip_prefix("label_values(") {
+                            out.push(inner.split(',').next().unwrap_or(inner).to_string());
+                        }
+                    }
+                    _ => collect_queries(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| collect_queries(i, out)),
+        _ => {}
+    }
+}
+
+fn metric_names(q: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = q.as_bytes();
+    let mut i = 0;
+    while let Some(at) = q[i..].find("rotor_") {
+        let start = i + at;
+        let before_ok =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let end = q[start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(q.len(), |e| start + e);
+        if before_ok {
+            names.push(q[start..end].to_string());
+        }
+        i = end;
+    }
+    names
 }

@@ -2,6 +2,7 @@
 //! `policy:` of the static configuration) decides how new streams pick an
 //! endpoint, and a value that names no policy balances nothing.
 
+use rotor_testbed::wait_until;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
@@ -24,27 +25,16 @@ fn policy_shown(bed: &TestBed) -> Option<String> {
         .and_then(|s| s["policy"].as_str().map(str::to_string))
 }
 
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < scaled(limit) {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 fn set_policy(bed: &mut TestBed, policy: &str) {
     bed.agent()
         .expect("agent")
         .set_policy(&endpoints(), policy)
         .expect("config");
-    let shown = wait_for(Duration::from_secs(3), || {
+    let shown = wait_until(Duration::from_secs(3), || {
         policy_shown(bed).as_deref() == Some(policy)
     });
     assert!(
-        shown,
+        shown.is_some(),
         "the agent did not take {policy}\n{}",
         bed.diagnostics()
     );
@@ -102,6 +92,86 @@ fn least_request_passes_over_a_slow_endpoint_that_round_robin_feeds_a_third() {
     }
 }
 
+/// be1 answers 50 ms later than be2 and be3; one connection keeps 16
+/// calls in flight, on an agent that has not timed any of them yet. Peak
+/// EWMA learns be1's time to first byte from its first answers and then
+/// takes it only when its cost (≥ 50 ms × (its open streams + 1)) is below
+/// that of the endpoint drawn beside it (a fast one's estimate, a few ms
+/// at most here, × at most 17): about never while the fast ones answer.
+/// What be1 gets is its first probes (one per pick of it before its first
+/// answer comes back, 50 ms later) and the odd pick while a fast one's
+/// estimate spikes; 1,500 calls take well under the 10 s time constant, so
+/// its estimate does not decay to the point of a new probe. Bound: 45 of
+/// 1,500 (3 %), against the 150 least request is held to. Round robin on
+/// the same bed gives be1 its third (the control).
+#[test]
+fn peak_ewma_gives_a_slow_endpoint_a_small_share_where_round_robin_gives_a_third() {
+    let mut bed = TestBed::with_agent(3).expect("test bed with agent");
+    bed.topo
+        .set_slow_backends(&[1], Duration::from_millis(50))
+        .expect("be1 slow");
+
+    set_policy(&mut bed, "peak-ewma");
+    let pe = served(&mut bed, &LoadSpec::whoami(1, 16, 1500));
+    let pe_slow = count(&pe, "be1");
+    let diag = bed.diagnostics();
+    for fast in ["be2", "be3"] {
+        assert!(count(&pe, fast) >= 450, "{fast}: {pe:?}\n{diag}");
+    }
+
+    set_policy(&mut bed, "round-robin");
+    let rr = served(&mut bed, &LoadSpec::whoami(1, 16, 600));
+    let rr_slow = count(&rr, "be1");
+    println!("slow endpoint: peak EWMA {pe_slow}/1500, round robin {rr_slow}/600");
+    assert!(
+        rr_slow >= 170,
+        "round robin gave the slow endpoint {rr_slow} of 600 (a third expected): {rr:?}"
+    );
+    assert!(
+        pe_slow <= 45,
+        "peak EWMA gave the slow endpoint {pe_slow} of 1500 (round robin: {rr_slow} of 600): {pe:?}\n{diag}"
+    );
+}
+
+/// be1 is slow until peak EWMA has all but dropped it, then recovers: its
+/// estimate, read, decays with the 10 s time constant until it costs less
+/// than a fast endpoint with its open streams, it is probed, answers fast,
+/// and its estimate comes down with each answer. Rounds of 600 calls (16
+/// at a time) run until one gives be1 at least a sixth (half its third);
+/// it must within 60 s (scaled). A recovered endpoint that was never
+/// probed again, or whose estimate never came down, fails here.
+#[test]
+fn peak_ewma_gives_a_recovered_endpoint_traffic_back() {
+    let mut bed = TestBed::with_agent(3).expect("test bed with agent");
+    bed.topo
+        .set_slow_backends(&[1], Duration::from_millis(50))
+        .expect("be1 slow");
+    set_policy(&mut bed, "peak-ewma");
+    let slow = served(&mut bed, &LoadSpec::whoami(1, 16, 1500));
+    let slow_share = count(&slow, "be1");
+    assert!(slow_share <= 45, "slow be1 served {slow_share}: {slow:?}");
+
+    bed.topo
+        .set_backend_delay(Duration::ZERO)
+        .expect("be1 recovered");
+    let recovered = Instant::now();
+    let mut rounds = Vec::new();
+    loop {
+        let round = served(&mut bed, &LoadSpec::whoami(1, 16, 600));
+        let be1 = count(&round, "be1");
+        rounds.push((recovered.elapsed().as_millis(), be1));
+        if be1 >= 100 {
+            break;
+        }
+        assert!(
+            recovered.elapsed() < scaled(Duration::from_secs(60)),
+            "be1 recovered got no share back: (ms after recovery, be1 of 600) {rounds:?}\n{}",
+            bed.diagnostics()
+        );
+    }
+    println!("be1 slow: {slow_share}/1500; recovered, per round of 600 (ms, be1): {rounds:?}");
+}
+
 /// A policy change reaches the connections already open: one connection
 /// keeps 16 calls in flight over a slow be1 under round robin (be1 serves
 /// a third); after some 300 calls the Service turns least-request, and of
@@ -121,8 +191,12 @@ fn a_policy_change_reaches_live_connections() {
         bed.served_since(&before)
             .map_or(0, |s| s.iter().map(|(_, n)| n).sum())
     };
-    let started = wait_for(Duration::from_secs(10), || total(&bed) >= 300);
-    assert!(started, "300 calls not served\n{}", bed.diagnostics());
+    let started = wait_until(Duration::from_secs(10), || total(&bed) >= 300);
+    assert!(
+        started.is_some(),
+        "300 calls not served\n{}",
+        bed.diagnostics()
+    );
     let at_switch = bed.served_since(&before).expect("served");
     set_policy(&mut bed, "least-request");
     let report = load.finish().expect("load report");
@@ -177,8 +251,9 @@ fn least_request_one_call_at_a_time_is_round_robin() {
 }
 
 /// `rotor.dev/balance: "false"` must not turn balancing on: the Service is
-/// left to kube-proxy with a warning naming the accepted values; relabelled
-/// `round-robin`, it is balanced.
+/// left to kube-proxy with a warning naming the accepted values, in the log
+/// and as a Kubernetes Event on the Service (read back from the stand-in);
+/// relabelled `round-robin`, it is balanced.
 #[test]
 fn a_label_value_that_names_no_policy_balances_nothing() {
     let mut bed = TestBed::new(3).expect("test bed");
@@ -220,17 +295,79 @@ fn a_label_value_that_names_no_policy_balances_nothing() {
     );
     let log = bed.agent().expect("agent").stderr_plain();
     assert!(
-        log.contains("names no policy") && log.contains("round-robin, least-request"),
+        log.contains("names no policy") && log.contains("round-robin, least-request, peak-ewma"),
         "no warning naming the accepted values:\n{log}"
     );
 
+    // A Warning Event on the Service names the accepted values, once per
+    // (Service, value): the Service changed again without a new value (an
+    // annotation, as a reconcile would write) posts nothing more; a new
+    // value that names no policy posts a second one.
+    let posted = |api: &KubeApi| {
+        api.requests()
+            .iter()
+            .filter(|r| r.starts_with("POST /apis/events.k8s.io/v1/namespaces/default/events"))
+            .count()
+    };
+    let events_for = |api: &KubeApi, value: &str| -> Vec<serde_json::Value> {
+        api.list(Kind::Event)
+            .into_iter()
+            .filter(|e| {
+                e["note"]
+                    .as_str()
+                    .is_some_and(|n| n.contains(&format!("={value:?}")))
+            })
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || !events_for(&api, "false")
+            .is_empty())
+        .is_some(),
+        "no Event for \"false\": {:?}\n{}",
+        api.list(Kind::Event),
+        bed.diagnostics()
+    );
+    let ev = &events_for(&api, "false")[0];
+    assert_eq!(ev["type"], "Warning", "{ev:#}");
+    assert_eq!(ev["reason"], "UnknownBalancePolicy", "{ev:#}");
+    assert_eq!(ev["regarding"]["kind"], "Service", "{ev:#}");
+    assert_eq!(ev["regarding"]["name"], "echo", "{ev:#}");
+    assert_eq!(ev["reportingController"], "rotor.dev/agent", "{ev:#}");
+    assert!(
+        ev["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("round-robin, least-request, peak-ewma")),
+        "{ev:#}"
+    );
+    let mut again = labelled("false");
+    again["metadata"]["annotations"] = serde_json::json!({"reconciled": "1"});
+    api.apply(Kind::Service, again)
+        .expect("Service changed, same value");
+    let mut again = labelled("false");
+    again["metadata"]["annotations"] = serde_json::json!({"reconciled": "2"});
+    api.apply(Kind::Service, again)
+        .expect("Service changed, same value");
+    std::thread::sleep(scaled(Duration::from_secs(1)));
+    assert_eq!(posted(&api), 1, "{:?}", api.requests());
+    api.apply(Kind::Service, labelled("off"))
+        .expect("relabel off");
+    assert!(
+        wait_until(Duration::from_secs(5), || events_for(&api, "off").len()
+            == 1)
+        .is_some(),
+        "no Event for \"off\": {:?}",
+        api.list(Kind::Event)
+    );
+    assert_eq!(api.list(Kind::Event).len(), 2);
+    assert_eq!(posted(&api), 2, "{:?}", api.requests());
+
     api.apply(Kind::Service, labelled("round-robin"))
         .expect("relabel");
-    let taken = wait_for(Duration::from_secs(5), || {
+    let taken = wait_until(Duration::from_secs(5), || {
         policy_shown(&bed).as_deref() == Some("round-robin")
     });
     assert!(
-        taken,
+        taken.is_some(),
         "relabelled round-robin, not balanced\n{}",
         bed.diagnostics()
     );

@@ -10,6 +10,8 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod agent;
+#[forbid(unsafe_code)]
+pub mod cli;
 pub mod ebpf;
 #[forbid(unsafe_code)]
 pub mod h2;

@@ -174,4 +174,47 @@ pub fn unlimit_locked_memory() {
     }
 }
 
+/// A terminal in raw mode (`rotor top`): keys arrive one by one, unechoed;
+/// the previous mode comes back when this is dropped.
+pub struct RawTerminal {
+    fd: i32,
+    before: libc::termios,
+}
+
+impl RawTerminal {
+    pub fn enter(fd: &impl AsRawFd) -> io::Result<RawTerminal> {
+        let fd = fd.as_raw_fd();
+        // SAFETY: termios is plain data; tcgetattr fills it or fails.
+        let mut before: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: tcgetattr writes the termios we pass.
+        if unsafe { libc::tcgetattr(fd, &mut before) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut raw = before;
+        // SAFETY: cfmakeraw edits the termios we pass in place.
+        unsafe { libc::cfmakeraw(&mut raw) };
+        // SAFETY: tcsetattr reads the termios we pass.
+        if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &raw) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(RawTerminal { fd, before })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        // SAFETY: restores the termios read in enter.
+        unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, &self.before) };
+    }
+}
+
+/// The terminal's width in columns, if `fd` is one.
+pub fn terminal_width(fd: &impl AsRawFd) -> Option<u16> {
+    // SAFETY: winsize is plain data; TIOCGWINSZ fills it or fails.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes a winsize into the pointer we pass.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0 && ws.ws_col > 0).then_some(ws.ws_col)
+}
+
 pub mod scm;

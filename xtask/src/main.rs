@@ -63,6 +63,11 @@ enum Cmd {
         /// writes services-memory.md and .json under target/bench/.
         #[arg(long)]
         services_memory: bool,
+        /// Only what the kernel's per-endpoint counting and stream
+        /// timestamps cost per request (bench/src/endpoint_stats.rs):
+        /// target/bench/endpoint-stats.md.
+        #[arg(long)]
+        endpoint_stats: bool,
     },
     /// Run the cargo-fuzz targets (userspace/fuzz) on stable, each for a time;
     /// installs cargo-fuzz if missing. Fails on a crash and names the reproducer.
@@ -203,6 +208,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             no_build,
             conn_memory,
             services_memory,
+            endpoint_stats,
         } => {
             deps::ensure()?;
             if !no_build {
@@ -221,8 +227,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(r) = rate {
                 opts.rate = r;
             }
-            let whole = only.is_empty() && !conn_memory;
+            let whole = only.is_empty() && !conn_memory && !endpoint_stats;
             opts.only = only;
+            if endpoint_stats || whole {
+                let cost = rotor_bench::endpoint_stats::run(&Default::default())?;
+                std::fs::create_dir_all(&opts.out_dir)?;
+                std::fs::write(opts.out_dir.join("endpoint-stats.md"), cost.markdown())?;
+                std::fs::write(
+                    opts.out_dir.join("endpoint-stats.json"),
+                    serde_json::to_string_pretty(&cost)?,
+                )?;
+                println!("\n{}", cost.markdown());
+                if !whole {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
             if !conn_memory {
                 let report = rotor_bench::run_bench(&opts)?;
                 println!("\n{}", report.markdown());

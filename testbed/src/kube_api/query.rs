@@ -17,6 +17,8 @@ pub(super) fn route(path: &str) -> Option<Kind> {
         | ["apis", "discovery.k8s.io", "v1", "namespaces", _, "endpointslices"] => {
             Some(Kind::EndpointSlice)
         }
+        ["apis", "events.k8s.io", "v1", "events"]
+        | ["apis", "events.k8s.io", "v1", "namespaces", _, "events"] => Some(Kind::Event),
         _ => None,
     }
 }

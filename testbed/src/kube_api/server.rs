@@ -38,6 +38,9 @@ pub(super) async fn serve(
             let svc = hyper::service::service_fn(move |req| {
                 let st = st.clone();
                 async move {
+                    if req.method() == http::Method::POST {
+                        return Ok::<_, Infallible>(create(&st, req).await);
+                    }
                     let watching = req.uri().query().is_some_and(|q| q.contains("watch=true"));
                     if !watching {
                         let mut held = st
@@ -131,6 +134,99 @@ fn handle(state: &Arc<Mutex<State>>, req: Request<hyper::body::Incoming>) -> Res
         "items": items,
     });
     json_response(StatusCode::OK, &list)
+}
+
+/// A POST that creates an object, as the real API server answers one: 201
+/// with the object as stored, 409 AlreadyExists for a name taken, 400 for
+/// a body that is not the kind of the path or names another namespace.
+/// Only Events are created this way (the tests apply the rest).
+async fn create(state: &Arc<Mutex<State>>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let path = req.uri().path().to_string();
+    state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .requests
+        .push(format!("POST {path}"));
+    let (Some(kind), Some(ns)) = (route(&path), namespace_of(&path)) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("the server could not find the requested resource {path}"),
+        );
+    };
+    if kind != super::Kind::Event {
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the stand-in creates Events only",
+        );
+    }
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+    };
+    let mut obj: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+    };
+    if obj["kind"] != kind.name() || obj["apiVersion"] != kind.api_version() {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body is not an events.k8s.io/v1 Event",
+        );
+    }
+    match obj["metadata"]["namespace"].as_str() {
+        None => obj["metadata"]["namespace"] = ns.clone().into(),
+        Some(n) if n == ns => {}
+        Some(_) => return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ),
+    }
+    // what the real server's validation of events.k8s.io/v1 insists on
+    for field in [
+        "eventTime",
+        "reportingController",
+        "reportingInstance",
+        "action",
+        "reason",
+    ] {
+        if obj[field].as_str().is_none_or(str::is_empty) {
+            return status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                &format!("Event is invalid: {field}: Required value"),
+            );
+        }
+    }
+    let Some(name) = obj["metadata"]["name"].as_str().map(str::to_string) else {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "metadata.name: Required value",
+        );
+    };
+    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+    if st.objects.contains_key(&(kind, ns.clone(), name.clone())) {
+        let mut resp = status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            &format!("events.events.k8s.io \"{name}\" already exists"),
+        );
+        *resp.status_mut() = StatusCode::CONFLICT;
+        return resp;
+    }
+    match st.put(kind, obj) {
+        Ok(change) => {
+            let stored = change.new.clone().unwrap_or_default();
+            st.record(change);
+            json_response(StatusCode::CREATED, &stored)
+        }
+        Err(e) => status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+    }
 }
 
 fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {

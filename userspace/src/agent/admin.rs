@@ -1,113 +1,40 @@
-//! The admin API: one JSON document per connection on a root-only Unix
-//! socket, read by the `rotor` CLI.
+//! The admin API on a root-only Unix socket, read by the `rotor` CLI.
+//!
+//! A client writes one request line (`status`, `endpoints [SECONDS]`,
+//! `conns [SERVICE]`, `explain TARGET`: wire::Request) and reads one JSON
+//! answer, `{"ok": ...}` or `{"error": "..."}`, until the agent closes. A
+//! client that writes nothing (and shuts its side, or waits
+//! `LEGACY_WAIT`) gets the bare status document, as before the requests.
+
+mod explain;
+mod report;
+mod sockets;
+pub mod wire;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
-use tokio::net::UnixListener;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
 
-use super::registry::ConnInfo;
+use super::metrics_page::MetricsPage;
 use super::Shared;
+pub use report::names;
+pub use wire::*;
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ServiceStatus {
-    pub name: String,
-    pub vip: String,
-    /// How its streams pick an endpoint (`Policy::name`).
-    #[serde(default)]
-    pub policy: String,
-    pub endpoints: Vec<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ConnStatus {
-    #[serde(flatten)]
-    pub info: ConnInfo,
-    /// The kernel's counters for this connection.
-    pub kernel: ConnCounters,
-}
-
-#[derive(Debug, Serialize, Deserialize, Default)]
-pub struct ConnCounters {
-    pub flags: u32,
-    pub client_recv: u64,
-    pub client_limit: u64,
-    pub upstreams: Vec<UpstreamCounters>,
-}
-
-#[derive(Debug, Serialize, Deserialize, Default)]
-pub struct UpstreamCounters {
-    pub slot: u32,
-    pub state: u32,
-    pub streams: u32,
-    pub req_data: u64,
-    pub req_limit: u64,
-    pub resp_data: u64,
-    pub diverted: bool,
-    /// The divert's bookkeeping (upstream_skb.c): messages handed to the
-    /// agent, the last stream frame among them, what the agent had handled
-    /// when it asked for release, and whether that ask is pending.
-    pub passed: u32,
-    pub last_diverted: u32,
-    pub consumed: u32,
-    pub release: bool,
-}
-
-fn counters(shared: &Shared, id: u32) -> ConnCounters {
-    use std::sync::atomic::Ordering::Relaxed;
-    let Some(c) = shared.dp.conns.get(id) else {
-        return ConnCounters::default();
-    };
-    ConnCounters {
-        flags: c.flags.load(Relaxed),
-        client_recv: c.client_recv.load(Relaxed),
-        client_limit: c.client_limit.load(Relaxed),
-        upstreams: c
-            .up
-            .iter()
-            .enumerate()
-            .filter(|(_, u)| u.state.load(Relaxed) != crate::ebpf::abi::UP_EMPTY)
-            .map(|(slot, u)| UpstreamCounters {
-                slot: slot as u32,
-                state: u.state.load(Relaxed),
-                streams: u.streams.load(Relaxed),
-                req_data: u.req_data.load(Relaxed),
-                req_limit: u.req_limit.load(Relaxed),
-                resp_data: u.resp_data.load(Relaxed),
-                diverted: u.diverted.load(Relaxed) != 0,
-                passed: u.passed.load(Relaxed),
-                last_diverted: u.last_diverted.load(Relaxed),
-                consumed: u.consumed.load(Relaxed),
-                release: u.release.load(Relaxed) != 0,
-            })
-            .collect(),
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Status {
-    pub services: Vec<ServiceStatus>,
-    pub connections: Vec<ConnStatus>,
-    pub open_streams: usize,
-    pub kernel: Vec<(String, u64)>,
-    /// What the agent queues, against --max-queued-bytes.
-    #[serde(default)]
-    pub budget: super::budget::BudgetStatus,
-    /// Where the model stands with its source (synced, unreachable since when).
-    #[serde(default)]
-    pub source: crate::model::SourceReport,
-    /// Per-endpoint stream totals, the kernel's and the agent's (also on
-    /// `/metrics`).
-    #[serde(default)]
-    pub endpoints: Vec<super::metrics_counts::EndpointTotals>,
-}
-
-/// How long a CLI may take to read its answer.
-const ADMIN_WRITE_LIMIT: Duration = Duration::from_secs(5);
+/// How long a reader may take to take the next chunk of its answer. A
+/// limit on the whole answer cut off `rotor status --json` above ~4,000
+/// connections on a busy node: the answer is megabytes, and each wait for
+/// the reader counts only while it reads nothing.
+const ADMIN_WRITE_STALL: Duration = Duration::from_secs(5);
+const WRITE_CHUNK: usize = 64 * 1024;
+/// How long the agent waits for a request line before it answers as it
+/// did before requests existed (the whole status).
+const LEGACY_WAIT: Duration = Duration::from_millis(200);
+/// A request line is short; more is not a request.
+const MAX_REQUEST: usize = 1024;
 
 /// The admin socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +75,12 @@ fn inode(path: &Path) -> Option<u64> {
 /// (this one was started beside it, as a rollout does), the socket is bound
 /// beside the path and renamed onto it once that agent has gone, so
 /// `rotor status` always reaches an agent that runs.
-pub fn spawn(path: &Path, shared: Arc<Shared>) -> Result<AdminSocket, AdminError> {
+pub fn spawn(
+    path: &Path,
+    shared: Arc<Shared>,
+    page: Arc<MetricsPage>,
+) -> Result<AdminSocket, AdminError> {
+    let started = Instant::now();
     let fail = |what, path: &Path| {
         let path = path.to_path_buf();
         move |source| AdminError { what, path, source }
@@ -179,13 +111,10 @@ pub fn spawn(path: &Path, shared: Arc<Shared>) -> Result<AdminSocket, AdminError
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
-                Ok((mut sock, _)) => {
-                    let body = serde_json::to_vec_pretty(&status(&shared)).unwrap_or_default();
+                Ok((sock, _)) => {
                     // A reader that never reads holds only its own task.
-                    tokio::spawn(async move {
-                        let _ =
-                            tokio::time::timeout(ADMIN_WRITE_LIMIT, sock.write_all(&body)).await;
-                    });
+                    let (shared, page) = (shared.clone(), page.clone());
+                    tokio::spawn(answer(sock, shared, page, started));
                 }
                 // EMFILE and the like pass; one of them used to end this
                 // loop, and `rotor status` with it, for the agent's life.
@@ -215,33 +144,58 @@ async fn take_over(bound: PathBuf, path: PathBuf, current: Arc<std::sync::Mutex<
     }
 }
 
-fn status(shared: &Shared) -> Status {
-    let conn = |info: ConnInfo| ConnStatus {
-        kernel: counters(shared, info.id),
-        info,
+/// Reads the request, builds the answer off the runtime (a status of
+/// thousands of connections, a scan of /proc) and writes it.
+async fn answer(sock: UnixStream, shared: Arc<Shared>, page: Arc<MetricsPage>, started: Instant) {
+    let (rd, mut wr) = sock.into_split();
+    let mut line = String::new();
+    let mut rd = BufReader::new(tokio::io::AsyncReadExt::take(rd, MAX_REQUEST as u64));
+    let read = tokio::time::timeout(LEGACY_WAIT, rd.read_line(&mut line)).await;
+    let request = match read {
+        // nothing within the wait, or the client shut its side at once
+        Err(_) | Ok(Ok(0)) => None,
+        Ok(Ok(_)) if !line.ends_with('\n') && line.len() >= MAX_REQUEST => {
+            Some(Err("request line too long".to_string()))
+        }
+        Ok(Ok(_)) => Some(Request::parse(line.trim())),
+        Ok(Err(e)) => Some(Err(format!("reading the request: {e}"))),
     };
-    Status {
-        services: shared
-            .registry
-            .services()
-            .iter()
-            .map(|s| ServiceStatus {
-                name: s.name.clone(),
-                vip: s.vip.to_string(),
-                policy: s.policy().name().to_string(),
-                endpoints: s.endpoints.borrow().iter().map(|e| e.to_string()).collect(),
-            })
-            .collect(),
-        connections: shared.registry.conns().into_iter().map(conn).collect(),
-        open_streams: shared.dp.stream_count(),
-        kernel: shared
-            .dp
-            .stats()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        budget: shared.budget.status(),
-        source: shared.source.report(),
-        endpoints: (shared.registry.endpoints).totals(|id| shared.dp.endpoint_stats(id)),
+    let body = tokio::task::spawn_blocking(move || respond(&shared, &page, started, request)).await;
+    let Ok(body) = body else { return };
+    for chunk in body.chunks(WRITE_CHUNK) {
+        match tokio::time::timeout(ADMIN_WRITE_STALL, wr.write_all(chunk)).await {
+            Ok(Ok(())) => {}
+            _ => {
+                tracing::debug!(
+                    bytes = body.len(),
+                    "admin client stopped reading; answer cut off"
+                );
+                return;
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+fn respond(
+    shared: &Shared,
+    page: &MetricsPage,
+    started: Instant,
+    request: Option<Result<Request, String>>,
+) -> Vec<u8> {
+    fn ok<T: serde::Serialize>(doc: T) -> Vec<u8> {
+        serde_json::to_vec(&Reply::Ok(doc)).unwrap_or_default()
+    }
+    match request {
+        None => serde_json::to_vec(&report::status(shared, started)).unwrap_or_default(),
+        Some(Err(e)) => serde_json::to_vec(&Reply::<()>::Error(e)).unwrap_or_default(),
+        Some(Ok(Request::Status)) => ok(report::status(shared, started)),
+        Some(Ok(Request::Endpoints { window_s })) => ok(report::endpoints(
+            shared,
+            page,
+            Duration::from_secs(window_s),
+        )),
+        Some(Ok(Request::Conns { service })) => ok(report::conns(shared, service.as_deref())),
+        Some(Ok(Request::Explain { target })) => ok(explain::explain(shared, &target)),
     }
 }

@@ -135,6 +135,16 @@ impl ClientConn {
         for slot in 0..MAX_UPSTREAMS as u32 {
             self.close_slot(slot);
         }
+        let spliced = super::registry::Spliced {
+            endpoint: endpoint.to_string(),
+            why: super::splice::what_it_speaks(&first).into(),
+        };
+        self.shared.registry.update_conn(self.id, |i| {
+            i.spliced = Some(spliced);
+            i.fast = false;
+            i.slots.clear();
+            i.upstreams.clear();
+        });
         super::splice::run(endpoint, a, first).await
     }
 

@@ -193,6 +193,44 @@ pub fn write_endpoints(x: &mut Exposition, totals: &[EndpointTotals]) {
             .collect();
         x.histogram(name, &l, &buckets, t.ttfb_sum_ns as f64 / 1e9);
     }
+    let name = "rotor_agent_carried_bytes_total";
+    x.family(
+        name,
+        Kind::Counter,
+        "The part of the request and response bytes the agent carried itself (slow path) rather than the kernel.",
+    );
+    for t in totals {
+        for (direction, n) in [
+            ("request", t.agent_req_bytes),
+            ("response", t.agent_resp_bytes),
+        ] {
+            let l = [
+                ("service", t.service.as_str()),
+                ("endpoint", &t.endpoint),
+                ("direction", direction),
+            ];
+            x.sample(name, &l, n as f64);
+        }
+    }
+    let name = "rotor_endpoint_goaways_total";
+    x.family(
+        name,
+        Kind::Counter,
+        "GOAWAY frames the endpoint sent on rotor's upstream connections, by error code.",
+    );
+    for t in totals {
+        for (code, n) in t.goaways.iter().enumerate() {
+            if *n == 0 {
+                continue;
+            }
+            let l = [
+                ("service", t.service.as_str()),
+                ("endpoint", &t.endpoint),
+                ("code", code_name(code)),
+            ];
+            x.sample(name, &l, *n as f64);
+        }
+    }
     let name = "rotor_stream_resets_total";
     x.family(
         name,
@@ -236,6 +274,8 @@ mod tests {
         t.ttfb[1] = 3;
         t.ttfb[TTFB_BUCKETS - 1] = 1;
         t.resets[1][8] = 2;
+        t.goaways = vec![0; RESET_CODES];
+        t.goaways[0] = 3;
         t
     }
 
@@ -302,6 +342,22 @@ mod tests {
             resets,
             [
                 r#"rotor_stream_resets_total{service="default/echo:80",endpoint="10.0.0.1:8080",code="CANCEL",side="endpoint"} 2"#
+            ]
+        );
+    }
+
+    #[test]
+    fn goaways_only_where_seen_with_code_names() {
+        let mut x = Exposition::default();
+        write_endpoints(&mut x, &[totals()]);
+        let text = x.finish();
+        let goaways: Vec<&str> = (text.lines())
+            .filter(|l| l.starts_with("rotor_endpoint_goaways_total{"))
+            .collect();
+        assert_eq!(
+            goaways,
+            [
+                r#"rotor_endpoint_goaways_total{service="default/echo:80",endpoint="10.0.0.1:8080",code="NO_ERROR"} 3"#
             ]
         );
     }

@@ -52,6 +52,28 @@ pub struct EndpointTotals {
     pub connect_failures: u64,
     /// [side][code], sides as in [`SIDES`], code 15 any other.
     pub resets: Vec<Vec<u64>>,
+    /// GOAWAYs the endpoint sent, by error code (15 any other).
+    #[serde(default)]
+    pub goaways: Vec<u64>,
+    /// The part of `req_bytes` and `resp_bytes` the agent carried itself
+    /// (the slow path: streams held or diverted, a divert over a window).
+    #[serde(default)]
+    pub agent_req_bytes: u64,
+    #[serde(default)]
+    pub agent_resp_bytes: u64,
+    /// Its last connect or handshake failed, and none succeeded since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing: Option<Failing>,
+}
+
+/// Why an endpoint's upstreams fail, as the last failed attempt said.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Failing {
+    pub why: String,
+    /// Failed attempts since the last success.
+    pub attempts: u64,
+    /// Seconds since the first of them.
+    pub for_s: u64,
 }
 
 impl EndpointTotals {
@@ -109,6 +131,7 @@ struct AgentCounts {
     ttfb_sum_ns: AtomicU64,
     ttfb: [AtomicU64; TTFB_BUCKETS],
     resets: [[AtomicU64; RESET_CODES]; 3],
+    goaways: [AtomicU64; RESET_CODES],
     connect_failures: AtomicU64,
 }
 
@@ -117,6 +140,8 @@ pub struct EndpointTable {
     ids: Mutex<Ids>,
     counts: Vec<AgentCounts>,
     full_logged: AtomicBool,
+    /// Endpoints whose last connect failed: why, attempts, since when.
+    failing: Mutex<HashMap<u32, (String, u64, std::time::Instant)>>,
 }
 
 #[derive(Default)]
@@ -134,6 +159,7 @@ impl Default for EndpointTable {
                 .map(|_| Default::default())
                 .collect(),
             full_logged: AtomicBool::new(false),
+            failing: Mutex::default(),
         }
     }
 }
@@ -231,9 +257,28 @@ impl EndpointTable {
         }
     }
 
-    pub fn connect_failed(&self, id: u32) {
+    pub fn connect_failed(&self, id: u32, why: &str) {
         if let Some(c) = self.at(id) {
             c.connect_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        let entry =
+            (failing.entry(id)).or_insert_with(|| (String::new(), 0, std::time::Instant::now()));
+        entry.0 = why.to_string();
+        entry.1 += 1;
+    }
+
+    /// An upstream to the endpoint connected and shook hands.
+    pub fn connected(&self, id: u32) {
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        failing.remove(&id);
+    }
+
+    /// The endpoint sent GOAWAY with `code`.
+    pub fn goaway(&self, id: u32, code: u32) {
+        if let Some(c) = self.at(id) {
+            let code = (code as usize).min(RESET_CODES - 1);
+            c.goaways[code].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -276,6 +321,7 @@ impl EndpointTable {
             endpoint: endpoint.into(),
             ttfb: vec![0; TTFB_BUCKETS],
             resets: vec![vec![0; RESET_CODES]; SIDES.len()],
+            goaways: vec![0; RESET_CODES],
             ..Default::default()
         };
         if let Some(c) = self.at(id) {
@@ -290,10 +336,21 @@ impl EndpointTable {
             t.resets = (c.resets.iter())
                 .map(|codes| codes.iter().map(load).collect())
                 .collect();
+            t.goaways = c.goaways.iter().map(load).collect();
+            // Only frames the agent carries are counted here; the kernel
+            // counts the rest (added below).
+            t.agent_req_bytes = t.req_bytes;
+            t.agent_resp_bytes = t.resp_bytes;
         }
         if let Some(k) = kernel(id) {
             t.add_kernel(&k);
         }
+        let failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        t.failing = failing.get(&id).map(|(why, attempts, since)| Failing {
+            why: why.clone(),
+            attempts: *attempts,
+            for_s: since.elapsed().as_secs(),
+        });
         t
     }
 }
@@ -331,10 +388,14 @@ mod tests {
         assert_eq!(t.id("ns/a:80", ep), a);
         t.opened(a);
         t.reset(a, SIDE_AGENT, 7);
+        t.goaway(a, 0);
+        t.goaway(a, 400);
+        t.bytes(a, true, 100);
         let kernel = |id: u32| {
             (id == a).then(|| EndpointStats {
                 opened: 2,
                 ended: 1,
+                resp_bytes: 1000,
                 ..Default::default()
             })
         };
@@ -342,6 +403,16 @@ mod tests {
         assert_eq!(totals.len(), 2, "id 0 unused: not shown");
         assert_eq!((totals[0].opened, totals[0].in_flight()), (3, 2));
         assert_eq!(totals[0].resets[SIDE_AGENT][7], 1);
+        assert_eq!(totals[0].goaways[0], 1);
+        assert_eq!(
+            totals[0].goaways[RESET_CODES - 1],
+            1,
+            "unknown codes count as other"
+        );
+        assert_eq!(
+            (totals[0].resp_bytes, totals[0].agent_resp_bytes),
+            (1100, 100)
+        );
         assert_eq!(totals[0].endpoint, "10.0.0.1:80");
     }
 

@@ -15,7 +15,8 @@ use crate::ebpf::abi::ROTOR_MAX_ENDPOINTS;
 pub const SHARE_WINDOW: Duration = Duration::from_secs(10);
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
-type Opened = HashMap<(String, String), u64>;
+/// Streams opened per (service, endpoint).
+pub type Opened = HashMap<(String, String), u64>;
 
 pub struct MetricsPage {
     shared: Arc<Shared>,
@@ -60,6 +61,17 @@ impl MetricsPage {
     pub fn totals(&self) -> Vec<EndpointTotals> {
         let dp = &self.shared.dp;
         (self.shared.registry.endpoints).totals(|id| dp.endpoint_stats(id))
+    }
+
+    /// The newest sample at least `want` old (else the oldest), and its age:
+    /// `rotor services` counts streams since then.
+    pub fn window(&self, want: Duration) -> Option<(Duration, Opened)> {
+        let s = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let (at, opened) = (s.iter().rev())
+            .find(|(at, _)| now.duration_since(*at) >= want)
+            .or(s.front())?;
+        Some((now.duration_since(*at), opened.clone()))
     }
 
     /// Each endpoint's streams over the window divided by its fair share
@@ -118,19 +130,35 @@ impl MetricsPage {
         x.family(
             name,
             Kind::Gauge,
-            "Client connections the agent has, by path: kernel (the fast path is open) or agent (the agent carries the streams).",
+            "Client connections the agent has, by path: kernel (the fast path is open), agent (the agent carries the streams) or spliced (not HTTP/2: carried whole to one endpoint).",
         );
         let mut by: std::collections::BTreeMap<(String, &str), u64> = Default::default();
         for svc in self.shared.registry.services() {
             by.insert((svc.name.clone(), "kernel"), 0);
             by.insert((svc.name.clone(), "agent"), 0);
+            by.insert((svc.name.clone(), "spliced"), 0);
         }
         for c in self.shared.registry.conns() {
-            let path = if c.fast { "kernel" } else { "agent" };
+            let path = match (&c.spliced, c.fast) {
+                (Some(_), _) => "spliced",
+                (None, true) => "kernel",
+                (None, false) => "agent",
+            };
             *by.entry((c.service, path)).or_default() += 1;
         }
         for ((service, path), n) in by {
             x.sample(name, &[("service", &service), ("path", path)], n as f64);
+        }
+
+        let name = "rotor_streams_held_total";
+        x.family(
+            name,
+            Kind::Counter,
+            "New streams that waited in the agent because every endpoint had reached its MAX_CONCURRENT_STREAMS.",
+        );
+        for svc in self.shared.registry.services() {
+            let held = svc.held.load(std::sync::atomic::Ordering::Relaxed);
+            x.sample(name, &[("service", &svc.name)], held as f64);
         }
 
         let stats = self.shared.dp.stats();

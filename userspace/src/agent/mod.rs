@@ -1,7 +1,7 @@
 //! The agent: loads the kernel side, accepts the connections it redirects,
 //! keeps the upstreams, and applies the endpoint model.
 
-mod admin;
+pub mod admin;
 mod apply;
 pub mod budget;
 pub mod caps;
@@ -16,12 +16,13 @@ mod injector;
 mod liveness;
 pub mod metrics;
 pub mod metrics_counts;
-mod metrics_page;
+pub mod metrics_page;
 mod registry;
 pub mod self_check;
 mod slot;
 mod sockmap_io;
 mod splice;
+mod trouble;
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -33,8 +34,8 @@ use tokio::io::AsyncWriteExt;
 
 pub use admin::Status;
 pub use injector::{Injector, Target};
-pub use registry::ConnInfo;
 pub use registry::Registry;
+pub use registry::{ConnInfo, SlotInfo, Spliced};
 
 use crate::ebpf::{Datapath, LoadOptions};
 use crate::model::kube::KubeSource;
@@ -47,7 +48,12 @@ pub enum Source {
     File(PathBuf),
     /// Services labelled `rotor.dev/balance` and their EndpointSlices;
     /// kubeconfig from this path, else inferred (KUBECONFIG, in-cluster).
-    Kubernetes { kubeconfig: Option<PathBuf> },
+    /// `node_name`: this node's (the downward API's spec.nodeName), else
+    /// the host name.
+    Kubernetes {
+        kubeconfig: Option<PathBuf>,
+        node_name: Option<String>,
+    },
 }
 
 /// How often the agent says it is still waiting for the Kubernetes lists
@@ -73,6 +79,9 @@ pub struct AgentOptions {
     pub health_addr: Option<SocketAddr>,
     /// Where `/metrics` is served, with the probes (metrics_page.rs).
     pub metrics_addr: Option<SocketAddr>,
+    /// The kernel's per-endpoint counts and stream timestamps (off only
+    /// to measure their cost: bench/src/endpoint_stats.rs).
+    pub endpoint_stats: bool,
 }
 
 /// What every connection task shares.
@@ -108,9 +117,12 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             file.synced();
             (model, Updates::File(config), file)
         }
-        Source::Kubernetes { kubeconfig } => {
+        Source::Kubernetes {
+            kubeconfig,
+            node_name,
+        } => {
             let client = crate::model::kube::client(kubeconfig.as_deref()).await?;
-            let mut source = KubeSource::start(client);
+            let mut source = KubeSource::start(client, node_name.clone());
             let model = first_model(&mut source, &health).await?;
             let h = source.health();
             (model, Updates::Kubernetes(source), h)
@@ -127,6 +139,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             max_conns: opts.max_conns,
             max_sockets: opts.max_sockets,
             max_streams: opts.max_streams,
+            endpoint_stats: opts.endpoint_stats,
         })
         .context("loading the eBPF programs")?,
     );
@@ -145,14 +158,16 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     });
     apply::apply(&shared, &Delta::between(&Model::default(), &model));
     let page = metrics_page::MetricsPage::start(shared.clone());
-    health.set_metrics(Arc::new(move || page.render()));
-    let admin = admin::spawn(&opts.admin, shared.clone()).context("starting the admin socket")?;
+    let rendered = page.clone();
+    health.set_metrics(Arc::new(move || rendered.render()));
+    let admin =
+        admin::spawn(&opts.admin, shared.clone(), page).context("starting the admin socket")?;
     // Without the channel the agent still stops well: it drains (drain.rs).
     let handover = handover::channel::spawn(&opts.admin)
         .inspect_err(|e| tracing::warn!(error = %e, "no handover channel beside the admin socket"))
         .ok();
     tokio::spawn(sweep_parse_states(dp.clone()));
-    tokio::spawn(report_fail_open(dp.clone()));
+    tokio::spawn(report_trouble(dp.clone()));
     match updates {
         Updates::File(config) => drop(tokio::spawn(watch_config(
             config,
@@ -235,26 +250,20 @@ async fn sweep_parse_states(dp: Arc<Datapath>) {
 
 const SWEEP_PERIOD: Duration = Duration::from_secs(5);
 
-/// The kernel leaves a connection on its original path when the agent's
-/// tables are full; the operator hears of it here, once a second at most.
-async fn report_fail_open(dp: Arc<Datapath>) {
-    let mut reported = 0;
+/// Kernel counters that mean trouble reach the log (trouble.rs).
+async fn report_trouble(dp: Arc<Datapath>) {
+    let mut trouble = trouble::Trouble::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let now: u64 = dp
-            .stats()
-            .iter()
-            .filter(|(name, _)| matches!(*name, "fail_open_connect" | "fail_open_accept"))
-            .map(|(_, n)| n)
-            .sum();
-        if now > reported {
+        for g in trouble.grew(&dp.stats()) {
             tracing::warn!(
-                new = now - reported,
-                total = now,
-                "connections left on their original path by the kernel: the agent's tables are full (raise --max-conns)"
+                counter = g.counter,
+                new = g.new,
+                total = g.total,
+                "{}",
+                g.what
             );
-            reported = now;
         }
     }
 }

@@ -23,6 +23,9 @@ pub struct ServiceState {
     /// Where the next connection starts its rotation, so the first streams
     /// of short connections spread too.
     rotation: AtomicU32,
+    /// Streams that waited in the agent because no endpoint had room
+    /// (MAX_CONCURRENT_STREAMS reached everywhere), since the Service came.
+    pub held: std::sync::atomic::AtomicU64,
 }
 
 impl ServiceState {
@@ -55,6 +58,33 @@ pub struct ConnInfo {
     /// Bytes and messages the agent read from the client's connection.
     pub read_bytes: u64,
     pub read_messages: u32,
+    /// Not HTTP/2: carried whole to one endpoint (splice.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spliced: Option<Spliced>,
+    /// Its upstreams, by slot (the kernel's counters are in the status by slot too).
+    #[serde(default)]
+    pub slots: Vec<SlotInfo>,
+    /// New streams waiting in the agent for an endpoint with room.
+    #[serde(default)]
+    pub held: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct Spliced {
+    pub endpoint: String,
+    /// What the client's first bytes looked like: `TLS`, `HTTP/1.x`, ...
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct SlotInfo {
+    pub slot: u32,
+    pub endpoint: String,
+    /// connecting, active, draining.
+    pub state: String,
+    /// The endpoint's SETTINGS_MAX_CONCURRENT_STREAMS (absent: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams: Option<u32>,
 }
 
 /// How long a connection id rests before it is used again, if another is
@@ -158,6 +188,7 @@ impl Registry {
                 endpoints: tx,
                 policy: AtomicU32::new(spec.policy.kernel_code()),
                 rotation: AtomicU32::new(0),
+                held: Default::default(),
             }),
         );
         (id, true)

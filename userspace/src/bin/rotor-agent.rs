@@ -31,6 +31,10 @@ struct Args {
     /// kubeconfig for --source kubernetes (default: KUBECONFIG, ~/.kube/config, then in-cluster).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// This node's name (the DaemonSet sets NODE_NAME from spec.nodeName):
+    /// the reporting instance of the Events the agent posts.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
     /// cgroup v2 directory whose processes are balanced (/sys/fs/cgroup on most nodes).
     #[arg(long, default_value = "/sys/fs/cgroup")]
     cgroup: PathBuf,
@@ -60,6 +64,10 @@ struct Args {
     /// Entries of the streams map (tests fill it with a few streams).
     #[arg(long, hide = true)]
     max_streams: Option<u32>,
+    /// No per-endpoint counts or stream timestamps in the kernel: the
+    /// benchmark's baseline for what they cost (`cargo xtask bench --endpoint-stats`).
+    #[arg(long, hide = true)]
+    no_endpoint_stats: bool,
     /// On SIGTERM, how long the agent goes on carrying the connections it
     /// has, after telling each client to go away (GOAWAY) and letting new
     /// connects take the path of an agent started beside it, or their
@@ -129,9 +137,10 @@ fn main() -> anyhow::Result<()> {
                 "--kubeconfig needs --source kubernetes",
             )
             .exit(),
-        (SourceKind::Kubernetes, None, kubeconfig) => {
-            rotor::agent::Source::Kubernetes { kubeconfig }
-        }
+        (SourceKind::Kubernetes, None, kubeconfig) => rotor::agent::Source::Kubernetes {
+            kubeconfig,
+            node_name: args.node_name,
+        },
         (SourceKind::Kubernetes, Some(_), _) => Args::command()
             .error(
                 clap::error::ErrorKind::ArgumentConflict,
@@ -156,6 +165,7 @@ fn main() -> anyhow::Result<()> {
         drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
         health_addr: args.health_addr,
         metrics_addr: args.metrics,
+        endpoint_stats: !args.no_endpoint_stats,
     }))
 }
 

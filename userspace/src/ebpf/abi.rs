@@ -31,10 +31,14 @@ pub use generated::{
 };
 // The #defines the agent uses, by their C names.
 pub use generated::{
+    EndpointLatency, ROTOR_EWMA_HALF_LIFE_NS, ROTOR_EWMA_LN2, ROTOR_EWMA_MAX_NS,
+    ROTOR_EWMA_MAX_OPEN, ROTOR_EWMA_ONE, ROTOR_EWMA_SQ, ROTOR_EWMA_UNPROBED,
+};
+pub use generated::{
     CONN_FAST, CONN_GATE_OPEN, CONN_HOLD, CONN_UNHOLD, EV_DIVERTED, EV_REQ_DATA, EV_RESP_DATA,
-    EV_STREAM_CLOSED, EV_STREAM_WINDOW, POLICY_LEAST_REQUEST, POLICY_ROUND_ROBIN, ROLE_AGENT,
-    ROLE_INJECTOR, ROLE_UPSTREAM, ROTOR_MAX_BLOCK, ROTOR_MAX_CONTINUATIONS, ROTOR_MAX_FRAME,
-    ROTOR_ROUTE, ROUTE_ACT_GATE, ROUTE_ACT_NONE, ROUTE_ACT_RELEASE_STREAM,
+    EV_STREAM_CLOSED, EV_STREAM_WINDOW, POLICY_LEAST_REQUEST, POLICY_PEAK_EWMA, POLICY_ROUND_ROBIN,
+    ROLE_AGENT, ROLE_INJECTOR, ROLE_UPSTREAM, ROTOR_MAX_BLOCK, ROTOR_MAX_CONTINUATIONS,
+    ROTOR_MAX_FRAME, ROTOR_ROUTE, ROUTE_ACT_GATE, ROUTE_ACT_NONE, ROUTE_ACT_RELEASE_STREAM,
     ROUTE_ACT_RELEASE_UPSTREAM, ROUTE_ACT_UNHOLD, ROUTE_CLIENT, STREAM_ANSWERED, STREAM_CLIENT_END,
     STREAM_RELEASE, STREAM_SERVER_END, STREAM_SLOW, STREAM_WINDOW_GRANTED, UP_ACTIVE, UP_DRAINING,
     UP_EMPTY,
@@ -259,6 +263,15 @@ atomic_view! {
         pub client_recv: AtomicU64 = client_recv,
         pub client_limit: AtomicU64 = client_limit,
         pub up: [UpstreamShared; MAX_UPSTREAMS] = up,
+    }
+}
+
+atomic_view! {
+    /// `struct endpoint_latency` in the memory-mapped `endpoint_latency`
+    /// array: the verdicts write it as they time answers.
+    pub struct LatencyShared of EndpointLatency {
+        pub ewma_ns: AtomicU64 = ewma_ns,
+        pub at_ns: AtomicU64 = at_ns,
     }
 }
 

@@ -1,34 +1,40 @@
-//! The `conns` array, memory-mapped: the agent reads and writes single
-//! fields while the programs update counters in the same entries.
+//! Memory-mapped BPF arrays: `conns`, where the agent reads and writes
+//! single fields while the programs update counters in the same entries,
+//! and `endpoint_latency`, the peak-EWMA estimates both sides keep.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::ptr::NonNull;
 
-use super::abi::ConnShared;
+use super::abi::{ConnShared, LatencyShared};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnTableError {
-    #[error("mmap of the conns map failed (needs BPF_F_MMAPABLE arrays, Linux 5.5+)")]
+    #[error("mmap of a BPF array map (conns, endpoint_latency) failed (needs BPF_F_MMAPABLE arrays, Linux 5.5+)")]
     Mmap(#[source] std::io::Error),
 }
 
-pub struct ConnTable {
-    base: NonNull<ConnShared>,
+/// An array of atomic views (abi.rs `atomic_view!`), shared with the programs.
+pub struct MappedArray<T> {
+    base: NonNull<T>,
     len: usize,
     bytes: usize,
 }
 
 // SAFETY: the mapping is shared memory accessed only through atomics.
-unsafe impl Send for ConnTable {}
-unsafe impl Sync for ConnTable {}
+unsafe impl<T: Sync> Send for MappedArray<T> {}
+unsafe impl<T: Sync> Sync for MappedArray<T> {}
 
-impl ConnTable {
+pub type ConnTable = MappedArray<ConnShared>;
+pub type LatencyTable = MappedArray<LatencyShared>;
+
+impl<T> MappedArray<T> {
     pub fn map(fd: &impl AsFd, entries: u32) -> Result<Self, ConnTableError> {
         let len = entries as usize;
         let page = 4096usize;
-        let bytes = (len * std::mem::size_of::<ConnShared>()).div_ceil(page) * page;
+        let bytes = (len * std::mem::size_of::<T>()).div_ceil(page) * page;
         // SAFETY: mapping a BPF array map of `entries` values of
-        // size_of::<ConnShared>() (a multiple of 8, as the kernel lays them out).
+        // size_of::<T>() (a multiple of 8, as the kernel lays them out; T
+        // is an atomic view of the map's value, checked by atomic_view!).
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -42,9 +48,9 @@ impl ConnTable {
         if ptr == libc::MAP_FAILED {
             return Err(ConnTableError::Mmap(std::io::Error::last_os_error()));
         }
-        let base = NonNull::new(ptr.cast::<ConnShared>())
+        let base = NonNull::new(ptr.cast::<T>())
             .ok_or_else(|| ConnTableError::Mmap(std::io::Error::other("mmap returned null")))?;
-        Ok(ConnTable { base, len, bytes })
+        Ok(MappedArray { base, len, bytes })
     }
 
     pub fn len(&self) -> usize {
@@ -55,7 +61,7 @@ impl ConnTable {
         self.len == 0
     }
 
-    pub fn get(&self, id: u32) -> Option<&ConnShared> {
+    pub fn get(&self, id: u32) -> Option<&T> {
         let i = id as usize;
         // SAFETY: in bounds of the mapping, which lives as long as self; all
         // fields are atomics, so shared access from both sides is sound.
@@ -63,7 +69,7 @@ impl ConnTable {
     }
 }
 
-impl Drop for ConnTable {
+impl<T> Drop for MappedArray<T> {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what map() mapped.
         unsafe {

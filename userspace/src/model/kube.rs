@@ -17,12 +17,15 @@
 //! not copy our label: the third watch names them, and starts again when
 //! that set of names changes.
 
+mod events;
 mod index;
 mod run;
 mod translate;
 
+pub use events::{no_policy_event, REASON_NO_POLICY, REPORTING_CONTROLLER};
 pub use index::{Event, Index, SliceSource};
-pub use translate::model_from;
+pub use translate::NodeInfo;
+pub use translate::{model_from, model_on};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -95,10 +98,13 @@ pub struct KubeSource {
 impl KubeSource {
     /// Starts the watchers. The first model is sent once the Services and
     /// the slices have been listed; then one delta per change.
-    pub fn start(client: Client) -> KubeSource {
+    /// `node`: this node's name (`--node-name`): the endpoints of
+    /// `internalTrafficPolicy: Local` Services, and the Events' reporting
+    /// instance (else the host name).
+    pub fn start(client: Client, node: Option<String>) -> KubeSource {
         let (tx, updates) = mpsc::unbounded_channel();
         let health = SourceHealth::new("kubernetes");
-        let task = tokio::spawn(run::run(client, tx, health.clone()));
+        let task = tokio::spawn(run::run(client, tx, health.clone(), node));
         KubeSource {
             updates,
             health,
@@ -177,7 +183,7 @@ mod tests {
             .port();
         let config = Config::new(format!("http://127.0.0.1:{port}").parse().expect("uri"));
         let client = Client::try_from(config).expect("client");
-        let mut source = KubeSource::start(client);
+        let mut source = KubeSource::start(client, None);
         let err = source
             .first(Duration::from_millis(1500))
             .await

@@ -4,10 +4,12 @@
 
 mod config;
 pub mod kube;
+mod peak_ewma;
 mod policy;
 pub mod source;
 
 pub use config::{ConfigError, ConfigFile};
+pub use peak_ewma::{cost as peak_ewma_cost, observe as peak_ewma_observe, read as peak_ewma_read};
 pub use policy::Policy;
 pub use source::{SourceHealth, SourceReport, SourceState};
 

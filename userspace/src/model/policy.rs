@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::ebpf::abi::{POLICY_LEAST_REQUEST, POLICY_ROUND_ROBIN};
+use crate::ebpf::abi::{POLICY_LEAST_REQUEST, POLICY_PEAK_EWMA, POLICY_ROUND_ROBIN};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -15,16 +15,21 @@ pub enum Policy {
     /// connection: the round-robin choice unless another, drawn at random,
     /// has fewer (ebpf/lib/conn.h `pick_least_request`).
     LeastRequest,
+    /// Power of two choices over cost: each endpoint's peak EWMA of time
+    /// to first byte times (its streams open on the connection + 1)
+    /// (ebpf/lib/conn.h `pick_peak_ewma`, model/peak_ewma.rs).
+    PeakEwma,
 }
 
 impl Policy {
-    pub const ALL: [Policy; 2] = [Policy::RoundRobin, Policy::LeastRequest];
+    pub const ALL: [Policy; 3] = [Policy::RoundRobin, Policy::LeastRequest, Policy::PeakEwma];
 
     /// The name in labels, the static configuration and `rotor status`.
     pub fn name(self) -> &'static str {
         match self {
             Policy::RoundRobin => "round-robin",
             Policy::LeastRequest => "least-request",
+            Policy::PeakEwma => "peak-ewma",
         }
     }
 
@@ -44,12 +49,14 @@ impl Policy {
         match self {
             Policy::RoundRobin => POLICY_ROUND_ROBIN,
             Policy::LeastRequest => POLICY_LEAST_REQUEST,
+            Policy::PeakEwma => POLICY_PEAK_EWMA,
         }
     }
 
     pub fn from_kernel_code(code: u32) -> Policy {
         match code {
             POLICY_LEAST_REQUEST => Policy::LeastRequest,
+            POLICY_PEAK_EWMA => Policy::PeakEwma,
             _ => Policy::RoundRobin,
         }
     }
@@ -66,6 +73,7 @@ mod tests {
             Policy::from_name("least-request"),
             Some(Policy::LeastRequest)
         );
+        assert_eq!(Policy::from_name("peak-ewma"), Some(Policy::PeakEwma));
         for refused in [
             "",
             "false",
@@ -73,11 +81,13 @@ mod tests {
             "true",
             "Round-Robin",
             "random",
+            "peak_ewma",
+            "ewma",
             " round-robin",
         ] {
             assert_eq!(Policy::from_name(refused), None, "{refused:?}");
         }
-        assert_eq!(Policy::names(), "round-robin, least-request");
+        assert_eq!(Policy::names(), "round-robin, least-request, peak-ewma");
     }
 
     #[test]

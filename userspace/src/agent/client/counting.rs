@@ -59,6 +59,10 @@ impl ClientConn {
         s.flags |= STREAM_ANSWERED;
         if self.kernel.set_stream(header.stream, s).is_ok() {
             self.endpoints().answered(s.endpoint, s.opened_ns);
+            if s.opened_ns != 0 {
+                let now = crate::agent::metrics_counts::monotonic_ns();
+                (self.shared.dp).latency_observe(s.endpoint, now, now.saturating_sub(s.opened_ns));
+            }
         }
     }
 }

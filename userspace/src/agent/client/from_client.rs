@@ -371,7 +371,10 @@ impl ClientConn {
     pub(super) fn pick_slot(&mut self) -> Option<u32> {
         let c = self.kernel.conn();
         let policy = Policy::from_kernel_code(c.policy.load(Ordering::Relaxed));
-        let ups = SlotView { conn: self };
+        let ups = SlotView {
+            conn: self,
+            now: crate::agent::metrics_counts::monotonic_ns(),
+        };
         let cursor = c.next.load(Ordering::SeqCst) as usize;
         let (slot, next) = pick::pick(policy, cursor, &ups, |n| fastrand::usize(..n))?;
         c.next.store(next as u32, Ordering::SeqCst);
@@ -398,6 +401,8 @@ impl ClientConn {
 /// The connection's slots as [`pick::pick`] sees them.
 struct SlotView<'a> {
     conn: &'a ClientConn,
+    /// CLOCK_MONOTONIC ns, read once per pick as the kernel does.
+    now: u64,
 }
 
 impl pick::Upstreams for SlotView<'_> {
@@ -416,5 +421,12 @@ impl pick::Upstreams for SlotView<'_> {
         self.conn.kernel.conn().up[slot]
             .streams
             .load(Ordering::SeqCst)
+    }
+
+    fn latency(&self, slot: usize) -> u64 {
+        let endpoint = self.conn.kernel.conn().up[slot]
+            .endpoint
+            .load(Ordering::SeqCst);
+        self.conn.shared.dp.latency_estimate(endpoint, self.now)
     }
 }

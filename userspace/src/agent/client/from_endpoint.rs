@@ -159,6 +159,7 @@ impl ClientConn {
                 // which are correct): the client broke the protocol, and gets
                 // the connection error the endpoint gave, as it would directly.
                 let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+                self.endpoints().goaway(self.slot_endpoint(slot), code);
                 tracing::info!(
                     conn = self.id,
                     slot,
@@ -168,6 +169,10 @@ impl ClientConn {
                 self.fail(code);
             }
             kind::GOAWAY => {
+                let code = payload
+                    .get(4..8)
+                    .map_or(0, |c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+                self.endpoints().goaway(self.slot_endpoint(slot), code);
                 // The endpoint is going away: no new streams; streams above
                 // its last stream id were not processed and are refused, so
                 // clients retry them; the others finish (RFC 9113 §6.8).

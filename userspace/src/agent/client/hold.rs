@@ -26,6 +26,7 @@ impl ClientConn {
             "no endpoint has room; stream waits"
         );
         self.held.hold(stream, headers, &self.kernel);
+        (self.service.held).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A later frame of a waiting stream waits with it; a reset ends it here.

@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use std::time::Duration;
 
 use super::{ClientConn, Slot, SlotState, DRAIN_GRACE, DRAIN_LIMIT};
+use crate::agent::registry::SlotInfo;
 use crate::ebpf::abi::*;
 use crate::h2::frame;
 
@@ -121,9 +122,28 @@ impl ClientConn {
                 )
             })
             .collect();
+        let slots: Vec<SlotInfo> = (self.slots.iter().enumerate())
+            .filter_map(|(k, s)| Some((k, s.as_ref()?)))
+            .filter(|(_, s)| s.state != SlotState::Closed)
+            .map(|(k, s)| SlotInfo {
+                slot: k as u32,
+                endpoint: s.endpoint.to_string(),
+                state: match s.state {
+                    SlotState::Connecting => "connecting",
+                    SlotState::Active => "active",
+                    SlotState::Draining { .. } => "draining",
+                    SlotState::Closed => "closed",
+                }
+                .into(),
+                max_streams: (s.max_streams != u32::MAX).then_some(s.max_streams),
+            })
+            .collect();
+        let held = self.held.len();
         let fast = self.kernel.conn().flags.load(Ordering::Relaxed) & CONN_FAST != 0;
         let (read_bytes, read_messages) = (self.read_bytes, self.consumed);
         self.shared.registry.update_conn(self.id, |i| {
+            i.slots = slots;
+            i.held = held;
             i.upstreams = ups;
             i.fast = fast;
             i.read_bytes = read_bytes;

@@ -2,7 +2,7 @@
 //! (ebpf/lib/conn.h `pick_upstream`) on the same cursor and counts, so
 //! streams spread alike whichever of the two opens them.
 
-use crate::model::Policy;
+use crate::model::{peak_ewma_cost, Policy};
 
 /// The upstreams of one connection as a pick sees them.
 pub(super) trait Upstreams {
@@ -12,6 +12,9 @@ pub(super) trait Upstreams {
     fn takes_stream(&self, slot: usize) -> bool;
     /// Streams open on this slot.
     fn open(&self, slot: usize) -> u32;
+    /// The peak-EWMA estimate of the slot's endpoint now, 0 when none
+    /// (ebpf/lib/ewma.h `ewma_read`).
+    fn latency(&self, slot: usize) -> u64;
 }
 
 /// The slot for a new stream and the round-robin cursor after it; `draw(n)`
@@ -38,19 +41,27 @@ pub(super) fn pick(
         return Some((rr, next));
     }
     let other = others[draw(others.len()) % others.len()];
-    if ups.open(other) < ups.open(rr) {
-        Some((other, next))
-    } else {
-        Some((rr, next))
-    }
+    let better = match policy {
+        Policy::PeakEwma => {
+            peak_ewma_cost(ups.latency(other), ups.open(other))
+                < peak_ewma_cost(ups.latency(rr), ups.open(rr))
+        }
+        _ => ups.open(other) < ups.open(rr),
+    };
+    Some((if better { other } else { rr }, next))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// (takes a stream, open streams) per slot.
-    struct Mock(Vec<(bool, u32)>);
+    /// (takes a stream, open streams) per slot, and latency estimates.
+    struct Mock(Vec<(bool, u32)>, Vec<u64>);
+
+    fn mock(slots: Vec<(bool, u32)>) -> Mock {
+        let n = slots.len();
+        Mock(slots, vec![0; n])
+    }
 
     impl Upstreams for Mock {
         fn len(&self) -> usize {
@@ -62,14 +73,17 @@ mod tests {
         fn open(&self, slot: usize) -> u32 {
             self.0[slot].1
         }
+        fn latency(&self, slot: usize) -> u64 {
+            self.1[slot]
+        }
     }
 
     #[test]
     fn round_robin_takes_the_next_usable_slot_whatever_is_open() {
-        let ups = Mock(vec![(true, 9), (false, 0), (true, 0), (false, 0)]);
+        let ups = mock(vec![(true, 9), (false, 0), (true, 0), (false, 0)]);
         assert_eq!(pick(Policy::RoundRobin, 1, &ups, |_| 0), Some((2, 3)));
         assert_eq!(pick(Policy::RoundRobin, 3, &ups, |_| 0), Some((0, 1)));
-        let none = Mock(vec![(false, 0); 4]);
+        let none = mock(vec![(false, 0); 4]);
         assert_eq!(pick(Policy::RoundRobin, 0, &none, |_| 0), None);
     }
 
@@ -77,7 +91,7 @@ mod tests {
     fn least_request_leaves_the_busier_turn_for_a_drawn_slot_with_fewer_open() {
         // slot 0's turn, but it has 5 open; the draw names slot 2 (the
         // second of the others, in slot order: 1, 2) with 1 open
-        let ups = Mock(vec![(true, 5), (true, 7), (true, 1)]);
+        let ups = mock(vec![(true, 5), (true, 7), (true, 1)]);
         assert_eq!(pick(Policy::LeastRequest, 0, &ups, |n| n - 1), Some((2, 1)));
         // drawn slot 1 has more open than slot 0: the turn stands
         assert_eq!(pick(Policy::LeastRequest, 0, &ups, |_| 0), Some((0, 1)));
@@ -85,7 +99,7 @@ mod tests {
 
     #[test]
     fn least_request_with_equal_counts_is_round_robin() {
-        let ups = Mock(vec![(true, 2), (true, 2), (true, 2)]);
+        let ups = mock(vec![(true, 2), (true, 2), (true, 2)]);
         let mut cursor = 0;
         let mut seen = Vec::new();
         for draw in 0..6 {
@@ -100,12 +114,40 @@ mod tests {
     #[test]
     fn least_request_never_draws_a_slot_that_takes_no_stream() {
         // slot 1 has none open but is full (takes no stream)
-        let ups = Mock(vec![(true, 3), (false, 0), (true, 4)]);
+        let ups = mock(vec![(true, 3), (false, 0), (true, 4)]);
         for draw in 0..4 {
             assert_eq!(
                 pick(Policy::LeastRequest, 0, &ups, |n| draw % n),
                 Some((0, 1))
             );
         }
+    }
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn peak_ewma_leaves_a_slow_turn_for_a_faster_drawn_slot() {
+        // slot 0's turn at 50 ms, nothing open; slot 1 at 1 ms with 3 open
+        let ups = Mock(vec![(true, 0), (true, 3), (true, 0)], vec![50 * MS, MS, MS]);
+        assert_eq!(pick(Policy::PeakEwma, 0, &ups, |_| 0), Some((1, 1)));
+        // slot 1 with 60 open costs more than slot 0 with none: the turn stands
+        let busy = Mock(
+            vec![(true, 0), (true, 60), (true, 0)],
+            vec![50 * MS, MS, MS],
+        );
+        assert_eq!(pick(Policy::PeakEwma, 0, &busy, |_| 0), Some((0, 1)));
+        // least request would not have moved: both have few open
+        assert_eq!(pick(Policy::LeastRequest, 0, &ups, |_| 0), Some((0, 1)));
+    }
+
+    #[test]
+    fn peak_ewma_probes_a_new_endpoint_once_per_connection_until_it_answers() {
+        // slot 2 has no estimate: free with nothing open, so it is taken
+        let fresh = Mock(vec![(true, 1), (true, 1), (true, 0)], vec![MS, MS, 0]);
+        assert_eq!(pick(Policy::PeakEwma, 0, &fresh, |n| n - 1), Some((2, 1)));
+        // with its probe open and still no answer, it is passed over
+        let probing = Mock(vec![(true, 9), (true, 9), (true, 1)], vec![MS, MS, 0]);
+        assert_eq!(pick(Policy::PeakEwma, 0, &probing, |n| n - 1), Some((0, 1)));
+        assert_eq!(pick(Policy::PeakEwma, 2, &probing, |_| 0), Some((0, 3)));
     }
 }

@@ -66,7 +66,11 @@ impl ClientConn {
             Err(e) => {
                 tracing::warn!(conn = id, endpoint = %s.endpoint, error = %e, "upstream failed");
                 let endpoint = self.kernel.up(slot).endpoint.load(Ordering::SeqCst);
-                self.shared.registry.endpoints.connect_failed(endpoint);
+                let why = format!("{e:#}");
+                self.shared
+                    .registry
+                    .endpoints
+                    .connect_failed(endpoint, &why);
                 s.close();
                 s.failures += 1;
                 self.refuse_slot_streams(slot, 0);
@@ -112,6 +116,8 @@ impl ClientConn {
         };
         s.cookie = cookie;
         s.failures = 0;
+        let ep_id = self.kernel.up(slot).endpoint.load(Ordering::SeqCst);
+        self.shared.registry.endpoints.connected(ep_id);
         s.max_streams = hs.max_streams;
         s.state = SlotState::Active;
         let joined = endpoint_socket::Joined {

@@ -17,7 +17,7 @@ use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SkSkb, SockO
 use aya::{Ebpf, EbpfError, EbpfLoader};
 
 use super::abi::*;
-use super::conn_table::{ConnTable, ConnTableError};
+use super::conn_table::{ConnTable, ConnTableError, LatencyTable};
 
 mod endpoints;
 mod sockets;
@@ -69,6 +69,9 @@ pub struct LoadOptions {
     pub max_sockets: Option<u32>,
     /// Entries of `streams`; default 262,144.
     pub max_streams: Option<u32>,
+    /// Per-endpoint counts and stream timestamps in the kernel (on but in
+    /// the benchmark that measures their cost: maps.h, endpoint_stats_on).
+    pub endpoint_stats: bool,
 }
 
 /// bpf_map_update_elem: only if the key is not there yet.
@@ -78,11 +81,26 @@ const BPF_NOEXIST: u64 = 1;
 const MAX_CONNS: u32 = 65_536;
 const MAX_STREAMS: u32 = 262_144;
 
+/// What was found and attached at load, for `rotor status`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Loaded {
+    pub kernel: String,
+    /// The features the probe checked, every one found (else no load).
+    pub features: Vec<String>,
+    /// Each program and where it is attached.
+    pub programs: Vec<(String, String)>,
+    pub cgroup: PathBuf,
+    pub listen: String,
+}
+
 /// Maps the agent writes, each behind its own lock (one syscall per use).
 pub struct Datapath {
     _ebpf: Ebpf,
+    pub loaded: Loaded,
     _agent_socks: SockHash<MapData, ClientKey>,
     pub conns: ConnTable,
+    /// Peak-EWMA latency per endpoint id (endpoints.rs).
+    latency: LatencyTable,
     services: Mutex<HashMap<MapData, ServiceKey, Service>>,
     client_origins: Mutex<HashMap<MapData, PeerKey, Origin>>,
     sock_idents: Mutex<HashMap<MapData, u64, SockIdent>>,
@@ -136,7 +154,12 @@ impl Datapath {
         check_cgroup2(&opts.cgroup)?;
         // Every program, map, helper and attach type is tried first, so a
         // kernel that lacks one is named with the feature, not a verifier log.
-        super::probe::probe_kernel(Some(&opts.cgroup))?;
+        let support = super::probe::probe_kernel(Some(&opts.cgroup))?;
+        let cg = opts.cgroup.display().to_string();
+        let mut programs: Vec<(String, String)> = vec![(
+            "rotor_frame_parser".into(),
+            "agent_socks, upstream_socks, injector_socks (sk_skb stream parser)".into(),
+        )];
         // Accepted sockets outlive their client's close by a moment, and
         // LRU maps evict early when small: twice the connections, at least
         // the compiled-in size.
@@ -146,6 +169,7 @@ impl Datapath {
         // kube-proxy's path and the self-check's address found no room.
         const MAX_SERVICE_PORTS: u32 = 32768;
         let sockets = opts.max_sockets.unwrap_or(MAX_CONNS * 4);
+        let endpoint_stats_on = u32::from(opts.endpoint_stats);
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries("services", MAX_SERVICE_PORTS)
@@ -156,7 +180,8 @@ impl Datapath {
             .map_max_entries("sock_idents", sockets)
             .map_max_entries("parse_states", sockets)
             .map_max_entries("upstream_socks", sockets)
-            .map_max_entries("streams", opts.max_streams.unwrap_or(MAX_STREAMS));
+            .map_max_entries("streams", opts.max_streams.unwrap_or(MAX_STREAMS))
+            .override_global("endpoint_stats_on", &endpoint_stats_on, true);
         let mut ebpf = loader.load(OBJECT).map_err(|source| DatapathError::Load {
             kernel: kernel(),
             source: Box::new(source),
@@ -181,6 +206,11 @@ impl Datapath {
             let verdict: &mut SkSkb = prog(&mut ebpf, name)?;
             verdict.load().map_err(program_error(name))?;
             verdict.attach(map).map_err(program_error(name))?;
+            let on = name
+                .trim_start_matches("rotor_")
+                .replace("_verdict", "_socks");
+            let on = on.replace("client_socks", "agent_socks");
+            programs.push((name.into(), format!("{on} (sk_skb verdict)")));
         }
 
         let mut config: Array<MapData, AgentConfig> = take(&mut ebpf, "agent_config")?;
@@ -209,6 +239,14 @@ impl Datapath {
         let conns = ConnTable::map(conns_data.fd(), opts.max_conns)?;
         // The mapping keeps the map alive after the Map handle is dropped.
         drop(conns_map);
+        let latency_map = ebpf
+            .take_map("endpoint_latency")
+            .ok_or(DatapathError::MissingMap("endpoint_latency"))?;
+        let aya::maps::Map::Array(latency_data) = &latency_map else {
+            return Err(DatapathError::MissingMap("endpoint_latency"));
+        };
+        let latency = LatencyTable::map(latency_data.fd(), ROTOR_MAX_ENDPOINTS)?;
+        drop(latency_map);
 
         super::own_socks::install(take(&mut ebpf, "own_socks")?);
 
@@ -217,6 +255,7 @@ impl Datapath {
         sockops
             .attach(&cgroup, CgroupAttachMode::Single)
             .map_err(program_error("rotor_sockops"))?;
+        programs.push(("rotor_sockops".into(), format!("cgroup {cg}")));
         // The agent's accepted sockets are in the agent's own cgroup: they
         // join the socket hash only if sockops runs there too (cgroup.rs).
         if let Some(own) = super::cgroup::own_cgroup(&opts.cgroup) {
@@ -232,6 +271,10 @@ impl Datapath {
                 sockops
                     .attach(&dir, CgroupAttachMode::Single)
                     .map_err(program_error("rotor_sockops"))?;
+                programs.push((
+                    "rotor_sockops".into(),
+                    format!("cgroup {} (the agent's own)", own.display()),
+                ));
                 tracing::info!(own = %own.display(), cgroup = %opts.cgroup.display(),
                     "the agent runs outside --cgroup: sockops also runs in its own cgroup, for its accepted sockets");
             }
@@ -250,6 +293,7 @@ impl Datapath {
             let link = p
                 .attach(&cgroup, CgroupAttachMode::Single)
                 .map_err(program_error(name))?;
+            programs.push((name.into(), format!("cgroup {cg}")));
             // The connect programs' links are owned here, so that a stopping
             // agent can stop taking new connections (stop_redirecting) while
             // its other programs carry the ones it has. getpeername stays:
@@ -260,8 +304,18 @@ impl Datapath {
         }
 
         Ok(Datapath {
+            loaded: Loaded {
+                kernel: support.kernel,
+                features: (support.checked.iter())
+                    .map(|f| f.name.to_string())
+                    .collect(),
+                programs,
+                cgroup: opts.cgroup.clone(),
+                listen: opts.listen.to_string(),
+            },
             _agent_socks: agent_socks,
             conns,
+            latency,
             services: Mutex::new(take(&mut ebpf, "services")?),
             client_origins: Mutex::new(take(&mut ebpf, "client_origins")?),
             sock_idents: Mutex::new(take(&mut ebpf, "sock_idents")?),
@@ -289,6 +343,11 @@ impl Datapath {
     /// were detached.
     pub fn stop_redirecting(&self) -> usize {
         std::mem::take(&mut *lock(&self.redirects)).len()
+    }
+
+    /// Whether the connect programs are attached (not yet stopping).
+    pub fn redirecting(&self) -> bool {
+        !lock(&self.redirects).is_empty()
     }
 
     pub fn take_events(&self) -> Option<RingBuf<MapData>> {

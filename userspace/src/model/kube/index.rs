@@ -15,7 +15,7 @@ use std::net::SocketAddrV4;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::translate::{labelled, service_name, service_specs};
+use super::translate::{labelled, service_name, service_specs, NodeInfo};
 use crate::model::{Delta, Model, ServiceSpec};
 
 /// A Service's namespace and name.
@@ -51,6 +51,8 @@ pub enum Event {
 
 #[derive(Debug, Default)]
 pub struct Index {
+    /// This node, for the Services whose endpoints depend on it.
+    node: NodeInfo,
     /// Labelled Services only: the others produce nothing.
     services: HashMap<Key, Service>,
     /// Labelled Services without a selector (see [`SliceSource::Named`]).
@@ -69,6 +71,14 @@ pub struct Index {
 impl Index {
     pub fn new() -> Self {
         Index::default()
+    }
+
+    /// An index for the agent of `node`.
+    pub fn on_node(node: NodeInfo) -> Self {
+        Index {
+            node,
+            ..Index::default()
+        }
     }
 
     /// Takes in one event; returns what changed in the model.
@@ -280,7 +290,7 @@ impl Index {
             .filter_map(|k| self.slices.get(k))
             .collect();
         let mut seen = HashSet::new();
-        let mut specs = service_specs(svc, &own);
+        let mut specs = service_specs(svc, &own, &self.node);
         specs.retain(|s| seen.insert(s.vip));
         specs
     }

@@ -14,7 +14,9 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc;
 
+use super::events::PolicyEvents;
 use super::index::{Event, Index, SliceSource};
+use super::translate::NodeInfo;
 use super::{error_chain, Update, BALANCE_LABEL, SERVICE_NAME_LABEL};
 use crate::model::source::{SourceHealth, SourceState};
 
@@ -43,8 +45,8 @@ fn slim_slice(s: &mut EndpointSlice) {
     s.labels_mut().retain(|k, _| k == SERVICE_NAME_LABEL);
     s.metadata.owner_references = None;
     for ep in &mut s.endpoints {
+        // node_name stays: internalTrafficPolicy: Local keeps this node's
         ep.target_ref = None;
-        ep.node_name = None;
         ep.hints = None;
         ep.deprecated_topology = None;
         ep.zone = None;
@@ -128,8 +130,15 @@ async fn next_of(
     }
 }
 
-pub(super) async fn run(client: Client, tx: mpsc::UnboundedSender<Update>, health: SourceHealth) {
-    let mut index = Index::new();
+pub(super) async fn run(
+    client: Client,
+    tx: mpsc::UnboundedSender<Update>,
+    health: SourceHealth,
+    node: Option<String>,
+) {
+    let mut index = Index::on_node(NodeInfo { name: node.clone() });
+    let instance = node.unwrap_or_else(host_name);
+    let mut events = PolicyEvents::new(client.clone(), instance);
     let mut svc_events = services(client.clone());
     let mut labelled = slices(client.clone(), BALANCE_LABEL);
     let mut named: Option<Events<EndpointSlice>> = None;
@@ -157,10 +166,14 @@ pub(super) async fn run(client: Client, tx: mpsc::UnboundedSender<Update>, healt
             Tick::Services(Ok(ev)) => {
                 let ev = match svc_list.step(ev) {
                     Step::Nothing => None,
-                    Step::Put(s) => Some(Event::Service(s)),
+                    Step::Put(s) => {
+                        events.service_seen(&s);
+                        Some(Event::Service(s))
+                    }
                     Step::Gone(s) => Some(Event::ServiceGone(s)),
                     Step::All(list) => {
                         svc_listed = true;
+                        list.iter().for_each(|s| events.service_seen(s));
                         Some(Event::Services(list))
                     }
                 };
@@ -241,6 +254,13 @@ pub(super) async fn run(client: Client, tx: mpsc::UnboundedSender<Update>, healt
     }
     tracing::error!("Kubernetes watch streams ended");
     health.ended();
+}
+
+/// The host name, when the node's name is not given.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn failed(health: &SourceHealth, what: &str, e: watcher::Error) {

@@ -22,6 +22,23 @@ pub fn model_from<'a>(
     services: impl IntoIterator<Item = &'a Service>,
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
 ) -> Model {
+    model_on(&NodeInfo::default(), services, slices)
+}
+
+/// This node, as the Service fields that depend on it read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// `--node-name`; without it, `internalTrafficPolicy: Local` Services
+    /// are left to kube-proxy.
+    pub name: Option<String>,
+}
+
+/// [`model_from`] for the agent of `node`.
+pub fn model_on<'a>(
+    node: &NodeInfo,
+    services: impl IntoIterator<Item = &'a Service>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> Model {
     let slices: Vec<&EndpointSlice> = slices.into_iter().collect();
     let mut out: Vec<ServiceSpec> = Vec::new();
     for svc in services {
@@ -36,7 +53,7 @@ pub fn model_from<'a>(
             .copied()
             .filter(|s| slice_of(s, ns, name))
             .collect();
-        out.extend(service_specs(svc, &own));
+        out.extend(service_specs(svc, &own, node));
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     // Kubernetes never gives two Services one ClusterIP, but a model with
@@ -55,7 +72,11 @@ pub fn model_from<'a>(
 /// One Service's specs, one per TCP port, from its own slices (`own`: the
 /// caller picked them), in port order; none unless it is labelled and has
 /// an IPv4 ClusterIP.
-pub(super) fn service_specs(svc: &Service, own: &[&EndpointSlice]) -> Vec<ServiceSpec> {
+pub(super) fn service_specs(
+    svc: &Service,
+    own: &[&EndpointSlice],
+    node: &NodeInfo,
+) -> Vec<ServiceSpec> {
     let mut out = Vec::new();
     let (Some(ns), Some(name)) = (
         svc.metadata.namespace.as_deref(),
@@ -69,16 +90,29 @@ pub(super) fn service_specs(svc: &Service, own: &[&EndpointSlice]) -> Vec<Servic
     let Some(ip) = cluster_ipv4(svc, ns, name) else {
         return out;
     };
-    for port in svc.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
+    let Ok(only_node) = node_filter(svc, ns, name, node) else {
+        return out;
+    };
+    let ports: Vec<&ServicePort> = svc
+        .spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .collect();
+    let by_app_protocol = ports.iter().any(|p| p.app_protocol.is_some());
+    for port in ports {
         if !is_tcp(port.protocol.as_deref()) {
             tracing::debug!(service = %format!("{ns}/{name}"), port = port.port, "not TCP: not balanced");
+            continue;
+        }
+        if by_app_protocol && !speaks_h2(port.app_protocol.as_deref()) {
+            tracing::debug!(service = %format!("{ns}/{name}"), port = port.port, app_protocol = ?port.app_protocol, "the Service names its HTTP/2 ports by appProtocol, and not this one: not balanced");
             continue;
         }
         let Ok(svc_port) = u16::try_from(port.port) else {
             continue;
         };
         let spec_name = format!("{ns}/{name}:{svc_port}");
-        let endpoints = ready_endpoints(own, port);
+        let endpoints = ready_endpoints(own, port, only_node);
         if endpoints.is_empty() {
             tracing::debug!(service = %spec_name, "no ready endpoint");
         }
@@ -90,6 +124,36 @@ pub(super) fn service_specs(svc: &Service, own: &[&EndpointSlice]) -> Vec<Servic
         });
     }
     out
+}
+
+/// `internalTrafficPolicy: Local`: only this node's endpoints (Ok(Some)).
+/// With none of them, the Service has no endpoint and its connections
+/// keep kube-proxy's path, where kube-proxy drops them as it does for a
+/// Local Service without a local endpoint. Unknown node name: Err, the
+/// Service is left to kube-proxy (which knows its node).
+fn node_filter<'n>(
+    svc: &Service,
+    ns: &str,
+    name: &str,
+    node: &'n NodeInfo,
+) -> Result<Option<&'n str>, ()> {
+    let policy = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.internal_traffic_policy.as_deref());
+    if policy != Some("Local") {
+        return Ok(None);
+    }
+    match node.name.as_deref() {
+        Some(n) => Ok(Some(n)),
+        None => {
+            tracing::warn!(
+                service = %format!("{ns}/{name}"),
+                "internalTrafficPolicy: Local needs the agent's node name (--node-name, NODE_NAME): left to kube-proxy"
+            );
+            Err(())
+        }
+    }
 }
 
 /// Whether the Service opted in (the watch selects these too; this keeps
@@ -169,6 +233,16 @@ pub(super) fn service_name(slice: &EndpointSlice) -> Option<&str> {
         .map(String::as_str)
 }
 
+/// The appProtocol values that promise HTTP/2 (cleartext, prior knowledge).
+pub const H2_APP_PROTOCOLS: [&str; 2] = ["kubernetes.io/h2c", "grpc"];
+
+/// Once a Service names any port's appProtocol, only the ports it names
+/// HTTP/2 are balanced: `http`, `kubernetes.io/ws`, `https` and the rest
+/// (and its ports without one) keep kube-proxy's path.
+fn speaks_h2(app_protocol: Option<&str>) -> bool {
+    app_protocol.is_some_and(|a| H2_APP_PROTOCOLS.contains(&a))
+}
+
 fn is_tcp(protocol: Option<&str>) -> bool {
     matches!(protocol, None | Some("TCP"))
 }
@@ -180,7 +254,11 @@ fn is_tcp(protocol: Option<&str>) -> bool {
 /// Deployment scaled to zero, or every pod of a rollout terminating at
 /// once, still has pods finishing their work, and calls sent to them beat
 /// calls sent nowhere.
-fn ready_endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketAddrV4> {
+fn ready_endpoints(
+    slices: &[&EndpointSlice],
+    port: &ServicePort,
+    only_node: Option<&str>,
+) -> Vec<SocketAddrV4> {
     let want = port.name.as_deref().unwrap_or("");
     let (mut ready_eps, mut terminating) = (BTreeSet::new(), BTreeSet::new());
     for slice in slices {
@@ -196,6 +274,9 @@ fn ready_endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketA
             .and_then(|p| u16::try_from(p).ok());
         let Some(target) = target else { continue };
         for ep in &slice.endpoints {
+            if only_node.is_some() && ep.node_name.as_deref() != only_node {
+                continue;
+            }
             let set = if ready(ep) {
                 &mut ready_eps
             } else if serving_while_terminating(ep) {

@@ -355,3 +355,133 @@ fn client_ip_session_affinity_is_left_to_kube_proxy() {
     let names: Vec<&str> = m.services.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, vec!["default/plain:8080"]);
 }
+
+/// Two nodes' endpoints: a Local Service keeps this node's, ready first,
+/// then this node's serving terminating ones; none here: no endpoint (its
+/// connections keep kube-proxy's path, which drops them); no node name:
+/// not balanced. A Cluster Service keeps all of them.
+#[test]
+fn internal_traffic_policy_local_keeps_this_nodes_endpoints() {
+    let svc = |name: &str, policy: Option<&str>, ip: &str| {
+        let mut s = service(name, true, ip, &[("h2c", 8080)]);
+        if let Some(spec) = s.spec.as_mut() {
+            spec.internal_traffic_policy = policy.map(str::to_string);
+        }
+        s
+    };
+    let on_nodes = |svc_name: &str, eps: &[(&str, &str, bool)]| {
+        let mut s = slice(
+            svc_name,
+            "IPv4",
+            &[("h2c", 9090)],
+            &eps.iter()
+                .map(|(a, _, ready)| (*a, Some(*ready), Some(!*ready)))
+                .collect::<Vec<_>>(),
+        );
+        for (ep, (_, node, ready)) in s.endpoints.iter_mut().zip(eps) {
+            ep.node_name = Some(node.to_string());
+            // not ready: terminating, still passing its readiness probe
+            if let Some(c) = ep.conditions.as_mut() {
+                c.serving = Some(true);
+                c.terminating = Some(!*ready);
+            }
+        }
+        s
+    };
+    let two_nodes = [
+        ("10.1.1.2", "node-a", true),
+        ("10.1.1.3", "node-a", true),
+        ("10.1.1.4", "node-b", true),
+    ];
+    let node_a = NodeInfo {
+        name: Some("node-a".into()),
+    };
+    let endpoints = |m: &Model| -> Vec<Vec<SocketAddrV4>> {
+        m.services.iter().map(|s| s.endpoints.clone()).collect()
+    };
+    let services = [
+        svc("local", Some("Local"), "10.96.0.10"),
+        svc("cluster", Some("Cluster"), "10.96.0.11"),
+    ];
+    let slices = [
+        on_nodes("local", &two_nodes),
+        on_nodes("cluster", &two_nodes),
+    ];
+    let m = model_on(&node_a, &services, &slices);
+    assert_eq!(
+        endpoints(&m),
+        vec![
+            addrs(&["10.1.1.2:9090", "10.1.1.3:9090", "10.1.1.4:9090"]),
+            addrs(&["10.1.1.2:9090", "10.1.1.3:9090"]),
+        ]
+    );
+    // this node's only endpoint terminating: it serves, node-b's ready one does not
+    let terminating_here = [on_nodes(
+        "local",
+        &[("10.1.1.2", "node-a", false), ("10.1.1.4", "node-b", true)],
+    )];
+    let m = model_on(&node_a, &services[..1], &terminating_here);
+    assert_eq!(endpoints(&m), vec![addrs(&["10.1.1.2:9090"])]);
+    // none on this node
+    let elsewhere = [on_nodes("local", &[("10.1.1.4", "node-b", true)])];
+    let m = model_on(&node_a, &services[..1], &elsewhere);
+    assert_eq!(endpoints(&m), vec![Vec::<SocketAddrV4>::new()]);
+    // the node unknown: the Local Service is not balanced, the other is
+    let m = model_on(&NodeInfo::default(), &services, &slices);
+    let names: Vec<&str> = m.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, vec!["default/cluster:8080"]);
+}
+
+/// No appProtocol anywhere: every TCP port. Any port with one: only the
+/// `kubernetes.io/h2c` and `grpc` ports.
+#[test]
+fn app_protocol_names_the_balanced_ports_once_any_port_has_one() {
+    let ports = [
+        ("grpc", 8080),
+        ("h2c", 8081),
+        ("web", 8082),
+        ("ws", 8083),
+        ("bare", 8084),
+    ];
+    let with = |name: &str, ip: &str, protos: [Option<&str>; 5]| {
+        let mut s = service(name, true, ip, &ports);
+        if let Some(spec) = s.spec.as_mut() {
+            for (p, a) in spec.ports.iter_mut().flatten().zip(protos) {
+                p.app_protocol = a.map(str::to_string);
+            }
+        }
+        s
+    };
+    let services = [
+        with(
+            "named",
+            "10.96.0.10",
+            [
+                Some("grpc"),
+                Some("kubernetes.io/h2c"),
+                Some("http"),
+                Some("kubernetes.io/ws"),
+                None,
+            ],
+        ),
+        with("plain", "10.96.0.11", [None; 5]),
+    ];
+    let slices = [
+        slice("named", "IPv4", &ports, &[("10.1.1.2", Some(true), None)]),
+        slice("plain", "IPv4", &ports, &[("10.1.1.2", Some(true), None)]),
+    ];
+    let m = model_from(&services, &slices);
+    let names: Vec<&str> = m.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "default/named:8080",
+            "default/named:8081",
+            "default/plain:8080",
+            "default/plain:8081",
+            "default/plain:8082",
+            "default/plain:8083",
+            "default/plain:8084",
+        ]
+    );
+}

@@ -24,6 +24,11 @@ pub(super) struct CarriedStreams {
 }
 
 impl CarriedStreams {
+    /// The agent carries no stream (a connection's quiet point).
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
     pub fn slot_of(&self, stream: u32) -> Option<u32> {
         self.streams.get(&stream).map(|(slot, _)| *slot)
     }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::adopt::Adopter;
 use super::wire::{self, WireError};
 use super::{plan, Message, Plan, STATE_FORMAT};
 
@@ -39,6 +40,8 @@ pub struct AtStop {
     /// The successor's hello, if one connected.
     pub successor: Option<Message>,
     pub plan: Plan,
+    /// The channel to the successor, to hand over on (Plan::HandOver).
+    pub stream: Option<UnixStream>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -58,8 +61,9 @@ pub fn path_for(admin: &Path) -> PathBuf {
 }
 
 /// Listens beside the admin socket; if an agent already listens there,
-/// introduces this one to it first.
-pub fn spawn(admin: &Path) -> std::io::Result<Channel> {
+/// introduces this one to it first, and adopts what it hands over.
+/// Without an adopter (unit tests) every connection offered is refused.
+pub fn spawn(admin: &Path, adopter: Option<Arc<Adopter>>) -> std::io::Result<Channel> {
     let path = path_for(admin);
     let predecessor = UnixStream::connect(&path).ok();
     let bound = if predecessor.is_some() {
@@ -86,7 +90,10 @@ pub fn spawn(admin: &Path) -> std::io::Result<Channel> {
         std::thread::Builder::new()
             .name("handover-predecessor".into())
             .spawn(move || {
-                serve_predecessor(stream);
+                serve_predecessor(stream, adopter.as_deref());
+                if let Some(a) = &adopter {
+                    a.predecessor_gone();
+                }
                 take_over(&bound, &path, &current);
             })?;
     }
@@ -128,9 +135,10 @@ fn greet(stream: &UnixStream) -> Result<Message, WireError> {
 }
 
 /// The successor's side: hello, then whatever the old agent hands over
-/// until it is done or gone. Adopting is not built: a connection offered
-/// is refused, and the old agent drains it.
-fn serve_predecessor(stream: UnixStream) {
+/// until it is done or gone: its generation, then its connections, each
+/// answered `Adopted` once its task runs here, or `Refused` (the old agent
+/// drains it).
+fn serve_predecessor(stream: UnixStream, adopter: Option<&Adopter>) {
     match greet(&stream) {
         Ok(hello) => tracing::info!(
             ?hello,
@@ -142,25 +150,58 @@ fn serve_predecessor(stream: UnixStream) {
         }
     }
     let _ = stream.set_read_timeout(None);
+    let mut adopted = 0u64;
     loop {
-        match wire::recv(&stream) {
-            Ok((Message::Conn { id, .. }, _fds)) => {
-                let refused = Message::Refused {
-                    id,
-                    reason: "this agent does not adopt connections yet".into(),
+        let answer = match wire::recv(&stream) {
+            Ok((Message::Generation { maps, links }, mut fds)) => {
+                // Links are not adopted (the old agent sends none): their
+                // descriptors, if any came, are closed here.
+                fds.truncate(maps.len());
+                let adopted = match adopter {
+                    Some(a) => a.generation(&maps, fds),
+                    None => Err("this agent adopts nothing".into()),
                 };
-                if wire::send(&stream, &refused, &[]).is_err() {
-                    return;
+                if let Err(e) = adopted {
+                    tracing::warn!(error = %e, links, "handover: the generation cannot be adopted; its connections will be refused");
                 }
+                continue;
             }
-            Ok((Message::Done, _)) | Err(WireError::Closed) => return,
-            Ok((other, _)) => tracing::debug!(?other, "handover channel: not taken"),
+            Ok((Message::Conn { id, state, .. }, fds)) => match adopter
+                .ok_or_else(|| "this agent adopts nothing".to_string())
+                .and_then(|a| a.conn(id, state, fds))
+            {
+                Ok(()) => {
+                    adopted += 1;
+                    Message::Adopted { id }
+                }
+                Err(reason) => {
+                    tracing::warn!(conn = id, reason, "handover: connection refused");
+                    Message::Refused { id, reason }
+                }
+            },
+            Ok((Message::Done, _)) | Err(WireError::Closed) => break,
+            Ok((other, _)) => {
+                tracing::debug!(?other, "handover channel: not taken");
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "handover channel: the agent before this one");
-                return;
+                break;
             }
+        };
+        if let Err(e) = wire::send(&stream, &answer, &[]) {
+            tracing::warn!(error = %e, "handover channel: answering the agent before this one");
+            break;
         }
     }
+    tracing::info!(
+        adopted,
+        "handover channel: the agent before this one is done"
+    );
+    // Wait for it to exit (its end closes), so that its last frames are out
+    // of its injector before this agent reads the generation's events.
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    while wire::recv(&stream).is_ok() {}
 }
 
 /// Renames this agent's listener onto the channel's path once nothing
@@ -188,26 +229,33 @@ impl Channel {
         lock(&self.bound).clone()
     }
 
-    /// The agent stops: the plan for its connections. Until adoption is
-    /// built every plan drains; the successor is told it is done.
+    /// The agent stops: the plan for its connections, and the channel to
+    /// the successor when the plan is to hand them over. A successor of
+    /// another state format is told it is done at once. ROTOR_HANDOVER=off
+    /// drains instead (how the tests show what the handover changes).
     pub fn at_stop(&self) -> AtStop {
         let Some(successor) = lock(&self.successor).take() else {
             return AtStop {
                 successor: None,
                 plan: Plan::Drain("no agent started beside this one".into()),
+                stream: None,
             };
         };
-        let agreed = plan(STATE_FORMAT, Ok(&successor.hello));
-        let _ = wire::send(&successor.stream, &Message::Done, &[]);
-        let plan = match agreed {
-            Plan::HandOver => Plan::Drain(format!(
-                "the new agent speaks state format {STATE_FORMAT} too, but adopting connections is not built yet"
-            )),
-            drain => drain,
+        let mut plan = plan(STATE_FORMAT, Ok(&successor.hello));
+        if plan == Plan::HandOver && std::env::var("ROTOR_HANDOVER").is_ok_and(|v| v == "off") {
+            plan = Plan::Drain("the handover is turned off (ROTOR_HANDOVER=off)".into());
+        }
+        let stream = match plan {
+            Plan::HandOver => Some(successor.stream),
+            Plan::Drain(_) => {
+                let _ = wire::send(&successor.stream, &Message::Done, &[]);
+                None
+            }
         };
         AtStop {
             successor: Some(successor.hello),
             plan,
+            stream,
         }
     }
 

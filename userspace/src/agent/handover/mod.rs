@@ -1,21 +1,26 @@
 //! Live handover of connections to the agent that replaces this one
-//! (issue 13): the part that is built, and the plan for the rest.
+//! (issue 13; README, "Upgrades and stopping").
 //!
-//! Built: the channel. Messages (`wire.rs`) are length-framed JSON with
-//! the descriptors they name attached by SCM_RIGHTS (`crate::sys::scm`),
-//! and both sides open with a `Hello` naming the state format they speak;
-//! any difference, like any failure of the channel, means today's GOAWAY
-//! drain (drain.rs, client/shutdown.rs), so no byte depends on the
-//! handover being complete.
+//! The channel (`channel.rs`): messages (`wire.rs`) are length-framed JSON
+//! with the descriptors they name attached by SCM_RIGHTS
+//! (`crate::sys::scm`), and both sides open with a `Hello` naming the state
+//! format they speak; any difference, like any failure of the channel,
+//! means the GOAWAY drain (drain.rs, client/shutdown.rs), so no byte
+//! depends on the handover.
 //!
-//! Not built yet (README, "Upgrades and stopping", says what remains): the
-//! old agent sending its kernel generation (`Message::Generation`: the
-//! map descriptors, socket hashes included, and the links), the successor
-//! running it beside its own (a second Datapath from descriptors, its own
-//! ring buffer loop and connection ids), and each connection brought to a
-//! quiet point and carried across (`Message::Conn`).
+//! On SIGTERM with a successor of the same format, the old agent
+//! (`give.rs`) sends its kernel generation (`Message::Generation`: the
+//! maps' descriptors, ebpf/datapath/adopt.rs) and then each connection as
+//! it reaches its quiet point (`Message::Conn`: the client's and the
+//! upstreams' sockets, and `state::ConnState`; agent/client/handover.rs).
+//! The successor (`adopt.rs`) runs the generation beside its own and each
+//! connection in it, and answers `Adopted` or `Refused` (then the old agent
+//! drains that one).
 
+pub mod adopt;
 pub mod channel;
+pub mod give;
+pub mod state;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};

@@ -36,12 +36,12 @@ fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 #[test]
 fn the_old_agent_hears_from_its_successor_which_then_takes_the_path_over() {
     let dir = Dir::new("lifecycle");
-    let old = spawn(&dir.admin()).unwrap();
+    let old = spawn(&dir.admin(), None).unwrap();
     let path = path_for(&dir.admin());
     assert_eq!(old.bound(), path);
     assert!(!old.has_successor());
 
-    let new = spawn(&dir.admin()).unwrap();
+    let new = spawn(&dir.admin(), None).unwrap();
     assert_ne!(new.bound(), path, "the successor listens beside the path");
     assert!(within(HELLO_LIMIT, || old.has_successor()));
     let stop = old.at_stop();
@@ -49,19 +49,32 @@ fn the_old_agent_hears_from_its_successor_which_then_takes_the_path_over() {
         matches!(stop.successor, Some(Message::Hello { format, .. }) if format == STATE_FORMAT),
         "{stop:?}"
     );
-    let Plan::Drain(why) = stop.plan else {
-        panic!("handed over without adoption: {stop:?}")
+    assert_eq!(stop.plan, Plan::HandOver, "{stop:?}");
+    let channel = stop.stream.expect("the channel to hand over on");
+    // a connection offered to a successor that adopts nothing is refused
+    let conn = Message::Conn {
+        id: 3,
+        slots: vec![],
+        state: serde_json::Value::Null,
     };
-    assert!(why.contains("not built"), "{why}");
+    let (a, _b) = UnixStream::pair().unwrap();
+    wire::send(&channel, &conn, &[std::os::fd::AsFd::as_fd(&a)]).unwrap();
+    channel.set_read_timeout(Some(HELLO_LIMIT)).unwrap();
+    let (answer, _) = wire::recv(&channel).unwrap();
+    assert!(
+        matches!(&answer, Message::Refused { id: 3, reason } if reason.contains("adopts nothing")),
+        "{answer:?}"
+    );
 
     // the old agent exits; the successor takes the path and hears the next
+    drop(channel);
     old.remove();
     assert!(
         within(HELLO_LIMIT, || new.bound() == path),
         "{:?}",
         new.bound()
     );
-    let next = spawn(&dir.admin()).unwrap();
+    let next = spawn(&dir.admin(), None).unwrap();
     assert!(within(HELLO_LIMIT, || new.has_successor()));
     drop(next);
 }
@@ -69,7 +82,7 @@ fn the_old_agent_hears_from_its_successor_which_then_takes_the_path_over() {
 #[test]
 fn a_successor_of_another_state_format_is_drained_to() {
     let dir = Dir::new("format");
-    let old = spawn(&dir.admin()).unwrap();
+    let old = spawn(&dir.admin(), None).unwrap();
     let peer = UnixStream::connect(path_for(&dir.admin())).unwrap();
     peer.set_read_timeout(Some(HELLO_LIMIT)).unwrap();
     let (theirs, _) = wire::recv(&peer).unwrap();
@@ -96,7 +109,7 @@ fn a_successor_of_another_state_format_is_drained_to() {
 #[test]
 fn without_a_successor_the_agent_drains() {
     let dir = Dir::new("alone");
-    let old = spawn(&dir.admin()).unwrap();
+    let old = spawn(&dir.admin(), None).unwrap();
     let stop = old.at_stop();
     assert!(stop.successor.is_none());
     assert_eq!(

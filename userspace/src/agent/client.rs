@@ -85,6 +85,8 @@ pub struct ClientConn {
     handover_since: Option<tokio::time::Instant>,
     handover_given_up: bool,
     handed_over: bool,
+    /// Why it was not at its quiet point when last looked at (logged).
+    last_busy: &'static str,
     /// Taken from the agent before this one: its upstreams' sockets until
     /// their readers start (handover.rs, start_adopted).
     adopted: bool,
@@ -136,6 +138,7 @@ impl ClientConn {
             handover_since: None,
             handover_given_up: false,
             handed_over: false,
+            last_busy: "",
             adopted: false,
             resumed: Vec::new(),
         }

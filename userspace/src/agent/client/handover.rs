@@ -51,32 +51,44 @@ pub(super) enum Step {
 }
 
 impl ClientConn {
-    /// Nothing of the connection is in the agent's hands but its counters;
-    /// `stopped`: the upstreams' readers have given their sockets back.
-    fn quiet(&self, stopped: bool) -> bool {
-        let fast = self
+    /// What of the connection is still in the agent's hands, if anything
+    /// but its counters; `stopped`: the upstreams' readers have given
+    /// their sockets back.
+    fn busy(&self, stopped: bool) -> Option<&'static str> {
+        let flags = self
             .kernel
             .conn()
             .flags
-            .load(std::sync::atomic::Ordering::SeqCst)
-            & CONN_FAST;
-        fast != 0
-            && self.before_preface.is_none()
-            && !self.failed
-            && self.shutdown.serving()
-            && self.carried.is_empty()
-            && self.held.is_empty()
-            && self.injector_backlog() == 0
-            && self.slots.iter().flatten().all(|s| match s.state {
-                SlotState::Connecting => false,
-                SlotState::Closed => s.is_free(),
-                SlotState::Active | SlotState::Draining { .. } => {
-                    (stopped || s.handback.is_some())
-                        && !s.flooded
-                        && s.to_endpoint.is_empty()
-                        && s.to_client.is_empty()
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let slot_busy = |s: &Slot| match s.state {
+            SlotState::Connecting => Some("an upstream is connecting"),
+            SlotState::Closed if !s.is_free() => Some("an upstream is settling"),
+            SlotState::Closed => None,
+            SlotState::Active | SlotState::Draining { .. } => {
+                if !stopped && s.handback.is_none() {
+                    Some("an upstream's reader has ended")
+                } else if s.flooded {
+                    Some("an upstream was dropped")
+                } else if !s.to_endpoint.is_empty() || !s.to_client.is_empty() {
+                    Some("frames wait for an upstream's window")
+                } else {
+                    None
                 }
-            })
+            }
+        };
+        if flags & CONN_FAST == 0 {
+            Some("the fast path is not open")
+        } else if self.before_preface.is_some() || self.failed || !self.shutdown.serving() {
+            Some("the connection is starting or ending")
+        } else if self.carried.any_slowed() {
+            Some("the agent carries a stream")
+        } else if !self.held.is_empty() {
+            Some("the agent holds a stream")
+        } else if self.injector_backlog() != 0 {
+            Some("frames wait for the injector")
+        } else {
+            self.slots.iter().flatten().find_map(slot_busy)
+        }
     }
 
     /// Tries to hand the connection over, if the agent is handing over.
@@ -93,7 +105,8 @@ impl ClientConn {
         }
         let since = *self.handover_since.get_or_insert_with(Instant::now);
         let late = since.elapsed() > QUIET_LIMIT;
-        if !self.quiet(false) {
+        if let Some(why) = self.busy(false) {
+            self.last_busy = why;
             return if late {
                 self.give_up(&sink)
             } else {
@@ -125,7 +138,12 @@ impl ClientConn {
             self.on_upstream_event(ev);
         }
         let open = self.slots.iter().flatten().filter(|s| s.is_open()).count();
-        if !all_back || back.len() != open || !self.quiet(true) {
+        let busy = match (all_back && back.len() == open, self.busy(true)) {
+            (false, _) => Some("an upstream's reader did not give its socket back"),
+            (true, busy) => busy,
+        };
+        if let Some(why) = busy {
+            self.last_busy = why;
             self.resume_readers(back);
             return if late {
                 self.give_up(&sink)
@@ -187,6 +205,11 @@ impl ClientConn {
     }
 
     fn give_up(&mut self, sink: &crate::agent::handover::give::Sink) -> Step {
+        tracing::info!(
+            conn = self.id,
+            why = self.last_busy,
+            "not handed over: no quiet point within {QUIET_LIMIT:?}; drained"
+        );
         self.handover_given_up = true;
         sink.drained(self.id);
         Step::Drain

@@ -337,6 +337,11 @@ fn handover_under_grpc(client: Grpc) {
         "{client:?}: the old agent handed over/drained {done:?} (want all handed over, none \
          drained) and exited {took:?} after SIGTERM (want <= {HANDOVER_EXIT_LIMIT:?})\n{old_stderr}"
     );
+    // What the README quotes (cargo test ... -- --nocapture).
+    eprintln!(
+        "{client:?}: {ok} calls ok, {failed} failed, servers saw {served}; handed over/drained \
+         {done:?}; the old agent exited {took:?} after SIGTERM"
+    );
     bed.agent = Some(new);
 }
 
@@ -435,6 +440,12 @@ fn handover_under_h2load(backend_delay: Duration) {
         total_after > 0 && after.iter().all(|(_, c)| *c * 18 >= total_after),
         "the handed-over connections are not spread over every backend after the old \
          agent exited: {report}"
+    );
+    eprintln!(
+        "h2load, backend delay {backend_delay:?}: {} succeeded, {} failed, backends served \
+         {served}; handed over/drained {done:?}; the old agent exited {took:?} after \
+         SIGTERM; per backend in the 2 s after: {after:?}",
+        s.succeeded, s.failed
     );
     bed.agent = Some(new);
 }

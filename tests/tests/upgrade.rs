@@ -1,15 +1,20 @@
 //! Upgrading the agent the way a DaemonSet rollout with `maxSurge: 1,
 //! maxUnavailable: 0` does: the new agent starts beside the running one
-//! (same arguments), then the old one gets SIGTERM. Clients must not see
-//! it: no call or request fails, the old agent exits once its connections
-//! have gone, and the new one balances the connections clients open again.
+//! (same arguments), then the old one gets SIGTERM. First the GOAWAY drain
+//! (the fallback: the old agent started with ROTOR_HANDOVER=off): no call
+//! of a client that retries a refused stream fails, the old agent exits
+//! once its connections have gone, and the new one balances the
+//! connections clients open again. Then the live handover (issue 13): the
+//! new agent takes the old one's connections over, and no client at all
+//! sees the upgrade.
 
 use std::time::{Duration, Instant};
 
 use std::net::SocketAddrV4;
 
+use rotor_testbed::agent::agent_wrapper;
 use rotor_testbed::tools::h2load;
-use rotor_testbed::{Agent, TestBed, TestCgroup, Topology};
+use rotor_testbed::{Agent, Child, Stream, TestBed, TestCgroup, Topology};
 use rotor_tests::peers::{self, endpoints_on, grpc_client_command, n, Grpc, Running, GRPC_PORT};
 use rotor_tests::probe;
 use serde_json::Value;
@@ -21,14 +26,14 @@ const WHOAMI: &str = "http://10.96.0.10:8080/whoami";
 const EXIT_LIMIT: Duration = Duration::from_secs(15);
 
 /// Starts the new agent beside `old` with the same arguments, sends `old`
-/// SIGTERM and waits for it to exit; returns the new agent and the old
-/// one's stderr.
+/// SIGTERM and waits for it to exit; returns the new agent, the old one's
+/// stderr and how long it took to exit after SIGTERM.
 fn upgrade(
     topo: &Topology,
     cgroup: &TestCgroup,
     endpoints: &[SocketAddrV4],
     old: &mut Agent,
-) -> (Agent, String) {
+) -> (Agent, String, Duration) {
     let new = Agent::start(topo, cgroup, endpoints).expect("the new agent, beside the old");
     // SAFETY: the pid of our own (unreaped) child.
     assert_eq!(unsafe { libc::kill(old.pid() as i32, libc::SIGTERM) }, 0);
@@ -36,16 +41,40 @@ fn upgrade(
     while old.check_alive().is_ok() && start.elapsed() < EXIT_LIMIT {
         std::thread::sleep(Duration::from_millis(50));
     }
+    let took = start.elapsed();
     let stderr = old.stderr_plain();
     assert!(
         old.check_alive().is_err(),
         "the old agent still runs {EXIT_LIMIT:?} after SIGTERM:\n{stderr}"
     );
+    // The channel a handover of live connections will use: the new agent
+    // introduced itself to the old one at start (agent/handover/channel.rs).
+    assert!(
+        stderr.contains("an agent started beside this one: it answers on the handover channel"),
+        "the old agent did not hear from the new one on the handover channel:\n{stderr}"
+    );
     assert!(
         stderr.contains("every connection has ended"),
         "the old agent exited without draining its connections:\n{stderr}"
     );
-    (new, stderr)
+    (new, stderr, took)
+}
+
+/// An agent that drains its connections with GOAWAY when it stops instead
+/// of handing them over (ROTOR_HANDOVER=off): the fallback, as a successor
+/// of another state format or a failed channel gets it. The tests below
+/// up to the handover ones check it.
+fn draining_agent(topo: &Topology, cgroup: &TestCgroup, endpoints: &[SocketAddrV4]) -> Agent {
+    let script = agent_wrapper(topo.dir(), "rotor-agent-drains", "env ROTOR_HANDOVER=off")
+        .expect("wrapper script");
+    Agent::start_binary(&script, topo, cgroup, endpoints, &[]).expect("the agent that drains")
+}
+
+fn assert_drained(stderr: &str) {
+    assert!(
+        stderr.contains("not handed over: the handover is turned off"),
+        "the old agent did not drain:\n{stderr}"
+    );
 }
 
 /// The new agent carries the clients' connections (they reconnected to it).
@@ -72,6 +101,9 @@ fn assert_serves(new: &Agent, what: &str) {
 fn upgrade_under_grpc(client: Grpc) {
     let (mut bed, _servers) = peers::grpc_bed(Grpc::Python, &[]).expect("gRPC test bed");
     client.available().expect("gRPC client peer");
+    drop(bed.agent.take());
+    let endpoints = endpoints_on(&bed.topo, GRPC_PORT);
+    bed.agent = Some(draining_agent(&bed.topo, &bed.cgroup, &endpoints));
     let args = [
         "--duration",
         "6",
@@ -94,9 +126,9 @@ fn upgrade_under_grpc(client: Grpc) {
     let running = Running::spawn("grpc-client", cmd, bed.topo.dir(), Duration::from_secs(60))
         .expect("gRPC client");
     std::thread::sleep(Duration::from_millis(1500));
-    let endpoints = endpoints_on(&bed.topo, GRPC_PORT);
     let mut old = bed.agent.take().expect("the running agent");
-    let (new, old_stderr) = upgrade(&bed.topo, &bed.cgroup, &endpoints, &mut old);
+    let (new, old_stderr, _) = upgrade(&bed.topo, &bed.cgroup, &endpoints, &mut old);
+    assert_drained(&old_stderr);
     assert_serves(&new, &format!("{client:?}"));
     let r: Value = running
         .finish()
@@ -154,12 +186,12 @@ fn upgrade_under_tonic_load_fails_only_calls_queued_at_the_goaway() {
 /// backends must have served exactly those.
 #[test]
 fn upgrade_under_h2load_loses_no_request_sent() {
-    let mut bed = TestBed::with_agent(3).expect("test bed");
-    let mut old = bed.agent.take().expect("the running agent");
+    let mut bed = TestBed::new(3).expect("test bed");
     let endpoints = bed.topo.backend_addrs();
+    let mut old = draining_agent(&bed.topo, &bed.cgroup, &endpoints);
     let before = bed.topo.request_counts().unwrap();
     let (topo, cgroup) = (&bed.topo, &bed.cgroup);
-    let ((s, out), (new, old_stderr)) = std::thread::scope(|scope| {
+    let ((s, out), (new, old_stderr, _)) = std::thread::scope(|scope| {
         let load = scope.spawn(|| {
             h2load(
                 topo,
@@ -172,6 +204,7 @@ fn upgrade_under_h2load_loses_no_request_sent() {
         let done = load.join().expect("h2load thread");
         (done.unwrap_or_else(|e| panic!("h2load: {e:#}")), upgraded)
     });
+    assert_drained(&old_stderr);
     let served: u64 = bed
         .served_since(&before)
         .unwrap()
@@ -212,4 +245,217 @@ fn upgrade_under_h2load_loses_no_request_sent() {
 #[test]
 fn upgrade_under_grpc_js_load_fails_no_call() {
     upgrade_under_grpc(Grpc::Node);
+}
+
+// The live handover (issue 13). A successor of the same state format takes
+// the old agent's connections over (README, "Upgrades and stopping"): no
+// GOAWAY reaches the client, so even clients that fail what they had queued
+// at a GOAWAY (tonic, h2load) see nothing, and their connections stay
+// balanced by the new agent after the old one has exited. Run with
+// ROTOR_HANDOVER=off (the old agent drains instead) they fail: that is how
+// each was checked to be able to fail.
+
+/// How long the old agent may take to exit when it hands its connections
+/// over: each connection's quiet point is bounded (1 s, then it is drained
+/// instead), and handing over is a few messages on a Unix socket.
+const HANDOVER_EXIT_LIMIT: Duration = Duration::from_secs(5);
+
+/// What the old agent says it did at its end: connections handed over and
+/// connections drained ("handover done handed_over=N drained=M").
+fn handed_over(stderr: &str) -> Option<(u64, u64)> {
+    let line = stderr.lines().rev().find(|l| l.contains("handover done"))?;
+    let field = |name: &str| -> Option<u64> {
+        let at = line.find(&format!("{name}="))? + name.len() + 1;
+        let digits: String = line[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    Some((field("handed_over")?, field("drained")?))
+}
+
+/// Calls the gRPC servers started with --log-calls received. Their
+/// handlers run on a thread pool and Python's print writes the word and
+/// its newline separately, so two lines can interleave ("callcall"): the
+/// words are counted, not the lines.
+fn calls_served(servers: &[Child]) -> u64 {
+    servers
+        .iter()
+        .map(|s| s.output(Stream::Stdout).matches("call").count() as u64)
+        .sum()
+}
+
+/// tonic's channel through the upgrade: unary calls every 20 ms on 4
+/// workers and 2 streaming workers, upgraded 1.5 s into 6 s.
+fn handover_under_grpc(client: Grpc) {
+    let (mut bed, servers) = peers::grpc_bed(Grpc::Python, &["--log-calls"]).expect("gRPC bed");
+    client.available().expect("gRPC client peer");
+    let args = [
+        "--duration",
+        "6",
+        "--concurrency",
+        "4",
+        "--unary-delay-ms",
+        "20",
+        "--streams",
+        "2",
+        "--kinds",
+        "server,bidi",
+        "--stream-msgs",
+        "20",
+        "--stream-delay-ms",
+        "50",
+        "--timeout",
+        "30",
+    ];
+    let cmd = grpc_client_command(&bed.topo, Some(&bed.cgroup), client, &args).unwrap();
+    let running = Running::spawn("grpc-client", cmd, bed.topo.dir(), Duration::from_secs(60))
+        .expect("gRPC client");
+    std::thread::sleep(Duration::from_millis(1500));
+    let endpoints = endpoints_on(&bed.topo, GRPC_PORT);
+    let mut old = bed.agent.take().expect("the running agent");
+    let (new, old_stderr, took) = upgrade(&bed.topo, &bed.cgroup, &endpoints, &mut old);
+    let r: Value = running
+        .finish()
+        .unwrap_or_else(|e| panic!("client: {e:#}\n{}", probe::report(&mut bed)));
+    let kinds = ["unary", "server_stream", "bidi"];
+    let failed: u64 = kinds.iter().map(|k| n(&r[*k], "failed")).sum();
+    let ok: u64 = kinds.iter().map(|k| n(&r[*k], "ok")).sum();
+    let backends = r["unary"]["backends"].as_object().map_or(0, |b| b.len());
+    let served = calls_served(&servers);
+    assert!(
+        failed == 0 && ok > 0 && backends == 3 && served == ok,
+        "{client:?} client through a handover: {failed} calls failed (want 0), {ok} ok, \
+         the servers saw {served} calls (want {ok}), unary calls on {backends} of 3 backends\n\
+         report: {r}\nold agent:\n{old_stderr}\nnew agent:\n{}",
+        new.stderr_plain()
+    );
+    let done = handed_over(&old_stderr);
+    assert!(
+        matches!(done, Some((h, 0)) if h > 0) && took <= HANDOVER_EXIT_LIMIT,
+        "{client:?}: the old agent handed over/drained {done:?} (want all handed over, none \
+         drained) and exited {took:?} after SIGTERM (want <= {HANDOVER_EXIT_LIMIT:?})\n{old_stderr}"
+    );
+    // What the README quotes (cargo test ... -- --nocapture).
+    eprintln!(
+        "{client:?}: {ok} calls ok, {failed} failed, servers saw {served}; handed over/drained \
+         {done:?}; the old agent exited {took:?} after SIGTERM"
+    );
+    bed.agent = Some(new);
+}
+
+#[test]
+fn handover_under_tonic_load_fails_no_call() {
+    handover_under_grpc(Grpc::Tonic);
+}
+
+#[test]
+fn handover_under_grpcio_load_fails_no_call() {
+    handover_under_grpc(Grpc::Python);
+}
+
+#[test]
+fn handover_under_grpc_js_load_fails_no_call() {
+    handover_under_grpc(Grpc::Node);
+}
+
+/// h2load's 4 connections with 8 streams each, 120,000 requests (5 to 15 s
+/// here), upgraded 1.5 s in:
+/// no request fails, the backends served exactly what succeeded, and the
+/// same 4 connections (h2load opens no other: the old agent handed all 4
+/// over) are spread over every backend after the old agent has exited.
+fn handover_under_h2load(backend_delay: Duration) {
+    let mut bed = TestBed::with_agent(3).expect("test bed");
+    if !backend_delay.is_zero() {
+        bed.topo
+            .set_backend_delay(backend_delay)
+            .expect("delay line to the backends");
+    }
+    let mut old = bed.agent.take().expect("the running agent");
+    let endpoints = bed.topo.backend_addrs();
+    let before = bed.topo.request_counts().unwrap();
+    let (topo, cgroup) = (&bed.topo, &bed.cgroup);
+    let ((s, out), (new, old_stderr, took), after_exit, late) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            h2load(
+                topo,
+                Some(cgroup),
+                &["-c", "4", "-m", "8", "-n", "120000", WHOAMI],
+            )
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        let upgraded = upgrade(topo, cgroup, &endpoints, &mut old);
+        // Requests from here on are carried by the new agent alone.
+        let after_exit = topo.request_counts().unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        let late = topo.request_counts().unwrap();
+        let done = load.join().expect("h2load thread");
+        let done = done.unwrap_or_else(|e| panic!("h2load: {e:#}"));
+        (done, upgraded, after_exit, late)
+    });
+    let served: u64 = bed
+        .served_since(&before)
+        .unwrap()
+        .iter()
+        .map(|(_, c)| c)
+        .sum();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let after: Vec<(String, u64)> = late
+        .iter()
+        .map(|(name, c)| {
+            let at = after_exit
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |x| x.1);
+            (name.clone(), c - at)
+        })
+        .collect();
+    let total_after: u64 = after.iter().map(|x| x.1).sum();
+    let done = handed_over(&old_stderr);
+    let report = format!(
+        "backend delay {backend_delay:?}: {s:?}; the backends served {served} \
+         (want succeeded); in the 2 s after the old agent exited, per backend {after:?}; \
+         old agent handed over/drained {done:?} in {took:?}\n{stdout}\nold agent:\n\
+         {old_stderr}\nnew agent:\n{}",
+        new.stderr_plain()
+    );
+    assert!(
+        s.succeeded == 120_000
+            && s.failed == 0
+            && s.errored == 0
+            && s.timeout == 0
+            && served == s.succeeded
+            && stdout.contains(" 2xx, 0 3xx, 0 4xx, 0 5xx"),
+        "h2load through a handover: {report}"
+    );
+    assert!(
+        matches!(done, Some((4, 0))) && took <= HANDOVER_EXIT_LIMIT,
+        "want the 4 connections handed over, none drained, the old agent out within \
+         {HANDOVER_EXIT_LIMIT:?}: {report}"
+    );
+    // Every backend gets at least a sixth of its third of what the handed-
+    // over connections sent after the old agent's exit.
+    assert!(
+        total_after > 0 && after.iter().all(|(_, c)| *c * 18 >= total_after),
+        "the handed-over connections are not spread over every backend after the old \
+         agent exited: {report}"
+    );
+    eprintln!(
+        "h2load, backend delay {backend_delay:?}: {} succeeded, {} failed, backends served \
+         {served}; handed over/drained {done:?}; the old agent exited {took:?} after \
+         SIGTERM; per backend in the 2 s after: {after:?}",
+        s.succeeded, s.failed
+    );
+    bed.agent = Some(new);
+}
+
+#[test]
+fn handover_under_h2load_fails_no_request() {
+    handover_under_h2load(Duration::ZERO);
+}
+
+#[test]
+fn handover_under_h2load_with_delayed_backends_fails_no_request() {
+    handover_under_h2load(Duration::from_millis(20));
 }

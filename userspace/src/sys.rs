@@ -237,3 +237,5 @@ pub fn terminal_width(fd: &impl AsRawFd) -> Option<u16> {
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
     (rc == 0 && ws.ws_col > 0).then_some(ws.ws_col)
 }
+
+pub mod scm;

@@ -79,9 +79,23 @@ pub struct ClientConn {
     shutdown: shutdown::Shutdown,
     /// Its share of the node's budget (budgeted.rs).
     shares: budgeted::Shares,
+    /// The client's address.
+    peer: SocketAddr,
+    /// Handing over (handover.rs): since when the agent tries, whether it
+    /// gave up (drained instead), whether the successor has it now.
+    handover_since: Option<tokio::time::Instant>,
+    handover_given_up: bool,
+    handed_over: bool,
+    /// Why it was not at its quiet point when last looked at (logged).
+    last_busy: &'static str,
+    /// Taken from the agent before this one: its upstreams' sockets until
+    /// their readers start (handover.rs, start_adopted).
+    adopted: bool,
+    resumed: Vec<(u32, TcpStream, u64, super::endpoint_socket::Resume)>,
 }
 
 pub use accept::serve;
+pub(crate) use handover::serve_adopted;
 
 impl ClientConn {
     pub(super) fn new(id: u32, shared: Arc<Shared>, service: Arc<ServiceState>) -> Self {
@@ -121,6 +135,13 @@ impl ClientConn {
             subset: subset::Subset::new(0, now),
             shutdown: Default::default(),
             shares,
+            peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+            handover_since: None,
+            handover_given_up: false,
+            handed_over: false,
+            last_busy: "",
+            adopted: false,
+            resumed: Vec::new(),
         }
     }
 
@@ -169,6 +190,7 @@ impl ClientConn {
             },
         )?;
         self.cookie = cookie;
+        self.peer = peer;
         // WINDOW_UPDATEs the client sent before the socket had an identity
         // were counted in its parser state, not in the connection.
         if let Some(st) = self.shared.dp.parse_state(cookie) {
@@ -191,10 +213,16 @@ impl ClientConn {
         self.connect_tx = connect_tx;
         let endpoints = self.service.endpoints.subscribe();
         let mut endpoints_rx = endpoints.clone();
-        let initial = self.subset.wanted(&endpoints.borrow());
-        for ep in initial {
-            self.add_endpoint(ep);
+        if self.adopted {
+            self.start_adopted();
+        } else {
+            let initial = self.subset.wanted(&endpoints.borrow());
+            for ep in initial {
+                self.add_endpoint(ep);
+            }
         }
+        // Whether the agent hands its connections over (handover.rs).
+        let mut handing = self.shared.handover.subscribe();
 
         let mut buf = vec![0u8; 32 * 1024];
         let mut a_reader = super::sockmap_io::SockmapReader::default();
@@ -271,6 +299,8 @@ impl ClientConn {
                     Wake::StreamWindow { slot, stream } => self.send_stream_window(slot, stream, None),
                 },
                 Ok(()) = stopping.changed() => self.go_away(),
+                // looked at below, after every event
+                Ok(()) = handing.changed() => {}
                 Ok(()) = endpoints_rx.changed() => {
                     let eps = endpoints_rx.borrow_and_update().clone();
                     let policy = self.service.policy().kernel_code();
@@ -293,6 +323,12 @@ impl ClientConn {
                     || since.elapsed() > CLIENT_FIN_LIMIT
                     || crate::ebpf::tcp_received(&a).is_ok_and(|r| r.reset)
             });
+            match self.try_hand_over(&a, &mut up_rx).await {
+                handover::Step::NotYet => {}
+                // the successor runs it: nothing here is touched
+                handover::Step::Gone => return Ok(()),
+                handover::Step::Drain => self.go_away(),
+            }
             // Going away: done once the last id is out and its streams ended.
             let gone = self.shutdown.closing() && self.streams_done();
             if self.failed || finished || gone {
@@ -420,6 +456,7 @@ mod counting;
 mod flow;
 mod from_client;
 mod from_endpoint;
+mod handover;
 mod held;
 mod hold;
 mod housekeeping;

@@ -73,6 +73,10 @@ const POLL: Duration = Duration::from_millis(100);
 pub async fn stop(shared: &Shared, timeout: Duration) {
     let detached = shared.dp.stop_redirecting();
     shared.stopping.send_replace(true);
+    // Connections adopted from the agent before this one go away too.
+    for g in shared.adopted.lock().map(|a| a.clone()).unwrap_or_default() {
+        g.stopping.send_replace(true);
+    }
     let left = shared.registry.conns().len();
     tracing::info!(
         detached,

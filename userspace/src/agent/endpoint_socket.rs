@@ -12,12 +12,16 @@ use anyhow::{bail, Context};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::budget::{Charge, Holder, MESSAGE_OVERHEAD};
 
 use crate::h2::frame::{self, flag, kind, setting, DEFAULT_WINDOW, PREFACE};
 use crate::h2::message::{Expect, Message, MessageReader};
+
+mod handback;
+use handback::asked;
+pub use handback::{Handback, HandbackAsk, Resume};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -177,10 +181,13 @@ pub fn spawn_reader(
     tx: mpsc::UnboundedSender<UpstreamEvent>,
     dropped: watch::Receiver<u32>,
     holder: Arc<Holder>,
-) -> tokio::task::JoinHandle<()> {
+    resume: Resume,
+) -> (tokio::task::JoinHandle<()>, HandbackAsk) {
     let slot = joined.slot;
-    tokio::spawn(async move {
+    let (ask, handback) = oneshot::channel();
+    let task = tokio::spawn(async move {
         let mut reader = MessageReader::new(Expect::Frames);
+        reader.push(&resume.buffered);
         let mut buf = vec![0u8; 32 * 1024];
         let mut fwd = Forward {
             slot,
@@ -188,17 +195,35 @@ pub fn spawn_reader(
             ahead: Arc::new(Semaphore::new(READ_AHEAD)),
             holder,
             dropped,
-            messages: 0,
+            messages: resume.messages,
         };
-        let reason =
-            match read_until_closed(&stream, &joined, &mut reader, &mut buf, &mut fwd).await {
-                Stop::Closed(reason) => reason,
-                Stop::Dropped(code) => {
-                    goodbye(&stream, code, &mut buf).await;
-                    let _ = fwd.tx.send(UpstreamEvent::Settled { slot });
-                    return std::future::pending::<()>().await;
-                }
-            };
+        let mut handback = Some(handback);
+        let stop = read_until_closed(
+            &stream,
+            &joined,
+            &mut reader,
+            &mut buf,
+            &mut fwd,
+            &mut handback,
+        )
+        .await;
+        let reason = match stop {
+            Stop::HandBack(reply) => {
+                let _ = reply.send(Handback {
+                    stream,
+                    read_bytes: joined.read_bytes,
+                    messages: fwd.messages,
+                    buffered: reader.take_buffered(),
+                });
+                return;
+            }
+            Stop::Closed(reason) => reason,
+            Stop::Dropped(code) => {
+                goodbye(&stream, code, &mut buf).await;
+                let _ = fwd.tx.send(UpstreamEvent::Settled { slot });
+                return std::future::pending::<()>().await;
+            }
+        };
         if fwd.tx.send(UpstreamEvent::Closed { slot, reason }).is_err() {
             return;
         }
@@ -228,11 +253,14 @@ pub fn spawn_reader(
         }
         let _ = fwd.tx.send(UpstreamEvent::Settled { slot });
         std::future::pending::<()>().await;
-    })
+    });
+    (task, ask)
 }
 
 /// Why a reader stopped reading.
 enum Stop {
+    /// Its connection is handed over: the socket goes back to it.
+    HandBack(oneshot::Sender<Handback>),
     /// The endpoint closed, broke framing, or the connection is gone.
     Closed(String),
     /// The agent dropped the endpoint with this error code.
@@ -245,12 +273,22 @@ async fn read_until_closed(
     reader: &mut MessageReader,
     buf: &mut [u8],
     fwd: &mut Forward,
+    handback: &mut Option<oneshot::Receiver<oneshot::Sender<Handback>>>,
 ) -> Stop {
     let mut sockmap = super::sockmap_io::SockmapReader::default();
     let mut watch = super::liveness::ParserWatch::default();
     let mut look = tokio::time::interval(UNPARSED_LOOK);
     loop {
         tokio::select! {
+            // Polled only between messages: what was read is forwarded
+            // first, so the socket goes back at a message boundary.
+            r = asked(handback) => {
+                match r {
+                    Ok(reply) => return Stop::HandBack(reply),
+                    // nobody will ask: the slot was dropped
+                    Err(_) => *handback = None,
+                }
+            }
             // at once, not at the next read: a flood may be all read by then
             r = fwd.dropped.changed() => {
                 if r.is_err() {

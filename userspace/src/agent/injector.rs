@@ -92,6 +92,14 @@ pub struct Injector {
 
 impl Injector {
     pub fn start(dp: &Arc<Datapath>) -> anyhow::Result<Injector> {
+        Injector::start_keyed(dp, 0)
+    }
+
+    /// An injector whose socket is entry `key` of `injector_socks`: an
+    /// adopted generation's (agent/handover) goes beside the old agent's,
+    /// whose frames still pass through entry 0 until it exits; replacing
+    /// that entry would drop its socket's queue (ebpf/README.md point 31).
+    pub fn start_keyed(dp: &Arc<Datapath>, key: u32) -> anyhow::Result<Injector> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .context("injector: bind 127.0.0.1 (is lo up?)")?;
         let addr: SocketAddr = listener.local_addr()?;
@@ -108,7 +116,7 @@ impl Injector {
             },
         )
         .context("injector: sock_idents")?;
-        dp.insert_injector(0, &receiver)
+        dp.insert_injector(key, &receiver)
             .context("injector: insert into injector_socks")?;
         writer.set_nonblocking(true)?;
         let mut writer = tokio::net::TcpStream::from_std(writer)?;

@@ -10,6 +10,7 @@ mod drain;
 mod endpoint_socket;
 mod events;
 mod fail_open;
+pub mod handover;
 pub mod health;
 mod injector;
 mod listeners;
@@ -97,7 +98,54 @@ pub struct Shared {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// Where the model stands with its source (`rotor status`).
     pub source: SourceHealth,
+    /// Set while the agent hands its connections over (handover/give.rs):
+    /// each offers itself there at its quiet point.
+    pub handover: tokio::sync::watch::Sender<Option<Arc<handover::give::Sink>>>,
+    /// Generations adopted from the agent before this one, each with the
+    /// connections it handed over (handover/adopt.rs).
+    pub adopted: std::sync::Mutex<Vec<Arc<Shared>>>,
+    /// The model as applied, for a generation adopted later.
+    pub model: std::sync::Mutex<Model>,
 }
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Applies a change of the model to this agent's generation and to every
+/// adopted one (their connections follow the Services too).
+fn apply_everywhere(shared: &Shared, delta: &Delta) {
+    apply::apply(shared, delta);
+    let changed: std::collections::HashSet<(&str, SocketAddr)> = (delta.removed.iter())
+        .chain(&delta.set)
+        .map(|s| (s.name.as_str(), s.vip))
+        .collect();
+    let mut model = lock(&shared.model);
+    model
+        .services
+        .retain(|s| !changed.contains(&(s.name.as_str(), s.vip)));
+    model.services.extend(delta.set.iter().cloned());
+    drop(model);
+    for g in lock(&shared.adopted).iter() {
+        apply::apply(g, delta);
+    }
+}
+
+/// A generation adopted from the agent before this one runs beside this
+/// one's: it gets the Services as they are, its connections count as this
+/// agent's (status, drain), and it follows the model from now on.
+pub(crate) fn adopt_generation(main: &Shared, generation: Arc<Shared>) {
+    let model = lock(&main.model).clone();
+    apply::apply(&generation, &Delta::between(&Model::default(), &model));
+    main.registry.link(generation.registry.clone());
+    lock(&main.adopted).push(generation);
+}
+
+/// How long an agent that handed connections over stays after the last
+/// one left: its injector's socket may still hold frames the kernel has
+/// not yet passed on, and closing it would drop them (ebpf/README.md
+/// point 31).
+const INJECTOR_GRACE: Duration = Duration::from_millis(500);
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let health = health::Health::new();
@@ -165,13 +213,21 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         budget: budget::Budget::new(opts.max_queued_bytes),
         stopping: tokio::sync::watch::channel(false).0,
         source: source_health,
+        handover: tokio::sync::watch::channel(None).0,
+        adopted: Default::default(),
+        model: Default::default(),
     });
-    apply::apply(&shared, &Delta::between(&Model::default(), &model));
+    apply_everywhere(&shared, &Delta::between(&Model::default(), &model));
     let page = metrics_page::MetricsPage::start(shared.clone());
     let rendered = page.clone();
     health.set_metrics(Arc::new(move || rendered.render()));
     let admin =
         admin::spawn(&opts.admin, shared.clone(), page).context("starting the admin socket")?;
+    // Without the channel the agent still stops well: it drains (drain.rs).
+    let adopter = handover::adopt::Adopter::new(shared.clone(), opts.cgroup.clone());
+    let handover = handover::channel::spawn(&opts.admin, Some(adopter))
+        .inspect_err(|e| tracing::warn!(error = %e, "no handover channel beside the admin socket"))
+        .ok();
     tokio::spawn(sweep_parse_states(dp.clone()));
     tokio::spawn(report_trouble(dp.clone()));
     match updates {
@@ -202,13 +258,49 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+    let mut handed_over = 0;
+    // Held until exit (handover/give.rs, Summary::channel).
+    let mut _channel = None;
+    if let Some(at) = handover.as_ref().map(handover::channel::Channel::at_stop) {
+        let handover::channel::AtStop {
+            successor,
+            plan,
+            stream,
+        } = at;
+        match (&plan, stream) {
+            (handover::Plan::Drain(why), _) => {
+                tracing::info!(
+                    ?successor,
+                    "stopping: connections are drained with GOAWAY, not handed over: {why}"
+                )
+            }
+            (handover::Plan::HandOver, None) => {}
+            (handover::Plan::HandOver, Some(stream)) => {
+                tracing::info!(?successor, "stopping: connections are handed over");
+                let done = handover::give::hand_over(&shared, stream).await;
+                tracing::info!(
+                    handed_over = done.handed_over,
+                    drained = done.drained,
+                    "handover done"
+                );
+                handed_over = done.handed_over;
+                _channel = done.channel;
+            }
+        }
+    }
     drain::stop(&shared, opts.drain_timeout).await;
+    if handed_over > 0 {
+        tokio::time::sleep(INJECTOR_GRACE).await;
+    }
     accepting.abort();
     if let Some(a) = accepting6 {
         a.abort();
     }
     tracing::info!("agent stopped; programs detach with it");
     admin.remove();
+    if let Some(h) = &handover {
+        h.remove();
+    }
     Ok(())
 }
 
@@ -292,7 +384,7 @@ async fn first_model(source: &mut KubeSource, health: &health::Health) -> anyhow
 
 async fn watch_models(mut source: KubeSource, shared: Arc<Shared>, health: Arc<health::Health>) {
     while let Some(delta) = source.next().await {
-        apply::apply(&shared, &delta);
+        apply_everywhere(&shared, &delta);
     }
     tracing::error!("the Kubernetes source stopped; keeping the last model");
     health.source_stopped("the Kubernetes watch ended");
@@ -304,7 +396,7 @@ async fn watch_config(mut config: ConfigFile, mut applied: Model, shared: Arc<Sh
         tick.tick().await;
         match config.poll() {
             Ok(Some(model)) => {
-                apply::apply(&shared, &Delta::between(&applied, &model));
+                apply_everywhere(&shared, &Delta::between(&applied, &model));
                 applied = model;
             }
             Ok(None) => {}

@@ -78,6 +78,11 @@ pub struct ConnInfo {
     /// New streams waiting in the agent for an endpoint with room.
     #[serde(default)]
     pub held: usize,
+    /// Taken over from the agent before this one, with its kernel
+    /// generation (agent/handover): its kernel counters are in that one's
+    /// maps, not in this agent's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
@@ -157,6 +162,9 @@ pub struct Registry {
     /// Endpoint ids for the kernel's per-endpoint counters, and the
     /// agent's own (metrics_counts.rs).
     pub endpoints: super::metrics_counts::EndpointTable,
+    /// The registries of generations adopted from the agent before this
+    /// one (agent/handover): their connections are this agent's too.
+    linked: Mutex<Vec<Arc<Registry>>>,
 }
 
 impl Registry {
@@ -302,10 +310,32 @@ impl Registry {
     }
 
     pub fn conns(&self) -> Vec<ConnInfo> {
-        self.conns
+        let mut all: Vec<ConnInfo> = self
+            .conns
             .lock()
             .map(|m| m.values().map(|(_, i)| i.clone()).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let linked = self.linked.lock().map(|l| l.clone()).unwrap_or_default();
+        for r in linked {
+            all.extend(r.conns());
+        }
+        all
+    }
+
+    /// Counts `other`'s connections as this registry's (an adopted
+    /// generation's: agent/handover).
+    pub fn link(&self, other: Arc<Registry>) {
+        if let Ok(mut l) = self.linked.lock() {
+            l.push(other);
+        }
+    }
+
+    /// Forgets a connection the agent after this one runs now: its id is
+    /// not used again here, since the kernel's entry is that agent's.
+    pub fn forget_conn(&self, id: u32) {
+        if let Ok(mut m) = self.conns.lock() {
+            m.remove(&id);
+        }
     }
 }
 

@@ -33,6 +33,8 @@ pub struct Slot {
     pub endpoint: SocketAddr,
     pub state: SlotState,
     pub reader: Option<tokio::task::JoinHandle<()>>,
+    /// Asks the reader for the socket back (a connection handed over).
+    pub handback: Option<super::endpoint_socket::HandbackAsk>,
     pub cookie: u64,
     /// DATA bytes the agent itself forwarded to the endpoint.
     pub agent_req: u64,
@@ -73,6 +75,7 @@ impl Slot {
             endpoint,
             state: SlotState::Connecting,
             reader: None,
+            handback: None,
             cookie: 0,
             agent_req: 0,
             granted_resp: DEFAULT_WINDOW as u64,
@@ -139,6 +142,7 @@ impl Slot {
         if let Some(r) = self.reader.take() {
             r.abort();
         }
+        self.handback = None;
         if self.state != SlotState::Closed {
             self.closed_at = Some(tokio::time::Instant::now());
         }

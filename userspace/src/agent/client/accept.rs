@@ -100,6 +100,17 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddr) {
     if let Err(e) = conn.run(a, wake_rx).await {
         tracing::debug!(conn = id, error = %e, "client connection ended");
     }
+    finish(&shared, conn);
+}
+
+/// A connection's task ends: its kernel state goes with it, unless the
+/// agent after this one runs it now (handover.rs), whose maps they are.
+pub(super) fn finish(shared: &Shared, mut conn: ClientConn) {
+    let id = conn.id;
+    if conn.handed_over {
+        shared.registry.forget_conn(id);
+        return;
+    }
     conn.teardown();
     shared.registry.release_conn(id);
 }

@@ -74,6 +74,11 @@ impl ClientConn {
         }
     }
 
+    /// Bytes of this connection still waiting for the injector's writer.
+    pub(super) fn injector_backlog(&self) -> usize {
+        self.shares.injected.load(Ordering::SeqCst)
+    }
+
     pub(super) fn injector_backed_up(&self) -> bool {
         self.shares.injected.load(Ordering::SeqCst) > MAX_INJECTOR_BACKLOG
     }

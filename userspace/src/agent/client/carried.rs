@@ -24,6 +24,15 @@ pub(super) struct CarriedStreams {
 }
 
 impl CarriedStreams {
+    /// Whether the kernel sends a stream's frames to the agent (a
+    /// connection with one is not at its quiet point: handover.rs). Bound
+    /// streams are not: the kernel carries them (an entry may outlive its
+    /// stream, whose end the kernel saw), and a frame of one diverted later
+    /// finds its slot in the kernel's `streams` (from_client.rs).
+    pub fn any_slowed(&self) -> bool {
+        self.streams.values().any(|(_, c)| *c == Carry::Slowed)
+    }
+
     pub fn slot_of(&self, stream: u32) -> Option<u32> {
         self.streams.get(&stream).map(|(slot, _)| *slot)
     }

@@ -136,6 +136,23 @@ impl HeldStreams {
     }
 }
 
+/// A connection handed over holds no stream (its quiet point): what is
+/// carried across is only when the kernel was last let go.
+impl HeldStreams {
+    pub fn unhold_sent(&self) -> Option<u32> {
+        self.unhold_sent
+    }
+
+    pub fn resumed(unhold_sent: Option<u32>, now: Instant) -> Self {
+        HeldStreams {
+            waiting: BTreeMap::new(),
+            unhold_sent,
+            started: now,
+            settled: true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::kernel::fake::{FakeKernel, Record};

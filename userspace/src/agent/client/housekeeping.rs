@@ -15,6 +15,11 @@ use crate::h2::frame;
 
 impl ClientConn {
     pub(super) fn on_tick(&mut self) {
+        // Adopted (handover.rs): the kernel's wake-ups went to the agent
+        // before this one until it exited; the counters are looked at.
+        if self.adopted {
+            self.on_wake();
+        }
         self.slide_window();
         self.reconnect();
         self.dispatch_held();

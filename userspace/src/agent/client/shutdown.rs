@@ -90,6 +90,11 @@ impl Shutdown {
         }
     }
 
+    /// Not going away (a connection may be handed over: handover.rs).
+    pub fn serving(&self) -> bool {
+        self.phase == Phase::Serving
+    }
+
     /// The kernel must keep sending new streams to the agent: no unhold.
     pub fn holds(&self) -> bool {
         matches!(self.phase, Phase::Holding { .. } | Phase::Closing { .. })

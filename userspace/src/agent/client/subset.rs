@@ -86,6 +86,22 @@ impl Subset {
     }
 }
 
+/// A connection handed to the agent after this one (agent/handover): the
+/// window stays where it was; it may move again a SUBSET_STEP from now.
+impl Subset {
+    pub fn last_stream(&self) -> u32 {
+        self.last_stream
+    }
+
+    pub fn resumed(offset: usize, last_stream: u32, now: Instant) -> Self {
+        Subset {
+            offset,
+            moved: now,
+            last_stream,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

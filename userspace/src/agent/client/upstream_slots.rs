@@ -127,13 +127,16 @@ impl ClientConn {
             conn: id,
             slot,
         };
-        s.reader = Some(endpoint_socket::spawn_reader(
+        let (reader, handback) = endpoint_socket::spawn_reader(
             hs.stream,
             joined,
             self.up_tx.clone(),
             s.dropped.subscribe(),
             s.holder.clone(),
-        ));
+            endpoint_socket::Resume::default(),
+        );
+        s.reader = Some(reader);
+        s.handback = Some(handback);
         self.kernel
             .up(slot)
             .state

@@ -103,6 +103,27 @@ pub(super) fn endpoint_grant(outstanding: u64, share: u64) -> (u64, u64) {
     (inc, notify_after)
 }
 
+/// A connection handed to the agent after this one (agent/handover).
+impl ClientWindows {
+    pub fn to_state(&self) -> crate::agent::handover::state::WindowsState {
+        crate::agent::handover::state::WindowsState {
+            initial: self.initial,
+            increments: self.increments,
+            granted: self.granted,
+            data_seen: self.data_seen,
+        }
+    }
+
+    pub fn from_state(s: &crate::agent::handover::state::WindowsState) -> Self {
+        ClientWindows {
+            initial: s.initial,
+            increments: s.increments,
+            granted: s.granted,
+            data_seen: s.data_seen,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ use aya::{Ebpf, EbpfError, EbpfLoader};
 use super::abi::*;
 use super::conn_table::{ConnTable, ConnTableError, LatencyTable};
 
+mod adopt;
 mod endpoints;
 mod sockets;
 mod streams;
@@ -52,6 +53,11 @@ pub enum DatapathError {
     #[error("cgroup {path}: pass the cgroup v2 directory with --cgroup (e.g. /sys/fs/cgroup)")]
     Cgroup {
         path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("map {name}: its descriptor")]
+    Descriptor {
+        name: &'static str,
         source: std::io::Error,
     },
     #[error(transparent)]
@@ -98,7 +104,11 @@ pub struct Loaded {
 
 /// Maps the agent writes, each behind its own lock (one syscall per use).
 pub struct Datapath {
-    _ebpf: Ebpf,
+    /// The loaded object; none in a generation adopted from the agent
+    /// before this one (adopt.rs), whose programs live in its maps.
+    _ebpf: Option<Ebpf>,
+    /// A descriptor of each of GENERATION_MAPS, for a successor (adopt.rs).
+    generation: Vec<(&'static str, std::os::fd::OwnedFd)>,
     pub loaded: Loaded,
     _agent_socks: SockHash<MapData, ClientKey>,
     pub conns: ConnTable,
@@ -145,6 +155,13 @@ where
     T: TryFrom<aya::maps::Map, Error = MapError>,
 {
     let map = ebpf.take_map(name).ok_or(DatapathError::MissingMap(name))?;
+    take_typed(map, name)
+}
+
+fn take_typed<T>(map: aya::maps::Map, name: &'static str) -> Result<T, DatapathError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
     T::try_from(map).map_err(|source| DatapathError::Map { name, source })
 }
 
@@ -189,6 +206,7 @@ impl Datapath {
             kernel: kernel(),
             source: Box::new(source),
         })?;
+        let generation = adopt::descriptors(&ebpf)?;
 
         let agent_socks: SockHash<MapData, ClientKey> = take(&mut ebpf, "agent_socks")?;
         let upstream_socks: SockHash<MapData, u64> = take(&mut ebpf, "upstream_socks")?;
@@ -343,7 +361,8 @@ impl Datapath {
             max_streams: opts.max_streams.unwrap_or(MAX_STREAMS),
             events: Mutex::new(Some(take(&mut ebpf, "events")?)),
             redirects: Mutex::new(redirects),
-            _ebpf: ebpf,
+            _ebpf: Some(ebpf),
+            generation,
         })
     }
 

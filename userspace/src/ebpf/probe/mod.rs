@@ -97,6 +97,8 @@ mod sys;
 
 pub use features::*;
 #[cfg(test)]
+mod handover_tests;
+#[cfg(test)]
 mod tests;
 
 use programs::*;

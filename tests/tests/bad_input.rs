@@ -134,6 +134,21 @@ fn named(class: &str) -> String {
         n(&r, "cases"),
         probe::report(&mut bed)
     );
+    // The agent reports the kernel's bad framing once a second
+    // (agent/trouble.rs): when the kernel counted some, give the report
+    // its tick before the log is read.
+    let counted = bed
+        .agent()
+        .ok()
+        .and_then(|a| a.kernel_counter("bad_frame").ok())
+        .unwrap_or(0);
+    if counted > 0 {
+        rotor_testbed::wait_until(rotor_testbed::scaled(Duration::from_secs(3)), || {
+            bed.agent()
+                .map(|a| a.stderr_plain())
+                .is_ok_and(|l| l.contains("counter=\"bad_frame\""))
+        });
+    }
     bed.agent().map(|a| a.stderr_plain()).unwrap_or_default()
 }
 

@@ -36,6 +36,21 @@ fn slice_on(nodes: [&str; 3]) -> Value {
     slice
 }
 
+/// The agent of node-a, reading the stand-in.
+fn start_agent_on_node_a(bed: &mut TestBed, api: &KubeApi) {
+    let kubeconfig = bed.topo.dir().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    bed.agent = Some(
+        Agent::start_kubernetes(
+            &bed.topo,
+            &bed.cgroup,
+            &kubeconfig,
+            &["--node-name", "node-a"],
+        )
+        .expect("agent of node-a"),
+    );
+}
+
 /// Two nodes' worth of endpoints: be1 and be2 on node-a (the agent's), be3
 /// on node-b. Local: be1 and be2 share the calls, be3 gets none. The same
 /// Service turned Cluster: all three. Local with every endpoint on node-b:
@@ -54,17 +69,7 @@ fn internal_traffic_policy_local_balances_this_nodes_endpoints_only() {
         slice_on(["node-a", "node-a", "node-b"]),
     )
     .expect("EndpointSlice");
-    let kubeconfig = bed.topo.dir().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-    bed.agent = Some(
-        Agent::start_kubernetes(
-            &bed.topo,
-            &bed.cgroup,
-            &kubeconfig,
-            &["--node-name", "node-a"],
-        )
-        .expect("agent"),
-    );
+    start_agent_on_node_a(&mut bed, &api);
 
     assert_eq!(
         bed.balanced_endpoints(VIP).map(|e| e.len()),
@@ -160,17 +165,7 @@ fn prefer_close_balances_the_endpoints_hinted_for_this_zone() {
         .expect("Node");
     api.apply(Kind::Node, node("node-b", &[(ZONE, "zone-b")]))
         .expect("another Node");
-    let kubeconfig = bed.topo.dir().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-    bed.agent = Some(
-        Agent::start_kubernetes(
-            &bed.topo,
-            &bed.cgroup,
-            &kubeconfig,
-            &["--node-name", "node-a"],
-        )
-        .expect("agent"),
-    );
+    start_agent_on_node_a(&mut bed, &api);
     let asked = api.requests();
     assert!(
         asked.iter().any(|r| r.contains("/api/v1/nodes?")
@@ -210,15 +205,7 @@ fn prefer_close_balances_the_endpoints_hinted_for_this_zone() {
     api.forbid(Kind::Node);
     api.apply(Kind::Node, node("node-a", &[(ZONE, "zone-a")]))
         .expect("zone-a again");
-    bed.agent = Some(
-        Agent::start_kubernetes(
-            &bed.topo,
-            &bed.cgroup,
-            &kubeconfig,
-            &["--node-name", "node-a"],
-        )
-        .expect("an agent that may not read Nodes starts"),
-    );
+    start_agent_on_node_a(&mut bed, &api);
     wait_for_endpoints(&mut bed, 3, "nodes forbidden");
     bed.check_balanced(&["be1", "be2", "be3"])
         .expect("nodes forbidden: every endpoint");

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use rotor_tests::peers::python;
+
 /// The Kubernetes version the manifests are checked against (k8s-openapi's feature too).
 const KUBERNETES_VERSION: &str = "1.33";
 
@@ -29,16 +31,17 @@ fn manifests() -> Vec<PathBuf> {
 
 #[test]
 fn manifests_validate_against_the_kubernetes_schema() {
-    let have = Command::new("python3")
+    let have = Command::new(python())
         .args(["-c", "import kubernetes_validate"])
         .output();
     assert!(
         have.is_ok_and(|o| o.status.success()),
-        "python3 cannot import kubernetes_validate: `cargo xtask deps` installs it (pip install kubernetes-validate)"
+        "{python:?} cannot import kubernetes_validate: `cargo xtask deps` installs it (pip install kubernetes-validate)",
+        python = python()
     );
     let files = manifests();
     assert!(files.len() >= 4, "{files:?}");
-    let out = Command::new("python3")
+    let out = Command::new(python())
         .args([
             "-m",
             "kubernetes_validate",

@@ -98,12 +98,11 @@ fn assert_serves(new: &Agent, what: &str) {
     );
 }
 
-fn upgrade_under_grpc(client: Grpc) {
-    let (mut bed, _servers) = peers::grpc_bed(Grpc::Python, &[]).expect("gRPC test bed");
-    client.available().expect("gRPC client peer");
-    drop(bed.agent.take());
-    let endpoints = endpoints_on(&bed.topo, GRPC_PORT);
-    bed.agent = Some(draining_agent(&bed.topo, &bed.cgroup, &endpoints));
+/// The gRPC load both upgrade tests run through the upgrade: unary calls
+/// every 20 ms on 4 workers and 2 streaming workers (server and bidi
+/// streams of 20 messages 50 ms apart) for 6 s; returns 1.5 s in, when the
+/// client's connection carries all of it.
+fn grpc_load(bed: &TestBed, client: Grpc) -> Running {
     let args = [
         "--duration",
         "6",
@@ -122,10 +121,21 @@ fn upgrade_under_grpc(client: Grpc) {
         "--timeout",
         "30",
     ];
-    let cmd = grpc_client_command(&bed.topo, Some(&bed.cgroup), client, &args).unwrap();
+    let cmd = grpc_client_command(&bed.topo, Some(&bed.cgroup), client, &args)
+        .expect("gRPC client command");
     let running = Running::spawn("grpc-client", cmd, bed.topo.dir(), Duration::from_secs(60))
         .expect("gRPC client");
     std::thread::sleep(Duration::from_millis(1500));
+    running
+}
+
+fn upgrade_under_grpc(client: Grpc) {
+    let (mut bed, _servers) = peers::grpc_bed(Grpc::Python, &[]).expect("gRPC test bed");
+    client.available().expect("gRPC client peer");
+    drop(bed.agent.take());
+    let endpoints = endpoints_on(&bed.topo, GRPC_PORT);
+    bed.agent = Some(draining_agent(&bed.topo, &bed.cgroup, &endpoints));
+    let running = grpc_load(&bed, client);
     let mut old = bed.agent.take().expect("the running agent");
     let (new, old_stderr, _) = upgrade(&bed.topo, &bed.cgroup, &endpoints, &mut old);
     assert_drained(&old_stderr);
@@ -286,33 +296,13 @@ fn calls_served(servers: &[Child]) -> u64 {
         .sum()
 }
 
-/// tonic's channel through the upgrade: unary calls every 20 ms on 4
-/// workers and 2 streaming workers, upgraded 1.5 s into 6 s.
+/// A gRPC client's connection through a handover (`grpc_load`): no call
+/// fails, the servers see each call once, and the old agent hands the
+/// connection over rather than draining it.
 fn handover_under_grpc(client: Grpc) {
     let (mut bed, servers) = peers::grpc_bed(Grpc::Python, &["--log-calls"]).expect("gRPC bed");
     client.available().expect("gRPC client peer");
-    let args = [
-        "--duration",
-        "6",
-        "--concurrency",
-        "4",
-        "--unary-delay-ms",
-        "20",
-        "--streams",
-        "2",
-        "--kinds",
-        "server,bidi",
-        "--stream-msgs",
-        "20",
-        "--stream-delay-ms",
-        "50",
-        "--timeout",
-        "30",
-    ];
-    let cmd = grpc_client_command(&bed.topo, Some(&bed.cgroup), client, &args).unwrap();
-    let running = Running::spawn("grpc-client", cmd, bed.topo.dir(), Duration::from_secs(60))
-        .expect("gRPC client");
-    std::thread::sleep(Duration::from_millis(1500));
+    let running = grpc_load(&bed, client);
     let endpoints = endpoints_on(&bed.topo, GRPC_PORT);
     let mut old = bed.agent.take().expect("the running agent");
     let (new, old_stderr, took) = upgrade(&bed.topo, &bed.cgroup, &endpoints, &mut old);

@@ -53,6 +53,17 @@ done
 
 echo "ROTOR-KERNEL $(uname -r)"
 echo "ROTOR-ENV PATH=$PATH ROTOR_PYTHON=${ROTOR_PYTHON:-}"
+# The tests' delay line (testbed/src/delay_line.rs) opens /dev/net/tun.
+# Debian builds tun as a module and the guest's /dev has no node for it
+# until the module is loaded: policies.rs failed on 6.1 with "opening
+# /dev/net/tun: No such file or directory". A no-op on the host.
+if [[ ! -e /dev/net/tun ]]; then
+	modprobe tun 2>/dev/null
+	if [[ ! -e /dev/net/tun ]]; then
+		mkdir -p /dev/net && mknod /dev/net/tun c 10 200
+	fi
+	[[ -e /dev/net/tun ]] || echo "smoke.sh: no /dev/net/tun: the delay-line tests will fail" >&2
+fi
 bin_dir=$1
 probe_bin=$2
 shift 2

@@ -93,6 +93,9 @@ pub(super) fn sample_from(
         timeline: Vec::new(),
         background_cores: bg,
         errors: r.errors.clone(),
+        upstream_conns: Vec::new(),
+        upstream_conns_before: Vec::new(),
+        without_idle: None,
     }
 }
 
@@ -277,6 +280,7 @@ pub(super) fn run_h2load(
     let Load::H2load {
         connections,
         streams,
+        window_bits,
     } = sc.load
     else {
         bail!("not an h2load scenario");
@@ -285,6 +289,9 @@ pub(super) fn run_h2load(
     let before = bed.read_counts()?;
     let url = format!("http://{}{}", bed.addr(path, sc.servers), sc.path);
     let mut cmd = netns_command(bed.topo.client_ns(), bed.cgroup_for(path), "h2load");
+    if let Some(bits) = window_bits {
+        cmd.args(["-w", &bits.to_string(), "-W", &bits.to_string()]);
+    }
     cmd.args([
         "-c",
         &connections.to_string(),
@@ -354,5 +361,8 @@ pub(super) fn run_h2load(
         timeline: Vec::new(),
         background_cores: bg,
         errors,
+        upstream_conns: Vec::new(),
+        upstream_conns_before: Vec::new(),
+        without_idle: None,
     })
 }

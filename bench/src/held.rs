@@ -3,8 +3,9 @@
 //!
 //! * `upstreams-200x3`: 200 client connections that made 3 requests each,
 //!   still open; the established TCP connections each backend then holds
-//!   on its port (`ss -Htn state established` in its netns). A count, not
-//!   a speed: valid on a busy machine too.
+//!   on its port (`ss -Htn state established` in its netns) that it did
+//!   not hold before they opened. A count, not a speed: valid on a busy
+//!   machine too.
 //! * `idle1000-1x16-100b`: the closed loop 1 × 16 without, then with, 1,000
 //!   idle connections open beside it; the report gives their ratio.
 
@@ -77,22 +78,36 @@ fn phase_errors(phase: &Phase, want: usize) -> Vec<String> {
     e
 }
 
-/// Counts the lines of `ss -Htn state established` (no state column:
-/// `Recv-Q Send-Q Local Peer …`) whose local port is `port`.
-pub fn count_established(ss: &str, port: u16) -> u64 {
+/// The connections (`local peer`) in `ss -Htn state established` (no state
+/// column: `Recv-Q Send-Q Local Peer …`) whose local port is `port`.
+pub fn established(ss: &str, port: u16) -> Vec<String> {
     ss.lines()
-        .filter(|l| {
-            l.split_whitespace()
-                .nth(2)
-                .and_then(|local| local.rsplit_once(':'))
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                == Some(port)
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().skip(2);
+            let (local, peer) = (f.next()?, f.next()?);
+            let p = local.rsplit_once(':')?.1.parse::<u16>().ok()?;
+            (p == port).then(|| format!("{local} {peer}"))
         })
-        .count() as u64
+        .collect()
+}
+
+/// Per backend: how many of `now` were not in `before` (connections of an
+/// earlier run, a proxy's idle pool, are not the clients').
+pub fn new_since(before: &[Vec<String>], now: &[Vec<String>]) -> Vec<u64> {
+    now.iter()
+        .enumerate()
+        .map(|(k, conns)| {
+            let old = before.get(k);
+            conns
+                .iter()
+                .filter(|c| !old.is_some_and(|o| o.contains(c)))
+                .count() as u64
+        })
+        .collect()
 }
 
 /// Established connections on [`RUST_PORT`] in every backend's netns, be1 first.
-fn backend_conns(bed: &Bed) -> Result<Vec<u64>> {
+fn backend_conns(bed: &Bed) -> Result<Vec<Vec<String>>> {
     (1..=SCALED)
         .map(|k| {
             let ns = bed.topo.backend(k)?.netns().to_string();
@@ -102,7 +117,7 @@ fn backend_conns(bed: &Bed) -> Result<Vec<u64>> {
                     .args(["--", "ss", "-Htn", "state", "established"]),
             )
             .with_context(|| format!("ss in {ns}"))?;
-            Ok(count_established(
+            Ok(established(
                 &String::from_utf8_lossy(&out.stdout),
                 RUST_PORT,
             ))
@@ -153,8 +168,8 @@ pub(super) fn run_upstreams(
     s.counts = counts;
     s.errors = phase_errors(&phase, clients);
     s.failed = phase.requests_failed;
-    s.upstream_conns = held;
-    s.upstream_conns_before = before;
+    s.upstream_conns = new_since(&before, &held);
+    s.upstream_conns_before = before.iter().map(|c| c.len() as u64).collect();
     Ok(s)
 }
 
@@ -194,7 +209,7 @@ pub(super) fn run_idle(
 
 /// `upstreams-…`: per path, what the backends held while the clients were open.
 pub fn upstreams_table(m: &mut String, s: &ScenarioSummary) {
-    let _ = writeln!(m, "Established TCP connections on each backend's port (`ss -Htn state established` in its netns) while the client connections are still open; \"before\": all backends, just before they opened (a proxy's pool from earlier runs stays). Goal: ≤ {} to any endpoint.\n", goals::MAX_UPSTREAMS);
+    let _ = writeln!(m, "Established TCP connections on each backend's port (`ss -Htn state established` in its netns) while the client connections are still open, less those already there just before they opened; \"before\": those, all backends (a proxy's idle pool from earlier runs). Goal: ≤ {} to any endpoint.\n", goals::MAX_UPSTREAMS);
     let _ = writeln!(
         m,
         "| path | most to one endpoint | all endpoints | per backend (be1 …) | before | share of requests max/min |"
@@ -252,7 +267,13 @@ mod tests {
                   0      0          10.1.1.2:50000     10.0.0.1:8081\n\
                   0      0    [::ffff:10.1.1.2]:8081   [::ffff:10.0.0.1]:4\n\
                   garbage\n";
-        assert_eq!(super::count_established(ss, 8081), 3);
-        assert_eq!(super::count_established("", 8081), 0);
+        let now = super::established(ss, 8081);
+        assert_eq!(now.len(), 3);
+        assert_eq!(now[0], "10.1.1.2:8081 10.0.0.1:40000");
+        assert!(super::established("", 8081).is_empty());
+        // be1 had the first one before; be2 had none.
+        let before = vec![vec![now[0].clone()], vec![]];
+        let later = vec![now.clone(), vec![now[1].clone()]];
+        assert_eq!(super::new_since(&before, &later), vec![2, 1]);
     }
 }

@@ -313,7 +313,8 @@ pub struct Sample {
     pub background_cores: f64,
     pub errors: Vec<String>,
     /// Upstreams: established connections each backend held while the
-    /// clients were open (be1 first), and before they opened.
+    /// clients were open that it did not hold before they opened (be1
+    /// first), and how many it held before.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub upstream_conns: Vec<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]

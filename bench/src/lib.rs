@@ -27,8 +27,10 @@ pub mod load;
 pub mod report;
 mod runs;
 pub mod saturation;
+mod scenarios;
 pub mod services_memory;
 pub mod stats;
+pub mod tables;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -189,96 +191,6 @@ impl BenchOptions {
             only: Vec::new(),
             out_dir: rotor_testbed::util::target_dir().join("bench"),
         }
-    }
-
-    pub fn scenarios(&self) -> Vec<Scenario> {
-        let s = |id: &str, title: &str, load: Load, path: &str, servers: Servers| Scenario {
-            id: id.into(),
-            title: title.into(),
-            load,
-            path: path.into(),
-            servers,
-        };
-        let c = |connections, streams| Load::Closed {
-            connections,
-            streams,
-        };
-        let all = vec![
-            s("1x16-100b", "closed loop, 1 connection × 16 streams, 100 B responses", c(1, 16), "/100b", Servers::Rust),
-            s("4x16-100b", "closed loop, 4 connections × 16 streams, 100 B responses", c(4, 16), "/100b", Servers::Rust),
-            s("1x16-64k", "closed loop, 1 connection × 16 streams, 64 KiB responses", c(1, 16), "/64k", Servers::Rust),
-            s("4x16-64k", "closed loop, 4 connections × 16 streams, 64 KiB responses", c(4, 16), "/64k", Servers::Rust),
-            s(
-                "open-100b",
-                &format!("open loop, {} req/s over 4 connections, 100 B responses (latency from the intended send time)", self.rate),
-                Load::Open { connections: 4, rate: self.rate },
-                "/100b",
-                Servers::Rust,
-            ),
-            s(
-                "scale-up",
-                &format!("scale-up: closed loop 4 × 16, 100 B; {INITIAL} → {SCALED} endpoints {SCALE_AT_S} s into the run"),
-                Load::ScaleUp { connections: 4, streams: 16 },
-                "/100b",
-                Servers::Rust,
-            ),
-            s(
-                "h2load-1x16-100b",
-                "cross-check: h2load -c 1 -m 16, 100 B, rotor-h2-backend",
-                Load::H2load { connections: 1, streams: 16, window_bits: None },
-                "/100b",
-                Servers::Rust,
-            ),
-            s(
-                "h2load-nghttpd-1x16-100b",
-                "cross-check: h2load -c 1 -m 16, 100 B, nghttpd backends",
-                Load::H2load { connections: 1, streams: 16, window_bits: None },
-                "/100b",
-                Servers::Nghttpd,
-            ),
-            s(
-                "h2load-win64k-4x16-64k",
-                "nghttp2 client with HTTP/2's default windows: h2load -c 4 -m 16 -w 16 -W 16 (65,535 B stream and connection windows), 64 KiB responses",
-                Load::H2load { connections: 4, streams: 16, window_bits: Some(16) },
-                "/64k",
-                Servers::Rust,
-            ),
-            s(
-                "1000x1-100b",
-                "closed loop, 1,000 connections × 1 stream, 100 B responses",
-                c(1000, 1),
-                "/100b",
-                Servers::Rust,
-            ),
-            s(
-                "idle1000-1x16-100b",
-                "closed loop 1 × 16, 100 B, without and with 1,000 idle connections held open beside it",
-                Load::Idle { idle: 1000, connections: 1, streams: 16 },
-                "/100b",
-                Servers::Rust,
-            ),
-            s(
-                "open-sat-100b",
-                &format!("open loop over 4 connections, 100 B, at {:.0} % of the lowest closed-loop req/s of `{}` over DNAT, HAProxy and rotor in this run (latency from the intended send time)", saturation::FRACTION * 100.0, saturation::BASE),
-                Load::OpenNearSaturation { connections: 4, fraction: saturation::FRACTION },
-                "/100b",
-                Servers::Rust,
-            ),
-            s(
-                "upstreams-200x3",
-                "upstream connections per endpoint: 200 client connections that made 3 requests each, still open",
-                Load::Upstreams { clients: 200, requests: 3 },
-                "/100b",
-                Servers::Rust,
-            ),
-        ];
-        let mut picked: Vec<Scenario> = all
-            .iter()
-            .filter(|s| self.only.is_empty() || self.only.iter().any(|o| s.id.contains(o.as_str())))
-            .cloned()
-            .collect();
-        saturation::add_base(&mut picked, &all);
-        picked
     }
 }
 

@@ -105,7 +105,17 @@ pub fn goals(scenarios: &[ScenarioSummary]) -> Vec<GoalResult> {
                 let share = r.share_max_min.median;
                 push("share max/min ≤ 1.05", id, share, 1.05, Unit::Share, true);
             }
-            Load::H2load { .. } => {}
+            Load::H2load { .. } => {
+                let cpu = h.map_or(nan, |x| x.cpu_per_req);
+                push(
+                    "CPU/request ≤ 0.5× HAProxy",
+                    id,
+                    cpu,
+                    0.5,
+                    Unit::Ratio,
+                    true,
+                );
+            }
             Load::ScaleUp { .. } => {
                 let fair = r.fair_share_s.median;
                 let goal = "new endpoints at fair share ≤ 1 s";

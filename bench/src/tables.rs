@@ -143,18 +143,22 @@ pub fn scale_table(m: &mut String, s: &ScenarioSummary) {
 pub fn h2load_table(m: &mut String, s: &ScenarioSummary) {
     let _ = writeln!(
         m,
-        "| path | req/s (h2load) | mean latency (h2load) | req/s ÷ direct | share max/min |"
+        "| path | req/s (h2load) | mean latency (h2load) | CPU/req | req/s ÷ direct | req/s ÷ HAProxy | CPU ÷ HAProxy | share max/min |"
     );
-    let _ = writeln!(m, "|---|--:|--:|--:|--:|");
+    let _ = writeln!(m, "|---|--:|--:|--:|--:|--:|--:|--:|");
+    let nan = f64::NAN;
     for p in &s.paths {
         let _ = writeln!(
             m,
-            "| {}{} | {} | {} | {} | {} |",
+            "| {}{} | {} | {} | {} | {} | {} | {} | {} |",
             p.label,
             failed(p),
             fmt_rps(p.rps.median),
             fmt_us(p.mean_us.median),
-            fmt_ratio(p.vs_direct.map_or(f64::NAN, |r| r.rps)),
+            fmt_us(p.cpu_us_per_req.median),
+            fmt_ratio(p.vs_direct.map_or(nan, |r| r.rps)),
+            fmt_ratio(p.vs_haproxy.map_or(nan, |r| r.rps)),
+            fmt_ratio(p.vs_haproxy.map_or(nan, |r| r.cpu_per_req)),
             fmt_share(p.share_max_min.median)
         );
     }

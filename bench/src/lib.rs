@@ -13,6 +13,10 @@
 //! Every measurement is repeated ([`BenchOptions::repeat`]); paths are
 //! interleaved (repeat → scenario → path, the path order rotating per repeat)
 //! so drift of the machine hits every path alike.
+//!
+//! The scenarios are in scenarios.rs; issue 17's rows run in held.rs
+//! (upstream connections per endpoint, idle connections beside a load) and
+//! saturation.rs (the open loop's rate), and goals.rs checks rotor's goals.
 
 pub mod backend;
 mod bed;

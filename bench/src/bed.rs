@@ -121,21 +121,28 @@ impl Bed {
             counts,
             topo,
         };
-        bed.set_agent_endpoints(INITIAL)?;
+        // The agent started with `echo` alone; the config adds `nghttpd`.
+        bed.set_agent_endpoints(INITIAL, "nghttpd")?;
         Ok(bed)
     }
 
     /// Rewrites the agent's config (atomically) and waits until it logged
-    /// both Services as configured.
-    pub(super) fn set_agent_endpoints(&self, n: usize) -> Result<()> {
-        let before = self.agent.stderr().matches("service configured").count();
+    /// `changed` as configured (the agent logs only the Services that changed).
+    pub(super) fn set_agent_endpoints(&self, n: usize, changed: &str) -> Result<()> {
+        let want = format!("service={changed} ");
+        let logged = |log: &str| {
+            log.lines()
+                .filter(|l| l.contains("service configured") && l.contains(&want))
+                .count()
+        };
+        let before = logged(&self.agent.stderr_plain());
         let path = self.agent.config_path();
         let tmp = path.with_extension("yaml.bench");
         std::fs::write(&tmp, agent_yaml(n))
             .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.agent.stderr().matches("service configured").count() < before + 2 {
+        while logged(&self.agent.stderr_plain()) <= before {
             if Instant::now() > deadline {
                 bail!(
                     "rotor-agent did not apply its new config within 5 s:\n{}",
@@ -190,7 +197,7 @@ impl Bed {
             Path4::Rotor => {
                 // The change counts from the file rename; waiting for the log
                 // line only makes sure it was taken.
-                self.set_agent_endpoints(n)
+                self.set_agent_endpoints(n, "echo")
             }
         }
     }

@@ -13,6 +13,10 @@
 //! Every measurement is repeated ([`BenchOptions::repeat`]); paths are
 //! interleaved (repeat → scenario → path, the path order rotating per repeat)
 //! so drift of the machine hits every path alike.
+//!
+//! The scenarios are in scenarios.rs; issue 17's rows run in held.rs
+//! (upstream connections per endpoint, idle connections beside a load) and
+//! saturation.rs (the open loop's rate), and goals.rs checks rotor's goals.
 
 pub mod backend;
 mod bed;
@@ -20,12 +24,17 @@ pub mod chart;
 pub mod conn_memory;
 pub mod dnat;
 pub mod endpoint_stats;
+pub mod goals;
 pub mod haproxy;
+pub mod held;
 pub mod load;
 pub mod report;
 mod runs;
+pub mod saturation;
+mod scenarios;
 pub mod services_memory;
 pub mod stats;
+pub mod tables;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -93,10 +102,43 @@ pub enum Servers {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Load {
-    Closed { connections: usize, streams: usize },
-    Open { connections: usize, rate: f64 },
-    ScaleUp { connections: usize, streams: usize },
-    H2load { connections: usize, streams: usize },
+    Closed {
+        connections: usize,
+        streams: usize,
+    },
+    Open {
+        connections: usize,
+        rate: f64,
+    },
+    ScaleUp {
+        connections: usize,
+        streams: usize,
+    },
+    /// h2load; `window_bits`: its `-w`/`-W` (None: h2load's own, 2^30 − 1).
+    H2load {
+        connections: usize,
+        streams: usize,
+        window_bits: Option<u8>,
+    },
+    /// `clients` connections that each make `requests` requests and stay
+    /// open: the established connections each backend holds meanwhile.
+    Upstreams {
+        clients: usize,
+        requests: usize,
+    },
+    /// The closed loop `connections` × `streams`, without and then with
+    /// `idle` more connections held open (one request each, then idle).
+    Idle {
+        idle: usize,
+        connections: usize,
+        streams: usize,
+    },
+    /// Open loop at `fraction` of the lowest closed-loop req/s of
+    /// [`saturation::BASE`] over the paths that balance, from the same run.
+    OpenNearSaturation {
+        connections: usize,
+        fraction: f64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -112,7 +154,9 @@ impl Scenario {
     /// Paths this scenario runs on (a scale-up has no direct path).
     pub fn paths(&self) -> Vec<Path4> {
         match self.load {
-            Load::ScaleUp { .. } => vec![Path4::Dnat, Path4::Haproxy, Path4::Rotor],
+            Load::ScaleUp { .. } | Load::Upstreams { .. } => {
+                vec![Path4::Dnat, Path4::Haproxy, Path4::Rotor]
+            }
             _ => Path4::ALL.to_vec(),
         }
     }
@@ -152,57 +196,6 @@ impl BenchOptions {
             out_dir: rotor_testbed::util::target_dir().join("bench"),
         }
     }
-
-    pub fn scenarios(&self) -> Vec<Scenario> {
-        let s = |id: &str, title: &str, load: Load, path: &str, servers: Servers| Scenario {
-            id: id.into(),
-            title: title.into(),
-            load,
-            path: path.into(),
-            servers,
-        };
-        let c = |connections, streams| Load::Closed {
-            connections,
-            streams,
-        };
-        let all = vec![
-            s("1x16-100b", "closed loop, 1 connection × 16 streams, 100 B responses", c(1, 16), "/100b", Servers::Rust),
-            s("4x16-100b", "closed loop, 4 connections × 16 streams, 100 B responses", c(4, 16), "/100b", Servers::Rust),
-            s("1x16-64k", "closed loop, 1 connection × 16 streams, 64 KiB responses", c(1, 16), "/64k", Servers::Rust),
-            s("4x16-64k", "closed loop, 4 connections × 16 streams, 64 KiB responses", c(4, 16), "/64k", Servers::Rust),
-            s(
-                "open-100b",
-                &format!("open loop, {} req/s over 4 connections, 100 B responses (latency from the intended send time)", self.rate),
-                Load::Open { connections: 4, rate: self.rate },
-                "/100b",
-                Servers::Rust,
-            ),
-            s(
-                "scale-up",
-                &format!("scale-up: closed loop 4 × 16, 100 B; {INITIAL} → {SCALED} endpoints {SCALE_AT_S} s into the run"),
-                Load::ScaleUp { connections: 4, streams: 16 },
-                "/100b",
-                Servers::Rust,
-            ),
-            s(
-                "h2load-1x16-100b",
-                "cross-check: h2load -c 1 -m 16, 100 B, rotor-h2-backend",
-                Load::H2load { connections: 1, streams: 16 },
-                "/100b",
-                Servers::Rust,
-            ),
-            s(
-                "h2load-nghttpd-1x16-100b",
-                "cross-check: h2load -c 1 -m 16, 100 B, nghttpd backends",
-                Load::H2load { connections: 1, streams: 16 },
-                "/100b",
-                Servers::Nghttpd,
-            ),
-        ];
-        all.into_iter()
-            .filter(|s| self.only.is_empty() || self.only.iter().any(|o| s.id.contains(o.as_str())))
-            .collect()
-    }
 }
 
 /// One run of one scenario on one path.
@@ -235,6 +228,16 @@ pub struct Sample {
     /// Machine CPU busy just before the run, in cores (other work on the machine).
     pub background_cores: f64,
     pub errors: Vec<String>,
+    /// Upstreams: established connections each backend held while the
+    /// clients were open that it did not hold before they opened (be1
+    /// first), and how many it held before.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstream_conns: Vec<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstream_conns_before: Vec<u64>,
+    /// Idle: the same load without the idle connections, just before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub without_idle: Option<Box<Sample>>,
 }
 
 impl Sample {
@@ -259,6 +262,9 @@ impl Sample {
             timeline: Vec::new(),
             background_cores: f64::NAN,
             errors: vec![error],
+            upstream_conns: Vec::new(),
+            upstream_conns_before: Vec::new(),
+            without_idle: None,
         }
     }
 }
@@ -282,6 +288,8 @@ pub struct Results {
     pub rotor_status: Option<serde_json::Value>,
     /// services_memory.rs, unless `--only` leaves it out.
     pub services_memory: Option<services_memory::ServicesMemory>,
+    /// The rate of the open loop near saturation, as derived in this run.
+    pub saturation_rate: Option<f64>,
 }
 
 /// Builds the bed, runs every scenario on every path `repeat` times, writes
@@ -309,6 +317,7 @@ pub fn run_bench(opts: &BenchOptions) -> Result<report::Report> {
                 .collect()
         })
         .collect();
+    let mut saturation_rate: Option<f64> = None;
     for rep in 0..opts.repeat {
         for (si, sc) in scenarios.iter().enumerate() {
             let n = cells[si].len();
@@ -321,6 +330,19 @@ pub fn run_bench(opts: &BenchOptions) -> Result<report::Report> {
                     }
                     Load::ScaleUp { .. } => run_scale_up(&mut bed, opts, sc, path, rep),
                     Load::H2load { .. } => run_h2load(&mut bed, opts, sc, path, rep),
+                    Load::Upstreams { .. } => held::run_upstreams(&mut bed, opts, sc, path, rep),
+                    Load::Idle { .. } => held::run_idle(&mut bed, opts, sc, path, rep),
+                    Load::OpenNearSaturation {
+                        connections,
+                        fraction,
+                    } => saturation::rate_once(&mut saturation_rate, &scenarios, &cells, fraction)
+                        .and_then(|rate| {
+                            let open = Scenario {
+                                load: Load::Open { connections, rate },
+                                ..sc.clone()
+                            };
+                            run_steady(&mut bed, opts, &open, path, rep)
+                        }),
                 };
                 bed.check_alive()?;
                 // A run that fails (e.g. the load client had to be killed) is
@@ -357,6 +379,7 @@ pub fn run_bench(opts: &BenchOptions) -> Result<report::Report> {
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         rotor_status,
         services_memory,
+        saturation_rate,
     };
     let rep = report::Report::new(opts, results);
     rep.write(&opts.out_dir)?;

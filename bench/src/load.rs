@@ -357,6 +357,10 @@ fn start_conn(args: &Args, shared: &Arc<Shared>) -> Result<Conn, String> {
 
 /// Runs the load and returns the report (errors are inside it).
 pub fn run(args: &Args) -> BenchLoadReport {
+    if args.connections > 100 {
+        // Each connection takes its socket and its runtime's fds.
+        crate::conn_memory::client::raise_open_files(args.connections * 4);
+    }
     let shared = Arc::new(Shared::new());
     // Connect first: the clock starts once every connection is up.
     let mut conns = Vec::new();

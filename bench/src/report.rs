@@ -1,5 +1,6 @@
 //! Summaries of the runs: medians and spreads, ratios to direct and to HAProxy
-//! (from the same run), the goals of issue 4, and the Markdown / JSON / SVG output.
+//! (from the same run), the goals ([`crate::goals`]), and the Markdown / JSON /
+//! SVG output.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -9,6 +10,10 @@ use serde::Serialize;
 
 use super::stats::Summary;
 use super::{BenchOptions, Load, Path4, Results, Sample, Scenario};
+pub use crate::goals::GoalResult;
+use crate::goals::{goal_table, goals};
+pub use crate::tables::{failed, fmt_ratio, fmt_rps, fmt_share, fmt_us, one_line, spread};
+use crate::tables::{h2load_table, scale_table, steady_table};
 
 /// A spread above this (percent) marks a result as noisy.
 pub const NOISY_SPREAD_PCT: f64 = 10.0;
@@ -52,6 +57,18 @@ pub struct PathSummary {
     pub vs_direct: Option<Ratios>,
     pub vs_haproxy: Option<Ratios>,
     pub errors: Vec<String>,
+    /// Upstreams: the most connections any backend held, and all of them
+    /// (while the clients were open; before they opened).
+    pub upstream_max: Summary,
+    pub upstream_total: Summary,
+    pub upstream_before_total: Summary,
+    /// Upstreams: connections each backend held in the first repeat, be1 first.
+    pub upstream_by_backend: Vec<u64>,
+    /// Idle: the same load without the idle connections, and this ÷ that.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub without_idle: Option<Box<PathSummary>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_without_idle: Option<Ratios>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -64,16 +81,6 @@ impl ScenarioSummary {
     pub fn path(&self, p: Path4) -> Option<&PathSummary> {
         self.paths.iter().find(|s| s.path == p)
     }
-}
-
-/// One goal checked on one scenario.
-#[derive(Debug, Clone, Serialize)]
-pub struct GoalResult {
-    pub goal: String,
-    pub scenario: String,
-    pub value: f64,
-    pub limit: f64,
-    pub met: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -105,7 +112,8 @@ fn per_req(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> Summary {
     )
 }
 
-fn summarize(path: Path4, samples: &[Sample]) -> PathSummary {
+/// The summary of `samples` (none: every figure NaN).
+pub fn summarize(path: Path4, samples: &[Sample]) -> PathSummary {
     let of = |f: fn(&Sample) -> f64| Summary::of(&samples.iter().map(f).collect::<Vec<_>>());
     let rps = of(|s| s.rps);
     let p50 = of(|s| s.p50_us);
@@ -129,7 +137,28 @@ fn summarize(path: Path4, samples: &[Sample]) -> PathSummary {
     errors.sort();
     errors.dedup();
     errors.truncate(10);
-    PathSummary {
+    let upstream = |f: fn(&[u64]) -> f64| {
+        Summary::of(
+            &samples
+                .iter()
+                .filter(|s| !s.upstream_conns.is_empty())
+                .map(|s| f(&s.upstream_conns))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let upstream_before = Summary::of(
+        &samples
+            .iter()
+            .filter(|s| !s.upstream_conns_before.is_empty())
+            .map(|s| s.upstream_conns_before.iter().sum::<u64>() as f64)
+            .collect::<Vec<_>>(),
+    );
+    let without: Vec<Sample> = samples
+        .iter()
+        .filter_map(|s| s.without_idle.as_deref().cloned())
+        .collect();
+    let without_idle = (!without.is_empty()).then(|| Box::new(summarize(path, &without)));
+    let mut summary = PathSummary {
         path,
         label: path.label().to_string(),
         rps,
@@ -156,10 +185,24 @@ fn summarize(path: Path4, samples: &[Sample]) -> PathSummary {
         vs_direct: None,
         vs_haproxy: None,
         errors,
+        upstream_max: upstream(|v| v.iter().copied().max().unwrap_or(0) as f64),
+        upstream_total: upstream(|v| v.iter().sum::<u64>() as f64),
+        upstream_before_total: upstream_before,
+        upstream_by_backend: samples
+            .iter()
+            .find(|s| !s.upstream_conns.is_empty())
+            .map_or(Vec::new(), |s| s.upstream_conns.clone()),
+        without_idle: None,
+        vs_without_idle: None,
+    };
+    if let Some(w) = without_idle {
+        summary.vs_without_idle = Some(ratios(&summary, &w));
+        summary.without_idle = Some(w);
     }
+    summary
 }
 
-fn ratios(a: &PathSummary, b: &PathSummary) -> Ratios {
+pub fn ratios(a: &PathSummary, b: &PathSummary) -> Ratios {
     Ratios {
         rps: a.rps.median / b.rps.median,
         p50: a.p50_us.median / b.p50_us.median,
@@ -249,8 +292,16 @@ impl Report {
             let _ = writeln!(m, "\n#### `{}`: {}\n", s.scenario.id, s.scenario.title);
             match s.scenario.load {
                 Load::Closed { .. } | Load::Open { .. } => steady_table(&mut m, s),
+                Load::OpenNearSaturation { .. } => {
+                    if let Some(rate) = self.raw.saturation_rate {
+                        let _ = writeln!(m, "Rate in this run: {rate:.0} req/s.\n");
+                    }
+                    steady_table(&mut m, s)
+                }
                 Load::ScaleUp { .. } => scale_table(&mut m, s),
                 Load::H2load { .. } => h2load_table(&mut m, s),
+                Load::Upstreams { .. } => crate::held::upstreams_table(&mut m, s),
+                Load::Idle { .. } => crate::held::idle_table(&mut m, s),
             }
             for p in s.paths.iter().filter(|p| p.failed > 0) {
                 let _ = writeln!(
@@ -269,332 +320,4 @@ impl Report {
         }
         m
     }
-}
-
-// ---- formatting ----
-
-pub fn fmt_us(us: f64) -> String {
-    if !us.is_finite() {
-        "–".into()
-    } else if us >= 10_000.0 {
-        format!("{:.1} ms", us / 1000.0)
-    } else {
-        format!("{us:.0} µs")
-    }
-}
-
-pub fn fmt_ratio(x: f64) -> String {
-    if x.is_nan() {
-        "–".into()
-    } else if x.is_infinite() {
-        "∞".into()
-    } else {
-        format!("{x:.2}×")
-    }
-}
-
-pub fn fmt_share(x: f64) -> String {
-    if x.is_nan() {
-        "n/a".into()
-    } else if x.is_infinite() {
-        "∞".into()
-    } else {
-        format!("{x:.2}")
-    }
-}
-
-fn fmt_rps(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.0}")
-    } else {
-        "–".into()
-    }
-}
-
-fn fmt_pct(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.0}")
-    } else {
-        "–".into()
-    }
-}
-
-fn spread(p: &PathSummary) -> String {
-    format!(
-        "±{}% / ±{}%{}",
-        fmt_pct(p.rps.spread_pct),
-        fmt_pct(p.p50_us.spread_pct),
-        if p.noisy { " ⚠" } else { "" }
-    )
-}
-
-fn failed(p: &PathSummary) -> String {
-    if p.failed > 0 {
-        format!(" ({} failed)", p.failed)
-    } else {
-        String::new()
-    }
-}
-
-fn steady_table(m: &mut String, s: &ScenarioSummary) {
-    let _ = writeln!(m, "| path | req/s | p50 | p99 | p99.9 | CPU/req (irq part) | share max/min | req/s ÷ direct | p50 ÷ direct | p99 ÷ direct | CPU ÷ HAProxy | spread req/s / p50 |");
-    let _ = writeln!(m, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
-    for p in &s.paths {
-        let d = p.vs_direct;
-        let h = p.vs_haproxy;
-        let _ = writeln!(
-            m,
-            "| {}{} | {} | {} | {} | {} | {} ({:.0}) | {} | {} | {} | {} | {} | {} |",
-            p.label,
-            failed(p),
-            fmt_rps(p.rps.median),
-            fmt_us(p.p50_us.median),
-            fmt_us(p.p99_us.median),
-            fmt_us(p.p999_us.median),
-            fmt_us(p.cpu_us_per_req.median),
-            p.cpu_irq_us_per_req.median,
-            fmt_share(p.share_max_min.median),
-            fmt_ratio(d.map_or(f64::NAN, |r| r.rps)),
-            fmt_ratio(d.map_or(f64::NAN, |r| r.p50)),
-            fmt_ratio(d.map_or(f64::NAN, |r| r.p99)),
-            fmt_ratio(h.map_or(f64::NAN, |r| r.cpu_per_req)),
-            spread(p)
-        );
-    }
-}
-
-fn scale_table(m: &mut String, s: &ScenarioSummary) {
-    let _ = writeln!(m, "| path | req/s | new endpoints at fair share after | share max/min over the last 2 s (5 endpoints) | lowest req/s in the 3 s after ÷ before | spread req/s / p50 |");
-    let _ = writeln!(m, "|---|--:|--:|--:|--:|--:|");
-    for p in &s.paths {
-        let f = &p.fair_share_s;
-        let fair = if f.median.is_infinite() {
-            if f.min.is_finite() {
-                format!("never in {} of {} runs", f.n - f.n / 2, f.n)
-            } else {
-                "never (existing connections keep their backend)".into()
-            }
-        } else if f.median.is_finite() {
-            format!(
-                "{:.2} s (max {})",
-                f.median,
-                if f.max.is_finite() {
-                    format!("{:.2} s", f.max)
-                } else {
-                    "never".into()
-                }
-            )
-        } else {
-            "–".into()
-        };
-        let _ = writeln!(
-            m,
-            "| {}{} | {} | {} | {} | {} | {} |",
-            p.label,
-            failed(p),
-            fmt_rps(p.rps.median),
-            fair,
-            fmt_share(p.share_max_min.median),
-            if p.dip_after_change.median.is_finite() {
-                format!(
-                    "{:.2} (worst {:.2})",
-                    p.dip_after_change.median, p.dip_after_change.min
-                )
-            } else {
-                "–".into()
-            },
-            spread(p)
-        );
-    }
-}
-
-fn h2load_table(m: &mut String, s: &ScenarioSummary) {
-    let _ = writeln!(
-        m,
-        "| path | req/s (h2load) | mean latency (h2load) | req/s ÷ direct | share max/min |"
-    );
-    let _ = writeln!(m, "|---|--:|--:|--:|--:|");
-    for p in &s.paths {
-        let _ = writeln!(
-            m,
-            "| {}{} | {} | {} | {} | {} |",
-            p.label,
-            failed(p),
-            fmt_rps(p.rps.median),
-            fmt_us(p.mean_us.median),
-            fmt_ratio(p.vs_direct.map_or(f64::NAN, |r| r.rps)),
-            fmt_share(p.share_max_min.median)
-        );
-    }
-}
-
-fn goals(scenarios: &[ScenarioSummary]) -> Vec<GoalResult> {
-    let mut g = Vec::new();
-    let mut push = |goal: &str, sc: &str, value: f64, limit: f64, le: bool| {
-        if value.is_nan() {
-            return;
-        }
-        g.push(GoalResult {
-            goal: goal.into(),
-            scenario: sc.into(),
-            value,
-            limit,
-            met: if le { value <= limit } else { value >= limit },
-        });
-    };
-    for s in scenarios {
-        let Some(r) = s.path(Path4::Rotor) else {
-            continue;
-        };
-        let id = s.scenario.id.as_str();
-        match s.scenario.load {
-            Load::Closed { .. } | Load::Open { .. } => {
-                let d = r.vs_direct;
-                push(
-                    "p50 ≤ 1.10× direct",
-                    id,
-                    d.map_or(f64::NAN, |x| x.p50),
-                    1.10,
-                    true,
-                );
-                push(
-                    "p99 ≤ 1.25× direct",
-                    id,
-                    d.map_or(f64::NAN, |x| x.p99),
-                    1.25,
-                    true,
-                );
-                push(
-                    "CPU/request ≤ 0.5× HAProxy",
-                    id,
-                    r.vs_haproxy.map_or(f64::NAN, |x| x.cpu_per_req),
-                    0.5,
-                    true,
-                );
-                if matches!(s.scenario.load, Load::Closed { .. }) {
-                    push(
-                        "throughput ≥ 0.9× direct",
-                        id,
-                        d.map_or(f64::NAN, |x| x.rps),
-                        0.9,
-                        false,
-                    );
-                }
-                push(
-                    "share max/min ≤ 1.05",
-                    id,
-                    r.share_max_min.median,
-                    1.05,
-                    true,
-                );
-            }
-            Load::ScaleUp { .. } => {
-                push(
-                    "new endpoints at fair share ≤ 1 s",
-                    id,
-                    r.fair_share_s.median,
-                    1.0,
-                    true,
-                );
-                push(
-                    "share max/min ≤ 1.05",
-                    id,
-                    r.share_max_min.median,
-                    1.05,
-                    true,
-                );
-            }
-            Load::H2load { .. } => {}
-        }
-    }
-    g
-}
-
-fn goal_table(m: &mut String, goals: &[GoalResult]) {
-    let mut names: Vec<&str> = Vec::new();
-    let mut scs: Vec<&str> = Vec::new();
-    for x in goals {
-        if !names.contains(&x.goal.as_str()) {
-            names.push(&x.goal);
-        }
-        if !scs.contains(&x.scenario.as_str()) {
-            scs.push(&x.scenario);
-        }
-    }
-    let _ = writeln!(
-        m,
-        "| goal | {} |",
-        scs.iter()
-            .map(|s| format!("`{s}`"))
-            .collect::<Vec<_>>()
-            .join(" | ")
-    );
-    let _ = writeln!(m, "|---|{}", "--:|".repeat(scs.len()));
-    for n in names {
-        let cells: Vec<String> = scs
-            .iter()
-            .map(
-                |sc| match goals.iter().find(|x| x.goal == n && x.scenario == *sc) {
-                    None => "".into(),
-                    Some(x) => {
-                        let v = if x.goal.contains("fair share ≤") {
-                            if x.value.is_finite() {
-                                format!("{:.2} s", x.value)
-                            } else {
-                                "never".into()
-                            }
-                        } else if x.goal.starts_with("share") {
-                            fmt_share(x.value)
-                        } else {
-                            fmt_ratio(x.value)
-                        };
-                        format!("{v} {}", if x.met { "✅" } else { "❌" })
-                    }
-                },
-            )
-            .collect();
-        let _ = writeln!(m, "| {n} | {} |", cells.join(" | "));
-    }
-}
-
-/// One progress line for a finished run.
-pub fn one_line(sc: &Scenario, s: &Sample) -> String {
-    let mut l = format!("{:>7} req/s", fmt_rps(s.rps));
-    if s.p50_us.is_finite() {
-        let _ = write!(
-            l,
-            "  p50 {:>8}  p99 {:>8}  p99.9 {:>8}",
-            fmt_us(s.p50_us),
-            fmt_us(s.p99_us),
-            fmt_us(s.p999_us)
-        );
-    } else if s.mean_us.is_finite() {
-        let _ = write!(l, "  mean {:>8}", fmt_us(s.mean_us));
-    }
-    if s.cpu_us_per_req.is_finite() {
-        let _ = write!(l, "  cpu {:>7}/req", fmt_us(s.cpu_us_per_req));
-    }
-    if !s.counts.is_empty() {
-        let _ = write!(
-            l,
-            "  counts {:?} max/min {}",
-            s.counts,
-            fmt_share(s.share_max_min)
-        );
-    }
-    if matches!(sc.load, Load::ScaleUp { .. }) {
-        let f = if s.fair_share_s.is_finite() {
-            format!("{:.2} s", s.fair_share_s)
-        } else {
-            "never".into()
-        };
-        let _ = write!(l, "  fair share after {f}, dip {:.2}", s.dip_after_change);
-    }
-    if s.failed > 0 {
-        let _ = write!(l, "  FAILED {} {:?}", s.failed, s.errors);
-    }
-    if s.background_cores > NOISY_BACKGROUND_CORES {
-        let _ = write!(l, "  (machine {:.2} cores busy before)", s.background_cores);
-    }
-    l
 }

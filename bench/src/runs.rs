@@ -93,6 +93,9 @@ pub(super) fn sample_from(
         timeline: Vec::new(),
         background_cores: bg,
         errors: r.errors.clone(),
+        upstream_conns: Vec::new(),
+        upstream_conns_before: Vec::new(),
+        without_idle: None,
     }
 }
 
@@ -277,6 +280,7 @@ pub(super) fn run_h2load(
     let Load::H2load {
         connections,
         streams,
+        window_bits,
     } = sc.load
     else {
         bail!("not an h2load scenario");
@@ -284,17 +288,30 @@ pub(super) fn run_h2load(
     let bg = wait_quiet(&mut bed.quiet_budget);
     let before = bed.read_counts()?;
     let url = format!("http://{}{}", bed.addr(path, sc.servers), sc.path);
+    let (secs, warm) = (opts.duration.round().max(1.0), opts.warmup.ceil().max(1.0));
     let mut cmd = netns_command(bed.topo.client_ns(), bed.cgroup_for(path), "h2load");
+    if let Some(bits) = window_bits {
+        cmd.args(["-w", &bits.to_string(), "-W", &bits.to_string()]);
+    }
     cmd.args([
         "-c",
         &connections.to_string(),
         "-m",
         &streams.to_string(),
         "-D",
-        &format!("{}", opts.duration.round().max(1.0)),
-        &format!("--warm-up-time={}", opts.warmup.ceil().max(1.0)),
+        &format!("{secs}"),
+        &format!("--warm-up-time={warm}"),
         &url,
     ]);
+    // The machine's CPU over h2load's measured window (it starts once the
+    // connections are up: a few ms later than this clock).
+    let ours = CpuTimes::netns_inodes(&bed.topo.netns_names());
+    let sampler = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs_f64(warm));
+        let a = CpuTimes::now_excluding(&ours);
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        CpuTimes::now_excluding(&ours).since(&a)
+    });
     let out = rotor_testbed::util::run_with_timeout(
         &mut cmd,
         Duration::from_secs_f64(opts.duration + opts.warmup + 60.0),
@@ -303,6 +320,8 @@ pub(super) fn run_h2load(
     let summary = rotor_testbed::tools::parse_h2load(&stdout)
         .with_context(|| format!("h2load: {}", String::from_utf8_lossy(&out.stderr)))?;
     let (rps, mean) = parse_h2load_rates(&stdout);
+    let cpu = sampler.join().unwrap_or_default();
+    let ok_in_window = rps * secs;
     std::thread::sleep(Duration::from_millis(30));
     let counts = if sc.servers == Servers::Rust {
         diff(&before, &bed.read_counts()?)
@@ -340,11 +359,12 @@ pub(super) fn run_h2load(
         p99_us: f64::NAN,
         p999_us: f64::NAN,
         mean_us: mean,
-        cpu_us_per_req: f64::NAN,
-        cpu: CpuTimes {
-            busy_ms: f64::NAN,
-            ..CpuTimes::default()
+        cpu_us_per_req: if summary.succeeded > 0 && ok_in_window > 0.0 {
+            (cpu.busy_ms - cpu.other_ms).max(0.0) * 1000.0 / ok_in_window
+        } else {
+            f64::NAN
         },
+        cpu,
         ok: summary.succeeded,
         failed,
         counts,
@@ -354,5 +374,8 @@ pub(super) fn run_h2load(
         timeline: Vec::new(),
         background_cores: bg,
         errors,
+        upstream_conns: Vec::new(),
+        upstream_conns_before: Vec::new(),
+        without_idle: None,
     })
 }

@@ -37,7 +37,7 @@ enum Cmd {
     /// Benchmark rotor against a direct connection, kube-proxy-style DNAT and HAProxy;
     /// writes bench.md, bench.json and bench.svg under target/bench/.
     Bench {
-        /// A short run (1 repeat, 2 s per measurement; about 3 minutes).
+        /// A short run (1 repeat, 2 s per measurement; about 5 minutes).
         #[arg(long)]
         quick: bool,
         /// Repeats of every measurement (default 3, 1 with --quick).
@@ -49,7 +49,11 @@ enum Cmd {
         /// Open-loop request rate (requests per second over 4 connections).
         #[arg(long)]
         rate: Option<f64>,
-        /// Only scenarios whose id contains this (repeatable), e.g. `--only 100b`.
+        /// Only scenarios whose id contains this (repeatable), e.g. `--only 100b`;
+        /// the issue-17 rows: `upstreams` (connections per endpoint), `win64k`
+        /// (h2load with 64 KiB windows), `1000` (1,000 active and idle
+        /// connections), `open-sat` (open loop near saturation; runs
+        /// `4x16-100b` first for its rate).
         #[arg(long)]
         only: Vec<String>,
         /// Skip `cargo build --release --workspace --bins`.

@@ -1,8 +1,9 @@
 //! The client behind `rotor-bench-conns`: opens many HTTP/2 connections,
-//! sends one request on each, optionally keeps every connection busy for a
-//! while (one request at a time), then holds them all open, idle, until it is
-//! killed. Each phase ends with one JSON line on stdout, which the bench
-//! waits for before it measures the agent.
+//! sends one request on each (or `--requests` one after the other),
+//! optionally keeps every connection busy for a while (one request at a
+//! time), then holds them all open, idle, until it is killed. Each phase
+//! ends with one JSON line on stdout, which the bench waits for before it
+//! measures the agent (or the backends' connections, or a load beside them).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +37,9 @@ pub struct ConnArgs {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 64)]
     pub parallel: usize,
+    /// Requests each connection makes (one after the other) when it opens.
+    #[arg(long, default_value_t = 1)]
+    pub requests: usize,
 }
 
 /// One phase's line on stdout.
@@ -93,7 +97,7 @@ fn say(p: &Phase) {
 
 /// Open files for `n` connections and the runtime; as root the hard limit
 /// may be raised too (the machine's may be below what 5,000 connections need).
-fn raise_open_files(n: usize) {
+pub fn raise_open_files(n: usize) {
     let want = (n as libc::rlim_t) + 1024;
     let lim = libc::rlimit {
         rlim_cur: want,
@@ -128,7 +132,9 @@ async fn run_async(args: ConnArgs) -> anyhow::Result<()> {
             let _permit = gate.acquire_owned().await.ok()?;
             let attempt = async {
                 let send = connect(args.addr).await?;
-                request(send.clone(), &args.path).await?;
+                for _ in 0..args.requests.max(1) {
+                    request(send.clone(), &args.path).await?;
+                }
                 Ok::<_, String>(send)
             };
             // A connection the agent cannot take (out of open files, say)

@@ -50,6 +50,19 @@ fn served(bed: &mut TestBed, spec: &LoadSpec) -> Vec<(String, u64)> {
     bed.served_since(&before).expect("served")
 }
 
+/// How much later be1 answers than be2 and be3: 50 ms on the host, where a
+/// fast endpoint answers in a few ms, times the machine's time scale. What
+/// these policies give be1 follows how much slower it is than the others,
+/// not the delay alone: on 6.1 under QEMU (`ROTOR_TIME_SCALE` 28) a fast
+/// answer took tens of ms, an unscaled 50 ms made be1 only a few times
+/// slower, and peak EWMA gave it 48 and 54 of 1,500 (the bound is 45). At
+/// most 500 ms: the agent's upstream handshake to be1 crosses the delay
+/// twice (SYN, then its SETTINGS) within the agent's 3 s handshake
+/// timeout, which does not scale.
+fn slow_delay() -> Duration {
+    scaled(Duration::from_millis(50)).min(Duration::from_millis(500))
+}
+
 fn count(served: &[(String, u64)], backend: &str) -> u64 {
     served
         .iter()
@@ -57,16 +70,17 @@ fn count(served: &[(String, u64)], backend: &str) -> u64 {
         .map_or(0, |(_, n)| *n)
 }
 
-/// be1 answers 50 ms later than be2 and be3 (a delay on the way to it
-/// only); one connection keeps 16 streams open. Round robin gives be1 its
-/// third whatever it costs (the control: the setup shows the problem);
-/// least request passes it over while it has more streams open than the
-/// endpoint drawn beside it, so it serves a small part.
+/// be1 answers [`slow_delay`] (50 ms on the host) later than be2 and be3 (a
+/// delay on the way to it only); one connection keeps 16 streams open.
+/// Round robin gives be1 its third whatever it costs (the control: the
+/// setup shows the problem); least request passes it over while it has more
+/// streams open than the endpoint drawn beside it, so it serves a small
+/// part.
 #[test]
 fn least_request_passes_over_a_slow_endpoint_that_round_robin_feeds_a_third() {
     let mut bed = TestBed::with_agent(3).expect("test bed with agent");
     bed.topo
-        .set_slow_backends(&[1], Duration::from_millis(50))
+        .set_slow_backends(&[1], slow_delay())
         .expect("be1 slow");
 
     set_policy(&mut bed, "round-robin");
@@ -92,23 +106,23 @@ fn least_request_passes_over_a_slow_endpoint_that_round_robin_feeds_a_third() {
     }
 }
 
-/// be1 answers 50 ms later than be2 and be3; one connection keeps 16
-/// calls in flight, on an agent that has not timed any of them yet. Peak
-/// EWMA learns be1's time to first byte from its first answers and then
-/// takes it only when its cost (≥ 50 ms × (its open streams + 1)) is below
-/// that of the endpoint drawn beside it (a fast one's estimate, a few ms
-/// at most here, × at most 17): about never while the fast ones answer.
-/// What be1 gets is its first probes (one per pick of it before its first
-/// answer comes back, 50 ms later) and the odd pick while a fast one's
-/// estimate spikes; 1,500 calls take well under the 10 s time constant, so
-/// its estimate does not decay to the point of a new probe. Bound: 45 of
-/// 1,500 (3 %), against the 150 least request is held to. Round robin on
-/// the same bed gives be1 its third (the control).
+/// be1 answers [`slow_delay`] (50 ms on the host) later than be2 and be3;
+/// one connection keeps 16 calls in flight, on an agent that has not timed
+/// any of them yet. Peak EWMA learns be1's time to first byte from its
+/// first answers and then takes it only when its cost (≥ 50 ms × (its open
+/// streams + 1)) is below that of the endpoint drawn beside it (a fast
+/// one's estimate, a few ms at most here, × at most 17): about never while
+/// the fast ones answer. What be1 gets is its first probes (one per pick of
+/// it before its first answer comes back, 50 ms later) and the odd pick
+/// while a fast one's estimate spikes; 1,500 calls take well under the 10 s
+/// time constant, so its estimate does not decay to the point of a new
+/// probe. Bound: 45 of 1,500 (3 %), against the 150 least request is held
+/// to. Round robin on the same bed gives be1 its third (the control).
 #[test]
 fn peak_ewma_gives_a_slow_endpoint_a_small_share_where_round_robin_gives_a_third() {
     let mut bed = TestBed::with_agent(3).expect("test bed with agent");
     bed.topo
-        .set_slow_backends(&[1], Duration::from_millis(50))
+        .set_slow_backends(&[1], slow_delay())
         .expect("be1 slow");
 
     set_policy(&mut bed, "peak-ewma");
@@ -144,7 +158,7 @@ fn peak_ewma_gives_a_slow_endpoint_a_small_share_where_round_robin_gives_a_third
 fn peak_ewma_gives_a_recovered_endpoint_traffic_back() {
     let mut bed = TestBed::with_agent(3).expect("test bed with agent");
     bed.topo
-        .set_slow_backends(&[1], Duration::from_millis(50))
+        .set_slow_backends(&[1], slow_delay())
         .expect("be1 slow");
     set_policy(&mut bed, "peak-ewma");
     let slow = served(&mut bed, &LoadSpec::whoami(1, 16, 1500));
@@ -180,7 +194,7 @@ fn peak_ewma_gives_a_recovered_endpoint_traffic_back() {
 fn a_policy_change_reaches_live_connections() {
     let mut bed = TestBed::with_agent(3).expect("test bed with agent");
     bed.topo
-        .set_slow_backends(&[1], Duration::from_millis(50))
+        .set_slow_backends(&[1], slow_delay())
         .expect("be1 slow");
     set_policy(&mut bed, "round-robin");
     let before = bed.topo.request_counts().expect("counts");

@@ -92,13 +92,20 @@ pub struct ClientConn {
     /// their readers start (handover.rs, start_adopted).
     adopted: bool,
     resumed: Vec<(u32, TcpStream, u64, super::endpoint_socket::Resume)>,
+    /// What its sockets may take of the per-socket maps (upstream_slots.rs).
+    room: crate::ebpf::SocketRoom,
 }
 
 pub use accept::serve;
 pub(crate) use handover::serve_adopted;
 
 impl ClientConn {
-    pub(super) fn new(id: u32, shared: Arc<Shared>, service: Arc<ServiceState>) -> Self {
+    pub(super) fn new(
+        id: u32,
+        shared: Arc<Shared>,
+        service: Arc<ServiceState>,
+        room: crate::ebpf::SocketRoom,
+    ) -> Self {
         let (up_tx, _) = mpsc::unbounded_channel();
         let (connect_tx, _) = mpsc::unbounded_channel();
         let shares = budgeted::Shares::new(&shared.budget, id);
@@ -142,6 +149,7 @@ impl ClientConn {
             last_busy: "",
             adopted: false,
             resumed: Vec::new(),
+            room,
         }
     }
 

@@ -108,6 +108,7 @@ impl Injector {
         drop(listener);
         writer.set_nodelay(true)?;
         let cookie = crate::ebpf::socket_cookie(&receiver).context("injector: SO_COOKIE")?;
+        let room = dp.count_room(1);
         dp.set_ident(
             cookie,
             SockIdent {
@@ -122,7 +123,7 @@ impl Injector {
         let mut writer = tokio::net::TcpStream::from_std(writer)?;
         let (tx, mut rx) = mpsc::unbounded_channel::<Item>();
         tokio::spawn(async move {
-            let _receiver = receiver; // J lives as long as the writer
+            let _receiver = (receiver, room); // J lives as long as the writer
             let mut batch = BytesMut::new();
             let mut owed = Vec::new();
             while let Some(first) = rx.recv().await {

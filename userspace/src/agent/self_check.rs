@@ -16,6 +16,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -95,7 +96,35 @@ pub async fn run(dp: &Datapath, cgroup: &Path) -> Result<(), SelfCheckError> {
         }
     };
     let _ = dp.remove_service(vip.into());
+    // `ready` follows, and means the self-check's socket has left the maps:
+    // with `--max-sockets 5` the one a test's second client wanted was
+    // still taken by it for a moment after the check's process had its
+    // answer (tests/tests/isolation.rs, full socket maps).
+    let _ = tokio::time::timeout(ATTEMPT, async {
+        while ANSWERING.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     result.map_err(|e| SelfCheckError::NotServed(Box::new(e)))
+}
+
+/// Self-check connections the agent is answering now.
+static ANSWERING: AtomicUsize = AtomicUsize::new(0);
+
+struct Answering;
+
+impl Answering {
+    fn new() -> Answering {
+        ANSWERING.fetch_add(1, Ordering::SeqCst);
+        Answering
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        ANSWERING.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// An error and its sources on one line, for the log.
@@ -164,7 +193,17 @@ async fn attempt(vip: SocketAddrV4, cgroup: &Path) -> Result<(), SelfCheckError>
 /// them over) and the parser has a state for the socket; the answer is a
 /// SETTINGS frame.
 pub async fn answer(dp: &Datapath, a: TcpStream) -> Result<(), SelfCheckError> {
+    let _answering = Answering::new();
+    // sockops made its parser state; until it is forgotten it takes room
+    // in the per-socket maps that a client could otherwise have
+    let _room = dp.count_room(1);
     let cookie = crate::ebpf::socket_cookie(&a).or_io("SO_COOKIE")?;
+    let answered = answer_on(dp, a, cookie).await;
+    dp.forget_cookie(cookie);
+    answered
+}
+
+async fn answer_on(dp: &Datapath, a: TcpStream, cookie: u64) -> Result<(), SelfCheckError> {
     let mut reader = SockmapReader::default();
     let mut got = Vec::new();
     let mut buf = [0u8; 256];

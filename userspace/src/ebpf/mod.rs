@@ -11,7 +11,9 @@ pub mod probe;
 
 pub use cgroup::{is_within as cgroup_is_within, own_cgroup};
 pub use conn_table::{ConnTable, LatencyTable};
-pub use datapath::{upstream_key, verdict_bytes, Datapath, DatapathError, LoadOptions, Loaded};
+pub use datapath::{
+    upstream_key, verdict_bytes, Datapath, DatapathError, LoadOptions, Loaded, SocketRoom,
+};
 // The socket options the programs' bookkeeping is compared with; the calls
 // themselves live in crate::sys with the agent's other raw syscalls.
 pub use crate::sys::{socket_cookie, tcp_fin_acked, tcp_received, TcpReceived};

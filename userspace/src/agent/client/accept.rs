@@ -20,12 +20,9 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddr) {
         return;
     };
     if origin.service_id == crate::agent::self_check::SERVICE_ID {
-        // sockops made its parser state; no sweep needs to find it
-        let cookie = crate::ebpf::socket_cookie(&a).unwrap_or(0);
         if let Err(e) = crate::agent::self_check::answer(&shared.dp, a).await {
             tracing::debug!(%peer, error = %format!("{e:#}"), "self-check connection");
         }
-        shared.dp.forget_cookie(cookie);
         return;
     }
     let dest = crate::ebpf::addr::socket_addr(origin.ip, origin.port);
@@ -44,9 +41,11 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddr) {
         )
         .await;
     }
-    // A and one socket per upstream, so that no upstream fails for want of room
-    let sockets = 1 + service.endpoints.borrow().len().min(MAX_UPSTREAMS);
-    if !shared.dp.has_room_for(sockets) {
+    // A and one socket per upstream, so that no upstream fails for want of
+    // room; claimed at once, so two clients accepted together cannot both
+    // count the same free room (ebpf/datapath/room.rs).
+    let sockets = 1 + service.endpoints.borrow().len().clamp(1, MAX_UPSTREAMS);
+    let Some(room) = shared.dp.claim_room(sockets) else {
         shared.dp.forget_cookie(cookie);
         return crate::agent::fail_open::run(
             &shared,
@@ -56,7 +55,7 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddr) {
             "the per-socket maps are full".into(),
         )
         .await;
-    }
+    };
     if shared.budget.refuse_new() {
         shared.dp.forget_cookie(cookie);
         let why = "the agent's queued bytes are over --max-queued-bytes".into();
@@ -82,7 +81,7 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddr) {
         },
         wake_tx,
     );
-    let mut conn = ClientConn::new(id, shared.clone(), service);
+    let mut conn = ClientConn::new(id, shared.clone(), service, room);
     // Nothing has been read or sent yet: a connection that cannot be set
     // up can still go its original way.
     if let Err(e) = conn.adopt(&a, peer, cookie) {

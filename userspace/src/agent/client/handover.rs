@@ -309,7 +309,9 @@ impl ClientConn {
         upstreams: Vec<TcpStream>,
     ) -> ClientConn {
         let now = Instant::now();
-        let mut c = ClientConn::new(id, shared, service);
+        // its sockets are in the maps already: A and its upstreams
+        let room = shared.dp.count_room(1 + st.slots.len());
+        let mut c = ClientConn::new(id, shared, service, room);
         c.peer = st.client;
         c.cookie = st.cookie;
         c.consumed = st.consumed;

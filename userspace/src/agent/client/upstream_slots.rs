@@ -26,6 +26,15 @@ impl ClientConn {
             tracing::debug!(conn = self.id, %endpoint, "no free upstream slot");
             return;
         };
+        // A and every upstream with a socket, this one included, must fit
+        // in what the connection claimed of the per-socket maps (a Service
+        // that grew since the accept needs more): otherwise tried again on
+        // a later tick, and the streams go to the upstreams it has.
+        let sockets = 2 + self.slots.iter().flatten().filter(|s| !s.is_free()).count();
+        if !self.room.grow_to(sockets) {
+            tracing::debug!(conn = self.id, %endpoint, "no room in the per-socket maps for another upstream");
+            return;
+        }
         let failures = self.slots[slot]
             .as_ref()
             .filter(|s| s.endpoint == endpoint)
@@ -92,8 +101,9 @@ impl ClientConn {
             super::stream_window::extra_for(hs.stream_window),
             Ordering::SeqCst,
         );
-        let joined = (|| -> anyhow::Result<u64> {
-            let cookie = crate::ebpf::socket_cookie(&hs.stream)?;
+        let cookie = crate::ebpf::socket_cookie(&hs.stream).unwrap_or(0);
+        let joined = (|| -> anyhow::Result<()> {
+            anyhow::ensure!(cookie != 0, "the upstream socket has no cookie");
             dp.set_ident(
                 cookie,
                 SockIdent {
@@ -104,16 +114,22 @@ impl ClientConn {
                 },
             )?;
             dp.insert_upstream(id, slot, &hs.stream)?;
-            Ok(cookie)
+            Ok(())
         })();
-        let cookie = match joined {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(conn = id, error = %e, "cannot hand the upstream to the kernel");
-                s.state = SlotState::Closed;
-                return;
-            }
-        };
+        if let Err(e) = joined {
+            // A map the claim did not foresee is full (parser states of
+            // sockets that closed and are not swept yet): the socket goes,
+            // with what it wrote, and the endpoint is tried again with the
+            // backoff of a failed connect; its streams go elsewhere.
+            tracing::warn!(conn = id, endpoint = %s.endpoint, error = %format!("{e:#}"), "cannot hand the upstream to the kernel");
+            dp.forget_cookie(cookie);
+            s.close();
+            s.failures += 1;
+            self.refuse_slot_streams(slot, 0);
+            self.dispatch_held();
+            self.maybe_open_gate();
+            return;
+        }
         s.cookie = cookie;
         s.failures = 0;
         let ep_id = self.kernel.up(slot).endpoint.load(Ordering::SeqCst);

@@ -21,9 +21,11 @@ use super::conn_table::{ConnTable, ConnTableError, LatencyTable};
 
 mod adopt;
 mod endpoints;
+mod room;
 mod sockets;
 mod streams;
 
+pub use room::SocketRoom;
 pub use sockets::{upstream_key, verdict_bytes};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rotor.bpf.o"));
@@ -127,9 +129,8 @@ pub struct Datapath {
     /// Connections the agent handed back to their original path after the
     /// kernel had sent them to it (agent/fail_open.rs).
     fail_open_agent: std::sync::atomic::AtomicU64,
-    /// Entries in sock_idents, and what the per-socket maps hold.
-    idents: std::sync::atomic::AtomicUsize,
-    max_sockets: usize,
+    /// What the per-socket maps hold, as claimed (room.rs).
+    room: std::sync::Arc<room::Room>,
     max_streams: u32,
     events: Mutex<Option<RingBuf<MapData>>>,
     /// The links of the connect programs (dropping one detaches it).
@@ -356,8 +357,7 @@ impl Datapath {
             endpoint_stats: take(&mut ebpf, "endpoint_stats")?,
             client_count: take(&mut ebpf, "client_count")?,
             fail_open_agent: Default::default(),
-            idents: Default::default(),
-            max_sockets: sockets as usize,
+            room: room::Room::new(sockets as usize),
             max_streams: opts.max_streams.unwrap_or(MAX_STREAMS),
             events: Mutex::new(Some(take(&mut ebpf, "events")?)),
             redirects: Mutex::new(redirects),

@@ -8,6 +8,7 @@ use std::os::fd::AsRawFd;
 
 use aya::maps::MapError;
 
+use super::room::SocketRoom;
 use super::{lock, Datapath, BPF_NOEXIST};
 use crate::ebpf::abi::{Origin, ParseState, PeerKey, Service, ServiceKey, SockIdent};
 use crate::ebpf::addr::ip_words;
@@ -40,22 +41,20 @@ impl Datapath {
         if let Some(c) = self.conns.get(ident.conn_id) {
             ident.generation = c.generation.load(std::sync::atomic::Ordering::SeqCst);
         }
-        let mut map = lock(&self.sock_idents);
-        let new = map.get(&cookie, 0).is_err();
-        map.insert(cookie, ident, 0)?;
-        if new {
-            self.idents
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        Ok(())
+        lock(&self.sock_idents).insert(cookie, ident, 0)
     }
 
-    /// Whether the per-socket maps have room for `sockets` more of the
-    /// agent's sockets. The agent writes every identity, so it counts
-    /// them; parser states are one per identified socket, plus sockets
-    /// that closed and are not swept yet.
-    pub fn has_room_for(&self, sockets: usize) -> bool {
-        self.idents.load(std::sync::atomic::Ordering::SeqCst) + sockets <= self.max_sockets
+    /// Room for `sockets` of the agent's sockets in the per-socket maps,
+    /// if they have it beside every other claim (room.rs).
+    pub fn claim_room(&self, sockets: usize) -> Option<SocketRoom> {
+        SocketRoom::claim(&self.room, sockets)
+    }
+
+    /// Sockets that are in the maps whatever the limit says (the
+    /// injector, a self-check, connections adopted at an upgrade),
+    /// counted so that later claims see them.
+    pub fn count_room(&self, sockets: usize) -> SocketRoom {
+        SocketRoom::count(&self.room, sockets)
     }
 
     /// The parser state of a socket, if the programs have seen its bytes.
@@ -66,10 +65,7 @@ impl Datapath {
     /// Forgets a socket's identity and parser state (when it closes).
     pub fn forget_cookie(&self, cookie: u64) {
         if cookie != 0 {
-            if lock(&self.sock_idents).remove(&cookie).is_ok() {
-                self.idents
-                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-            }
+            let _ = lock(&self.sock_idents).remove(&cookie);
             let _ = lock(&self.parse_states).remove(&cookie);
         }
     }

@@ -350,9 +350,9 @@ fn handover_under_grpc_js_load_fails_no_call() {
     handover_under_grpc(Grpc::Node);
 }
 
-/// h2load's 4 connections with 8 streams each, 120,000 requests (5 to 15 s
-/// here), upgraded 1.5 s in:
-/// no request fails, the backends served exactly what succeeded, and the
+/// h2load's 4 connections with 8 streams each for 10 s (scaled), upgraded
+/// 1.5 s in: no request fails, the backends served what succeeded (and at
+/// most the 32 h2load had started when its time was up), and the
 /// same 4 connections (h2load opens no other: the old agent handed all 4
 /// over) are spread over every backend after the old agent has exited.
 fn handover_under_h2load(backend_delay: Duration) {
@@ -366,12 +366,19 @@ fn handover_under_h2load(backend_delay: Duration) {
     let endpoints = bed.topo.backend_addrs();
     let before = bed.topo.request_counts().unwrap();
     let (topo, cgroup) = (&bed.topo, &bed.cgroup);
+    // Long enough for the upgrade, the old agent's exit (at most
+    // HANDOVER_EXIT_LIMIT) and the 2 s after it: 120,000 requests once
+    // took 5 to 15 s here, and ran out in 1.6 s, before the upgrade began,
+    // when the path got faster.
+    let secs = rotor_testbed::scaled(Duration::from_secs(10))
+        .as_secs()
+        .to_string();
     let ((s, out), (new, old_stderr, took), after_exit, late) = std::thread::scope(|scope| {
         let load = scope.spawn(|| {
             h2load(
                 topo,
                 Some(cgroup),
-                &["-c", "4", "-m", "8", "-n", "120000", WHOAMI],
+                &["-c", "4", "-m", "8", "-D", &secs, WHOAMI],
             )
         });
         std::thread::sleep(Duration::from_millis(1500));
@@ -405,17 +412,18 @@ fn handover_under_h2load(backend_delay: Duration) {
     let done = handed_over(&old_stderr);
     let report = format!(
         "backend delay {backend_delay:?}: {s:?}; the backends served {served} \
-         (want succeeded); in the 2 s after the old agent exited, per backend {after:?}; \
+         (want succeeded, or up to started); in the 2 s after the old agent exited, per backend {after:?}; \
          old agent handed over/drained {done:?} in {took:?}\n{stdout}\nold agent:\n\
          {old_stderr}\nnew agent:\n{}",
         new.stderr_plain()
     );
     assert!(
-        s.succeeded == 120_000
+        s.succeeded > 0
+            && s.succeeded == s.total
             && s.failed == 0
             && s.errored == 0
             && s.timeout == 0
-            && served == s.succeeded
+            && (s.succeeded..=s.started).contains(&served)
             && stdout.contains(" 2xx, 0 3xx, 0 4xx, 0 5xx"),
         "h2load through a handover: {report}"
     );

@@ -58,7 +58,17 @@ fn endpoints_that_do_not_speak_http2_get_no_streams() {
         on(3, ECHO_PORT),
         on(4, SILENT_PORT),
     ];
-    bed.agent = Some(Agent::start(&bed.topo, &bed.cgroup, &endpoints).expect("agent"));
+    // The hung endpoint's handshake must time out within the load below,
+    // on any machine: the agent's default, not one scaled to the machine.
+    bed.agent = Some(
+        Agent::start_with_args(
+            &bed.topo,
+            &bed.cgroup,
+            &endpoints,
+            &["--connect-timeout", "3"],
+        )
+        .expect("agent"),
+    );
 
     // at once, while every upstream is still being tried
     let burst = bed.load(&LoadSpec::whoami(1, 8, 1000)).unwrap();

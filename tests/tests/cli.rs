@@ -516,8 +516,11 @@ fn status_of_5000_connections_parses() {
         bin.display()
     );
     let mut cmd = netns_command(bed.topo.client_ns(), Some(bed.cgroup.path()), &bin);
+    // a connection's 10 s to open, relative to the machine (a VM under
+    // QEMU took longer for a quarter of them with 64 opening at once)
+    let timeout = scaled(Duration::from_secs(10)).as_secs_f64().to_string();
     cmd.args(["--addr", "10.96.0.10:8080", "--path", "/whoami"])
-        .args(["--connections", &N.to_string()]);
+        .args(["--connections", &N.to_string(), "--timeout", &timeout]);
     let mut client = Child::spawn("rotor-bench-conns", cmd, bed.topo.dir()).expect("client");
     let line = client
         .wait_for_line(

@@ -423,21 +423,35 @@ fn backend_max_concurrent_streams_nghttpd() {
 #[test]
 fn killed_backend_is_retried_after_restart() {
     let (mut bed, mut servers) = grpc_bed(Grpc::Python, &["--log-calls"]);
+    // Times relative to the machine: in a VM under QEMU the client had
+    // hardly connected 1.5 s in, and the restarted server was not up
+    // before the unscaled 10 s were over.
+    let duration = rotor_testbed::scaled_secs(10.0).to_string();
     let c = spawn_client(
         &bed,
         Grpc::Python,
         &[
             "--duration",
-            "10",
+            &duration,
             "--concurrency",
             "4",
             "--unary-delay-ms",
             "20",
         ],
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    let agent = bed.agent().expect("agent");
+    let carried = rotor_testbed::wait_until(Duration::from_secs(10), || {
+        agent
+            .status()
+            .is_ok_and(|s| probe::conns_and_streams(&s).0 > 0)
+    });
+    assert!(
+        carried.is_some(),
+        "the client's connection never reached the agent"
+    );
+    std::thread::sleep(rotor_testbed::scaled(Duration::from_millis(1500)));
     servers[1].signal(libc::SIGKILL).unwrap();
-    std::thread::sleep(Duration::from_millis(2000));
+    std::thread::sleep(rotor_testbed::scaled(Duration::from_millis(2000)));
     let restarted = peers::start_grpc_server(&bed.topo, 2, Grpc::Python, &["--log-calls"])
         .expect("restart be2");
     let r = finish(&mut bed, c);

@@ -147,12 +147,15 @@ fn grpc_node_client_tonic_servers() {
 /// the streaming calls themselves are spread.
 fn streams_stay_put(client: Grpc, servers: Grpc) {
     let (mut bed, _servers) = grpc_bed(servers);
+    // unary calls run for the duration, the streaming calls are counted: in
+    // a VM under QEMU an unscaled 2.5 s made only 16 to 72 unary calls
+    let duration = rotor_testbed::scaled_secs(2.5).to_string();
     let r = run(
         &mut bed,
         client,
         &[
             "--duration",
-            "2.5",
+            &duration,
             "--concurrency",
             "4",
             "--streams",
@@ -209,6 +212,8 @@ fn grpc_node_streams_stay_on_one_backend() {
 /// starts with: the backends' WINDOW_UPDATEs must reach the client.)
 fn large_messages(imp: Grpc) {
     let (mut bed, _servers) = grpc_bed(imp);
+    // 40 MiB through grpcio took over 15 s in a VM under QEMU
+    let timeout = rotor_testbed::scaled_secs(15.0).to_string();
     let r = run(
         &mut bed,
         imp,
@@ -220,7 +225,7 @@ fn large_messages(imp: Grpc) {
             "--payload",
             "1048576",
             "--timeout",
-            "15",
+            &timeout,
         ],
     );
     assert_kind(&mut bed, &r, "unary", 6);
@@ -237,7 +242,7 @@ fn large_messages(imp: Grpc) {
             "--payload",
             "65536",
             "--timeout",
-            "15",
+            &timeout,
         ],
     );
     assert_kind(&mut bed, &r, "server_stream", 3);

@@ -40,6 +40,10 @@ pub struct ConnArgs {
     /// Requests each connection makes (one after the other) when it opens.
     #[arg(long, default_value_t = 1)]
     pub requests: usize,
+    /// Seconds a connection may take to open and make its first requests;
+    /// past it, it counts as failed and the others go on.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
 }
 
 /// One phase's line on stdout.
@@ -139,7 +143,8 @@ async fn run_async(args: ConnArgs) -> anyhow::Result<()> {
             };
             // A connection the agent cannot take (out of open files, say)
             // is not waited for long: the others still get measured.
-            match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+            let limit = Duration::from_secs_f64(args.timeout);
+            match tokio::time::timeout(limit, attempt).await {
                 Ok(Ok(send)) => {
                     counts.ok.fetch_add(1, Ordering::Relaxed);
                     Some(send)
@@ -149,7 +154,7 @@ async fn run_async(args: ConnArgs) -> anyhow::Result<()> {
                     None
                 }
                 Err(_) => {
-                    counts.fail("no answer within 10 s".into());
+                    counts.fail(format!("no answer within {limit:?}"));
                     None
                 }
             }

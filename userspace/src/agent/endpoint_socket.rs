@@ -23,8 +23,6 @@ mod handback;
 use handback::asked;
 pub use handback::{Handback, HandbackAsk, Resume};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
-
 /// What the endpoint told us during the handshake.
 #[derive(Debug)]
 pub struct Handshake {
@@ -54,10 +52,15 @@ pub fn our_settings(initial_window: u32) -> Vec<(u16, u32)> {
     s
 }
 
-pub async fn connect(endpoint: SocketAddr, initial_window: u32) -> anyhow::Result<Handshake> {
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(endpoint, initial_window))
+/// The connect and the handshake within `limit` (`--connect-timeout`).
+pub async fn connect(
+    endpoint: SocketAddr,
+    initial_window: u32,
+    limit: Duration,
+) -> anyhow::Result<Handshake> {
+    tokio::time::timeout(limit, handshake(endpoint, initial_window))
         .await
-        .with_context(|| format!("{endpoint}: HTTP/2 handshake timed out"))?
+        .with_context(|| format!("{endpoint}: HTTP/2 handshake timed out after {limit:?}"))?
 }
 
 async fn handshake(endpoint: SocketAddr, initial_window: u32) -> anyhow::Result<Handshake> {

@@ -79,6 +79,8 @@ pub struct AgentOptions {
     pub max_queued_bytes: usize,
     /// How long a stopping agent carries its connections (drain.rs).
     pub drain_timeout: Duration,
+    /// An endpoint's connect and HTTP/2 handshake (endpoint_socket.rs).
+    pub connect_timeout: Duration,
     /// Where `/healthz` and `/readyz` are served (health.rs), if anywhere.
     pub health_addr: Option<SocketAddr>,
     /// Where `/metrics` is served, with the probes (metrics_page.rs).
@@ -106,6 +108,8 @@ pub struct Shared {
     pub adopted: std::sync::Mutex<Vec<Arc<Shared>>>,
     /// The model as applied, for a generation adopted later.
     pub model: std::sync::Mutex<Model>,
+    /// An endpoint's connect and HTTP/2 handshake (`--connect-timeout`).
+    pub connect_timeout: Duration,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -156,7 +160,13 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     if let Some(addr) = opts.metrics_addr.filter(|a| Some(*a) != opts.health_addr) {
         health::serve(addr, health.clone())?;
     }
-    health.waiting_for("reading the Services");
+    // Says which source from the first probe on: a node's kubelet (and
+    // probes.rs, in a VM where building the client took seconds) sees
+    // what the agent waits for, not a generic phase.
+    health.waiting_for(match &opts.source {
+        Source::File(_) => "reading the Services from the file",
+        Source::Kubernetes { .. } => "connecting to the Kubernetes API server",
+    });
     let (model, updates, source_health) = match &opts.source {
         Source::File(path) => {
             let mut config = ConfigFile::new(path);
@@ -216,6 +226,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         handover: tokio::sync::watch::channel(None).0,
         adopted: Default::default(),
         model: Default::default(),
+        connect_timeout: opts.connect_timeout,
     });
     apply_everywhere(&shared, &Delta::between(&Model::default(), &model));
     let page = metrics_page::MetricsPage::start(shared.clone());

@@ -80,6 +80,12 @@ struct Args {
     /// original one. Keep it below the pod's terminationGracePeriodSeconds.
     #[arg(long, default_value = "25", value_name = "SECONDS")]
     drain_timeout: u64,
+    /// How long the agent waits for an endpoint to accept a connection and
+    /// finish the HTTP/2 handshake (its SETTINGS and the ACK of ours)
+    /// before it takes the endpoint out of that connection's rotation and
+    /// tries it again with backoff (Envoy's cluster connect_timeout).
+    #[arg(long, default_value = "3", value_name = "SECONDS", value_parser = parse_seconds)]
+    connect_timeout: std::time::Duration,
     /// Serve GET /healthz (alive: not wedged) and /readyz (model applied,
     /// programs attached, self-check passed) on this address, e.g. $(NODE_IP):15021.
     #[arg(long, value_name = "ADDR")]
@@ -170,6 +176,7 @@ fn main() -> anyhow::Result<()> {
         max_streams: args.max_streams,
         max_queued_bytes: args.max_queued_bytes,
         drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
+        connect_timeout: args.connect_timeout,
         health_addr: args.health_addr,
         metrics_addr: args.metrics,
         endpoint_stats: !args.no_endpoint_stats,
@@ -188,4 +195,13 @@ fn raise_open_file_limit() {
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "raising the open file limit"),
     }
+}
+
+/// Seconds, fractions allowed (`0.5`), more than zero and at most a day.
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!("{s}: want more than 0 and at most 86400 seconds"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }

@@ -52,8 +52,9 @@ impl ClientConn {
         self.slots[slot] = Some(fresh);
         let tx = self.connect_tx.clone();
         let window = self.windows.initial();
+        let limit = self.shared.connect_timeout;
         tokio::spawn(async move {
-            let r = endpoint_socket::connect(endpoint, window).await;
+            let r = endpoint_socket::connect(endpoint, window, limit).await;
             let _ = tx.send((slot as u32, r));
         });
     }

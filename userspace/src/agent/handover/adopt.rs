@@ -61,6 +61,7 @@ impl Adopter {
             handover: tokio::sync::watch::channel(None).0,
             adopted: Mutex::new(Vec::new()),
             model: Mutex::new(Default::default()),
+            connect_timeout: self.main.connect_timeout,
         });
         crate::agent::adopt_generation(&self.main, shared.clone());
         *lock(&self.generation) = Some(shared);

@@ -81,12 +81,7 @@ impl ClientConn {
                     .registry
                     .endpoints
                     .connect_failed(endpoint, &why);
-                s.close();
-                s.failures += 1;
-                self.refuse_slot_streams(slot, 0);
-                self.dispatch_held();
-                self.maybe_open_gate();
-                return;
+                return self.upstream_lost(slot);
             }
         };
         let dp = &self.shared.dp;
@@ -124,12 +119,7 @@ impl ClientConn {
             // backoff of a failed connect; its streams go elsewhere.
             tracing::warn!(conn = id, endpoint = %s.endpoint, error = %format!("{e:#}"), "cannot hand the upstream to the kernel");
             dp.forget_cookie(cookie);
-            s.close();
-            s.failures += 1;
-            self.refuse_slot_streams(slot, 0);
-            self.dispatch_held();
-            self.maybe_open_gate();
-            return;
+            return self.upstream_lost(slot);
         }
         s.cookie = cookie;
         s.failures = 0;
@@ -172,6 +162,19 @@ impl ClientConn {
         self.on_wake();
         self.publish_upstreams();
         self.advertise_stream_limit();
+        self.maybe_open_gate();
+    }
+
+    /// An upstream that never became usable: tried again with backoff, and
+    /// the streams that waited for it are refused (clients retry them) or
+    /// go to the other endpoints.
+    fn upstream_lost(&mut self, slot: u32) {
+        if let Some(s) = self.slots[slot as usize].as_mut() {
+            s.close();
+            s.failures += 1;
+        }
+        self.refuse_slot_streams(slot, 0);
+        self.dispatch_held();
         self.maybe_open_gate();
     }
 

@@ -93,17 +93,18 @@ static __always_inline void hold_streams(struct conn *c)
 	__sync_fetch_and_or(&c->flags, CONN_HOLD);
 }
 
-static __always_inline int open_stream(struct conn *c, __u32 conn_id, struct parse_state *st)
+static __always_inline struct stream *open_stream(struct conn *c, __u32 conn_id,
+						  struct parse_state *st)
 {
 	/* Stream ids only grow; anything else is the agent's to answer. */
 	if (!(st->stream & 1) || st->stream <= c->last_stream)
-		return -1;
+		return 0;
 	int slot = pick_upstream(c);
 
 	if (slot < 0) {
 		stat_inc(STAT_NO_UPSTREAM);
 		hold_streams(c);
-		return -1;
+		return 0;
 	}
 	struct stream_key key = { .conn_id = conn_id, .stream = st->stream };
 	__u32 endpoint = c->up[slot & (ROTOR_MAX_UPSTREAMS - 1)].endpoint;
@@ -117,15 +118,27 @@ static __always_inline int open_stream(struct conn *c, __u32 conn_id, struct par
 	 * ones wait behind it like held streams. Opened here instead, a newer
 	 * stream reached the endpoint first, and nghttpd ended the connection
 	 * with PROTOCOL_ERROR for the older id (23 of 400 requests served
-	 * with --max-streams 2). Nothing was counted against the endpoint. */
+	 * with --max-streams 2). Nothing was counted against the endpoint.
+	 *
+	 * The entry is looked up before the id counts as opened: on 6.1 an
+	 * insert into the full map returned 0 and the lookup right after it
+	 * found nothing (ebpf/README.md, "What differs by kernel"). Opened
+	 * then, the id was burnt: the stream went to the agent as a new
+	 * stream not above the last, and the agent ended the connection. */
 	if (bpf_map_update_elem(&streams, &key, &s, BPF_NOEXIST) < 0) {
 		hold_streams(c);
-		return -1;
+		return 0;
+	}
+	struct stream *opened = bpf_map_lookup_elem(&streams, &key);
+
+	if (!opened) {
+		hold_streams(c);
+		return 0;
 	}
 	c->last_stream = st->stream;
 	__sync_fetch_and_add(&c->up[slot & (ROTOR_MAX_UPSTREAMS - 1)].streams, 1);
 	endpoint_opened(endpoint);
-	return slot;
+	return opened;
 }
 
 SEC("sk_skb/stream_verdict")
@@ -168,11 +181,7 @@ int rotor_client_verdict(struct __sk_buff *skb)
 	if (!s) {
 		if (st->type != H2_HEADERS || streams_held(c, st))
 			return slow(skb, st);
-		int picked = open_stream(c, conn_id, st);
-
-		if (picked < 0)
-			return slow(skb, st);
-		s = bpf_map_lookup_elem(&streams, &key);
+		s = open_stream(c, conn_id, st);
 		if (!s)
 			return slow(skb, st);
 	}

@@ -2,7 +2,7 @@
 # The kernel smoke subset, run by `cargo xtask kernels` inside each kernel's
 # VM (virtme-ng, host root read-only) and directly for the host kernel.
 #
-#   smoke.sh [--host-ms MS] [--timeout S] [--python PY] BIN_DIR PROBE_BIN NAME=TEST_BIN[:FILTER]...
+#   smoke.sh [--host-ms MS] [--timeout S] [--python PY] [--image OCI_TAR] BIN_DIR PROBE_BIN NAME=TEST_BIN[:FILTER]...
 #   smoke.sh --calibrate      # prints this machine's calibration time, ms
 #
 # --host-ms is the host's calibration time: the script measures its own and
@@ -46,6 +46,8 @@ while [[ ${1:-} == --* ]]; do
 	--timeout) limit=$2 ;;
 	# the host's interpreter with grpcio, h2, httpx (pyenv shims need the host's env)
 	--python) export ROTOR_PYTHON=$2 ;;
+	# the agent's image, built on the host: the guest cannot write target/
+	--image) export ROTOR_IMAGE=$2 ;;
 	*) echo "smoke.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 	shift 2

@@ -208,10 +208,22 @@ pub fn run_kernels(opts: &Options) -> Result<bool> {
         c.bin = stage(&c.bin, &bin_dir)?;
     }
     let shared_fp = fingerprint(&shared)?;
+    // image.rs builds the agent's image under target/, which the guest sees
+    // read-only ("removing target/image/rootfs: Read-only file system" on
+    // 6.1): the host builds it from the staged agent and the guest is given
+    // the archive (ROTOR_IMAGE). The agent is in the fingerprint already.
+    let image = if columns.iter().any(|c| c.name == "image") {
+        crate::deps::ensure_image_tools()?;
+        let built =
+            crate::image::build(&bin_dir.join("rotor-agent"), &kernels_dir().join("image"))?;
+        Some(built.archive)
+    } else {
+        None
+    };
     let host_ms = calibrate(&script)?;
     println!("xtask: calibration on the host: {host_ms} ms (tests scale their time bounds by guest/host)");
     let inner_timeout = opts.timeout.as_secs().saturating_sub(120).max(60);
-    let runs: Vec<Run> = if per_target {
+    let mut runs: Vec<Run> = if per_target {
         columns
             .iter()
             .map(|c| {
@@ -239,6 +251,15 @@ pub fn run_kernels(opts: &Options) -> Result<bool> {
             None,
         )?]
     };
+    if let Some(archive) = &image {
+        for run in runs
+            .iter_mut()
+            .filter(|r| r.columns.iter().any(|c| c == "image"))
+        {
+            run.args
+                .splice(1..1, ["--image".to_string(), archive.display().to_string()]);
+        }
+    }
 
     let apt = Apt::new()?;
     let mut rows: Vec<KernelResult> = Vec::new();

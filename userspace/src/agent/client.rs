@@ -471,6 +471,7 @@ mod housekeeping;
 mod kernel;
 mod pick;
 mod shutdown;
+mod stream_limit;
 mod stream_window;
 mod subset;
 mod upstream_slots;

@@ -25,6 +25,8 @@ impl ClientConn {
         self.dispatch_held();
         self.maybe_open_gate();
         self.publish_upstreams();
+        // a lower limit waits until it fits (stream_limit.rs)
+        self.advertise_stream_limit();
         let now = tokio::time::Instant::now();
         for slot in 0..MAX_UPSTREAMS as u32 {
             let streams = self.kernel.up(slot).streams.load(Ordering::SeqCst);

@@ -11,7 +11,7 @@ use super::{ClientConn, Slot, SlotState};
 use crate::agent::endpoint_socket;
 use crate::agent::metrics_counts::SIDE_AGENT;
 use crate::ebpf::abi::*;
-use crate::h2::frame::{self, error_code, setting, DEFAULT_WINDOW};
+use crate::h2::frame::{self, error_code, DEFAULT_WINDOW};
 
 impl ClientConn {
     pub(super) fn add_endpoint(&mut self, endpoint: SocketAddr) {
@@ -176,29 +176,6 @@ impl ClientConn {
         self.refuse_slot_streams(slot, 0);
         self.dispatch_held();
         self.maybe_open_gate();
-    }
-
-    /// The client may open as many concurrent streams as the endpoints
-    /// together accept (RFC 9113 §5.1.2), so no stream waits for room.
-    pub(super) fn advertise_stream_limit(&mut self) {
-        let total = self
-            .slots
-            .iter()
-            .flatten()
-            .filter(|s| s.takes_streams())
-            .try_fold(0u32, |sum, s| {
-                (s.max_streams != u32::MAX).then(|| sum.saturating_add(s.max_streams))
-            });
-        let Some(total) = total.filter(|t| *t > 0) else {
-            return;
-        };
-        if self.advertised_streams == Some(total) {
-            return;
-        }
-        self.advertised_streams = Some(total);
-        let mut out = BytesMut::new();
-        frame::settings(&mut out, &[(setting::MAX_CONCURRENT_STREAMS, total)]);
-        self.send_to_client(&out);
     }
 
     /// Endpoints still in the Service whose upstream failed or closed are

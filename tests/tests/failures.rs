@@ -509,14 +509,25 @@ fn grpc_limit(imp: Grpc) {
     let c = spawn_client(&bed, imp, &args);
     let r = finish(&mut bed, c);
     let (failed, refused) = (n(&r, "unary.failed"), n(&r, "unary.refused"));
-    // Twice the direct count, plus 5: the two runs race the servers at
-    // different moments, and rotor sends a held stream the moment the
-    // kernel sees an endpoint's END_STREAM, a round trip sooner than the
-    // client itself would, so more of them land in the server's window.
-    // Measured inside the whole failures target: 30 direct / 43 through
-    // this agent, 11 / 17 through the agent of a3dd319 (both over "+ 5").
-    // An agent that refused held streams itself fails hundreds.
-    let allowed = direct.as_ref().map_or(0, |d| 2 * n(d, "unary.failed") + 5);
+    // Twice the direct count, plus 5, and never less than 40: the two runs
+    // race the servers at different moments, and rotor sends a held stream
+    // the moment the kernel sees an endpoint's END_STREAM, a round trip
+    // sooner than the client itself would, so some land in the server's
+    // window. The direct count swings widely: 4 to 328 over 12 runs of the
+    // three max_concurrent_streams tests, while rotor's was 3 to 22 (24
+    // the most in 55 runs), and with 5 direct the relative bound alone
+    // (15) failed a run of 24. An agent that refused held streams itself
+    // fails hundreds.
+    let allowed = direct
+        .as_ref()
+        .map_or(0, |d| (2 * n(d, "unary.failed") + 5).max(40));
+    eprintln!(
+        "{imp:?}: {failed} of 600 calls refused through rotor, {} straight to one server",
+        direct
+            .as_ref()
+            .map_or("not measured".to_string(), |d| n(d, "unary.failed")
+                .to_string())
+    );
     assert!(
         n(&r, "unary.ok") + failed == 600 && failed == refused && failed <= allowed,
         "{imp:?} servers allowing 2 concurrent streams, 24 calls in flight: {failed} failed ({refused} refused), \

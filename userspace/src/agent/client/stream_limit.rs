@@ -9,9 +9,10 @@
 //! opens a stream again: with 10 calls open when 6 arrived, all 10 were
 //! answered and the client sat idle until killed, 24 calls waiting
 //! (failures::backend_max_concurrent_streams_grpc_python, about one run in
-//! ten). A lower limit therefore goes out only once fewer streams are open
-//! than it allows; the connection's tick looks again. A higher one goes at
-//! once.
+//! ten; with backends 30 ms away, in every run:
+//! backend_max_concurrent_streams_known_after_grpcio_opened_more). A lower
+//! limit therefore goes out only once fewer streams are open than it
+//! allows; the connection's tick looks again. A higher one goes at once.
 
 use std::sync::atomic::Ordering;
 

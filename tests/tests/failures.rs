@@ -486,8 +486,8 @@ fn killed_backend_is_retried_after_restart() {
 /// sent the trailers, so a stream sent right then is refused by the server
 /// itself, with or without rotor (measured straight to one server: 19 of
 /// 600): for it, rotor may not fail more than twice the calls the same
-/// client fails connected straight to a server (plus 5; why below), and
-/// every failure is such a refusal.
+/// client fails connected straight to a server (plus 5, and at least a
+/// sixth of the calls; why below), and every failure is such a refusal.
 /// `backend_delay`: each round trip to a backend takes that much longer.
 fn grpc_limit(imp: Grpc, backend_delay: Duration) {
     let (mut bed, _servers) = grpc_bed(imp, &["--max-concurrent-streams", "2"]);
@@ -524,18 +524,19 @@ fn grpc_limit(imp: Grpc, backend_delay: Duration) {
     let c = spawn_client(&bed, imp, &args);
     let r = finish(&mut bed, c);
     let (failed, refused) = (n(&r, "unary.failed"), n(&r, "unary.refused"));
-    // Twice the direct count, plus 5, and never less than 40: the two runs
-    // race the servers at different moments, and rotor sends a held stream
-    // the moment the kernel sees an endpoint's END_STREAM, a round trip
-    // sooner than the client itself would, so some land in the server's
-    // window. The direct count swings widely: 4 to 328 over 12 runs of the
-    // three max_concurrent_streams tests, while rotor's was 3 to 22 (24
-    // the most in 55 runs), and with 5 direct the relative bound alone
-    // (15) failed a run of 24. An agent that refused held streams itself
-    // fails hundreds.
+    // Twice the direct count, plus 5, and never less than a sixth of the
+    // calls: the two runs race the servers at different moments, and rotor
+    // sends a held stream the moment the kernel sees an endpoint's
+    // END_STREAM, a round trip sooner than the client itself would, so
+    // some land in the server's window. Both counts swing widely: straight
+    // to one server 4 to 328 of 600; through rotor 3 to 24 in 55 runs of
+    // the three max_concurrent_streams tests alone, and 43 (against 17
+    // direct) inside `cargo xtask test`, which a floor of 40 failed. An
+    // agent that refused held streams itself would fail hundreds: 18 of
+    // every 24 calls in flight find no room.
     let allowed = direct
         .as_ref()
-        .map_or(0, |d| (2 * n(d, "unary.failed") + 5).max(40));
+        .map_or(0, |d| (2 * n(d, "unary.failed") + 5).max(600 / 6));
     eprintln!(
         "{imp:?}: {failed} of 600 calls refused through rotor, {} straight to one server",
         direct

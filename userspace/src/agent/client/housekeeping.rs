@@ -67,13 +67,9 @@ impl ClientConn {
         // The kernel's per-endpoint counts cover the streams the agent
         // carries too (bind_stream), except one the full streams map left
         // without an entry: DRAIN_LIMIT ends that wait.
-        self.held.is_empty()
-            && (0..MAX_UPSTREAMS as u32).all(|slot| {
-                self.kernel.up(slot).streams.load(Ordering::SeqCst) == 0
-                    && self.slots[slot as usize]
-                        .as_ref()
-                        .is_none_or(|s| s.to_endpoint.is_empty() && s.to_client.is_empty())
-            })
+        self.client_streams_open() == 0
+            && (self.slots.iter().flatten())
+                .all(|s| s.to_endpoint.is_empty() && s.to_client.is_empty())
     }
 
     /// After the client's FIN: bytes it sent that the kernel's parser holds

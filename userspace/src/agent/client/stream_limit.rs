@@ -23,15 +23,12 @@ use super::ClientConn;
 use crate::ebpf::abi::MAX_UPSTREAMS;
 use crate::h2::frame::{self, setting};
 
-/// What the endpoints together accept: `None` when one of them sets no limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Accepted(pub Option<u32>);
-
 /// The value to send now, if any. `advertised` is the last value sent
-/// (`None`: none yet, the protocol's "unlimited"); `open` is the streams
-/// the client has open as far as the agent knows.
-pub(super) fn to_advertise(advertised: Option<u32>, accepted: Accepted, open: u32) -> Option<u32> {
-    let want = match accepted.0 {
+/// (`None`: none yet, the protocol's "unlimited"); `accepted` is what the
+/// endpoints together accept (`None`: one of them sets no limit); `open`
+/// is the streams the client has open as far as the agent knows.
+fn to_advertise(advertised: Option<u32>, accepted: Option<u32>, open: u32) -> Option<u32> {
+    let want = match accepted {
         // no endpoint takes streams (all connecting or gone): nothing to say yet
         Some(0) => return None,
         Some(total) => total,
@@ -49,15 +46,14 @@ impl ClientConn {
     /// Sends the client the endpoints' total stream limit when it changed
     /// and may be said now (the module's rule).
     pub(super) fn advertise_stream_limit(&mut self) {
-        let accepted = Accepted(
-            self.slots
-                .iter()
-                .flatten()
-                .filter(|s| s.takes_streams())
-                .try_fold(0u32, |sum, s| {
-                    (s.max_streams != u32::MAX).then(|| sum.saturating_add(s.max_streams))
-                }),
-        );
+        let accepted = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| s.takes_streams())
+            .try_fold(0u32, |sum, s| {
+                (s.max_streams != u32::MAX).then(|| sum.saturating_add(s.max_streams))
+            });
         let Some(limit) = to_advertise(
             self.advertised_streams,
             accepted,
@@ -74,7 +70,7 @@ impl ClientConn {
     /// Streams bound to an endpoint (the kernel's per-endpoint counts,
     /// which cover those the agent carries: bind_stream) and those waiting
     /// for room. The client may count a few more: ends on their way to it.
-    fn client_streams_open(&self) -> u32 {
+    pub(super) fn client_streams_open(&self) -> u32 {
         let bound = (0..MAX_UPSTREAMS as u32)
             .map(|slot| self.kernel.up(slot).streams.load(Ordering::SeqCst))
             .fold(0u32, u32::saturating_add);
@@ -89,31 +85,31 @@ mod tests {
     #[test]
     fn the_first_limit_waits_until_fewer_streams_are_open() {
         // 10 open when the endpoints' 6 became known: grpcio stalled
-        assert_eq!(to_advertise(None, Accepted(Some(6)), 10), None);
-        assert_eq!(to_advertise(None, Accepted(Some(6)), 6), None);
-        assert_eq!(to_advertise(None, Accepted(Some(6)), 5), Some(6));
-        assert_eq!(to_advertise(None, Accepted(Some(6)), 0), Some(6));
+        assert_eq!(to_advertise(None, Some(6), 10), None);
+        assert_eq!(to_advertise(None, Some(6), 6), None);
+        assert_eq!(to_advertise(None, Some(6), 5), Some(6));
+        assert_eq!(to_advertise(None, Some(6), 0), Some(6));
     }
 
     #[test]
     fn a_lower_limit_waits_and_a_higher_one_goes_at_once() {
         // an endpoint left: 6 -> 4 while 5 are open
-        assert_eq!(to_advertise(Some(6), Accepted(Some(4)), 5), None);
-        assert_eq!(to_advertise(Some(6), Accepted(Some(4)), 3), Some(4));
+        assert_eq!(to_advertise(Some(6), Some(4), 5), None);
+        assert_eq!(to_advertise(Some(6), Some(4), 3), Some(4));
         // one joined: 4 -> 6 however many are open
-        assert_eq!(to_advertise(Some(4), Accepted(Some(6)), 40), Some(6));
-        assert_eq!(to_advertise(Some(6), Accepted(Some(6)), 0), None);
+        assert_eq!(to_advertise(Some(4), Some(6), 40), Some(6));
+        assert_eq!(to_advertise(Some(6), Some(6), 0), None);
     }
 
     #[test]
     fn unlimited_endpoints_and_none_at_all() {
         // nothing said yet and an endpoint without a limit: nothing to say
-        assert_eq!(to_advertise(None, Accepted(None), 3), None);
+        assert_eq!(to_advertise(None, None, 3), None);
         // a limit was said, then an endpoint without one joined: raised
-        assert_eq!(to_advertise(Some(6), Accepted(None), 30), Some(u32::MAX));
-        assert_eq!(to_advertise(Some(u32::MAX), Accepted(None), 30), None);
+        assert_eq!(to_advertise(Some(6), None, 30), Some(u32::MAX));
+        assert_eq!(to_advertise(Some(u32::MAX), None, 30), None);
         // every endpoint gone or connecting: the last value stands
-        assert_eq!(to_advertise(Some(6), Accepted(Some(0)), 0), None);
-        assert_eq!(to_advertise(None, Accepted(Some(0)), 0), None);
+        assert_eq!(to_advertise(Some(6), Some(0), 0), None);
+        assert_eq!(to_advertise(None, Some(0), 0), None);
     }
 }

@@ -51,6 +51,12 @@ pub struct ConnMemoryOptions {
     pub one_endpoint: usize,
     /// Wait after the connections are up before reading, for the agent to settle.
     pub settle: Duration,
+    /// The agent's CPU use with the connections held is read over `idle_window`,
+    /// from `idle_after` after they are up: a settled connection's looks back
+    /// off over about 6 s (userspace/src/agent/pace.rs), and what is read is
+    /// the cost of holding them, not of their last requests.
+    pub idle_after: Duration,
+    pub idle_window: Duration,
     pub out_dir: PathBuf,
 }
 
@@ -62,6 +68,8 @@ impl Default for ConnMemoryOptions {
             active_secs: 10.0,
             one_endpoint: 1000,
             settle: Duration::from_secs(3),
+            idle_after: Duration::from_secs(10),
+            idle_window: Duration::from_secs(5),
             out_dir: rotor_testbed::util::target_dir().join("bench"),
         }
     }
@@ -80,7 +88,7 @@ pub struct Point {
     pub loaded: Snapshot,
     /// Highest VmRSS sampled (every 50 ms) while connections opened and ran.
     pub peak_rss_sampled: u64,
-    /// The agent's CPU use (cores) over the settling time with the connections held.
+    /// The agent's CPU use (cores) with the connections held (`idle_window`).
     pub idle_cores: f64,
     /// Warnings and errors the agent logged while the connections were up.
     pub agent_warnings: Vec<String>,
@@ -244,11 +252,14 @@ impl ConnBed {
             peak = peak.max(rss(agent.pid()));
             std::thread::sleep(Duration::from_millis(50));
         };
-        // The settling time is also when the agent's CPU use with its
-        // connections idle (or done) is read.
-        let cpu0 = measure::cpu_seconds(agent.pid())?;
+        let up = Instant::now();
         std::thread::sleep(opts.settle);
-        let idle_cores = (measure::cpu_seconds(agent.pid())? - cpu0) / opts.settle.as_secs_f64();
+        // Then the agent's CPU use with its connections idle (or done).
+        std::thread::sleep(opts.idle_after.saturating_sub(up.elapsed()));
+        let cpu0 = measure::cpu_seconds(agent.pid())?;
+        std::thread::sleep(opts.idle_window);
+        let idle_cores =
+            (measure::cpu_seconds(agent.pid())? - cpu0) / opts.idle_window.as_secs_f64();
         self.check_backends()?;
         agent.check_alive()?;
         let loaded = self.snapshot(&agent, memcg.as_ref())?;

@@ -13,12 +13,12 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::endpoint_socket::{self, UpstreamEvent};
+use super::pace::{self, Pace};
 use super::registry::{ServiceState, Wake};
 use super::slot::{Slot, SlotState};
 use super::{Shared, Target};
 use crate::ebpf::abi::*;
-use crate::ebpf::addr::ip_words;
-use crate::h2::frame::{self, setting, DEFAULT_WINDOW};
+use crate::h2::frame::{self, setting};
 use crate::h2::message::{Expect, Message, MessageReader};
 use kernel::ConnKernel;
 
@@ -178,38 +178,6 @@ impl ClientConn {
         super::splice::run(endpoint, a, first).await
     }
 
-    /// Names the accepted socket to the kernel and resets the connection's
-    /// shared state; fails if a map has no room (sock_idents full).
-    pub(super) fn adopt(
-        &mut self,
-        a: &TcpStream,
-        peer: SocketAddr,
-        cookie: u64,
-    ) -> anyhow::Result<()> {
-        let local = a.local_addr()?;
-        let endpoints = self.service.endpoints.borrow().clone();
-        self.init_kernel_state(peer, local, &endpoints)?;
-        self.shared.dp.set_ident(
-            cookie,
-            SockIdent {
-                conn_id: self.id,
-                role: ROLE_AGENT,
-                ..Default::default()
-            },
-        )?;
-        self.cookie = cookie;
-        self.peer = peer;
-        // WINDOW_UPDATEs the client sent before the socket had an identity
-        // were counted in its parser state, not in the connection.
-        if let Some(st) = self.shared.dp.parse_state(cookie) {
-            self.kernel
-                .conn()
-                .client_limit
-                .fetch_max(DEFAULT_WINDOW as u64 + st.client_window, Ordering::SeqCst);
-        }
-        Ok(())
-    }
-
     pub(super) async fn run(
         &mut self,
         a: TcpStream,
@@ -234,7 +202,10 @@ impl ClientConn {
 
         let mut buf = vec![0u8; 32 * 1024];
         let mut a_reader = super::sockmap_io::SockmapReader::default();
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        // The looks at what the kernel did unasked (pace.rs).
+        let mut pace = Pace::default();
+        let look = tokio::time::sleep(pace::FIRST);
+        tokio::pin!(look);
         let cut = self.shares.wake.clone();
         let server_first = tokio::time::sleep(SERVER_FIRST_WAIT);
         tokio::pin!(server_first);
@@ -244,7 +215,11 @@ impl ClientConn {
         if *stopping.borrow() {
             self.go_away();
         }
+        let dp = self.shared.dp.clone();
         loop {
+            let mut looked = false;
+            let (cookie, consumed) = (self.cookie, self.consumed);
+            let due = || housekeeping::client_due(&dp, cookie, consumed);
             tokio::select! {
                 () = &mut server_first, if self.consumed == 0 => {
                     // No preface after a second: a protocol whose server
@@ -257,7 +232,8 @@ impl ClientConn {
                     return self.splice(a, first).await;
                 }
                 () = cut.notified() => self.on_budget_cut(),
-                r = a_reader.recv_confirmed(&a, &mut buf), if client_eof.is_none() && !self.injector_backed_up() => {
+                r = a_reader.recv_confirmed_counted(&a, &mut buf, &due),
+                    if client_eof.is_none() && !self.injector_backed_up() => {
                     let n = r?;
                     if n == 0 {
                         // A client may write its requests and then only
@@ -271,6 +247,9 @@ impl ClientConn {
                         }
                         tracing::debug!(conn = self.id, "client closed its sending side");
                         client_eof = Some(tokio::time::Instant::now());
+                        if pace.stir() {
+                            look.as_mut().reset(tokio::time::Instant::now() + pace::FIRST);
+                        }
                         continue;
                     }
                     self.reader.push(&buf[..n]);
@@ -315,14 +294,21 @@ impl ClientConn {
                     self.kernel.conn().policy.store(policy, Ordering::Relaxed);
                     self.reconcile(&eps);
                 }
-                _ = tick.tick() => {
+                () = &mut look => {
+                    looked = true;
                     self.kick_client_if_unparsed(&a);
                     self.on_tick();
                     let now = tokio::time::Instant::now();
                     if let Some(goaway) = self.shutdown.step(now, &self.kernel, self.last_stream) {
                         self.send_to_client(&goaway);
                     }
+                    let wait = pace.next(self.settled(client_eof.is_some()), self.kernel_progress());
+                    look.as_mut().reset(now + wait);
                 }
+            }
+            if !looked && pace.stir() {
+                look.as_mut()
+                    .reset(tokio::time::Instant::now() + pace::FIRST);
             }
             // A client that closed for good (its process gone: our writes
             // drew a reset) waits for nothing.
@@ -344,49 +330,6 @@ impl ClientConn {
                 return Ok(());
             }
         }
-    }
-
-    fn init_kernel_state(
-        &mut self,
-        peer: SocketAddr,
-        local: SocketAddr,
-        endpoints: &[SocketAddr],
-    ) -> anyhow::Result<()> {
-        let rotation = self.service.next_rotation();
-        self.subset = subset::Subset::new(rotation as usize, tokio::time::Instant::now());
-        // slot k holds the k-th wanted endpoint; a window already starts
-        // at a different endpoint for each connection
-        let n = endpoints.len().max(1) as u32;
-        self.first_slot = if endpoints.len() > MAX_UPSTREAMS {
-            0
-        } else {
-            rotation % n
-        };
-        let c = self.kernel.conn();
-        c.flags.store(0, Ordering::SeqCst);
-        for (w, v) in c.client_ip.iter().zip(ip_words(peer.ip())) {
-            w.store(v, Ordering::Relaxed);
-        }
-        for (w, v) in c.agent_ip.iter().zip(ip_words(local.ip())) {
-            w.store(v, Ordering::Relaxed);
-        }
-        c.client_port.store(peer.port() as u32, Ordering::Relaxed);
-        c.agent_port.store(local.port() as u32, Ordering::Relaxed);
-        c.service_id.store(self.service.id, Ordering::Relaxed);
-        c.policy
-            .store(self.service.policy().kernel_code(), Ordering::Relaxed);
-        c.consumed.store(0, Ordering::Relaxed);
-        c.generation.fetch_add(1, Ordering::Relaxed);
-        c.last_stream.store(0, Ordering::Relaxed);
-        c.next.store(self.first_slot, Ordering::Relaxed);
-        c.client_recv.store(0, Ordering::Relaxed);
-        c.client_limit
-            .store(DEFAULT_WINDOW as u64, Ordering::Relaxed);
-        for up in &c.up {
-            upstream_slots::reset_upstream(up, DEFAULT_WINDOW as u64, 0);
-            up.streams.store(0, Ordering::SeqCst);
-        }
-        Ok(())
     }
 
     /// Our SETTINGS come first on the client's queue (RFC 9113 §3.4): the client's
@@ -470,6 +413,7 @@ mod hold;
 mod housekeeping;
 mod kernel;
 mod pick;
+mod setup;
 mod shutdown;
 mod stream_limit;
 mod stream_window;

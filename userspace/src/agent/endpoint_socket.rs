@@ -20,8 +20,10 @@ use crate::h2::frame::{self, flag, kind, setting, DEFAULT_WINDOW, PREFACE};
 use crate::h2::message::{Expect, Message, MessageReader};
 
 mod handback;
+mod joined;
 use handback::asked;
 pub use handback::{Handback, HandbackAsk, Resume};
+pub use joined::Joined;
 
 /// What the endpoint told us during the handshake.
 #[derive(Debug)]
@@ -280,8 +282,16 @@ async fn read_until_closed(
 ) -> Stop {
     let mut sockmap = super::sockmap_io::SockmapReader::default();
     let mut watch = super::liveness::ParserWatch::default();
-    let mut look = tokio::time::interval(UNPARSED_LOOK);
+    // Looks for bytes left unparsed (liveness.rs), soon after the join
+    // and less often once the parser has caught up (pace.rs).
+    let mut pace = super::pace::Pace::default();
+    let look = tokio::time::sleep(super::pace::FIRST);
+    tokio::pin!(look);
     loop {
+        let mut looked = false;
+        // messages read so far, against what the verdict passed
+        let read = fwd.messages;
+        let due = || joined.passed().wrapping_sub(read) as i32 > 0;
         tokio::select! {
             // Polled only between messages: what was read is forwarded
             // first, so the socket goes back at a message boundary.
@@ -302,7 +312,7 @@ async fn read_until_closed(
                     return Stop::Dropped(code - 1);
                 }
             }
-            r = sockmap.recv_confirmed(stream, buf) => {
+            r = sockmap.recv_confirmed_counted(stream, buf, &due) => {
                 let n = match r {
                     Ok(0) => return Stop::Closed("closed by the endpoint".to_string()),
                     Ok(n) => n,
@@ -312,13 +322,20 @@ async fn read_until_closed(
                     return stop;
                 }
             }
-            _ = look.tick() => {
+            () = &mut look => {
+                looked = true;
                 if joined.unparsed(stream, &mut watch)
                     && fwd.tx.send(UpstreamEvent::Unparsed { slot: fwd.slot }).is_err()
                 {
                     return Stop::Closed("connection gone".to_string());
                 }
+                let wait = pace.next(!watch.waiting(), watch.progress());
+                look.as_mut().reset(tokio::time::Instant::now() + wait);
             }
+        }
+        if !looked && pace.stir() {
+            look.as_mut()
+                .reset(tokio::time::Instant::now() + super::pace::FIRST);
         }
     }
 }
@@ -365,9 +382,6 @@ async fn goodbye(stream: &TcpStream, code: u32, buf: &mut [u8]) {
         }
     }
 }
-
-/// How often an upstream is checked for bytes its parser has not seen.
-const UNPARSED_LOOK: Duration = Duration::from_millis(100);
 
 /// A reader's way to its connection.
 struct Forward {
@@ -418,72 +432,6 @@ impl Forward {
                 .send(ev)
                 .map_err(|_| Stop::Closed("connection gone".to_string()))?;
             self.messages = self.messages.wrapping_add(1);
-        }
-    }
-}
-
-/// An upstream socket in the kernel's maps, and what the agent read of it
-/// before it joined them.
-pub struct Joined {
-    pub dp: std::sync::Arc<crate::ebpf::Datapath>,
-    pub cookie: u64,
-    pub read_bytes: u64,
-    /// Where the kernel counts this upstream (`conns[conn].up[slot]`), and
-    /// the slot the reader's events name.
-    pub conn: u32,
-    pub slot: u32,
-}
-
-impl Joined {
-    /// Messages the upstream verdict has passed to the agent.
-    fn passed(&self) -> u32 {
-        self.dp.conns.get(self.conn).map_or(0, |c| {
-            c.up[self.slot as usize % crate::ebpf::abi::MAX_UPSTREAMS]
-                .passed
-                .load(std::sync::atomic::Ordering::SeqCst)
-        })
-    }
-
-    /// Whether the endpoint's bytes wait unparsed and it should be made to
-    /// send more (liveness.rs).
-    fn unparsed(&self, stream: &TcpStream, watch: &mut super::liveness::ParserWatch) -> bool {
-        let Ok(received) = crate::ebpf::tcp_received(stream) else {
-            return false;
-        };
-        // No parse state yet: the parser has not run once, the case this is for.
-        let carried = self
-            .dp
-            .parse_state(self.cookie)
-            .map_or(0, |st| crate::ebpf::verdict_bytes(&st));
-        watch.should_kick(received.bytes.wrapping_sub(self.read_bytes), carried)
-    }
-
-    /// Returns once every byte TCP received after the handshake has been
-    /// through the upstream verdict, or SETTLE_LIMIT passed. A reset
-    /// connection's parser is not woken by new data any more, only by work
-    /// already queued: once the verdict has not moved for RESET_QUIET, the
-    /// rest will not come.
-    async fn settle(&self, stream: &TcpStream) {
-        const RESET_QUIET: u32 = 10; // polls of 2 ms
-        let start = tokio::time::Instant::now();
-        let (mut last, mut quiet) = (None, 0);
-        while start.elapsed() < SETTLE_LIMIT {
-            let Ok(received) = crate::ebpf::tcp_received(stream) else {
-                return;
-            };
-            let carried = self
-                .dp
-                .parse_state(self.cookie)
-                .map_or(0, |st| crate::ebpf::verdict_bytes(&st));
-            if received.bytes.wrapping_sub(self.read_bytes) as u32 == carried {
-                return;
-            }
-            quiet = if last == Some(carried) { quiet + 1 } else { 0 };
-            last = Some(carried);
-            if received.reset && quiet >= RESET_QUIET {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 }

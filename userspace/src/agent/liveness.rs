@@ -40,6 +40,19 @@ impl ParserWatch {
         self.kicked = Some(state);
         true
     }
+
+    /// Bytes waited unparsed at the last look.
+    pub fn waiting(&self) -> bool {
+        self.seen
+            .is_some_and(|(received, carried)| received as u32 != carried)
+    }
+
+    /// The last look's counts, as pace.rs compares them.
+    pub fn progress(&self) -> u64 {
+        self.seen.map_or(0, |(received, carried)| {
+            super::pace::progress([received, carried as u64])
+        })
+    }
 }
 
 #[cfg(test)]
@@ -60,6 +73,19 @@ mod tests {
         assert!(!w.should_kick(150, 100), "bytes arrived: look again");
         assert!(!w.should_kick(150, 150), "the parser caught up");
         assert!(!w.should_kick(150, 150));
+        assert!(!w.waiting());
+    }
+
+    #[test]
+    fn waiting_and_progress_follow_the_last_look() {
+        let mut w = ParserWatch::default();
+        assert!(!w.waiting(), "never looked");
+        w.should_kick(130, 100);
+        assert!(w.waiting());
+        let before = w.progress();
+        w.should_kick(130, 130);
+        assert!(!w.waiting());
+        assert_ne!(w.progress(), before);
     }
 
     #[test]

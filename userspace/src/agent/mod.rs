@@ -18,6 +18,7 @@ mod liveness;
 pub mod metrics;
 pub mod metrics_counts;
 pub mod metrics_page;
+mod pace;
 mod registry;
 pub mod self_check;
 mod slot;

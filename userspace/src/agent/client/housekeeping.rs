@@ -1,5 +1,5 @@
-//! What a connection does every tick (100 ms): move a large Service's window, reconnect failed upstreams, close drained
-//! ones.
+//! What a connection does at each look (every 100 ms while anything waits on time, up to 6.4 s apart once settled:
+//! pace.rs): move a large Service's window, reconnect failed upstreams, close drained ones.
 
 use super::kernel::ConnKernel;
 use std::sync::atomic::Ordering;
@@ -43,6 +43,55 @@ impl ClientConn {
                 self.close_slot(slot);
             }
         }
+    }
+
+    /// Nothing of this connection waits on time, so its next look can wait
+    /// (pace.rs): what else could change reaches the task as an event.
+    /// `client_eof`: the client has closed its sending side (its end is
+    /// looked for).
+    pub(super) fn settled(&self, client_eof: bool) -> bool {
+        let flags = self.kernel.conn().flags.load(Ordering::SeqCst);
+        let wanted = self.subset.wanted(&self.service.endpoints.borrow());
+        let slots = || self.slots.iter().flatten();
+        // streams held for room, an upstream connecting, draining or due to
+        // be dialled again, a lower stream limit waiting to fit
+        let streams_settled = self.held.is_empty()
+            && !self.stream_limit_waits()
+            && slots().all(|s| {
+                !matches!(s.state, SlotState::Connecting | SlotState::Draining { .. })
+                    && s.to_endpoint.is_empty()
+                    && s.to_client.is_empty()
+            })
+            && wanted
+                .iter()
+                .all(|ep| slots().any(|s| s.endpoint == *ep && s.takes_streams()));
+        // going away, handing over, the gate still to open, a large
+        // Service's window due to move, the client's bytes unparsed
+        let conn_settled = !client_eof
+            && self.shutdown.serving()
+            && !self.injector_backed_up()
+            && (self.shared.handover.borrow().is_none() || self.handover_given_up)
+            && !(self.adopted && self.shared.dp.events_unread())
+            // the kernel sets CONN_FAST at the next stream frame once the gate is open
+            && (!self.acked || flags & CONN_FAST != 0 || self.gate_sent == Some(self.consumed))
+            && !self.subset.waits(
+                self.service.endpoints.borrow().len(),
+                self.kernel.conn().last_stream.load(Ordering::Relaxed),
+            )
+            && !self.client_watch.waiting();
+        streams_settled && conn_settled
+    }
+
+    /// The kernel's counters that move without telling the agent: streams
+    /// opened and open, the connection's flags, the client's parser.
+    pub(super) fn kernel_progress(&self) -> u64 {
+        let c = self.kernel.conn();
+        crate::agent::pace::progress([
+            c.last_stream.load(Ordering::Relaxed) as u64,
+            self.client_streams_open() as u64,
+            c.flags.load(Ordering::Relaxed) as u64,
+            self.client_watch.progress(),
+        ])
     }
 
     /// Moves a large Service's window on (subset.rs) and follows it.
@@ -178,6 +227,13 @@ impl ClientConn {
         self.gate_sent = Some(self.consumed);
         self.kernel.open_gate(self.consumed);
     }
+}
+
+/// A message the client verdict passed to the agent is not read yet (or
+/// the parse state cannot say): sockmap_io.rs re-reads the socket soon.
+pub(super) fn client_due(dp: &crate::ebpf::Datapath, cookie: u64, consumed: u32) -> bool {
+    dp.parse_state(cookie)
+        .is_none_or(|st| st.passed.wrapping_sub(consumed) as i32 > 0)
 }
 
 /// Whether a draining upstream closes, `draining` after it started to: an

@@ -46,17 +46,9 @@ impl ClientConn {
     /// Sends the client the endpoints' total stream limit when it changed
     /// and may be said now (the module's rule).
     pub(super) fn advertise_stream_limit(&mut self) {
-        let accepted = self
-            .slots
-            .iter()
-            .flatten()
-            .filter(|s| s.takes_streams())
-            .try_fold(0u32, |sum, s| {
-                (s.max_streams != u32::MAX).then(|| sum.saturating_add(s.max_streams))
-            });
         let Some(limit) = to_advertise(
             self.advertised_streams,
-            accepted,
+            self.endpoints_accept(),
             self.client_streams_open(),
         ) else {
             return;
@@ -65,6 +57,22 @@ impl ClientConn {
         let mut out = BytesMut::new();
         frame::settings(&mut out, &[(setting::MAX_CONCURRENT_STREAMS, limit)]);
         self.send_to_client(&out);
+    }
+
+    /// A lower limit waits for the client's streams to fit under it (the
+    /// connection's looks keep coming: pace.rs).
+    pub(super) fn stream_limit_waits(&self) -> bool {
+        to_advertise(self.advertised_streams, self.endpoints_accept(), 0).is_some()
+    }
+
+    /// The streams the endpoints accept together (`None`: one of them sets
+    /// no limit).
+    fn endpoints_accept(&self) -> Option<u32> {
+        (self.slots.iter().flatten())
+            .filter(|s| s.takes_streams())
+            .try_fold(0u32, |sum, s| {
+                (s.max_streams != u32::MAX).then(|| sum.saturating_add(s.max_streams))
+            })
     }
 
     /// Streams bound to an endpoint (the kernel's per-endpoint counts,

@@ -62,6 +62,12 @@ impl Subset {
         window(endpoints, self.offset)
     }
 
+    /// The window will move once SUBSET_STEP has passed: the Service does
+    /// not fit and the client opened streams since it last moved.
+    pub fn waits(&self, endpoints: usize, last_stream: u32) -> bool {
+        endpoints > MAX_UPSTREAMS && last_stream != self.last_stream
+    }
+
     /// Moves the window on by one endpoint once SUBSET_STEP has passed, if
     /// the Service does not fit, the client opened streams since
     /// (`last_stream`: an idle connection does not churn upstreams) and a
@@ -172,6 +178,19 @@ mod tests {
         assert!(!s.slide(t0 + SUBSET_STEP + SUBSET_STEP / 2, n, 7, true));
         assert!(s.slide(t0 + 2 * SUBSET_STEP, n, 7, true));
         assert_eq!(s.offset(), 5);
+    }
+
+    #[test]
+    fn a_window_waits_to_move_exactly_when_a_later_slide_would_move_it() {
+        let t0 = Instant::now();
+        let n = MAX_UPSTREAMS + 4;
+        let mut s = Subset::new(3, t0);
+        assert!(!s.waits(MAX_UPSTREAMS, 5), "the Service fits");
+        assert!(!s.waits(n, 0), "no stream yet");
+        assert!(s.waits(n, 5));
+        assert!(s.slide(t0 + SUBSET_STEP, n, 5, true));
+        assert!(!s.waits(n, 5), "moved; the client idle since");
+        assert!(s.waits(n, 7));
     }
 
     #[test]

@@ -384,6 +384,13 @@ impl Datapath {
         lock(&self.events).take()
     }
 
+    /// Nobody reads the ring buffer yet: a generation adopted while the
+    /// agent before this one still runs (its connections look for
+    /// themselves: client/housekeeping.rs).
+    pub fn events_unread(&self) -> bool {
+        lock(&self.events).is_some()
+    }
+
     /// One more connection the agent handed back to its original path.
     pub fn note_fail_open(&self) {
         self.fail_open_agent

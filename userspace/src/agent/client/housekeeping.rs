@@ -236,6 +236,12 @@ pub(super) fn client_due(dp: &crate::ebpf::Datapath, cookie: u64, consumed: u32)
         .is_none_or(|st| st.passed.wrapping_sub(consumed) as i32 > 0)
 }
 
+/// The client verdict has passed at least one whole message of the client's
+/// to the agent.
+pub(super) fn client_sent_first(dp: &crate::ebpf::Datapath, cookie: u64) -> bool {
+    dp.parse_state(cookie).is_some_and(|st| st.passed > 0)
+}
+
 /// Whether a draining upstream closes, `draining` after it started to: an
 /// idle one after DRAIN_GRACE (a last response may still be on its way
 /// through the kernel); an endpoint that left the Service after DRAIN_LIMIT

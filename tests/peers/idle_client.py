@@ -3,11 +3,14 @@
 library from PyPI over a plain socket).
 
     idle_client.py --addr 10.96.0.10:8080 --rounds 4 --idle 10 --gets 3 [--path /whoami]
+                   [--preface-after SECONDS]
 
 Each round sends a PING and waits for its ACK, then sends `--gets` GETs one
 after another, each waiting for its whole response; between rounds it sends
 nothing for `--idle` seconds and prints `idle N` (N: the round that follows)
 when an idle period starts, so a test can act while the connection idles.
+`--preface-after` connects and waits that long before its preface (a
+client slower than the agent's wait for a server-first protocol).
 Prints a JSON report at the end: rounds (each: ping_ms, gets: [{status,
 body, ms}]) and errors.
 """
@@ -24,10 +27,11 @@ import h2.events
 
 
 class Conn:
-    def __init__(self, addr, limit):
+    def __init__(self, addr, limit, preface_after):
         host, port = addr.rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=limit)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        time.sleep(preface_after)
         self.h2 = h2.connection.H2Connection(
             config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         )
@@ -93,10 +97,11 @@ def main():
     p.add_argument("--idle", type=float, default=10.0)
     p.add_argument("--gets", type=int, default=3)
     p.add_argument("--limit", type=float, default=30.0, help="socket timeout, seconds")
+    p.add_argument("--preface-after", type=float, default=0.0)
     args = p.parse_args()
     report = {"rounds": [], "errors": []}
     try:
-        conn = Conn(args.addr, args.limit)
+        conn = Conn(args.addr, args.limit, args.preface_after)
         for r in range(args.rounds):
             if r > 0:
                 print(f"idle {r}", flush=True)

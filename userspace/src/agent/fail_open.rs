@@ -19,18 +19,21 @@ pub async fn run(shared: &Shared, a: TcpStream, peer: SocketAddr, dest: SocketAd
     shared.dp.note_fail_open();
     tracing::warn!(%peer, service = %dest, %why, "connection left on its original path (the Service address)");
     let cookie = crate::ebpf::socket_cookie(&a).unwrap_or(0);
-    if let Err(e) = splice(a, dest).await {
+    if let Err(e) = splice(a, dest, &[]).await {
         tracing::debug!(%peer, service = %dest, error = %e, "original path ended");
     }
     // A socket the kernel took before the agent gave up has a parser state.
     shared.dp.forget_cookie(cookie);
 }
 
-/// `a` may be in agent_socks (its bytes then reach us one message per
-/// read, sockmap_io.rs); everything else is plain TCP.
-async fn splice(a: TcpStream, dest: SocketAddr) -> std::io::Result<()> {
+/// Carries `a` to `dest` both ways until both are done; `first` is what
+/// `a` sent that was read already. `a` may be in agent_socks (its bytes
+/// then reach us one message per read, and a plain read can wait for an
+/// edge that never comes: sockmap_io.rs); everything else is plain TCP.
+pub(super) async fn splice(a: TcpStream, dest: SocketAddr, first: &[u8]) -> std::io::Result<()> {
     let mut up = crate::ebpf::own_socks::connect(dest).await?;
     up.set_nodelay(true)?;
+    up.write_all(first).await?;
     let mut reader = SockmapReader::default();
     let (mut from_a, mut from_up) = (vec![0u8; 65536], vec![0u8; 65536]);
     let (mut a_open, mut up_open) = (true, true);

@@ -43,12 +43,23 @@ static __always_inline void client_closed(struct bpf_sock_ops *skops)
 {
 	__u64 *live = live_clients();
 
-	if (skops->args[1] != BPF_TCP_CLOSE || !live || !skops->sk)
+	if (!live || !skops->sk)
 		return;
 	struct origin *kept = bpf_sk_storage_get(&client_sock_origins, skops->sk, 0, 0);
 
 	if (kept && __sync_fetch_and_and(&kept->counted, 0))
 		__sync_fetch_and_sub(live, 1);
+}
+
+/* An accepted socket (A) whose state sockops made closes: nothing parses
+ * it any more, whether or not the agent ever got to it. */
+static __always_inline void agent_closed(struct bpf_sock_ops *skops)
+{
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct parse_state *st = bpf_map_lookup_elem(&parse_states, &cookie);
+
+	if (st && st->accepted)
+		bpf_map_delete_elem(&parse_states, &cookie);
 }
 
 /* A socket's addresses as rotor.h keys them: 16 bytes, IPv4 mapped. An
@@ -149,6 +160,12 @@ static __always_inline void agent_established(struct bpf_sock_ops *skops,
 	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct parse_state init = { .preface = 1 };
 
+	/* A waits in the accept queue until the agent runs: seconds on a node
+	 * short of CPU, longer than a stopped agent's sweep period. Its state
+	 * is this program's to delete, at close (agent_closed). Without the
+	 * close callback the sweep keeps it in hand (accepted stays 0). */
+	init.accepted = bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+							 BPF_SOCK_OPS_STATE_CB_FLAG) == 0;
 	if (bpf_map_update_elem(&parse_states, &cookie, &init, BPF_NOEXIST) < 0) {
 		stat_inc(STAT_FAIL_OPEN_ACCEPT);
 		return;
@@ -171,7 +188,10 @@ int rotor_sockops(struct bpf_sock_ops *skops)
 		client_connecting(skops);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] != BPF_TCP_CLOSE)
+			break;
 		client_closed(skops);
+		agent_closed(skops);
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		client_established(skops, local);

@@ -209,6 +209,11 @@ struct parse_state {
 	__u32 flags;  /* flags of the last frame (END_STREAM lives on HEADERS) */
 	__u32 first_flags;
 	__u32 passed; /* messages the verdict handed to the agent, in order */
+	/* 1: sockops made it for an accepted socket (A) and deletes it when
+	 * that socket closes; the agent's sweep of states nobody owns leaves
+	 * it alone, however long A waits in the accept queue. (This field
+	 * fills what was padding: the struct keeps its size across upgrades.) */
+	__u32 accepted;
 	/* A: every connection-level WINDOW_UPDATE increment the client sent,
 	 * counted from its first byte (before the agent knows the connection). */
 	__u64 client_window;

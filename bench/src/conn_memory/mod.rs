@@ -252,10 +252,9 @@ impl ConnBed {
             peak = peak.max(rss(agent.pid()));
             std::thread::sleep(Duration::from_millis(50));
         };
-        let up = Instant::now();
-        std::thread::sleep(opts.settle);
-        // Then the agent's CPU use with its connections idle (or done).
-        std::thread::sleep(opts.idle_after.saturating_sub(up.elapsed()));
+        // The agent settles, then its CPU use with the connections idle (or
+        // done) is read.
+        std::thread::sleep(opts.settle.max(opts.idle_after));
         let cpu0 = measure::cpu_seconds(agent.pid())?;
         std::thread::sleep(opts.idle_window);
         let idle_cores =

@@ -1,132 +1,28 @@
 //! An upstream: the agent's HTTP/2 connection to one endpoint for one client
-//! connection. The handshake happens here, in plain user space, before the
-//! socket joins `upstream_socks`: once it is in, bytes queued before the
-//! insertion would wait for more data (ebpf/README.md R1), and every write has to go
-//! through the injector.
+//! connection. The handshake happens in plain user space (handshake.rs),
+//! before the socket joins `upstream_socks`: once it is in, bytes queued
+//! before the insertion would wait for more data (ebpf/README.md R1), and
+//! every write has to go through the injector.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::budget::{Charge, Holder, MESSAGE_OVERHEAD};
 
-use crate::h2::frame::{self, flag, kind, setting, DEFAULT_WINDOW, PREFACE};
+use crate::h2::frame;
 use crate::h2::message::{Expect, Message, MessageReader};
 
 mod handback;
+mod handshake;
 mod joined;
 use handback::asked;
 pub use handback::{Handback, HandbackAsk, Resume};
+pub use handshake::{connect, max_streams_in, our_settings, Handshake};
 pub use joined::Joined;
-
-/// What the endpoint told us during the handshake.
-#[derive(Debug)]
-pub struct Handshake {
-    pub stream: TcpStream,
-    /// Connection window the endpoint granted us beyond the default.
-    pub extra_window: u32,
-    /// Its SETTINGS_MAX_CONCURRENT_STREAMS (u32::MAX when it set none).
-    pub max_streams: u32,
-    /// Its SETTINGS_INITIAL_WINDOW_SIZE: what it lets a client send per stream.
-    pub stream_window: u32,
-    /// Bytes the agent read itself before the socket joined the kernel's maps.
-    pub read_bytes: u64,
-}
-
-/// The endpoint's concurrent stream limit in a SETTINGS payload, if it sets one.
-pub fn max_streams_in(payload: &[u8]) -> Option<u32> {
-    frame::setting_in(payload, setting::MAX_CONCURRENT_STREAMS)
-}
-
-/// Our settings for every endpoint: response header blocks of all endpoints
-/// reach one client decoder, so none may use the dynamic table; no push.
-pub fn our_settings(initial_window: u32) -> Vec<(u16, u32)> {
-    let mut s = vec![(setting::HEADER_TABLE_SIZE, 0), (setting::ENABLE_PUSH, 0)];
-    if initial_window != DEFAULT_WINDOW {
-        s.push((setting::INITIAL_WINDOW_SIZE, initial_window));
-    }
-    s
-}
-
-/// The connect and the handshake within `limit` (`--connect-timeout`).
-pub async fn connect(
-    endpoint: SocketAddr,
-    initial_window: u32,
-    limit: Duration,
-) -> anyhow::Result<Handshake> {
-    tokio::time::timeout(limit, handshake(endpoint, initial_window))
-        .await
-        .with_context(|| format!("{endpoint}: HTTP/2 handshake timed out after {limit:?}"))?
-}
-
-async fn handshake(endpoint: SocketAddr, initial_window: u32) -> anyhow::Result<Handshake> {
-    let mut stream = crate::ebpf::own_socks::connect(endpoint)
-        .await
-        .with_context(|| format!("connect {endpoint}"))?;
-    stream.set_nodelay(true)?;
-    let mut out = BytesMut::from(&PREFACE[..]);
-    frame::settings(&mut out, &our_settings(initial_window));
-    stream.write_all(&out).await?;
-
-    let mut reader = MessageReader::new(Expect::Frames);
-    let (mut got_settings, mut got_ack, mut extra_window) = (false, false, 0u32);
-    let mut max_streams = u32::MAX;
-    let mut stream_window = DEFAULT_WINDOW;
-    let mut buf = vec![0u8; 16384];
-    let mut read_bytes = 0u64;
-    while !(got_settings && got_ack) {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            bail!("{endpoint} closed the connection during the HTTP/2 handshake");
-        }
-        read_bytes += n as u64;
-        reader.push(&buf[..n]);
-        while let Some(m) = reader.next_message()? {
-            let Message::Frame { header, .. } = &m else {
-                continue;
-            };
-            match header.kind {
-                kind::SETTINGS if header.has(flag::ACK) => got_ack = true,
-                kind::SETTINGS => {
-                    max_streams = max_streams_in(m.payload()).unwrap_or(max_streams);
-                    stream_window = frame::setting_in(m.payload(), setting::INITIAL_WINDOW_SIZE)
-                        .unwrap_or(stream_window);
-                    let mut ack = BytesMut::new();
-                    frame::settings_ack(&mut ack);
-                    stream.write_all(&ack).await?;
-                    got_settings = true;
-                }
-                kind::WINDOW_UPDATE if header.stream == 0 => {
-                    extra_window = extra_window
-                        .saturating_add(frame::parse_window_update(m.payload()).unwrap_or(0));
-                }
-                kind::PING if !header.has(flag::ACK) => {
-                    let mut ack = BytesMut::new();
-                    frame::ping_ack(&mut ack, m.payload());
-                    stream.write_all(&ack).await?;
-                }
-                kind::GOAWAY => bail!("{endpoint} sent GOAWAY during the handshake"),
-                _ => {}
-            }
-        }
-    }
-    if reader.buffered() > 0 {
-        bail!("{endpoint} sent a partial frame during the handshake");
-    }
-    Ok(Handshake {
-        stream,
-        extra_window,
-        max_streams,
-        stream_window,
-        read_bytes,
-    })
-}
 
 /// Bytes of messages one upstream's reader may have handed its connection
 /// that the connection's task has not taken yet. Past it the reader stops

@@ -334,12 +334,15 @@ async fn accept(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// The parser creates its state on a socket's first byte, before the agent
-/// knows the socket, and can parse a closing socket's last bytes after the
-/// agent forgot it: states nobody owns are swept.
+/// The parser can parse a closing socket's last bytes after the agent
+/// forgot it, making a state nobody owns: such states are swept. Sweeps
+/// stay a period apart after the agent was stopped or starved (no burst of
+/// missed ticks), so the agent has run a whole period between the sweep
+/// that finds a state unowned and the one that deletes it.
 async fn sweep_parse_states(dp: Arc<Datapath>) {
     let mut unknown = std::collections::HashSet::new();
     let mut tick = tokio::time::interval(SWEEP_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let deleted;

@@ -32,6 +32,13 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddr) {
     };
     let cookie = crate::ebpf::socket_cookie(&a).unwrap_or(0);
     if !crate::agent::fail_open::kernel_took(&shared, cookie).await {
+        // sockops deletes an accepted socket's state when it closes: one
+        // the client reset while it waited in the accept queue has none,
+        // and nowhere to go.
+        if crate::ebpf::tcp_received(&a).is_ok_and(|r| r.reset) {
+            tracing::debug!(%peer, "connection reset before the agent took it");
+            return;
+        }
         return crate::agent::fail_open::run(
             &shared,
             a,

@@ -74,7 +74,7 @@ impl ClientConn {
         let hs = match result {
             Ok(hs) => hs,
             Err(e) => {
-                tracing::warn!(conn = id, endpoint = %s.endpoint, error = %e, "upstream failed");
+                tracing::warn!(conn = id, endpoint = %s.endpoint, error = %format!("{e:#}"), "upstream failed");
                 let endpoint = self.kernel.up(slot).endpoint.load(Ordering::SeqCst);
                 let why = format!("{e:#}");
                 self.shared

@@ -72,9 +72,10 @@ impl Datapath {
 
     /// Deletes the parser states of sockets the agent has no identity for
     /// and had none for at the previous sweep either (`unknown_before`):
-    /// sockets that closed before the agent adopted them, or whose last
-    /// bytes were parsed after it forgot them. A socket the agent is about
-    /// to adopt is unknown for milliseconds, not for a whole sweep period.
+    /// sockets whose last bytes were parsed after the agent forgot them.
+    /// An accepted socket's state (`accepted`) is not the sweep's: that
+    /// socket may wait in the accept queue for as long as the agent does
+    /// not run, and sockops deletes the state when it closes.
     /// Returns the cookies unknown now and how many states were deleted.
     pub fn sweep_parse_states(&self, unknown_before: &HashSet<u64>) -> (HashSet<u64>, usize) {
         let known: HashSet<u64> = lock(&self.sock_idents)
@@ -83,9 +84,10 @@ impl Datapath {
             .collect();
         let mut states = lock(&self.parse_states);
         let unknown: HashSet<u64> = states
-            .keys()
+            .iter()
             .filter_map(Result::ok)
-            .filter(|c| !known.contains(c))
+            .filter(|(c, st)| st.accepted == 0 && !known.contains(c))
+            .map(|(c, _)| c)
             .collect();
         let mut deleted = 0;
         for cookie in unknown.intersection(unknown_before) {

@@ -175,15 +175,18 @@ fn connections_queued_while_the_agent_cannot_accept_are_balanced() {
     let report = load.and_then(|l| l.finish()).expect("load report");
     let agent = bed.agent().expect("agent");
     let failed_open = agent.kernel_counter("fail_open_agent").unwrap_or(u64::MAX);
+    // It retries every 10 ms and says so once per 10 s, not 1,200 times.
+    let warnings = agent.stderr_plain().matches("accept failed").count();
     assert!(
         report.failed == 0
             && report.ok == REQUESTS
             && failed_open == 0
             && report.by_body.len() == 3
-            && report.by_body.values().all(|n| *n >= REQUESTS / 10),
+            && report.by_body.values().all(|n| *n >= REQUESTS / 10)
+            && (1..=3).contains(&warnings),
         "{CONNS} connections queued for 12 s while the agent could not accept: load \
          {report:?}, {failed_open} left on their original path by the agent (want 0); want \
-         every endpoint >= {}\n{}",
+         every endpoint >= {}; {warnings} accept warnings (want 1 to 3)\n{}",
         REQUESTS / 10,
         probe::report(&mut bed)
     );

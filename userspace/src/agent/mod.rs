@@ -317,16 +317,32 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
 }
 
 /// Every connection the kernel redirects to the agent gets a task.
+/// An agent out of file descriptors fails every accept until one frees up
+/// (its connections wait in the listen queue meanwhile): one warning per
+/// ACCEPT_WARN_EVERY, not one per 10 ms retry.
 async fn accept(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let mut warned: Option<(tokio::time::Instant, u64)> = None;
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+                let now = tokio::time::Instant::now();
+                match &mut warned {
+                    Some((at, failed)) if now.duration_since(*at) < ACCEPT_WARN_EVERY => {
+                        *failed += 1
+                    }
+                    _ => {
+                        let since = warned.map_or(0, |(_, failed)| failed);
+                        tracing::warn!(error = %e, failed_since_last_warning = since,
+                            "accept failed; connections wait in the listen queue");
+                        warned = Some((now, 0));
+                    }
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
+        warned = None;
         // The kernel keys the peer as its IPv4 address if it is one.
         let peer = crate::ebpf::addr::canonical(peer);
         let _ = sock.set_nodelay(true);
@@ -354,6 +370,7 @@ async fn sweep_parse_states(dp: Arc<Datapath>) {
 }
 
 const SWEEP_PERIOD: Duration = Duration::from_secs(5);
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Kernel counters that mean trouble reach the log (trouble.rs).
 async fn report_trouble(dp: Arc<Datapath>) {

@@ -222,13 +222,15 @@ impl ClientConn {
             let due = || housekeeping::client_due(&dp, cookie, consumed);
             tokio::select! {
                 () = &mut server_first, if self.consumed == 0 => {
-                    if housekeeping::client_sent_first(&dp, cookie) {
+                    if housekeeping::client_sent_first(&dp, cookie) || self.endpoints_speak_h2() {
                         // The kernel has passed the client's first message
                         // and this task has not read it yet: a busy agent,
                         // not a silent client. A CPU-starved agent (5 % of a
                         // core, 1,000 connections at once) spliced HTTP/2
                         // clients to nghttpd here, which got no preface and
                         // closed them with GOAWAY SETTINGS_TIMEOUT.
+                        // Or the endpoints speak HTTP/2: a server-first
+                        // protocol cannot be theirs, the client is slow.
                         server_first.as_mut().reset(tokio::time::Instant::now() + SERVER_FIRST_WAIT);
                     } else {
                         // No preface after a second: a protocol whose server

@@ -229,6 +229,22 @@ impl ClientConn {
     }
 }
 
+impl ClientConn {
+    /// Whether this connection's endpoints speak HTTP/2, or may yet: one
+    /// finished the handshake, or they are all still in their first one
+    /// (none failed). A client silent for SERVER_FIRST_WAIT is then slow,
+    /// not a server-first protocol, and is not spliced to one endpoint: a
+    /// 1,000-client burst under QEMU sent its prefaces seconds late. An
+    /// endpoint that speaks first (a banner) or not HTTP/2 fails the
+    /// handshake at its first bytes.
+    pub(super) fn endpoints_speak_h2(&self) -> bool {
+        let slots = || self.slots.iter().flatten();
+        slots().any(|s| s.state == SlotState::Active)
+            || (slots().all(|s| s.failures == 0)
+                && slots().any(|s| s.state == SlotState::Connecting))
+    }
+}
+
 /// A message the client verdict passed to the agent is not read yet (or
 /// the parse state cannot say): sockmap_io.rs re-reads the socket soon.
 pub(super) fn client_due(dp: &crate::ebpf::Datapath, cookie: u64, consumed: u32) -> bool {

@@ -33,10 +33,7 @@ pub fn what_it_speaks(first: &[u8]) -> &'static str {
 /// sent before the agent knew it was not HTTP/2. The client's socket is in
 /// agent_socks, where a plain read can return one message and then wait
 /// for an epoll edge that never comes (sockmap_io.rs), so it is read as
-/// fail_open.rs reads it. Under QEMU, HTTP/2 clients slower than
-/// SERVER_FIRST_WAIT to send their preface were spliced here and ended by
-/// nghttpd with GOAWAY SETTINGS_TIMEOUT (scale.rs on 6.1) while this read
-/// was a plain one; that this was the cause is not shown.
+/// fail_open.rs reads it: one relay for both.
 pub async fn run(endpoint: SocketAddr, client: TcpStream, first: Bytes) -> anyhow::Result<()> {
     tracing::debug!(%endpoint, "not HTTP/2: spliced to one endpoint");
     super::fail_open::splice(client, endpoint, &first).await?;

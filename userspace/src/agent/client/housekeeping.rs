@@ -227,9 +227,7 @@ impl ClientConn {
         self.gate_sent = Some(self.consumed);
         self.kernel.open_gate(self.consumed);
     }
-}
 
-impl ClientConn {
     /// Whether this connection's endpoints speak HTTP/2, or may yet: one
     /// finished the handshake, or they are all still in their first one
     /// (none failed). A client silent for SERVER_FIRST_WAIT is then slow,

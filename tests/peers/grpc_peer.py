@@ -67,6 +67,10 @@ def serve(args):
     class Echo(pb2_grpc.EchoServicer):
         def Unary(self, req, ctx):
             logged()
+            if args.die_on_delay_ms and req.delay_ms == args.die_on_delay_ms:
+                # a request that kills the pod that takes it (a query of death)
+                print(f"dying on a call with delay_ms {req.delay_ms}", file=sys.stderr, flush=True)
+                os._exit(3)
             if req.delay_ms:
                 time.sleep(req.delay_ms / 1000)
             return pb2.Msg(backend=name, seq=req.seq, payload=req.payload)
@@ -302,6 +306,8 @@ def main():
     s.add_argument("--max-concurrent-streams", type=int, default=0)
     s.add_argument("--grace", type=float, default=10.0)
     s.add_argument("--log-calls", action="store_true", help="print a line `call` per call")
+    s.add_argument("--die-on-delay-ms", type=int, default=0,
+                   help="exit at once on a unary call with this delay_ms, without answering")
     c = sub.add_parser("client")
     c.add_argument("--target", required=True)
     c.add_argument("--unary", type=int, default=0)

@@ -36,10 +36,12 @@ fn finish(bed: &mut TestBed, client: Running) -> Value {
 }
 
 /// Server-streaming calls of 5 s and unary calls of 200 ms run; be2's server
-/// is SIGKILLed after 1.5 s. Only the calls be2 had already answered (its
-/// streams, which had sent messages) may fail; unary calls it had not
-/// answered are refused with REFUSED_STREAM (the client may retry them:
-/// the endpoint never processed them).
+/// is SIGKILLed after 1.5 s. Only the calls be2 had taken may fail: its
+/// streams, which had sent messages, and the unary calls it held in their
+/// 200 ms, which it may have acted on, so they end with a 502 (UNAVAILABLE)
+/// and not REFUSED_STREAM, which says "not processed" and which grpc-js
+/// would resend by itself; a refusal is left only for calls that never
+/// reached be2.
 fn backend_killed(client: Grpc) {
     let (mut bed, mut servers) = grpc_bed(Grpc::Python, &[]);
     let c = spawn_client(
@@ -71,24 +73,96 @@ fn backend_killed(client: Grpc) {
     let (u, s) = (&r["unary"], &r["server_stream"]);
     let streams_ok =
         n(s, "failed") == n(s, "answered_failed") && n(s, "failed") <= 3 && n(s, "corrupt") == 0;
-    // Neither grpcio nor tonic retries a REFUSED_STREAM by itself (grpc-java
-    // and grpc-js do); both report UNAVAILABLE, which a retry policy may
-    // retry safely: the endpoint never saw the call.
-    let unary_ok = match client {
-        // grpc-js retries a refused stream by itself (a transparent retry):
-        // no unary call fails at all
-        Grpc::Node => n(u, "failed") == 0,
-        _ => n(u, "failed") == n(u, "refused") && n(u, "failed") <= 6,
+    // grpc-js retries a refused call by itself (a transparent retry), so
+    // its refused calls do not show as failures; the others report them.
+    let refused = if client == Grpc::Node {
+        0
+    } else {
+        n(u, "refused")
     };
+    let unary_ok = n(u, "failed") == refused + bad_gateway(u) && n(u, "failed") <= 6;
     assert!(
         streams_ok && unary_ok && n(u, "ok") > 0,
-        "be2 killed (SIGKILL) 1.5 s into the run, {client:?} client: want only answered streams to fail, \
-         unanswered unary calls refused ({}), nothing corrupt.\nunary: {u}\nserver_stream: {s}\n\
+        "be2 killed (SIGKILL) 1.5 s into the run, {client:?} client: want only the calls be2 had to fail \
+         ({}), nothing corrupt.\nunary: {u}\nserver_stream: {s}\n\
          --- right after the kill ---\n{after_kill}\n--- at the end ---\n{}",
-        "every unary failure REFUSED_STREAM, at most the 6 in flight",
+        "every unary failure a 502 or REFUSED_STREAM, at most the 6 in flight",
         probe::report(&mut bed)
     );
     bed.check_agent().expect("agent alive");
+}
+
+/// A call that kills the endpoint that takes it (a "query of death": a
+/// request that crashes the pod) is not resent by the agent's answer: the
+/// grpc-js client's one call ends UNAVAILABLE (the agent's 502) and one
+/// pod is dead, not two. A REFUSED_STREAM would have grpc-js resend it by
+/// itself (a transparent retry) to the next endpoint, which dies in turn;
+/// straight to the pod the client sees its connection fail and resends
+/// nothing. The two pods left serve on.
+#[test]
+fn a_call_that_kills_its_endpoint_is_not_resent_to_the_next() {
+    const DEADLY: &str = "777";
+    let (mut bed, mut servers) = grpc_bed(Grpc::Python, &["--die-on-delay-ms", DEADLY]);
+    let call = |bed: &TestBed, args: &[&str]| {
+        peers::grpc_client(
+            &bed.topo,
+            Some(&bed.cgroup),
+            Grpc::Node,
+            args,
+            rotor_testbed::bounds::scaled(Duration::from_secs(60)),
+        )
+    };
+    let deadly = call(
+        &bed,
+        &[
+            "--unary",
+            "1",
+            "--concurrency",
+            "1",
+            "--unary-delay-ms",
+            DEADLY,
+            "--timeout",
+            "20",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("grpc-js client: {e:#}\n{}", probe::report(&mut bed)));
+    // A resent call would reach the next pod within the client's own
+    // backoff; give it time to show.
+    std::thread::sleep(rotor_testbed::bounds::scaled(Duration::from_secs(2)));
+    let dead: Vec<String> = (servers.iter_mut())
+        .filter_map(|s| matches!(s.try_wait(), Ok(Some(_))).then(|| s.name().to_string()))
+        .collect();
+    let u = &deadly["unary"];
+    let after = call(
+        &bed,
+        &["--unary", "12", "--concurrency", "4", "--timeout", "20"],
+    )
+    .unwrap_or_else(|e| panic!("grpc-js client after: {e:#}\n{}", probe::report(&mut bed)));
+    let a = &after["unary"];
+    assert!(
+        dead.len() == 1
+            && n(u, "failed") == 1
+            && bad_gateway(u) == 1
+            && n(a, "ok") == 12
+            && a["backends"].as_object().is_some_and(|b| b.len() == 2),
+        "one deadly call through rotor: want 1 pod dead ({dead:?}), the call failed with the \
+         agent's 502 (UNAVAILABLE), not refused and resent; then 12 calls answered by the 2 \
+         pods left.\ndeadly call: {u}\nafter: {a}\n{}",
+        probe::report(&mut bed)
+    );
+    bed.check_agent().expect("agent alive");
+}
+
+/// Failed calls whose error is the agent's 502 for a call its endpoint
+/// took and never answered (each client words it its own way).
+fn bad_gateway(kind: &Value) -> u64 {
+    let Some(errors) = kind["errors"].as_object() else {
+        return 0;
+    };
+    (errors.iter())
+        .filter(|(e, _)| e.contains("502"))
+        .map(|(_, n)| n.as_u64().unwrap_or(0))
+        .sum()
 }
 
 #[test]
@@ -470,10 +544,12 @@ fn killed_backend_is_retried_after_restart() {
         .filter(|l| *l == "call")
         .count();
     assert!(
-        n(&r, "unary.failed") == n(&r, "unary.refused") && n(&r, "unary.failed") <= 4 && calls > 0,
+        n(&r, "unary.failed") == n(&r, "unary.refused") + bad_gateway(&r["unary"])
+            && n(&r, "unary.failed") <= 4
+            && calls > 0,
         "be2 killed 1.5 s into a 10 s run and restarted 2 s later: the restarted server got {calls} calls \
          on the client's connection (want > 0: a failed endpoint is retried with backoff), and only calls \
-         in flight on be2 at the kill may fail, refused; client {}\n{}",
+         in flight on be2 at the kill may fail (502 or refused); client {}\n{}",
         r["unary"],
         probe::report(&mut bed)
     );

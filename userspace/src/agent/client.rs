@@ -427,6 +427,7 @@ mod kernel;
 mod pick;
 mod setup;
 mod shutdown;
+mod stream_end;
 mod stream_limit;
 mod stream_window;
 mod subset;

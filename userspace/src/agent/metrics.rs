@@ -135,7 +135,7 @@ pub fn code_name(code: usize) -> &'static str {
 /// non-zero: most endpoints never see most codes).
 pub fn write_endpoints(x: &mut Exposition, totals: &[EndpointTotals]) {
     type Pick = fn(&EndpointTotals) -> u64;
-    let plain: [(&str, Kind, &str, Pick); 6] = [
+    let plain: [(&str, Kind, &str, Pick); 7] = [
         (
             "rotor_requests_total",
             Kind::Counter,
@@ -171,6 +171,12 @@ pub fn write_endpoints(x: &mut Exposition, totals: &[EndpointTotals]) {
             Kind::Counter,
             "Upstream connections to the endpoint that failed to connect or to complete the HTTP/2 handshake.",
             |t| t.connect_failures,
+        ),
+        (
+            "rotor_streams_lost_total",
+            Kind::Counter,
+            "Streams whose endpoint's connection ended before it answered them; the agent answered 502 (gRPC: UNAVAILABLE).",
+            |t| t.lost,
         ),
     ];
     for (name, kind, help, pick) in plain {

@@ -61,6 +61,10 @@ pub struct EndpointTotals {
     pub agent_req_bytes: u64,
     #[serde(default)]
     pub agent_resp_bytes: u64,
+    /// Streams the agent answered 502 because the endpoint's connection
+    /// ended before the endpoint answered them.
+    #[serde(default)]
+    pub lost: u64,
     /// Its last connect or handshake failed, and none succeeded since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing: Option<Failing>,
@@ -133,6 +137,7 @@ struct AgentCounts {
     resets: [[AtomicU64; RESET_CODES]; 3],
     goaways: [AtomicU64; RESET_CODES],
     connect_failures: AtomicU64,
+    lost: AtomicU64,
 }
 
 /// Endpoint ids and the agent's counters by id.
@@ -268,6 +273,13 @@ impl EndpointTable {
         entry.1 += 1;
     }
 
+    /// A stream the endpoint had not answered when its connection ended.
+    pub fn lost(&self, id: u32) {
+        if let Some(c) = self.at(id) {
+            c.lost.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// An upstream to the endpoint connected and shook hands.
     pub fn connected(&self, id: u32) {
         let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
@@ -332,6 +344,7 @@ impl EndpointTable {
             t.resp_bytes = load(&c.resp_bytes);
             t.ttfb_sum_ns = load(&c.ttfb_sum_ns);
             t.connect_failures = load(&c.connect_failures);
+            t.lost = load(&c.lost);
             t.ttfb = c.ttfb.iter().map(load).collect();
             t.resets = (c.resets.iter())
                 .map(|codes| codes.iter().map(load).collect())

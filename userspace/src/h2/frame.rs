@@ -138,6 +138,25 @@ pub fn rst_stream(out: &mut BytesMut, stream: u32, code: u32) {
     frame(out, kind::RST_STREAM, 0, stream, &code.to_be_bytes());
 }
 
+/// A response of the agent's own that ends its stream: HEADERS with
+/// `:status` alone and END_STREAM. The field is a literal naming `:status`
+/// by its static-table index, not indexed (RFC 7541 §6.2.2), so it decodes
+/// the same whatever dynamic table the client's decoder holds. A gRPC
+/// client reads a 502 as UNAVAILABLE (gRPC's HTTP-to-status mapping).
+pub fn status_response(out: &mut BytesMut, stream: u32, status: u16) {
+    const STATUS_NAME: u8 = 8; // static table: `:status: 200`
+    let digits = status.clamp(100, 999).to_string();
+    let mut block = vec![STATUS_NAME, digits.len() as u8];
+    block.extend_from_slice(digits.as_bytes());
+    frame(
+        out,
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        stream,
+        &block,
+    );
+}
+
 pub fn goaway(out: &mut BytesMut, last_stream: u32, code: u32) {
     let mut p = [0u8; 8];
     p[..4].copy_from_slice(&(last_stream & 0x7fff_ffff).to_be_bytes());
@@ -360,6 +379,30 @@ mod tests {
             (0x99, 7),
         ];
         assert_eq!(settings_value_error(&fine), None);
+    }
+
+    #[test]
+    fn status_response_decodes_to_its_status_alone() {
+        let mut b = BytesMut::new();
+        status_response(&mut b, 7, 502);
+        let h = FrameHeader::parse(&b).unwrap();
+        assert_eq!(
+            (h.kind, h.stream, h.len as usize),
+            (kind::HEADERS, 7, b.len() - 9)
+        );
+        assert!(h.has(flag::END_STREAM) && h.has(flag::END_HEADERS));
+        // A decoder whose table is full of other fields reads it the same.
+        let mut d = crate::h2::hpack::Decoder::new(4096);
+        let indexed = [0x40, 1, b'x', 1, b'y'];
+        assert!(d.decode(&indexed, 1 << 16).is_ok());
+        match d.decode(&b[9..], 1 << 16) {
+            Ok(crate::h2::hpack::Decoded::Fields(l)) => {
+                let fields: Vec<_> = l.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
+                assert_eq!(fields, vec![(b":status".to_vec(), b"502".to_vec())]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(d.table_len(), 1, "the response adds nothing to the table");
     }
 
     #[test]

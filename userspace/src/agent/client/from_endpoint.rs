@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 
+use super::stream_end::Gone;
 use super::{ClientConn, SlotState};
 use crate::agent::endpoint_socket::{self, UpstreamEvent};
 use crate::agent::metrics_counts::SIDE_ENDPOINT;
@@ -40,8 +41,8 @@ impl ClientConn {
                 // No new streams; the socket stays open (its reader holds
                 // it) until the kernel has carried the endpoint's last
                 // frames, a response's trailers before its FIN say: only
-                // then are its streams refused or cancelled and the slot
-                // reused.
+                // then do its streams end (`end_slot_streams`) and the slot
+                // is reused.
                 s.state = SlotState::Closed;
                 s.closed_at = Some(tokio::time::Instant::now());
                 s.unsettled = true;
@@ -65,7 +66,7 @@ impl ClientConn {
                     return;
                 };
                 s.unsettled = false;
-                self.refuse_slot_streams(slot, 0);
+                self.end_slot_streams(slot, Gone::Lost);
                 self.close_slot(slot);
             }
         }
@@ -190,7 +191,7 @@ impl ClientConn {
                 let last = payload
                     .get(..4)
                     .map(|b| u32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]]));
-                self.refuse_slot_streams(slot, last.unwrap_or(0));
+                self.end_slot_streams(slot, Gone::Above(last.unwrap_or(0)));
                 self.advertise_stream_limit();
             }
             _ => {}
@@ -216,8 +217,8 @@ impl ClientConn {
     }
 
     /// Ends an upstream with a connection error for its endpoint; the client
-    /// keeps its connection: streams the endpoint had not answered are
-    /// refused, so they can be retried elsewhere, answered ones cancelled.
+    /// keeps its connection, and the upstream's streams end as those of a
+    /// lost upstream (`end_slot_streams`).
     /// The reader writes the GOAWAY and closes the socket (endpoint_socket.rs).
     pub(super) fn drop_endpoint(&mut self, slot: u32, code: u32, why: &str) {
         if let Some(s) = self.slots[slot as usize].as_mut() {
@@ -231,7 +232,7 @@ impl ClientConn {
             s.unsettled = true;
         }
         self.kernel.up(slot).state.store(UP_EMPTY, Ordering::SeqCst);
-        self.refuse_slot_streams(slot, 0);
+        self.end_slot_streams(slot, Gone::Lost);
         self.advertise_stream_limit();
         let tx = self.up_tx.clone();
         tokio::spawn(async move {

@@ -7,11 +7,12 @@ use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 
+use super::stream_end::{self, Gone, StreamEnd};
 use super::{ClientConn, Slot, SlotState};
 use crate::agent::endpoint_socket;
 use crate::agent::metrics_counts::SIDE_AGENT;
 use crate::ebpf::abi::*;
-use crate::h2::frame::{self, error_code, DEFAULT_WINDOW};
+use crate::h2::frame::{self, DEFAULT_WINDOW};
 
 impl ClientConn {
     pub(super) fn add_endpoint(&mut self, endpoint: SocketAddr) {
@@ -81,7 +82,7 @@ impl ClientConn {
                     .registry
                     .endpoints
                     .connect_failed(endpoint, &why);
-                return self.upstream_lost(slot);
+                return self.upstream_never_opened(slot);
             }
         };
         let dp = &self.shared.dp;
@@ -119,7 +120,7 @@ impl ClientConn {
             // backoff of a failed connect; its streams go elsewhere.
             tracing::warn!(conn = id, endpoint = %s.endpoint, error = %format!("{e:#}"), "cannot hand the upstream to the kernel");
             dp.forget_cookie(cookie);
-            return self.upstream_lost(slot);
+            return self.upstream_never_opened(slot);
         }
         s.cookie = cookie;
         s.failures = 0;
@@ -166,14 +167,14 @@ impl ClientConn {
     }
 
     /// An upstream that never became usable: tried again with backoff, and
-    /// the streams that waited for it are refused (clients retry them) or
-    /// go to the other endpoints.
-    fn upstream_lost(&mut self, slot: u32) {
+    /// the streams that waited for it (none of which reached it) are
+    /// refused, or go to the other endpoints.
+    fn upstream_never_opened(&mut self, slot: u32) {
         if let Some(s) = self.slots[slot as usize].as_mut() {
             s.close();
             s.failures += 1;
         }
-        self.refuse_slot_streams(slot, 0);
+        self.end_slot_streams(slot, Gone::NeverOpened);
         self.dispatch_held();
         self.maybe_open_gate();
     }
@@ -238,27 +239,24 @@ impl ClientConn {
         self.shared.dp.forget_cookie(cookie);
     }
 
-    /// Streams of an upstream that is gone (or went away above `last`):
-    /// those the endpoint had not answered are refused, so clients retry
-    /// them (RFC 9113 §8.7); answered ones are cancelled.
-    pub(super) fn refuse_slot_streams(&mut self, slot: u32, last: u32) {
+    /// Ends the streams of an upstream that is gone, each with what the
+    /// client may know of it (stream_end.rs).
+    pub(super) fn end_slot_streams(&mut self, slot: u32, gone: Gone) {
+        let last = gone.above();
         let mut out = BytesMut::new();
         for (stream, entry) in self.kernel.take_streams_of(slot, last) {
             self.carried.end(stream);
             self.kernel.up(slot).streams.fetch_sub(1, Ordering::SeqCst);
-            let code = if entry.flags & STREAM_ANSWERED != 0 {
-                error_code::CANCEL
-            } else {
-                error_code::REFUSED_STREAM
-            };
-            frame::rst_stream(&mut out, stream, code);
+            let end = stream_end::stream_end(Some(entry.flags), gone);
+            stream_end::write(&mut out, stream, end);
+            self.count_stream_end(entry.endpoint, end);
             self.count_ended(&entry);
-            (self.endpoints()).reset(entry.endpoint, SIDE_AGENT, code);
         }
+        let endpoint = self.slot_endpoint(slot);
         for stream in self.carried.take_above(slot, last) {
-            frame::rst_stream(&mut out, stream, error_code::REFUSED_STREAM);
-            let endpoint = self.slot_endpoint(slot);
-            (self.endpoints()).reset(endpoint, SIDE_AGENT, error_code::REFUSED_STREAM);
+            let end = stream_end::stream_end(None, gone);
+            stream_end::write(&mut out, stream, end);
+            self.count_stream_end(endpoint, end);
         }
         if last == 0 {
             if let Some(s) = self.slots[slot as usize].as_mut() {
@@ -267,6 +265,13 @@ impl ClientConn {
         }
         if !out.is_empty() {
             self.send_to_client(&out);
+        }
+    }
+
+    fn count_stream_end(&self, endpoint: u32, end: StreamEnd) {
+        match end {
+            StreamEnd::Reset(code) => (self.endpoints()).reset(endpoint, SIDE_AGENT, code),
+            StreamEnd::BadGateway { .. } => (self.endpoints()).lost(endpoint),
         }
     }
 }

@@ -119,7 +119,8 @@ enum Cmd {
         #[arg(long, default_value = "4G")]
         memory: String,
         /// Limit per VM (boot and tests), seconds [default: 900, with
-        /// --full or --test 2400 per target].
+        /// --full or --test 7200 per target: `timing` takes about 201 s on
+        /// a 2-core host, so about 90 min under QEMU's 27x].
         #[arg(long)]
         timeout: Option<u64>,
     },
@@ -274,7 +275,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             timeout,
         } => {
             let per_target = full || !tests.is_empty();
-            let timeout = timeout.unwrap_or(if per_target { 2400 } else { 900 });
+            let timeout = timeout.unwrap_or(if per_target { 7200 } else { 900 });
             let kernels = if kernels.is_empty() {
                 kernels::DEFAULT.iter().map(|s| s.to_string()).collect()
             } else {

@@ -357,4 +357,44 @@ mod tests {
         r.boot = "timed out".into();
         assert!(!r.green());
     }
+
+    /// A red result runs again (the README promises "only what changed or
+    /// failed"), and its log is kept aside first; a green one is reused.
+    #[test]
+    fn only_green_results_are_reused_and_red_logs_are_kept() {
+        let dir = std::env::temp_dir().join(format!("rotor-xtask-cache-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let (json, log) = (dir.join("bodies.json"), dir.join("bodies.log"));
+        let mut r = KernelResult {
+            name: "newest".into(),
+            suite: "trixie-backports".into(),
+            release: "7.3.4+deb13-amd64".into(),
+            package: String::new(),
+            fingerprint: "fp".into(),
+            boot: "ok".into(),
+            results: vec![("bodies".into(), "fail rc=101 stalled".into())],
+            seconds: 1,
+            log: String::new(),
+            date: "2026-12-04T22:51:00Z".into(),
+        };
+        fs::write(&json, serde_json::to_string(&r).unwrap()).unwrap();
+        fs::write(&log, "the red run").unwrap();
+        assert!(
+            runner::cached(&json, "fp", false).is_none(),
+            "red: runs again"
+        );
+        runner::keep_red_log(&json, &log);
+        let kept = dir.join("bodies.red-20261204T225100Z.log");
+        assert_eq!(fs::read_to_string(&kept).unwrap(), "the red run");
+        assert!(!log.exists());
+        r.results[0].1 = "ok test result: ok. 2 passed [42 s]".into();
+        fs::write(&json, serde_json::to_string(&r).unwrap()).unwrap();
+        fs::write(&log, "the green run").unwrap();
+        assert!(runner::cached(&json, "fp", false).is_some());
+        assert!(runner::cached(&json, "other binaries", false).is_none());
+        assert!(runner::cached(&json, "fp", true).is_none(), "--force");
+        runner::keep_red_log(&json, &log);
+        assert!(log.exists(), "a green run's log stays");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

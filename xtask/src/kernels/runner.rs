@@ -203,12 +203,37 @@ pub(super) fn parse_log(log: &str) -> (Option<String>, Vec<(String, String)>, bo
     (release, results, done)
 }
 
+/// A green result of the same binaries and arguments; a red one runs again
+/// (its log is kept: `keep_red_log`).
 pub(super) fn cached(path: &Path, fp: &str, force: bool) -> Option<KernelResult> {
     if force {
         return None;
     }
     let r: KernelResult = serde_json::from_str(&fs::read_to_string(path).ok()?).ok()?;
-    (r.fingerprint == fp && r.boot == "ok").then_some(r)
+    (r.fingerprint == fp && r.green()).then_some(r)
+}
+
+/// Before a run overwrites it, the log of a red result moves to
+/// `<name>.red-<date>.log` beside it: a failure seen once (on a busy host,
+/// say) is still there to read after a green rerun.
+pub(super) fn keep_red_log(json: &Path, log: &Path) {
+    let Ok(text) = fs::read_to_string(json) else {
+        return;
+    };
+    let Ok(r) = serde_json::from_str::<KernelResult>(&text) else {
+        return;
+    };
+    if r.green() || !log.exists() {
+        return;
+    }
+    let stamp: String = (r.date.chars())
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let kept = log.with_extension(format!("red-{stamp}.log"));
+    match fs::rename(log, &kept) {
+        Ok(()) => println!("xtask: the red run's log is kept as {}", kept.display()),
+        Err(e) => println!("xtask: keeping {}: {e}", log.display()),
+    }
 }
 
 pub(super) fn run_host(run: &Run, opts: &Options) -> Result<KernelResult> {
@@ -225,6 +250,7 @@ pub(super) fn run_host(run: &Run, opts: &Options) -> Result<KernelResult> {
         );
         return Ok(r);
     }
+    keep_red_log(&json, &log);
     println!("xtask: host {release}: running {} (no VM)", run.tag);
     let start = Instant::now();
     let rc = run_logged(
@@ -268,6 +294,7 @@ pub(super) fn run_vm(
         );
         return Ok(cached);
     }
+    keep_red_log(&json, &log);
     let vmlinuz = fetch(apt, r)?;
     println!(
         "xtask: {} ({name}, {suite}) {}: booting under QEMU (TCG), log {}",

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rotor_testbed::agent::http_get;
 use rotor_testbed::tools::h2load;
 use rotor_testbed::topology::backend_addr;
-use rotor_testbed::{scaled, Agent, LoadSpec, TestBed};
+use rotor_testbed::{scaled, scaled_secs, Agent, LoadSpec, TestBed};
 use rotor_tests::peers::{self, count_requests, python_script, spawn_in_backend, start_nghttpd};
 
 const METRICS: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 15020);
@@ -280,12 +280,23 @@ fn endpoint_goaways_show_with_their_code() {
         "no GOAWAY yet\n{before}"
     );
     let spec = LoadSpec {
-        duration: Some(2.0),
+        duration: Some(scaled_secs(2.0)),
         requests: None,
         ..LoadSpec::whoami(1, 4, 0)
     };
     let load = bed.spawn_load(&spec).expect("load");
-    std::thread::sleep(Duration::from_millis(700));
+    // The GOAWAY must meet an established upstream, not one still in its
+    // handshake (which counts as a connect failure): a slow machine took
+    // longer than 700 ms to get there.
+    let e = ep.to_string();
+    let served = rotor_testbed::wait_until(Duration::from_secs(10), || {
+        metric(&scrape(&bed), "rotor_responses_total", &[("endpoint", &e)]).is_some_and(|n| n > 0.0)
+    });
+    assert!(
+        served.is_some(),
+        "no response through rotor within 10 s\n{}",
+        bed.diagnostics()
+    );
     server.signal(libc::SIGUSR1).expect("SIGUSR1");
     let _ = load.finish();
     let text = scrape(&bed);
@@ -294,7 +305,6 @@ fn endpoint_goaways_show_with_their_code() {
         .filter_map(|l| l.strip_prefix("goaways "))
         .filter_map(|n| n.trim().parse::<f64>().ok())
         .fold(0.0, f64::max);
-    let e = ep.to_string();
     let seen = metric(
         &text,
         "rotor_endpoint_goaways_total",

@@ -103,6 +103,28 @@ case "$line" in
 esac
 echo "ROTOR-RESULT probe $res [$((SECONDS - start)) s]"
 
+# A target that prints nothing for this long (a test that hangs, or a
+# kernel thread that spins) gets one look at the machine in the log.
+STALL=${ROTOR_STALL_REPORT:-300}
+stall_report() {
+	echo "ROTOR-STALL $1: $2"
+	{
+		echo "load: $(cat /proc/loadavg)"
+		ps -eo pid,ppid,stat,pcpu,etimes,wchan:32,args --sort=-pcpu | head -25
+		# the busiest kernel threads' stacks (a kworker that spins shows here)
+		for p in $(ps -eo pid,pcpu,comm --sort=-pcpu --no-headers | awk '$3 ~ /^(kworker|ksoftirqd)/ && $2 > 5 { print $1 }' | head -4); do
+			echo "stack of $p ($(cat /proc/"$p"/comm 2>/dev/null)):"
+			cat /proc/"$p"/stack 2>/dev/null
+		done
+		# bytes stuck in a queue show as Recv-Q / Send-Q, per test namespace
+		for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }'); do
+			echo "netns $ns:"
+			ip netns exec "$ns" ss -tnp 2>/dev/null | awk 'NR == 1 || $2 > 0 || $3 > 0' | head -12
+		done
+		dmesg 2>/dev/null | tail -20
+	} 2>&1 | sed "s/^/$1| stall| /"
+}
+
 for spec in "$@"; do
 	name=${spec%%=*}
 	rest=${spec#*=}
@@ -110,10 +132,42 @@ for spec in "$@"; do
 	filter=""
 	[[ $rest == *:* ]] && filter=${rest#*:}
 	start=$SECONDS
+	# The output goes to the log as it comes (libtest names each test as
+	# it starts), so a test that hangs shows which one it is; a target
+	# silent for STALL seconds gets one look at the machine (stall_report).
+	out_file=$(mktemp)
 	# shellcheck disable=SC2086 # the filter is one word or none
-	out=$(timeout "$limit" "$bin" $filter --test-threads=1 2>&1)
-	rc=$?
-	printf '%s\n' "$out" | sed "s/^/$name| /"
+	# its own process group, so that a stop takes the agents and peers it
+	# started with it
+	setsid "$bin" $filter --test-threads=1 >"$out_file" 2>&1 &
+	pid=$!
+	tail -n +1 -f --pid=$pid "$out_file" | sed -u "s/^/$name| /" &
+	follower=$!
+	rc=""
+	reported=0
+	while kill -0 $pid 2>/dev/null; do
+		sleep 2
+		if ((SECONDS - start >= limit)); then
+			stall_report "$name" "$limit s: stopped"
+			kill -9 -- -$pid 2>/dev/null
+			rc=124
+			break
+		fi
+		idle=$(($(date +%s) - $(stat -c %Y "$out_file")))
+		if ((idle >= STALL && !reported)); then
+			stall_report "$name" "no output for $idle s"
+			reported=1
+		fi
+	done
+	if [[ -z $rc ]]; then
+		wait $pid
+		rc=$?
+	fi
+	wait $follower 2>/dev/null
+	# a test stopped mid-line ("test x ... ") leaves no newline
+	((rc == 124)) && echo
+	out=$(cat "$out_file")
+	rm -f "$out_file"
 	if ((rc == 0)) && printf '%s\n' "$out" | grep -q 'test result: ok. [1-9]'; then
 		res="ok $(printf '%s\n' "$out" | grep -m1 -o 'test result: ok. [0-9]* passed')"
 	elif printf '%s\n' "$out" | grep -q 'rotor needs'; then

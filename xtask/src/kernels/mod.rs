@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::workspace_root;
+use crate::{target_dir, workspace_root};
 
 mod debian;
 mod runner;
@@ -194,7 +194,7 @@ pub fn run_kernels(opts: &Options) -> Result<bool> {
     let _ = fs::remove_dir_all(&bin_dir);
     fs::create_dir_all(&bin_dir)?;
     let mut shared: Vec<PathBuf> = vec![script.clone()];
-    for entry in fs::read_dir(root.join("target/release"))? {
+    for entry in fs::read_dir(target_dir().join("release"))? {
         let p = entry?.path();
         let is_exe =
             fs::metadata(&p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);

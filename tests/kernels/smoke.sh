@@ -119,7 +119,8 @@ stall_report() {
 		# bytes stuck in a queue show as Recv-Q / Send-Q, per test namespace
 		for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }'); do
 			echo "netns $ns:"
-			ip netns exec "$ns" ss -tnp 2>/dev/null | awk 'NR == 1 || $2 > 0 || $3 > 0' | head -12
+			# nsenter, not `ip netns exec`, which remounts /sys (read-only here)
+			nsenter --net=/run/netns/"$ns" ss -tnp 2>&1 | awk 'NR == 1 || $2 > 0 || $3 > 0' | head -12
 		done
 		dmesg 2>/dev/null | tail -20
 	} 2>&1 | sed "s/^/$1| stall| /"

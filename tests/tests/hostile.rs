@@ -10,7 +10,9 @@
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use rotor_testbed::{backend_addr, Agent, Child, LoadSpec, Stream, TestBed, VIP};
+use rotor_testbed::{
+    backend_addr, scaled, scaled_secs, Agent, Child, LoadSpec, Stream, TestBed, VIP,
+};
 use rotor_tests::peers::{self, python_script, run_json};
 use rotor_tests::probe::{self, Dmesg};
 use serde_json::Value;
@@ -138,14 +140,18 @@ fn flood(mode: &str, code: u64) {
         .expect("steady load");
     std::thread::sleep(Duration::from_millis(500));
     let watch = RssWatch::start(pid);
-    let attack: Value = run_json(attacker(&bed, "8"), Duration::from_secs(30))
+    // The attacker's own time, scaled: under QEMU (7.3) the agent had read
+    // 3.3 MB of the flood, short of its 4 MiB bound, when an unscaled 8 s
+    // ran out, and the attacker's leaving ended be2's upstream unflagged.
+    let patience = scaled_secs(8.0).to_string();
+    let attack: Value = run_json(attacker(&bed, &patience), Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("attacker client: {e:#}"));
     // be2's goodbye takes up to a second after the drop
     let started = Instant::now();
     while !flooder
         .output(Stream::Stdout)
         .contains("closed after flood")
-        && started.elapsed() < Duration::from_secs(5)
+        && started.elapsed() < scaled(Duration::from_secs(5))
     {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -276,7 +282,9 @@ fn many_endpoints_within_their_bounds_cannot_pass_the_node_budget() {
     let mut held = Vec::new();
     for k in 0..ATTACKERS {
         let name = format!("attacker-{k}");
-        let child = Child::spawn(&name, attacker(&bed, "40"), bed.topo.dir()).expect("attacker");
+        let patience = scaled_secs(40.0).to_string();
+        let child =
+            Child::spawn(&name, attacker(&bed, &patience), bed.topo.dir()).expect("attacker");
         attackers.push(child);
         // each one's bytes are in the agent before the next starts
         let want = ((k + 1) * 3) << 20;
@@ -292,7 +300,7 @@ fn many_endpoints_within_their_bounds_cannot_pass_the_node_budget() {
     // be2 reads the GOAWAY of the upstream that was cut
     let started = Instant::now();
     while goaways(&flooder.output(Stream::Stdout)).is_empty()
-        && started.elapsed() < Duration::from_secs(5)
+        && started.elapsed() < scaled(Duration::from_secs(5))
     {
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -75,9 +75,8 @@ fn attack(bed: &mut TestBed, mode: &str) -> Outcome {
         bed.topo.client_ns(),
         Some(bed.cgroup.path()),
         "hostile_headers.py",
-        // its wait for each answer, scaled: on 7.3 under QEMU the agent
-        // answered the bomb's 40 blocks of 64 MB header lists more slowly
-        // than the unscaled 5 s, and the attacker left with 5 unanswered
+        // its wait for each answer scales like every bound of the tests (an
+        // unscaled 5 s under QEMU is too short for 64 MB header lists)
         &[mode, "--addr", "10.96.0.10:8080", "--wait", &wait],
     );
     let running = Running::spawn(

@@ -209,18 +209,18 @@ pub(super) fn cached(path: &Path, fp: &str, force: bool) -> Option<KernelResult>
     if force {
         return None;
     }
-    let r: KernelResult = serde_json::from_str(&fs::read_to_string(path).ok()?).ok()?;
-    (r.fingerprint == fp && r.green()).then_some(r)
+    read_result(path).filter(|r| r.fingerprint == fp && r.green())
+}
+
+fn read_result(path: &Path) -> Option<KernelResult> {
+    serde_json::from_str(&fs::read_to_string(path).ok()?).ok()
 }
 
 /// Before a run overwrites it, the log of a red result moves to
 /// `<name>.red-<date>.log` beside it: a failure seen once (on a busy host,
 /// say) is still there to read after a green rerun.
 pub(super) fn keep_red_log(json: &Path, log: &Path) {
-    let Ok(text) = fs::read_to_string(json) else {
-        return;
-    };
-    let Ok(r) = serde_json::from_str::<KernelResult>(&text) else {
+    let Some(r) = read_result(json) else {
         return;
     };
     if r.green() || !log.exists() {

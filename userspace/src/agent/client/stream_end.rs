@@ -51,7 +51,7 @@ pub(super) enum StreamEnd {
 
 /// The status of the agent's response to a stream whose endpoint's
 /// connection ended before it answered.
-pub(super) const BAD_GATEWAY: u16 = 502;
+const BAD_GATEWAY: u16 = 502;
 
 /// How a stream ends: `flags` is the kernel's entry for it, None when the
 /// kernel has none. A stream bound in the agent without an entry ended

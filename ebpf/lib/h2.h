@@ -227,6 +227,20 @@ static __always_inline int parse_frames(struct __sk_buff *skb)
 
 	if (!st)
 		return skb->len; /* no state: cannot frame; the verdict passes it */
+#ifdef ROTOR_DEBUG_PARSE
+	/* Each parse of a client socket (A) in the trace buffer, read by the
+	 * kernel runs' stall report (tests/kernels/smoke.sh): a socket whose
+	 * parser is never called again while TCP received more showed so on
+	 * 7.3 (ebpf/README.md, "What differs by kernel"). */
+	{
+		__u32 seq = skb->cb[0], next = st->next_seq;
+		int r = parse_frames_inner(skb, st);
+
+		if (st->accepted)
+			bpf_printk("rotor-parse seq=%u len=%u next=%u ret=%d", seq, skb->len, next, r);
+		return r;
+	}
+#endif
 	return parse_frames_inner(skb, st);
 }
 

@@ -104,26 +104,61 @@ esac
 echo "ROTOR-RESULT probe $res [$((SECONDS - start)) s]"
 
 # A target that prints nothing for this long (a test that hangs, or a
-# kernel thread that spins) gets one look at the machine in the log.
-STALL=${ROTOR_STALL_REPORT:-300}
+# kernel thread that spins) gets a look at the machine in the log, up to
+# three, one per STALL seconds of silence. With an agent built by
+# `ROTOR_CLANG=<clang-16 -DROTOR_DEBUG_PARSE wrapper> cargo xtask kernels`
+# the look includes the client parser's trace (lib/h2.h).
+STALL=${ROTOR_STALL_REPORT:-180}
 stall_report() {
 	echo "ROTOR-STALL $1: $2"
 	{
 		echo "load: $(cat /proc/loadavg)"
-		ps -eo pid,ppid,stat,pcpu,etimes,wchan:32,args --sort=-pcpu | head -25
-		# the busiest kernel threads' stacks (a kworker that spins shows here)
-		for p in $(ps -eo pid,pcpu,comm --sort=-pcpu --no-headers | awk '$3 ~ /^(kworker|ksoftirqd)/ && $2 > 5 { print $1 }' | head -4); do
+		# per thread: a tokio worker blocked in the kernel shows its wait
+		# channel here, not on its process's line
+		ps -eLo pid,tid,stat,pcpu,etimes,wchan:32,comm --sort=-pcpu | awk 'NR == 1 || $3 ~ /D/ || $4 > 1 || $7 ~ /^(rotor|kworker|python|nghttp|h2load)/' | head -60
+		# the stacks of every task in uninterruptible sleep (a socket lock
+		# that is never released shows as several tasks in lock_sock, and
+		# the holder's stack)
+		if [[ -w /proc/sysrq-trigger ]]; then
+			seen=$(dmesg 2>/dev/null | wc -l)
+			echo w >/proc/sysrq-trigger
+			sleep 1
+			dmesg 2>/dev/null | tail -n +$((seen + 1)) | head -300
+		fi
+		for p in $(ps -eLo tid,stat --no-headers | awk '$2 ~ /D/ { print $1 }' | head -8); do
 			echo "stack of $p ($(cat /proc/"$p"/comm 2>/dev/null)):"
-			cat /proc/"$p"/stack 2>/dev/null
+			timeout 5 cat /proc/"$p"/stack 2>/dev/null
 		done
-		# bytes stuck in a queue show as Recv-Q / Send-Q, per test namespace
+		# every TCP socket per test namespace: bytes stuck show as Recv-Q /
+		# Send-Q; memory held off the TCP queue (a psock's or strparser's)
+		# shows only in skmem (r: receive memory charged, rb: its limit),
+		# and a closed window in rcv_space / snd_wnd. `ss -i` takes each
+		# socket's lock, so it is limited: a lock never released stops it.
 		for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }'); do
 			echo "netns $ns:"
 			# nsenter, not `ip netns exec`, which remounts /sys (read-only here)
-			nsenter --net=/run/netns/"$ns" ss -tnp 2>&1 | awk 'NR == 1 || $2 > 0 || $3 > 0' | head -12
+			timeout 10 nsenter --net=/run/netns/"$ns" ss -tanp 2>&1 | head -30
+			timeout 10 nsenter --net=/run/netns/"$ns" ss -tanmi >"$out_file.ss" 2>&1
+			(($? == 124)) && echo "(ss -tanmi: no answer in 10 s; what it printed follows)"
+			head -60 "$out_file.ss"
+			rm -f "$out_file.ss"
 		done
-		dmesg 2>/dev/null | tail -20
-	} 2>&1 | sed "s/^/$1| stall| /"
+		cat /proc/net/sockstat 2>/dev/null
+		# the kernel's side of each socket: where its parser stands
+		# (next_seq against TCP's bytes_received above) and what the
+		# verdicts counted
+		if command -v bpftool >/dev/null; then
+			for m in parse_states stats; do
+				echo "map $m:"
+				timeout 10 bpftool map dump name "$m" 2>&1 | head -150
+			done
+		fi
+		# a debug build's trace lines (ROTOR_CLANG adding -DROTOR_DEBUG_PARSE)
+		for t in /sys/kernel/tracing/trace /sys/kernel/debug/tracing/trace; do
+			[[ -r $t ]] && { grep 'rotor-' "$t" | tail -80; break; }
+		done
+		dmesg 2>/dev/null | grep -v 'sysrq\|task:\|Call Trace\|^\[.*\]  ' | tail -20
+	} 2>&1 | sed -u "s/^/$1| stall| /"
 }
 
 for spec in "$@"; do
@@ -146,6 +181,7 @@ for spec in "$@"; do
 	follower=$!
 	rc=""
 	reported=0
+	next=$STALL
 	while kill -0 $pid 2>/dev/null; do
 		sleep 2
 		if ((SECONDS - start >= limit)); then
@@ -155,9 +191,14 @@ for spec in "$@"; do
 			break
 		fi
 		idle=$(($(date +%s) - $(stat -c %Y "$out_file")))
-		if ((idle >= STALL && !reported)); then
+		# one look per STALL seconds of silence, three at most per
+		# target: whether anything moved between two looks is the answer
+		if ((idle < STALL)); then
+			next=$STALL
+		elif ((idle >= next && reported < 3)); then
 			stall_report "$name" "no output for $idle s"
-			reported=1
+			reported=$((reported + 1))
+			next=$((next + STALL))
 		fi
 	done
 	if [[ -z $rc ]]; then

@@ -217,18 +217,26 @@ fn read_result(path: &Path) -> Option<KernelResult> {
 }
 
 /// Before a run overwrites it, the log of a red result moves to
-/// `<name>.red-<date>.log` beside it: a failure seen once (on a busy host,
-/// say) is still there to read after a green rerun.
+/// `<name>.red-<time>.log` beside it: a failure seen once (on a busy host,
+/// say) is still there to read after a green rerun. A log newer than its
+/// result is a run stopped before it wrote one (a stall, Ctrl-C), kept too.
+/// The time is the log's own, so no two runs' logs take the same name.
 pub(super) fn keep_red_log(json: &Path, log: &Path) {
-    let Some(r) = read_result(json) else {
+    let Ok(log_time) = fs::metadata(log).and_then(|m| m.modified()) else {
         return;
     };
-    if r.green() || !log.exists() {
+    let result_time = fs::metadata(json).and_then(|m| m.modified()).ok();
+    let green = read_result(json).is_some_and(|r| r.green());
+    if green && result_time.is_some_and(|t| t >= log_time) {
         return;
     }
-    let stamp: String = (r.date.chars())
-        .filter(|c| c.is_ascii_alphanumeric())
-        .collect();
+    let stamp = output(
+        Command::new("date")
+            .args(["-u", "+%Y%m%dT%H%M%SZ", "-r"])
+            .arg(log),
+    )
+    .map(|s| s.trim().to_string())
+    .unwrap_or_default();
     let kept = log.with_extension(format!("red-{stamp}.log"));
     match fs::rename(log, &kept) {
         Ok(()) => println!("xtask: the red run's log is kept as {}", kept.display()),

@@ -194,22 +194,46 @@ static __always_inline int redirect_to_upstream(struct __sk_buff *skb, __u32 con
 }
 
 /*
- * Frames for the agent are redirected into the socket's own ingress queue
- * rather than returned with SK_PASS. On 6.18 SK_PASS leaves the bytes
- * accounted in the TCP receive queue until user space reads them, and a
- * socket whose reader falls behind stops parsing: bytes stay unparsed until
- * more arrive (ebpf/README.md, "Handing frames to the agent").
+ * Frames for the agent go into the ingress of the source socket's tap
+ * (agent_taps), a unix socket the agent reads in place of the source, and
+ * into the source's own ingress only while it has none (an accepted A
+ * before the agent made its tap, a generation without taps).
+ *
+ * The own ingress was the only way before, but it depends on the kernel.
+ * On 6.18 a redirect there queues on the psock and is read as such; a
+ * plain SK_PASS left the bytes counted in the TCP receive queue and the
+ * socket stopped parsing (ebpf/README.md point 2). 7.3 turns that same
+ * redirect into SK_PASS, whose copied_seq bookkeeping counts bytes passed
+ * earlier and still unread twice: past rcv_nxt the parser is never called
+ * again, and an A whose client waits for answers went deaf for good
+ * (hostile_headers' HPACK bomb; ebpf/README.md, "What differs by kernel").
+ * A redirect into another socket's ingress takes the same queue on every
+ * kernel and leaves the source's copied_seq alone.
+ *
+ * `self_before` (A's only; an upstream gets its tap before it joins its
+ * hash, so none of its frames goes to its own ingress): the counted
+ * messages that went to the own ingress before this one. The first that
+ * goes to the tap records it in tap_starts, where the agent learns when to
+ * stop reading the source.
  */
-static __always_inline int pass_to_self(struct __sk_buff *skb, void *map, void *key, __u32 len)
+static __always_inline int pass_to_agent(struct __sk_buff *skb, void *map, void *key, __u32 len,
+					 const __u32 *self_before)
 {
+	__u64 cookie = bpf_get_socket_cookie(skb);
+
 	stat_inc(STAT_PASS_AGENT);
 	stat_add(STAT_AGENT_BYTES, len);
-	if (bpf_sk_redirect_hash(skb, map, key, BPF_F_INGRESS) == SK_PASS)
+	if (bpf_sk_redirect_hash(skb, &agent_taps, &cookie, BPF_F_INGRESS) == SK_PASS) {
+		if (self_before)
+			bpf_map_update_elem(&tap_starts, &cookie, self_before, BPF_NOEXIST);
 		return SK_PASS;
+	}
+	bpf_sk_redirect_hash(skb, map, key, BPF_F_INGRESS);
 	return SK_PASS; /* not in the map (yet): plain pass */
 }
 
-static __always_inline int pass_to_agent_from_client(struct __sk_buff *skb, __u32 len)
+static __always_inline int pass_to_agent_from_client(struct __sk_buff *skb, __u32 len,
+						     __u32 self_before)
 {
 	struct client_key key = {
 		.client_port = bpf_ntohl(skb->remote_port),
@@ -233,7 +257,7 @@ static __always_inline int pass_to_agent_from_client(struct __sk_buff *skb, __u3
 		ip_mapped(key.agent_ip, skb->local_ip4);
 	}
 
-	return pass_to_self(skb, &agent_socks, &key, len);
+	return pass_to_agent(skb, &agent_socks, &key, len, &self_before);
 }
 
 static __always_inline int pass_to_agent_from_upstream(struct __sk_buff *skb, __u32 conn_id, __u32 slot,
@@ -241,7 +265,7 @@ static __always_inline int pass_to_agent_from_upstream(struct __sk_buff *skb, __
 {
 	__u64 key = upstream_sock_key(conn_id, slot);
 
-	return pass_to_self(skb, &upstream_socks, &key, len);
+	return pass_to_agent(skb, &upstream_socks, &key, len, NULL);
 }
 
 #endif

@@ -89,6 +89,26 @@ struct {
 	__type(value, __u32);
 } upstream_socks SEC(".maps");
 
+/* T: each A's and Uk's tap, key the source socket's cookie: a unix socket
+ * the agent reads in place of the source, into whose ingress the verdicts
+ * hand the agent its frames (conn.h, pass_to_agent). No programs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, MAX_CONNS * 5);
+	__type(key, __u64);
+	__type(value, __u32);
+} agent_taps SEC(".maps");
+
+/* A's cookie → how many counted messages went into A's own ingress before
+ * the first went into its tap (written once, by the verdict): the agent
+ * reads A up to there, then the tap. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_CONNS);
+	__type(key, __u64);
+	__type(value, __u32);
+} tap_starts SEC(".maps");
+
 /* J: the agent's injector sockets; frame parser + injector verdict. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);

@@ -173,6 +173,16 @@ pub fn raise_open_files() -> io::Result<(u64, u64)> {
     Ok((before, lim.rlim_cur))
 }
 
+/// The soft limit of open files, if it can be read.
+pub fn open_files_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct we pass.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim.rlim_cur)
+}
+
 /// Lifts RLIMIT_MEMLOCK, if it is limited: kernels before 5.11 charge bpf
 /// maps to it. Best effort: without the right to raise it, a map that
 /// does not fit fails later and says so.
@@ -239,3 +249,29 @@ pub fn terminal_width(fd: &impl AsRawFd) -> Option<u16> {
 }
 
 pub mod scm;
+
+/// SO_RCVBUFFORCE (the agent has CAP_NET_ADMIN), else SO_RCVBUF, which
+/// net.core.rmem_max caps.
+pub fn set_receive_buffer(sock: &impl AsRawFd, bytes: usize) -> io::Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let mut rc = -1;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: the option takes a c_int, passed with its size.
+        rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            break;
+        }
+    }
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

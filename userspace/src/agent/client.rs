@@ -201,7 +201,10 @@ impl ClientConn {
         let mut handing = self.shared.handover.subscribe();
 
         let mut buf = vec![0u8; 32 * 1024];
-        let mut a_reader = super::sockmap_io::SockmapReader::default();
+        // The client's frames for the agent: from A until its tap takes
+        // over (agent/tap.rs). The tap comes once the preface is read, so
+        // no preface is split between A and the tap.
+        let mut input = super::tap::SourceInput::new(None, false);
         // The looks at what the kernel did unasked (pace.rs).
         let mut pace = Pace::default();
         let look = tokio::time::sleep(pace::FIRST);
@@ -220,6 +223,7 @@ impl ClientConn {
             let mut looked = false;
             let (cookie, consumed) = (self.cookie, self.consumed);
             let due = || housekeeping::client_due(&dp, cookie, consumed);
+            let caught_up = || super::tap::SourceInput::caught_up(dp.tap_start(cookie), consumed);
             tokio::select! {
                 () = &mut server_first, if self.consumed == 0 => {
                     if housekeeping::client_sent_first(&dp, cookie) || self.endpoints_speak_h2() {
@@ -244,7 +248,7 @@ impl ClientConn {
                     }
                 }
                 () = cut.notified() => self.on_budget_cut(),
-                r = a_reader.recv_confirmed_counted(&a, &mut buf, &due),
+                r = input.recv(&a, &mut buf, &due, &caught_up),
                     if client_eof.is_none() && !self.injector_backed_up() => {
                     let n = r?;
                     if n == 0 {
@@ -287,6 +291,7 @@ impl ClientConn {
                     }
                     self.release_hold();
                     self.maybe_open_gate();
+                    self.tap_client(&mut input);
                 }
                 Some(ev) = up_rx.recv(), if !self.injector_backed_up() => {
                     self.on_upstream_event(ev);
@@ -329,7 +334,7 @@ impl ClientConn {
                     || since.elapsed() > CLIENT_FIN_LIMIT
                     || crate::ebpf::tcp_received(&a).is_ok_and(|r| r.reset)
             });
-            match self.try_hand_over(&a, &mut up_rx).await {
+            match self.try_hand_over(&a, &mut input, &mut up_rx).await {
                 handover::Step::NotYet => {}
                 // the successor runs it: nothing here is touched
                 handover::Step::Gone => return Ok(()),

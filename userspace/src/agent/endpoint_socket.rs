@@ -78,6 +78,7 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(1);
 /// flooded, or it was cut for the node's budget): the reader says goodbye.
 pub fn spawn_reader(
     stream: TcpStream,
+    tap: Option<super::tap::Tap>,
     joined: Joined,
     tx: mpsc::UnboundedSender<UpstreamEvent>,
     dropped: watch::Receiver<u32>,
@@ -99,8 +100,10 @@ pub fn spawn_reader(
             messages: resume.messages,
         };
         let mut handback = Some(handback);
+        let mut input = super::tap::SourceInput::new(tap, true);
         let stop = read_until_closed(
             &stream,
+            &mut input,
             &joined,
             &mut reader,
             &mut buf,
@@ -120,7 +123,7 @@ pub fn spawn_reader(
             }
             Stop::Closed(reason) => reason,
             Stop::Dropped(code) => {
-                goodbye(&stream, code, &mut buf).await;
+                goodbye(&stream, &mut input, code, &mut buf).await;
                 let _ = fwd.tx.send(UpstreamEvent::Settled { slot });
                 return std::future::pending::<()>().await;
             }
@@ -137,7 +140,7 @@ pub fn spawn_reader(
         // at load 4). Read until every message the verdict counted is in.
         let deadline = tokio::time::Instant::now() + SETTLE_LIMIT;
         loop {
-            while let Ok(Some(n)) = super::sockmap_io::recv_now(&stream, &mut buf) {
+            while let Ok(Some(n)) = input.recv_now(&stream, &mut buf) {
                 if n == 0 {
                     break;
                 }
@@ -170,13 +173,13 @@ enum Stop {
 
 async fn read_until_closed(
     stream: &TcpStream,
+    input: &mut super::tap::SourceInput,
     joined: &Joined,
     reader: &mut MessageReader,
     buf: &mut [u8],
     fwd: &mut Forward,
     handback: &mut Option<oneshot::Receiver<oneshot::Sender<Handback>>>,
 ) -> Stop {
-    let mut sockmap = super::sockmap_io::SockmapReader::default();
     let mut watch = super::liveness::ParserWatch::default();
     // Looks for bytes left unparsed (liveness.rs), soon after the join
     // and less often once the parser has caught up (pace.rs).
@@ -193,7 +196,27 @@ async fn read_until_closed(
             // first, so the socket goes back at a message boundary.
             r = asked(handback) => {
                 match r {
-                    Ok(reply) => return Stop::HandBack(reply),
+                    Ok(reply) => {
+                        // What the tap holds goes to the connection first;
+                        // what comes after is in the socket (agent/tap.rs).
+                        if let Some(tap) = input.untap(&joined.dp, joined.cookie) {
+                            let deadline = super::tap::Tap::read_out_deadline();
+                            loop {
+                                let bytes = tap.read_available();
+                                if let Err(stop) = fwd.forward(reader, &bytes).await {
+                                    return stop;
+                                }
+                                let read = fwd.messages.wrapping_add(reader.whole_messages());
+                                if joined.passed().wrapping_sub(read) as i32 <= 0
+                                    || tokio::time::Instant::now() >= deadline
+                                {
+                                    break;
+                                }
+                                super::tap::Tap::pause().await;
+                            }
+                        }
+                        return Stop::HandBack(reply);
+                    }
                     // nobody will ask: the slot was dropped
                     Err(_) => *handback = None,
                 }
@@ -208,7 +231,7 @@ async fn read_until_closed(
                     return Stop::Dropped(code - 1);
                 }
             }
-            r = sockmap.recv_confirmed_counted(stream, buf, &due) => {
+            r = input.recv(stream, buf, &due, &|| true) => {
                 let n = match r {
                     Ok(0) => return Stop::Closed("closed by the endpoint".to_string()),
                     Ok(n) => n,
@@ -251,7 +274,12 @@ const GOODBYE_LIMIT: Duration = Duration::from_secs(1);
 /// sent part of an agent frame into a full send buffer would see the GOAWAY
 /// land after that part; only an endpoint that reads nothing fills it, and
 /// that one does not read the GOAWAY either.
-async fn goodbye(stream: &TcpStream, code: u32, buf: &mut [u8]) {
+async fn goodbye(
+    stream: &TcpStream,
+    input: &mut super::tap::SourceInput,
+    code: u32,
+    buf: &mut [u8],
+) {
     let deadline = tokio::time::Instant::now() + GOODBYE_LIMIT;
     let mut out = BytesMut::new();
     frame::goaway(&mut out, 0, code);
@@ -269,10 +297,9 @@ async fn goodbye(stream: &TcpStream, code: u32, buf: &mut [u8]) {
     }
     // Best effort: a socket that cannot be shut down is closed below anyway.
     let _ = crate::sys::shutdown_write(stream);
-    let mut sockmap = super::sockmap_io::SockmapReader::default();
     while !crate::ebpf::tcp_fin_acked(stream).unwrap_or(true) {
         tokio::select! {
-            r = sockmap.recv(stream, buf) => if !matches!(r, Ok(n) if n > 0) { return },
+            r = input.recv(stream, buf, &|| false, &|| true) => if !matches!(r, Ok(n) if n > 0) { return },
             _ = tokio::time::sleep(Duration::from_millis(5)) => {}
             _ = tokio::time::sleep_until(deadline) => return,
         }

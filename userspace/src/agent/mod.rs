@@ -24,6 +24,7 @@ pub mod self_check;
 mod slot;
 mod sockmap_io;
 mod splice;
+mod tap;
 mod trouble;
 
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};

@@ -21,10 +21,44 @@
 //! the longest a message passed to an idle socket waits if its wake-up is
 //! lost.
 
+use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
+
+/// A socket with a psock: a source in a socket hash (TCP), or a tap
+/// (agent/tap.rs, unix). Both queue what a verdict hands them as messages.
+pub trait PsockSocket: AsRawFd + Sync {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn take_error(&self) -> io::Result<Option<io::Error>>;
+}
+
+impl PsockSocket for TcpStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        TcpStream::readable(self)
+    }
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        TcpStream::try_read(self, buf)
+    }
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        TcpStream::take_error(self)
+    }
+}
+
+impl PsockSocket for UnixStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        UnixStream::readable(self)
+    }
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        UnixStream::try_read(self, buf)
+    }
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        UnixStream::take_error(self)
+    }
+}
 
 const FIRST_RECHECK: Duration = Duration::from_millis(1);
 const LAST_RECHECK: Duration = Duration::from_millis(256);
@@ -51,7 +85,7 @@ impl SockmapReader {
     /// read, while epoll keeps signalling the error: the error is taken from
     /// SO_ERROR, and a readiness that yields nothing waits for the timer
     /// instead of spinning.
-    pub async fn recv(&mut self, stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    pub async fn recv(&mut self, stream: &impl PsockSocket, buf: &mut [u8]) -> io::Result<usize> {
         self.recv_counted(stream, buf, &|| true).await
     }
 
@@ -59,7 +93,7 @@ impl SockmapReader {
     /// passes: `due` says whether a message was passed and not read yet.
     pub async fn recv_counted(
         &mut self,
-        stream: &TcpStream,
+        stream: &impl PsockSocket,
         buf: &mut [u8],
         due: &(dyn Fn() -> bool + Sync),
     ) -> io::Result<usize> {
@@ -103,7 +137,7 @@ impl SockmapReader {
     /// that way in 27 of 10,000 fuzz cases).
     pub async fn recv_confirmed(
         &mut self,
-        stream: &TcpStream,
+        stream: &impl PsockSocket,
         buf: &mut [u8],
     ) -> io::Result<usize> {
         self.recv_confirmed_counted(stream, buf, &|| true).await
@@ -113,7 +147,7 @@ impl SockmapReader {
     /// counted ([`recv_counted`](Self::recv_counted)).
     pub async fn recv_confirmed_counted(
         &mut self,
-        stream: &TcpStream,
+        stream: &impl PsockSocket,
         buf: &mut [u8],
         due: &(dyn Fn() -> bool + Sync),
     ) -> io::Result<usize> {
@@ -143,7 +177,7 @@ fn next_recheck(backoff: Duration, due: bool) -> Duration {
 }
 
 /// One non-blocking recvmsg, whatever tokio believes about readiness.
-pub fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
+pub fn recv_now(stream: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     crate::sys::recv_dontwait(stream, buf)
 }
 

@@ -76,7 +76,7 @@ pub enum Expect {
     Frames,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct MessageReader {
     buf: BytesMut,
     expect_preface: bool,
@@ -101,6 +101,16 @@ impl MessageReader {
     }
 
     /// The bytes not yet part of a message, handed over (for a splice).
+    /// The whole messages in what is buffered, none taken.
+    pub fn whole_messages(&self) -> u32 {
+        let mut scratch = self.clone();
+        let mut n = 0;
+        while let Ok(Some(_)) = scratch.next_message() {
+            n += 1;
+        }
+        n
+    }
+
     pub fn take_buffered(&mut self) -> Bytes {
         self.buf.split().freeze()
     }
@@ -208,6 +218,22 @@ mod tests {
         assert_eq!(got.len(), 3);
         assert_eq!(got[0], Message::Preface);
         assert!(matches!(&got[2], Message::Frame { header, .. } if header.stream == 1));
+    }
+
+    #[test]
+    fn whole_messages_counts_as_the_kernel_does_and_takes_none() {
+        // a header block in two frames is one message, as for the parser
+        let mut r = MessageReader::new(Expect::Frames);
+        r.push(&header(4, kind::HEADERS, 0, 3));
+        r.push(&header(2, kind::CONTINUATION, flag::END_HEADERS, 3));
+        r.push(&header(0, kind::DATA, flag::END_STREAM, 3));
+        let partial = header(8, kind::PING, 0, 0);
+        r.push(&partial[..12]);
+        let before = r.buffered();
+        assert_eq!(r.whole_messages(), 2);
+        assert_eq!(r.buffered(), before, "counting takes nothing");
+        r.push(&partial[12..]);
+        assert_eq!(r.whole_messages(), 3);
     }
 
     #[test]

@@ -377,24 +377,55 @@ mod tests {
             log: String::new(),
             date: "2026-12-04T22:51:00Z".into(),
         };
-        fs::write(&json, serde_json::to_string(&r).unwrap()).unwrap();
+        // a run writes its log, then its result
+        let at = |path: &std::path::Path, secs: u64| {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000 + secs);
+            fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        };
+        let kept_logs = || -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(&dir)
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("bodies.red-"))
+                .collect();
+            v.sort();
+            v
+        };
         fs::write(&log, "the red run").unwrap();
+        at(&log, 0);
+        fs::write(&json, serde_json::to_string(&r).unwrap()).unwrap();
+        at(&json, 1);
         assert!(
             runner::cached(&json, "fp", false).is_none(),
             "red: runs again"
         );
         runner::keep_red_log(&json, &log);
-        let kept = dir.join("bodies.red-20261204T225100Z.log");
+        assert_eq!(kept_logs().len(), 1);
+        let kept = dir.join(&kept_logs()[0]);
         assert_eq!(fs::read_to_string(&kept).unwrap(), "the red run");
         assert!(!log.exists());
         r.results[0].1 = "ok test result: ok. 2 passed [42 s]".into();
-        fs::write(&json, serde_json::to_string(&r).unwrap()).unwrap();
         fs::write(&log, "the green run").unwrap();
+        at(&log, 10);
+        fs::write(&json, serde_json::to_string(&r).unwrap()).unwrap();
+        at(&json, 11);
         assert!(runner::cached(&json, "fp", false).is_some());
         assert!(runner::cached(&json, "other binaries", false).is_none());
         assert!(runner::cached(&json, "fp", true).is_none(), "--force");
         runner::keep_red_log(&json, &log);
         assert!(log.exists(), "a green run's log stays");
+        // a run stopped before it wrote a result (a stall, Ctrl-C) left a
+        // log newer than the last result: kept, under its own time
+        fs::write(&log, "the stopped run").unwrap();
+        at(&log, 20);
+        runner::keep_red_log(&json, &log);
+        assert!(!log.exists());
+        assert_eq!(kept_logs().len(), 2, "no red log overwrites another");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -95,6 +95,7 @@ impl ClientConn {
     pub(super) async fn try_hand_over(
         &mut self,
         a: &TcpStream,
+        input: &mut crate::agent::tap::SourceInput,
         up_rx: &mut mpsc::UnboundedReceiver<UpstreamEvent>,
     ) -> Step {
         let Some(sink) = self.shared.handover.borrow().clone() else {
@@ -150,6 +151,21 @@ impl ClientConn {
             } else {
                 Step::NotYet
             };
+        }
+        // What A's tap holds is the successor's to parse, and what comes
+        // after goes into A, which it reads (agent/tap.rs).
+        if let Some(tap) = input.untap(&self.shared.dp, self.cookie) {
+            let deadline = crate::agent::tap::Tap::read_out_deadline();
+            loop {
+                self.reader.push(&tap.read_available());
+                let read = self.consumed.wrapping_add(self.reader.whole_messages());
+                if !super::housekeeping::client_due(&self.shared.dp, self.cookie, read)
+                    || Instant::now() >= deadline
+                {
+                    break;
+                }
+                crate::agent::tap::Tap::pause().await;
+            }
         }
         let buffered = self.reader.take_buffered();
         let state = self.snapshot(&back, &buffered);
@@ -244,6 +260,7 @@ impl ClientConn {
         };
         let (reader, ask) = endpoint_socket::spawn_reader(
             stream,
+            None,
             joined,
             self.up_tx.clone(),
             s.dropped.subscribe(),

@@ -157,6 +157,15 @@ impl ClientConn {
         }
     }
 
+    /// A's tap, once the preface is read (agent/tap.rs).
+    pub(super) fn tap_client(&mut self, input: &mut crate::agent::tap::SourceInput) {
+        if self.consumed > 0 && input.first_try() {
+            if let Some(tap) = crate::agent::tap::Tap::open(&self.shared.dp, self.cookie) {
+                input.attach(tap);
+            }
+        }
+    }
+
     pub(super) fn publish_upstreams(&self) {
         let ups: Vec<String> = self
             .slots

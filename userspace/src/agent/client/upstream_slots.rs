@@ -99,6 +99,7 @@ impl ClientConn {
             Ordering::SeqCst,
         );
         let cookie = crate::ebpf::socket_cookie(&hs.stream).unwrap_or(0);
+        let mut tap = None;
         let joined = (|| -> anyhow::Result<()> {
             anyhow::ensure!(cookie != 0, "the upstream socket has no cookie");
             dp.set_ident(
@@ -110,6 +111,9 @@ impl ClientConn {
                     generation: 0,
                 },
             )?;
+            // its tap before it joins: none of its frames for the agent
+            // goes into its own ingress (agent/tap.rs)
+            tap = crate::agent::tap::Tap::open(dp, cookie);
             dp.insert_upstream(id, slot, &hs.stream)?;
             Ok(())
         })();
@@ -137,6 +141,7 @@ impl ClientConn {
         };
         let (reader, handback) = endpoint_socket::spawn_reader(
             hs.stream,
+            tap,
             joined,
             self.up_tx.clone(),
             s.dropped.subscribe(),

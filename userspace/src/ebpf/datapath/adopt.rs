@@ -149,6 +149,7 @@ impl Datapath {
             streams: Mutex::new(take_typed(streams, "streams")?),
             upstream_socks: Mutex::new(take_typed(take("upstream_socks")?, "upstream_socks")?),
             injector_socks: Mutex::new(take_typed(take("injector_socks")?, "injector_socks")?),
+            taps: None,
             stats: take_typed(take("stats")?, "stats")?,
             endpoint_stats: take_typed(take("endpoint_stats")?, "endpoint_stats")?,
             client_count: take_typed(take("client_count")?, "client_count")?,

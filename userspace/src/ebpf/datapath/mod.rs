@@ -24,6 +24,7 @@ mod endpoints;
 mod room;
 mod sockets;
 mod streams;
+mod taps;
 
 pub use room::SocketRoom;
 pub use sockets::{upstream_key, verdict_bytes};
@@ -123,6 +124,9 @@ pub struct Datapath {
     streams: Mutex<HashMap<MapData, StreamKey, Stream>>,
     upstream_socks: Mutex<SockHash<MapData, u64>>,
     injector_socks: Mutex<SockHash<MapData, u32>>,
+    /// The sources' taps and where A's begin (agent/tap.rs); none in an
+    /// adopted generation, whose programs may predate them.
+    taps: Option<taps::Taps>,
     stats: PerCpuArray<MapData, u64>,
     endpoint_stats: Array<MapData, EndpointStats>,
     client_count: Array<MapData, u64>,
@@ -201,6 +205,12 @@ impl Datapath {
             .map_max_entries("sock_idents", sockets)
             .map_max_entries("parse_states", sockets)
             .map_max_entries("upstream_socks", sockets)
+            // a tap per accepted socket and per upstream
+            .map_max_entries(
+                "agent_taps",
+                opts.max_sockets.unwrap_or(per_conn).saturating_add(sockets),
+            )
+            .map_max_entries("tap_starts", opts.max_sockets.unwrap_or(per_conn))
             .map_max_entries("streams", opts.max_streams.unwrap_or(MAX_STREAMS))
             .override_global("endpoint_stats_on", &endpoint_stats_on, true);
         let mut ebpf = loader.load(OBJECT).map_err(|source| DatapathError::Load {
@@ -353,6 +363,10 @@ impl Datapath {
             streams: Mutex::new(take(&mut ebpf, "streams")?),
             upstream_socks: Mutex::new(upstream_socks),
             injector_socks: Mutex::new(injector_socks),
+            taps: Some(taps::Taps {
+                socks: Mutex::new(take(&mut ebpf, "agent_taps")?),
+                starts: Mutex::new(take(&mut ebpf, "tap_starts")?),
+            }),
             stats: take(&mut ebpf, "stats")?,
             endpoint_stats: take(&mut ebpf, "endpoint_stats")?,
             client_count: take(&mut ebpf, "client_count")?,

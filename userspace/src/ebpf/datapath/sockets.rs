@@ -67,6 +67,7 @@ impl Datapath {
         if cookie != 0 {
             let _ = lock(&self.sock_idents).remove(&cookie);
             let _ = lock(&self.parse_states).remove(&cookie);
+            self.forget_tap_start(cookie);
         }
     }
 

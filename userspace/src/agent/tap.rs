@@ -1,0 +1,281 @@
+//! A source socket's tap: where the kernel hands the agent the frames of
+//! an accepted socket (A) or an upstream (Uk) that it does not redirect.
+//!
+//! They used to go into the source's own ingress. 7.3 turns that redirect
+//! into SK_PASS, and with a stream parser SK_PASS counts bytes that were
+//! passed earlier and are still unread twice: the socket then never calls
+//! its parser again, and a client that waits for answers waits for good
+//! (ebpf/README.md, "What differs by kernel"). A redirect into another
+//! socket's ingress takes the psock's queue on every kernel. The tap is one
+//! end of a unix socket pair in `agent_taps`, keyed by the source's cookie;
+//! the agent keeps the other end so the pair stays connected.
+//!
+//! An upstream gets its tap before it joins its socket hash, so all its
+//! frames come through the tap. An accepted socket joins at ESTABLISHED,
+//! before the agent has it: its first messages go into its own ingress,
+//! and the verdict records in `tap_starts` how many (counted as the agent
+//! counts what it reads) before the first went into the tap. The agent
+//! reads the source up to there, then the tap; the source still tells the
+//! connection's end (EOF, an error).
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::net::{TcpStream, UnixStream};
+
+use super::sockmap_io::SockmapReader;
+use crate::ebpf::Datapath;
+
+/// What a tap may hold unread: as much as the sources' receive buffers
+/// held when their frames waited in their own ingress.
+const TAP_BUFFER: usize = 512 * 1024;
+/// After the source's end, how often and how long the tap is looked at for
+/// frames the verdict handed it before the end (its work item may run
+/// after the FIN is seen).
+const END_RECHECK: Duration = Duration::from_millis(5);
+const END_CHECKS: u32 = 400;
+/// While the source's own ingress is read before the tap, how often the
+/// agent looks whether it has read all of it.
+/// How long a tap is read out at a handover.
+const UNTAP_LIMIT: Duration = Duration::from_millis(500);
+const CATCH_UP_FIRST: Duration = Duration::from_millis(1);
+const CATCH_UP_LAST: Duration = Duration::from_millis(64);
+
+/// Taps may hold at most this share of the open-file limit (two
+/// descriptors each): a socket's accept must never fail for a tap. Under a
+/// hard limit of 20,000, 5,000 connections to 2 endpoints (15,000 sockets)
+/// took 30,000 descriptors with a tap each, accepts failed with EMFILE and
+/// clients hung (cli.rs, 5,000 connections). Beyond it a source has no
+/// tap: its frames take its own ingress, as before taps.
+const TAP_SHARE_OF_FILES: u64 = 4;
+
+/// The taps open now.
+static OPEN: AtomicU64 = AtomicU64::new(0);
+
+fn room_for_one() -> bool {
+    static LIMIT: OnceLock<u64> = OnceLock::new();
+    let limit = *LIMIT.get_or_init(|| crate::sys::open_files_limit().unwrap_or(1024));
+    let open = OPEN.fetch_add(1, Ordering::SeqCst) + 1;
+    if open * 2 <= limit / TAP_SHARE_OF_FILES {
+        return true;
+    }
+    OPEN.fetch_sub(1, Ordering::SeqCst);
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::info!(limit, taps = open - 1, "taps hold their share of the open-file limit: new sources take their own ingress (a higher RLIMIT_NOFILE gives every source a tap)");
+    });
+    false
+}
+
+pub struct Tap {
+    rx: UnixStream,
+    _tx: std::os::unix::net::UnixStream,
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Tap {
+    /// A tap for the socket with `cookie`, in the kernel's map. None when
+    /// this generation has none or the kernel refused it: the source's own
+    /// ingress then, as before taps.
+    pub fn open(dp: &Datapath, cookie: u64) -> Option<Tap> {
+        if !dp.has_taps() || cookie == 0 || !room_for_one() {
+            return None;
+        }
+        match Self::try_open(dp, cookie) {
+            Ok(tap) => Some(tap),
+            Err(e) => {
+                OPEN.fetch_sub(1, Ordering::SeqCst);
+                tracing::debug!(cookie, error = %e, "no tap: frames for the agent go to the source's own ingress");
+                None
+            }
+        }
+    }
+
+    fn try_open(dp: &Datapath, cookie: u64) -> anyhow::Result<Tap> {
+        let (rx, tx) = std::os::unix::net::UnixStream::pair()?;
+        rx.set_nonblocking(true)?;
+        crate::sys::set_receive_buffer(&rx, TAP_BUFFER)?;
+        dp.insert_tap(cookie, &rx)?;
+        Ok(Tap {
+            rx: UnixStream::from_std(rx)?,
+            _tx: tx,
+        })
+    }
+}
+
+impl Tap {
+    /// Everything the tap holds now.
+    pub fn read_available(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(Some(n)) = super::sockmap_io::recv_now(&self.rx, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+
+    /// Reading the tap out after the source's frames were sent back to its
+    /// own ingress (`SourceInput::untap`): the caller takes what
+    /// [`read_available`](Self::read_available) gives until everything the
+    /// verdict passed is in, waiting [`pause`](Self::pause) between looks,
+    /// until this deadline at most (a frame the verdict handed the tap
+    /// reaches it from a work item, after the map no longer names the tap).
+    pub fn read_out_deadline() -> tokio::time::Instant {
+        tokio::time::Instant::now() + UNTAP_LIMIT
+    }
+
+    pub async fn pause() {
+        tokio::time::sleep(END_RECHECK).await;
+    }
+}
+
+/// Where one source's frames for the agent are read from.
+pub struct SourceInput {
+    source: SockmapReader,
+    tap: Option<(Tap, SockmapReader)>,
+    /// Everything the source's own ingress was handed has been read: the
+    /// frames come from the tap.
+    on_tap: bool,
+    /// The source has ended; the tap is read out.
+    ended: bool,
+    /// A tap was asked for (once: a kernel that refused it refuses again).
+    tried: bool,
+}
+
+impl SourceInput {
+    /// `on_tap`: the source never had a frame for the agent in its own
+    /// ingress (an upstream whose tap came before its join).
+    pub fn new(tap: Option<Tap>, on_tap: bool) -> SourceInput {
+        SourceInput {
+            source: SockmapReader::default(),
+            on_tap: on_tap && tap.is_some(),
+            tap: tap.map(|t| (t, SockmapReader::default())),
+            ended: false,
+            tried: false,
+        }
+    }
+
+    /// True the first time it is asked, while there is no tap.
+    pub fn first_try(&mut self) -> bool {
+        let first = !self.tried && self.tap.is_none();
+        self.tried = true;
+        first
+    }
+
+    /// The tap comes after frames may have gone into the source's own
+    /// ingress: those are read first ([`catch_up`](Self::catch_up)).
+    pub fn attach(&mut self, tap: Tap) {
+        self.tap = Some((tap, SockmapReader::default()));
+    }
+
+    /// For a handover: the kernel hands the source's frames to its own
+    /// ingress again, which travels with the socket, and the source is
+    /// read from here on. The tap is returned to be read out
+    /// ([`Tap::read_out`]); it closes when dropped.
+    pub fn untap(&mut self, dp: &Datapath, cookie: u64) -> Option<Tap> {
+        let (tap, _) = self.tap.take()?;
+        dp.remove_tap(cookie);
+        self.on_tap = false;
+        self.ended = false;
+        Some(tap)
+    }
+
+    /// Whether the agent has read as many messages as went into the
+    /// source's own ingress (`start`, from tap_starts) with `consumed`.
+    pub fn caught_up(start: Option<u32>, consumed: u32) -> bool {
+        start.is_some_and(|start| (consumed.wrapping_sub(start) as i32) >= 0)
+    }
+
+    /// One non-blocking read of where the frames come from now.
+    pub fn recv_now(&self, source: &TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match (&self.tap, self.on_tap) {
+            (Some((tap, _)), true) => super::sockmap_io::recv_now(&tap.rx, buf),
+            _ => super::sockmap_io::recv_now(source, buf),
+        }
+    }
+
+    /// The next bytes for the agent, 0 at the source's end once nothing
+    /// more is due (`due`: the verdict handed a message not read yet).
+    /// Cancel safe.
+    ///
+    /// `caught_up`: everything that went into the source's own ingress
+    /// before its tap has been read ([`caught_up`](Self::caught_up)); from
+    /// then on the tap is read. Nothing more goes into the source, so this
+    /// is looked at while the source is read, not only when it gives bytes.
+    pub async fn recv(
+        &mut self,
+        source: &TcpStream,
+        buf: &mut [u8],
+        due: &(dyn Fn() -> bool + Sync),
+        caught_up: &(dyn Fn() -> bool + Sync),
+    ) -> io::Result<usize> {
+        if self.tap.is_some() && !self.on_tap {
+            let mut wait = CATCH_UP_FIRST;
+            loop {
+                if caught_up() {
+                    self.on_tap = true;
+                    break;
+                }
+                tokio::select! {
+                    r = self.source.recv_confirmed_counted(source, buf, due) => return r,
+                    () = tokio::time::sleep(wait) => wait = (wait * 2).min(CATCH_UP_LAST),
+                }
+            }
+        }
+        let (Some((tap, tap_reader)), true) = (self.tap.as_mut(), self.on_tap) else {
+            return self.source.recv_confirmed_counted(source, buf, due).await;
+        };
+        if !self.ended {
+            let mut probe = [0u8; 1];
+            tokio::select! {
+                r = tap_reader.recv_counted(&tap.rx, buf, due) => return r,
+                // Nothing more goes into the source's own ingress, so a
+                // read of it returns its end or its error. A byte would be
+                // a frame the verdict handed it for want of a tap: the
+                // tap is in the map as long as this input lives.
+                r = self.source.recv_counted(source, &mut probe, &|| false) => match r? {
+                    0 => self.ended = true,
+                    _ => return Err(io::Error::other("a frame for the agent in a tapped socket's own ingress")),
+                },
+            }
+        }
+        for _ in 0..END_CHECKS {
+            if !due() {
+                return Ok(0);
+            }
+            tokio::select! {
+                r = tap_reader.recv_counted(&tap.rx, buf, due) => return r,
+                () = tokio::time::sleep(END_RECHECK) => {}
+            }
+        }
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SourceInput;
+
+    #[test]
+    fn the_tap_is_read_once_what_went_before_it_is() {
+        // No frame has gone to the tap yet: everything is in the source.
+        assert!(!SourceInput::caught_up(None, 7));
+        // Three went into the source before the first into the tap.
+        assert!(!SourceInput::caught_up(Some(3), 2));
+        assert!(SourceInput::caught_up(Some(3), 3));
+        assert!(SourceInput::caught_up(Some(3), 4));
+        // the counts wrap as the kernel's do
+        assert!(SourceInput::caught_up(Some(u32::MAX), 1));
+        assert!(!SourceInput::caught_up(Some(1), u32::MAX));
+    }
+}

@@ -26,7 +26,7 @@ static __always_inline int conn_fast(struct conn *c, struct parse_state *st)
 static __always_inline int slow(struct __sk_buff *skb, struct parse_state *st)
 {
 	st->passed++;
-	return pass_to_agent_from_client(skb, st->len, st->passed - 1);
+	return pass_to_agent_from_client(skb, st->len, st, 1);
 }
 
 static __always_inline int slow_stream(struct __sk_buff *skb,
@@ -149,9 +149,9 @@ int rotor_client_verdict(struct __sk_buff *skb)
 	struct sock_ident *id = bpf_map_lookup_elem(&sock_idents, &cookie);
 
 	if (!st)
-		return pass_to_agent_from_client(skb, 0, 0);
+		return pass_to_agent_from_client(skb, 0, NULL, 0);
 	if (st->kind == MSG_PREFACE_PART)
-		return pass_to_agent_from_client(skb, st->len, st->passed);
+		return pass_to_agent_from_client(skb, st->len, st, 0);
 	if (unknown_frame(st))
 		return SK_DROP;
 	st->client_window += connection_window_increment(skb, st);

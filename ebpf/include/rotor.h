@@ -219,6 +219,15 @@ struct parse_state {
 	__u64 client_window;
 };
 
+/* Where an accepted socket's frames for the agent began to go into its
+ * tap (tap_starts): what had gone into its own ingress before, in the
+ * messages the client task counts and in bytes (a spliced connection,
+ * whose bytes all go to the agent, counts bytes). */
+struct tap_start {
+	__u32 messages;
+	__u32 bytes;
+};
+
 struct upstream {
 	__u32 state;
 	__u32 streams; /* open streams routed here */

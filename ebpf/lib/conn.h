@@ -211,13 +211,12 @@ static __always_inline int redirect_to_upstream(struct __sk_buff *skb, __u32 con
  * kernel and leaves the source's copied_seq alone.
  *
  * `self_before` (A's only; an upstream gets its tap before it joins its
- * hash, so none of its frames goes to its own ingress): the counted
- * messages that went to the own ingress before this one. The first that
- * goes to the tap records it in tap_starts, where the agent learns when to
- * stop reading the source.
+ * hash, so none of its frames goes to its own ingress): what went to the
+ * own ingress before this message. The first that goes to the tap records
+ * it in tap_starts, where the agent learns when to stop reading the source.
  */
 static __always_inline int pass_to_agent(struct __sk_buff *skb, void *map, void *key, __u32 len,
-					 const __u32 *self_before)
+					 const struct tap_start *self_before)
 {
 	__u64 cookie = bpf_get_socket_cookie(skb);
 
@@ -232,9 +231,18 @@ static __always_inline int pass_to_agent(struct __sk_buff *skb, void *map, void 
 	return SK_PASS; /* not in the map (yet): plain pass */
 }
 
+/* `st`: A's parse state, none if it has none; `counted`: this message is
+ * counted in st->passed (already). */
 static __always_inline int pass_to_agent_from_client(struct __sk_buff *skb, __u32 len,
-						     __u32 self_before)
+						     struct parse_state *st, int counted)
 {
+	struct tap_start before = {};
+
+	if (st) {
+		before.messages = st->passed - (counted ? 1 : 0);
+		/* the verdict has moved next_seq past this message already */
+		before.bytes = st->next_seq - st->first_seq - st->len;
+	}
 	struct client_key key = {
 		.client_port = bpf_ntohl(skb->remote_port),
 		.agent_port = skb->local_port,
@@ -257,7 +265,7 @@ static __always_inline int pass_to_agent_from_client(struct __sk_buff *skb, __u3
 		ip_mapped(key.agent_ip, skb->local_ip4);
 	}
 
-	return pass_to_agent(skb, &agent_socks, &key, len, &self_before);
+	return pass_to_agent(skb, &agent_socks, &key, len, &before);
 }
 
 static __always_inline int pass_to_agent_from_upstream(struct __sk_buff *skb, __u32 conn_id, __u32 slot,

@@ -99,14 +99,16 @@ struct {
 	__type(value, __u32);
 } agent_taps SEC(".maps");
 
-/* A's cookie → how many counted messages went into A's own ingress before
- * the first went into its tap (written once, by the verdict): the agent
- * reads A up to there, then the tap. */
+/* A's cookie → what went into A's own ingress before the first message
+ * went into its tap (written once, by the verdict): the agent reads A up
+ * to there, then the tap. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_CONNS);
+	/* an entry per connection that has one, not max_entries at load */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64);
-	__type(value, __u32);
+	__type(value, struct tap_start);
 } tap_starts SEC(".maps");
 
 /* J: the agent's injector sockets; frame parser + injector verdict. */

@@ -175,7 +175,7 @@ impl ClientConn {
             i.slots.clear();
             i.upstreams.clear();
         });
-        super::splice::run(endpoint, a, first).await
+        super::splice::run(&self.shared.dp, endpoint, a, first).await
     }
 
     pub(super) async fn run(
@@ -223,7 +223,12 @@ impl ClientConn {
             let mut looked = false;
             let (cookie, consumed) = (self.cookie, self.consumed);
             let due = || housekeeping::client_due(&dp, cookie, consumed);
-            let caught_up = || super::tap::SourceInput::caught_up(dp.tap_start(cookie), consumed);
+            let caught_up = || {
+                super::tap::SourceInput::caught_up(
+                    dp.tap_start(cookie).map(|t| t.messages),
+                    consumed,
+                )
+            };
             tokio::select! {
                 () = &mut server_first, if self.consumed == 0 => {
                     if housekeeping::client_sent_first(&dp, cookie) || self.endpoints_speak_h2() {

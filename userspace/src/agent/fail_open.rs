@@ -11,15 +11,16 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::sockmap_io::SockmapReader;
+use super::tap::{SourceInput, Tap};
 use super::Shared;
+use crate::ebpf::Datapath;
 
 /// Carries `a` to `dest` until both sides are done; counted and logged.
 pub async fn run(shared: &Shared, a: TcpStream, peer: SocketAddr, dest: SocketAddr, why: String) {
     shared.dp.note_fail_open();
     tracing::warn!(%peer, service = %dest, %why, "connection left on its original path (the Service address)");
     let cookie = crate::ebpf::socket_cookie(&a).unwrap_or(0);
-    if let Err(e) = splice(a, dest, &[]).await {
+    if let Err(e) = splice(&shared.dp, a, dest, &[]).await {
         tracing::debug!(%peer, service = %dest, error = %e, "original path ended");
     }
     // A socket the kernel took before the agent gave up has a parser state.
@@ -30,17 +31,39 @@ pub async fn run(shared: &Shared, a: TcpStream, peer: SocketAddr, dest: SocketAd
 /// `a` sent that was read already. `a` may be in agent_socks (its bytes
 /// then reach us one message per read, and a plain read can wait for an
 /// edge that never comes: sockmap_io.rs); everything else is plain TCP.
-pub(super) async fn splice(a: TcpStream, dest: SocketAddr, first: &[u8]) -> std::io::Result<()> {
+///
+/// All of `a`'s bytes go to the agent, through its tap once it has one
+/// (agent/tap.rs): what went into `a`'s own ingress before is read first,
+/// counted in bytes, as `first` and what is read here count them.
+pub(super) async fn splice(
+    dp: &Datapath,
+    a: TcpStream,
+    dest: SocketAddr,
+    first: &[u8],
+) -> std::io::Result<()> {
+    let cookie = crate::ebpf::socket_cookie(&a).unwrap_or(0);
+    let mut input = SourceInput::new(None, false);
+    if let Some(tap) = Tap::open(dp, cookie) {
+        input.attach(tap);
+    }
+    // bytes read from `a` since the kernel first parsed it
+    let mut read = first.len() as u64;
     let mut up = crate::ebpf::own_socks::connect(dest).await?;
     up.set_nodelay(true)?;
     up.write_all(first).await?;
-    let mut reader = SockmapReader::default();
     let (mut from_a, mut from_up) = (vec![0u8; 65536], vec![0u8; 65536]);
     let (mut a_open, mut up_open) = (true, true);
     while a_open || up_open {
+        let due = || {
+            dp.parse_state(cookie)
+                .is_none_or(|st| u64::from(crate::ebpf::verdict_bytes(&st)) != read)
+        };
+        let caught_up =
+            || SourceInput::caught_up(dp.tap_start(cookie).map(|t| t.bytes), read as u32);
         tokio::select! {
-            r = reader.recv_confirmed(&a, &mut from_a), if a_open => {
+            r = input.recv(&a, &mut from_a, &due, &caught_up), if a_open => {
                 let n = r?;
+                read += n as u64;
                 if n == 0 {
                     a_open = false;
                     up.shutdown().await?;

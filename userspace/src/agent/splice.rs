@@ -34,9 +34,14 @@ pub fn what_it_speaks(first: &[u8]) -> &'static str {
 /// agent_socks, where a plain read can return one message and then wait
 /// for an epoll edge that never comes (sockmap_io.rs), so it is read as
 /// fail_open.rs reads it: one relay for both.
-pub async fn run(endpoint: SocketAddr, client: TcpStream, first: Bytes) -> anyhow::Result<()> {
+pub async fn run(
+    dp: &crate::ebpf::Datapath,
+    endpoint: SocketAddr,
+    client: TcpStream,
+    first: Bytes,
+) -> anyhow::Result<()> {
     tracing::debug!(%endpoint, "not HTTP/2: spliced to one endpoint");
-    super::fail_open::splice(client, endpoint, &first).await?;
+    super::fail_open::splice(dp, client, endpoint, &first).await?;
     Ok(())
 }
 

@@ -27,7 +27,7 @@ mod generated {
 pub use generated::stat;
 pub use generated::{
     AgentConfig, ClientKey, Conn, EndpointStats, Event, Origin, ParseState, PeerKey, Route,
-    Service, ServiceKey, SockIdent, Stream, StreamKey, Upstream,
+    Service, ServiceKey, SockIdent, Stream, StreamKey, TapStart, Upstream,
 };
 // The #defines the agent uses, by their C names.
 pub use generated::ROTOR_IP_WORDS;
@@ -133,7 +133,8 @@ pod!(
     ParseState,
     StreamKey,
     Stream,
-    EndpointStats
+    EndpointStats,
+    TapStart
 );
 
 /// Bytes of a route record on the injector socket (after its frame header).

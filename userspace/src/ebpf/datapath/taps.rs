@@ -8,10 +8,11 @@ use std::sync::Mutex;
 use aya::maps::{HashMap, MapData, MapError, SockHash};
 
 use super::{lock, Datapath};
+use crate::ebpf::abi::TapStart;
 
 pub(super) struct Taps {
     pub(super) socks: Mutex<SockHash<MapData, u64>>,
-    pub(super) starts: Mutex<HashMap<MapData, u64, u32>>,
+    pub(super) starts: Mutex<HashMap<MapData, u64, TapStart>>,
 }
 
 impl Datapath {
@@ -38,9 +39,9 @@ impl Datapath {
         }
     }
 
-    /// How many counted messages went into the accepted socket's own
-    /// ingress before the first went into its tap; none until one has.
-    pub fn tap_start(&self, cookie: u64) -> Option<u32> {
+    /// What went into the accepted socket's own ingress before the first
+    /// message went into its tap; none until one has.
+    pub fn tap_start(&self, cookie: u64) -> Option<TapStart> {
         lock(&self.taps.as_ref()?.starts).get(&cookie, 0).ok()
     }
 

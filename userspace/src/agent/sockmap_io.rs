@@ -36,29 +36,23 @@ pub trait PsockSocket: AsRawFd + Sync {
     fn take_error(&self) -> io::Result<Option<io::Error>>;
 }
 
-impl PsockSocket for TcpStream {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        TcpStream::readable(self)
-    }
-    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        TcpStream::try_read(self, buf)
-    }
-    fn take_error(&self) -> io::Result<Option<io::Error>> {
-        TcpStream::take_error(self)
-    }
+macro_rules! psock_socket {
+    ($($t:ty),*) => {$(
+        impl PsockSocket for $t {
+            fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+                <$t>::readable(self)
+            }
+            fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+                <$t>::try_read(self, buf)
+            }
+            fn take_error(&self) -> io::Result<Option<io::Error>> {
+                <$t>::take_error(self)
+            }
+        }
+    )*};
 }
 
-impl PsockSocket for UnixStream {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        UnixStream::readable(self)
-    }
-    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        UnixStream::try_read(self, buf)
-    }
-    fn take_error(&self) -> io::Result<Option<io::Error>> {
-        UnixStream::take_error(self)
-    }
-}
+psock_socket!(TcpStream, UnixStream);
 
 const FIRST_RECHECK: Duration = Duration::from_millis(1);
 const LAST_RECHECK: Duration = Duration::from_millis(256);

@@ -52,8 +52,13 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddr) {
     // room; claimed at once, so two clients accepted together cannot both
     // count the same free room (ebpf/datapath/room.rs).
     let sockets = 1 + service.endpoints.borrow().len().clamp(1, MAX_UPSTREAMS);
+    // The kernel goes on parsing A on the original path as well, and its
+    // counts tell the splice what it has read (fail_open.rs): A's state is
+    // forgotten when the splice ends, not before. Deleted here, the parser
+    // made a new one from the next message on, its counts started at 0, the
+    // splice read the tap while A's own ingress still held bytes and cut the
+    // connection (hostile's budget test, 38 of 40 requests failed).
     let Some(room) = shared.dp.claim_room(sockets) else {
-        shared.dp.forget_cookie(cookie);
         return crate::agent::fail_open::run(
             &shared,
             a,
@@ -64,7 +69,6 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddr) {
         .await;
     };
     if shared.budget.refuse_new() {
-        shared.dp.forget_cookie(cookie);
         let why = "the agent's queued bytes are over --max-queued-bytes".into();
         return crate::agent::fail_open::run(&shared, a, peer, dest, why).await;
     }

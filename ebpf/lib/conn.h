@@ -265,6 +265,14 @@ static __always_inline int pass_to_agent_from_client(struct __sk_buff *skb, __u3
 		ip_mapped(key.agent_ip, skb->local_ip4);
 	}
 
+	/* Without a parse state (parse_states was full) nothing counts what
+	 * went where, so the agent could not tell when A's own ingress is read
+	 * out: such an A keeps its own ingress, tap or not. */
+	if (!st) {
+		stat_inc(STAT_PASS_AGENT);
+		bpf_sk_redirect_hash(skb, &agent_socks, &key, BPF_F_INGRESS);
+		return SK_PASS;
+	}
 	return pass_to_agent(skb, &agent_socks, &key, len, &before);
 }
 

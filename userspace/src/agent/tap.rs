@@ -36,10 +36,10 @@ const TAP_BUFFER: usize = 512 * 1024;
 /// after the FIN is seen).
 const END_RECHECK: Duration = Duration::from_millis(5);
 const END_CHECKS: u32 = 400;
-/// While the source's own ingress is read before the tap, how often the
-/// agent looks whether it has read all of it.
 /// How long a tap is read out at a handover.
 const UNTAP_LIMIT: Duration = Duration::from_millis(500);
+/// While the source's own ingress is read before the tap, how often the
+/// agent looks whether it has read all of it.
 const CATCH_UP_FIRST: Duration = Duration::from_millis(1);
 const CATCH_UP_LAST: Duration = Duration::from_millis(64);
 
@@ -108,11 +108,9 @@ impl Tap {
             _tx: tx,
         })
     }
-}
 
-impl Tap {
     /// Everything the tap holds now.
-    pub fn read_available(&self) -> Vec<u8> {
+    fn read_available(&self) -> Vec<u8> {
         let mut out = Vec::new();
         let mut buf = [0u8; 16 * 1024];
         while let Ok(Some(n)) = super::sockmap_io::recv_now(&self.rx, &mut buf) {
@@ -124,18 +122,40 @@ impl Tap {
         out
     }
 
-    /// Reading the tap out after the source's frames were sent back to its
-    /// own ingress (`SourceInput::untap`): the caller takes what
-    /// [`read_available`](Self::read_available) gives until everything the
-    /// verdict passed is in, waiting [`pause`](Self::pause) between looks,
-    /// until this deadline at most (a frame the verdict handed the tap
-    /// reaches it from a work item, after the map no longer names the tap).
-    pub fn read_out_deadline() -> tokio::time::Instant {
-        tokio::time::Instant::now() + UNTAP_LIMIT
+    /// Reads the tap out after the source's frames were sent back to its
+    /// own ingress ([`SourceInput::untap`]).
+    pub fn read_out(self) -> ReadOut {
+        ReadOut {
+            tap: self,
+            deadline: tokio::time::Instant::now() + UNTAP_LIMIT,
+            looked: false,
+        }
     }
+}
 
-    pub async fn pause() {
-        tokio::time::sleep(END_RECHECK).await;
+/// A tap being read out at a handover. A frame the verdict handed the tap
+/// reaches it from a work item, after the map no longer names the tap: the
+/// caller takes [`next`](Self::next) until everything the verdict passed
+/// is in, and the tap is looked at again until then, for [`UNTAP_LIMIT`]
+/// at most.
+pub struct ReadOut {
+    tap: Tap,
+    deadline: tokio::time::Instant,
+    looked: bool,
+}
+
+impl ReadOut {
+    /// What the tap holds now, after a pause from the second look on;
+    /// None once the time is up.
+    pub async fn next(&mut self) -> Option<Vec<u8>> {
+        if self.looked {
+            if tokio::time::Instant::now() >= self.deadline {
+                return None;
+            }
+            tokio::time::sleep(END_RECHECK).await;
+        }
+        self.looked = true;
+        Some(self.tap.read_available())
     }
 }
 

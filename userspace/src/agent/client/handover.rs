@@ -155,16 +155,20 @@ impl ClientConn {
         // What A's tap holds is the successor's to parse, and what comes
         // after goes into A, which it reads (agent/tap.rs).
         if let Some(tap) = input.untap(&self.shared.dp, self.cookie) {
-            let deadline = crate::agent::tap::Tap::read_out_deadline();
+            let mut out = tap.read_out();
             loop {
-                self.reader.push(&tap.read_available());
+                let Some(bytes) = out.next().await else {
+                    tracing::warn!(
+                        conn = self.id,
+                        "handover: A's tap did not give every frame the verdict passed"
+                    );
+                    break;
+                };
+                self.reader.push(&bytes);
                 let read = self.consumed.wrapping_add(self.reader.whole_messages());
-                if !super::housekeeping::client_due(&self.shared.dp, self.cookie, read)
-                    || Instant::now() >= deadline
-                {
+                if !super::housekeeping::client_due(&self.shared.dp, self.cookie, read) {
                     break;
                 }
-                crate::agent::tap::Tap::pause().await;
             }
         }
         let buffered = self.reader.take_buffered();

@@ -286,13 +286,16 @@ fn endpoint_goaway_stops_new_streams_in_the_kernel() {
     let mut endpoints = bed.topo.backend_addrs();
     endpoints[1] = std::net::SocketAddrV4::new(*backend_addr(2).ip(), port);
     bed.agent = Some(Agent::start(&bed.topo, &bed.cgroup, &endpoints).expect("agent"));
+    // The windows are counted in streams served, so they scale with the
+    // machine: under emulation (scale 30) an unscaled second gave be2 77
+    // streams of the 100 it is asked to serve before its GOAWAY.
     let spec = LoadSpec {
-        duration: Some(4.0),
+        duration: Some(rotor_testbed::scaled_secs(4.0)),
         requests: None,
         ..LoadSpec::whoami(1, 8, 0)
     };
     let load = bed.spawn_load(&spec).expect("load");
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(rotor_testbed::scaled(Duration::from_millis(1000)));
     let agent_pid = bed.agent().unwrap().pid() as i32;
     // Nothing below may panic before SIGCONT: a stopped agent would not exit.
     // SAFETY: kill(2) on the agent this test started.
@@ -301,7 +304,7 @@ fn endpoint_goaway_stops_new_streams_in_the_kernel() {
         .signal(libc::SIGUSR1)
         .and_then(|()| be2.wait_for_line(Stream::Stdout, "goaway", Duration::from_secs(5)));
     let before = bed.topo.request_counts();
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(rotor_testbed::scaled(Duration::from_millis(1000)));
     let others = before.and_then(|b| bed.served_since(&b));
     let after = be2
         .output(Stream::Stdout)

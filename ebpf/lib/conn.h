@@ -214,15 +214,16 @@ static __always_inline int redirect_to_upstream(struct __sk_buff *skb, __u32 con
  * hash, so none of its frames goes to its own ingress): what went to the
  * own ingress before this message. The first that goes to the tap records
  * it in tap_starts, where the agent learns when to stop reading the source.
+ * `tap`: 0 keeps the frame in the own ingress even if the source has a tap.
  */
 static __always_inline int pass_to_agent(struct __sk_buff *skb, void *map, void *key, __u32 len,
-					 const struct tap_start *self_before)
+					 const struct tap_start *self_before, int tap)
 {
 	__u64 cookie = bpf_get_socket_cookie(skb);
 
 	stat_inc(STAT_PASS_AGENT);
 	stat_add(STAT_AGENT_BYTES, len);
-	if (bpf_sk_redirect_hash(skb, &agent_taps, &cookie, BPF_F_INGRESS) == SK_PASS) {
+	if (tap && bpf_sk_redirect_hash(skb, &agent_taps, &cookie, BPF_F_INGRESS) == SK_PASS) {
 		if (self_before)
 			bpf_map_update_elem(&tap_starts, &cookie, self_before, BPF_NOEXIST);
 		return SK_PASS;
@@ -268,12 +269,7 @@ static __always_inline int pass_to_agent_from_client(struct __sk_buff *skb, __u3
 	/* Without a parse state (parse_states was full) nothing counts what
 	 * went where, so the agent could not tell when A's own ingress is read
 	 * out: such an A keeps its own ingress, tap or not. */
-	if (!st) {
-		stat_inc(STAT_PASS_AGENT);
-		bpf_sk_redirect_hash(skb, &agent_socks, &key, BPF_F_INGRESS);
-		return SK_PASS;
-	}
-	return pass_to_agent(skb, &agent_socks, &key, len, &before);
+	return pass_to_agent(skb, &agent_socks, &key, len, &before, st != NULL);
 }
 
 static __always_inline int pass_to_agent_from_upstream(struct __sk_buff *skb, __u32 conn_id, __u32 slot,
@@ -281,7 +277,7 @@ static __always_inline int pass_to_agent_from_upstream(struct __sk_buff *skb, __
 {
 	__u64 key = upstream_sock_key(conn_id, slot);
 
-	return pass_to_agent(skb, &upstream_socks, &key, len, NULL);
+	return pass_to_agent(skb, &upstream_socks, &key, len, NULL, 1);
 }
 
 #endif

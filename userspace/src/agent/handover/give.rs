@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -48,8 +47,6 @@ pub struct Sink {
     tx: Mutex<Option<mpsc::Sender<Offer>>>,
     /// Each connection that has decided: true if it was handed over.
     decided: Mutex<HashMap<u32, bool>>,
-    handed: AtomicU64,
-    drained: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -74,12 +71,10 @@ impl Sink {
 
     pub fn handed(&self, id: u32) {
         lock(&self.decided).insert(id, true);
-        self.handed.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn drained(&self, id: u32) {
         lock(&self.decided).insert(id, false);
-        self.drained.fetch_add(1, Ordering::Relaxed);
     }
 
     fn decided(&self, id: u32) -> bool {
@@ -128,8 +123,6 @@ pub async fn hand_over(shared: &Arc<Shared>, stream: UnixStream) -> Summary {
     let sink = Arc::new(Sink {
         tx: Mutex::new(Some(tx)),
         decided: Default::default(),
-        handed: AtomicU64::new(0),
-        drained: AtomicU64::new(0),
     });
     let carrier = std::thread::Builder::new()
         .name("handover-give".into())
@@ -155,7 +148,7 @@ pub async fn hand_over(shared: &Arc<Shared>, stream: UnixStream) -> Summary {
     shared.handover.send_replace(None);
     // The carrier sends what was offered, then Done, and ends.
     lock(&sink.tx).take();
-    let handed_over = sink.handed.load(Ordering::Relaxed);
+    let handed_over = lock(&sink.decided).values().filter(|&&h| h).count() as u64;
     // A connection handed over leaves the registry when its task ends, a
     // moment after its verdict: counted here it was "drained" too (4
     // handed over and 1 drained of 4 connections, upgrade.rs on 7.3 under

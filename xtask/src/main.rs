@@ -118,6 +118,10 @@ enum Cmd {
         /// Guest memory.
         #[arg(long, default_value = "4G")]
         memory: String,
+        /// Print the whole-suite matrix (target × kernel, from the cached
+        /// `--full`/`--test` results) as a Markdown table, and run nothing.
+        #[arg(long)]
+        table: bool,
         /// Limit per VM (boot and tests), seconds [default: 900, with
         /// --full or --test 7200 per target: `timing` takes about 201 s on
         /// a 2-core host, so about 90 min under QEMU's 27x].
@@ -279,8 +283,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             tests,
             no_build,
             memory,
+            table,
             timeout,
         } => {
+            if table {
+                kernels::print_full_table()?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let per_target = full || !tests.is_empty();
             let timeout = timeout.unwrap_or(if per_target { 7200 } else { 900 });
             let kernels = if kernels.is_empty() {

@@ -32,6 +32,8 @@ mod runner;
 mod table;
 mod targets;
 
+pub use table::print_full_table;
+
 use debian::*;
 use runner::*;
 use table::*;
@@ -108,6 +110,13 @@ pub struct KernelResult {
     pub seconds: u64,
     pub log: String,
     pub date: String,
+    /// The guest's `ROTOR_TIME_SCALE` (none on the host, and in results
+    /// from before it was recorded: the log says).
+    #[serde(default)]
+    pub scale: Option<f64>,
+    /// The commit the binaries were built from (`-dirty`: with changes).
+    #[serde(default)]
+    pub commit: String,
 }
 
 impl KernelResult {
@@ -199,7 +208,13 @@ pub fn run_kernels(opts: &Options) -> Result<bool> {
         let is_exe =
             fs::metadata(&p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
         if is_exe && p.extension().is_none() {
-            shared.push(stage(&p, &bin_dir)?);
+            let staged = stage(&p, &bin_dir)?;
+            // This tool builds the agent's image and nothing else the guest
+            // runs: it counts for the `image` column only (Run::new), so
+            // that a change to the runner does not void hours of results.
+            if p.file_name().is_some_and(|n| n != "xtask") {
+                shared.push(staged);
+            }
         }
     }
     let probe_bin = stage(&probe_bin, &bin_dir)?;
@@ -344,6 +359,8 @@ mod tests {
             seconds: 1,
             log: String::new(),
             date: String::new(),
+            scale: None,
+            commit: String::new(),
         };
         assert!(r.green());
         assert_eq!(cell(r.get("probe")), "refused: 32-bit atomic fetch-and-add");
@@ -376,6 +393,8 @@ mod tests {
             seconds: 1,
             log: String::new(),
             date: "2026-12-04T22:51:00Z".into(),
+            scale: None,
+            commit: String::new(),
         };
         // a run writes its log, then its result
         let at = |path: &std::path::Path, secs: u64| {

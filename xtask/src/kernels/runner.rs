@@ -98,6 +98,10 @@ impl Run {
             args.push(format!("{}={}{f}", c.name, c.bin.display()));
             fingerprint(std::slice::from_ref(&c.bin))?.hash(&mut h);
             c.filter.hash(&mut h);
+            // the image the `image` column tests is built by this tool
+            if c.name == "image" {
+                fingerprint(&[bin_dir.join("xtask")])?.hash(&mut h);
+            }
         }
         let (tag, stem, log_name) = match target {
             None => ("smoke".into(), "result".into(), "smoke.log".into()),
@@ -395,9 +399,30 @@ pub(super) fn finish(
         seconds: start.elapsed().as_secs(),
         log: log.display().to_string(),
         date: now(),
+        scale: scale_in(&text),
+        commit: commit(),
     };
     fs::write(json, serde_json::to_string_pretty(&result)?)?;
     Ok(result)
+}
+
+/// The `ROTOR-SCALE` smoke.sh printed in a log.
+pub(super) fn scale_in(log: &str) -> Option<f64> {
+    log.lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix("ROTOR-SCALE "))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// HEAD's short hash, `-dirty` when tracked files differ from it.
+fn commit() -> String {
+    let git = |args: &[&str]| output(Command::new("git").args(args).current_dir(workspace_root()));
+    let Ok(head) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return String::new();
+    };
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_ok_and(|s| !s.trim().is_empty());
+    format!("{}{}", head.trim(), if dirty { "-dirty" } else { "" })
 }
 
 pub(super) fn shell_quote(s: &str) -> String {

@@ -1,5 +1,7 @@
 //! The matrix as a table: one row per kernel, one column per test target.
 
+use std::collections::BTreeMap;
+
 use super::*;
 
 /// `ok 40 features [3 s]` → `ok`; `refused kernel X lacks 4 features ...: A (…` → `refused: A`.
@@ -77,4 +79,91 @@ pub(super) fn print_table(rows: &[KernelResult], cols: &[String]) {
         "Logs and results: {}/<kernel>/smoke.log, result.json",
         kernels_dir().display()
     );
+}
+
+/// `--table`: the whole-suite matrix from the cached results
+/// (`target/kernels/<release>/full/<target>.json`), target × kernel, as the
+/// README's Kernels table shows it. Runs nothing.
+pub fn print_full_table() -> Result<()> {
+    let mut kernels: Vec<(String, BTreeMap<String, KernelResult>)> = Vec::new();
+    let mut dirs: Vec<PathBuf> = fs::read_dir(kernels_dir())?
+        .filter_map(|e| e.ok().map(|e| e.path().join("full")))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let mut by_target = BTreeMap::new();
+        for entry in fs::read_dir(&dir)? {
+            let p = entry?.path();
+            if p.extension().is_some_and(|e| e == "json") {
+                let r: Option<KernelResult> = fs::read_to_string(&p)
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok());
+                if let (Some(r), Some(stem)) = (r, p.file_stem()) {
+                    by_target.insert(stem.to_string_lossy().into_owned(), r);
+                }
+            }
+        }
+        if let Some(first) = by_target.values().next() {
+            kernels.push((format!("{} ({})", first.release, first.name), by_target));
+        }
+    }
+    // every target of tests/tests, run or not, and any other that ran
+    let mut targets: Vec<String> = fs::read_dir(workspace_root().join("tests/tests"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .chain(kernels.iter().flat_map(|(_, m)| m.keys().cloned()))
+        .collect();
+    targets.sort();
+    targets.dedup();
+    let head: Vec<&str> = kernels.iter().map(|(k, _)| k.as_str()).collect();
+    println!("| target | {} |", head.join(" | "));
+    println!("|---|{}", "---|".repeat(head.len()));
+    for t in targets {
+        let cells: Vec<String> = kernels
+            .iter()
+            .map(|(_, m)| m.get(&t).map_or("not run".into(), |r| full_cell(&t, r)))
+            .collect();
+        println!("| {t} | {} |", cells.join(" | "));
+    }
+    Ok(())
+}
+
+/// `ok, 4 of 4, 79 s (scale 29.4), 2026-12-05 09:30, 3f62de4`: the target's
+/// own line (`ok test result: ok. 4 passed [79 s]`), its run's scale, when
+/// and from which commit.
+fn full_cell(target: &str, r: &KernelResult) -> String {
+    let v = r.get(target).unwrap_or("fail: no result");
+    let (status, rest) = v.split_once(' ').unwrap_or((v, ""));
+    let secs = rest
+        .rsplit_once(" [")
+        .map(|(_, s)| s.trim_end_matches(']'))
+        .unwrap_or("");
+    let passed = rest
+        .split_once("ok. ")
+        .and_then(|(_, p)| p.split_whitespace().next())
+        .unwrap_or("?");
+    let scale = r.scale.or_else(|| {
+        fs::read_to_string(&r.log)
+            .ok()
+            .and_then(|l| super::runner::scale_in(&l))
+    });
+    let mut cell = if status == "ok" {
+        format!("ok, {passed} passed, {secs}")
+    } else {
+        format!(
+            "**{status}**: {}",
+            cell(Some(v)).split_once(": ").map_or("", |x| x.1)
+        )
+    };
+    if let Some(s) = scale {
+        cell.push_str(&format!(" (scale {s:.1})"));
+    }
+    let date: String = r.date.replace('T', " ").chars().take(16).collect();
+    cell.push_str(&format!(", {date}"));
+    if !r.commit.is_empty() {
+        cell.push_str(&format!(", {}", r.commit));
+    }
+    cell
 }

@@ -144,10 +144,17 @@ fn full_cell(target: &str, r: &KernelResult) -> String {
         .split_once("ok. ")
         .and_then(|(_, p)| p.split_whitespace().next())
         .unwrap_or("?");
+    // A result from before the scale was recorded: its log says, unless
+    // a later run of the target is writing that log now.
     let scale = r.scale.or_else(|| {
-        fs::read_to_string(&r.log)
-            .ok()
-            .and_then(|l| super::runner::scale_in(&l))
+        let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+        let json = Path::new(&r.log).with_extension("json");
+        match (modified(Path::new(&r.log)), modified(&json)) {
+            (Some(log), Some(json)) if log <= json => fs::read_to_string(&r.log)
+                .ok()
+                .and_then(|l| super::runner::scale_in(&l)),
+            _ => None,
+        }
     });
     let mut cell = if status == "ok" {
         format!("ok, {passed} passed, {secs}")

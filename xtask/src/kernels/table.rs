@@ -130,9 +130,9 @@ pub fn print_full_table() -> Result<()> {
     Ok(())
 }
 
-/// `ok, 4 of 4, 79 s (scale 29.4), 2026-12-05 09:30, 3f62de4`: the target's
-/// own line (`ok test result: ok. 4 passed [79 s]`), its run's scale, when
-/// and from which commit.
+/// `ok, 4 passed, 79 s (scale 29.4), 2026-12-05 09:30, 3f62de4`: the
+/// target's own line (`ok test result: ok. 4 passed [79 s]`), its run's
+/// scale, when and from which commit.
 fn full_cell(target: &str, r: &KernelResult) -> String {
     let v = r.get(target).unwrap_or("fail: no result");
     let (status, rest) = v.split_once(' ').unwrap_or((v, ""));
@@ -173,4 +173,52 @@ fn full_cell(target: &str, r: &KernelResult) -> String {
         cell.push_str(&format!(", {}", r.commit));
     }
     cell
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(line: &str, scale: Option<f64>, commit: &str) -> KernelResult {
+        KernelResult {
+            name: "newest".into(),
+            suite: "trixie-backports".into(),
+            release: "7.3.4+deb13-amd64".into(),
+            package: String::new(),
+            fingerprint: String::new(),
+            boot: "ok".into(),
+            results: vec![
+                ("probe".into(), "ok kernel=7.3.4 features=50 [1 s]".into()),
+                ("clients".into(), line.into()),
+            ],
+            seconds: 500,
+            log: "/nonexistent/clients.log".into(),
+            date: "2026-12-05T11:14:09Z".into(),
+            scale,
+            commit: commit.into(),
+        }
+    }
+
+    #[test]
+    fn a_cell_says_what_passed_how_long_at_what_scale_when_and_from_what() {
+        let ok = result(
+            "ok test result: ok. 11 passed [491 s]",
+            Some(33.9),
+            "c9bbad9",
+        );
+        assert_eq!(
+            full_cell("clients", &ok),
+            "ok, 11 passed, 491 s (scale 33.9), 2026-12-05 11:14, c9bbad9"
+        );
+        let red = result(
+            "fail rc=101 curl 4 MiB upload echo: exit status: 28 [589 s]",
+            None,
+            "",
+        );
+        assert_eq!(
+            full_cell("clients", &red),
+            "**fail**: rc=101 curl 4 MiB upload echo: exit status: 28, 2026-12-05 11:14"
+        );
+        assert!(full_cell("grpc", &ok).starts_with("**fail**"));
+    }
 }

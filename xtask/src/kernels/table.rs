@@ -134,7 +134,7 @@ pub fn print_full_table() -> Result<()> {
 /// target's own line (`ok test result: ok. 4 passed [79 s]`), its run's
 /// scale, when and from which commit.
 fn full_cell(target: &str, r: &KernelResult) -> String {
-    let v = r.get(target).unwrap_or("fail: no result");
+    let v = r.get(target).unwrap_or("fail no result for this target");
     let (status, rest) = v.split_once(' ').unwrap_or((v, ""));
     let secs = rest
         .rsplit_once(" [")

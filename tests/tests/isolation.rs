@@ -627,9 +627,12 @@ fn endpoint_sending_records_shaped_like_the_agents_steers_nothing() {
     bed.agent = Some(
         Agent::start(&bed.topo, &bed.cgroup, &[evil, bed.topo.backend_addrs()[1]]).expect("agent"),
     );
+    // 3 s at 200 requests a second, more than 300 served. The time scales
+    // with the machine: under emulation (7.3, scale 29) the client issued
+    // 103 requests in an unscaled 3 s, none failed.
     let steady = bed
         .spawn_load(&LoadSpec {
-            duration: Some(3.0),
+            duration: Some(rotor_testbed::scaled_secs(3.0)),
             rate: Some(200.0),
             requests: None,
             timeout: 10.0,

@@ -58,6 +58,9 @@ pub(super) struct Run {
     pub columns: Vec<String>,
     pub args: Vec<String>,
     pub fp: String,
+    /// The commit the binaries were staged from, taken then: docs
+    /// committed while a run goes on must not name it.
+    pub commit: String,
     /// Relative to the kernel's directory: `result` or `full/<target>`.
     stem: String,
     log_name: String,
@@ -112,6 +115,7 @@ impl Run {
             columns: columns.iter().map(|c| c.name.clone()).collect(),
             args,
             fp: format!("{:016x}", h.finish()),
+            commit: commit(),
             stem,
             log_name,
         })
@@ -400,7 +404,7 @@ pub(super) fn finish(
         log: log.display().to_string(),
         date: now(),
         scale: scale_in(&text),
-        commit: commit(),
+        commit: run.commit.clone(),
     };
     fs::write(json, serde_json::to_string_pretty(&result)?)?;
     Ok(result)

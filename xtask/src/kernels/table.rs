@@ -118,15 +118,20 @@ pub fn print_full_table() -> Result<()> {
     targets.sort();
     targets.dedup();
     let head: Vec<&str> = kernels.iter().map(|(k, _)| k.as_str()).collect();
-    println!("| target | {} |", head.join(" | "));
-    println!("|---|{}", "---|".repeat(head.len()));
+    let mut out = format!(
+        "| target | {} |\n|---|{}\n",
+        head.join(" | "),
+        "---|".repeat(head.len())
+    );
     for t in targets {
         let cells: Vec<String> = kernels
             .iter()
             .map(|(_, m)| m.get(&t).map_or("not run".into(), |r| full_cell(&t, r)))
             .collect();
-        println!("| {t} | {} |", cells.join(" | "));
+        out.push_str(&format!("| {t} | {} |\n", cells.join(" | ")));
     }
+    // into a pipe that may close early (`| head`): not a panic
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
     Ok(())
 }
 

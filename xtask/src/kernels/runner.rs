@@ -418,8 +418,14 @@ pub(super) fn scale_in(log: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// HEAD's short hash, `-dirty` when tracked files differ from it.
+/// HEAD's short hash, `-dirty` when tracked files differ from it: once
+/// per invocation, when the binaries are staged.
 fn commit() -> String {
+    static COMMIT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    COMMIT.get_or_init(head_commit).clone()
+}
+
+fn head_commit() -> String {
     let git = |args: &[&str]| output(Command::new("git").args(args).current_dir(workspace_root()));
     let Ok(head) = git(&["rev-parse", "--short", "HEAD"]) else {
         return String::new();

@@ -3,10 +3,12 @@
  * sockops: a client socket (C) that connect4/6 sent to the agent has its
  * Service address recorded for the agent and for getpeername; the agent's
  * accepted sockets (A) join agent_socks at ESTABLISHED, before any payload
- * is queued (ebpf/README.md R1: bytes queued before insertion are not parsed).
+ * is queued (ebpf/README.md R1: bytes queued before insertion are not parsed),
+ * with a spare tap for what the verdict hands the agent (maps.h).
  * C joins no socket map: rotor changes nothing of how the client reads.
  */
 #include "lib/common.h"
+#include "lib/spare.h"
 
 static __always_inline __u64 *live_clients(void)
 {
@@ -58,8 +60,10 @@ static __always_inline void agent_closed(struct bpf_sock_ops *skops)
 	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct parse_state *st = bpf_map_lookup_elem(&parse_states, &cookie);
 
-	if (st && st->accepted)
+	if (st && st->accepted) {
+		spare_tap_closed(cookie, st->spare);
 		bpf_map_delete_elem(&parse_states, &cookie);
+	}
 }
 
 /* A socket's addresses as rotor.h keys them: 16 bytes, IPv4 mapped. An
@@ -166,12 +170,18 @@ static __always_inline void agent_established(struct bpf_sock_ops *skops,
 	 * close callback the sweep keeps it in hand (accepted stays 0). */
 	init.accepted = bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 							 BPF_SOCK_OPS_STATE_CB_FLAG) == 0;
+	/* A tap from the first byte (maps.h, spare_taps), only for an A whose
+	 * close this program sees: the close gives the index back. */
+	if (init.accepted)
+		init.spare = spare_tap_take(cookie);
 	if (bpf_map_update_elem(&parse_states, &cookie, &init, BPF_NOEXIST) < 0) {
+		spare_tap_unused(init.spare);
 		stat_inc(STAT_FAIL_OPEN_ACCEPT);
 		return;
 	}
 	if (bpf_sock_hash_update(skops, &agent_socks, &key, BPF_ANY) < 0) {
 		bpf_map_delete_elem(&parse_states, &cookie);
+		spare_tap_unused(init.spare);
 		stat_inc(STAT_FAIL_OPEN_ACCEPT);
 	}
 }

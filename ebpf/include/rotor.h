@@ -214,6 +214,10 @@ struct parse_state {
 	 * it alone, however long A waits in the accept queue. (This field
 	 * fills what was padding: the struct keeps its size across upgrades.) */
 	__u32 accepted;
+	/* A: index + 1 of the spare tap sockops gave it at ESTABLISHED
+	 * (spare_taps), 0 for none: its frames for the agent go there from
+	 * the first byte. (Also what was padding.) */
+	__u32 spare;
 	/* A: every connection-level WINDOW_UPDATE increment the client sent,
 	 * counted from its first byte (before the agent knows the connection). */
 	__u64 client_window;
@@ -362,6 +366,13 @@ enum stat {
 	STAT_FAIL_OPEN_ACCEPT,
 	STAT_UNKNOWN_FRAME, /* frames of unknown types, discarded (RFC 9113 §5.5) */
 	STAT_EVENT_LOST,    /* events not sent: the ring buffer was full */
+	/* Accepted sockets that found no spare tap ready: their first frames
+	 * for the agent take their own ingress (agent/spare_taps.rs). */
+	STAT_SPARE_TAP_NONE,
+	/* Messages handed to the agent through their source's own ingress (a
+	 * source without a tap): 7.3 turns that into SK_PASS (ebpf/README.md,
+	 * "What differs by kernel"). */
+	STAT_OWN_INGRESS,
 	STAT_MAX,
 };
 

@@ -5,6 +5,7 @@
 
 #include "common.h"
 #include "endpoint.h"
+#include "spare.h"
 
 static __always_inline struct sock_ident *ident_of(struct __sk_buff *skb)
 {
@@ -197,7 +198,8 @@ static __always_inline int redirect_to_upstream(struct __sk_buff *skb, __u32 con
  * Frames for the agent go into the ingress of the source socket's tap
  * (agent_taps), a unix socket the agent reads in place of the source, and
  * into the source's own ingress only while it has none (an accepted A
- * before the agent made its tap, a generation without taps).
+ * that found no spare tap ready, until the agent made it one; a
+ * generation without taps).
  *
  * The own ingress was the only way before, but it depends on the kernel.
  * On 6.18 a redirect there queues on the psock and is read as such; a
@@ -215,19 +217,24 @@ static __always_inline int redirect_to_upstream(struct __sk_buff *skb, __u32 con
  * own ingress before this message. The first that goes to the tap records
  * it in tap_starts, where the agent learns when to stop reading the source.
  * `tap`: 0 keeps the frame in the own ingress even if the source has a tap.
+ * `spare`: A's spare tap (parse_state.spare), tried first: an A that has
+ * one never needs agent_taps, and one whose agent let it go (a handover)
+ * owns it no more.
  */
 static __always_inline int pass_to_agent(struct __sk_buff *skb, void *map, void *key, __u32 len,
-					 const struct tap_start *self_before, int tap)
+					 const struct tap_start *self_before, int tap, __u32 spare)
 {
 	__u64 cookie = bpf_get_socket_cookie(skb);
 
 	stat_inc(STAT_PASS_AGENT);
 	stat_add(STAT_AGENT_BYTES, len);
-	if (tap && bpf_sk_redirect_hash(skb, &agent_taps, &cookie, BPF_F_INGRESS) == SK_PASS) {
+	if (tap && ((spare && spare_tap_redirect(skb, cookie, spare) == SK_PASS) ||
+		    bpf_sk_redirect_hash(skb, &agent_taps, &cookie, BPF_F_INGRESS) == SK_PASS)) {
 		if (self_before)
 			bpf_map_update_elem(&tap_starts, &cookie, self_before, BPF_NOEXIST);
 		return SK_PASS;
 	}
+	stat_inc(STAT_OWN_INGRESS);
 	bpf_sk_redirect_hash(skb, map, key, BPF_F_INGRESS);
 	return SK_PASS; /* not in the map (yet): plain pass */
 }
@@ -269,7 +276,7 @@ static __always_inline int pass_to_agent_from_client(struct __sk_buff *skb, __u3
 	/* Without a parse state (parse_states was full) nothing counts what
 	 * went where, so the agent could not tell when A's own ingress is read
 	 * out: such an A keeps its own ingress, tap or not. */
-	return pass_to_agent(skb, &agent_socks, &key, len, &before, st != NULL);
+	return pass_to_agent(skb, &agent_socks, &key, len, &before, st != NULL, st ? st->spare : 0);
 }
 
 static __always_inline int pass_to_agent_from_upstream(struct __sk_buff *skb, __u32 conn_id, __u32 slot,
@@ -277,7 +284,7 @@ static __always_inline int pass_to_agent_from_upstream(struct __sk_buff *skb, __
 {
 	__u64 key = upstream_sock_key(conn_id, slot);
 
-	return pass_to_agent(skb, &upstream_socks, &key, len, NULL, 1);
+	return pass_to_agent(skb, &upstream_socks, &key, len, NULL, 1, 0);
 }
 
 #endif

@@ -111,6 +111,51 @@ struct {
 	__type(value, struct tap_start);
 } tap_starts SEC(".maps");
 
+/*
+ * Spare taps (agent/spare_taps.rs): taps the agent makes before any socket
+ * needs one, so that an accepted socket (A) has one from its first byte.
+ * A joins agent_socks at ESTABLISHED, while it waits in the accept queue:
+ * curl sends its preface, SETTINGS, a request and 64 KiB of its body at
+ * once, and without a tap all of it went into A's own ingress, which 7.3
+ * turns into SK_PASS and an A read late into a deaf one (ebpf/README.md,
+ * "What differs by kernel"). sockops pops an index from spare_ready and
+ * writes A's cookie at that index of spare_owner; the verdict hands A's
+ * frames to spare_taps[index] while spare_owner still names A. The agent
+ * takes the tap at accept and keeps the index for A's life; whoever ends
+ * the ownership (sockops at A's close, the agent at a handover) swaps the
+ * cookie for 0, once. An index whose A closed before the agent took its
+ * tap goes to spare_dropped: the agent makes it a fresh tap, as the old
+ * one may hold that A's frames. The agent sizes all four at load.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__uint(max_entries, MAX_CONNS);
+	__type(key, __u32);
+	__type(value, __u32);
+} spare_taps SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, MAX_CONNS);
+	__type(value, __u32);
+} spare_ready SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, MAX_CONNS);
+	__type(value, __u32);
+} spare_dropped SEC(".maps");
+
+/* Memory-mapped by the agent, which swaps an owner for 0 with the same
+ * compare-and-swap sockops uses. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, MAX_CONNS);
+	__type(key, __u32);
+	__type(value, __u64);
+} spare_owner SEC(".maps");
+
 /* J: the agent's injector sockets; frame parser + injector verdict. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);

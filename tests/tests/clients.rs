@@ -117,6 +117,79 @@ fn curl_large_bodies_both_ways() {
     );
 }
 
+fn kernel_counter(bed: &TestBed, name: &str) -> u64 {
+    let agent = bed.agent().expect("agent");
+    agent.kernel_counter(name).expect("kernel counter")
+}
+
+/// curl with prior knowledge writes its preface, SETTINGS, the request and
+/// the first 64 KiB of its upload at once, here while the agent is stopped
+/// and cannot accept: the kernel takes the connection, parses it and hands
+/// the agent those frames before the agent has seen the socket. They go to
+/// the accepted socket's spare tap (ebpf/README.md, point 2), none into
+/// the socket's own ingress, which 7.3 turns into SK_PASS and where such
+/// an upload stopped at 64 KiB (ebpf/README.md, "What differs by kernel");
+/// once the agent runs again the upload comes back whole.
+#[test]
+fn frames_sent_before_the_accept_reach_the_agent_through_a_spare_tap() {
+    let mut bed = TestBed::with_agent(3).expect("test bed with agent");
+    let upload = content::pseudo_random(4 << 20, 11);
+    let file = bed.topo.dir().join("upload-before-accept");
+    std::fs::write(&file, &upload).unwrap();
+    let file_arg = format!("@{}", file.display());
+    let max_time = rotor_testbed::scaled(Duration::from_secs(30))
+        .as_secs()
+        .to_string();
+    let (own0, none0) = (
+        kernel_counter(&bed, "own_ingress"),
+        kernel_counter(&bed, "spare_tap_none"),
+    );
+    let agent_pid = bed.agent().unwrap().pid() as i32;
+    let out = std::thread::scope(|s| {
+        // Nothing below may panic before SIGCONT: a stopped agent would
+        // not exit.
+        // SAFETY: kill(2) on the agent this test started.
+        unsafe { libc::kill(agent_pid, libc::SIGSTOP) };
+        let curl = s.spawn(|| {
+            client_tool(
+                &bed.topo,
+                Some(&bed.cgroup),
+                "curl",
+                &[
+                    "-sS",
+                    "--fail",
+                    "--http2-prior-knowledge",
+                    "--max-time",
+                    &max_time,
+                    "--data-binary",
+                    &file_arg,
+                    &format!("{VIP_URL}/whoami?echo"),
+                ],
+                Duration::from_secs(40),
+            )
+        });
+        std::thread::sleep(rotor_testbed::scaled(Duration::from_millis(1000)));
+        // SAFETY: as above.
+        unsafe { libc::kill(agent_pid, libc::SIGCONT) };
+        curl.join()
+    });
+    let out = out.expect("curl thread").expect("running curl");
+    assert!(
+        out.status.success() && out.stdout == upload,
+        "curl 4 MiB upload echo, written before the accept: {} got {} bytes, stderr {}\n{}",
+        out.status,
+        out.stdout.len(),
+        String::from_utf8_lossy(&out.stderr),
+        probe::report(&mut bed)
+    );
+    let own = kernel_counter(&bed, "own_ingress") - own0;
+    let none = kernel_counter(&bed, "spare_tap_none") - none0;
+    assert!(
+        own == 0 && none == 0,
+        "frames handed to the agent through a socket's own ingress: {own}, accepted sockets without a spare tap: {none}"
+    );
+}
+
 #[test]
 fn nghttp_hpack_heavy_and_uploads() {
     let mut bed = TestBed::with_agent(3).expect("test bed with agent");

@@ -250,6 +250,30 @@ pub fn terminal_width(fd: &impl AsRawFd) -> Option<u16> {
 
 pub mod scm;
 
+/// Has the stream parser of a socket that just joined a socket hash parse
+/// what was queued before the join, which it would otherwise leave until
+/// more bytes arrive (ebpf/README.md, R1): setting SO_RCVLOWAT calls
+/// `tcp_data_ready()`, and the socket's data-ready is its parser's by then
+/// (tcp_set_rcvlowat, net/ipv4/tcp.c; 1 is the default, so nothing else
+/// changes).
+pub fn kick_parser(sock: &impl AsRawFd) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: the option takes a c_int, passed with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// SO_RCVBUFFORCE (the agent has CAP_NET_ADMIN), else SO_RCVBUF, which
 /// net.core.rmem_max caps.
 pub fn set_receive_buffer(sock: &impl AsRawFd, bytes: usize) -> io::Result<()> {

@@ -155,7 +155,12 @@ impl ClientConn {
 
     /// Not HTTP/2: the HTTP/2 upstreams close and the connection goes
     /// whole to one endpoint, each connection to the next.
-    async fn splice(&mut self, a: TcpStream, first: bytes::Bytes) -> anyhow::Result<()> {
+    async fn splice(
+        &mut self,
+        a: TcpStream,
+        first: bytes::Bytes,
+        input: super::tap::SourceInput,
+    ) -> anyhow::Result<()> {
         let endpoint = {
             let eps = self.service.endpoints.borrow();
             (!eps.is_empty()).then(|| eps[self.subset.offset() % eps.len()])
@@ -175,13 +180,16 @@ impl ClientConn {
             i.slots.clear();
             i.upstreams.clear();
         });
-        super::splice::run(&self.shared.dp, endpoint, a, first).await
+        super::splice::run(&self.shared.dp, endpoint, a, first, input).await
     }
 
+    /// `spare`: A's tap from its first byte, if sockops gave it one
+    /// (agent/spare_taps.rs).
     pub(super) async fn run(
         &mut self,
         a: TcpStream,
         mut wake_rx: mpsc::UnboundedReceiver<Wake>,
+        spare: Option<super::tap::Tap>,
     ) -> anyhow::Result<()> {
         let (up_tx, mut up_rx) = mpsc::unbounded_channel();
         let (connect_tx, mut connect_rx) = mpsc::unbounded_channel();
@@ -201,10 +209,11 @@ impl ClientConn {
         let mut handing = self.shared.handover.subscribe();
 
         let mut buf = vec![0u8; 32 * 1024];
-        // The client's frames for the agent: from A until its tap takes
-        // over (agent/tap.rs). The tap comes once the preface is read, so
-        // no preface is split between A and the tap.
-        let mut input = super::tap::SourceInput::new(None, false);
+        // The client's frames for the agent: from its spare tap, or from A
+        // until the tap the agent makes takes over (agent/tap.rs). That
+        // one comes once the preface is read, so no preface is split
+        // between A and the tap.
+        let mut input = super::tap::SourceInput::new(spare, true);
         // The looks at what the kernel did unasked (pace.rs).
         let mut pace = Pace::default();
         let look = tokio::time::sleep(pace::FIRST);
@@ -249,7 +258,7 @@ impl ClientConn {
                         // inside its preface.
                         tracing::debug!(conn = self.id, bytes = self.reader.buffered(), "no preface; spliced to one endpoint");
                         let first = self.reader.take_buffered();
-                        return self.splice(a, first).await;
+                        return self.splice(a, first, input).await;
                     }
                 }
                 () = cut.notified() => self.on_budget_cut(),
@@ -290,7 +299,7 @@ impl ClientConn {
                             self.greet_client();
                         }
                         if let Message::Raw(first) = m {
-                            return self.splice(a, first).await;
+                            return self.splice(a, first, input).await;
                         }
                         self.on_client_message(m);
                     }

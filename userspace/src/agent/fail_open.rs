@@ -16,11 +16,20 @@ use super::Shared;
 use crate::ebpf::Datapath;
 
 /// Carries `a` to `dest` until both sides are done; counted and logged.
-pub async fn run(shared: &Shared, a: TcpStream, peer: SocketAddr, dest: SocketAddr, why: String) {
+/// `spare`: A's tap from its first byte, if it had one (spare_taps.rs).
+pub async fn run(
+    shared: &Shared,
+    a: TcpStream,
+    peer: SocketAddr,
+    dest: SocketAddr,
+    why: String,
+    spare: Option<Tap>,
+) {
     shared.dp.note_fail_open();
     tracing::warn!(%peer, service = %dest, %why, "connection left on its original path (the Service address)");
     let cookie = crate::ebpf::socket_cookie(&a).unwrap_or(0);
-    if let Err(e) = splice(&shared.dp, a, dest, &[]).await {
+    let input = SourceInput::new(spare, true);
+    if let Err(e) = splice(&shared.dp, a, dest, &[], input).await {
         tracing::debug!(%peer, service = %dest, error = %e, "original path ended");
     }
     // A socket the kernel took before the agent gave up has a parser state.
@@ -33,18 +42,21 @@ pub async fn run(shared: &Shared, a: TcpStream, peer: SocketAddr, dest: SocketAd
 /// edge that never comes: sockmap_io.rs); everything else is plain TCP.
 ///
 /// All of `a`'s bytes go to the agent, through its tap once it has one
-/// (agent/tap.rs): what went into `a`'s own ingress before is read first,
+/// (agent/tap.rs; `input` brings the one it has, else one is made here):
+/// what went into `a`'s own ingress before is read first,
 /// counted in bytes, as `first` and what is read here count them.
 pub(super) async fn splice(
     dp: &Datapath,
     a: TcpStream,
     dest: SocketAddr,
     first: &[u8],
+    mut input: SourceInput,
 ) -> std::io::Result<()> {
     let cookie = crate::ebpf::socket_cookie(&a).unwrap_or(0);
-    let mut input = SourceInput::new(None, false);
-    if let Some(tap) = Tap::open(dp, cookie) {
-        input.attach(tap);
+    if !input.has_tap() {
+        if let Some(tap) = Tap::open(dp, cookie) {
+            input.attach(tap);
+        }
     }
     // bytes read from `a` since the kernel first parsed it
     let mut read = first.len() as u64;

@@ -23,6 +23,7 @@ mod registry;
 pub mod self_check;
 mod slot;
 mod sockmap_io;
+mod spare_taps;
 mod splice;
 mod tap;
 mod trouble;
@@ -112,6 +113,8 @@ pub struct Shared {
     pub model: std::sync::Mutex<Model>,
     /// An endpoint's connect and HTTP/2 handshake (`--connect-timeout`).
     pub connect_timeout: Duration,
+    /// Taps for accepted sockets from their first byte (spare_taps.rs).
+    pub spares: Arc<spare_taps::SparePool>,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -229,7 +232,12 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         adopted: Default::default(),
         model: Default::default(),
         connect_timeout: opts.connect_timeout,
+        spares: Arc::new(spare_taps::SparePool::new(&dp)),
     });
+    // Before the first accept: the connections that come before the
+    // self-check's are clients' (sockops runs from the load on).
+    shared.spares.refill(&dp);
+    tokio::spawn(spare_taps::keep_filled(shared.spares.clone(), dp.clone()));
     apply_everywhere(&shared, &Delta::between(&Model::default(), &model));
     let page = metrics_page::MetricsPage::start(shared.clone());
     let rendered = page.clone();

@@ -192,24 +192,41 @@ async fn attempt(vip: SocketAddrV4, cgroup: &Path) -> Result<(), SelfCheckError>
 /// preface and SETTINGS arrive through the socket hash (the verdict hands
 /// them over) and the parser has a state for the socket; the answer is a
 /// SETTINGS frame.
-pub async fn answer(dp: &Datapath, a: TcpStream) -> Result<(), SelfCheckError> {
+/// `spare`: where the kernel handed its frames from the first, if sockops
+/// gave it a spare tap (spare_taps.rs); else A's own ingress.
+pub async fn answer(
+    dp: &Datapath,
+    a: TcpStream,
+    spare: Option<super::tap::Tap>,
+) -> Result<(), SelfCheckError> {
     let _answering = Answering::new();
     // sockops made its parser state; until it is forgotten it takes room
     // in the per-socket maps that a client could otherwise have
     let _room = dp.count_room(1);
     let cookie = crate::ebpf::socket_cookie(&a).or_io("SO_COOKIE")?;
-    let answered = answer_on(dp, a, cookie).await;
+    let answered = answer_on(dp, a, cookie, spare.as_ref()).await;
     dp.forget_cookie(cookie);
     answered
 }
 
-async fn answer_on(dp: &Datapath, a: TcpStream, cookie: u64) -> Result<(), SelfCheckError> {
+async fn answer_on(
+    dp: &Datapath,
+    a: TcpStream,
+    cookie: u64,
+    spare: Option<&super::tap::Tap>,
+) -> Result<(), SelfCheckError> {
     let mut reader = SockmapReader::default();
     let mut got = Vec::new();
     let mut buf = [0u8; 256];
     let want = PREFACE.len() + frame::HEADER_LEN;
     while got.len() < want {
-        let Ok(n) = tokio::time::timeout(ATTEMPT, reader.recv(&a, &mut buf)).await else {
+        let read = async {
+            match spare {
+                Some(tap) => reader.recv(tap.reader(), &mut buf).await,
+                None => reader.recv(&a, &mut buf).await,
+            }
+        };
+        let Ok(n) = tokio::time::timeout(ATTEMPT, read).await else {
             return failed("self-check client silent");
         };
         let n = n.or_io("reading the self-check client")?;

@@ -30,7 +30,7 @@ pub fn what_it_speaks(first: &[u8]) -> &'static str {
 }
 
 /// Carries `client` to `endpoint` both ways; `first` is what the client
-/// sent before the agent knew it was not HTTP/2. The client's socket is in
+/// sent before the agent knew it was not HTTP/2, read from `input`. The client's socket is in
 /// agent_socks, where a plain read can return one message and then wait
 /// for an epoll edge that never comes (sockmap_io.rs), so it is read as
 /// fail_open.rs reads it: one relay for both.
@@ -39,9 +39,10 @@ pub async fn run(
     endpoint: SocketAddr,
     client: TcpStream,
     first: Bytes,
+    input: super::tap::SourceInput,
 ) -> anyhow::Result<()> {
     tracing::debug!(%endpoint, "not HTTP/2: spliced to one endpoint");
-    super::fail_open::splice(dp, client, endpoint, &first).await?;
+    super::fail_open::splice(dp, client, endpoint, &first, input).await?;
     Ok(())
 }
 

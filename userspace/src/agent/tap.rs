@@ -12,11 +12,13 @@
 //!
 //! An upstream gets its tap before it joins its socket hash, so all its
 //! frames come through the tap. An accepted socket joins at ESTABLISHED,
-//! before the agent has it: its first messages go into its own ingress,
-//! and the verdict records in `tap_starts` how many (counted as the agent
-//! counts what it reads) before the first went into the tap. The agent
-//! reads the source up to there, then the tap; the source still tells the
-//! connection's end (EOF, an error).
+//! before the agent has it, and takes a spare tap there
+//! (agent/spare_taps.rs). One that found none ready sends its first
+//! messages into its own ingress, and the verdict records in `tap_starts`
+//! how many (counted as the agent counts what it reads) before the first
+//! went into the tap the agent made it later. The agent reads the source up
+//! to there, then the tap; the source still tells the connection's end
+//! (EOF, an error).
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,9 +56,18 @@ const TAP_SHARE_OF_FILES: u64 = 4;
 /// The taps open now.
 static OPEN: AtomicU64 = AtomicU64::new(0);
 
-fn room_for_one() -> bool {
+fn files_limit() -> u64 {
     static LIMIT: OnceLock<u64> = OnceLock::new();
-    let limit = *LIMIT.get_or_init(|| crate::sys::open_files_limit().unwrap_or(1024));
+    *LIMIT.get_or_init(|| crate::sys::open_files_limit().unwrap_or(1024))
+}
+
+/// How many taps may be open at once.
+pub fn budget() -> usize {
+    usize::try_from(files_limit() / TAP_SHARE_OF_FILES / 2).unwrap_or(usize::MAX)
+}
+
+fn room_for_one() -> bool {
+    let limit = files_limit();
     let open = OPEN.fetch_add(1, Ordering::SeqCst) + 1;
     if open * 2 <= limit / TAP_SHARE_OF_FILES {
         return true;
@@ -72,6 +83,9 @@ fn room_for_one() -> bool {
 pub struct Tap {
     rx: UnixStream,
     _tx: std::os::unix::net::UnixStream,
+    /// Made as a spare at this index (ebpf/lib/maps.h, spare_taps), which
+    /// the accepted socket it went to owns until it closes or is let go.
+    spare: Option<u32>,
 }
 
 impl Drop for Tap {
@@ -88,25 +102,52 @@ impl Tap {
         if !dp.has_taps() || cookie == 0 || !room_for_one() {
             return None;
         }
-        match Self::try_open(dp, cookie) {
+        match Self::make(None, |rx| Ok(dp.insert_tap(cookie, rx)?)) {
             Ok(tap) => Some(tap),
             Err(e) => {
-                OPEN.fetch_sub(1, Ordering::SeqCst);
                 tracing::debug!(cookie, error = %e, "no tap: frames for the agent go to the source's own ingress");
                 None
             }
         }
     }
 
-    fn try_open(dp: &Datapath, cookie: u64) -> anyhow::Result<Tap> {
-        let (rx, tx) = std::os::unix::net::UnixStream::pair()?;
-        rx.set_nonblocking(true)?;
-        crate::sys::set_receive_buffer(&rx, TAP_BUFFER)?;
-        dp.insert_tap(cookie, &rx)?;
-        Ok(Tap {
-            rx: UnixStream::from_std(rx)?,
-            _tx: tx,
-        })
+    /// A spare tap at `index`, ready for the next accepted socket; None
+    /// when the open-file share is spent or the kernel refused it.
+    pub fn spare(dp: &Datapath, index: u32) -> Option<Tap> {
+        if !dp.has_taps() || !room_for_one() {
+            return None;
+        }
+        match Self::make(Some(index), |rx| Ok(dp.ready_spare(index, rx)?)) {
+            Ok(tap) => Some(tap),
+            Err(e) => {
+                tracing::debug!(index, error = %e, "no spare tap");
+                None
+            }
+        }
+    }
+
+    /// After `room_for_one` counted it; `insert` names it to the kernel.
+    fn make(
+        spare: Option<u32>,
+        insert: impl FnOnce(&std::os::unix::net::UnixStream) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Tap> {
+        let made = (|| -> anyhow::Result<_> {
+            let (rx, tx) = std::os::unix::net::UnixStream::pair()?;
+            rx.set_nonblocking(true)?;
+            crate::sys::set_receive_buffer(&rx, TAP_BUFFER)?;
+            insert(&rx)?;
+            Ok((UnixStream::from_std(rx)?, tx))
+        })();
+        // Counted as open from here on: Drop counts it closed.
+        let (rx, tx) = made.inspect_err(|_| {
+            OPEN.fetch_sub(1, Ordering::SeqCst);
+        })?;
+        Ok(Tap { rx, _tx: tx, spare })
+    }
+
+    /// The end the agent reads.
+    pub fn reader(&self) -> &UnixStream {
+        &self.rx
     }
 
     /// Everything the tap holds now.
@@ -174,7 +215,8 @@ pub struct SourceInput {
 
 impl SourceInput {
     /// `on_tap`: the source never had a frame for the agent in its own
-    /// ingress (an upstream whose tap came before its join).
+    /// ingress (an upstream whose tap came before its join, an accepted
+    /// socket with a spare tap).
     pub fn new(tap: Option<Tap>, on_tap: bool) -> SourceInput {
         SourceInput {
             source: SockmapReader::default(),
@@ -183,6 +225,10 @@ impl SourceInput {
             ended: false,
             tried: false,
         }
+    }
+
+    pub fn has_tap(&self) -> bool {
+        self.tap.is_some()
     }
 
     /// True the first time it is asked, while there is no tap.
@@ -205,6 +251,9 @@ impl SourceInput {
     pub fn untap(&mut self, dp: &Datapath, cookie: u64) -> Option<Tap> {
         let (tap, _) = self.tap.take()?;
         dp.remove_tap(cookie);
+        if let Some(index) = tap.spare {
+            dp.release_spare(index, cookie);
+        }
         self.on_tap = false;
         self.ended = false;
         Some(tap)

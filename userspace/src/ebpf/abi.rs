@@ -100,6 +100,8 @@ pub const STAT_NAMES: [(stat::Type, &str); stat::STAT_MAX as usize] = [
     (stat::STAT_FAIL_OPEN_ACCEPT, "fail_open_accept"),
     (stat::STAT_UNKNOWN_FRAME, "unknown_frame"),
     (stat::STAT_EVENT_LOST, "event_lost"),
+    (stat::STAT_SPARE_TAP_NONE, "spare_tap_none"),
+    (stat::STAT_OWN_INGRESS, "own_ingress"),
 ];
 
 const _: () = {

@@ -19,19 +19,36 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddr) {
         tracing::warn!(%peer, "connection without a recorded destination; closing");
         return;
     };
+    let cookie = crate::ebpf::socket_cookie(&a).unwrap_or(0);
+    let took = crate::agent::fail_open::kernel_took(&shared, cookie).await;
+    // Where A's frames for the agent have gone from the first, if sockops
+    // had a spare tap for it (agent/spare_taps.rs); every path below reads
+    // A through it. sockops names it with A's parser state, which can come
+    // a moment after the accept (kernel_took).
+    let spare = took
+        .then(|| shared.spares.take(&shared.dp, cookie))
+        .flatten();
+    if spare.is_some() {
+        // A read of A would have its parser parse what TCP queued unparsed
+        // (the client's first bytes can come before its psock is running,
+        // ebpf/README.md R1); A is not read, its tap is.
+        if let Err(e) = crate::sys::kick_parser(&a) {
+            tracing::debug!(%peer, error = %e, "SO_RCVLOWAT on an accepted socket");
+        }
+    }
     if origin.service_id == crate::agent::self_check::SERVICE_ID {
-        if let Err(e) = crate::agent::self_check::answer(&shared.dp, a).await {
+        if let Err(e) = crate::agent::self_check::answer(&shared.dp, a, spare).await {
             tracing::debug!(%peer, error = %format!("{e:#}"), "self-check connection");
         }
         return;
     }
     let dest = crate::ebpf::addr::socket_addr(origin.ip, origin.port);
+    let fail_open =
+        |a, why: String, spare| crate::agent::fail_open::run(&shared, a, peer, dest, why, spare);
     let Some(service) = shared.registry.service(origin.service_id) else {
-        return crate::agent::fail_open::run(&shared, a, peer, dest, "its service is gone".into())
-            .await;
+        return fail_open(a, "its service is gone".into(), spare).await;
     };
-    let cookie = crate::ebpf::socket_cookie(&a).unwrap_or(0);
-    if !crate::agent::fail_open::kernel_took(&shared, cookie).await {
+    if !took {
         // sockops deletes an accepted socket's state when it closes: one
         // the client reset while it waited in the accept queue has none,
         // and nowhere to go.
@@ -39,14 +56,8 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddr) {
             tracing::debug!(%peer, "connection reset before the agent took it");
             return;
         }
-        return crate::agent::fail_open::run(
-            &shared,
-            a,
-            peer,
-            dest,
-            "the kernel did not take it within 1 s (parse_states or agent_socks full)".into(),
-        )
-        .await;
+        let why = "the kernel did not take it within 1 s (parse_states or agent_socks full)";
+        return fail_open(a, why.into(), spare).await;
     }
     // A and one socket per upstream, so that no upstream fails for want of
     // room; claimed at once, so two clients accepted together cannot both
@@ -59,28 +70,14 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddr) {
     // splice read the tap while A's own ingress still held bytes and cut the
     // connection (hostile's budget test, 38 of 40 requests failed).
     let Some(room) = shared.dp.claim_room(sockets) else {
-        return crate::agent::fail_open::run(
-            &shared,
-            a,
-            peer,
-            dest,
-            "the per-socket maps are full".into(),
-        )
-        .await;
+        return fail_open(a, "the per-socket maps are full".into(), spare).await;
     };
     if shared.budget.refuse_new() {
         let why = "the agent's queued bytes are over --max-queued-bytes".into();
-        return crate::agent::fail_open::run(&shared, a, peer, dest, why).await;
+        return fail_open(a, why, spare).await;
     }
     let Some(id) = shared.registry.alloc_conn(shared.dp.conns.len() as u32) else {
-        return crate::agent::fail_open::run(
-            &shared,
-            a,
-            peer,
-            dest,
-            "connection table full; raise --max-conns".into(),
-        )
-        .await;
+        return fail_open(a, "connection table full; raise --max-conns".into(), spare).await;
     };
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     shared.registry.register_conn(
@@ -98,16 +95,9 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddr) {
     if let Err(e) = conn.adopt(&a, peer, cookie) {
         conn.teardown();
         shared.registry.release_conn(id);
-        return crate::agent::fail_open::run(
-            &shared,
-            a,
-            peer,
-            dest,
-            format!("setting it up failed: {e:#}"),
-        )
-        .await;
+        return fail_open(a, format!("setting it up failed: {e:#}"), spare).await;
     }
-    if let Err(e) = conn.run(a, wake_rx).await {
+    if let Err(e) = conn.run(a, wake_rx, spare).await {
         tracing::debug!(conn = id, error = %e, "client connection ended");
     }
     finish(&shared, conn);

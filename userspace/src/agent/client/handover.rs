@@ -412,7 +412,8 @@ pub(crate) async fn serve_adopted(
         wake_tx,
     );
     let mut conn = ClientConn::from_state(id, shared.clone(), service, &st, upstreams);
-    if let Err(e) = conn.run(a, wake_rx).await {
+    // an adopted A's frames go into its own ingress until it has a tap
+    if let Err(e) = conn.run(a, wake_rx, None).await {
         tracing::debug!(conn = id, error = %e, "adopted client connection ended");
     }
     super::accept::finish(&shared, conn);

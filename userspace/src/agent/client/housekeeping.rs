@@ -133,9 +133,11 @@ impl ClientConn {
         received.bytes as u32 != crate::ebpf::verdict_bytes(&st)
     }
 
-    /// The client's bytes wait unparsed (liveness.rs): an empty SETTINGS
-    /// makes the client answer. The client's socket joins its socket hash
-    /// before its first byte, so this is a safety net, not a path.
+    /// The client's bytes wait unparsed (liveness.rs): the parser is
+    /// called on what TCP holds (SO_RCVLOWAT, ebpf/README.md R1), and an
+    /// empty SETTINGS makes the client answer. The client's socket joins
+    /// its socket hash before its first byte and is kicked at accept
+    /// (accept.rs), so this is a safety net, not a path.
     pub(super) fn kick_client_if_unparsed(&mut self, a: &tokio::net::TcpStream) {
         let Some(st) = self.shared.dp.parse_state(self.cookie) else {
             return;
@@ -151,6 +153,7 @@ impl ClientConn {
                 conn = self.id,
                 "client bytes wait unparsed: SETTINGS to the client"
             );
+            let _ = crate::sys::kick_parser(a);
             let mut out = BytesMut::new();
             frame::settings(&mut out, &[]);
             self.send_to_client(&out);

@@ -52,7 +52,7 @@ impl Adopter {
         let injector =
             Injector::start_keyed(&dp, ADOPTED_INJECTOR).map_err(|e| format!("{e:#}"))?;
         let shared = Arc::new(Shared {
-            dp,
+            dp: dp.clone(),
             injector,
             registry: Arc::new(Registry::new()),
             budget: self.main.budget.clone(),
@@ -62,6 +62,9 @@ impl Adopter {
             adopted: Mutex::new(Vec::new()),
             model: Mutex::new(Default::default()),
             connect_timeout: self.main.connect_timeout,
+            // an adopted generation's accepted sockets came with their
+            // connections: it accepts none, and has no spare taps
+            spares: Arc::new(crate::agent::spare_taps::SparePool::new(&dp)),
         });
         crate::agent::adopt_generation(&self.main, shared.clone());
         *lock(&self.generation) = Some(shared);

@@ -211,6 +211,11 @@ impl Datapath {
                 opts.max_sockets.unwrap_or(per_conn).saturating_add(sockets),
             )
             .map_max_entries("tap_starts", opts.max_sockets.unwrap_or(per_conn))
+            // an index per accepted socket alive, and those cooling
+            .map_max_entries("spare_taps", per_conn)
+            .map_max_entries("spare_ready", per_conn)
+            .map_max_entries("spare_dropped", per_conn)
+            .map_max_entries("spare_owner", per_conn)
             .map_max_entries("streams", opts.max_streams.unwrap_or(MAX_STREAMS))
             .override_global("endpoint_stats_on", &endpoint_stats_on, true);
         let mut ebpf = loader.load(OBJECT).map_err(|source| DatapathError::Load {
@@ -366,6 +371,7 @@ impl Datapath {
             taps: Some(taps::Taps {
                 socks: Mutex::new(take(&mut ebpf, "agent_taps")?),
                 starts: Mutex::new(take(&mut ebpf, "tap_starts")?),
+                spares: taps::Spares::take(&mut ebpf, per_conn)?,
             }),
             stats: take(&mut ebpf, "stats")?,
             endpoint_stats: take(&mut ebpf, "endpoint_stats")?,

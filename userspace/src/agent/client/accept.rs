@@ -30,8 +30,8 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddr) {
         .flatten();
     if spare.is_some() {
         // A read of A would have its parser parse what TCP queued unparsed
-        // (the client's first bytes can come before its psock is running,
-        // ebpf/README.md R1); A is not read, its tap is.
+        // (seen: a preface unparsed for 2 s, ebpf/README.md R1); A is not
+        // read, its tap is.
         if let Err(e) = crate::sys::kick_parser(&a) {
             tracing::debug!(%peer, error = %e, "SO_RCVLOWAT on an accepted socket");
         }

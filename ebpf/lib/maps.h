@@ -99,6 +99,21 @@ struct {
 	__type(value, __u32);
 } agent_taps SEC(".maps");
 
+/* A tap being read out at a handover, key the source's cookie. Leaving
+ * agent_taps drops a tap's psock when no other map holds it, and with it
+ * the frames a verdict had handed it that its work item had not delivered
+ * yet, and those delivered but unread (sk_psock_drop stops the psock, its
+ * destroy zaps both queues): an upstream's stream-0 frames at a handover
+ * under load, which the old agent then waited for in vain (upgrade.rs on
+ * 7.3). The agent puts the tap here first, so its psock lives on through
+ * the read-out; closing the tap takes it out. No programs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, MAX_CONNS * 5);
+	__type(key, __u64);
+	__type(value, __u32);
+} tap_held SEC(".maps");
+
 /* A's cookie → what went into A's own ingress before the first message
  * went into its tap (written once, by the verdict): the agent reads A up
  * to there, then the tap. */

@@ -58,14 +58,15 @@ fn assert_spread(bed: &mut TestBed, what: &str, r: &Value, min: u64) {
 
 const BACKENDS: [&str; 3] = ["be1", "be2", "be3"];
 
-#[test]
-fn curl_large_bodies_both_ways() {
-    let mut bed = TestBed::with_agent(3).expect("test bed with agent");
-    let upload = content::pseudo_random(4 << 20, 7);
-    let file = bed.topo.dir().join("upload-4m");
-    std::fs::write(&file, &upload).unwrap();
+/// curl (prior knowledge) POSTs `file` to the backends' echo, for at most
+/// `max_time` seconds.
+fn curl_upload_echo(
+    bed: &TestBed,
+    file: &std::path::Path,
+    max_time: &str,
+) -> anyhow::Result<std::process::Output> {
     let file_arg = format!("@{}", file.display());
-    let out = client_tool(
+    client_tool(
         &bed.topo,
         Some(&bed.cgroup),
         "curl",
@@ -74,14 +75,22 @@ fn curl_large_bodies_both_ways() {
             "--fail",
             "--http2-prior-knowledge",
             "--max-time",
-            "30",
+            max_time,
             "--data-binary",
             &file_arg,
             &format!("{VIP_URL}/whoami?echo"),
         ],
         Duration::from_secs(40),
     )
-    .expect("running curl");
+}
+
+#[test]
+fn curl_large_bodies_both_ways() {
+    let mut bed = TestBed::with_agent(3).expect("test bed with agent");
+    let upload = content::pseudo_random(4 << 20, 7);
+    let file = bed.topo.dir().join("upload-4m");
+    std::fs::write(&file, &upload).unwrap();
+    let out = curl_upload_echo(&bed, &file, "30").expect("running curl");
     assert!(
         out.status.success() && out.stdout == upload,
         "curl 4 MiB upload echo: {} got {} bytes (fnv {:016x}, want {:016x}) stderr {}\n{}",
@@ -136,7 +145,6 @@ fn frames_sent_before_the_accept_reach_the_agent_through_a_spare_tap() {
     let upload = content::pseudo_random(4 << 20, 11);
     let file = bed.topo.dir().join("upload-before-accept");
     std::fs::write(&file, &upload).unwrap();
-    let file_arg = format!("@{}", file.display());
     let max_time = rotor_testbed::scaled(Duration::from_secs(30))
         .as_secs()
         .to_string();
@@ -150,24 +158,7 @@ fn frames_sent_before_the_accept_reach_the_agent_through_a_spare_tap() {
         // not exit.
         // SAFETY: kill(2) on the agent this test started.
         unsafe { libc::kill(agent_pid, libc::SIGSTOP) };
-        let curl = s.spawn(|| {
-            client_tool(
-                &bed.topo,
-                Some(&bed.cgroup),
-                "curl",
-                &[
-                    "-sS",
-                    "--fail",
-                    "--http2-prior-knowledge",
-                    "--max-time",
-                    &max_time,
-                    "--data-binary",
-                    &file_arg,
-                    &format!("{VIP_URL}/whoami?echo"),
-                ],
-                Duration::from_secs(40),
-            )
-        });
+        let curl = s.spawn(|| curl_upload_echo(&bed, &file, &max_time));
         std::thread::sleep(rotor_testbed::scaled(Duration::from_millis(1000)));
         // SAFETY: as above.
         unsafe { libc::kill(agent_pid, libc::SIGCONT) };

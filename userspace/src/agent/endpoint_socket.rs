@@ -59,6 +59,13 @@ pub enum UpstreamEvent {
     Closed { slot: u32, reason: String },
     /// The endpoint's bytes wait unparsed: it should be made to send more.
     Unparsed { slot: u32 },
+    /// The reader was asked for its socket but the connection stopped
+    /// waiting before it answered: it reads on, and this asks it again.
+    ReadsOn {
+        slot: u32,
+        cookie: u64,
+        ask: HandbackAsk,
+    },
     /// After `Closed`: the kernel has carried every byte the endpoint sent
     /// (or SETTLE_LIMIT passed); what is still open of its streams never
     /// got its end.
@@ -101,26 +108,50 @@ pub fn spawn_reader(
         };
         let mut handback = Some(handback);
         let mut input = super::tap::SourceInput::new(tap, true);
-        let stop = read_until_closed(
-            &stream,
-            &mut input,
-            &joined,
-            &mut reader,
-            &mut buf,
-            &mut fwd,
-            &mut handback,
-        )
-        .await;
-        let reason = match stop {
-            Stop::HandBack(reply) => {
-                let _ = reply.send(Handback {
-                    stream,
-                    read_bytes: joined.read_bytes,
-                    messages: fwd.messages,
-                    buffered: reader.take_buffered(),
-                });
+        let mut stream = stream;
+        let stop = loop {
+            let stop = read_until_closed(
+                &stream,
+                &mut input,
+                &joined,
+                &mut reader,
+                &mut buf,
+                &mut fwd,
+                &mut handback,
+            )
+            .await;
+            let Stop::HandBack(reply) = stop else {
+                break stop;
+            };
+            let back = Handback {
+                stream,
+                read_bytes: joined.read_bytes,
+                messages: fwd.messages,
+                buffered: reader.take_buffered(),
+            };
+            let Err(back) = reply.send(back) else {
+                return;
+            };
+            // The connection stopped waiting for the socket (its tap's
+            // read-out took longer): dropped here, it would close under
+            // the connection's streams. It is read on, from its own
+            // ingress now, and the connection may ask again.
+            stream = back.stream;
+            reader.push(&back.buffered);
+            let (ask, asked) = oneshot::channel();
+            handback = Some(asked);
+            let cookie = joined.cookie;
+            if fwd
+                .tx
+                .send(UpstreamEvent::ReadsOn { slot, cookie, ask })
+                .is_err()
+            {
                 return;
             }
+        };
+        let reason = match stop {
+            // taken in the loop above
+            Stop::HandBack(_) => return,
             Stop::Closed(reason) => reason,
             Stop::Dropped(code) => {
                 goodbye(&stream, &mut input, code, &mut buf).await;

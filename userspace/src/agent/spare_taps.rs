@@ -26,8 +26,11 @@ const READY: usize = 256;
 /// A verdict that read an index's owner just before the owner let go may
 /// still hand one frame to the tap at that index: the index names no new
 /// tap before this has passed (the verdict's run is microseconds; a
-/// second covers a preempted vCPU many times over).
-const COOLING: Duration = Duration::from_secs(1);
+/// second covers a preempted vCPU many times over). An index let go at a
+/// handover keeps its tap in `spare_taps` while the tap is read out, as
+/// the tap keeps what it had not delivered only while a map holds it.
+const COOLING: Duration = Duration::from_secs(2);
+const _: () = assert!(COOLING.as_millis() > super::tap::UNTAP_LIMIT.as_millis());
 /// How often the agent gives the pool back what sockops took.
 const REFILL_EVERY: Duration = Duration::from_millis(100);
 

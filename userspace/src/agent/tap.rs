@@ -38,8 +38,10 @@ const TAP_BUFFER: usize = 512 * 1024;
 /// after the FIN is seen).
 const END_RECHECK: Duration = Duration::from_millis(5);
 const END_CHECKS: u32 = 400;
-/// How long a tap is read out at a handover.
-const UNTAP_LIMIT: Duration = Duration::from_millis(500);
+/// How long a tap is read out at a handover: what the verdict handed it
+/// comes from a work item, microseconds later on a host, and more than
+/// 500 ms later under emulation with every vCPU busy (upgrade.rs on 7.3).
+pub(super) const UNTAP_LIMIT: Duration = Duration::from_secs(1);
 /// While the source's own ingress is read before the tap, how often the
 /// agent looks whether it has read all of it.
 const CATCH_UP_FIRST: Duration = Duration::from_millis(1);
@@ -247,12 +249,18 @@ impl SourceInput {
     /// For a handover: the kernel hands the source's frames to its own
     /// ingress again, which travels with the socket, and the source is
     /// read from here on. The tap is returned to be read out
-    /// ([`Tap::read_out`]); it closes when dropped.
+    /// ([`Tap::read_out`]); it closes when dropped. Until then a map still
+    /// holds it (`tap_held`, or `spare_taps` for a spare): a tap in none
+    /// loses what the verdict handed it and it had not delivered yet.
     pub fn untap(&mut self, dp: &Datapath, cookie: u64) -> Option<Tap> {
         let (tap, _) = self.tap.take()?;
-        dp.remove_tap(cookie);
-        if let Some(index) = tap.spare {
-            dp.release_spare(index, cookie);
+        match tap.spare {
+            Some(index) => dp.release_spare(index, cookie),
+            None => {
+                if let Err(e) = dp.remove_tap(cookie, &tap.rx) {
+                    tracing::warn!(cookie, error = %e, "handover: a tap could not be held for its read-out: frames it has not delivered yet are lost");
+                }
+            }
         }
         self.on_tap = false;
         self.ended = false;

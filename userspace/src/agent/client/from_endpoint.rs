@@ -61,6 +61,15 @@ impl ClientConn {
                 frame::settings(&mut out, &[]);
                 self.send_to_upstream(slot, &out);
             }
+            UpstreamEvent::ReadsOn { slot, cookie, ask } => {
+                // the same upstream, not one that took its slot since
+                if let Some(s) = self.slots[slot as usize]
+                    .as_mut()
+                    .filter(|s| s.cookie == cookie && s.is_open())
+                {
+                    s.handback = Some(ask);
+                }
+            }
             UpstreamEvent::Settled { slot } => {
                 let Some(s) = self.slots[slot as usize].as_mut().filter(|s| s.unsettled) else {
                     return;

@@ -33,9 +33,10 @@ use crate::h2::message::{Expect, MessageReader};
 /// How long a connection may take to reach its quiet point once the agent
 /// hands over; then it is drained with GOAWAY instead.
 pub const QUIET_LIMIT: Duration = Duration::from_secs(1);
-/// How long an upstream's reader may take to give its socket back: it
-/// answers between two messages, at once unless the task is behind.
-const HANDBACK_LIMIT: Duration = Duration::from_millis(500);
+/// How long the upstreams' readers may take to give their sockets back:
+/// each answers between two messages, after reading its tap out
+/// (agent/tap.rs, UNTAP_LIMIT, 1 s). One that answers later reads on.
+const HANDBACK_LIMIT: Duration = Duration::from_millis(1500);
 /// How long the successor may take to answer (it answers after spawning
 /// the connection's task: milliseconds).
 const VERDICT_LIMIT: Duration = Duration::from_secs(5);
@@ -66,7 +67,7 @@ impl ClientConn {
             SlotState::Closed => None,
             SlotState::Active | SlotState::Draining { .. } => {
                 if !stopped && s.handback.is_none() {
-                    Some("an upstream's reader has ended")
+                    Some("an upstream's reader cannot be asked for its socket")
                 } else if s.flooded {
                     Some("an upstream was dropped")
                 } else if !s.to_endpoint.is_empty() || !s.to_client.is_empty() {
@@ -114,7 +115,8 @@ impl ClientConn {
                 Step::NotYet
             };
         }
-        let mut back: Vec<(u32, Handback)> = Vec::new();
+        // Every reader is asked at once: each reads its tap out first.
+        let mut asked = Vec::new();
         let mut all_back = true;
         for slot in 0..MAX_UPSTREAMS {
             let Some(s) = self.slots[slot].as_mut().filter(|s| s.is_open()) else {
@@ -129,9 +131,14 @@ impl ClientConn {
                 all_back = false;
                 continue;
             }
-            match tokio::time::timeout(HANDBACK_LIMIT, rx).await {
-                Ok(Ok(h)) => back.push((slot as u32, h)),
-                _ => all_back = false,
+            asked.push((slot as u32, rx));
+        }
+        let deadline = Instant::now() + HANDBACK_LIMIT;
+        let mut back: Vec<(u32, Handback)> = Vec::new();
+        for (slot, rx) in asked {
+            match self.handback(rx, up_rx, deadline).await {
+                Some(h) => back.push((slot, h)),
+                None => all_back = false,
             }
         }
         // What the readers handed the task before they stopped.
@@ -208,6 +215,25 @@ impl ClientConn {
             }
             Ok(Ok(Verdict::Unknown(why))) => self.left_to_successor(&sink, &why),
             Ok(Err(_)) | Err(_) => self.left_to_successor(&sink, "no answer"),
+        }
+    }
+
+    /// A reader's socket once it gives it back, None past `deadline` (the
+    /// reader then reads on: UpstreamEvent::ReadsOn). What the readers
+    /// hand the task meanwhile is taken in, so none waits on READ_AHEAD
+    /// for a task that waits on it.
+    async fn handback(
+        &mut self,
+        mut rx: oneshot::Receiver<Handback>,
+        up_rx: &mut mpsc::UnboundedReceiver<UpstreamEvent>,
+        deadline: Instant,
+    ) -> Option<Handback> {
+        loop {
+            tokio::select! {
+                r = &mut rx => return r.ok(),
+                Some(ev) = up_rx.recv() => self.on_upstream_event(ev),
+                () = tokio::time::sleep_until(deadline) => return None,
+            }
         }
     }
 

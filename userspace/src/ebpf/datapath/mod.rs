@@ -210,6 +210,11 @@ impl Datapath {
                 "agent_taps",
                 opts.max_sockets.unwrap_or(per_conn).saturating_add(sockets),
             )
+            // at most every tap at once, each while it is read out
+            .map_max_entries(
+                "tap_held",
+                opts.max_sockets.unwrap_or(per_conn).saturating_add(sockets),
+            )
             .map_max_entries("tap_starts", opts.max_sockets.unwrap_or(per_conn))
             // an index per accepted socket alive, and those cooling
             .map_max_entries("spare_taps", per_conn)
@@ -370,6 +375,7 @@ impl Datapath {
             injector_socks: Mutex::new(injector_socks),
             taps: Some(taps::Taps {
                 socks: Mutex::new(take(&mut ebpf, "agent_taps")?),
+                held: Mutex::new(take(&mut ebpf, "tap_held")?),
                 starts: Mutex::new(take(&mut ebpf, "tap_starts")?),
                 spares: taps::Spares::take(&mut ebpf, per_conn)?,
             }),

@@ -15,6 +15,8 @@ use crate::ebpf::conn_table::MappedArray;
 
 pub(super) struct Taps {
     pub(super) socks: Mutex<SockHash<MapData, u64>>,
+    /// Taps being read out at a handover.
+    pub(super) held: Mutex<SockHash<MapData, u64>>,
     pub(super) starts: Mutex<HashMap<MapData, u64, TapStart>>,
     pub(super) spares: Spares,
 }
@@ -64,11 +66,17 @@ impl Datapath {
     }
 
     /// The socket with `cookie` has no tap any more: its frames for the
-    /// agent go into its own ingress again.
-    pub fn remove_tap(&self, cookie: u64) {
-        if let Some(t) = &self.taps {
-            let _ = lock(&t.socks).remove(&cookie);
-        }
+    /// agent go into its own ingress again. `tap` goes into `tap_held`
+    /// first, so what the verdict handed it before still reaches it
+    /// (ebpf/lib/maps.h); closing it takes it out. Err when that map had no
+    /// room: what the tap had not delivered yet is lost with its psock.
+    pub fn remove_tap(&self, cookie: u64, tap: &impl AsRawFd) -> Result<(), MapError> {
+        let Some(t) = &self.taps else {
+            return Ok(());
+        };
+        let held = lock(&t.held).insert(cookie, tap.as_raw_fd(), 0);
+        let _ = lock(&t.socks).remove(&cookie);
+        held
     }
 
     /// What went into the accepted socket's own ingress before the first
@@ -117,25 +125,26 @@ impl Datapath {
 
     /// The socket with `cookie` lets its spare tap at `index` go (a
     /// handover: its frames go into its own ingress again); the index comes
-    /// back to the pool as a dropped one. False if it did not own it
-    /// (sockops saw it close first, and gave the index back itself).
-    pub fn release_spare(&self, index: u32, cookie: u64) -> bool {
+    /// back to the pool as a dropped one, unless sockops saw the socket
+    /// close first and gave the index back itself. The tap stays in
+    /// `spare_taps` until the index names a fresh one, so what the verdict
+    /// handed it before still reaches it.
+    pub fn release_spare(&self, index: u32, cookie: u64) {
         let Some(spares) = self.spares() else {
-            return false;
+            return;
         };
         let Some(owner) = spares.owner.get(index) else {
-            return false;
+            return;
         };
         if owner
             .compare_exchange(cookie, 0, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
         {
-            return false;
+            return;
         }
         if let Err(e) = lock(&spares.dropped).push(index, 0) {
             tracing::warn!(index, error = %e, "a spare tap index let go could not be queued: it is lost to the pool");
         }
-        true
     }
 
     /// Indexes given back since the last call: their accepted socket

@@ -233,17 +233,23 @@ async fn read_until_closed(
                         if let Some(tap) = input.untap(&joined.dp, joined.cookie) {
                             let mut out = tap.read_out();
                             loop {
-                                let Some(bytes) = out.next().await else {
+                                let Some(bytes) = out.next(stream).await else {
                                     tracing::warn!(cookie = joined.cookie, "handover: an upstream's tap did not give every frame the verdict passed");
                                     break;
                                 };
                                 if let Err(stop) = fwd.forward(reader, &bytes).await {
                                     return stop;
                                 }
-                                let read = fwd.messages.wrapping_add(reader.whole_messages());
+                                let read = fwd
+                                    .messages
+                                    .wrapping_add(reader.whole_messages())
+                                    .wrapping_add(out.own_messages());
                                 if joined.passed().wrapping_sub(read) as i32 <= 0 {
                                     break;
                                 }
+                            }
+                            if let Err(stop) = fwd.forward(reader, &out.own()).await {
+                                return stop;
                             }
                         }
                         return Stop::HandBack(reply);

@@ -29,6 +29,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 use super::sockmap_io::SockmapReader;
 use crate::ebpf::Datapath;
+use crate::h2::message::{Expect, MessageReader};
 
 /// What a tap may hold unread: as much as the sources' receive buffers
 /// held when their frames waited in their own ingress.
@@ -172,25 +173,37 @@ impl Tap {
             tap: self,
             deadline: tokio::time::Instant::now() + UNTAP_LIMIT,
             looked: false,
+            own: Vec::new(),
+            own_messages: MessageReader::new(Expect::Frames),
+            own_ended: false,
         }
     }
 }
 
 /// A tap being read out at a handover. A frame the verdict handed the tap
-/// reaches it from a work item, after the map no longer names the tap: the
-/// caller takes [`next`](Self::next) until everything the verdict passed
-/// is in, and the tap is looked at again until then, for [`UNTAP_LIMIT`]
-/// at most.
+/// reaches it from a work item, after the map no longer names the tap; the
+/// frames after go into the source's own ingress, which is read too: the
+/// verdict counts both alike, and under a steady flow of frames (an
+/// upstream's PINGs from grpc-js, under emulation) the tap alone never
+/// made the count. The caller takes [`next`](Self::next) until the tap and
+/// [`own_messages`](Self::own_messages) hold everything the verdict
+/// passed, for [`UNTAP_LIMIT`] at most, then [`own`](Self::own): every
+/// frame of the tap came before those in the source's order.
 pub struct ReadOut {
     tap: Tap,
     deadline: tokio::time::Instant,
     looked: bool,
+    own: Vec<u8>,
+    /// Counts the whole messages in `own`.
+    own_messages: MessageReader,
+    own_ended: bool,
 }
 
 impl ReadOut {
-    /// What the tap holds now, after a pause from the second look on;
+    /// What the tap holds now, after a pause from the second look on
+    /// (what `source`'s own ingress holds is kept for [`own`](Self::own));
     /// None once the time is up.
-    pub async fn next(&mut self) -> Option<Vec<u8>> {
+    pub async fn next(&mut self, source: &TcpStream) -> Option<Vec<u8>> {
         if self.looked {
             if tokio::time::Instant::now() >= self.deadline {
                 return None;
@@ -198,7 +211,29 @@ impl ReadOut {
             tokio::time::sleep(END_RECHECK).await;
         }
         self.looked = true;
-        Some(self.tap.read_available())
+        let from_tap = self.tap.read_available();
+        let mut buf = [0u8; 16 * 1024];
+        while !self.own_ended {
+            match super::sockmap_io::recv_now(source, &mut buf) {
+                Ok(Some(0)) | Err(_) => self.own_ended = true,
+                Ok(Some(n)) => {
+                    self.own.extend_from_slice(&buf[..n]);
+                    self.own_messages.push(&buf[..n]);
+                }
+                Ok(None) => break,
+            }
+        }
+        Some(from_tap)
+    }
+
+    /// Whole messages read from the source's own ingress so far.
+    pub fn own_messages(&self) -> u32 {
+        self.own_messages.whole_messages()
+    }
+
+    /// What the source's own ingress gave, to take in after the tap's.
+    pub fn own(self) -> Vec<u8> {
+        self.own
     }
 }
 

@@ -164,7 +164,7 @@ impl ClientConn {
         if let Some(tap) = input.untap(&self.shared.dp, self.cookie) {
             let mut out = tap.read_out();
             loop {
-                let Some(bytes) = out.next().await else {
+                let Some(bytes) = out.next(a).await else {
                     tracing::warn!(
                         conn = self.id,
                         "handover: A's tap did not give every frame the verdict passed"
@@ -172,11 +172,15 @@ impl ClientConn {
                     break;
                 };
                 self.reader.push(&bytes);
-                let read = self.consumed.wrapping_add(self.reader.whole_messages());
+                let read = self
+                    .consumed
+                    .wrapping_add(self.reader.whole_messages())
+                    .wrapping_add(out.own_messages());
                 if !super::housekeeping::client_due(&self.shared.dp, self.cookie, read) {
                     break;
                 }
             }
+            self.reader.push(&out.own());
         }
         let buffered = self.reader.take_buffered();
         let state = self.snapshot(&back, &buffered);

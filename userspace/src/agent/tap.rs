@@ -183,9 +183,9 @@ impl Tap {
 /// A tap being read out at a handover. A frame the verdict handed the tap
 /// reaches it from a work item, after the map no longer names the tap; the
 /// frames after go into the source's own ingress, which is read too: the
-/// verdict counts both alike, and under a steady flow of frames (an
-/// upstream's PINGs from grpc-js, under emulation) the tap alone never
-/// made the count. The caller takes [`next`](Self::next) until the tap and
+/// verdict counts both alike, and under a steady flow of an upstream's
+/// stream-0 frames (a grpcio server under grpc-js's load, under
+/// emulation) the tap alone never made the count. The caller takes [`next`](Self::next) until the tap and
 /// [`own_messages`](Self::own_messages) hold everything the verdict
 /// passed, for [`UNTAP_LIMIT`] at most, then [`own`](Self::own): every
 /// frame of the tap came before those in the source's order.

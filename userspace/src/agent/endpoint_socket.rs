@@ -109,8 +109,8 @@ pub fn spawn_reader(
         let mut handback = Some(handback);
         let mut input = super::tap::SourceInput::new(tap, true);
         let mut stream = stream;
-        let stop = loop {
-            let stop = read_until_closed(
+        let reason = loop {
+            let reply = match read_until_closed(
                 &stream,
                 &mut input,
                 &joined,
@@ -119,9 +119,15 @@ pub fn spawn_reader(
                 &mut fwd,
                 &mut handback,
             )
-            .await;
-            let Stop::HandBack(reply) = stop else {
-                break stop;
+            .await
+            {
+                Stop::HandBack(reply) => reply,
+                Stop::Closed(reason) => break reason,
+                Stop::Dropped(code) => {
+                    goodbye(&stream, &mut input, code, &mut buf).await;
+                    let _ = fwd.tx.send(UpstreamEvent::Settled { slot });
+                    return std::future::pending::<()>().await;
+                }
             };
             let back = Handback {
                 stream,
@@ -147,16 +153,6 @@ pub fn spawn_reader(
                 .is_err()
             {
                 return;
-            }
-        };
-        let reason = match stop {
-            // taken in the loop above
-            Stop::HandBack(_) => return,
-            Stop::Closed(reason) => reason,
-            Stop::Dropped(code) => {
-                goodbye(&stream, &mut input, code, &mut buf).await;
-                let _ = fwd.tx.send(UpstreamEvent::Settled { slot });
-                return std::future::pending::<()>().await;
             }
         };
         if fwd.tx.send(UpstreamEvent::Closed { slot, reason }).is_err() {

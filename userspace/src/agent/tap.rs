@@ -173,8 +173,7 @@ impl Tap {
             tap: self,
             deadline: tokio::time::Instant::now() + UNTAP_LIMIT,
             looked: false,
-            own: Vec::new(),
-            own_messages: MessageReader::new(Expect::Frames),
+            own: MessageReader::new(Expect::Frames),
             own_ended: false,
         }
     }
@@ -185,7 +184,8 @@ impl Tap {
 /// frames after go into the source's own ingress, which is read too: the
 /// verdict counts both alike, and under a steady flow of an upstream's
 /// stream-0 frames (a grpcio server under grpc-js's load, under
-/// emulation) the tap alone never made the count. The caller takes [`next`](Self::next) until the tap and
+/// emulation) the tap alone never made the count. The caller takes
+/// [`next`](Self::next) until the tap and
 /// [`own_messages`](Self::own_messages) hold everything the verdict
 /// passed, for [`UNTAP_LIMIT`] at most, then [`own`](Self::own): every
 /// frame of the tap came before those in the source's order.
@@ -193,9 +193,8 @@ pub struct ReadOut {
     tap: Tap,
     deadline: tokio::time::Instant,
     looked: bool,
-    own: Vec<u8>,
-    /// Counts the whole messages in `own`.
-    own_messages: MessageReader,
+    /// What the source's own ingress gave; only counted, never parsed.
+    own: MessageReader,
     own_ended: bool,
 }
 
@@ -216,10 +215,7 @@ impl ReadOut {
         while !self.own_ended {
             match super::sockmap_io::recv_now(source, &mut buf) {
                 Ok(Some(0)) | Err(_) => self.own_ended = true,
-                Ok(Some(n)) => {
-                    self.own.extend_from_slice(&buf[..n]);
-                    self.own_messages.push(&buf[..n]);
-                }
+                Ok(Some(n)) => self.own.push(&buf[..n]),
                 Ok(None) => break,
             }
         }
@@ -228,12 +224,12 @@ impl ReadOut {
 
     /// Whole messages read from the source's own ingress so far.
     pub fn own_messages(&self) -> u32 {
-        self.own_messages.whole_messages()
+        self.own.whole_messages()
     }
 
     /// What the source's own ingress gave, to take in after the tap's.
-    pub fn own(self) -> Vec<u8> {
-        self.own
+    pub fn own(mut self) -> bytes::Bytes {
+        self.own.take_buffered()
     }
 }
 

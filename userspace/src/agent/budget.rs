@@ -65,6 +65,10 @@ pub struct Budget {
     refusing: AtomicBool,
     /// The holder cut last, until it let go of its bytes.
     cutting: Mutex<Option<(u64, Instant)>>,
+    /// The id of the last cut holder whose bytes are all out of `total`
+    /// (0: none). Stored after its bytes left the total, so a picker that
+    /// sees it reads a total without them.
+    let_go: AtomicU64,
     holders: Mutex<HashMap<u64, Weak<Holder>>>,
     next_id: AtomicU64,
     cut_clients: AtomicU64,
@@ -80,6 +84,7 @@ impl Budget {
             peak: AtomicUsize::new(0),
             refusing: AtomicBool::new(false),
             cutting: Mutex::new(None),
+            let_go: AtomicU64::new(0),
             holders: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             cut_clients: AtomicU64::new(0),
@@ -159,9 +164,18 @@ impl Budget {
         let Ok(mut cutting) = self.cutting.try_lock() else {
             return;
         };
-        // The total that sent us here may be stale: a victim that let go
-        // meanwhile brought it back under, and a second holder was cut
-        // 1.5 ms after the first for an excess the first had covered.
+        // The last victim counts as holding until its bytes are out of the
+        // total, not until it is out of the holder list: a victim whose last
+        // Arc is gone no longer upgrades, but its Drop has not yet taken its
+        // bytes off the total, and a second holder was cut 12 us after the
+        // first for an excess the first had covered.
+        if let Some((id, at)) = *cutting {
+            if self.let_go.load(Ordering::SeqCst) != id && at.elapsed() < CUT_PATIENCE {
+                return;
+            }
+        }
+        // Read only now, after the victim's release: the total that sent us
+        // here may be stale.
         if self.total.load(Ordering::SeqCst) <= self.limit {
             return;
         }
@@ -169,15 +183,6 @@ impl Budget {
             .values()
             .filter_map(Weak::upgrade)
             .collect();
-        if let Some((id, at)) = *cutting {
-            let holding = holders
-                .iter()
-                .any(|h| h.id == id && h.bytes.load(Ordering::SeqCst) > 0);
-            if holding && at.elapsed() < CUT_PATIENCE {
-                drop(cutting);
-                return;
-            }
-        }
         let victim = largest(
             holders
                 .iter()
@@ -246,9 +251,19 @@ impl Holder {
     }
 
     pub fn sub(&self, n: usize) {
-        self.bytes.fetch_sub(n, Ordering::SeqCst);
+        let had = self.bytes.fetch_sub(n, Ordering::SeqCst);
         let total = self.budget.total.fetch_sub(n, Ordering::SeqCst) - n;
+        if had == n {
+            self.emptied();
+        }
         self.budget.changed(total, true);
+    }
+
+    /// All of a cut holder's bytes are out of the total: the next may go.
+    fn emptied(&self) {
+        if self.cut.load(Ordering::SeqCst) {
+            self.budget.let_go.store(self.id, Ordering::SeqCst);
+        }
     }
 
     pub fn bytes(&self) -> usize {
@@ -270,8 +285,11 @@ impl Drop for Holder {
         let left = self.bytes.swap(0, Ordering::SeqCst);
         if left > 0 {
             let total = self.budget.total.fetch_sub(left, Ordering::SeqCst) - left;
+            self.emptied();
             // no cut from here: the picker may be the one dropping us
             self.budget.changed(total, false);
+        } else {
+            self.emptied();
         }
         lock(&self.budget.holders).remove(&self.id);
     }
@@ -405,6 +423,27 @@ mod tests {
         assert_eq!(b.status().cut_endpoints, 2);
         assert!(b.refuse_new());
         assert_eq!(b.status().fail_open, 1);
+    }
+
+    #[test]
+    fn a_victim_gone_from_the_list_but_not_yet_from_the_total_is_waited_for() {
+        // The race CI hit: the victim's last Arc is gone, so it no longer
+        // upgrades from the holder list, but its Drop has not yet taken its
+        // bytes off the total. Its leaving the list is not its letting go.
+        let b = Budget::new(1000);
+        let (x, _) = holder(&b, 0);
+        let (y, _) = holder(&b, 1);
+        y.add(400);
+        x.add(700);
+        assert!(x.is_cut());
+        lock(&b.holders).remove(&x.id);
+        b.changed(b.status().queued_bytes as usize, true);
+        assert!(!y.is_cut(), "x's bytes are still in the total");
+        assert_eq!(b.status().cut_endpoints, 1);
+        // once its bytes are out, nobody else: 400 is under the limit
+        drop(x);
+        assert!(!y.is_cut());
+        assert_eq!(b.status().queued_bytes, 400);
     }
 
     #[test]

@@ -118,8 +118,8 @@ enum Cmd {
         /// Guest memory.
         #[arg(long, default_value = "4G")]
         memory: String,
-        /// Print the whole-suite matrix (target × kernel, from the cached
-        /// `--full`/`--test` results) as a Markdown table, and run nothing.
+        /// Print the whole-suite matrix (target × kernel, from the results
+        /// kept in tests/kernels/results) as a Markdown table, and run nothing.
         #[arg(long)]
         table: bool,
         /// Limit per VM (boot and tests), seconds [default: 900, with

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::{target_dir, workspace_root};
 
 mod debian;
+mod record;
 mod runner;
 mod table;
 mod targets;
@@ -117,6 +118,10 @@ pub struct KernelResult {
     /// The commit the binaries were built from (`-dirty`: with changes).
     #[serde(default)]
     pub commit: String,
+    /// The sources the binaries were built from (record.rs): what a kept
+    /// result is reused for on another machine. Empty for the smoke subset.
+    #[serde(default)]
+    pub source: String,
 }
 
 impl KernelResult {
@@ -239,10 +244,11 @@ pub fn run_kernels(opts: &Options) -> Result<bool> {
     println!("xtask: calibration on the host: {host_ms} ms (tests scale their time bounds by guest/host)");
     let inner_timeout = opts.timeout.as_secs().saturating_sub(120).max(60);
     let mut runs: Vec<Run> = if per_target {
+        let shared_source = record::shared_fingerprint()?;
         columns
             .iter()
             .map(|c| {
-                Run::new(
+                let mut run = Run::new(
                     &script,
                     &bin_dir,
                     &probe_bin,
@@ -251,7 +257,13 @@ pub fn run_kernels(opts: &Options) -> Result<bool> {
                     &shared_fp,
                     std::slice::from_ref(c),
                     Some(&c.name),
-                )
+                )?;
+                // a filtered run is not the target's result: not kept
+                if c.filter.is_empty() {
+                    run.source =
+                        record::target_fingerprint(&shared_source, &c.name, "", inner_timeout)?;
+                }
+                Ok(run)
             })
             .collect::<Result<_>>()?
     } else {
@@ -361,6 +373,7 @@ mod tests {
             date: String::new(),
             scale: None,
             commit: String::new(),
+            source: String::new(),
         };
         assert!(r.green());
         assert_eq!(cell(r.get("probe")), "refused: 32-bit atomic fetch-and-add");
@@ -395,6 +408,7 @@ mod tests {
             date: "2026-12-04T22:51:00Z".into(),
             scale: None,
             commit: String::new(),
+            source: String::new(),
         };
         // a run writes its log, then its result
         let at = |path: &std::path::Path, secs: u64| {

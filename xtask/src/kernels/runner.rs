@@ -61,6 +61,8 @@ pub(super) struct Run {
     /// The commit the binaries were staged from, taken then: docs
     /// committed while a run goes on must not name it.
     pub commit: String,
+    /// The sources of a whole-suite target (record.rs); empty for smoke.
+    pub source: String,
     /// Relative to the kernel's directory: `result` or `full/<target>`.
     stem: String,
     log_name: String,
@@ -116,6 +118,7 @@ impl Run {
             args,
             fp: format!("{:016x}", h.finish()),
             commit: commit(),
+            source: String::new(),
             stem,
             log_name,
         })
@@ -301,6 +304,16 @@ pub(super) fn run_vm(
 ) -> Result<KernelResult> {
     let dir = kernels_dir().join(&r.release);
     let (json, log) = run.paths(&dir)?;
+    let kept = record::path(&r.release, &run.tag);
+    if let Some(r) = record::reusable(&kept, &run.source).filter(|_| !opts.force) {
+        println!(
+            "xtask: {} ({name}) {}: kept for these sources ({})",
+            r.release,
+            run.tag,
+            kept.display()
+        );
+        return Ok(r);
+    }
     if let Some(cached) = cached(&json, &run.fp, opts.force) {
         println!(
             "xtask: {} ({name}) {}: cached ({})",
@@ -360,9 +373,13 @@ pub(super) fn run_vm(
         rc = vng()?;
     }
     let package = format!("{} {}", r.packages[0], r.version);
-    finish(
+    let result = finish(
         name, suite, &r.release, &package, run, rc, &log, start, &json,
-    )
+    )?;
+    if !run.source.is_empty() {
+        record::keep(&kept, &result)?;
+    }
+    Ok(result)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -405,6 +422,7 @@ pub(super) fn finish(
         date: now(),
         scale: scale_in(&text),
         commit: run.commit.clone(),
+        source: run.source.clone(),
     };
     fs::write(json, serde_json::to_string_pretty(&result)?)?;
     Ok(result)

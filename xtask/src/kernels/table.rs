@@ -81,15 +81,19 @@ pub(super) fn print_table(rows: &[KernelResult], cols: &[String]) {
     );
 }
 
-/// `--table`: the whole-suite matrix from the cached results
-/// (`target/kernels/<release>/full/<target>.json`), target × kernel, as the
-/// README's Kernels table shows it. Runs nothing.
+/// `--table`: the whole-suite matrix from the kept results
+/// (`tests/kernels/results/<release>/<target>.json`, record.rs), target ×
+/// kernel, as the README's Kernels table shows it. Runs nothing.
 pub fn print_full_table() -> Result<()> {
     let mut kernels: Vec<(String, BTreeMap<String, KernelResult>)> = Vec::new();
-    let mut dirs: Vec<PathBuf> = fs::read_dir(kernels_dir())?
-        .filter_map(|e| e.ok().map(|e| e.path().join("full")))
-        .filter(|p| p.is_dir())
-        .collect();
+    // one directory per kernel release; none yet on a clone that never ran
+    let mut dirs: Vec<PathBuf> = fs::read_dir(super::record::results_dir())
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
     dirs.sort();
     for dir in dirs {
         let mut by_target = BTreeMap::new();
@@ -201,6 +205,7 @@ mod tests {
             date: "2026-12-05T11:14:09Z".into(),
             scale,
             commit: commit.into(),
+            source: String::new(),
         }
     }
 

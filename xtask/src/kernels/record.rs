@@ -29,7 +29,7 @@ pub(super) fn path(release: &str, target: &str) -> PathBuf {
 
 /// A kept result for these sources that passed; a red one runs again.
 pub(super) fn reusable(path: &Path, source: &str) -> Option<KernelResult> {
-    let r: KernelResult = serde_json::from_str(&fs::read_to_string(path).ok()?).ok()?;
+    let r = read_result(path)?;
     (!source.is_empty() && r.source == source && r.green()).then_some(r)
 }
 

@@ -223,7 +223,7 @@ pub(super) fn cached(path: &Path, fp: &str, force: bool) -> Option<KernelResult>
     read_result(path).filter(|r| r.fingerprint == fp && r.green())
 }
 
-fn read_result(path: &Path) -> Option<KernelResult> {
+pub(super) fn read_result(path: &Path) -> Option<KernelResult> {
     serde_json::from_str(&fs::read_to_string(path).ok()?).ok()
 }
 
@@ -305,14 +305,14 @@ pub(super) fn run_vm(
     let dir = kernels_dir().join(&r.release);
     let (json, log) = run.paths(&dir)?;
     let kept = record::path(&r.release, &run.tag);
-    if let Some(r) = record::reusable(&kept, &run.source).filter(|_| !opts.force) {
+    if let Some(earlier) = record::reusable(&kept, &run.source).filter(|_| !opts.force) {
         println!(
             "xtask: {} ({name}) {}: kept for these sources ({})",
-            r.release,
+            earlier.release,
             run.tag,
             kept.display()
         );
-        return Ok(r);
+        return Ok(earlier);
     }
     if let Some(cached) = cached(&json, &run.fp, opts.force) {
         println!(

@@ -121,11 +121,12 @@ static __always_inline struct stream *open_stream(struct conn *c, __u32 conn_id,
 	 * with --max-streams 2). Nothing was counted against the endpoint.
 	 *
 	 * The entry is looked up before the id counts as opened: on 6.1 an
-	 * insert into the full map returned 0 and the lookup right after it
-	 * found nothing (ebpf/README.md, "What differs by kernel"). Opened
-	 * then, the id was burnt: the stream went to the agent as a new
-	 * stream not above the last, and the agent ended the connection. */
-	if (bpf_map_update_elem(&streams, &key, &s, BPF_NOEXIST) < 0) {
+	 * insert into the full map seemed to succeed and the lookup right
+	 * after it found nothing (ebpf/README.md, "What differs by kernel";
+	 * an error read as a long passes `< 0` there: common.h, map_update).
+	 * Opened then, the id was burnt: the stream went to the agent as a
+	 * new stream not above the last, and the agent ended the connection. */
+	if (map_update(&streams, &key, &s, BPF_NOEXIST) < 0) {
 		hold_streams(c);
 		return 0;
 	}

@@ -49,7 +49,7 @@ static __always_inline struct agent_config *divert_to_agent(void *ctx, __u32 pro
 	struct origin o = { .port = key.port, .service_id = svc->id };
 
 	ip_copy(o.ip, key.ip);
-	if (bpf_map_update_elem(&pending_origins, &cookie, &o, BPF_ANY) < 0) {
+	if (map_update(&pending_origins, &cookie, &o, BPF_ANY) < 0) {
 		stat_inc(STAT_FAIL_OPEN_CONNECT);
 		return 0; /* no room: let kube-proxy have it */
 	}

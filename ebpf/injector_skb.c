@@ -53,7 +53,7 @@ int rotor_injector_verdict(struct __sk_buff *skb)
 		if (st->len != 9 + sizeof(r) ||
 		    bpf_skb_load_bytes(skb, st->msg_off + 9, &r, sizeof(r)) < 0)
 			return SK_DROP;
-		bpf_map_update_elem(&routes, &cookie, &r, BPF_ANY);
+		map_update(&routes, &cookie, &r, BPF_ANY);
 		apply_action(&r);
 		return SK_DROP;
 	}

@@ -62,7 +62,7 @@ static __always_inline void agent_closed(struct bpf_sock_ops *skops)
 
 	if (st && st->accepted) {
 		spare_tap_closed(cookie, st->spare);
-		bpf_map_delete_elem(&parse_states, &cookie);
+		map_delete(&parse_states, &cookie);
 	}
 }
 
@@ -108,8 +108,8 @@ static __always_inline void client_established(struct bpf_sock_ops *skops,
 	struct peer_key peer = { .port = skops->local_port };
 
 	ip_copy(peer.ip, local);
-	bpf_map_delete_elem(&pending_origins, &cookie);
-	bpf_map_update_elem(&client_origins, &peer, &copy, BPF_ANY);
+	map_delete(&pending_origins, &cookie);
+	map_update(&client_origins, &peer, &copy, BPF_ANY);
 	if (skops->sk) {
 		struct origin *kept = bpf_sk_storage_get(&client_sock_origins, skops->sk, 0,
 							 BPF_SK_STORAGE_GET_F_CREATE);
@@ -174,13 +174,13 @@ static __always_inline void agent_established(struct bpf_sock_ops *skops,
 	 * close this program sees: the close gives the index back. */
 	if (init.accepted)
 		init.spare = spare_tap_take(cookie);
-	if (bpf_map_update_elem(&parse_states, &cookie, &init, BPF_NOEXIST) < 0) {
+	if (map_update(&parse_states, &cookie, &init, BPF_NOEXIST) < 0) {
 		spare_tap_unused(init.spare);
 		stat_inc(STAT_FAIL_OPEN_ACCEPT);
 		return;
 	}
 	if (bpf_sock_hash_update(skops, &agent_socks, &key, BPF_ANY) < 0) {
-		bpf_map_delete_elem(&parse_states, &cookie);
+		map_delete(&parse_states, &cookie);
 		spare_tap_unused(init.spare);
 		stat_inc(STAT_FAIL_OPEN_ACCEPT);
 	}

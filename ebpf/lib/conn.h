@@ -160,7 +160,7 @@ static __always_inline void stream_end(struct conn *c, struct stream_key *key,
 
 	if (!reset && ((before | end_flag) & both) != both)
 		return;
-	if (bpf_map_delete_elem(&streams, key) == 0 && slot < ROTOR_MAX_UPSTREAMS) {
+	if (map_delete(&streams, key) == 0 && slot < ROTOR_MAX_UPSTREAMS) {
 		endpoint_ended(endpoint);
 		__sync_fetch_and_sub(&c->up[slot].streams, 1);
 		if (c->flags & CONN_HOLD)
@@ -231,7 +231,7 @@ static __always_inline int pass_to_agent(struct __sk_buff *skb, void *map, void 
 	if (tap && ((spare && spare_tap_redirect(skb, cookie, spare) == SK_PASS) ||
 		    bpf_sk_redirect_hash(skb, &agent_taps, &cookie, BPF_F_INGRESS) == SK_PASS)) {
 		if (self_before)
-			bpf_map_update_elem(&tap_starts, &cookie, self_before, BPF_NOEXIST);
+			map_update(&tap_starts, &cookie, self_before, BPF_NOEXIST);
 		return SK_PASS;
 	}
 	stat_inc(STAT_OWN_INGRESS);

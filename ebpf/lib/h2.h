@@ -154,7 +154,7 @@ static __always_inline struct parse_state *parse_state_of(struct __sk_buff *skb,
 	/* A socket in agent_socks gets here before the agent knows it: a
 	 * missing identity on the parser's first call means the client side. */
 	init.preface = (!id || id->role == ROLE_AGENT) ? 1 : 0;
-	bpf_map_update_elem(&parse_states, &cookie, &init, BPF_NOEXIST);
+	map_update(&parse_states, &cookie, &init, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&parse_states, &cookie);
 }
 

@@ -20,7 +20,7 @@ static __always_inline __u32 spare_tap_take(__u64 cookie)
 {
 	__u32 index;
 
-	if (bpf_map_pop_elem(&spare_ready, &index) < 0) {
+	if (map_pop(&spare_ready, &index) < 0) {
 		stat_inc(STAT_SPARE_TAP_NONE);
 		return 0;
 	}
@@ -43,7 +43,7 @@ static __always_inline void spare_tap_unused(__u32 spare)
 	if (!owner)
 		return;
 	*owner = 0;
-	bpf_map_push_elem(&spare_ready, &index, 0);
+	map_push(&spare_ready, &index, 0);
 }
 
 /* A closed. If it still owns its tap the agent never took it (or never
@@ -55,7 +55,7 @@ static __always_inline void spare_tap_closed(__u64 cookie, __u32 spare)
 	__u32 index = spare - 1;
 
 	if (owner && __sync_val_compare_and_swap(owner, cookie, 0) == cookie)
-		bpf_map_push_elem(&spare_dropped, &index, 0);
+		map_push(&spare_dropped, &index, 0);
 }
 
 /* The verdict: SK_PASS once the frame is on its way to A's spare tap, as

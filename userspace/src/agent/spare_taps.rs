@@ -121,7 +121,8 @@ impl SparePool {
         for index in dp.dropped_spares() {
             // A closed before the agent took its tap: what it holds is
             // that socket's, the index a fresh tap's after its rest.
-            pool.waiting.remove(&index);
+            let waited = pool.waiting.remove(&index).is_some();
+            tracing::debug!(index, waited, "spare tap index given back");
             pool.indexes.give_back(index, now);
         }
         while pool.waiting.len() < self.want {
@@ -133,6 +134,7 @@ impl SparePool {
                 pool.indexes.give_back(index, now);
                 break;
             };
+            tracing::debug!(index, "spare tap ready");
             pool.waiting.insert(index, tap);
         }
     }
@@ -145,6 +147,13 @@ impl SparePool {
         let (tap, low) = {
             let mut pool = super::lock(&self.pool);
             let tap = pool.waiting.remove(&index);
+            if tap.is_none() {
+                // sockops gave the socket an index with no tap of ours
+                // ready: its first frames went where the agent does not
+                // read. Seen on 6.1 when an empty spare_ready "gave" index
+                // 0 (ebpf/lib/common.h, map_pop).
+                tracing::warn!(cookie, index, "an accepted socket was given a spare tap the agent had not made ready: its first frames may be lost");
+            }
             (tap, pool.waiting.len() < self.want / 2)
         };
         if low {

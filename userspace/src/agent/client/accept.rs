@@ -79,6 +79,7 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddr) {
     let Some(id) = shared.registry.alloc_conn(shared.dp.conns.len() as u32) else {
         return fail_open(a, "connection table full; raise --max-conns".into(), spare).await;
     };
+    tracing::debug!(conn = id, cookie, %peer, tapped = spare.is_some(), "client connection accepted");
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     shared.registry.register_conn(
         ConnInfo {

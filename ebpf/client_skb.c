@@ -123,7 +123,7 @@ static __always_inline struct stream *open_stream(struct conn *c, __u32 conn_id,
 	 * The entry is looked up before the id counts as opened: on 6.1 an
 	 * insert into the full map seemed to succeed and the lookup right
 	 * after it found nothing (ebpf/README.md, "What differs by kernel";
-	 * an error read as a long passes `< 0` there: common.h, map_update).
+	 * an error read as a long passes `< 0` there: map_ops.h).
 	 * Opened then, the id was burnt: the stream went to the agent as a
 	 * new stream not above the last, and the agent ended the connection. */
 	if (map_update(&streams, &key, &s, BPF_NOEXIST) < 0) {

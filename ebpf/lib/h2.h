@@ -18,6 +18,7 @@
 #include <bpf/bpf_endian.h>
 #include "rotor.h"
 #include "maps.h"
+#include "map_ops.h"
 
 #define EPROTO 71
 

@@ -151,7 +151,7 @@ impl SparePool {
                 // sockops gave the socket an index with no tap of ours
                 // ready: its first frames went where the agent does not
                 // read. Seen on 6.1 when an empty spare_ready "gave" index
-                // 0 (ebpf/lib/common.h, map_pop).
+                // 0 (ebpf/lib/map_ops.h).
                 tracing::warn!(cookie, index, "an accepted socket was given a spare tap the agent had not made ready: its first frames may be lost");
             }
             (tap, pool.waiting.len() < self.want / 2)

@@ -23,6 +23,10 @@ struct __sk_buff;
 
 void *bpf_map_lookup_elem(void *map, const void *key);
 long bpf_map_update_elem(void *map, const void *key, const void *value, __u64 flags);
+/* declared for ebpf/lib/map_ops.h; h2.h calls none of them */
+long bpf_map_delete_elem(void *map, const void *key);
+long bpf_map_push_elem(void *map, const void *value, __u64 flags);
+long bpf_map_pop_elem(void *map, void *value);
 long bpf_skb_load_bytes(const void *skb, __u32 offset, void *to, __u32 len);
 __u64 bpf_get_socket_cookie(void *ctx);
 void *bpf_ringbuf_reserve(void *ringbuf, __u64 size, __u64 flags);

@@ -4,6 +4,7 @@ mod deps;
 mod fuzz;
 mod image;
 mod kernels;
+mod rule;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -16,6 +17,11 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RuleName {
+    ClientSkMsg,
 }
 
 #[derive(Subcommand)]
@@ -95,6 +101,17 @@ enum Cmd {
     Test {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Check a kernel rule the design rests on (ebpf/README.md) against the
+    /// running kernel; exits 1 if it does not hold here.
+    Rule {
+        /// `client-sk-msg` (R6): a client socket in a socket map, even with
+        /// only a pass-all sk_msg program, answers a blocking recv() beside
+        /// a writer thread with EAGAIN.
+        name: RuleName,
+        /// Seconds per run (two runs: without and with the map).
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
     },
     /// Boot Debian's kernels under QEMU (virtme-ng) and run the smoke subset on each: a table kernel × test.
     Kernels {
@@ -177,6 +194,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Cmd::Image { no_build } => image_command(no_build),
+        Cmd::Rule { name, seconds } => {
+            let holds = match name {
+                RuleName::ClientSkMsg => rule::client_sk_msg(seconds)?,
+            };
+            Ok(if holds {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Cmd::Clean => {
             let swept = rotor_testbed::sweep::sweep()?;
             for n in &swept.netns {

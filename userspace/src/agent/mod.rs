@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod metrics_counts;
 pub mod metrics_page;
 mod pace;
+pub mod pool;
 mod registry;
 pub mod self_check;
 mod slot;
@@ -84,6 +85,9 @@ pub struct AgentOptions {
     pub drain_timeout: Duration,
     /// An endpoint's connect and HTTP/2 handshake (endpoint_socket.rs).
     pub connect_timeout: Duration,
+    /// Upstreams per endpoint of the node's own, then shared (pool.rs).
+    pub dedicated_upstreams: usize,
+    pub shared_upstreams: usize,
     /// Where `/healthz` and `/readyz` are served (health.rs), if anywhere.
     pub health_addr: Option<SocketAddr>,
     /// Where `/metrics` is served, with the probes (metrics_page.rs).
@@ -115,6 +119,8 @@ pub struct Shared {
     pub connect_timeout: Duration,
     /// Taps for accepted sockets from their first byte (spare_taps.rs).
     pub spares: Arc<spare_taps::SparePool>,
+    /// Upstreams per endpoint, node-wide, and the multiplexers (pool.rs).
+    pub pools: Arc<pool::Pools>,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -233,6 +239,11 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         model: Default::default(),
         connect_timeout: opts.connect_timeout,
         spares: Arc::new(spare_taps::SparePool::new(&dp)),
+        pools: pool::Pools::new(pool::PoolLimits {
+            dedicated: opts.dedicated_upstreams,
+            shared: opts.shared_upstreams,
+            connect_timeout: opts.connect_timeout,
+        }),
     });
     // Before the first accept: the connections that come before the
     // self-check's are clients' (sockops runs from the load on).

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::budget::Holder;
+use super::pool::UpstreamTicket;
 
 use crate::ebpf::abi::UpstreamShared;
 use crate::h2::frame::DEFAULT_WINDOW;
@@ -65,6 +66,10 @@ pub struct Slot {
     pub to_endpoint: FrameQueue<Bytes>,
     /// Endpoint frames diverted to the agent, waiting for the client's window.
     pub to_client: FrameQueue<Message>,
+    /// What counts this upstream among the node's to its endpoint, and
+    /// whether it dials the endpoint or its multiplexer (pool.rs); given
+    /// back when the upstream closes.
+    pub ticket: Option<UpstreamTicket>,
 }
 
 impl Slot {
@@ -91,6 +96,7 @@ impl Slot {
             to_endpoint: FrameQueue::charged_to(client.clone()),
             to_client: FrameQueue::charged_to(holder.clone()),
             holder,
+            ticket: None,
         }
     }
 
@@ -105,6 +111,11 @@ impl Slot {
 
     pub fn is_open(&self) -> bool {
         matches!(self.state, SlotState::Active | SlotState::Draining { .. })
+    }
+
+    /// Its streams go through the endpoint's multiplexer (pool.rs).
+    pub fn is_shared(&self) -> bool {
+        self.ticket.as_ref().is_some_and(UpstreamTicket::is_shared)
     }
 
     /// Takes window for `n` bytes the agent wants to send itself. The
@@ -143,6 +154,7 @@ impl Slot {
             r.abort();
         }
         self.handback = None;
+        self.ticket = None;
         if self.state != SlotState::Closed {
             self.closed_at = Some(tokio::time::Instant::now());
         }

@@ -86,6 +86,18 @@ struct Args {
     /// tries it again with backoff (Envoy's cluster connect_timeout).
     #[arg(long, default_value = "3", value_name = "SECONDS", value_parser = parse_seconds)]
     connect_timeout: std::time::Duration,
+    /// Upstream connections to one endpoint that the node's client
+    /// connections hold each of their own (the kernel carries their
+    /// streams). Past them, a client connection's upstream to the endpoint
+    /// goes to the agent's multiplexer for it, which carries all such
+    /// streams over --shared-upstreams connections: at most the sum of the
+    /// two connections from a node to any endpoint.
+    #[arg(long, default_value_t = 24, value_name = "N")]
+    dedicated_upstreams: usize,
+    /// Connections an endpoint's multiplexer opens to it (0: no sharing,
+    /// every client connection has its own upstream to every endpoint).
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    shared_upstreams: usize,
     /// Serve GET /healthz (alive: not wedged) and /readyz (model applied,
     /// programs attached, self-check passed) on this address, e.g. $(NODE_IP):15021.
     #[arg(long, value_name = "ADDR")]
@@ -177,6 +189,8 @@ fn main() -> anyhow::Result<()> {
         max_queued_bytes: args.max_queued_bytes,
         drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
         connect_timeout: args.connect_timeout,
+        dedicated_upstreams: args.dedicated_upstreams,
+        shared_upstreams: args.shared_upstreams,
         health_addr: args.health_addr,
         metrics_addr: args.metrics,
         endpoint_stats: !args.no_endpoint_stats,

@@ -70,6 +70,10 @@ impl ClientConn {
                     Some("an upstream's reader cannot be asked for its socket")
                 } else if s.flooded {
                     Some("an upstream was dropped")
+                } else if s.is_shared() {
+                    // its peer is this agent's multiplexer, which ends
+                    // with it: drained instead (pool.rs)
+                    Some("an upstream goes through this agent's multiplexer")
                 } else if !s.to_endpoint.is_empty() || !s.to_client.is_empty() {
                     Some("frames wait for an upstream's window")
                 } else {
@@ -394,6 +398,9 @@ impl ClientConn {
             slot.max_streams = s.max_streams;
             slot.from_endpoint = s.from_endpoint;
             slot.release_sent = s.release_sent;
+            // its own connection to the endpoint (a connection with a
+            // shared upstream is not handed over): it counts as one
+            slot.ticket = Some(c.shared.pools.adopted(s.endpoint));
             c.slots[s.slot as usize] = Some(slot);
             let resume = Resume {
                 messages: s.reader_messages,

@@ -36,6 +36,16 @@ impl ClientConn {
             tracing::debug!(conn = self.id, %endpoint, "no room in the per-socket maps for another upstream");
             return;
         }
+        // Counted among the node's upstreams to the endpoint; past the
+        // dedicated ones it dials the endpoint's multiplexer (pool.rs).
+        let ticket = match self.shared.pools.ticket(endpoint) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(conn = self.id, %endpoint, error = %e, "no multiplexer for the endpoint");
+                return;
+            }
+        };
+        let dial = ticket.dial();
         let failures = self.slots[slot]
             .as_ref()
             .filter(|s| s.endpoint == endpoint)
@@ -50,12 +60,13 @@ impl ClientConn {
             .store(id, Ordering::SeqCst);
         let mut fresh = Slot::connecting(endpoint, &self.shares.client, holder);
         fresh.failures = failures;
+        fresh.ticket = Some(ticket);
         self.slots[slot] = Some(fresh);
         let tx = self.connect_tx.clone();
         let window = self.windows.initial();
         let limit = self.shared.connect_timeout;
         tokio::spawn(async move {
-            let r = endpoint_socket::connect(endpoint, window, limit).await;
+            let r = endpoint_socket::connect(dial, window, limit).await;
             let _ = tx.send((slot as u32, r));
         });
     }

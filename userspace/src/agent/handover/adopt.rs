@@ -65,6 +65,8 @@ impl Adopter {
             // an adopted generation's accepted sockets came with their
             // connections: it accepts none, and has no spare taps
             spares: Arc::new(crate::agent::spare_taps::SparePool::new(&dp)),
+            // one count of upstreams per endpoint for the node
+            pools: self.main.pools.clone(),
         });
         crate::agent::adopt_generation(&self.main, shared.clone());
         *lock(&self.generation) = Some(shared);

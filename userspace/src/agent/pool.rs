@@ -1,0 +1,298 @@
+//! Upstream connections shared by the client connections of a node.
+//!
+//! A client connection has its own upstream to every endpoint it balances
+//! over (ebpf/README.md, R5): the kernel numbers the streams it opens there
+//! one after another, and one client's bad frame ends its own upstream
+//! only. A node with many client connections then holds as many
+//! connections to each endpoint (200 client connections, 200 to each
+//! endpoint: README, Benchmark), and a pod behind many nodes accepts their
+//! product. So each endpoint gets at most `dedicated` such upstreams from
+//! the node; past that, a client connection's upstream to it is a loopback
+//! connection to the endpoint's *multiplexer* (mux.rs): an HTTP/2 server in
+//! the agent that carries the streams of all its local connections over at
+//! most `shared` connections to the endpoint, as a proxy's pool does.
+//!
+//! The client connection's task and the kernel treat that upstream like any
+//! other (balancing, flow control, holding streams, draining). The
+//! multiplexer keeps what a shared connection needs that the kernel's
+//! per-connection numbering gives for free (ebpf/README.md, R5): it decodes
+//! every header block before it goes out (a client's undecodable block ends
+//! that client's loopback connection, never the shared one), numbers the
+//! streams of a shared connection in the order it sends them, and keeps the
+//! flow control of each shared connection and of each stream.
+//!
+//! What sharing costs: a stream on a shared upstream crosses the agent in
+//! user space both ways, an HTTP/2 proxy's work, beside the kernel's
+//! hand-offs to and from the loopback connection. Only client connections
+//! past the first `dedicated` to an endpoint pay it.
+
+mod mux;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use mux::MuxCounts;
+
+/// How many connections a node holds to one endpoint, at most: `dedicated`
+/// client connections' own upstreams, then `shared` connections carrying
+/// the streams of every other client connection's upstream to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolLimits {
+    pub dedicated: usize,
+    pub shared: usize,
+    /// An endpoint's connect and HTTP/2 handshake (`--connect-timeout`).
+    pub connect_timeout: Duration,
+}
+
+/// Where an upstream connects: the endpoint itself, or its multiplexer.
+/// Kept with the upstream for as long as it exists: it is what counts it.
+#[derive(Debug)]
+pub struct UpstreamTicket {
+    endpoint: SocketAddr,
+    kind: TicketKind,
+    pools: Weak<Pools>,
+}
+
+#[derive(Debug)]
+enum TicketKind {
+    Dedicated,
+    Shared { mux: Arc<mux::Mux> },
+}
+
+impl UpstreamTicket {
+    /// The address the upstream dials.
+    pub fn dial(&self) -> SocketAddr {
+        match &self.kind {
+            TicketKind::Dedicated => self.endpoint,
+            TicketKind::Shared { mux } => mux.addr(),
+        }
+    }
+
+    /// Whether the upstream's streams go through the multiplexer.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.kind, TicketKind::Shared { .. })
+    }
+}
+
+impl Drop for UpstreamTicket {
+    fn drop(&mut self) {
+        let Some(pools) = self.pools.upgrade() else {
+            return;
+        };
+        let mut endpoints = lock(&pools.endpoints);
+        let Some(e) = endpoints.get_mut(&self.endpoint) else {
+            return;
+        };
+        match &self.kind {
+            TicketKind::Dedicated => e.dedicated = e.dedicated.saturating_sub(1),
+            TicketKind::Shared { .. } => e.shared_tickets = e.shared_tickets.saturating_sub(1),
+        }
+        // A multiplexer with no upstream left stops: its shared connections
+        // close with it. The next client connection past the limit starts
+        // another.
+        if e.dedicated == 0 && e.shared_tickets == 0 {
+            endpoints.remove(&self.endpoint);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct EndpointPool {
+    dedicated: usize,
+    shared_tickets: usize,
+    mux: Option<Arc<mux::Mux>>,
+}
+
+/// Every endpoint's count of upstreams and its multiplexer, node-wide
+/// (every generation of client connections, adopted ones included).
+#[derive(Debug)]
+pub struct Pools {
+    limits: PoolLimits,
+    endpoints: Mutex<HashMap<SocketAddr, EndpointPool>>,
+    /// Multiplexers started, for the metrics.
+    started: AtomicUsize,
+}
+
+/// One endpoint's connections from this node, for status and metrics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EndpointConnections {
+    pub endpoint: String,
+    /// Client connections' own upstreams to it.
+    pub dedicated: usize,
+    /// Client connections' upstreams to its multiplexer.
+    pub via_shared: usize,
+    /// The multiplexer's connections to it, and what it carried.
+    pub shared: MuxCounts,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pools {
+    pub fn new(limits: PoolLimits) -> Arc<Pools> {
+        Arc::new(Pools {
+            limits,
+            endpoints: Mutex::new(HashMap::new()),
+            started: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn limits(&self) -> PoolLimits {
+        self.limits
+    }
+
+    /// The ticket of a new upstream to `endpoint`: its own connection while
+    /// the endpoint has fewer than `dedicated`, else one to the endpoint's
+    /// multiplexer, started here if it runs not yet (which needs a tokio
+    /// runtime). `shared == 0` turns sharing off: every upstream is its own.
+    pub fn ticket(self: &Arc<Self>, endpoint: SocketAddr) -> std::io::Result<UpstreamTicket> {
+        let mut endpoints = lock(&self.endpoints);
+        let e = endpoints.entry(endpoint).or_default();
+        let kind = if e.dedicated < self.limits.dedicated || self.limits.shared == 0 {
+            e.dedicated += 1;
+            TicketKind::Dedicated
+        } else {
+            let mux = match &e.mux {
+                Some(m) => m.clone(),
+                None => {
+                    let m = mux::Mux::start(endpoint, self.limits)?;
+                    self.started.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%endpoint, mux = %m.addr(), dedicated = e.dedicated,
+                        shared = self.limits.shared, "upstreams to the endpoint shared from now on");
+                    e.mux = Some(m.clone());
+                    m
+                }
+            };
+            e.shared_tickets += 1;
+            TicketKind::Shared { mux }
+        };
+        Ok(UpstreamTicket {
+            endpoint,
+            kind,
+            pools: Arc::downgrade(self),
+        })
+    }
+
+    /// An upstream handed over by the agent before this one: its own
+    /// connection to the endpoint, counted even past `dedicated` (it exists).
+    pub fn adopted(self: &Arc<Self>, endpoint: SocketAddr) -> UpstreamTicket {
+        lock(&self.endpoints).entry(endpoint).or_default().dedicated += 1;
+        UpstreamTicket {
+            endpoint,
+            kind: TicketKind::Dedicated,
+            pools: Arc::downgrade(self),
+        }
+    }
+
+    /// Every endpoint with an upstream from this node, in address order.
+    pub fn connections(&self) -> Vec<EndpointConnections> {
+        let endpoints = lock(&self.endpoints);
+        let mut out: Vec<EndpointConnections> = (endpoints.iter())
+            .map(|(addr, e)| EndpointConnections {
+                endpoint: addr.to_string(),
+                dedicated: e.dedicated,
+                via_shared: e.shared_tickets,
+                shared: e.mux.as_ref().map(|m| m.counts()).unwrap_or_default(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
+        out
+    }
+
+    /// Multiplexers started since the agent started.
+    pub fn started(&self) -> usize {
+        self.started.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(dedicated: usize, shared: usize) -> PoolLimits {
+        PoolLimits {
+            dedicated,
+            shared,
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn past_the_dedicated_limit_upstreams_dial_the_multiplexer() {
+        let pools = Pools::new(limits(2, 4));
+        let be1 = addr("10.1.1.2:8080");
+        let be2 = addr("10.1.2.2:8080");
+        let a = pools.ticket(be1).unwrap();
+        let b = pools.ticket(be1).unwrap();
+        let other = pools.ticket(be2).unwrap();
+        assert_eq!((a.dial(), b.dial(), other.dial()), (be1, be1, be2));
+        assert!(!a.is_shared() && !other.is_shared());
+        let c = pools.ticket(be1).unwrap();
+        let d = pools.ticket(be1).unwrap();
+        assert!(c.is_shared() && d.is_shared());
+        assert_eq!(c.dial(), d.dial(), "one multiplexer per endpoint");
+        assert!(c.dial().ip().is_loopback());
+        assert_ne!(c.dial(), be1);
+        assert_eq!(pools.started(), 1);
+        let conns = pools.connections();
+        assert_eq!(conns.len(), 2);
+        assert_eq!((conns[0].dedicated, conns[0].via_shared), (2, 2));
+        assert_eq!((conns[1].dedicated, conns[1].via_shared), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_dedicated_upstream_that_ends_frees_its_place() {
+        let pools = Pools::new(limits(1, 4));
+        let be = addr("10.1.1.2:8080");
+        let a = pools.ticket(be).unwrap();
+        let b = pools.ticket(be).unwrap();
+        assert!(b.is_shared());
+        drop(a);
+        let c = pools.ticket(be).unwrap();
+        assert!(!c.is_shared(), "the place a's end freed");
+        assert_eq!(pools.connections()[0].dedicated, 1);
+        assert_eq!(pools.connections()[0].via_shared, 1);
+    }
+
+    #[tokio::test]
+    async fn the_multiplexer_stops_with_its_last_upstream() {
+        let pools = Pools::new(limits(0, 4));
+        let be = addr("10.1.1.2:8080");
+        let a = pools.ticket(be).unwrap();
+        let first = a.dial();
+        drop(a);
+        assert!(pools.connections().is_empty(), "nothing left for the endpoint");
+        // the first one's listener went with it: its port refuses
+        let mut refused = false;
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(first).await.is_err() {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(refused, "{first} still accepts after its multiplexer stopped");
+        let b = pools.ticket(be).unwrap();
+        assert!(b.is_shared());
+        assert_eq!(pools.started(), 2, "a new multiplexer");
+    }
+
+    #[tokio::test]
+    async fn no_sharing_when_shared_is_zero() {
+        let pools = Pools::new(limits(1, 0));
+        let be = addr("10.1.1.2:8080");
+        let tickets: Vec<_> = (0..5).map(|_| pools.ticket(be).unwrap()).collect();
+        assert!(tickets.iter().all(|t| !t.is_shared()));
+        assert_eq!(pools.connections()[0].dedicated, 5);
+    }
+}

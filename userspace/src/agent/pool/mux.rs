@@ -1,0 +1,206 @@
+//! One endpoint's multiplexer: an HTTP/2 server on loopback whose local
+//! connections are client connections' upstreams (pool.rs), and at most
+//! `shared` HTTP/2 connections to the endpoint that carry their streams.
+//!
+//! The `h2` crate is both ends: it decodes each local connection's header
+//! blocks (an error there ends that local connection only), numbers the
+//! streams of each shared connection as it sends them, and keeps both
+//! sides' flow control; a stream's DATA is taken from one side only as the
+//! other has room, so what waits here is bounded by the windows below.
+
+mod forward;
+mod shared_conns;
+#[cfg(test)]
+mod tests;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream};
+use http::Request;
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::PoolLimits;
+use forward::{download, forward_request};
+use shared_conns::{AbortOnDrop, SharedConns};
+
+/// Streams a local connection may have open: the client connection's task
+/// holds the rest (client/held.rs), as for any endpoint.
+const LOCAL_MAX_STREAMS: u32 = 256;
+/// The windows of a shared connection towards the endpoint: what one shared
+/// connection's responses may hold in the agent at most.
+const SHARED_STREAM_WINDOW: u32 = 256 * 1024;
+const SHARED_CONNECTION_WINDOW: u32 = 2 * 1024 * 1024;
+
+/// What the multiplexer holds and did, for status and metrics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MuxCounts {
+    /// Shared connections to the endpoint now, and since it started.
+    pub connections: usize,
+    pub connections_opened: u64,
+    /// Local connections (client connections' upstreams) now.
+    pub local: usize,
+    /// Streams carried, and of those refused before the endpoint had them.
+    pub streams: u64,
+    pub refused: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Stats {
+    connections: AtomicUsize,
+    connections_opened: AtomicU64,
+    local: AtomicUsize,
+    streams: AtomicU64,
+    refused: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Mux {
+    addr: SocketAddr,
+    stats: Arc<Stats>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Mux {
+    fn drop(&mut self) {
+        // its listener, its local connections' tasks and the shared
+        // connections go with it
+        self.task.abort();
+    }
+}
+
+impl Mux {
+    /// Listens on an ephemeral loopback port for `endpoint`'s local connections.
+    pub fn start(endpoint: SocketAddr, limits: PoolLimits) -> std::io::Result<Arc<Mux>> {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let listener = TcpListener::from_std(listener)?;
+        let stats = Arc::new(Stats::default());
+        let shared = Arc::new(SharedConns {
+            endpoint,
+            limits,
+            conns: Mutex::new(Vec::new()),
+            opening: AtomicUsize::new(0),
+            changed: Notify::new(),
+            stats: stats.clone(),
+        });
+        let task = tokio::spawn(accept_local(listener, shared));
+        Ok(Arc::new(Mux { addr, stats, task }))
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn counts(&self) -> MuxCounts {
+        let s = &self.stats;
+        MuxCounts {
+            connections: s.connections.load(Ordering::Relaxed),
+            connections_opened: s.connections_opened.load(Ordering::Relaxed),
+            local: s.local.load(Ordering::Relaxed),
+            streams: s.streams.load(Ordering::Relaxed),
+            refused: s.refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Local connections' tasks end with this one (they are in its set).
+async fn accept_local(listener: TcpListener, shared: Arc<SharedConns>) {
+    let mut locals = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((io, _)) => {
+                    let _ = io.set_nodelay(true);
+                    locals.spawn(serve_local(io, shared.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(endpoint = %shared.endpoint, error = %e, "multiplexer: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = locals.join_next() => {}
+        }
+    }
+}
+
+async fn serve_local(io: TcpStream, shared: Arc<SharedConns>) {
+    shared.stats.local.fetch_add(1, Ordering::Relaxed);
+    let _local = Decrement(&shared.stats.local);
+    let mut conn = match h2::server::Builder::new()
+        .max_concurrent_streams(LOCAL_MAX_STREAMS)
+        .handshake::<_, Bytes>(io)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(endpoint = %shared.endpoint, error = %e, "multiplexer: local handshake failed");
+            return;
+        }
+    };
+    // The streams' tasks end with the connection (a client connection's
+    // upstream closed: its streams are over).
+    let mut streams = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            next = conn.accept() => match next {
+                Some(Ok((request, respond))) => {
+                    streams.spawn(carry(request, respond, shared.clone()));
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(endpoint = %shared.endpoint, error = %e, "multiplexer: local connection failed");
+                    break;
+                }
+                None => break,
+            },
+            Some(_) = streams.join_next() => {}
+        }
+    }
+}
+
+struct Decrement<'a>(&'a AtomicUsize);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One stream of a local connection, carried on a shared connection.
+async fn carry(request: Request<RecvStream>, mut respond: SendResponse<Bytes>, shared: Arc<SharedConns>) {
+    shared.stats.streams.fetch_add(1, Ordering::Relaxed);
+    let refuse = |respond: &mut SendResponse<Bytes>| {
+        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+        respond.send_reset(Reason::REFUSED_STREAM);
+    };
+    let (parts, body) = request.into_parts();
+    let end = body.is_end_stream();
+    let (send, _active) = match shared.pick().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(endpoint = %shared.endpoint, error = %format!("{e:#}"), "multiplexer: no shared connection");
+            return refuse(&mut respond);
+        }
+    };
+    let mut send = match send.ready().await {
+        Ok(s) => s,
+        Err(_) => return refuse(&mut respond),
+    };
+    let (response, upload) = match send.send_request(Request::from_parts(parts, ()), end) {
+        Ok(r) => r,
+        Err(_) => return refuse(&mut respond),
+    };
+    let upload = (!end).then(|| AbortOnDrop(tokio::spawn(forward_request(body, upload))));
+    download(response, respond).await;
+    // the response is over: whatever of the request is still on its way
+    // is not wanted (its task's end resets the stream if it is still open)
+    drop(upload);
+}
+

@@ -1,0 +1,233 @@
+//! The multiplexer against an in-process HTTP/2 endpoint (the `h2` crate's
+//! server) and clients on loopback: what goes through, over how many
+//! connections, and what one client's bad bytes can reach.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::Reason;
+use http::{HeaderMap, Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::super::PoolLimits;
+use super::Mux;
+
+/// An endpoint that answers each request with "<path> <request bytes>",
+/// after `x-delay-ms`, with trailers `x-got: <bytes>` if asked by
+/// `x-trailers`, and resets a request to `/refuse` with REFUSED_STREAM.
+/// Counts the TCP connections it accepted.
+async fn endpoint() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (io, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut conn = h2::server::handshake(io).await.unwrap();
+                while let Some(Ok((req, respond))) = conn.accept().await {
+                    tokio::spawn(answer(req, respond));
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+async fn answer(req: Request<h2::RecvStream>, mut respond: h2::server::SendResponse<Bytes>) {
+    let (parts, mut body) = req.into_parts();
+    if parts.uri.path() == "/refuse" {
+        respond.send_reset(Reason::REFUSED_STREAM);
+        return;
+    }
+    let mut got = 0usize;
+    while let Some(Ok(chunk)) = body.data().await {
+        got += chunk.len();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    if let Some(ms) = parts.headers.get("x-delay-ms") {
+        let ms: u64 = ms.to_str().unwrap().parse().unwrap();
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let trailers = parts.headers.contains_key("x-trailers");
+    let mut out = respond.send_response(Response::new(()), false).unwrap();
+    let text = Bytes::from(format!("{} {got}", parts.uri.path()));
+    out.reserve_capacity(text.len());
+    out.send_data(text, !trailers).unwrap();
+    if trailers {
+        let mut t = HeaderMap::new();
+        t.insert("x-got", got.to_string().parse().unwrap());
+        out.send_trailers(t).unwrap();
+    }
+}
+
+fn limits(shared: usize) -> PoolLimits {
+    PoolLimits {
+        dedicated: 0,
+        shared,
+        connect_timeout: Duration::from_secs(5),
+    }
+}
+
+async fn client(mux: &Mux) -> h2::client::SendRequest<Bytes> {
+    let io = TcpStream::connect(mux.addr()).await.unwrap();
+    let (send, conn) = h2::client::handshake(io).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
+fn get(path: &str) -> Request<()> {
+    Request::get(format!("http://svc{path}")).body(()).unwrap()
+}
+
+/// Sends `req` with `body`; returns the response body, or the reset reason.
+async fn exchange(
+    send: &h2::client::SendRequest<Bytes>,
+    req: Request<()>,
+    body: Option<Bytes>,
+) -> Result<(String, Option<HeaderMap>), Reason> {
+    let mut send = send.clone().ready().await.unwrap();
+    let (response, mut upload) = send.send_request(req, body.is_none()).unwrap();
+    if let Some(mut b) = body {
+        while !b.is_empty() {
+            upload.reserve_capacity(b.len());
+            let n = std::future::poll_fn(|cx| upload.poll_capacity(cx))
+                .await
+                .unwrap()
+                .unwrap();
+            upload.send_data(b.split_to(n.min(b.len())), false).unwrap();
+        }
+        upload.send_data(Bytes::new(), true).unwrap();
+    }
+    let response = response.await.map_err(|e| e.reason().unwrap())?;
+    let mut body = response.into_body();
+    let mut text = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|e| e.reason().unwrap())?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        text.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await.map_err(|e| e.reason().unwrap())?;
+    Ok((String::from_utf8(text).unwrap(), trailers))
+}
+
+/// The error code of the first GOAWAY among whole frames in `bytes`.
+fn goaway_code(mut bytes: &[u8]) -> Option<u32> {
+    while bytes.len() >= 9 {
+        let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+        let frame = bytes.get(..9 + len)?;
+        if frame[3] == 7 {
+            return Some(u32::from_be_bytes(frame.get(13..17)?.try_into().ok()?));
+        }
+        bytes = &bytes[9 + len..];
+    }
+    None
+}
+
+#[tokio::test]
+async fn streams_of_many_local_connections_share_at_most_the_limit() {
+    let (addr, accepted) = endpoint().await;
+    let mux = Mux::start(addr, limits(2)).unwrap();
+    let mut calls = Vec::new();
+    for c in 0..10 {
+        let send = client(&mux).await;
+        for k in 0..5 {
+            let send = send.clone();
+            calls.push(tokio::spawn(async move {
+                let path = format!("/c{c}/s{k}");
+                let got = exchange(&send, get(&path), None).await;
+                (path, got)
+            }));
+        }
+    }
+    for call in calls {
+        let (path, got) = call.await.unwrap();
+        assert_eq!(got.unwrap().0, format!("{path} 0"));
+    }
+    let n = accepted.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&n), "the endpoint accepted {n} connections");
+    let counts = mux.counts();
+    assert_eq!(counts.streams, 50);
+    assert_eq!(counts.refused, 0);
+    assert_eq!(counts.connections_opened, n as u64);
+}
+
+#[tokio::test]
+async fn request_and_response_bodies_and_trailers_pass_both_ways() {
+    let (addr, _) = endpoint().await;
+    let mux = Mux::start(addr, limits(1)).unwrap();
+    let send = client(&mux).await;
+    // larger than every window on the way: it moves as they open
+    let upload = Bytes::from(vec![7u8; 3 * 1024 * 1024 + 5]);
+    let mut req = Request::post("http://svc/up").body(()).unwrap();
+    req.headers_mut().insert("x-trailers", "1".parse().unwrap());
+    let (text, trailers) = exchange(&send, req, Some(upload)).await.unwrap();
+    assert_eq!(text, format!("/up {}", 3 * 1024 * 1024 + 5));
+    assert_eq!(
+        trailers.unwrap().get("x-got").unwrap(),
+        &(3 * 1024 * 1024 + 5).to_string()
+    );
+}
+
+#[tokio::test]
+async fn a_stream_the_endpoint_refuses_is_refused_to_the_client() {
+    let (addr, _) = endpoint().await;
+    let mux = Mux::start(addr, limits(1)).unwrap();
+    let send = client(&mux).await;
+    assert_eq!(
+        exchange(&send, get("/refuse"), None).await.unwrap_err(),
+        Reason::REFUSED_STREAM
+    );
+    // the shared connection carries on
+    assert_eq!(exchange(&send, get("/ok"), None).await.unwrap().0, "/ok 0");
+}
+
+#[tokio::test]
+async fn an_undecodable_header_block_ends_only_its_own_local_connection() {
+    let (addr, accepted) = endpoint().await;
+    let mux = Mux::start(addr, limits(1)).unwrap();
+    let good = client(&mux).await;
+    let mut slow = get("/slow");
+    slow.headers_mut()
+        .insert("x-delay-ms", "300".parse().unwrap());
+    let in_flight = tokio::spawn(async move { exchange(&good, slow, None).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // A client whose header block indexes entry 0 of the HPACK table,
+    // which does not exist (RFC 7541 §6.1): a connection error.
+    let mut bad = TcpStream::connect(mux.addr()).await.unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS
+    out.extend_from_slice(&[0, 0, 1, 1, 5, 0, 0, 0, 1, 0x80]); // HEADERS, END_STREAM | END_HEADERS
+    bad.write_all(&out).await.unwrap();
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match bad.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the bad client's connection stayed open");
+    // h2 answers PROTOCOL_ERROR where RFC 9113 §4.3 says COMPRESSION_ERROR:
+    // either way a connection error, of this connection only
+    let code = goaway_code(&seen);
+    assert!(
+        code.is_some_and(|c| c != u32::from(Reason::NO_ERROR)),
+        "no GOAWAY with an error: {seen:?}"
+    );
+
+    assert_eq!(in_flight.await.unwrap().unwrap().0, "/slow 0");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the shared connection lived on");
+    assert_eq!(mux.counts().connections, 1);
+}

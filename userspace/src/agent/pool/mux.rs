@@ -173,6 +173,20 @@ impl Drop for Decrement<'_> {
     }
 }
 
+/// Shared connections a stream is offered to before it is refused.
+const SEND_ATTEMPTS: usize = 3;
+
+/// The request as it goes out on a shared connection: the local one's
+/// pseudo-headers and fields (h2 checks them as it encodes).
+fn outgoing(parts: &http::request::Parts) -> Request<()> {
+    let mut r = Request::new(());
+    *r.method_mut() = parts.method.clone();
+    *r.uri_mut() = parts.uri.clone();
+    *r.version_mut() = parts.version;
+    *r.headers_mut() = parts.headers.clone();
+    r
+}
+
 /// One stream of a local connection, carried on a shared connection.
 async fn carry(request: Request<RecvStream>, mut respond: SendResponse<Bytes>, shared: Arc<SharedConns>) {
     shared.stats.streams.fetch_add(1, Ordering::Relaxed);
@@ -182,20 +196,34 @@ async fn carry(request: Request<RecvStream>, mut respond: SendResponse<Bytes>, s
     };
     let (parts, body) = request.into_parts();
     let end = body.is_end_stream();
-    let (send, _active) = match shared.pick().await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(endpoint = %shared.endpoint, error = %format!("{e:#}"), "multiplexer: no shared connection");
-            return refuse(&mut respond);
+    // A connection that takes no new stream (a GOAWAY came) is left for
+    // another; the stream was not sent, so trying again is safe.
+    let mut sent = None;
+    for _ in 0..SEND_ATTEMPTS {
+        let picked = match shared.pick().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(endpoint = %shared.endpoint, error = %format!("{e:#}"), "multiplexer: no shared connection");
+                break;
+            }
+        };
+        let tried = match picked.send.ready().await {
+            Ok(mut send) => send.send_request(outgoing(&parts), end),
+            Err(e) => Err(e),
+        };
+        match tried {
+            Ok(r) => {
+                sent = Some((r, picked.active));
+                break;
+            }
+            Err(e) => {
+                tracing::debug!(endpoint = %shared.endpoint, error = %e, "multiplexer: a shared connection takes no new stream");
+                picked.going_away.store(true, Ordering::Relaxed);
+            }
         }
-    };
-    let mut send = match send.ready().await {
-        Ok(s) => s,
-        Err(_) => return refuse(&mut respond),
-    };
-    let (response, upload) = match send.send_request(Request::from_parts(parts, ()), end) {
-        Ok(r) => r,
-        Err(_) => return refuse(&mut respond),
+    }
+    let Some(((response, upload), _active)) = sent else {
+        return refuse(&mut respond);
     };
     let upload = (!end).then(|| AbortOnDrop(tokio::spawn(forward_request(body, upload))));
     download(response, respond).await;

@@ -28,8 +28,19 @@ pub(super) struct SharedConn {
     send: SendRequest<Bytes>,
     /// Streams of ours open on it.
     active: Arc<AtomicUsize>,
+    /// It took no new stream (a GOAWAY came): its streams finish on it,
+    /// new ones go elsewhere, and it no longer counts against the limit.
+    going_away: Arc<AtomicBool>,
     closed: Arc<AtomicBool>,
     _driver: AbortOnDrop,
+}
+
+/// A shared connection picked for a stream.
+pub(super) struct Picked {
+    pub(super) send: SendRequest<Bytes>,
+    /// Held for as long as the stream is open.
+    pub(super) active: Active,
+    pub(super) going_away: Arc<AtomicBool>,
 }
 
 pub(super) struct AbortOnDrop(pub(super) JoinHandle<()>);
@@ -54,7 +65,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 enum Choice {
-    Use(SendRequest<Bytes>, Active),
+    Use(Picked),
     Open,
     Wait,
 }
@@ -64,29 +75,32 @@ impl SharedConns {
     /// streams among those below the endpoint's SETTINGS_MAX_CONCURRENT_STREAMS;
     /// a new one while there are fewer than `shared`; else the least busy,
     /// where the stream waits for room (h2's `ready`).
-    pub(super) async fn pick(self: &Arc<Self>) -> anyhow::Result<(SendRequest<Bytes>, Active)> {
+    pub(super) async fn pick(self: &Arc<Self>) -> anyhow::Result<Picked> {
         loop {
             let choice = {
                 let mut conns = lock(&self.conns);
                 conns.retain(|c| !c.closed.load(Ordering::Relaxed));
                 let load = |c: &SharedConn| c.active.load(Ordering::Relaxed);
-                let room = (conns.iter())
+                let live: Vec<&SharedConn> = (conns.iter())
+                    .filter(|c| !c.going_away.load(Ordering::Relaxed))
+                    .collect();
+                let room = (live.iter())
                     .filter(|c| load(c) < c.send.current_max_send_streams())
                     .min_by_key(|c| load(c));
                 let opening = self.opening.load(Ordering::Relaxed);
                 if let Some(c) = room {
-                    Choice::Use(c.send.clone(), take(&c.active))
-                } else if conns.len() + opening < self.limits.shared.max(1) {
+                    Choice::Use(c.picked())
+                } else if live.len() + opening < self.limits.shared.max(1) {
                     self.opening.fetch_add(1, Ordering::Relaxed);
                     Choice::Open
-                } else if let Some(c) = conns.iter().min_by_key(|c| load(c)) {
-                    Choice::Use(c.send.clone(), take(&c.active))
+                } else if let Some(c) = live.iter().min_by_key(|c| load(c)) {
+                    Choice::Use(c.picked())
                 } else {
                     Choice::Wait
                 }
             };
             match choice {
-                Choice::Use(send, active) => return Ok((send, active)),
+                Choice::Use(picked) => return Ok(picked),
                 Choice::Open => {
                     let opened = self.open().await;
                     self.opening.fetch_sub(1, Ordering::Relaxed);
@@ -147,14 +161,21 @@ impl SharedConns {
         Ok(SharedConn {
             send,
             active: Arc::new(AtomicUsize::new(0)),
+            going_away: Arc::new(AtomicBool::new(false)),
             closed,
             _driver: AbortOnDrop(driver),
         })
     }
 }
 
-fn take(active: &Arc<AtomicUsize>) -> Active {
-    active.fetch_add(1, Ordering::Relaxed);
-    Active(active.clone())
+impl SharedConn {
+    fn picked(&self) -> Picked {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        Picked {
+            send: self.send.clone(),
+            active: Active(self.active.clone()),
+            going_away: self.going_away.clone(),
+        }
+    }
 }
 

@@ -5,12 +5,17 @@
 //! connections to the endpoint. Counted where it matters: on each
 //! backend's port, in its namespace, while the load runs.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rotor_testbed::backend::BACKEND_PORT;
-use rotor_testbed::{uneven_spread, Agent, LoadReport, LoadSpec, TestBed};
+use rotor_testbed::{scaled_secs, uneven_spread, Agent, LoadReport, LoadSpec, TestBed};
+use rotor_tests::peers::{
+    self, endpoints_on, grpc_client, n, python_script, Grpc, Running, GRPC_PORT,
+};
+use rotor_tests::probe;
 
 const BACKENDS: [&str; 3] = ["be1", "be2", "be3"];
 
@@ -29,23 +34,29 @@ fn bed(dedicated: usize, shared: usize) -> TestBed {
     bed
 }
 
-/// Established connections on the backend port in each backend's
-/// namespace, be1 first.
-fn held(namespaces: &[String]) -> Vec<usize> {
-    namespaces
-        .iter()
-        .map(|ns| {
-            let out = std::process::Command::new("nsenter")
-                .arg(format!("--net=/var/run/netns/{ns}"))
-                .args(["--", "ss", "-Htn", "state", "established"])
-                .output()
-                .expect("ss");
-            let port = format!(":{BACKEND_PORT}");
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter(|l| l.split_whitespace().nth(2).is_some_and(|a| a.ends_with(&port)))
-                .count()
+/// The established connections on `port` in `ns` ("local peer").
+fn connections(ns: &str, port: u16) -> HashSet<String> {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{ns}"))
+        .args(["--", "ss", "-Htn", "state", "established"])
+        .output()
+        .expect("ss");
+    let port = format!(":{port}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().skip(2);
+            let (local, peer) = (f.next()?, f.next()?);
+            local.ends_with(&port).then(|| format!("{local} {peer}"))
         })
+        .collect()
+}
+
+/// How many connections each backend's namespace holds on the backend
+/// port, be1 first.
+fn held(namespaces: &[String]) -> Vec<usize> {
+    (namespaces.iter())
+        .map(|ns| connections(ns, BACKEND_PORT).len())
         .collect()
 }
 
@@ -111,5 +122,152 @@ fn without_sharing_each_client_connection_holds_its_own() {
         "without sharing a backend held at most {most:?}, not one per client connection\n{diag}"
     );
     eprintln!("not shared: at most {most:?} connections per backend");
+    let _ = bed.agent.take();
+}
+
+/// gRPC's four kinds of call from tonic to Python grpcio servers, every
+/// stream through the multiplexers (no dedicated upstream, one shared
+/// connection per endpoint): trailers, client and server streaming and
+/// bidirectional calls pass, and each unary call is balanced.
+#[test]
+fn grpc_calls_of_every_kind_pass_through_shared_connections() {
+    Grpc::Python.available().expect("gRPC server peer");
+    Grpc::Tonic.available().expect("gRPC client peer");
+    let mut bed = TestBed::new(3).expect("test bed");
+    peers::ipv4_only_client(&bed.topo).expect("IPv4-only client");
+    let _servers = peers::start_grpc_servers(&bed.topo, Grpc::Python, &[]).expect("servers");
+    bed.agent = Some(
+        Agent::start_with_args(
+            &bed.topo,
+            &bed.cgroup,
+            &endpoints_on(&bed.topo, GRPC_PORT),
+            &["--dedicated-upstreams", "0", "--shared-upstreams", "1"],
+        )
+        .expect("agent"),
+    );
+    let args = [
+        "--unary",
+        "300",
+        "--concurrency",
+        "8",
+        "--payload",
+        "1024",
+        "--streams",
+        "3",
+        "--stream-msgs",
+        "20",
+        "--stream-delay-ms",
+        "10",
+    ];
+    let r = grpc_client(
+        &bed.topo,
+        Some(&bed.cgroup),
+        Grpc::Tonic,
+        &args,
+        Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| panic!("tonic client: {e:#}\n{}", probe::report(&mut bed)));
+    for (kind, calls) in [
+        ("unary", 300),
+        ("server_stream", 3),
+        ("client_stream", 3),
+        ("bidi", 3),
+    ] {
+        let k = &r[kind];
+        assert!(
+            n(k, "calls") == calls
+                && n(k, "ok") == calls
+                && n(k, "corrupt") == 0
+                && n(k, "mixed") == 0,
+            "{kind}: want {calls} calls, all ok and intact; got {k}\n{}",
+            probe::report(&mut bed)
+        );
+    }
+    let per: Vec<u64> = (1..=3)
+        .map(|k| n(&r["unary"]["backends"], &format!("be{k}")))
+        .collect();
+    assert!(
+        per.iter().all(|c| *c >= 50),
+        "unary calls per backend: {per:?}"
+    );
+    let most: Vec<usize> = (1..=3)
+        .map(|k| connections(bed.topo.backend(k).unwrap().netns(), GRPC_PORT).len())
+        .collect();
+    assert!(
+        most.iter().all(|c| *c == 1),
+        "connections per backend: {most:?} (one shared)"
+    );
+}
+
+/// A header block that the agent passes on as it came and nobody can
+/// decode (hostile_headers.py `continuations`: a reference to an empty
+/// dynamic table) reaches the multiplexer, which ends that client's
+/// upstream to it; the shared connections, carrying another client's
+/// steady load meanwhile, are the same TCP connections after as before,
+/// and that load loses nothing.
+#[test]
+fn an_undecodable_header_block_does_not_reach_the_shared_connections() {
+    let mut bed = bed(0, 1);
+    let namespaces: Vec<String> = (1..=3)
+        .map(|k| bed.topo.backend(k).unwrap().netns().to_string())
+        .collect();
+    let load = bed
+        .spawn_load(&LoadSpec {
+            connections: 2,
+            streams: 2,
+            requests: None,
+            duration: Some(6.0),
+            rate: Some(200.0),
+            timeout: 40.0,
+            ..LoadSpec::default()
+        })
+        .expect("steady load");
+    std::thread::sleep(Duration::from_millis(1500));
+    let before: Vec<HashSet<String>> = namespaces
+        .iter()
+        .map(|ns| connections(ns, BACKEND_PORT))
+        .collect();
+    let wait = scaled_secs(3.0).to_string();
+    let cmd = python_script(
+        bed.topo.client_ns(),
+        Some(bed.cgroup.path()),
+        "hostile_headers.py",
+        &[
+            "continuations",
+            "--frames",
+            "1",
+            "--addr",
+            "10.96.0.10:8080",
+            "--wait",
+            &wait,
+        ],
+    );
+    let attack = Running::spawn(
+        "hostile-continuations",
+        cmd,
+        bed.topo.dir(),
+        Duration::from_secs(60),
+    )
+    .expect("attacker")
+    .finish()
+    .unwrap_or_else(|e| panic!("attacker: {e:#}\n{}", probe::report(&mut bed)));
+    let after: Vec<HashSet<String>> = namespaces
+        .iter()
+        .map(|ns| connections(ns, BACKEND_PORT))
+        .collect();
+    let report = load.finish().expect("steady load report");
+    let diag = bed.diagnostics();
+    for (k, (b, a)) in before.iter().zip(&after).enumerate() {
+        assert!(
+            !b.is_empty() && b.is_subset(a),
+            "be{}: connections before the attack {b:?}, after {a:?}\nattacker: {attack}\n{diag}",
+            k + 1
+        );
+    }
+    assert!(
+        report.ok > 0 && report.failed == 0,
+        "steady load: {report:?}\nattacker: {attack}\n{diag}"
+    );
+    eprintln!("attacker saw: {attack}");
     let _ = bed.agent.take();
 }

@@ -271,7 +271,10 @@ mod tests {
         let a = pools.ticket(be).unwrap();
         let first = a.dial();
         drop(a);
-        assert!(pools.connections().is_empty(), "nothing left for the endpoint");
+        assert!(
+            pools.connections().is_empty(),
+            "nothing left for the endpoint"
+        );
         // the first one's listener went with it: its port refuses
         let mut refused = false;
         for _ in 0..100 {
@@ -281,7 +284,10 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(refused, "{first} still accepts after its multiplexer stopped");
+        assert!(
+            refused,
+            "{first} still accepts after its multiplexer stopped"
+        );
         let b = pools.ticket(be).unwrap();
         assert!(b.is_shared());
         assert_eq!(pools.started(), 2, "a new multiplexer");

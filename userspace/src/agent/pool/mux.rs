@@ -188,7 +188,11 @@ fn outgoing(parts: &http::request::Parts) -> Request<()> {
 }
 
 /// One stream of a local connection, carried on a shared connection.
-async fn carry(request: Request<RecvStream>, mut respond: SendResponse<Bytes>, shared: Arc<SharedConns>) {
+async fn carry(
+    request: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    shared: Arc<SharedConns>,
+) {
     shared.stats.streams.fetch_add(1, Ordering::Relaxed);
     let refuse = |respond: &mut SendResponse<Bytes>| {
         shared.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -231,4 +235,3 @@ async fn carry(request: Request<RecvStream>, mut respond: SendResponse<Bytes>, s
     // is not wanted (its task's end resets the stream if it is still open)
     drop(upload);
 }
-

@@ -10,7 +10,7 @@ use h2::client::SendRequest;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::{Stats, PoolLimits, SHARED_CONNECTION_WINDOW, SHARED_STREAM_WINDOW};
+use super::{PoolLimits, Stats, SHARED_CONNECTION_WINDOW, SHARED_STREAM_WINDOW};
 
 /// The shared connections to one endpoint.
 pub(super) struct SharedConns {
@@ -156,7 +156,9 @@ impl SharedConns {
             }
         });
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
-        self.stats.connections_opened.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .connections_opened
+            .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%endpoint, "multiplexer: shared connection opened");
         Ok(SharedConn {
             send,
@@ -178,4 +180,3 @@ impl SharedConn {
         }
     }
 }
-

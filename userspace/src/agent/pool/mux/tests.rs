@@ -162,7 +162,10 @@ async fn streams_of_many_local_connections_share_at_most_the_limit() {
         assert_eq!(got.unwrap().0, format!("{path} 0"));
     }
     let n = accepted.load(Ordering::SeqCst);
-    assert!((1..=2).contains(&n), "the endpoint accepted {n} connections");
+    assert!(
+        (1..=2).contains(&n),
+        "the endpoint accepted {n} connections"
+    );
     let counts = mux.counts();
     assert_eq!(counts.streams, 50);
     assert_eq!(counts.refused, 0);
@@ -238,7 +241,11 @@ async fn an_undecodable_header_block_ends_only_its_own_local_connection() {
     );
 
     assert_eq!(in_flight.await.unwrap().unwrap().0, "/slow 0");
-    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the shared connection lived on");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the shared connection lived on"
+    );
     assert_eq!(mux.counts().connections, 1);
 }
 
@@ -314,7 +321,8 @@ async fn a_shared_connection_going_away_finishes_its_streams_and_takes_no_new_on
     let mux = Mux::start(addr, limits(1)).unwrap();
     let send = client(&mux).await;
     let mut slow = get("/slow");
-    slow.headers_mut().insert("x-delay-ms", "600".parse().unwrap());
+    slow.headers_mut()
+        .insert("x-delay-ms", "600".parse().unwrap());
     let first = {
         let send = send.clone();
         tokio::spawn(async move { exchange(&send, slow, None).await })
@@ -322,8 +330,15 @@ async fn a_shared_connection_going_away_finishes_its_streams_and_takes_no_new_on
     // the endpoint's GOAWAY has come by now; its connection stays open
     // for the slow stream
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(exchange(&send, get("/next"), None).await.unwrap().0, "/next 0");
+    assert_eq!(
+        exchange(&send, get("/next"), None).await.unwrap().0,
+        "/next 0"
+    );
     assert_eq!(first.await.unwrap().unwrap().0, "/slow 0");
-    assert_eq!(accepted.load(Ordering::SeqCst), 2, "the next stream opened a new connection");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the next stream opened a new connection"
+    );
     assert_eq!(mux.counts().refused, 0);
 }

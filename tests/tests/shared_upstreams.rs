@@ -255,6 +255,13 @@ fn an_undecodable_header_block_does_not_reach_the_shared_connections() {
         .iter()
         .map(|ns| connections(ns, BACKEND_PORT))
         .collect();
+    // `rotor status` says the same while the load runs: no own upstream,
+    // one shared connection to each endpoint
+    let status = probe::status(bed.agent().unwrap()).expect("status");
+    let upstreams = status["upstreams"].as_array().cloned().unwrap_or_default();
+    let counts: Vec<(u64, u64)> = (upstreams.iter())
+        .map(|u| (n(u, "dedicated"), n(&u["shared"], "connections")))
+        .collect();
     let report = load.finish().expect("steady load report");
     let diag = bed.diagnostics();
     for (k, (b, a)) in before.iter().zip(&after).enumerate() {
@@ -268,6 +275,7 @@ fn an_undecodable_header_block_does_not_reach_the_shared_connections() {
         report.ok > 0 && report.failed == 0,
         "steady load: {report:?}\nattacker: {attack}\n{diag}"
     );
+    assert_eq!(counts, [(0, 1); 3], "status upstreams: {upstreams:?}");
     eprintln!("attacker saw: {attack}");
     let _ = bed.agent.take();
 }

@@ -178,6 +178,39 @@ impl MetricsPage {
             x.sample(name, &[("counter", counter)], *v as f64);
         }
 
+        let name = "rotor_upstream_connections";
+        x.family(
+            name,
+            Kind::Gauge,
+            "Connections from this node to each endpoint by kind: own (a client connection's), shared (an endpoint's multiplexer's; the endpoint holds own + shared), via_shared (client connections' upstreams to the multiplexer, on loopback).",
+        );
+        let upstreams = self.shared.pools.connections();
+        for u in &upstreams {
+            for (kind, n) in [
+                ("own", u.dedicated),
+                ("shared", u.shared.connections),
+                ("via_shared", u.via_shared),
+            ] {
+                x.sample(name, &[("endpoint", &u.endpoint), ("kind", kind)], n as f64);
+            }
+        }
+        let name = "rotor_shared_streams_total";
+        x.family(
+            name,
+            Kind::Counter,
+            "Streams an endpoint's multiplexer carried over its shared connections, by outcome: carried, or refused before the endpoint had them.",
+        );
+        for u in &upstreams {
+            let carried = u.shared.streams - u.shared.refused.min(u.shared.streams);
+            for (outcome, n) in [("carried", carried), ("refused", u.shared.refused)] {
+                x.sample(
+                    name,
+                    &[("endpoint", &u.endpoint), ("outcome", outcome)],
+                    n as f64,
+                );
+            }
+        }
+
         let name = "rotor_map_entries";
         x.family(name, Kind::Gauge, "Entries in use in the agent's maps.");
         let fill = self.map_fill();

@@ -385,6 +385,7 @@ pub fn status_table(s: &Status) -> String {
             latency(e.ttfb_quantile(0.99))
         );
     }
+    out.push_str(&super::render_more::upstreams_table(&s.upstreams));
     let _ = writeln!(out, "KERNEL COUNTERS");
     for (k, v) in &s.kernel {
         let _ = writeln!(out, "  {k:<20} {v}");

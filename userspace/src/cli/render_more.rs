@@ -4,6 +4,38 @@ use std::fmt::Write;
 
 use super::render::{EndpointRow, ServicesView};
 use crate::agent::admin::wire::Explanation;
+use crate::agent::pool::EndpointConnections;
+
+/// `rotor status`'s connections per endpoint: what each endpoint holds from
+/// this node is OWN + SHARED; VIA-SHARED are client connections' upstreams
+/// to the endpoint's multiplexer, on loopback.
+pub fn upstreams_table(upstreams: &[EndpointConnections]) -> String {
+    let mut out = format!(
+        "UPSTREAM CONNECTIONS ({} endpoints; each holds OWN + SHARED from this node)\n",
+        upstreams.len()
+    );
+    if upstreams.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "  {:<22} {:>6} {:>10} {:>6} {:>14} {:>8}",
+        "ENDPOINT", "OWN", "VIA-SHARED", "SHARED", "SHARED-STREAMS", "REFUSED"
+    );
+    for u in upstreams {
+        let _ = writeln!(
+            out,
+            "  {:<22} {:>6} {:>10} {:>6} {:>14} {:>8}",
+            u.endpoint,
+            u.dedicated,
+            u.via_shared,
+            u.shared.connections,
+            u.shared.streams,
+            u.shared.refused
+        );
+    }
+    out
+}
 
 pub fn explain_table(e: &Explanation) -> String {
     let mut out = format!("{} ({}): {}\n", e.target, e.kind, e.verdict);
@@ -111,4 +143,31 @@ pub fn top_frame(v: &ServicesView, width: usize) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod upstream_tests {
+    use super::*;
+    use crate::agent::pool::MuxCounts;
+
+    #[test]
+    fn upstreams_show_own_and_shared_per_endpoint() {
+        let rows = [EndpointConnections {
+            endpoint: "10.1.1.2:8080".into(),
+            dedicated: 24,
+            via_shared: 176,
+            shared: MuxCounts {
+                connections: 3,
+                connections_opened: 3,
+                local: 176,
+                streams: 528,
+                refused: 1,
+            },
+        }];
+        let t = upstreams_table(&rows);
+        let line = t.lines().find(|l| l.contains("10.1.1.2:8080")).unwrap();
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells, ["10.1.1.2:8080", "24", "176", "3", "528", "1"]);
+        assert!(upstreams_table(&[]).starts_with("UPSTREAM CONNECTIONS (0 endpoints"));
+    }
 }

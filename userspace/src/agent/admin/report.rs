@@ -97,6 +97,7 @@ pub fn status(shared: &Shared, started: std::time::Instant) -> Status {
         source: shared.source.report(),
         endpoints: (shared.registry.endpoints).totals(|id| shared.dp.endpoint_stats(id)),
         agent: agent_info(shared, started),
+        upstreams: shared.pools.connections(),
     }
 }
 

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::budget::BudgetStatus;
 use crate::agent::metrics_counts::EndpointTotals;
+use crate::agent::pool::EndpointConnections;
 use crate::agent::registry::ConnInfo;
 use crate::ebpf::Loaded;
 use crate::model::SourceReport;
@@ -101,6 +102,10 @@ pub struct Status {
     pub endpoints: Vec<EndpointTotals>,
     #[serde(default)]
     pub agent: AgentInfo,
+    /// Connections from this node to each endpoint: client connections'
+    /// own, and shared ones (agent/pool.rs).
+    #[serde(default)]
+    pub upstreams: Vec<EndpointConnections>,
 }
 
 /// `rotor services` / `rotor endpoints`: each Service's endpoints with the

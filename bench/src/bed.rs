@@ -52,7 +52,7 @@ pub(super) fn agent_yaml(n: usize) -> String {
 }
 
 impl Bed {
-    pub(super) fn setup() -> Result<Bed> {
+    pub(super) fn setup(rotor_args: &[String]) -> Result<Bed> {
         rotor_testbed::environment_ok()?;
         if !has_command("haproxy") {
             bail!("haproxy not found: `apt-get install haproxy` (cargo xtask bench installs it)");
@@ -92,7 +92,8 @@ impl Bed {
             ]),
         )?;
         let cgroup = TestCgroup::create().context("creating cgroup")?;
-        let agent = Agent::start(&topo, &cgroup, &rust_endpoints(INITIAL))
+        let args: Vec<&str> = rotor_args.iter().map(String::as_str).collect();
+        let agent = Agent::start_with_args(&topo, &cgroup, &rust_endpoints(INITIAL), &args)
             .context("starting rotor-agent")?;
         let haproxy = haproxy::HaProxy::start(
             topo.node_ns(),

@@ -180,6 +180,9 @@ pub struct BenchOptions {
     /// Only scenarios whose id contains one of these (empty: all).
     pub only: Vec<String>,
     pub out_dir: PathBuf,
+    /// Extra arguments of the rotor path's agent (e.g.
+    /// `--dedicated-upstreams 0`: every stream through the multiplexers).
+    pub rotor_args: Vec<String>,
 }
 
 impl BenchOptions {
@@ -194,6 +197,7 @@ impl BenchOptions {
             quiet_wait: if quick { 30.0 } else { 180.0 },
             only: Vec::new(),
             out_dir: rotor_testbed::util::target_dir().join("bench"),
+            rotor_args: Vec::new(),
         }
     }
 }
@@ -301,7 +305,7 @@ pub fn run_bench(opts: &BenchOptions) -> Result<report::Report> {
         .map_or(0, |d| d.as_secs());
     let idle_bg = background(Duration::from_secs(1));
     println!("bench: machine busy before setup: {idle_bg:.2} cores (other work on the machine)");
-    let mut bed = Bed::setup()?;
+    let mut bed = Bed::setup(&opts.rotor_args)?;
     bed.quiet_budget = Duration::from_secs_f64(opts.quiet_wait);
     println!("bench: topology {} up: {SCALED} backends (rotor-h2-backend :{RUST_PORT}, nghttpd :8080), haproxy, rotor-agent", bed.topo.id());
     let scenarios = opts.scenarios();

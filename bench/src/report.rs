@@ -281,6 +281,13 @@ impl Report {
             m,
             "Medians over the repeats; `±` is the spread (max − min) / median of req/s and p50. ⚠ marks a noisy cell (spread > {NOISY_SPREAD_PCT}% or the machine > {NOISY_BACKGROUND_CORES} cores busy before the run)."
         );
+        if !self.options.rotor_args.is_empty() {
+            let _ = writeln!(
+                m,
+                "\nThe rotor path's agent ran with `{}`.",
+                self.options.rotor_args.join(" ")
+            );
+        }
         if self.idle_background_cores > NOISY_BACKGROUND_CORES {
             let _ = writeln!(
                 m,

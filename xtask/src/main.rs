@@ -62,6 +62,11 @@ enum Cmd {
         /// `4x16-100b` first for its rate).
         #[arg(long)]
         only: Vec<String>,
+        /// An argument for the rotor path's agent (repeatable), e.g.
+        /// `--rotor-arg=--dedicated-upstreams --rotor-arg=0` to measure every
+        /// stream through the endpoints' multiplexers (shared upstreams).
+        #[arg(long = "rotor-arg", allow_hyphen_values = true, value_name = "ARG")]
+        rotor_args: Vec<String>,
         /// Skip `cargo build --release --workspace --bins`.
         #[arg(long)]
         no_build: bool,
@@ -252,6 +257,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             conn_memory,
             services_memory,
             endpoint_stats,
+            rotor_args,
         } => {
             deps::ensure()?;
             if !no_build {
@@ -272,6 +278,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let whole = only.is_empty() && !conn_memory && !endpoint_stats;
             opts.only = only;
+            opts.rotor_args = rotor_args;
             if endpoint_stats || whole {
                 let cost = rotor_bench::endpoint_stats::run(&Default::default())?;
                 std::fs::create_dir_all(&opts.out_dir)?;

@@ -65,7 +65,12 @@ async fn answer(req: Request<h2::RecvStream>, mut respond: h2::server::SendRespo
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let trailers = parts.headers.contains_key("x-trailers");
-    let mut out = respond.send_response(Response::new(()), false).unwrap();
+    let mut response = Response::new(());
+    // a field no static entry has: an encoder free to index would
+    response
+        .headers_mut()
+        .insert("x-served-by", "endpoint".parse().unwrap());
+    let mut out = respond.send_response(response, false).unwrap();
     let text = Bytes::from(format!("{} {got}", parts.uri.path()));
     out.reserve_capacity(text.len());
     out.send_data(text, !trailers).unwrap();
@@ -341,4 +346,70 @@ async fn a_shared_connection_going_away_finishes_its_streams_and_takes_no_new_on
         "the next stream opened a new connection"
     );
     assert_eq!(mux.counts().refused, 0);
+}
+
+/// The kernel passes the multiplexer's header blocks to the client as they
+/// are, beside other upstreams' blocks, so they must not use the HPACK
+/// dynamic table, which the agent turns off with SETTINGS_HEADER_TABLE_SIZE
+/// 0 as for any endpoint: two responses carrying the same field decode with
+/// a table of size 0.
+#[tokio::test]
+async fn response_header_blocks_leave_the_dynamic_table_alone() {
+    let (addr, _) = endpoint().await;
+    let mux = Mux::start(addr, limits(1)).unwrap();
+    let mut io = TcpStream::connect(mux.addr()).await.unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]); // SETTINGS HEADER_TABLE_SIZE 0
+                                                                           // GET / http, :authority "svc" (static entries and a literal only)
+    let block = [0x82, 0x86, 0x84, 0x01, 3, b's', b'v', b'c'];
+    for stream in [1u8, 3] {
+        out.extend_from_slice(&[0, 0, block.len() as u8, 1, 5, 0, 0, 0, stream]);
+        out.extend_from_slice(&block);
+    }
+    io.write_all(&out).await.unwrap();
+    let mut seen = Vec::new();
+    let mut blocks = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while blocks.len() < 2 {
+            let n = io.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "closed after {} response header blocks",
+                blocks.len()
+            );
+            seen.extend_from_slice(&buf[..n]);
+            blocks.clear();
+            let mut frames = &seen[..];
+            while frames.len() >= 9 {
+                let len = u32::from_be_bytes([0, frames[0], frames[1], frames[2]]) as usize;
+                let Some(frame) = frames.get(..9 + len) else {
+                    break;
+                };
+                // HEADERS with END_HEADERS, no padding or priority (h2 sends neither)
+                if frame[3] == 1 && frame[4] & 4 != 0 {
+                    blocks.push(frame[9..].to_vec());
+                }
+                frames = &frames[9 + len..];
+            }
+        }
+    })
+    .await
+    .expect("two responses");
+    let mut decoder = crate::h2::hpack::Decoder::new(0);
+    for block in &blocks {
+        let decoded = decoder
+            .decode(block, 1 << 16)
+            .expect("a block a size-0 table decodes");
+        let crate::h2::hpack::Decoded::Fields(fields) = decoded else {
+            panic!("over the limit")
+        };
+        assert!(
+            fields
+                .iter()
+                .any(|(n, v)| n == b"x-served-by" && v == b"endpoint"),
+            "{:?}",
+            fields.iter().collect::<Vec<_>>()
+        );
+    }
 }

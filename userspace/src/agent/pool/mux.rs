@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::PoolLimits;
+use crate::h2::header_block::MAX_HEADER_LIST_SIZE;
 use forward::{download, forward_request};
 use shared_conns::{AbortOnDrop, SharedConns};
 
@@ -136,6 +137,9 @@ async fn serve_local(io: TcpStream, shared: Arc<SharedConns>) {
     let _local = Decrement(&shared.stats.local);
     let mut conn = match h2::server::Builder::new()
         .max_concurrent_streams(LOCAL_MAX_STREAMS)
+        // what the agent carries for clients at all: a list decodes into
+        // memory here, so it must not be the h2 crate's 16 MiB
+        .max_header_list_size(MAX_HEADER_LIST_SIZE)
         .handshake::<_, Bytes>(io)
         .await
     {

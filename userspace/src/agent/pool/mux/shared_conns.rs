@@ -133,6 +133,9 @@ impl SharedConns {
                 .header_table_size(0)
                 .initial_window_size(SHARED_STREAM_WINDOW)
                 .initial_connection_window_size(SHARED_CONNECTION_WINDOW)
+                // an endpoint's response header lists, bounded as the
+                // clients' are (they decode into memory here)
+                .max_header_list_size(crate::h2::header_block::MAX_HEADER_LIST_SIZE)
                 .handshake::<_, Bytes>(io)
                 .await
                 .with_context(|| format!("HTTP/2 handshake with {endpoint}"))

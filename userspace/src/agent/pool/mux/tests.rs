@@ -413,3 +413,23 @@ async fn response_header_blocks_leave_the_dynamic_table_alone() {
         );
     }
 }
+
+/// A header list over what the agent carries for clients is turned away
+/// at the local connection and never decoded into memory whole; the next
+/// request on the same connection goes through.
+#[tokio::test]
+async fn a_header_list_over_the_limit_is_turned_away() {
+    let (addr, accepted) = endpoint().await;
+    let mux = Mux::start(addr, limits(1)).unwrap();
+    let send = client(&mux).await;
+    let mut big = get("/big");
+    let value = "v".repeat(crate::h2::header_block::MAX_HEADER_LIST_SIZE as usize + 1);
+    big.headers_mut().insert("x-big", value.parse().unwrap());
+    let got = exchange(&send, big, None).await;
+    assert!(
+        !matches!(&got, Ok((body, _)) if body.starts_with("/big")),
+        "the endpoint answered a request over the limit: {got:?}"
+    );
+    assert_eq!(exchange(&send, get("/ok"), None).await.unwrap().0, "/ok 0");
+    assert!(accepted.load(Ordering::SeqCst) <= 1);
+}

@@ -33,17 +33,27 @@ pub(super) enum End {
 
 /// The client's DATA and trailers, as the endpoint's windows take them.
 pub(super) async fn forward_request(mut body: RecvStream, mut out: SendStream<Bytes>) {
+    body_and_trailers(&mut body, &mut out).await;
+}
+
+/// DATA from `body` to `out` as `out`'s peer grants window, then the
+/// trailers or the end of the stream; a reset on either side is passed to
+/// the other (the one that reset it gets nothing more).
+async fn body_and_trailers(body: &mut RecvStream, out: &mut SendStream<Bytes>) {
     loop {
-        match body.data().await {
+        let next = tokio::select! {
+            next = body.data() => next,
+            _ = poll_fn(|cx| out.poll_reset(cx)) => return,
+        };
+        match next {
             Some(Ok(chunk)) => {
                 let n = chunk.len();
-                if send_all(&mut out, chunk).await.is_err() {
+                if send_all(out, chunk).await.is_err() {
                     return;
                 }
                 let _ = body.flow_control().release_capacity(n);
             }
             Some(Err(e)) => {
-                // the client reset its stream
                 out.send_reset(e.reason().unwrap_or(Reason::CANCEL));
                 return;
             }
@@ -86,37 +96,8 @@ pub(super) async fn download(response: ResponseFuture, mut respond: SendResponse
     let Ok(mut out) = respond.send_response(Response::from_parts(parts, ()), end) else {
         return;
     };
-    if end {
-        return;
-    }
-    loop {
-        let next = tokio::select! {
-            next = body.data() => next,
-            _ = poll_fn(|cx| out.poll_reset(cx)) => return,
-        };
-        match next {
-            Some(Ok(chunk)) => {
-                let n = chunk.len();
-                if send_all(&mut out, chunk).await.is_err() {
-                    return;
-                }
-                let _ = body.flow_control().release_capacity(n);
-            }
-            Some(Err(e)) => {
-                out.send_reset(e.reason().unwrap_or(Reason::CANCEL));
-                return;
-            }
-            None => break,
-        }
-    }
-    match body.trailers().await {
-        Ok(Some(trailers)) => {
-            let _ = out.send_trailers(trailers);
-        }
-        Ok(None) => {
-            let _ = out.send_data(Bytes::new(), true);
-        }
-        Err(e) => out.send_reset(e.reason().unwrap_or(Reason::CANCEL)),
+    if !end {
+        body_and_trailers(&mut body, &mut out).await;
     }
 }
 

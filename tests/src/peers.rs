@@ -129,6 +129,23 @@ fn node_has_grpc() -> Result<()> {
     Ok(())
 }
 
+/// A gRPC client's arguments for 300 unary calls (8 at a time, 1 KiB) and
+/// 3 calls of each streaming kind (20 messages 10 ms apart).
+pub const ALL_CALL_KINDS: &[&str] = &[
+    "--unary",
+    "300",
+    "--concurrency",
+    "8",
+    "--payload",
+    "1024",
+    "--streams",
+    "3",
+    "--stream-msgs",
+    "20",
+    "--stream-delay-ms",
+    "10",
+];
+
 /// Starts a server process in backend `k`'s namespace and waits for its
 /// `listening` line.
 pub fn spawn_in_backend(topo: &Topology, name: &str, cmd: Command) -> Result<Child> {

@@ -81,24 +81,7 @@ fn assert_spread(bed: &mut TestBed, report: &Value, min: u64) {
 
 fn all_call_kinds(client: Grpc, servers: Grpc) {
     let (mut bed, _servers) = grpc_bed(servers);
-    let r = run(
-        &mut bed,
-        client,
-        &[
-            "--unary",
-            "300",
-            "--concurrency",
-            "8",
-            "--payload",
-            "1024",
-            "--streams",
-            "3",
-            "--stream-msgs",
-            "20",
-            "--stream-delay-ms",
-            "10",
-        ],
-    );
+    let r = run(&mut bed, client, peers::ALL_CALL_KINDS);
     assert!(
         r["connect_error"].is_null(),
         "connect: {r}\n{}",

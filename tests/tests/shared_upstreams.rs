@@ -145,25 +145,12 @@ fn grpc_calls_of_every_kind_pass_through_shared_connections() {
         )
         .expect("agent"),
     );
-    let args = [
-        "--unary",
-        "300",
-        "--concurrency",
-        "8",
-        "--payload",
-        "1024",
-        "--streams",
-        "3",
-        "--stream-msgs",
-        "20",
-        "--stream-delay-ms",
-        "10",
-    ];
+    let args = peers::ALL_CALL_KINDS;
     let r = grpc_client(
         &bed.topo,
         Some(&bed.cgroup),
         Grpc::Tonic,
-        &args,
+        args,
         Duration::from_secs(120),
     )
     .unwrap_or_else(|e| panic!("tonic client: {e:#}\n{}", probe::report(&mut bed)));

@@ -29,16 +29,19 @@ fn exit_limit() -> Duration {
     rotor_testbed::scaled(Duration::from_secs(15))
 }
 
-/// Starts the new agent beside `old` with the same arguments, sends `old`
-/// SIGTERM and waits for it to exit; returns the new agent, the old one's
-/// stderr and how long it took to exit after SIGTERM.
+/// Starts the new agent beside `old` with the same arguments (`args`, the
+/// ones the old one got besides its endpoints), sends `old` SIGTERM and
+/// waits for it to exit; returns the new agent, the old one's stderr and
+/// how long it took to exit after SIGTERM.
 fn upgrade(
     topo: &Topology,
     cgroup: &TestCgroup,
     endpoints: &[SocketAddrV4],
     old: &mut Agent,
+    args: &[&str],
 ) -> (Agent, String, Duration) {
-    let new = Agent::start(topo, cgroup, endpoints).expect("the new agent, beside the old");
+    let new = Agent::start_with_args(topo, cgroup, endpoints, args)
+        .expect("the new agent, beside the old");
     // SAFETY: the pid of our own (unreaped) child.
     assert_eq!(unsafe { libc::kill(old.pid() as i32, libc::SIGTERM) }, 0);
     let start = Instant::now();
@@ -157,7 +160,7 @@ fn upgrade_under_grpc(client: Grpc) {
     bed.agent = Some(draining_agent(&bed.topo, &bed.cgroup, &endpoints));
     let running = grpc_load(&bed, client);
     let mut old = bed.agent.take().expect("the running agent");
-    let (new, old_stderr, _) = upgrade(&bed.topo, &bed.cgroup, &endpoints, &mut old);
+    let (new, old_stderr, _) = upgrade(&bed.topo, &bed.cgroup, &endpoints, &mut old, &[]);
     assert_drained(&old_stderr);
     assert_serves(&new, &format!("{client:?}"));
     let r: Value = running
@@ -230,7 +233,7 @@ fn upgrade_under_h2load_loses_no_request_sent() {
             )
         });
         std::thread::sleep(Duration::from_millis(1500));
-        let upgraded = upgrade(topo, cgroup, &endpoints, &mut old);
+        let upgraded = upgrade(topo, cgroup, &endpoints, &mut old, &[]);
         let done = load.join().expect("h2load thread");
         (done.unwrap_or_else(|e| panic!("h2load: {e:#}")), upgraded)
     });
@@ -332,7 +335,7 @@ fn handover_under_grpc(client: Grpc) {
     let running = grpc_load(&bed, client);
     let endpoints = endpoints_on(&bed.topo, GRPC_PORT);
     let mut old = bed.agent.take().expect("the running agent");
-    let (new, old_stderr, took) = upgrade(&bed.topo, &bed.cgroup, &endpoints, &mut old);
+    let (new, old_stderr, took) = upgrade(&bed.topo, &bed.cgroup, &endpoints, &mut old, &[]);
     let r: Value = running
         .finish()
         .unwrap_or_else(|e| panic!("client: {e:#}\n{}", probe::report(&mut bed)));
@@ -388,9 +391,19 @@ fn handover_under_grpc_js_load_fails_no_call() {
 /// handed every frame the kernel gave it on (its taps' read-out), and the
 /// same 4 connections (h2load opens no other: the old agent handed all 4
 /// over) are spread over every backend after the old agent has exited.
-/// `upload`: each request carries a body of that many bytes.
-fn handover_under_h2load(backend_delay: Duration, upload: Option<usize>) {
-    let mut bed = TestBed::with_agent(3).expect("test bed");
+/// `upload`: each request carries a body of that many bytes. `agent_args`:
+/// both agents' arguments besides their endpoints.
+fn handover_under_h2load(backend_delay: Duration, upload: Option<usize>, agent_args: &[&str]) {
+    let mut bed = TestBed::new(3).expect("test bed");
+    bed.agent = Some(
+        Agent::start_with_args(
+            &bed.topo,
+            &bed.cgroup,
+            &bed.topo.backend_addrs(),
+            agent_args,
+        )
+        .expect("the agent"),
+    );
     if !backend_delay.is_zero() {
         bed.topo
             .set_backend_delay(backend_delay)
@@ -415,18 +428,28 @@ fn handover_under_h2load(backend_delay: Duration, upload: Option<usize>) {
         args.extend(["-d", &body]);
     }
     args.push(WHOAMI);
-    let ((s, out), (new, old_stderr, took), after_exit, late) = std::thread::scope(|scope| {
-        let load = scope.spawn(|| h2load(topo, Some(cgroup), &args));
-        std::thread::sleep(Duration::from_millis(1500));
-        let upgraded = upgrade(topo, cgroup, &endpoints, &mut old);
-        // Requests from here on are carried by the new agent alone.
-        let after_exit = topo.request_counts().unwrap();
-        std::thread::sleep(Duration::from_secs(2));
-        let late = topo.request_counts().unwrap();
-        let done = load.join().expect("h2load thread");
-        let done = done.unwrap_or_else(|e| panic!("h2load: {e:#}"));
-        (done, upgraded, after_exit, late)
-    });
+    let ((s, out), (new, old_stderr, took), after_exit, late, (shared_before, shared_after)) =
+        std::thread::scope(|scope| {
+            let load = scope.spawn(|| h2load(topo, Some(cgroup), &args));
+            std::thread::sleep(Duration::from_millis(1500));
+            let shared_before = via_shared(&old);
+            let upgraded = upgrade(topo, cgroup, &endpoints, &mut old, agent_args);
+            // Requests from here on are carried by the new agent alone.
+            let after_exit = topo.request_counts().unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+            let late = topo.request_counts().unwrap();
+            // while h2load still runs (its connections end with it)
+            let shared_after = via_shared(&upgraded.0);
+            let done = load.join().expect("h2load thread");
+            let done = done.unwrap_or_else(|e| panic!("h2load: {e:#}"));
+            (
+                done,
+                upgraded,
+                after_exit,
+                late,
+                (shared_before, shared_after),
+            )
+        });
     let served: u64 = bed
         .served_since(&before)
         .unwrap()
@@ -447,7 +470,9 @@ fn handover_under_h2load(backend_delay: Duration, upload: Option<usize>) {
     let total_after: u64 = after.iter().map(|x| x.1).sum();
     let done = handed_over(&old_stderr);
     let report = format!(
-        "backend delay {backend_delay:?}, upload {upload:?}: {s:?}; the backends served {served} \
+        "agent {agent_args:?}: upstreams through the multiplexer per endpoint {shared_before:?} \
+         before, {shared_after:?} after (the new agent's); \
+         backend delay {backend_delay:?}, upload {upload:?}: {s:?}; the backends served {served} \
          (want succeeded, or up to started); in the 2 s after the old agent exited, per backend {after:?}; \
          old agent handed over/drained {done:?} in {took:?}\n{stdout}\nold agent:\n\
          {old_stderr}\nnew agent:\n{}",
@@ -488,23 +513,61 @@ fn handover_under_h2load(backend_delay: Duration, upload: Option<usize>) {
         "the handed-over connections are not spread over every backend after the old \
          agent exited: {report}"
     );
+    // With shared upstreams: the old agent had some (or the test shows
+    // nothing about them), and the connections that had them went over
+    // too (above: all 4) and have the new agent's now.
+    if agent_args.contains(&"--dedicated-upstreams") {
+        assert!(
+            shared_before.len() == 3 && shared_before.iter().all(|&n| n > 0),
+            "the old agent had no upstream through its multiplexer to some endpoint: {report}"
+        );
+        assert!(
+            shared_after.len() == 3 && shared_after.iter().all(|&n| n > 0),
+            "the new agent has no upstream through its own multiplexer to some endpoint: {report}"
+        );
+    }
     eprintln!(
-        "h2load, backend delay {backend_delay:?}: {} succeeded, {} failed, backends served \
-         {served}; handed over/drained {done:?}; the old agent exited {took:?} after \
-         SIGTERM; per backend in the 2 s after: {after:?}",
+        "h2load, agent {agent_args:?}, backend delay {backend_delay:?}: {} succeeded, {} \
+         failed, backends served {served}; handed over/drained {done:?}; the old agent exited \
+         {took:?} after SIGTERM; per backend in the 2 s after: {after:?}; upstreams through a \
+         multiplexer per endpoint {shared_before:?} before, {shared_after:?} after",
         s.succeeded, s.failed
     );
     bed.agent = Some(new);
 }
 
+/// Per endpoint in `rotor status`: the client connections' upstreams to
+/// the agent's multiplexer for it (agent/pool.rs).
+fn via_shared(agent: &Agent) -> Vec<u64> {
+    let status = probe::status(agent).expect("status");
+    (status["upstreams"].as_array().cloned().unwrap_or_default())
+        .iter()
+        .map(|u| n(u, "via_shared"))
+        .collect()
+}
+
 #[test]
 fn handover_under_h2load_fails_no_request() {
-    handover_under_h2load(Duration::ZERO, None);
+    handover_under_h2load(Duration::ZERO, None, &[]);
 }
 
 #[test]
 fn handover_under_h2load_with_delayed_backends_fails_no_request() {
-    handover_under_h2load(Duration::from_millis(20), None);
+    handover_under_h2load(Duration::from_millis(20), None, &[]);
+}
+
+/// 1 dedicated upstream per endpoint: h2load's first connection has its
+/// own, the other 3 go through the multiplexers, which the old agent keeps
+/// after it handed them over until the new agent has drained them (README,
+/// "Upgrades and stopping"). Before that the 3 were drained with GOAWAY
+/// (the assertion of all 4 handed over fails).
+#[test]
+fn handover_under_h2load_with_shared_upstreams_fails_no_request() {
+    handover_under_h2load(
+        Duration::ZERO,
+        None,
+        &["--dedicated-upstreams", "1", "--shared-upstreams", "2"],
+    );
 }
 
 /// Uploads make every upstream send the agent a stream of connection-level
@@ -513,5 +576,5 @@ fn handover_under_h2load_with_delayed_backends_fails_no_request() {
 /// them (ebpf/lib/maps.h, tap_held).
 #[test]
 fn handover_under_h2load_uploads_loses_no_frame() {
-    handover_under_h2load(Duration::ZERO, Some(16 * 1024));
+    handover_under_h2load(Duration::ZERO, Some(16 * 1024), &[]);
 }

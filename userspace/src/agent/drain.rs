@@ -12,7 +12,9 @@
 //! connects reach the new agent (or, with none, their original path), and
 //! tells every client connection to go away (GOAWAY, client/shutdown.rs):
 //! clients finish the calls they have and open new connections. The agent
-//! exits once its connections are gone, or after --drain-timeout.
+//! exits once its connections are gone, and the upstreams it handed over
+//! through its multiplexers closed (agent/pool.rs, `park`), or after
+//! --drain-timeout.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -84,11 +86,22 @@ pub async fn stop(shared: &Shared, timeout: Duration) {
         "stopping: new connects take another path; clients are told to go away"
     );
     let drained = async {
+        let mut told = false;
         loop {
             let left = shared.registry.conns().len();
-            if left == 0 {
+            // upstreams of connections handed over whose streams this
+            // agent's multiplexers carry until the successor closes them
+            let local = shared.pools.local_connections();
+            if left == 0 && local == 0 {
                 tracing::info!("every connection has ended");
                 return;
+            }
+            if left == 0 && !told {
+                tracing::info!(
+                    upstreams = local,
+                    "waiting for the successor to close the upstreams it took over through this agent's multiplexers"
+                );
+                told = true;
             }
             tokio::time::sleep(POLL).await;
         }
@@ -104,7 +117,8 @@ pub async fn stop(shared: &Shared, timeout: Duration) {
         () = drained => {}
         () = tokio::time::sleep(timeout) => {
             let left = shared.registry.conns().len();
-            tracing::warn!(left, "drain timeout: the connections left are closed");
+            let upstreams = shared.pools.local_connections();
+            tracing::warn!(left, upstreams, "drain timeout: the connections left are closed");
         }
         _ = tokio::signal::ctrl_c() => tracing::warn!("interrupted while draining"),
         () = again => tracing::warn!("SIGTERM again while draining"),

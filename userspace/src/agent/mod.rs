@@ -309,7 +309,10 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             (handover::Plan::HandOver, None) => {}
             (handover::Plan::HandOver, Some(stream)) => {
                 tracing::info!(?successor, "stopping: connections are handed over");
-                let done = handover::give::hand_over(&shared, stream).await;
+                let adopts_shared = successor
+                    .as_ref()
+                    .is_some_and(handover::Message::adopts_shared);
+                let done = handover::give::hand_over(&shared, stream, adopts_shared).await;
                 tracing::info!(
                     handed_over = done.handed_over,
                     drained = done.drained,

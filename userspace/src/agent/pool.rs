@@ -61,21 +61,27 @@ pub struct UpstreamTicket {
 #[derive(Debug)]
 enum TicketKind {
     Dedicated,
-    Shared { mux: Arc<mux::Mux> },
+    Shared {
+        mux: Arc<mux::Mux>,
+    },
+    /// Handed over through the multiplexer of the agent before this one,
+    /// which counts it and keeps it until it closes: nothing here.
+    Inherited,
 }
 
 impl UpstreamTicket {
     /// The address the upstream dials.
     pub fn dial(&self) -> SocketAddr {
         match &self.kind {
-            TicketKind::Dedicated => self.endpoint,
+            TicketKind::Dedicated | TicketKind::Inherited => self.endpoint,
             TicketKind::Shared { mux } => mux.addr(),
         }
     }
 
-    /// Whether the upstream's streams go through the multiplexer.
+    /// Whether the upstream's streams go through a multiplexer (this
+    /// agent's, or one it inherited the upstream from).
     pub fn is_shared(&self) -> bool {
-        matches!(self.kind, TicketKind::Shared { .. })
+        matches!(self.kind, TicketKind::Shared { .. } | TicketKind::Inherited)
     }
 }
 
@@ -91,6 +97,7 @@ impl Drop for UpstreamTicket {
         match &self.kind {
             TicketKind::Dedicated => e.dedicated = e.dedicated.saturating_sub(1),
             TicketKind::Shared { .. } => e.shared_tickets = e.shared_tickets.saturating_sub(1),
+            TicketKind::Inherited => return,
         }
         // A multiplexer with no upstream left stops: its shared connections
         // close with it. The next client connection past the limit starts
@@ -116,6 +123,8 @@ pub struct Pools {
     endpoints: Mutex<HashMap<SocketAddr, EndpointPool>>,
     /// Multiplexers started, for the metrics.
     started: AtomicUsize,
+    /// Tickets of upstreams handed over to the successor (`park`).
+    parked: Mutex<Vec<UpstreamTicket>>,
 }
 
 /// One endpoint's connections from this node, for status and metrics.
@@ -140,6 +149,7 @@ impl Pools {
             limits,
             endpoints: Mutex::new(HashMap::new()),
             started: AtomicUsize::new(0),
+            parked: Mutex::new(Vec::new()),
         })
     }
 
@@ -188,6 +198,35 @@ impl Pools {
             kind: TicketKind::Dedicated,
             pools: Arc::downgrade(self),
         }
+    }
+
+    /// An upstream handed over by the agent before this one whose peer is
+    /// that agent's multiplexer (which it keeps until the upstream closes):
+    /// counted by neither this node's own nor its shared connections.
+    pub fn inherited(endpoint: SocketAddr) -> UpstreamTicket {
+        UpstreamTicket {
+            endpoint,
+            kind: TicketKind::Inherited,
+            pools: Weak::new(),
+        }
+    }
+
+    /// Keeps a shared upstream's ticket, and with it the endpoint's
+    /// multiplexer, after its client connection went to the successor:
+    /// the successor drains the upstream, whose streams this multiplexer
+    /// carries until then. The agent waits for `local_connections` to
+    /// reach 0 before it exits (drain.rs).
+    pub fn park(&self, ticket: UpstreamTicket) {
+        lock(&self.parked).push(ticket);
+    }
+
+    /// Local connections into this agent's multiplexers: upstreams of
+    /// client connections, its own or handed over.
+    pub fn local_connections(&self) -> usize {
+        (lock(&self.endpoints).values())
+            .filter_map(|e| e.mux.as_ref())
+            .map(|m| m.counts().local)
+            .sum()
     }
 
     /// Every endpoint with an upstream from this node, in address order.
@@ -291,6 +330,41 @@ mod tests {
         let b = pools.ticket(be).unwrap();
         assert!(b.is_shared());
         assert_eq!(pools.started(), 2, "a new multiplexer");
+    }
+
+    #[tokio::test]
+    async fn a_parked_ticket_keeps_the_multiplexer_and_an_inherited_one_counts_nothing() {
+        let pools = Pools::new(limits(0, 4));
+        let be = addr("10.1.1.2:8080");
+        let a = pools.ticket(be).unwrap();
+        let at = a.dial();
+        let local = tokio::net::TcpStream::connect(at).await.unwrap();
+        pools.park(a);
+        // what the successor holds meanwhile: the local connection
+        let mut seen = 0;
+        for _ in 0..100 {
+            seen = pools.local_connections();
+            if seen == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(seen, 1, "the parked upstream's local connection");
+        assert_eq!(pools.connections()[0].via_shared, 1);
+        drop(local);
+        let mut left = 1;
+        for _ in 0..100 {
+            left = pools.local_connections();
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(left, 0, "the local connection closed");
+        let inherited = Pools::inherited(be);
+        assert!(inherited.is_shared());
+        drop(inherited);
+        assert_eq!(pools.connections()[0].via_shared, 1, "the parked one stays");
     }
 
     #[tokio::test]

@@ -27,7 +27,7 @@ use crate::agent::handover::give::{Offer, Verdict};
 use crate::agent::handover::state::{ConnState, SlotState as SlotSnapshot};
 use crate::agent::registry::ServiceState;
 use crate::agent::Shared;
-use crate::ebpf::abi::{CONN_FAST, MAX_UPSTREAMS};
+use crate::ebpf::abi::{CONN_FAST, MAX_UPSTREAMS, UP_DRAINING};
 use crate::h2::message::{Expect, MessageReader};
 
 /// How long a connection may take to reach its quiet point once the agent
@@ -54,8 +54,9 @@ pub(super) enum Step {
 impl ClientConn {
     /// What of the connection is still in the agent's hands, if anything
     /// but its counters; `stopped`: the upstreams' readers have given
-    /// their sockets back.
-    fn busy(&self, stopped: bool) -> Option<&'static str> {
+    /// their sockets back; `adopts_shared`: the successor takes upstreams
+    /// through this agent's multiplexers.
+    fn busy(&self, stopped: bool, adopts_shared: bool) -> Option<&'static str> {
         let flags = self
             .kernel
             .conn()
@@ -70,9 +71,10 @@ impl ClientConn {
                     Some("an upstream's reader cannot be asked for its socket")
                 } else if s.flooded {
                     Some("an upstream was dropped")
-                } else if s.is_shared() {
-                    // its peer is this agent's multiplexer, which ends
-                    // with it: drained instead (pool.rs)
+                } else if s.is_shared() && !adopts_shared {
+                    // its peer is this agent's multiplexer, which a
+                    // successor from before shared upstreams would take
+                    // for the endpoint: drained instead (pool.rs)
                     Some("an upstream goes through this agent's multiplexer")
                 } else if !s.to_endpoint.is_empty() || !s.to_client.is_empty() {
                     Some("frames wait for an upstream's window")
@@ -111,7 +113,7 @@ impl ClientConn {
         }
         let since = *self.handover_since.get_or_insert_with(Instant::now);
         let late = since.elapsed() > QUIET_LIMIT;
-        if let Some(why) = self.busy(false) {
+        if let Some(why) = self.busy(false, sink.adopts_shared) {
             self.last_busy = why;
             return if late {
                 self.give_up(&sink)
@@ -150,7 +152,10 @@ impl ClientConn {
             self.on_upstream_event(ev);
         }
         let open = self.slots.iter().flatten().filter(|s| s.is_open()).count();
-        let busy = match (all_back && back.len() == open, self.busy(true)) {
+        let busy = match (
+            all_back && back.len() == open,
+            self.busy(true, sink.adopts_shared),
+        ) {
             (false, _) => Some("an upstream's reader did not give its socket back"),
             (true, busy) => busy,
         };
@@ -213,6 +218,7 @@ impl ClientConn {
                 sink.handed(self.id);
                 tracing::debug!(conn = self.id, "handed over");
                 self.handed_over = true;
+                self.park_shared_tickets();
                 Step::Gone
             }
             Ok(Ok(Verdict::Refused(why))) => {
@@ -255,7 +261,22 @@ impl ClientConn {
         );
         sink.handed(self.id);
         self.handed_over = true;
+        self.park_shared_tickets();
         Step::Gone
+    }
+
+    /// The successor drains this connection's upstreams through the
+    /// multiplexers, which carry their streams until then: their tickets
+    /// keep the multiplexers after the connection's task ends, and the
+    /// agent waits for those upstreams to close before it exits.
+    fn park_shared_tickets(&mut self) {
+        for s in self.slots.iter_mut().flatten() {
+            if s.is_shared() {
+                if let Some(t) = s.ticket.take() {
+                    self.shared.pools.park(t);
+                }
+            }
+        }
     }
 
     fn give_up(&mut self, sink: &crate::agent::handover::give::Sink) -> Step {
@@ -328,6 +349,7 @@ impl ClientConn {
                     reader_messages: h.messages,
                     reader_buffered: h.buffered.to_vec(),
                     read_bytes: h.read_bytes,
+                    through_multiplexer: s.is_shared(),
                 })
             })
             .collect();
@@ -387,10 +409,19 @@ impl ClientConn {
         for (s, stream) in st.slots.iter().zip(upstreams) {
             let holder = c.shares.endpoint(&c.shared.budget, id, s.slot);
             let mut slot = Slot::connecting(s.endpoint, &c.shares.client, holder);
-            slot.state = match s.draining {
+            // An upstream through the multiplexer of the agent before this
+            // one drains: that agent carries its streams until it closes,
+            // and the endpoint gets an upstream of this agent's (reconnect).
+            slot.state = match s.draining || s.through_multiplexer {
                 true => SlotState::Draining { since: now },
                 false => SlotState::Active,
             };
+            if s.through_multiplexer {
+                c.kernel
+                    .up(s.slot)
+                    .state
+                    .store(UP_DRAINING, std::sync::atomic::Ordering::SeqCst);
+            }
             slot.cookie = s.cookie;
             slot.agent_req = s.agent_req;
             slot.granted_resp = s.granted_resp;
@@ -398,9 +429,11 @@ impl ClientConn {
             slot.max_streams = s.max_streams;
             slot.from_endpoint = s.from_endpoint;
             slot.release_sent = s.release_sent;
-            // its own connection to the endpoint (a connection with a
-            // shared upstream is not handed over): it counts as one
-            slot.ticket = Some(c.shared.pools.adopted(s.endpoint));
+            // its own connection to the endpoint counts as one here
+            slot.ticket = Some(match s.through_multiplexer {
+                true => crate::agent::pool::Pools::inherited(s.endpoint),
+                false => c.shared.pools.adopted(s.endpoint),
+            });
             c.slots[s.slot as usize] = Some(slot);
             let resume = Resume {
                 messages: s.reader_messages,

@@ -45,6 +45,9 @@ pub enum Verdict {
 /// Where connections offer themselves, and what became of them.
 pub struct Sink {
     tx: Mutex<Option<mpsc::Sender<Offer>>>,
+    /// The successor adopts upstreams through this agent's multiplexers
+    /// (its hello said so): a connection with one is handed over too.
+    pub adopts_shared: bool,
     /// Each connection that has decided: true if it was handed over.
     decided: Mutex<HashMap<u32, bool>>,
 }
@@ -102,7 +105,9 @@ pub struct Summary {
 /// Hands the generation and every connection that gets to its quiet point
 /// over to the successor on `stream`; returns once each has been handed
 /// over or has given up (or HAND_OVER_LIMIT). What is left is drained.
-pub async fn hand_over(shared: &Arc<Shared>, stream: UnixStream) -> Summary {
+/// `adopts_shared`: the successor's hello says it takes upstreams through
+/// this agent's multiplexers.
+pub async fn hand_over(shared: &Arc<Shared>, stream: UnixStream, adopts_shared: bool) -> Summary {
     // New connects take the successor's path from now on.
     shared.dp.stop_redirecting();
     let (names, fds) = shared.dp.generation();
@@ -122,6 +127,7 @@ pub async fn hand_over(shared: &Arc<Shared>, stream: UnixStream) -> Summary {
     let (tx, rx) = mpsc::channel();
     let sink = Arc::new(Sink {
         tx: Mutex::new(Some(tx)),
+        adopts_shared,
         decided: Default::default(),
     });
     let carrier = std::thread::Builder::new()

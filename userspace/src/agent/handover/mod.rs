@@ -41,6 +41,12 @@ pub enum Message {
         format: u32,
         /// The sender's version, for the logs.
         agent: String,
+        /// The sender adopts upstreams that go through the multiplexer of
+        /// the agent before it (`state::SlotState::through_multiplexer`).
+        /// Absent from agents that predate shared upstreams: they are never
+        /// offered one, so the state format stays the same.
+        #[serde(default)]
+        adopts_shared: bool,
     },
     /// The old agent's kernel generation: one descriptor per map name, in
     /// order, then `links` bpf link descriptors. Holding them keeps the
@@ -79,7 +85,20 @@ impl Message {
         Message::Hello {
             format: STATE_FORMAT,
             agent: env!("CARGO_PKG_VERSION").to_string(),
+            adopts_shared: true,
         }
+    }
+
+    /// Whether a successor that said this hello adopts upstreams through
+    /// this agent's multiplexers.
+    pub fn adopts_shared(&self) -> bool {
+        matches!(
+            self,
+            Message::Hello {
+                adopts_shared: true,
+                ..
+            }
+        )
     }
 }
 
@@ -96,7 +115,7 @@ pub enum Plan {
 pub fn plan(ours: u32, theirs: Result<&Message, &wire::WireError>) -> Plan {
     match theirs {
         Ok(Message::Hello { format, .. }) if *format == ours => Plan::HandOver,
-        Ok(Message::Hello { format, agent }) => Plan::Drain(format!(
+        Ok(Message::Hello { format, agent, .. }) => Plan::Drain(format!(
             "the new agent ({agent}) speaks state format {format}, this one {ours}"
         )),
         Ok(other) => Plan::Drain(format!("the new agent opened with {other:?}, not a hello")),
@@ -114,6 +133,7 @@ mod tests {
         let newer = Message::Hello {
             format: STATE_FORMAT + 1,
             agent: "9.9.9".into(),
+            adopts_shared: true,
         };
         let Plan::Drain(why) = plan(STATE_FORMAT, Ok(&newer)) else {
             panic!("a different format was handed over")
@@ -125,6 +145,19 @@ mod tests {
         ));
         let closed = wire::WireError::Closed;
         assert!(matches!(plan(STATE_FORMAT, Err(&closed)), Plan::Drain(_)));
+    }
+
+    #[test]
+    fn an_agent_before_shared_upstreams_is_not_offered_one() {
+        // what such an agent says: no `adopts_shared`
+        let old: Message =
+            serde_json::from_str(r#"{"kind":"hello","format":1,"agent":"0.1.0"}"#).unwrap();
+        assert!(!old.adopts_shared());
+        assert_eq!(plan(STATE_FORMAT, Ok(&old)), Plan::HandOver);
+        assert!(Message::hello().adopts_shared());
+        // and it reads ours, the field it does not know left aside
+        let ours = serde_json::to_value(Message::hello()).unwrap();
+        assert_eq!(ours["adopts_shared"], true);
     }
 
     #[test]

@@ -76,6 +76,13 @@ pub struct SlotState {
     /// Bytes the agent read itself in the handshake, before the kernel
     /// parsed the socket (liveness.rs compares the two).
     pub read_bytes: u64,
+    /// Its peer is the multiplexer of the agent that hands it over (or of
+    /// one before that), not the endpoint: the successor drains it and
+    /// dials the endpoint its own way, while that agent keeps the
+    /// multiplexer until the upstream closes (agent/pool.rs, `park`).
+    /// Offered only to a successor that said `adopts_shared`.
+    #[serde(default)]
+    pub through_multiplexer: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -163,6 +170,7 @@ mod tests {
                 reader_messages: 4,
                 reader_buffered: vec![],
                 read_bytes: 60,
+                through_multiplexer: false,
             }],
         }
     }

@@ -90,6 +90,7 @@ fn a_successor_of_another_state_format_is_drained_to() {
     let newer = Message::Hello {
         format: STATE_FORMAT + 1,
         agent: "0.2.0".into(),
+        adopts_shared: true,
     };
     wire::send(&peer, &newer, &[]).unwrap();
     assert!(within(HELLO_LIMIT, || old.has_successor()));

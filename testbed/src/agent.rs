@@ -246,6 +246,7 @@ impl Agent {
             }
         }
         cmd.args(extra);
+        cmd.args(env_args(extra));
         // An endpoint's handshake is given as long relative to the machine
         // as on the host: under QEMU the unscaled 3 s failed healthy
         // endpoints while 5,000 connections were opened. A test that needs
@@ -467,5 +468,48 @@ mod colour_tests {
             super::without_colours(line),
             "mixed 2026 endpoint=10.1.2.2:9000"
         );
+    }
+}
+
+/// ROTOR_TEST_AGENT_ARGS: arguments every agent of the tests gets besides
+/// its test's own, e.g. `--dedicated-upstreams 0` to run a target with
+/// every stream through the multiplexers (README, "Connections to each
+/// endpoint"). An option the test passes itself keeps the test's value.
+fn env_args(extra: &[&str]) -> Vec<String> {
+    let given = std::env::var("ROTOR_TEST_AGENT_ARGS").unwrap_or_default();
+    extra_args_from(&given, extra)
+}
+
+fn extra_args_from(given: &str, extra: &[&str]) -> Vec<String> {
+    let flag = |a: &str| a.split('=').next().unwrap_or(a).to_string();
+    let taken: Vec<String> = (extra.iter())
+        .filter(|a| a.starts_with("--"))
+        .map(|a| flag(a))
+        .collect();
+    let mut out = Vec::new();
+    let mut keep = true;
+    for token in given.split_whitespace() {
+        if token.starts_with("--") {
+            keep = !taken.contains(&flag(token));
+        }
+        if keep {
+            out.push(token.to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod env_args_tests {
+    use super::extra_args_from;
+
+    #[test]
+    fn the_tests_own_options_win() {
+        let got = extra_args_from(
+            "--dedicated-upstreams 0 --shared-upstreams=2 --log-format json",
+            &["--shared-upstreams", "4"],
+        );
+        assert_eq!(got, ["--dedicated-upstreams", "0", "--log-format", "json"]);
+        assert!(extra_args_from("", &[]).is_empty());
     }
 }

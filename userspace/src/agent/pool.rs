@@ -262,15 +262,19 @@ mod tests {
         }
     }
 
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
+    /// Endpoint addresses on loopback where nothing listens: a multiplexer
+    /// that dials one is refused at once, and nothing leaves the machine.
+    fn closed_ports<const N: usize>() -> [SocketAddr; N] {
+        let held: Vec<std::net::TcpListener> = (0..N)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        std::array::from_fn(|k| held[k].local_addr().unwrap())
     }
 
     #[tokio::test]
     async fn past_the_dedicated_limit_upstreams_dial_the_multiplexer() {
         let pools = Pools::new(limits(2, 4));
-        let be1 = addr("10.1.1.2:8080");
-        let be2 = addr("10.1.2.2:8080");
+        let [be1, be2] = closed_ports();
         let a = pools.ticket(be1).unwrap();
         let b = pools.ticket(be1).unwrap();
         let other = pools.ticket(be2).unwrap();
@@ -285,14 +289,17 @@ mod tests {
         assert_eq!(pools.started(), 1);
         let conns = pools.connections();
         assert_eq!(conns.len(), 2);
-        assert_eq!((conns[0].dedicated, conns[0].via_shared), (2, 2));
-        assert_eq!((conns[1].dedicated, conns[1].via_shared), (1, 0));
+        let of = |be: SocketAddr| {
+            let e = (conns.iter().find(|e| e.endpoint == be.to_string())).unwrap();
+            (e.dedicated, e.via_shared)
+        };
+        assert_eq!((of(be1), of(be2)), ((2, 2), (1, 0)));
     }
 
     #[tokio::test]
     async fn a_dedicated_upstream_that_ends_frees_its_place() {
         let pools = Pools::new(limits(1, 4));
-        let be = addr("10.1.1.2:8080");
+        let [be] = closed_ports();
         let a = pools.ticket(be).unwrap();
         let b = pools.ticket(be).unwrap();
         assert!(b.is_shared());
@@ -306,7 +313,7 @@ mod tests {
     #[tokio::test]
     async fn the_multiplexer_stops_with_its_last_upstream() {
         let pools = Pools::new(limits(0, 4));
-        let be = addr("10.1.1.2:8080");
+        let [be] = closed_ports();
         let a = pools.ticket(be).unwrap();
         let first = a.dial();
         drop(a);
@@ -335,7 +342,16 @@ mod tests {
     #[tokio::test]
     async fn a_parked_ticket_keeps_the_multiplexer_and_an_inherited_one_counts_nothing() {
         let pools = Pools::new(limits(0, 4));
-        let be = addr("10.1.1.2:8080");
+        // an endpoint that accepts and holds its connections: the local
+        // connection is up only while a shared one is (mux.rs)
+        let endpoint = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let be = endpoint.local_addr().unwrap();
+        let _held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = endpoint.accept().await {
+                held.push(s);
+            }
+        });
         let a = pools.ticket(be).unwrap();
         let at = a.dial();
         let local = tokio::net::TcpStream::connect(at).await.unwrap();
@@ -370,7 +386,7 @@ mod tests {
     #[tokio::test]
     async fn no_sharing_when_shared_is_zero() {
         let pools = Pools::new(limits(1, 0));
-        let be = addr("10.1.1.2:8080");
+        let [be] = closed_ports();
         let tickets: Vec<_> = (0..5).map(|_| pools.ticket(be).unwrap()).collect();
         assert!(tickets.iter().all(|t| !t.is_shared()));
         assert_eq!(pools.connections()[0].dedicated, 5);

@@ -9,6 +9,7 @@
 //! other has room, so what waits here is bounded by the windows below.
 
 mod forward;
+mod frame_watch;
 mod shared_conns;
 #[cfg(test)]
 mod tests;
@@ -91,6 +92,7 @@ impl Mux {
             opening: AtomicUsize::new(0),
             changed: Notify::new(),
             stats: stats.clone(),
+            lost: tokio::sync::watch::channel(0).0,
         });
         let task = tokio::spawn(accept_local(listener, shared));
         Ok(Arc::new(Mux { addr, stats, task }))
@@ -135,6 +137,17 @@ async fn accept_local(listener: TcpListener, shared: Arc<SharedConns>) {
 async fn serve_local(io: TcpStream, shared: Arc<SharedConns>) {
     shared.stats.local.fetch_add(1, Ordering::Relaxed);
     let _local = Decrement(&shared.stats.local);
+    // Up only while the endpoint is: the handshake waits for a shared
+    // connection (at most the connect timeout), so a client connection
+    // whose upstream this is fails to connect while the endpoint is down
+    // and dials again with backoff, as it would the endpoint itself.
+    let mut lost = shared.lost.subscribe();
+    if let Err(e) = shared.pick().await {
+        tracing::debug!(endpoint = %shared.endpoint, error = %format!("{e:#}"), "multiplexer: local connection refused, the endpoint is not reachable");
+        return;
+    }
+    // what was lost before this connection came up is not its concern
+    lost.borrow_and_update();
     let mut conn = match h2::server::Builder::new()
         .max_concurrent_streams(LOCAL_MAX_STREAMS)
         // what the agent carries for clients at all: a list decodes into
@@ -152,8 +165,15 @@ async fn serve_local(io: TcpStream, shared: Arc<SharedConns>) {
     // The streams' tasks end with the connection (a client connection's
     // upstream closed: its streams are over).
     let mut streams = tokio::task::JoinSet::new();
+    let mut going = false;
     loop {
         tokio::select! {
+            // the endpoint was lost since this connection came up: it goes
+            // away; its streams finish (graceful: GOAWAY, then the last id)
+            Ok(()) = lost.changed(), if !going => {
+                going = true;
+                conn.graceful_shutdown();
+            }
             next = conn.accept() => match next {
                 Some(Ok((request, respond))) => {
                     streams.spawn(carry(request, respond, shared.clone()));
@@ -227,6 +247,7 @@ async fn carry(
             Err(e) => {
                 tracing::debug!(endpoint = %shared.endpoint, error = %e, "multiplexer: a shared connection takes no new stream");
                 picked.going_away.store(true, Ordering::Relaxed);
+                shared.lost_if_none_live();
             }
         }
     }

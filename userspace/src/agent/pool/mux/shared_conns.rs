@@ -10,6 +10,7 @@ use h2::client::SendRequest;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::frame_watch::FrameWatch;
 use super::{PoolLimits, Stats, SHARED_CONNECTION_WINDOW, SHARED_STREAM_WINDOW};
 
 /// The shared connections to one endpoint.
@@ -22,6 +23,13 @@ pub(super) struct SharedConns {
     /// A connection opened, failed to open, or closed.
     pub(super) changed: Notify,
     pub(super) stats: Arc<Stats>,
+    /// Bumped when the endpoint is lost: its last live shared connection
+    /// went away or closed, or none could be opened while none was live.
+    /// Each local connection then goes away (GOAWAY), as a connection's own
+    /// upstream would with the endpoint, so the client connection's task
+    /// and the kernel stop sending it streams and dial again with backoff
+    /// (mux.rs, `serve_local`).
+    pub(super) lost: tokio::sync::watch::Sender<u64>,
 }
 
 pub(super) struct SharedConn {
@@ -105,8 +113,13 @@ impl SharedConns {
                     let opened = self.open().await;
                     self.opening.fetch_sub(1, Ordering::Relaxed);
                     self.changed.notify_waiters();
-                    let conn = opened?;
-                    lock(&self.conns).push(conn);
+                    match opened {
+                        Ok(conn) => lock(&self.conns).push(conn),
+                        Err(e) => {
+                            self.lost_if_none_live();
+                            return Err(e);
+                        }
+                    }
                 }
                 Choice::Wait => {
                     let changed = self.changed.notified();
@@ -123,12 +136,14 @@ impl SharedConns {
         use anyhow::Context;
         let endpoint = self.endpoint;
         let limit = self.limits.connect_timeout;
-        let (send, conn) = tokio::time::timeout(limit, async {
+        let deadline = tokio::time::Instant::now() + limit;
+        let (send, mut conn, mut said) = tokio::time::timeout_at(deadline, async {
             let io = crate::ebpf::own_socks::connect(endpoint)
                 .await
                 .with_context(|| format!("connect {endpoint}"))?;
             io.set_nodelay(true)?;
-            h2::client::Builder::new()
+            let (io, said) = FrameWatch::new(io);
+            let (send, conn) = h2::client::Builder::new()
                 .enable_push(false)
                 .header_table_size(0)
                 .initial_window_size(SHARED_STREAM_WINDOW)
@@ -138,24 +153,59 @@ impl SharedConns {
                 .max_header_list_size(crate::h2::header_block::MAX_HEADER_LIST_SIZE)
                 .handshake::<_, Bytes>(io)
                 .await
-                .with_context(|| format!("HTTP/2 handshake with {endpoint}"))
+                .with_context(|| format!("HTTP/2 handshake with {endpoint}"))?;
+            Ok::<_, anyhow::Error>((send, conn, said))
         })
         .await
         .with_context(|| format!("{endpoint}: shared connection not up within {limit:?}"))??;
+        // driven until the endpoint's SETTINGS are in, within the same limit
+        let settled = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                ended = &mut conn => Err(anyhow::anyhow!("{endpoint} closed before its SETTINGS: {ended:?}")),
+                first = said.wait_for(|s| s.first.is_some()) => match first.map(|s| s.first) {
+                    Ok(Some(true)) => Ok(()),
+                    _ => Err(anyhow::anyhow!("{endpoint}: its first frame was not SETTINGS")),
+                },
+            }
+        })
+        .await;
+        match settled {
+            Ok(r) => r?,
+            Err(_) => anyhow::bail!("{endpoint}: no SETTINGS within {limit:?}"),
+        }
         let closed = Arc::new(AtomicBool::new(false));
+        let going_away = Arc::new(AtomicBool::new(false));
         // Weak: the connections go with the multiplexer (their drivers are
         // aborted with them), so a driver must not keep it alive.
         let this = Arc::downgrade(self);
         let stats = self.stats.clone();
         let flag = closed.clone();
+        let going = going_away.clone();
         let driver = tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // the endpoint's GOAWAY, seen as it comes (frame_watch.rs)
+            let goaway = async {
+                let seen = said.wait_for(|s| s.goaway).await.is_ok();
+                // (not seen: the watch went with the socket, which ends)
+                if seen {
+                    going.store(true, Ordering::Relaxed);
+                    if let Some(this) = this.upgrade() {
+                        this.lost_if_none_live();
+                    }
+                }
+                std::future::pending::<std::convert::Infallible>().await
+            };
+            let ended = tokio::select! {
+                ended = &mut conn => ended,
+                never = goaway => match never {},
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%endpoint, error = %e, "multiplexer: shared connection ended");
             }
             flag.store(true, Ordering::Relaxed);
             stats.connections.fetch_sub(1, Ordering::Relaxed);
             if let Some(this) = this.upgrade() {
                 this.changed.notify_waiters();
+                this.lost_if_none_live();
             }
         });
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -166,10 +216,24 @@ impl SharedConns {
         Ok(SharedConn {
             send,
             active: Arc::new(AtomicUsize::new(0)),
-            going_away: Arc::new(AtomicBool::new(false)),
+            going_away,
             closed,
             _driver: AbortOnDrop(driver),
         })
+    }
+}
+
+impl SharedConns {
+    /// A shared connection went away, closed, or could not be opened: if
+    /// none that takes new streams is left, the endpoint is lost.
+    pub(super) fn lost_if_none_live(&self) {
+        let live = (lock(&self.conns).iter())
+            .filter(|c| !c.going_away.load(Ordering::Relaxed) && !c.closed.load(Ordering::Relaxed))
+            .count();
+        if live == 0 {
+            tracing::info!(endpoint = %self.endpoint, "multiplexer: no shared connection to the endpoint takes streams: its local connections go away");
+            self.lost.send_modify(|n| *n += 1);
+        }
     }
 }
 

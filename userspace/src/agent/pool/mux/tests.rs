@@ -16,6 +16,7 @@ use super::super::PoolLimits;
 use super::Mux;
 
 mod goaway;
+mod lost;
 
 /// An endpoint that answers each request with "<path> <request bytes>",
 /// after `x-delay-ms`, with trailers `x-got: <bytes>` if asked by

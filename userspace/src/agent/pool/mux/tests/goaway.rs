@@ -11,14 +11,16 @@ use tokio::net::TcpListener;
 use super::{client, endpoint_going_away, exchange, get, limits};
 use crate::agent::pool::mux::Mux;
 
-/// An endpoint that reads up to the first HEADERS, answers with its
-/// SETTINGS and GOAWAY(`last`, `code`), and closes 200 ms later without
+/// An endpoint that sends its SETTINGS, reads up to the first HEADERS,
+/// answers with GOAWAY(`last`, `code`), and closes 200 ms later without
 /// answering anything.
 async fn goaway_endpoint(last: u32, code: Reason) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (mut io, _) = listener.accept().await.unwrap();
+        // SETTINGS, the server's preface (RFC 9113 §3.4)
+        io.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
         let mut seen = Vec::new();
         let mut buf = [0u8; 4096];
         // the preface (24 bytes), then frames until a HEADERS (type 1)
@@ -37,8 +39,7 @@ async fn goaway_endpoint(last: u32, code: Reason) -> std::net::SocketAddr {
                 break;
             }
         }
-        let mut out = vec![0, 0, 0, 4, 0, 0, 0, 0, 0]; // SETTINGS
-        out.extend_from_slice(&[0, 0, 8, 7, 0, 0, 0, 0, 0]); // GOAWAY
+        let mut out = vec![0, 0, 8, 7, 0, 0, 0, 0, 0]; // GOAWAY
         out.extend_from_slice(&last.to_be_bytes());
         out.extend_from_slice(&u32::from(code).to_be_bytes());
         io.write_all(&out).await.unwrap();
@@ -78,7 +79,7 @@ async fn a_stream_the_endpoint_may_have_processed_is_not_refused() {
 }
 
 #[tokio::test]
-async fn a_shared_connection_going_away_finishes_its_streams_and_takes_no_new_one() {
+async fn a_shared_connection_going_away_finishes_its_streams_and_its_local_connections_go_too() {
     let (addr, accepted) = endpoint_going_away(true).await;
     let mux = Mux::start(addr, limits(1)).unwrap();
     let send = client(&mux).await;
@@ -90,10 +91,22 @@ async fn a_shared_connection_going_away_finishes_its_streams_and_takes_no_new_on
         tokio::spawn(async move { exchange(&send, slow, None).await })
     };
     // the endpoint's GOAWAY has come by now; its connection stays open
-    // for the slow stream
+    // for the slow stream. It was the only one: the local connection goes
+    // away too, as a connection's own upstream would, and the client
+    // connection's next upstream to the endpoint opens a new one.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = send
+        .clone()
+        .ready()
+        .await
+        .and_then(|mut s| s.send_request(get("/late"), true).map(|_| ()));
+    assert!(
+        refused.as_ref().is_err_and(|e| e.is_go_away()),
+        "the local connection took a stream after the endpoint's GOAWAY: {refused:?}"
+    );
+    let next = client(&mux).await;
     assert_eq!(
-        exchange(&send, get("/next"), None).await.unwrap().0,
+        exchange(&next, get("/next"), None).await.unwrap().0,
         "/next 0"
     );
     assert_eq!(first.await.unwrap().unwrap().0, "/slow 0");

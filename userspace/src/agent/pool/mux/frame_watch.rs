@@ -1,0 +1,203 @@
+//! What a shared connection's endpoint says that the `h2` crate keeps to
+//! itself, read off its bytes on their way in:
+//!
+//! * its SETTINGS, the first frame it sends (RFC 9113 §3.4). A shared
+//!   connection is used once they are in, as a connection's own upstream
+//!   is (endpoint_socket/handshake.rs): until then h2 assumes it may open
+//!   100 streams, and an endpoint that allows fewer refuses the rest
+//!   (nghttpd with 4, grpcio with 2: `failures.rs` with every stream
+//!   shared lost 1 of 3,000 requests and 18 of 600 calls);
+//! * a GOAWAY: the connection takes no new stream from then on, and if it
+//!   was the last one that did, the endpoint is lost at once (the local
+//!   connections go away, shared_conns.rs), as the kernel drains a
+//!   connection's own upstream the moment it parses one (ebpf/README.md
+//!   point 22). h2 tells only the next stream it fails to send, and
+//!   streams meanwhile were refused (grpcio shutting down gracefully).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+
+/// Frame boundaries of a byte stream, and what they say.
+#[derive(Debug, Default)]
+struct Frames {
+    header: [u8; 9],
+    /// Bytes of the current frame's header read so far.
+    header_read: usize,
+    /// Payload bytes of the current frame still to come.
+    payload_left: usize,
+    /// Frames whose header is whole, the current one's included.
+    frames: u64,
+    first_type: Option<u8>,
+    goaway: bool,
+}
+
+impl Frames {
+    fn take(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let n = self.payload_left.min(bytes.len());
+                self.payload_left -= n;
+                bytes = &bytes[n..];
+            } else {
+                let n = (9 - self.header_read).min(bytes.len());
+                self.header[self.header_read..self.header_read + n].copy_from_slice(&bytes[..n]);
+                self.header_read += n;
+                bytes = &bytes[n..];
+                if self.header_read < 9 {
+                    break;
+                }
+                let h = self.header;
+                self.header_read = 0;
+                self.payload_left = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+                self.frames += 1;
+                if self.frames == 1 {
+                    self.first_type = Some(h[3]);
+                }
+                let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                if h[3] == 7 && stream == 0 {
+                    self.goaway = true;
+                }
+            }
+        }
+    }
+
+    /// The first frame was read whole.
+    fn first_done(&self) -> bool {
+        self.frames > 1 || (self.frames == 1 && self.payload_left == 0)
+    }
+}
+
+/// What the endpoint said so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Said {
+    /// Its first frame is in: true if it was SETTINGS.
+    pub(super) first: Option<bool>,
+    pub(super) goaway: bool,
+}
+
+/// The endpoint's socket, watched.
+pub(super) struct FrameWatch<T> {
+    io: T,
+    frames: Frames,
+    said: watch::Sender<Said>,
+}
+
+impl<T> FrameWatch<T> {
+    pub(super) fn new(io: T) -> (Self, watch::Receiver<Said>) {
+        let (said, rx) = watch::channel(Said::default());
+        let w = FrameWatch {
+            io,
+            frames: Frames::default(),
+            said,
+        };
+        (w, rx)
+    }
+
+    fn note(&mut self, bytes: &[u8]) {
+        self.frames.take(bytes);
+        let now = Said {
+            first: (self.frames.first_done()).then(|| self.frames.first_type == Some(4)),
+            goaway: self.frames.goaway,
+        };
+        self.said.send_if_modified(|s| {
+            let changed = *s != now;
+            *s = now;
+            changed
+        });
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for FrameWatch<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.note(&buf.filled()[before..]);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for FrameWatch<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SETTINGS with one setting, a DATA frame of 20 bytes, a GOAWAY.
+    fn bytes() -> Vec<u8> {
+        let mut b = vec![0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 2];
+        b.extend_from_slice(&[0, 0, 20, 0, 0, 0, 0, 0, 1]);
+        b.extend_from_slice(&[0x07; 20]); // type bytes in a payload are not frames
+        b.extend_from_slice(&[0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]);
+        b
+    }
+
+    #[test]
+    fn settings_then_goaway_are_seen_whatever_the_reads() {
+        let all = bytes();
+        for split in 1..all.len() {
+            let (mut w, rx) = FrameWatch::new(());
+            w.note(&all[..split]);
+            let at_split = *rx.borrow();
+            assert_eq!(
+                at_split.first,
+                (split >= 15).then_some(true),
+                "split {split}"
+            );
+            assert_eq!(at_split.goaway, split >= 15 + 29 + 9, "split {split}");
+            w.note(&all[split..]);
+            assert_eq!(
+                *rx.borrow(),
+                Said {
+                    first: Some(true),
+                    goaway: true
+                },
+                "split {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_first_frame_that_is_not_settings_is_told() {
+        let (mut w, rx) = FrameWatch::new(());
+        w.note(&[0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(rx.borrow().first, Some(false));
+    }
+}

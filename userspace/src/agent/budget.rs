@@ -43,6 +43,11 @@ pub enum Side {
     /// One upstream of a client connection: what its endpoint sent that
     /// waits for the client, or for the connection's task.
     Endpoint { conn: u32, slot: u32 },
+    /// A local connection of an endpoint's multiplexer (agent/pool): what
+    /// it holds of its streams' bodies both ways. Cut, the local
+    /// connection, which is a client connection's upstream, goes with
+    /// GOAWAY ENHANCE_YOUR_CALM; the shared connections stay.
+    Multiplexer { endpoint: std::net::SocketAddr },
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -74,6 +79,15 @@ pub struct Budget {
     cut_clients: AtomicU64,
     cut_endpoints: AtomicU64,
     fail_open: AtomicU64,
+}
+
+impl std::fmt::Debug for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budget")
+            .field("limit", &self.limit)
+            .field("total", &self.total.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Budget {
@@ -195,7 +209,7 @@ impl Budget {
             *cutting = Some((v.id, Instant::now()));
             match v.side {
                 Side::Client { .. } => &self.cut_clients,
-                Side::Endpoint { .. } => &self.cut_endpoints,
+                Side::Endpoint { .. } | Side::Multiplexer { .. } => &self.cut_endpoints,
             }
             .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(

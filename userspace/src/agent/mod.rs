@@ -227,11 +227,12 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     if let Some(ring) = dp.take_events() {
         events::spawn(ring, registry.clone())?;
     }
+    let budget = budget::Budget::new(opts.max_queued_bytes);
     let shared = Arc::new(Shared {
         dp: dp.clone(),
         injector,
         registry: registry.clone(),
-        budget: budget::Budget::new(opts.max_queued_bytes),
+        budget: budget.clone(),
         stopping: tokio::sync::watch::channel(false).0,
         source: source_health,
         handover: tokio::sync::watch::channel(None).0,
@@ -239,11 +240,14 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         model: Default::default(),
         connect_timeout: opts.connect_timeout,
         spares: Arc::new(spare_taps::SparePool::new(&dp)),
-        pools: pool::Pools::new(pool::PoolLimits {
-            dedicated: opts.dedicated_upstreams,
-            shared: opts.shared_upstreams,
-            connect_timeout: opts.connect_timeout,
-        }),
+        pools: pool::Pools::new(
+            pool::PoolLimits {
+                dedicated: opts.dedicated_upstreams,
+                shared: opts.shared_upstreams,
+                connect_timeout: opts.connect_timeout,
+            },
+            budget,
+        ),
     });
     // Before the first accept: the connections that come before the
     // self-check's are clients' (sockops runs from the load on).

@@ -120,6 +120,9 @@ struct EndpointPool {
 #[derive(Debug)]
 pub struct Pools {
     limits: PoolLimits,
+    /// The node's bound on queued bytes, which the multiplexers' local
+    /// connections are charged to (mux.rs).
+    budget: Arc<crate::agent::budget::Budget>,
     endpoints: Mutex<HashMap<SocketAddr, EndpointPool>>,
     /// Multiplexers started, for the metrics.
     started: AtomicUsize,
@@ -144,9 +147,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Pools {
-    pub fn new(limits: PoolLimits) -> Arc<Pools> {
+    pub fn new(limits: PoolLimits, budget: Arc<crate::agent::budget::Budget>) -> Arc<Pools> {
         Arc::new(Pools {
             limits,
+            budget,
             endpoints: Mutex::new(HashMap::new()),
             started: AtomicUsize::new(0),
             parked: Mutex::new(Vec::new()),
@@ -171,7 +175,7 @@ impl Pools {
             let mux = match &e.mux {
                 Some(m) => m.clone(),
                 None => {
-                    let m = mux::Mux::start(endpoint, self.limits)?;
+                    let m = mux::Mux::start(endpoint, self.limits, self.budget.clone())?;
                     self.started.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(%endpoint, mux = %m.addr(), dedicated = e.dedicated,
                         shared = self.limits.shared, "upstreams to the endpoint shared from now on");
@@ -273,7 +277,7 @@ mod tests {
 
     #[tokio::test]
     async fn past_the_dedicated_limit_upstreams_dial_the_multiplexer() {
-        let pools = Pools::new(limits(2, 4));
+        let pools = Pools::new(limits(2, 4), crate::agent::budget::Budget::new(usize::MAX));
         let [be1, be2] = closed_ports();
         let a = pools.ticket(be1).unwrap();
         let b = pools.ticket(be1).unwrap();
@@ -298,7 +302,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dedicated_upstream_that_ends_frees_its_place() {
-        let pools = Pools::new(limits(1, 4));
+        let pools = Pools::new(limits(1, 4), crate::agent::budget::Budget::new(usize::MAX));
         let [be] = closed_ports();
         let a = pools.ticket(be).unwrap();
         let b = pools.ticket(be).unwrap();
@@ -312,7 +316,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_multiplexer_stops_with_its_last_upstream() {
-        let pools = Pools::new(limits(0, 4));
+        let pools = Pools::new(limits(0, 4), crate::agent::budget::Budget::new(usize::MAX));
         let [be] = closed_ports();
         let a = pools.ticket(be).unwrap();
         let first = a.dial();
@@ -341,7 +345,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_parked_ticket_keeps_the_multiplexer_and_an_inherited_one_counts_nothing() {
-        let pools = Pools::new(limits(0, 4));
+        let pools = Pools::new(limits(0, 4), crate::agent::budget::Budget::new(usize::MAX));
         // an endpoint that accepts and holds its connections: the local
         // connection is up only while a shared one is (mux.rs)
         let endpoint = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -385,7 +389,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_sharing_when_shared_is_zero() {
-        let pools = Pools::new(limits(1, 0));
+        let pools = Pools::new(limits(1, 0), crate::agent::budget::Budget::new(usize::MAX));
         let [be] = closed_ports();
         let tickets: Vec<_> = (0..5).map(|_| pools.ticket(be).unwrap()).collect();
         assert!(tickets.iter().all(|t| !t.is_shared()));

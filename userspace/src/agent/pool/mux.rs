@@ -28,6 +28,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::PoolLimits;
+use crate::agent::budget::{Budget, Holder, Side};
 use crate::h2::header_block::MAX_HEADER_LIST_SIZE;
 use forward::{download, forward_request};
 use shared_conns::{AbortOnDrop, SharedConns};
@@ -79,7 +80,12 @@ impl Drop for Mux {
 
 impl Mux {
     /// Listens on an ephemeral loopback port for `endpoint`'s local connections.
-    pub fn start(endpoint: SocketAddr, limits: PoolLimits) -> std::io::Result<Arc<Mux>> {
+    /// Its local connections are charged to `budget` for what they hold.
+    pub fn start(
+        endpoint: SocketAddr,
+        limits: PoolLimits,
+        budget: Arc<Budget>,
+    ) -> std::io::Result<Arc<Mux>> {
         let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -93,6 +99,7 @@ impl Mux {
             changed: Notify::new(),
             stats: stats.clone(),
             lost: tokio::sync::watch::channel(0).0,
+            budget,
         });
         let task = tokio::spawn(accept_local(listener, shared));
         Ok(Arc::new(Mux { addr, stats, task }))
@@ -148,6 +155,15 @@ async fn serve_local(io: TcpStream, shared: Arc<SharedConns>) {
     }
     // what was lost before this connection came up is not its concern
     lost.borrow_and_update();
+    // What its streams' bodies hold here, both ways, counts against the
+    // node's --max-queued-bytes like a connection's own upstream's queues.
+    let wake = Arc::new(Notify::new());
+    let holder = (shared.budget).holder(
+        Side::Multiplexer {
+            endpoint: shared.endpoint,
+        },
+        wake.clone(),
+    );
     let mut conn = match h2::server::Builder::new()
         .max_concurrent_streams(LOCAL_MAX_STREAMS)
         // what the agent carries for clients at all: a list decodes into
@@ -166,8 +182,18 @@ async fn serve_local(io: TcpStream, shared: Arc<SharedConns>) {
     // upstream closed: its streams are over).
     let mut streams = tokio::task::JoinSet::new();
     let mut going = false;
+    let mut cut = false;
     loop {
         tokio::select! {
+            // the budget picked this connection to go: its client
+            // connection loses this upstream, as it would its own
+            () = wake.notified(), if !cut => {
+                if holder.is_cut() {
+                    cut = true;
+                    tracing::warn!(endpoint = %shared.endpoint, bytes = holder.bytes(), "multiplexer: a local connection over the node's budget is cut (ENHANCE_YOUR_CALM)");
+                    conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                }
+            }
             // the endpoint was lost since this connection came up: it goes
             // away; its streams finish (graceful: GOAWAY, then the last id)
             Ok(()) = lost.changed(), if !going => {
@@ -176,7 +202,7 @@ async fn serve_local(io: TcpStream, shared: Arc<SharedConns>) {
             }
             next = conn.accept() => match next {
                 Some(Ok((request, respond))) => {
-                    streams.spawn(carry(request, respond, shared.clone()));
+                    streams.spawn(carry(request, respond, shared.clone(), holder.clone()));
                 }
                 Some(Err(e)) => {
                     tracing::debug!(endpoint = %shared.endpoint, error = %e, "multiplexer: local connection failed");
@@ -216,6 +242,7 @@ async fn carry(
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     shared: Arc<SharedConns>,
+    holder: Arc<Holder>,
 ) {
     shared.stats.streams.fetch_add(1, Ordering::Relaxed);
     let refuse = |respond: &mut SendResponse<Bytes>| {
@@ -254,8 +281,9 @@ async fn carry(
     let Some(((response, upload), _active)) = sent else {
         return refuse(&mut respond);
     };
-    let upload = (!end).then(|| AbortOnDrop(tokio::spawn(forward_request(body, upload))));
-    download(response, respond).await;
+    let upload =
+        (!end).then(|| AbortOnDrop(tokio::spawn(forward_request(body, upload, holder.clone()))));
+    download(response, respond, &holder).await;
     // the response is over: whatever of the request is still on its way
     // is not wanted (its task's end resets the stream if it is still open)
     drop(upload);

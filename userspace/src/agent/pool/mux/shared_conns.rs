@@ -30,6 +30,8 @@ pub(super) struct SharedConns {
     /// and the kernel stop sending it streams and dial again with backoff
     /// (mux.rs, `serve_local`).
     pub(super) lost: tokio::sync::watch::Sender<u64>,
+    /// The node's bound on queued bytes (budget.rs).
+    pub(super) budget: Arc<crate::agent::budget::Budget>,
 }
 
 pub(super) struct SharedConn {

@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::super::PoolLimits;
 use super::Mux;
 
+mod budget;
 mod goaway;
 mod lost;
 
@@ -67,6 +68,9 @@ async fn answer(req: Request<h2::RecvStream>, mut respond: h2::server::SendRespo
         let ms: u64 = ms.to_str().unwrap().parse().unwrap();
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    if let Some(n) = parts.uri.path().strip_prefix("/big/") {
+        return answer_big(respond, n.parse().unwrap()).await;
+    }
     let trailers = parts.headers.contains_key("x-trailers");
     let mut response = Response::new(());
     // a field no static entry has: an encoder free to index would
@@ -82,6 +86,27 @@ async fn answer(req: Request<h2::RecvStream>, mut respond: h2::server::SendRespo
         t.insert("x-got", got.to_string().parse().unwrap());
         out.send_trailers(t).unwrap();
     }
+}
+
+/// `n` bytes of response body, sent as the client's windows take them.
+async fn answer_big(mut respond: h2::server::SendResponse<Bytes>, mut n: usize) {
+    let mut out = respond.send_response(Response::new(()), false).unwrap();
+    while n > 0 {
+        out.reserve_capacity(n.min(16_384));
+        let Some(Ok(got)) = std::future::poll_fn(|cx| out.poll_capacity(cx)).await else {
+            return;
+        };
+        let k = got.min(n);
+        if k == 0 || out.send_data(Bytes::from(vec![0u8; k]), k == n).is_err() {
+            return;
+        }
+        n -= k;
+    }
+}
+
+/// A node budget nothing here reaches.
+fn unbounded() -> Arc<crate::agent::budget::Budget> {
+    crate::agent::budget::Budget::new(usize::MAX)
 }
 
 fn limits(shared: usize) -> PoolLimits {
@@ -152,7 +177,7 @@ fn goaway_code(mut bytes: &[u8]) -> Option<u32> {
 #[tokio::test]
 async fn streams_of_many_local_connections_share_at_most_the_limit() {
     let (addr, accepted) = endpoint().await;
-    let mux = Mux::start(addr, limits(2)).unwrap();
+    let mux = Mux::start(addr, limits(2), unbounded()).unwrap();
     let mut calls = Vec::new();
     for c in 0..10 {
         let send = client(&mux).await;
@@ -183,7 +208,7 @@ async fn streams_of_many_local_connections_share_at_most_the_limit() {
 #[tokio::test]
 async fn request_and_response_bodies_and_trailers_pass_both_ways() {
     let (addr, _) = endpoint().await;
-    let mux = Mux::start(addr, limits(1)).unwrap();
+    let mux = Mux::start(addr, limits(1), unbounded()).unwrap();
     let send = client(&mux).await;
     // larger than every window on the way: it moves as they open
     let upload = Bytes::from(vec![7u8; 3 * 1024 * 1024 + 5]);
@@ -200,7 +225,7 @@ async fn request_and_response_bodies_and_trailers_pass_both_ways() {
 #[tokio::test]
 async fn a_stream_the_endpoint_refuses_is_refused_to_the_client() {
     let (addr, _) = endpoint().await;
-    let mux = Mux::start(addr, limits(1)).unwrap();
+    let mux = Mux::start(addr, limits(1), unbounded()).unwrap();
     let send = client(&mux).await;
     assert_eq!(
         exchange(&send, get("/refuse"), None).await.unwrap_err(),
@@ -213,7 +238,7 @@ async fn a_stream_the_endpoint_refuses_is_refused_to_the_client() {
 #[tokio::test]
 async fn an_undecodable_header_block_ends_only_its_own_local_connection() {
     let (addr, accepted) = endpoint().await;
-    let mux = Mux::start(addr, limits(1)).unwrap();
+    let mux = Mux::start(addr, limits(1), unbounded()).unwrap();
     let good = client(&mux).await;
     let mut slow = get("/slow");
     slow.headers_mut()
@@ -265,7 +290,7 @@ async fn an_undecodable_header_block_ends_only_its_own_local_connection() {
 #[tokio::test]
 async fn response_header_blocks_leave_the_dynamic_table_alone() {
     let (addr, _) = endpoint().await;
-    let mux = Mux::start(addr, limits(1)).unwrap();
+    let mux = Mux::start(addr, limits(1), unbounded()).unwrap();
     let mut io = TcpStream::connect(mux.addr()).await.unwrap();
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     out.extend_from_slice(&[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]); // SETTINGS HEADER_TABLE_SIZE 0
@@ -329,7 +354,7 @@ async fn response_header_blocks_leave_the_dynamic_table_alone() {
 #[tokio::test]
 async fn a_header_list_over_the_limit_is_turned_away() {
     let (addr, accepted) = endpoint().await;
-    let mux = Mux::start(addr, limits(1)).unwrap();
+    let mux = Mux::start(addr, limits(1), unbounded()).unwrap();
     let send = client(&mux).await;
     let mut big = get("/big");
     let value = "v".repeat(crate::h2::header_block::MAX_HEADER_LIST_SIZE as usize + 1);

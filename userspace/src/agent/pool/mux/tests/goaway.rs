@@ -8,7 +8,7 @@ use h2::Reason;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::{client, endpoint_going_away, exchange, get, limits};
+use super::{client, endpoint_going_away, exchange, get, limits, unbounded};
 use crate::agent::pool::mux::Mux;
 
 /// An endpoint that sends its SETTINGS, reads up to the first HEADERS,
@@ -51,7 +51,7 @@ async fn goaway_endpoint(last: u32, code: Reason) -> std::net::SocketAddr {
 /// What the client got for one request through a multiplexer whose
 /// endpoint answers with `goaway_endpoint(last, code)`.
 async fn through_goaway(last: u32, code: Reason) -> Result<(u16, String), Reason> {
-    let mux = Mux::start(goaway_endpoint(last, code).await, limits(1)).unwrap();
+    let mux = Mux::start(goaway_endpoint(last, code).await, limits(1), unbounded()).unwrap();
     let send = client(&mux).await;
     let mut send = send.ready().await.unwrap();
     let (response, _) = send.send_request(get("/x"), true).unwrap();
@@ -81,7 +81,7 @@ async fn a_stream_the_endpoint_may_have_processed_is_not_refused() {
 #[tokio::test]
 async fn a_shared_connection_going_away_finishes_its_streams_and_its_local_connections_go_too() {
     let (addr, accepted) = endpoint_going_away(true).await;
-    let mux = Mux::start(addr, limits(1)).unwrap();
+    let mux = Mux::start(addr, limits(1), unbounded()).unwrap();
     let send = client(&mux).await;
     let mut slow = get("/slow");
     slow.headers_mut()

@@ -10,7 +10,7 @@ use h2::Reason;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{answer, goaway_code, limits};
+use super::{answer, goaway_code, limits, unbounded};
 use crate::agent::pool::mux::Mux;
 
 /// A local connection opened by hand: the preface and empty SETTINGS.
@@ -61,7 +61,7 @@ async fn local_connections_go_away_with_the_endpoint_and_are_refused_while_it_is
         }
         // the connection and the listener close here: the endpoint is gone
     });
-    let mux = Mux::start(addr, limits(1)).unwrap();
+    let mux = Mux::start(addr, limits(1), unbounded()).unwrap();
     let mut up = local(&mux).await;
     // the multiplexer's SETTINGS: the local connection is up
     let (hello, eof) = read_until(&mut up, |b| b.len() >= 9).await;

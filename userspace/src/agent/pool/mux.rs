@@ -8,8 +8,10 @@
 //! sides' flow control; a stream's DATA is taken from one side only as the
 //! other has room, so what waits here is bounded by the windows below.
 
+mod cursor;
 mod forward;
 mod frame_watch;
+mod local_watch;
 mod shared_conns;
 #[cfg(test)]
 mod tests;
@@ -164,6 +166,7 @@ async fn serve_local(io: TcpStream, shared: Arc<SharedConns>) {
         },
         wake.clone(),
     );
+    let io = local_watch::LocalWatch::new(io);
     let mut conn = match h2::server::Builder::new()
         .max_concurrent_streams(LOCAL_MAX_STREAMS)
         // what the agent carries for clients at all: a list decodes into

@@ -21,53 +21,30 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
-/// Frame boundaries of a byte stream, and what they say.
+use super::cursor::{Cursor, Piece};
+
+/// What the frames so far say.
 #[derive(Debug, Default)]
 struct Frames {
-    header: [u8; 9],
-    /// Bytes of the current frame's header read so far.
-    header_read: usize,
-    /// Payload bytes of the current frame still to come.
-    payload_left: usize,
-    /// Frames whose header is whole, the current one's included.
-    frames: u64,
+    cursor: Cursor,
     first_type: Option<u8>,
     goaway: bool,
 }
 
 impl Frames {
-    fn take(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            if self.payload_left > 0 {
-                let n = self.payload_left.min(bytes.len());
-                self.payload_left -= n;
-                bytes = &bytes[n..];
-            } else {
-                let n = (9 - self.header_read).min(bytes.len());
-                self.header[self.header_read..self.header_read + n].copy_from_slice(&bytes[..n]);
-                self.header_read += n;
-                bytes = &bytes[n..];
-                if self.header_read < 9 {
-                    break;
-                }
-                let h = self.header;
-                self.header_read = 0;
-                self.payload_left = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
-                self.frames += 1;
-                if self.frames == 1 {
-                    self.first_type = Some(h[3]);
-                }
-                let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
-                if h[3] == 7 && stream == 0 {
-                    self.goaway = true;
-                }
+    fn take(&mut self, bytes: &[u8]) {
+        let (first_type, goaway) = (&mut self.first_type, &mut self.goaway);
+        self.cursor.walk(bytes, |piece| {
+            if let Piece::Header(h) = piece {
+                first_type.get_or_insert(h.kind);
+                *goaway |= h.kind == 7 && h.stream == 0;
             }
-        }
+        });
     }
 
     /// The first frame was read whole.
     fn first_done(&self) -> bool {
-        self.frames > 1 || (self.frames == 1 && self.payload_left == 0)
+        self.cursor.frames() > 1 || (self.cursor.frames() == 1 && self.cursor.frame_done())
     }
 }
 

@@ -5,6 +5,7 @@ mod fuzz;
 mod image;
 mod kernels;
 mod rule;
+mod test;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -351,26 +352,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Cmd::Test { args } => {
-            deps::ensure()?;
-            let code = cargo(&strings(&["build", "--release", "--workspace", "--bins"]))?;
-            if code != 0 {
-                return Ok(exit(code));
-            }
-            // Split at the first `--`: cargo's arguments before, the test binaries' after.
-            let (cargo_args, test_args) = match args.iter().position(|a| a == "--") {
-                Some(i) => (&args[..i], &args[i + 1..]),
-                None => (&args[..], &[][..]),
-            };
-            let mut full = strings(&["test", "--release", "--workspace", "--no-fail-fast"]);
-            full.extend(cargo_args.iter().cloned());
-            full.push("--".into());
-            if !test_args.iter().any(|a| a.starts_with("--test-threads")) {
-                full.push("--test-threads=2".into());
-            }
-            full.extend(test_args.iter().cloned());
-            Ok(exit(cargo(&full)?))
-        }
+        Cmd::Test { args } => test::run(&args),
     }
 }
 

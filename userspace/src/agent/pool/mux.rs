@@ -15,6 +15,7 @@ mod local_watch;
 mod shared_conns;
 #[cfg(test)]
 mod tests;
+mod watched;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -166,7 +167,7 @@ async fn serve_local(io: TcpStream, shared: Arc<SharedConns>) {
         },
         wake.clone(),
     );
-    let io = local_watch::LocalWatch::new(io);
+    let io = local_watch::LocalWatch::wrap(io);
     let mut conn = match h2::server::Builder::new()
         .max_concurrent_streams(LOCAL_MAX_STREAMS)
         // what the agent carries for clients at all: a list decodes into

@@ -14,14 +14,10 @@
 //!   point 22). h2 tells only the next stream it fails to send, and
 //!   streams meanwhile were refused (grpcio shutting down gracefully).
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 use super::cursor::{Cursor, Piece};
+use super::watched::{Watch, Watched};
 
 /// What the frames so far say.
 #[derive(Debug, Default)]
@@ -56,25 +52,26 @@ pub(super) struct Said {
     pub(super) goaway: bool,
 }
 
-/// The endpoint's socket, watched.
-pub(super) struct FrameWatch<T> {
-    io: T,
+/// The endpoint's frames, watched (a `Watched` socket's).
+pub(super) struct FrameWatch {
     frames: Frames,
     said: watch::Sender<Said>,
 }
 
-impl<T> FrameWatch<T> {
-    pub(super) fn new(io: T) -> (Self, watch::Receiver<Said>) {
+impl FrameWatch {
+    /// `io`, watched, and what the endpoint said so far.
+    pub(super) fn wrap<T>(io: T) -> (Watched<T, FrameWatch>, watch::Receiver<Said>) {
         let (said, rx) = watch::channel(Said::default());
         let w = FrameWatch {
-            io,
             frames: Frames::default(),
             said,
         };
-        (w, rx)
+        (Watched::new(io, w), rx)
     }
+}
 
-    fn note(&mut self, bytes: &[u8]) {
+impl Watch for FrameWatch {
+    fn read(&mut self, bytes: &[u8]) {
         self.frames.take(bytes);
         let now = Said {
             first: (self.frames.first_done()).then(|| self.frames.first_type == Some(4)),
@@ -86,50 +83,9 @@ impl<T> FrameWatch<T> {
             changed
         });
     }
-}
 
-impl<T: AsyncRead + Unpin> AsyncRead for FrameWatch<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.note(&buf.filled()[before..]);
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for FrameWatch<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+    fn write(&mut self, _: &[u8], _: bool) -> Option<Vec<u8>> {
+        None
     }
 }
 
@@ -150,8 +106,8 @@ mod tests {
     fn settings_then_goaway_are_seen_whatever_the_reads() {
         let all = bytes();
         for split in 1..all.len() {
-            let (mut w, rx) = FrameWatch::new(());
-            w.note(&all[..split]);
+            let (mut w, rx) = FrameWatch::wrap(());
+            w.watch.read(&all[..split]);
             let at_split = *rx.borrow();
             assert_eq!(
                 at_split.first,
@@ -159,7 +115,7 @@ mod tests {
                 "split {split}"
             );
             assert_eq!(at_split.goaway, split >= 15 + 29 + 9, "split {split}");
-            w.note(&all[split..]);
+            w.watch.read(&all[split..]);
             assert_eq!(
                 *rx.borrow(),
                 Said {
@@ -173,8 +129,9 @@ mod tests {
 
     #[test]
     fn a_first_frame_that_is_not_settings_is_told() {
-        let (mut w, rx) = FrameWatch::new(());
-        w.note(&[0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        let (mut w, rx) = FrameWatch::wrap(());
+        w.watch
+            .read(&[0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(rx.borrow().first, Some(false));
     }
 }

@@ -9,13 +9,8 @@
 //! as the agent decodes a client's (header_block.rs); once one fails, the
 //! code of a GOAWAY PROTOCOL_ERROR going out is rewritten as it passes.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
 use super::cursor::{Cursor, Header, Piece};
+use super::watched::{Watch, Watched};
 use crate::h2::frame::{error_code, flag, kind};
 use crate::h2::header_block::ClientHeaders;
 use crate::h2::message::MAX_BLOCK;
@@ -136,66 +131,31 @@ impl Goaways {
     }
 }
 
-/// The local connection's socket, watched both ways.
-pub(super) struct LocalWatch<T> {
-    io: T,
+/// A local connection's frames, watched both ways (a `Watched` socket's).
+#[derive(Default)]
+pub(super) struct LocalWatch {
     blocks: Blocks,
     goaways: Goaways,
 }
 
-impl<T> LocalWatch<T> {
-    pub(super) fn new(io: T) -> Self {
-        LocalWatch {
-            io,
-            blocks: Blocks::default(),
-            goaways: Goaways::default(),
-        }
+impl LocalWatch {
+    pub(super) fn wrap<T>(io: T) -> Watched<T, LocalWatch> {
+        Watched::new(io, LocalWatch::default())
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for LocalWatch<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.blocks.take(&buf.filled()[before..]);
-        }
-        r
+impl Watch for LocalWatch {
+    fn read(&mut self, bytes: &[u8]) {
+        self.blocks.take(bytes);
     }
-}
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for LocalWatch<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        // Walked on a copy before the write; a write taken in part is
-        // walked again from where the stream was, up to what went out.
+    fn write(&mut self, bytes: &[u8], commit: bool) -> Option<Vec<u8>> {
         let fix = self.blocks.undecodable;
-        let mut ahead = self.goaways.clone();
-        let fixed = ahead.pass(buf, fix);
-        let r = Pin::new(&mut self.io).poll_write(cx, fixed.as_deref().unwrap_or(buf));
-        match r {
-            Poll::Ready(Ok(n)) if n == buf.len() => self.goaways = ahead,
-            Poll::Ready(Ok(n)) => {
-                let _ = self.goaways.pass(&buf[..n], fix);
-            }
-            _ => {}
+        if commit {
+            self.goaways.pass(bytes, fix)
+        } else {
+            self.goaways.clone().pass(bytes, fix)
         }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

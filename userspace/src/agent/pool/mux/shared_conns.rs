@@ -144,7 +144,7 @@ impl SharedConns {
                 .await
                 .with_context(|| format!("connect {endpoint}"))?;
             io.set_nodelay(true)?;
-            let (io, said) = FrameWatch::new(io);
+            let (io, said) = FrameWatch::wrap(io);
             let (send, conn) = h2::client::Builder::new()
                 .enable_push(false)
                 .header_table_size(0)

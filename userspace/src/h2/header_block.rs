@@ -93,6 +93,19 @@ impl ClientHeaders {
         }
         Ok(out)
     }
+
+    /// Decodes a header block message (as [`ClientHeaders::rewrite`] takes
+    /// one) into the table and nothing else: whether it decodes.
+    pub fn check(&mut self, message: &[u8]) -> Result<(), HeaderBlockError> {
+        let (_, fragment) = split_message(message)?;
+        match self
+            .decoder
+            .decode(&fragment, MAX_HEADER_LIST_SIZE as usize)?
+        {
+            Decoded::Fields(_) => Ok(()),
+            Decoded::OverLimit { size } => Err(HeaderBlockError::TooLarge { size }),
+        }
+    }
 }
 
 /// What a client gets for a request whose header list is over

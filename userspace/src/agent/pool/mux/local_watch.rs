@@ -83,7 +83,7 @@ impl Blocks {
             }
             if ended && frame.flags & flag::END_HEADERS != 0 {
                 if !*too_long && !*undecodable {
-                    *undecodable = decoder.rewrite(block).is_err_and(|e| {
+                    *undecodable = decoder.check(block).is_err_and(|e| {
                         e.connection_error() == Some(error_code::COMPRESSION_ERROR)
                     });
                 }

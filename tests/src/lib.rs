@@ -5,3 +5,4 @@
 pub mod differential;
 pub mod peers;
 pub mod probe;
+pub mod upgrade;

@@ -41,7 +41,7 @@ const END_RECHECK: Duration = Duration::from_millis(5);
 const END_CHECKS: u32 = 400;
 /// How long a tap is read out at a handover: what the verdict handed it
 /// comes from a work item, microseconds later on a host, and more than
-/// 500 ms later under emulation with every vCPU busy (upgrade.rs on 7.3).
+/// 500 ms later under emulation with every vCPU busy (handover.rs on 7.3).
 pub(super) const UNTAP_LIMIT: Duration = Duration::from_secs(1);
 /// While the source's own ingress is read before the tap, how often the
 /// agent looks whether it has read all of it.

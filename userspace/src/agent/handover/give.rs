@@ -157,7 +157,7 @@ pub async fn hand_over(shared: &Arc<Shared>, stream: UnixStream, adopts_shared: 
     let handed_over = lock(&sink.decided).values().filter(|&&h| h).count() as u64;
     // A connection handed over leaves the registry when its task ends, a
     // moment after its verdict: counted here it was "drained" too (4
-    // handed over and 1 drained of 4 connections, upgrade.rs on 7.3 under
+    // handed over and 1 drained of 4 connections, handover.rs on 7.3 under
     // emulation).
     let drained = (shared.registry.conns().iter())
         .filter(|c| !sink.was_handed(c.id))

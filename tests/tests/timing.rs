@@ -39,7 +39,6 @@ use std::time::Duration;
 use rotor_testbed::{environment_ok, LoadSpec, TestBed, TestCgroup, Topology};
 use rotor_tests::differential::{
     self, clients_available, rotor_limit, Bodies, Client, Expect, Placement, Route, Session,
-    DIRECT_LIMIT,
 };
 
 /// Request counts per delay, so every run stays bounded (h2load with 16
@@ -274,7 +273,7 @@ fn first_connection(
         bodies: Bodies::BackendNames,
         kernel_path: true,
     };
-    let direct = match differential::run(&mut s.bed, client, Route::Direct, DIRECT_LIMIT) {
+    let direct = match differential::run(&mut s.bed, client, Route::Direct, differential::direct_limit()) {
         Ok(o) => o,
         Err(e) => {
             let v = s.harness_error(name, client, e);

@@ -24,7 +24,7 @@ impl Verdict {
 
 /// The bound of a run through rotor after a direct run that took `direct`.
 pub fn rotor_limit(direct: Duration) -> Duration {
-    direct * TIME_FACTOR + TIME_SLACK
+    direct * TIME_FACTOR + time_slack()
 }
 
 /// What differs between a direct and a rotor run of the same scenario
@@ -63,7 +63,7 @@ pub fn compare(expect: &Expect, client: &Client, direct: &Outcome, rotor: &Outco
             limit.as_secs_f64(),
             TIME_FACTOR,
             direct.elapsed.as_secs_f64(),
-            TIME_SLACK,
+            time_slack(),
             rotor.exit
         ));
     } else if rotor.elapsed > limit {
@@ -72,7 +72,7 @@ pub fn compare(expect: &Expect, client: &Client, direct: &Outcome, rotor: &Outco
             rotor.elapsed.as_secs_f64(),
             TIME_FACTOR,
             direct.elapsed.as_secs_f64(),
-            TIME_SLACK
+            time_slack()
         ));
     }
     if rotor
@@ -164,7 +164,7 @@ pub fn differential(
     client: &Client,
     expect: &Expect,
 ) -> Result<Verdict> {
-    let direct = run(bed, client, Route::Direct, DIRECT_LIMIT)?;
+    let direct = run(bed, client, Route::Direct, direct_limit())?;
     let rotor = run(bed, client, Route::Rotor, rotor_limit(direct.elapsed))?;
     Ok(verdict(bed, name, client, expect, direct, rotor))
 }

@@ -273,7 +273,12 @@ fn first_connection(
         bodies: Bodies::BackendNames,
         kernel_path: true,
     };
-    let direct = match differential::run(&mut s.bed, client, Route::Direct, differential::direct_limit()) {
+    let direct = match differential::run(
+        &mut s.bed,
+        client,
+        Route::Direct,
+        differential::direct_limit(),
+    ) {
         Ok(o) => o,
         Err(e) => {
             let v = s.harness_error(name, client, e);

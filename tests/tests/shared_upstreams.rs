@@ -8,10 +8,10 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rotor_testbed::backend::BACKEND_PORT;
-use rotor_testbed::{scaled_secs, uneven_spread, Agent, LoadReport, LoadSpec, TestBed};
+use rotor_testbed::{scaled_secs, uneven_spread, wait_until, Agent, LoadReport, LoadSpec, TestBed};
 use rotor_tests::peers::{
     self, endpoints_on, grpc_client, n, python_script, Grpc, Running, GRPC_PORT,
 };
@@ -52,17 +52,17 @@ fn connections(ns: &str, port: u16) -> HashSet<String> {
         .collect()
 }
 
-/// How many connections each backend's namespace holds on the backend
-/// port, be1 first.
-fn held(namespaces: &[String]) -> Vec<usize> {
+/// How many connections each backend's namespace holds on `port`, be1
+/// first.
+fn held(namespaces: &[String], port: u16) -> Vec<usize> {
     (namespaces.iter())
-        .map(|ns| connections(ns, BACKEND_PORT).len())
+        .map(|ns| connections(ns, port).len())
         .collect()
 }
 
-/// Runs `spec` while counting each backend's connections every 20 ms;
-/// the report and the most each backend held at once.
-fn load_counting(bed: &TestBed, spec: &LoadSpec) -> (LoadReport, Vec<usize>) {
+/// Runs `work` while counting each backend's connections every 20 ms;
+/// what it returned and the most each backend held at once.
+fn counting<R>(bed: &TestBed, port: u16, work: impl FnOnce() -> R) -> (R, Vec<usize>) {
     let namespaces: Vec<String> = (1..=3)
         .map(|k| bed.topo.backend(k).unwrap().netns().to_string())
         .collect();
@@ -72,7 +72,7 @@ fn load_counting(bed: &TestBed, spec: &LoadSpec) -> (LoadReport, Vec<usize>) {
         std::thread::spawn(move || {
             let mut most = vec![0; namespaces.len()];
             while !done.load(Ordering::Relaxed) {
-                for (m, n) in most.iter_mut().zip(held(&namespaces)) {
+                for (m, n) in most.iter_mut().zip(held(&namespaces, port)) {
                     *m = (*m).max(n);
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -80,10 +80,16 @@ fn load_counting(bed: &TestBed, spec: &LoadSpec) -> (LoadReport, Vec<usize>) {
             most
         })
     };
-    let load = bed.spawn_load(spec).expect("rotor-load");
-    let report = load.finish();
+    let r = work();
     done.store(true, Ordering::Relaxed);
-    let most = sampler.join().expect("sampler");
+    (r, sampler.join().expect("sampler"))
+}
+
+/// Runs `spec`, counting as [`counting`] does.
+fn load_counting(bed: &TestBed, spec: &LoadSpec) -> (LoadReport, Vec<usize>) {
+    let (report, most) = counting(bed, BACKEND_PORT, || {
+        bed.spawn_load(spec).expect("rotor-load").finish()
+    });
     (report.expect("rotor-load report"), most)
 }
 
@@ -146,14 +152,18 @@ fn grpc_calls_of_every_kind_pass_through_shared_connections() {
         .expect("agent"),
     );
     let args = peers::ALL_CALL_KINDS;
-    let r = grpc_client(
-        &bed.topo,
-        Some(&bed.cgroup),
-        Grpc::Tonic,
-        args,
-        Duration::from_secs(120),
-    )
-    .unwrap_or_else(|e| panic!("tonic client: {e:#}\n{}", probe::report(&mut bed)));
+    // counted while the calls run: the multiplexers stop, and their
+    // connections close, once the client's connection has gone
+    let (r, most) = counting(&bed, GRPC_PORT, || {
+        grpc_client(
+            &bed.topo,
+            Some(&bed.cgroup),
+            Grpc::Tonic,
+            args,
+            Duration::from_secs(120),
+        )
+    });
+    let r = r.unwrap_or_else(|e| panic!("tonic client: {e:#}\n{}", probe::report(&mut bed)));
     for (kind, calls) in [
         ("unary", 300),
         ("server_stream", 3),
@@ -177,12 +187,9 @@ fn grpc_calls_of_every_kind_pass_through_shared_connections() {
         per.iter().all(|c| *c >= 50),
         "unary calls per backend: {per:?}"
     );
-    let most: Vec<usize> = (1..=3)
-        .map(|k| connections(bed.topo.backend(k).unwrap().netns(), GRPC_PORT).len())
-        .collect();
     assert!(
         most.iter().all(|c| *c == 1),
-        "connections per backend: {most:?} (one shared)"
+        "connections per backend at most, during the calls: {most:?} (one shared)"
     );
 }
 
@@ -198,18 +205,31 @@ fn an_undecodable_header_block_does_not_reach_the_shared_connections() {
     let namespaces: Vec<String> = (1..=3)
         .map(|k| bed.topo.backend(k).unwrap().netns().to_string())
         .collect();
+    // The load must outlive the attack (checked below): once it ends, its
+    // client connections close and the multiplexers stop with their
+    // connections. Under QEMU the attacker's wait alone is 100 s, and 6 s
+    // on a host busy with a VM were too short.
+    let duration = scaled_secs(12.0);
+    let started = Instant::now();
     let load = bed
         .spawn_load(&LoadSpec {
             connections: 2,
             streams: 2,
             requests: None,
-            duration: Some(6.0),
+            duration: Some(duration),
             rate: Some(200.0),
             timeout: 40.0,
             ..LoadSpec::default()
         })
         .expect("steady load");
-    std::thread::sleep(Duration::from_millis(1500));
+    let all_held = wait_until(Duration::from_secs(10), || {
+        held(&namespaces, BACKEND_PORT).iter().all(|n| *n > 0)
+    });
+    assert!(
+        all_held.is_some(),
+        "the steady load reached no shared connection to some backend: {:?}",
+        held(&namespaces, BACKEND_PORT)
+    );
     let before: Vec<HashSet<String>> = namespaces
         .iter()
         .map(|ns| connections(ns, BACKEND_PORT))
@@ -242,6 +262,12 @@ fn an_undecodable_header_block_does_not_reach_the_shared_connections() {
         .iter()
         .map(|ns| connections(ns, BACKEND_PORT))
         .collect();
+    let counted_at = started.elapsed();
+    assert!(
+        counted_at.as_secs_f64() < duration,
+        "the attack outlasted the steady load ({counted_at:?} of {duration} s): the \
+         connections after it say nothing"
+    );
     // `rotor status` says the same while the load runs: no own upstream,
     // one shared connection to each endpoint
     let status = probe::status(bed.agent().unwrap()).expect("status");

@@ -364,6 +364,22 @@ impl Topology {
         Ok(())
     }
 
+    /// In the node namespace, connects from the node itself to the Service
+    /// address go to `backend` (kube-proxy's `nat OUTPUT` rules on a node;
+    /// the route only gets the connect past its route lookup, as a node's
+    /// default route does): where a connection the agent leaves on its
+    /// original path ends up. Removed with the namespace.
+    pub fn node_dnat(&self, backend: SocketAddrV4) -> Result<()> {
+        self.node
+            .ip(&["route", "add", &format!("{}/32", VIP.ip()), "dev", "b1"])?;
+        self.node.iptables_restore(&format!(
+            "*nat\n-A OUTPUT -d {}/32 -p tcp -m tcp --dport {} -j DNAT --to-destination {backend}\nCOMMIT\n",
+            VIP.ip(),
+            VIP.port()
+        ))?;
+        Ok(())
+    }
+
     /// The client namespace's nat table (`iptables-save -t nat`), for inspection.
     pub fn client_nat_rules(&self) -> Result<String> {
         let out = crate::util::run(self.client.command("iptables-save").args(["-t", "nat"]))?;

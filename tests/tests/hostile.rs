@@ -10,9 +10,7 @@
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use rotor_testbed::{
-    backend_addr, scaled, scaled_secs, Agent, Child, LoadSpec, Stream, TestBed, VIP,
-};
+use rotor_testbed::{backend_addr, scaled, scaled_secs, Agent, Child, LoadSpec, Stream, TestBed};
 use rotor_tests::peers::{self, python_script, run_json};
 use rotor_tests::probe::{self, Dmesg};
 use serde_json::Value;
@@ -218,21 +216,6 @@ fn wait_budget(bed: &TestBed, limit: Duration, pred: impl Fn(&Value) -> bool) ->
     }
 }
 
-/// The Service address on the node goes to be1 (kube-proxy's rule): where
-/// a connection the agent leaves on its original path ends up.
-fn node_dnat(bed: &TestBed) {
-    let node = bed.topo.node();
-    node.ip(&["route", "add", &format!("{}/32", VIP.ip()), "dev", "b1"])
-        .expect("route to the Service address");
-    node.iptables_restore(&format!(
-        "*nat\n-A OUTPUT -d {}/32 -p tcp -m tcp --dport {} -j DNAT --to-destination {}\nCOMMIT\n",
-        VIP.ip(),
-        VIP.port(),
-        bed.topo.backend_addrs()[0]
-    ))
-    .expect("node DNAT");
-}
-
 /// 16 MiB, against attackers of 3.35 MiB each: four of them (13.4 MiB, and
 /// up to 1 MiB more on its way from a reader) stay under it; the fifth
 /// passes it, and after the largest is cut the rest (at least 16 − 3.35
@@ -261,7 +244,8 @@ fn many_endpoints_within_their_bounds_cannot_pass_the_node_budget() {
     let budget_arg = BUDGET.to_string();
     let (mut bed, flooder) =
         bed_with_flooder("data", PER_ATTACKER, &["--max-queued-bytes", &budget_arg]);
-    node_dnat(&bed);
+    // where a connection the agent leaves on its original path ends up
+    (bed.topo.node_dnat(bed.topo.backend_addrs()[0])).expect("node DNAT");
     let dmesg = Dmesg::mark();
     let pid = bed.agent().unwrap().pid();
     // one request first: the agent's buffers for a connection exist

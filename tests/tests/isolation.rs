@@ -33,25 +33,6 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// In the node namespace, connects from the node itself to the Service
-/// address go to `backend` (kube-proxy's `nat OUTPUT` rules on a node; the
-/// route only gets the connect past its route lookup, as a node's default
-/// route does).
-fn node_dnat(bed: &TestBed, backend: SocketAddrV4) {
-    bed.topo
-        .node()
-        .ip(&["route", "add", &format!("{}/32", VIP.ip()), "dev", "b1"])
-        .expect("route to the Service address");
-    bed.topo
-        .node()
-        .iptables_restore(&format!(
-            "*nat\n-A OUTPUT -d {}/32 -p tcp -m tcp --dport {} -j DNAT --to-destination {backend}\nCOMMIT\n",
-            VIP.ip(),
-            VIP.port()
-        ))
-        .expect("node DNAT");
-}
-
 /// The agent's own connects are exempt from redirection, also when it runs
 /// in its own PID namespace. The Service's one endpoint is the Service
 /// address itself (which the node's kube-proxy rules send to be1): if the
@@ -62,7 +43,7 @@ fn node_dnat(bed: &TestBed, backend: SocketAddrV4) {
 fn agent_in_its_own_pid_namespace_is_not_redirected_to_itself() {
     let dmesg = Dmesg::mark();
     let mut bed = TestBed::new(1).expect("test bed");
-    node_dnat(&bed, bed.topo.backend_addrs()[0]);
+    (bed.topo.node_dnat(bed.topo.backend_addrs()[0])).expect("node DNAT");
     let wrapper = pidns_wrapper(bed.topo.dir());
     let agent = Agent::start_binary(
         &wrapper,
@@ -156,7 +137,7 @@ fn counter(bed: &TestBed, name: &str) -> u64 {
 /// gave the connection back after it was accepted).
 fn kube_proxy_everywhere(bed: &mut TestBed) {
     bed.topo.kube_proxy_dnat().expect("kube-proxy DNAT");
-    node_dnat(bed, bed.topo.backend_addrs()[0]);
+    (bed.topo.node_dnat(bed.topo.backend_addrs()[0])).expect("node DNAT");
 }
 
 /// With the connection table full (`--max-conns 3`: two connections), new

@@ -57,10 +57,18 @@ const SHARED_PASS: &[&str] = &[
 
 /// Tests of those targets whose premise is a connection's own upstream,
 /// which the multiplexer is not: each named with why.
-const SHARED_PASS_SKIP: &[(&str, &str)] = &[(
-    "endpoint_goaway_stops_new_streams_in_the_kernel",
-    "stops the agent and wants the kernel to carry on: the multiplexer is the agent",
-)];
+const SHARED_PASS_SKIP: &[(&str, &str)] = &[
+    (
+        "endpoint_goaway_stops_new_streams_in_the_kernel",
+        "stops the agent and wants the kernel to carry on: the multiplexer is the agent",
+    ),
+    (
+        "streams_the_agent_holds_and_carries_count_too",
+        "wants the endpoints' room (2 x 4 streams) below the client's 48: the multiplexer \
+         opens up to --shared-upstreams connections to each (room for 64), so whether a stream \
+         waits is a race",
+    ),
+];
 
 /// `cargo xtask test`'s second pass: SHARED_PASS with every stream shared.
 fn shared_pass() -> Result<i32> {

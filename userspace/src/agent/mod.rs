@@ -10,6 +10,7 @@ mod drain;
 mod endpoint_socket;
 mod events;
 mod fail_open;
+mod files;
 pub mod handover;
 pub mod health;
 mod injector;
@@ -103,6 +104,8 @@ pub struct Shared {
     pub injector: Injector,
     pub registry: Arc<Registry>,
     pub budget: Arc<budget::Budget>,
+    /// The agent's open files against its limit (files.rs).
+    pub files: Arc<files::Files>,
     /// True once the agent stops: every connection goes away gracefully.
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// Where the model stands with its source (`rotor status`).
@@ -233,6 +236,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         injector,
         registry: registry.clone(),
         budget: budget.clone(),
+        files: Arc::new(files::Files::of_this_process()),
         stopping: tokio::sync::watch::channel(false).0,
         source: source_health,
         handover: tokio::sync::watch::channel(None).0,
@@ -253,6 +257,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     // self-check's are clients' (sockops runs from the load on).
     shared.spares.refill(&dp);
     tokio::spawn(spare_taps::keep_filled(shared.spares.clone(), dp.clone()));
+    tokio::spawn(files::reopen(shared.clone()));
     apply_everywhere(&shared, &Delta::between(&Model::default(), &model));
     let page = metrics_page::MetricsPage::start(shared.clone());
     let rendered = page.clone();

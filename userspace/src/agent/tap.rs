@@ -64,6 +64,11 @@ fn files_limit() -> u64 {
     *LIMIT.get_or_init(|| crate::sys::open_files_limit().unwrap_or(1024))
 }
 
+/// The descriptors the taps may hold at most, for agent/files.rs.
+pub fn files_share() -> u64 {
+    budget() as u64 * 2
+}
+
 /// How many taps may be open at once.
 pub fn budget() -> usize {
     usize::try_from(files_limit() / TAP_SHARE_OF_FILES / 2).unwrap_or(usize::MAX)

@@ -314,7 +314,9 @@ pub fn status_table(s: &Status) -> String {
         "LISTEN {}  CGROUP {}  {}",
         a.loaded.listen,
         a.loaded.cgroup.display(),
-        if a.redirecting {
+        if a.redirecting && a.new_clients_gated {
+            "redirecting none of the new connections (its open files are near their limit)"
+        } else if a.redirecting {
             "redirecting"
         } else {
             "NOT redirecting (stopping)"

@@ -73,6 +73,7 @@ pub fn agent_info(shared: &Shared, started: std::time::Instant) -> AgentInfo {
         uptime_s: started.elapsed().as_secs(),
         loaded: shared.dp.loaded.clone(),
         redirecting: shared.dp.redirecting(),
+        new_clients_gated: shared.dp.new_clients_gated(),
     }
 }
 

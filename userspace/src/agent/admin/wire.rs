@@ -80,6 +80,10 @@ pub struct AgentInfo {
     pub loaded: Loaded,
     /// The connect programs are attached: false once the agent stops.
     pub redirecting: bool,
+    /// New connections keep their original path: the agent's open files
+    /// are near its limit (agent/files.rs).
+    #[serde(default)]
+    pub new_clients_gated: bool,
 }
 
 /// `rotor status`: the whole state (what a client that sends no request

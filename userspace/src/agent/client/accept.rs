@@ -69,6 +69,18 @@ pub async fn serve(shared: Arc<Shared>, a: TcpStream, peer: SocketAddr) {
     // made a new one from the next message on, its counts started at 0, the
     // splice read the tap while A's own ingress still held bytes and cut the
     // connection (hostile's budget test, 38 of 40 requests failed).
+    // Before the kernel's room is claimed: a refusal here gives nothing
+    // back. The charge goes with this task.
+    let sharing = shared.pools.limits().shared > 0;
+    let need = crate::agent::files::cost_of_connection(sockets - 1, sharing);
+    let Some(_files) = shared.files.admit(need) else {
+        crate::agent::files::refused(&shared);
+        let why = format!(
+            "the agent's open files are near its limit of {}: raise its hard RLIMIT_NOFILE",
+            shared.files.limit()
+        );
+        return fail_open(a, why, spare).await;
+    };
     let Some(room) = shared.dp.claim_room(sockets) else {
         return fail_open(a, "the per-socket maps are full".into(), spare).await;
     };

@@ -56,6 +56,7 @@ impl Adopter {
             injector,
             registry: Arc::new(Registry::new()),
             budget: self.main.budget.clone(),
+            files: self.main.files.clone(),
             stopping: tokio::sync::watch::channel(*self.main.stopping.borrow()).0,
             source: self.main.source.clone(),
             handover: tokio::sync::watch::channel(None).0,
@@ -104,9 +105,16 @@ impl Adopter {
         }
         let a = socks.remove(0);
         tracing::debug!(conn = id, client = %st.client, "handover: connection adopted");
-        self.handle.spawn(crate::agent::client::serve_adopted(
-            shared, id, service, st, a, socks,
-        ));
+        // it exists: charged whether it fits or not (agent/files.rs)
+        let sharing = shared.pools.limits().shared > 0;
+        let endpoints = service.endpoints.borrow().len().max(socks.len());
+        let files =
+            (shared.files).charge(crate::agent::files::cost_of_connection(endpoints, sharing));
+        let serve = crate::agent::client::serve_adopted(shared, id, service, st, a, socks);
+        self.handle.spawn(async move {
+            let _files = files;
+            serve.await
+        });
         Ok(())
     }
 

@@ -158,6 +158,7 @@ impl Datapath {
             max_streams,
             events: Mutex::new(Some(take_typed(take("events")?, "events")?)),
             redirects: Mutex::new(Vec::new()),
+            gate: None,
         })
     }
 }

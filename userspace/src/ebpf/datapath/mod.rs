@@ -21,6 +21,7 @@ use super::conn_table::{ConnTable, ConnTableError, LatencyTable};
 
 mod adopt;
 mod endpoints;
+mod gate;
 mod room;
 mod sockets;
 mod streams;
@@ -139,6 +140,9 @@ pub struct Datapath {
     events: Mutex<Option<RingBuf<MapData>>>,
     /// The links of the connect programs (dropping one detaches it).
     redirects: Mutex<Vec<CgroupSockAddrLink>>,
+    /// connect's bound on new connections (gate.rs); none in an adopted
+    /// generation, whose connect programs are gone.
+    gate: Option<gate::ConnectGate>,
 }
 
 fn kernel() -> String {
@@ -256,26 +260,24 @@ impl Datapath {
         }
 
         let mut config: Array<MapData, AgentConfig> = take(&mut ebpf, "agent_config")?;
+        let open = AgentConfig {
+            listen_ip: u32::from_ne_bytes(opts.listen.ip().octets()),
+            listen_port: opts.listen.port() as u32,
+            // id 0 names no connection (registry.rs)
+            max_clients: opts.max_conns.saturating_sub(1),
+            listen_ip6: opts
+                .listen6
+                .map(|a| crate::ebpf::addr::ip_words((*a.ip()).into()))
+                .unwrap_or_default(),
+            listen_port6: opts.listen6.map_or(0, |a| u32::from(a.port())),
+        };
         config
-            .set(
-                0,
-                AgentConfig {
-                    listen_ip: u32::from_ne_bytes(opts.listen.ip().octets()),
-                    listen_port: opts.listen.port() as u32,
-                    // id 0 names no connection (registry.rs)
-                    max_clients: opts.max_conns.saturating_sub(1),
-                    listen_ip6: opts
-                        .listen6
-                        .map(|a| crate::ebpf::addr::ip_words((*a.ip()).into()))
-                        .unwrap_or_default(),
-                    listen_port6: opts.listen6.map_or(0, |a| u32::from(a.port())),
-                },
-                0,
-            )
+            .set(0, open, 0)
             .map_err(|source| DatapathError::Map {
                 name: "agent_config",
                 source,
             })?;
+        let gate = gate::ConnectGate::new(config, open);
 
         let conns_map = ebpf
             .take_map("conns")
@@ -387,6 +389,7 @@ impl Datapath {
             max_streams: opts.max_streams.unwrap_or(MAX_STREAMS),
             events: Mutex::new(Some(take(&mut ebpf, "events")?)),
             redirects: Mutex::new(redirects),
+            gate: Some(gate),
             _ebpf: Some(ebpf),
             generation,
         })
@@ -399,6 +402,17 @@ impl Datapath {
     /// were detached.
     pub fn stop_redirecting(&self) -> usize {
         std::mem::take(&mut *lock(&self.redirects)).len()
+    }
+
+    /// Stops (`true`) or resumes sending new connections to the agent
+    /// (gate.rs); returns whether that changed anything.
+    pub fn gate_new_clients(&self, closed: bool) -> bool {
+        self.gate.as_ref().is_some_and(|g| g.set_closed(closed))
+    }
+
+    /// Whether new connections keep their original path (gate.rs).
+    pub fn new_clients_gated(&self) -> bool {
+        self.gate.as_ref().is_some_and(|g| g.is_closed())
     }
 
     /// Whether the connect programs are attached (not yet stopping).

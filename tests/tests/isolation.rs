@@ -333,9 +333,13 @@ fn streams_the_map_cannot_hold_do_not_leak_their_count() {
     assert!(warnings.is_empty(), "kernel warnings: {warnings:#?}");
 }
 
-/// A process on the node that waits for the injector's loopback listener,
-/// connects to it, and writes route frames (rotor.h) steering a GOAWAY at
-/// the client and the upstreams of connections 1–8, every 10 ms for `secs`.
+/// A process on the node that waits up to `wait` seconds for the
+/// injector's loopback listener, connects to it, and writes route frames
+/// (rotor.h) steering a GOAWAY at the client and the upstreams of
+/// connections 1–8, every 10 ms for `secs` more. The wait is the agent's
+/// start, which scales with the machine: under emulation (7.3.4, scale 30)
+/// loading the programs took longer than an unscaled 12 s, and the stranger
+/// gave up before the listener was there.
 const STRANGER: &str = r#"
 import json, socket, struct, sys, time
 deadline = time.time() + float(sys.argv[1])
@@ -355,6 +359,7 @@ if port is None:
     print(json.dumps({"found": False}))
     sys.exit(0)
 s = socket.create_connection(('127.0.0.1', port))
+deadline = time.time() + float(sys.argv[2])
 def frame(kind, payload):
     return struct.pack('>I', len(payload))[1:] + bytes([kind, 0]) + struct.pack('>I', 0) + payload
 goaway = frame(7, struct.pack('>II', 0, 2))
@@ -399,7 +404,8 @@ fn stranger_connecting_first_to_the_injector_steers_nothing() {
         None,
         rotor_tests::peers::python(),
     );
-    cmd.arg(&script).arg("12");
+    let wait = rotor_testbed::scaled(Duration::from_secs(12)).as_secs();
+    cmd.arg(&script).arg(wait.to_string()).arg("12");
     let stranger = rotor_tests::peers::Running::spawn(
         "stranger",
         cmd,

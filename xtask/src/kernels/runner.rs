@@ -69,6 +69,15 @@ pub(super) struct Run {
 }
 
 impl Run {
+    /// The host's calibration the guest's is divided by (smoke.sh --host-ms).
+    pub(super) fn set_host_ms(&mut self, ms: u64) {
+        if let Some(i) = self.args.iter().position(|a| a == "--host-ms") {
+            if let Some(v) = self.args.get_mut(i + 1) {
+                *v = ms.to_string();
+            }
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         script: &Path,
@@ -460,5 +469,31 @@ pub(super) fn shell_quote(s: &str) -> String {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A quicker host calibration replaces the one a run was made with, and
+    /// nothing else of its command line.
+    #[test]
+    fn a_later_calibration_replaces_the_host_ms_only() {
+        let p = Path::new("/nonexistent");
+        let mut run = Run::new(p, p, p, 96, 600, "fp", &[], None).expect("run");
+        let before = run.args.clone();
+        run.set_host_ms(37);
+        let i = run
+            .args
+            .iter()
+            .position(|a| a == "--host-ms")
+            .expect("--host-ms");
+        assert_eq!(run.args[i + 1], "37");
+        assert_eq!(before[i + 1], "96");
+        let changed = (before.iter().zip(&run.args))
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!((changed, before.len()), (1, run.args.len()));
     }
 }

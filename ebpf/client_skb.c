@@ -212,7 +212,8 @@ int rotor_client_verdict(struct __sk_buff *skb)
 	}
 	endpoint_bytes(s->endpoint, 0, st->len);
 	if (st->type == H2_RST_STREAM) {
-		endpoint_reset(s->endpoint, RESET_SIDE_CLIENT, rst_stream_code(skb, st));
+		endpoint_reset(s->endpoint, RESET_SIDE_CLIENT,
+			       rst_stream_code(skb, st->msg_off, st->len - 9));
 		stream_end(c, &key, s, STREAM_CLIENT_END, 1);
 	}
 	else if ((st->type == H2_DATA || st->type == H2_HEADERS) &&

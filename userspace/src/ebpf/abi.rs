@@ -102,6 +102,8 @@ pub const STAT_NAMES: [(stat::Type, &str); stat::STAT_MAX as usize] = [
     (stat::STAT_EVENT_LOST, "event_lost"),
     (stat::STAT_SPARE_TAP_NONE, "spare_tap_none"),
     (stat::STAT_OWN_INGRESS, "own_ingress"),
+    (stat::STAT_BATCHES, "batches"),
+    (stat::STAT_BATCHED_FRAMES, "batched_frames"),
 ];
 
 const _: () = {

@@ -286,6 +286,9 @@ static __always_inline __s64 batch_room(struct __sk_buff *skb)
 static __always_inline __u32 batch_len(struct __sk_buff *skb, struct parse_state *st, __u32 off,
 				       __u32 avail)
 {
+	/* a client's requests, pipelined (no lookup: each parse of A pays it) */
+	if (st->accepted)
+		return 0;
 	__s64 room = batch_room(skb);
 
 	if (room < 0)

@@ -278,6 +278,12 @@ struct upstream {
 	/* The agent's id for this slot's endpoint (registry.rs): a stream
 	 * opened here counts in endpoint_stats under it. */
 	__u32 endpoint;
+	/* Response window the client verdict may still hand this endpoint
+	 * from the client's connection WINDOW_UPDATEs (lib/window.h). The
+	 * agent sets it and counts what the kernel took (client/flow.rs);
+	 * it lives in what was the struct's tail padding, so the layout an
+	 * adopted generation is read with stays the same. */
+	__u32 credit_room;
 };
 
 struct conn {
@@ -396,6 +402,9 @@ enum stat {
 	 * clients = redirect_client - batches + batched_frames. */
 	STAT_BATCHES,
 	STAT_BATCHED_FRAMES,
+	/* Connection WINDOW_UPDATEs of clients the kernel handed to an
+	 * endpoint itself (lib/window.h), without waking the agent. */
+	STAT_WINDOW_CREDITS,
 	STAT_MAX,
 };
 

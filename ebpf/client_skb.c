@@ -6,6 +6,7 @@
  */
 #include "lib/h2.h"
 #include "lib/conn.h"
+#include "lib/window.h"
 
 /* A stream frame goes fast only once the agent has handled every message
  * passed before: then nothing the agent still holds can be overtaken. */
@@ -155,7 +156,9 @@ int rotor_client_verdict(struct __sk_buff *skb)
 		return pass_to_agent_from_client(skb, st->len, st, 0);
 	if (unknown_frame(st))
 		return SK_DROP;
-	st->client_window += connection_window_increment(skb, st);
+	__u32 window_inc = connection_window_increment(skb, st);
+
+	st->client_window += window_inc;
 	if (!id)
 		return slow(skb, st);
 	__u32 conn_id = id->conn_id;
@@ -171,6 +174,13 @@ int rotor_client_verdict(struct __sk_buff *skb)
 
 	if (limit > c->client_limit)
 		c->client_limit = limit;
+	/* the increment as credit for an endpoint's responses (lib/window.h) */
+	if (window_inc && conn_fast(c, st)) {
+		int slot = window_credit(c, window_inc);
+
+		if (slot >= 0)
+			return redirect_to_upstream(skb, conn_id, slot, st->len);
+	}
 	if (st->kind != MSG_FRAME || st->stream == 0 || !carriable_stream_frame(st) ||
 	    !conn_fast(c, st))
 		return slow(skb, st);
@@ -212,7 +222,8 @@ int rotor_client_verdict(struct __sk_buff *skb)
 	}
 	endpoint_bytes(s->endpoint, 0, st->len);
 	if (st->type == H2_RST_STREAM) {
-		endpoint_reset(s->endpoint, RESET_SIDE_CLIENT, rst_stream_code(skb, st));
+		endpoint_reset(s->endpoint, RESET_SIDE_CLIENT,
+			       rst_stream_code(skb, st->msg_off, st->len - 9));
 		stream_end(c, &key, s, STREAM_CLIENT_END, 1);
 	}
 	else if ((st->type == H2_DATA || st->type == H2_HEADERS) &&

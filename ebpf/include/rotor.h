@@ -18,6 +18,9 @@
 /* A header block (HEADERS + CONTINUATION) travels as one message. */
 #define ROTOR_MAX_BLOCK 65536
 #define ROTOR_MAX_CONTINUATIONS 16
+/* Frames in one batch (MSG_FRAME_BATCH); its bytes stay within ROTOR_MAX_BLOCK,
+ * the largest message before batches. */
+#define ROTOR_BATCH_FRAMES 32
 /* The client is told the default stream window (65,535); an endpoint that
  * grants more waits for more before its first WINDOW_UPDATE. A stream bound
  * to such an endpoint gets the difference from the agent once the client
@@ -53,6 +56,11 @@
  * holding them cannot give them back). Not counted in `passed`: the part
  * that completes the preface is, as the agent counts one preface. */
 #define MSG_PREFACE_PART 3
+/* Whole stream frames of an endpoint, the first and those already queued
+ * behind it, carried to the client as one message (lib/h2.h, batch_len):
+ * one hand-off and one TCP segment for a response's HEADERS, DATA and
+ * trailers instead of one per frame. parse_state.batch says how many. */
+#define MSG_FRAME_BATCH 4
 
 /* sock_ident.role */
 #define ROLE_AGENT 1    /* A: the agent's accepted end of a client connection */
@@ -206,8 +214,18 @@ struct parse_state {
 	__u32 len;    /* whole message, headers included */
 	__u32 stream; /* stream id of its first frame */
 	__u32 type;
-	__u32 flags;  /* flags of the last frame (END_STREAM lives on HEADERS) */
-	__u32 first_flags;
+	union {
+		struct {
+			/* flags of the last frame (END_STREAM lives on HEADERS) */
+			__u32 flags;
+			__u32 first_flags;
+		};
+		/* MSG_FRAME_BATCH: the verdict reads each frame's own header */
+		struct {
+			__u32 frames; /* each a message the agent counts */
+			__u32 data;   /* DATA payload bytes, for the client's window */
+		} batch;
+	};
 	__u32 passed; /* messages the verdict handed to the agent, in order */
 	/* 1: sockops made it for an accepted socket (A) and deletes it when
 	 * that socket closes; the agent's sweep of states nobody owns leaves
@@ -260,6 +278,12 @@ struct upstream {
 	/* The agent's id for this slot's endpoint (registry.rs): a stream
 	 * opened here counts in endpoint_stats under it. */
 	__u32 endpoint;
+	/* Response window the client verdict may still hand this endpoint
+	 * from the client's connection WINDOW_UPDATEs (lib/window.h). The
+	 * agent sets it and counts what the kernel took (client/flow.rs);
+	 * it lives in what was the struct's tail padding, so the layout an
+	 * adopted generation is read with stays the same. */
+	__u32 credit_room;
 };
 
 struct conn {
@@ -373,6 +397,14 @@ enum stat {
 	 * source without a tap): 7.3 turns that into SK_PASS (ebpf/README.md,
 	 * "What differs by kernel"). */
 	STAT_OWN_INGRESS,
+	/* Batches an upstream's verdict carried to the client (MSG_FRAME_BATCH: each
+	 * also one redirect_client), and the frames in them: frames carried to
+	 * clients = redirect_client - batches + batched_frames. */
+	STAT_BATCHES,
+	STAT_BATCHED_FRAMES,
+	/* Connection WINDOW_UPDATEs of clients the kernel handed to an
+	 * endpoint itself (lib/window.h), without waking the agent. */
+	STAT_WINDOW_CREDITS,
 	STAT_MAX,
 };
 

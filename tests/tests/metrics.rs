@@ -2,16 +2,19 @@
 //! real traffic: the per-endpoint counts equal what each backend counted,
 //! the time-to-first-byte histogram counts every answered stream, a
 //! backend's RST_STREAM shows with its code and side, and streams the agent
-//! carries (held for an endpoint's MAX_CONCURRENT_STREAMS) count too.
+//! carries (held for an endpoint's MAX_CONCURRENT_STREAMS) count too, as do
+//! the streams that wait in an endpoint's multiplexer for room.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use rotor_testbed::agent::http_get;
+use rotor_testbed::process::Child;
 use rotor_testbed::tools::h2load;
 use rotor_testbed::topology::backend_addr;
 use rotor_testbed::{scaled, scaled_secs, Agent, LoadSpec, TestBed};
 use rotor_tests::peers::{self, count_requests, python_script, spawn_in_backend, start_nghttpd};
+use rotor_tests::probe;
 
 const METRICS: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 15020);
 /// The test Service's name in the agent's config (agent::config_yaml).
@@ -22,10 +25,44 @@ const GOAWAY_PORT: u16 = 9006;
 const WHOAMI: &str = "http://10.96.0.10:8080/whoami";
 
 fn start_agent(bed: &mut TestBed, endpoints: &[SocketAddrV4]) {
+    start_agent_with(bed, endpoints, &[]);
+}
+
+fn start_agent_with(bed: &mut TestBed, endpoints: &[SocketAddrV4], args: &[&str]) {
     let addr = METRICS.to_string();
-    let agent = Agent::start_with_args(&bed.topo, &bed.cgroup, endpoints, &["--metrics", &addr])
-        .expect("agent");
+    let mut all = vec!["--metrics", &addr];
+    all.extend_from_slice(args);
+    let agent = Agent::start_with_args(&bed.topo, &bed.cgroup, endpoints, &all).expect("agent");
     bed.agent = Some(agent);
+}
+
+/// Two nghttpd that take 4 streams at a time each (`-m 4`), and their
+/// addresses.
+fn limited_endpoints(bed: &TestBed) -> (Vec<Child>, Vec<SocketAddrV4>) {
+    let servers = (1..=2)
+        .map(|k| start_nghttpd(&bed.topo, k, LIMITED_PORT, &["-m", "4"]).expect("nghttpd -m 4"))
+        .collect();
+    let endpoints = (1..=2)
+        .map(|k| SocketAddrV4::new(*backend_addr(k).ip(), LIMITED_PORT))
+        .collect();
+    (servers, endpoints)
+}
+
+/// 2,000 requests 48 at a time, on `conns` connections: every one succeeds.
+fn forty_eight_at_once(bed: &mut TestBed, conns: usize) {
+    let (c, m) = (conns.to_string(), (48 / conns).to_string());
+    let res = h2load(
+        &bed.topo,
+        Some(&bed.cgroup),
+        &["-c", &c, "-m", &m, "-n", "2000", WHOAMI],
+    );
+    let diag = bed.diagnostics();
+    let (s, _) = res.unwrap_or_else(|e| panic!("{e:#}\n{diag}"));
+    assert!(
+        s.succeeded == 2000 && s.failed == 0 && s.errored == 0,
+        "{:?}\n{diag}",
+        s.lines
+    );
 }
 
 fn scrape(bed: &TestBed) -> String {
@@ -191,26 +228,11 @@ fn endpoint_resets_show_with_their_code_and_side() {
 #[test]
 fn streams_the_agent_holds_and_carries_count_too() {
     let mut bed = TestBed::new(2).expect("test bed");
-    let servers: Vec<_> = (1..=2)
-        .map(|k| start_nghttpd(&bed.topo, k, LIMITED_PORT, &["-m", "4"]).expect("nghttpd -m 4"))
-        .collect();
-    let endpoints: Vec<SocketAddrV4> = (1..=2)
-        .map(|k| SocketAddrV4::new(*backend_addr(k).ip(), LIMITED_PORT))
-        .collect();
+    let (servers, endpoints) = limited_endpoints(&bed);
     start_agent(&mut bed, &endpoints);
-    let res = h2load(
-        &bed.topo,
-        Some(&bed.cgroup),
-        &["-c", "1", "-m", "48", "-n", "2000", WHOAMI],
-    );
+    forty_eight_at_once(&mut bed, 1);
     let text = scrape_settled(&bed, &endpoints);
     let diag = bed.diagnostics();
-    let (s, _) = res.unwrap_or_else(|e| panic!("{e:#}\n{diag}"));
-    assert!(
-        s.succeeded == 2000 && s.failed == 0 && s.errored == 0,
-        "{:?}\n{diag}",
-        s.lines
-    );
     let mut total = 0;
     for (server, ep) in servers.iter().zip(&endpoints) {
         let counted = count_requests(server);
@@ -246,6 +268,49 @@ fn streams_the_agent_holds_and_carries_count_too() {
     assert!(
         carried > 0.0,
         "held streams were carried by the agent\n{text}"
+    );
+}
+
+/// With every stream shared (`--dedicated-upstreams 0`) and one shared
+/// connection to each endpoint, 48 streams at once on six client
+/// connections meet room for 8: the rest wait in the multiplexers, and
+/// `rotor_shared_streams_held_total` counts them per endpoint, as `rotor
+/// status` does (HELD). (One connection of 48 would not do: the agent
+/// tells each client the endpoints' room, 8, and h2load keeps to it.)
+#[test]
+fn streams_waiting_in_a_multiplexer_count_as_held() {
+    let mut bed = TestBed::new(2).expect("test bed");
+    let (_servers, endpoints) = limited_endpoints(&bed);
+    let shared_only = ["--dedicated-upstreams", "0", "--shared-upstreams", "1"];
+    start_agent_with(&mut bed, &endpoints, &shared_only);
+    forty_eight_at_once(&mut bed, 6);
+    let text = scrape_settled(&bed, &endpoints);
+    let agent = bed.agent.as_ref().expect("agent");
+    let status = probe::status(agent).expect("rotor status");
+    let diag = bed.diagnostics();
+    let mut held = 0;
+    for ep in &endpoints {
+        let e = ep.to_string();
+        let metric = metric(
+            &text,
+            "rotor_shared_streams_held_total",
+            &[("endpoint", &e)],
+        );
+        let shown = (status["upstreams"].as_array().into_iter().flatten())
+            .find(|u| u["endpoint"] == e.as_str())
+            .and_then(|u| u["shared"]["held"].as_u64());
+        assert_eq!(
+            metric.map(|m| m as u64),
+            shown,
+            "{e}: /metrics and rotor status disagree\n{text}\n{status}"
+        );
+        held += shown.unwrap_or(0);
+    }
+    // 2,000 streams, at most 8 of them with room at a time
+    println!("{held} of 2,000 streams waited in the multiplexers");
+    assert!(
+        held >= 1000,
+        "{held} streams waited in the multiplexers\n{text}\n{diag}"
     );
 }
 

@@ -5,7 +5,9 @@
  * fuzz target can play strparser and compare the messages with the agent's
  * MessageReader (src/kernel.rs). Helpers behave as the kernel's do where
  * the parser can tell: bpf_skb_load_bytes fails (-EFAULT, zeroed buffer)
- * outside the skb, a lookup of a missing map entry returns NULL.
+ * outside the skb, a lookup of a missing map entry returns NULL. An
+ * upstream socket's connection has a client window with `room` bytes left,
+ * which the parser's batches of DATA must keep within.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,7 @@ struct host_socket {
 	 * named yet (a client socket before the agent's accept) */
 	__u32 role;
 	struct sock_ident ident;
+	struct conn conn;
 	__u64 stats[STAT_MAX];
 };
 
@@ -28,8 +31,8 @@ struct host_message {
 	__u32 len;
 	__u32 type;
 	__u32 stream;
-	__u32 first_flags;
-	__u32 flags;
+	__u32 first_flags; /* MSG_FRAME_BATCH: batch.data */
+	__u32 flags;       /* MSG_FRAME_BATCH: batch.frames */
 };
 
 struct host_skb {
@@ -50,6 +53,8 @@ void *bpf_map_lookup_elem(void *map, const void *key)
 		current->ident.role = current->role;
 		return &current->ident;
 	}
+	if (map == &conns)
+		return current->role == ROLE_UPSTREAM ? &current->conn : NULL;
 	if (map == &stats) {
 		__u32 i = *(const __u32 *)key;
 
@@ -100,12 +105,26 @@ void bpf_ringbuf_submit(void *data, __u64 flags)
 	abort();
 }
 
-struct host_socket *rotor_host_socket_new(__u32 role)
+long bpf_loop(__u32 nr_loops, void *callback_fn, void *callback_ctx, __u64 flags)
+{
+	long (*step)(__u32, void *) = (long (*)(__u32, void *))callback_fn;
+	__u32 i;
+
+	(void)flags;
+	for (i = 0; i < nr_loops; i++)
+		if (step(i, callback_ctx))
+			return i + 1;
+	return i;
+}
+
+struct host_socket *rotor_host_socket_new(__u32 role, __u64 room)
 {
 	struct host_socket *s = calloc(1, sizeof(*s));
 
-	if (s)
+	if (s) {
 		s->role = role;
+		s->conn.client_limit = room;
+	}
 	return s;
 }
 
@@ -145,7 +164,12 @@ int rotor_host_verdict(struct host_socket *s, struct host_message *out)
 	out->len = st->len;
 	out->type = st->type;
 	out->stream = st->stream;
-	out->first_flags = st->first_flags;
-	out->flags = st->flags;
+	if (st->kind == MSG_FRAME_BATCH) {
+		out->first_flags = st->batch.data;
+		out->flags = st->batch.frames;
+	} else {
+		out->first_flags = st->first_flags;
+		out->flags = st->flags;
+	}
 	return 1;
 }

@@ -7,12 +7,18 @@
 //!
 //! Input bytes: `[mode, isn (4, LE), kernel split, reader split, stream...]`.
 //! mode bit 0: frames from the first byte (an upstream) instead of the
-//! client preface; bit 1: coalesced skbs (see [`kernel::Strparser`]).
+//! client preface; bit 1: coalesced skbs (see [`kernel::Strparser`]);
+//! bits 2-3: the room an upstream's client window has for a batch's DATA
+//! (none, 100 bytes, 16 KiB, more than a batch holds).
+//!
+//! On an upstream the kernel makes one message of the whole stream frames
+//! queued together (rotor.h `MSG_FRAME_BATCH`); the agent, handed such a message,
+//! reads the frames it is made of, so a batch counts here as its frames.
 
 use crate::h2::frame::{flag, kind, HEADER_LEN, MAX_FRAME, PREFACE};
 use crate::h2::message::{Expect, Message, MessageReader, MAX_BLOCK, MAX_CONTINUATIONS};
 use crate::kernel::{
-    self, KernelRun, Strparser, MSG_FRAME, MSG_PREFACE, MSG_PREFACE_PART, MSG_RAW,
+    self, KernelRun, Strparser, MSG_FRAME, MSG_FRAME_BATCH, MSG_PREFACE, MSG_PREFACE_PART, MSG_RAW,
 };
 use crate::rng::Rng;
 
@@ -40,6 +46,9 @@ pub struct Outcome {
     pub units: Vec<Unit>,
     /// Where the bytes that are part of no message yet start.
     pub pending_from: usize,
+    /// Messages of several frames the kernel made on an upstream; the
+    /// reader reads their frames one by one (not compared).
+    pub batches: usize,
 }
 
 pub const HEADER: usize = 7;
@@ -65,6 +74,7 @@ impl<'a> Input<'a> {
                 isn,
                 coalesce: h[0] & 2 != 0,
                 seed: u64::from(isn) << 8 | u64::from(h[0]),
+                room: [0, 100, 16384, 1 << 20][usize::from(h[0] >> 2 & 3)],
             },
             kernel_split: h[5],
             reader_split: h[6],
@@ -109,7 +119,7 @@ pub fn check(data: &[u8]) -> Result<Outcome, String> {
         stream,
         &split(stream.len(), input.reader_split, !seed),
     );
-    if kernel != reader {
+    if (&kernel.units, kernel.pending_from) != (&reader.units, reader.pending_from) {
         return Err(format!(
             "the kernel's parser and MessageReader differ\n kernel: {kernel:?}\n reader: {reader:?}"
         ));
@@ -129,6 +139,7 @@ pub fn kernel_outcome(stream: &[u8], run: &KernelRun) -> Result<Outcome, String>
     let mut units = Vec::new();
     let mut part_from: Option<usize> = None;
     let mut raw = false;
+    let mut batches = 0;
     for m in &run.messages {
         let len = m.msg.len as usize;
         if raw {
@@ -177,6 +188,40 @@ pub fn kernel_outcome(stream: &[u8], run: &KernelRun) -> Result<Outcome, String>
                     flags: m.msg.first_flags as u8,
                 });
             }
+            MSG_FRAME_BATCH => {
+                if part_from.is_some() {
+                    return Err(format!("a batch after part of the preface: {m:?}"));
+                }
+                let frames = batch_frames(&stream[m.off..m.off + len], m.off)?;
+                let data: usize = frames
+                    .iter()
+                    .filter(|f| matches!(f, Unit::Frame { kind: k, .. } if *k == kind::DATA))
+                    .map(|f| match f {
+                        Unit::Frame { len, .. } => len - HEADER_LEN,
+                        _ => 0,
+                    })
+                    .sum();
+                let first_stream = match frames.first() {
+                    Some(Unit::Frame { stream, .. }) => *stream,
+                    _ => 0,
+                };
+                if frames.len() < 2
+                    || frames.len() > BATCH_FRAMES
+                    || frames.len() != m.msg.flags as usize
+                    || data != m.msg.first_flags as usize
+                    || data as u64 > run.room.min(MAX_BLOCK as u64)
+                    || len > MAX_BLOCK
+                    || first_stream != m.msg.stream
+                {
+                    return Err(format!(
+                        "a batch of {} frames and {data} DATA bytes in {len} (room {}): {m:?}",
+                        frames.len(),
+                        run.room
+                    ));
+                }
+                units.extend(frames);
+                batches += 1;
+            }
             k => return Err(format!("unknown message kind {k}")),
         }
     }
@@ -189,7 +234,47 @@ pub fn kernel_outcome(stream: &[u8], run: &KernelRun) -> Result<Outcome, String>
     Ok(Outcome {
         units,
         pending_from: part_from.unwrap_or(run.unparsed_from),
+        batches,
     })
+}
+
+const BATCH_FRAMES: usize = crate::ebpf::abi::ROTOR_BATCH_FRAMES as usize;
+
+/// The frames of a batch that starts at `off`: each whole, on a stream, of
+/// a type the kernel carries, a HEADERS with its END_HEADERS.
+fn batch_frames(b: &[u8], off: usize) -> Result<Vec<Unit>, String> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at < b.len() {
+        let rest = &b[at..];
+        if rest.len() < HEADER_LEN || rest.len() < HEADER_LEN + frame_len(rest) {
+            return Err(format!("a batch ends inside a frame at {}", off + at));
+        }
+        let (len, k, flags) = (frame_len(rest), rest[3], rest[4]);
+        let stream = u32::from_be_bytes([rest[5], rest[6], rest[7], rest[8]]) & 0x7fff_ffff;
+        let carried = match k {
+            kind::DATA => true,
+            kind::HEADERS => flags & flag::END_HEADERS != 0,
+            kind::PRIORITY => len == 5,
+            kind::RST_STREAM | kind::WINDOW_UPDATE => len == 4,
+            _ => false,
+        };
+        if stream == 0 || len > MAX_FRAME || !carried {
+            return Err(format!(
+                "a batch holds a frame it may not (type {k}, stream {stream}, length {len}) at {}",
+                off + at
+            ));
+        }
+        frames.push(Unit::Frame {
+            off: off + at,
+            len: HEADER_LEN + len,
+            kind: k,
+            stream,
+            flags,
+        });
+        at += HEADER_LEN + len;
+    }
+    Ok(frames)
 }
 
 fn frame_len(b: &[u8]) -> usize {
@@ -240,6 +325,7 @@ pub fn reader_outcome(preface: bool, stream: &[u8], ends: &[usize]) -> Outcome {
                     return Outcome {
                         units,
                         pending_from: stream.len(),
+                        batches: 0,
                     };
                 }
             }
@@ -248,6 +334,7 @@ pub fn reader_outcome(preface: bool, stream: &[u8], ends: &[usize]) -> Outcome {
     Outcome {
         units,
         pending_from: consumed,
+        batches: 0,
     }
 }
 
@@ -302,13 +389,25 @@ fn put_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: u32) {
 fn gen_message(rng: &mut Rng, out: &mut Vec<u8>, careful: bool) {
     let stream = [0, 1, 3, 0x7fff_ffff, 0x8000_0001][rng.below(5) as usize];
     let small = rng.below(48) as usize;
-    let pick = rng.below(16);
+    let pick = rng.below(18);
     let pick = if careful && (6..=8).contains(&pick) {
         0
     } else {
         pick
     };
     match pick {
+        16 | 17 => {
+            // a response as an endpoint writes it: HEADERS, DATA of every
+            // size up to a full frame, trailers (an upstream batches them)
+            let stream = stream.max(1);
+            put_frame(out, small, kind::HEADERS, flag::END_HEADERS, stream, rng);
+            for _ in 0..rng.below(5) {
+                let len = [small, 1000, MAX_FRAME][rng.below(3) as usize];
+                put_frame(out, len, kind::DATA, 0, stream, rng);
+            }
+            let end = flag::END_HEADERS | flag::END_STREAM;
+            put_frame(out, small, kind::HEADERS, end, stream, rng);
+        }
         0..=4 => {
             let kind = [
                 kind::DATA,

@@ -20,6 +20,9 @@ pub const MSG_FRAME: u32 = 0;
 pub const MSG_PREFACE: u32 = 1;
 pub const MSG_RAW: u32 = 2;
 pub const MSG_PREFACE_PART: u32 = 3;
+/// Whole frames of an upstream in one message: `flags` holds how many,
+/// `first_flags` their DATA payload bytes.
+pub const MSG_FRAME_BATCH: u32 = 4;
 /// sock_ident.role of an upstream socket (frames from the first byte).
 const ROLE_UPSTREAM: u32 = 2;
 const EPROTO: i32 = 71;
@@ -36,7 +39,7 @@ pub struct HostMessage {
 }
 
 extern "C" {
-    fn rotor_host_socket_new(role: u32) -> *mut c_void;
+    fn rotor_host_socket_new(role: u32, room: u64) -> *mut c_void;
     fn rotor_host_socket_free(s: *mut c_void);
     fn rotor_host_parse(s: *mut c_void, data: *const u8, len: u32, seq: u32) -> i32;
     fn rotor_host_verdict(s: *mut c_void, out: *mut HostMessage) -> i32;
@@ -47,10 +50,12 @@ pub struct KernelSocket(*mut c_void);
 
 impl KernelSocket {
     /// `preface`: the agent's accepted end of a client connection (the
-    /// client preface first); else an upstream (frames from the first byte).
-    pub fn new(preface: bool) -> Self {
+    /// client preface first); else an upstream (frames from the first byte)
+    /// whose client's connection window has `room` bytes left for DATA.
+    pub fn new(preface: bool, room: u64) -> Self {
+        let role = if preface { 0 } else { ROLE_UPSTREAM };
         // SAFETY: plain allocation; checked for NULL.
-        let s = unsafe { rotor_host_socket_new(if preface { 0 } else { ROLE_UPSTREAM }) };
+        let s = unsafe { rotor_host_socket_new(role, room) };
         assert!(!s.is_null(), "out of memory");
         KernelSocket(s)
     }
@@ -93,6 +98,8 @@ pub struct KernelRun {
     pub error: Option<(usize, i32)>,
     /// Where the bytes not handed to a verdict start.
     pub unparsed_from: usize,
+    /// The room the socket's client window had for DATA ([`Strparser::room`]).
+    pub room: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -103,14 +110,19 @@ pub struct Strparser {
     /// holding the message (a receive-queue skb grown by coalescing).
     pub coalesce: bool,
     pub seed: u64,
+    /// An upstream's client window: DATA bytes a batch may carry.
+    pub room: u64,
 }
 
 /// Feeds `stream` to a fresh socket's parser, arriving in skbs that end at
 /// `ends` (increasing, the last = stream.len()).
 pub fn run(preface: bool, stream: &[u8], ends: &[usize], sp: Strparser) -> KernelRun {
-    let mut sock = KernelSocket::new(preface);
+    let mut sock = KernelSocket::new(preface, sp.room);
     let mut rng = Rng::new(sp.seed);
-    let mut out = KernelRun::default();
+    let mut out = KernelRun {
+        room: sp.room,
+        ..KernelRun::default()
+    };
     // where each skb that arrived starts
     let mut starts: Vec<usize> = Vec::new();
     let mut msg_start = 0usize;

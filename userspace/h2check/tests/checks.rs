@@ -43,6 +43,7 @@ struct FramingCounts {
     blocks: usize,
     prefaces: usize,
     raw: usize,
+    batches: usize,
 }
 
 fn count(c: &mut FramingCounts, input: &[u8], units: &[Unit]) {
@@ -65,15 +66,24 @@ fn count(c: &mut FramingCounts, input: &[u8], units: &[Unit]) {
 #[test]
 fn kernel_framing_agrees_with_the_reader_on_generated_streams() {
     let mut c = FramingCounts::default();
+    // batches (203 of these seeds): on upstreams, frames already received behind a stream frame
+    // join its message (lib/h2.h batch_len); the reader reads them one by one
     for seed in 0..3_000u64 {
         let input = framing::generate(&mut Rng::new(seed));
         match framing::check(&input) {
-            Ok(out) => count(&mut c, &input, &out.units),
+            Ok(out) => {
+                c.batches += out.batches;
+                count(&mut c, &input, &out.units)
+            }
             Err(e) => panic!("seed {seed}, input {}:\n{e}", show(&input)),
         }
     }
     assert!(
-        c.frames > 8_000 && c.blocks > 3_000 && c.prefaces > 900 && c.raw > 1_000,
+        c.frames > 8_000
+            && c.blocks > 3_000
+            && c.prefaces > 900
+            && c.raw > 1_000
+            && c.batches > 150,
         "the generated streams reach too little: {c:?}"
     );
 }

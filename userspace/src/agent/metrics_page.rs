@@ -210,6 +210,15 @@ impl MetricsPage {
                 );
             }
         }
+        let name = "rotor_shared_streams_held_total";
+        x.family(
+            name,
+            Kind::Counter,
+            "Streams that waited in an endpoint's multiplexer for room: every shared connection was at the endpoint's SETTINGS_MAX_CONCURRENT_STREAMS and no more could open.",
+        );
+        for u in &upstreams {
+            x.sample(name, &[("endpoint", &u.endpoint)], u.shared.held as f64);
+        }
 
         let name = "rotor_map_entries";
         x.family(name, Kind::Gauge, "Entries in use in the agent's maps.");

@@ -39,8 +39,12 @@ pub struct Slot {
     pub cookie: u64,
     /// DATA bytes the agent itself forwarded to the endpoint.
     pub agent_req: u64,
-    /// Connection window we granted the endpoint, in total.
+    /// Connection window we granted the endpoint, in total, with what the
+    /// client verdict handed it of the client's WINDOW_UPDATEs once counted
+    /// (client/flow.rs, `settle_credit`).
     pub granted_resp: u64,
+    /// The kernel's `credit_room` as the agent last set it (ebpf/lib/window.h).
+    pub credit_room_set: u32,
     /// Endpoint DATA bytes the agent itself forwarded to the client.
     pub agent_resp: u64,
     /// The endpoint's SETTINGS_MAX_CONCURRENT_STREAMS.
@@ -84,6 +88,7 @@ impl Slot {
             cookie: 0,
             agent_req: 0,
             granted_resp: DEFAULT_WINDOW as u64,
+            credit_room_set: 0,
             agent_resp: 0,
             max_streams: u32::MAX,
             failures: 0,

@@ -19,19 +19,20 @@ pub fn upstreams_table(upstreams: &[EndpointConnections]) -> String {
     }
     let _ = writeln!(
         out,
-        "  {:<22} {:>6} {:>10} {:>6} {:>14} {:>8}",
-        "ENDPOINT", "OWN", "VIA-SHARED", "SHARED", "SHARED-STREAMS", "REFUSED"
+        "  {:<22} {:>6} {:>10} {:>6} {:>14} {:>8} {:>8}",
+        "ENDPOINT", "OWN", "VIA-SHARED", "SHARED", "SHARED-STREAMS", "REFUSED", "HELD"
     );
     for u in upstreams {
         let _ = writeln!(
             out,
-            "  {:<22} {:>6} {:>10} {:>6} {:>14} {:>8}",
+            "  {:<22} {:>6} {:>10} {:>6} {:>14} {:>8} {:>8}",
             u.endpoint,
             u.dedicated,
             u.via_shared,
             u.shared.connections,
             u.shared.streams,
-            u.shared.refused
+            u.shared.refused,
+            u.shared.held
         );
     }
     out
@@ -162,12 +163,13 @@ mod upstream_tests {
                 local: 176,
                 streams: 528,
                 refused: 1,
+                held: 40,
             },
         }];
         let t = upstreams_table(&rows);
         let line = t.lines().find(|l| l.contains("10.1.1.2:8080")).unwrap();
         let cells: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(cells, ["10.1.1.2:8080", "24", "176", "3", "528", "1"]);
+        assert_eq!(cells, ["10.1.1.2:8080", "24", "176", "3", "528", "1", "40"]);
         assert!(upstreams_table(&[]).starts_with("UPSTREAM CONNECTIONS (0 endpoints"));
     }
 }

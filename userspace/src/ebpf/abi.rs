@@ -102,6 +102,9 @@ pub const STAT_NAMES: [(stat::Type, &str); stat::STAT_MAX as usize] = [
     (stat::STAT_EVENT_LOST, "event_lost"),
     (stat::STAT_SPARE_TAP_NONE, "spare_tap_none"),
     (stat::STAT_OWN_INGRESS, "own_ingress"),
+    (stat::STAT_BATCHES, "batches"),
+    (stat::STAT_BATCHED_FRAMES, "batched_frames"),
+    (stat::STAT_WINDOW_CREDITS, "window_credits"),
 ];
 
 const _: () = {
@@ -246,6 +249,9 @@ atomic_view! {
         pub refused: AtomicU32 = refused,
         /// The endpoint id (registry.rs) streams opened here count under.
         pub endpoint: AtomicU32 = endpoint,
+        /// Response window the client verdict may still hand the endpoint
+        /// from the client's WINDOW_UPDATEs (ebpf/lib/window.h).
+        pub credit_room: AtomicU32 = credit_room,
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use bytes::BytesMut;
 
 use super::kernel::ConnKernel;
-use super::windows::{endpoint_grant, req_notify_after};
+use super::windows::{credit_room, credit_taken, endpoint_grant, req_notify_after};
 use super::ClientConn;
 use crate::ebpf::abi::{STREAM_CLIENT_END, STREAM_SERVER_END};
 use crate::h2::frame;
@@ -118,6 +118,7 @@ impl ClientConn {
     /// (and back once the agent has sent it on) instead of sending the
     /// client more than it allowed.
     pub(super) fn grant_endpoints(&mut self) {
+        self.settle_credit();
         let c = self.kernel.conn();
         let client_left = c
             .client_limit
@@ -145,16 +146,33 @@ impl ClientConn {
                 up.resp_data.load(Ordering::SeqCst) + notify_after,
                 Ordering::SeqCst,
             );
-            if inc == 0 {
-                continue;
-            }
             s.granted_resp += inc;
-            grants.push((slot as u32, inc as u32));
+            s.credit_room_set = credit_room(s.resp_outstanding(up));
+            up.credit_room.store(s.credit_room_set, Ordering::SeqCst);
+            if inc > 0 {
+                grants.push((slot as u32, inc as u32));
+            }
         }
         for (slot, inc) in grants {
             let mut out = BytesMut::new();
             frame::window_update(&mut out, 0, inc);
             self.send_to_upstream(slot, &out);
+        }
+    }
+
+    /// Counts as granted what the client verdict handed each endpoint of
+    /// the client's WINDOW_UPDATEs since the agent last looked, and leaves
+    /// the kernel no room until `grant_endpoints` sets it again: a room is
+    /// the agent's to hand out only while it knows what was taken of it.
+    /// Also before a handover, so the successor starts from a room of 0.
+    pub(super) fn settle_credit(&mut self) {
+        let c = self.kernel.conn();
+        for (slot, s) in self.slots.iter_mut().enumerate() {
+            let left = c.up[slot].credit_room.swap(0, Ordering::SeqCst);
+            if let Some(s) = s.as_mut() {
+                s.granted_resp += credit_taken(s.credit_room_set, left);
+                s.credit_room_set = 0;
+            }
         }
     }
 

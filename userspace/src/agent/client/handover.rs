@@ -192,6 +192,8 @@ impl ClientConn {
             self.reader.push(&out.own());
         }
         let buffered = self.reader.take_buffered();
+        // the window the kernel handed endpoints counts in granted_resp
+        self.settle_credit();
         let state = self.snapshot(&back, &buffered);
         let fds = std::iter::once(a.as_fd())
             .chain(back.iter().map(|(_, h)| h.stream.as_fd()))

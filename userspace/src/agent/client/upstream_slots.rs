@@ -310,4 +310,5 @@ pub(super) fn reset_upstream(up: &UpstreamShared, req_limit: u64, max_streams: u
     up.release.store(0, Ordering::SeqCst);
     up.stream_window_extra.store(0, Ordering::SeqCst);
     up.refused.store(0, Ordering::SeqCst);
+    up.credit_room.store(0, Ordering::SeqCst);
 }

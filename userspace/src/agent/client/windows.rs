@@ -103,6 +103,20 @@ pub(super) fn endpoint_grant(outstanding: u64, share: u64) -> (u64, u64) {
     (inc, notify_after)
 }
 
+/// What the client verdict may hand an endpoint of the client's
+/// connection WINDOW_UPDATEs before the agent looks again (ebpf/lib/window.h):
+/// up to ENDPOINT_WINDOW unused, as the agent's own grants.
+pub(super) fn credit_room(outstanding: u64) -> u32 {
+    ENDPOINT_WINDOW.saturating_sub(outstanding) as u32
+}
+
+/// What the kernel took of a room set at `set` that it left at `left`.
+/// The kernel only lowers a room; a `left` above `set` (a room nobody
+/// here set: an adopted generation's) counts as nothing taken.
+pub(super) fn credit_taken(set: u32, left: u32) -> u64 {
+    set.saturating_sub(left) as u64
+}
+
 /// A connection handed to the agent after this one (agent/handover).
 impl ClientWindows {
     pub fn to_state(&self) -> crate::agent::handover::state::WindowsState {
@@ -192,6 +206,20 @@ mod tests {
         assert_eq!((inc, notify), (1000, 500));
         // nothing to share: no grant, but it still wakes on its next byte
         assert_eq!(endpoint_grant(0, 0), (0, 1));
+    }
+
+    #[test]
+    fn the_kernel_may_credit_an_endpoint_up_to_the_agents_own_bound() {
+        assert_eq!(credit_room(0), ENDPOINT_WINDOW as u32);
+        assert_eq!(credit_room(ENDPOINT_WINDOW - 1000), 1000);
+        // already granted past the bound (the initial 65,535 beside a
+        // larger grant): no room, not a wrapped one
+        assert_eq!(credit_room(ENDPOINT_WINDOW + 1), 0);
+        // the kernel took 32 KiB of a 1 MiB room
+        assert_eq!(credit_taken(1 << 20, (1 << 20) - 32_768), 32_768);
+        assert_eq!(credit_taken(1000, 1000), 0);
+        // a room nobody here set (an adopted generation's) is not counted
+        assert_eq!(credit_taken(0, 5000), 0);
     }
 
     #[test]

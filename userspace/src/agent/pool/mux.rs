@@ -55,6 +55,11 @@ pub struct MuxCounts {
     /// Streams carried, and of those refused before the endpoint had them.
     pub streams: u64,
     pub refused: u64,
+    /// Streams that waited for room: every shared connection was at the
+    /// endpoint's SETTINGS_MAX_CONCURRENT_STREAMS and no more could open.
+    /// (Default: a predecessor's status before it counted them.)
+    #[serde(default)]
+    pub held: u64,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +69,7 @@ pub(super) struct Stats {
     local: AtomicUsize,
     streams: AtomicU64,
     refused: AtomicU64,
+    held: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -120,6 +126,7 @@ impl Mux {
             local: s.local.load(Ordering::Relaxed),
             streams: s.streams.load(Ordering::Relaxed),
             refused: s.refused.load(Ordering::Relaxed),
+            held: s.held.load(Ordering::Relaxed),
         }
     }
 }
@@ -258,6 +265,7 @@ async fn carry(
     // A connection that takes no new stream (a GOAWAY came) is left for
     // another; the stream was not sent, so trying again is safe.
     let mut sent = None;
+    let mut held = false;
     for _ in 0..SEND_ATTEMPTS {
         let picked = match shared.pick().await {
             Ok(p) => p,
@@ -266,6 +274,10 @@ async fn carry(
                 break;
             }
         };
+        if picked.waits && !held {
+            held = true;
+            shared.stats.held.fetch_add(1, Ordering::Relaxed);
+        }
         let tried = match picked.send.ready().await {
             Ok(mut send) => send.send_request(outgoing(&parts), end),
             Err(e) => Err(e),

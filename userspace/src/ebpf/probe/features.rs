@@ -58,6 +58,7 @@ features! {
     H_SKB_REDIRECT_HASH = "bpf_sk_redirect_hash in sk_skb", None, "moving frames between sockets";
     H_SKB_RINGBUF_RESERVE = "bpf_ringbuf_reserve in sk_skb", Some("5.8"), "flow-control events";
     H_SKB_RINGBUF_SUBMIT = "bpf_ringbuf_submit in sk_skb", Some("5.8"), "flow-control events";
+    H_SKB_LOOP = "bpf_loop in sk_skb", Some("5.17"), "carrying an endpoint's frames to the client in batches";
     INSN_JMP32 = "32-bit jumps (BPF_JMP32, clang -mcpu=v3)", Some("5.1"), "the compiled programs (-mcpu=v3)";
     INSN_ATOMIC_ADD_W = "32-bit atomic add (BPF_ATOMIC BPF_ADD, BPF_W)", None, "per-upstream stream counts";
     INSN_ATOMIC_FETCH_ADD_W = "32-bit atomic fetch-and-add (BPF_ATOMIC BPF_ADD|BPF_FETCH, BPF_W)", Some("5.12"), "per-upstream stream counts";

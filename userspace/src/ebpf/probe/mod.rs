@@ -254,6 +254,7 @@ pub fn probe_kernel(cgroup: Option<&Path>) -> Result<KernelSupport, ProbeError> 
         c.helper(&H_SKB_REDIRECT_HASH, t, 0, FN_SK_REDIRECT_HASH);
         c.helper(&H_SKB_RINGBUF_RESERVE, t, 0, FN_RINGBUF_RESERVE);
         c.helper(&H_SKB_RINGBUF_SUBMIT, t, 0, FN_RINGBUF_SUBMIT);
+        c.helper(&H_SKB_LOOP, t, 0, FN_LOOP);
     }
 
     if skskb.is_some() {

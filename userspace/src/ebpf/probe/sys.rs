@@ -47,6 +47,7 @@ pub(super) const FN_SK_REDIRECT_HASH: i32 = 72;
 pub(super) const FN_SK_STORAGE_GET: i32 = 107;
 pub(super) const FN_RINGBUF_RESERVE: i32 = 131;
 pub(super) const FN_RINGBUF_SUBMIT: i32 = 132;
+pub(super) const FN_LOOP: i32 = 181;
 
 // __sk_buff, bpf_sock_addr field offsets.
 pub(super) const SKB_LEN: i16 = 0;

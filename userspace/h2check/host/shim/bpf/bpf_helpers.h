@@ -31,5 +31,6 @@ long bpf_skb_load_bytes(const void *skb, __u32 offset, void *to, __u32 len);
 __u64 bpf_get_socket_cookie(void *ctx);
 void *bpf_ringbuf_reserve(void *ringbuf, __u64 size, __u64 flags);
 void bpf_ringbuf_submit(void *data, __u64 flags);
+long bpf_loop(__u32 nr_loops, void *callback_fn, void *callback_ctx, __u64 flags);
 
 #endif

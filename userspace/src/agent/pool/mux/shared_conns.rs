@@ -51,6 +51,9 @@ pub(super) struct Picked {
     /// Held for as long as the stream is open.
     pub(super) active: Active,
     pub(super) going_away: Arc<AtomicBool>,
+    /// Every connection was full: the stream waits in h2's `ready` for one
+    /// of this connection's streams to end.
+    pub(super) waits: bool,
 }
 
 pub(super) struct AbortOnDrop(pub(super) JoinHandle<()>);
@@ -99,12 +102,12 @@ impl SharedConns {
                     .min_by_key(|c| load(c));
                 let opening = self.opening.load(Ordering::Relaxed);
                 if let Some(c) = room {
-                    Choice::Use(c.picked())
+                    Choice::Use(c.picked(false))
                 } else if live.len() + opening < self.limits.shared.max(1) {
                     self.opening.fetch_add(1, Ordering::Relaxed);
                     Choice::Open
                 } else if let Some(c) = live.iter().min_by_key(|c| load(c)) {
-                    Choice::Use(c.picked())
+                    Choice::Use(c.picked(true))
                 } else {
                     Choice::Wait
                 }
@@ -240,12 +243,13 @@ impl SharedConns {
 }
 
 impl SharedConn {
-    fn picked(&self) -> Picked {
+    fn picked(&self, waits: bool) -> Picked {
         self.active.fetch_add(1, Ordering::Relaxed);
         Picked {
             send: self.send.clone(),
             active: Active(self.active.clone()),
             going_away: self.going_away.clone(),
+            waits,
         }
     }
 }

@@ -27,7 +27,7 @@ const LISTEN_PORTS: u16 = 8;
 
 /// Every balanced connect of the node lands here at once after a rollout:
 /// the accept queue is as long as the kernel allows (net.core.somaxconn).
-const LISTEN_BACKLOG: u32 = 65_535;
+pub(crate) const LISTEN_BACKLOG: u32 = 65_535;
 
 /// Listens on `addr`, or on one of the next ports if another agent has it;
 /// returns the address taken, which the connect program redirects to.

@@ -189,10 +189,12 @@ fn a_client_window_smaller_than_the_responses_cuts_batches_and_every_byte_arrive
 /// the connection each time it has read about half of its window. Those
 /// reach the endpoints from the kernel (ebpf/lib/window.h) instead of each
 /// waking the agent, and the client gets every byte, as it does straight
-/// from a backend. Through the agent alone `window_credits` stays 0; on a
-/// 2-core host 250 of about 960 went through the kernel, beside 188
-/// diverts (the endpoints' three default windows exceed the client's one,
-/// and while a divert waits the frame goes to the agent).
+/// from a backend. Through the agent alone `window_credits` stays 0. And
+/// the endpoints' windows together stay within the client's (windows.rs,
+/// `plan_grants`), so few of their frames are diverted to the agent: on a
+/// 2-core host, 370–393 of about 960 went through the kernel beside 12–26
+/// diverts; while the agent granted each endpoint its share whatever the
+/// others held, 207–250 beside 139–188.
 #[test]
 fn default_windows_reach_the_endpoints_from_the_kernel() {
     let mut bed = TestBed::with_agent(3).expect("test bed with agent");
@@ -211,10 +213,17 @@ fn default_windows_reach_the_endpoints_from_the_kernel() {
         k("window_credits"),
         k("divert")
     );
-    println!("{counts}");
+    println!(
+        "{counts}\nkernel counters: {:?}\nthrough rotor: {}\ndirect: {}",
+        rotor.kernel_delta, rotor.summary, direct.summary
+    );
     assert!(
-        k("window_credits") * 10 >= updates,
-        "fewer than a tenth of the client's WINDOW_UPDATEs reached an endpoint from the kernel: {counts}\n{diag}"
+        k("window_credits") * 4 >= updates,
+        "fewer than a quarter of the client's WINDOW_UPDATEs reached an endpoint from the kernel: {counts}\n{diag}"
+    );
+    assert!(
+        k("divert") * 4 <= 480,
+        "the endpoints' windows outgrew the client's: a divert per fewer than 4 responses: {counts}\n{diag}"
     );
 }
 

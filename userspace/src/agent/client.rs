@@ -227,8 +227,19 @@ impl ClientConn {
         if *stopping.borrow() {
             self.go_away();
         }
+        // A busy endpoint left with no window (windows.rs, DryWatch).
+        let dry = tokio::time::sleep(pace::MOST);
+        tokio::pin!(dry);
+        let mut dry_at = None;
         let dp = self.shared.dp.clone();
         loop {
+            let due_dry = self.windows.dry.due();
+            if due_dry != dry_at {
+                if let Some(at) = due_dry {
+                    dry.as_mut().reset(at);
+                }
+                dry_at = due_dry;
+            }
             let mut looked = false;
             let (cookie, consumed) = (self.cookie, self.consumed);
             let due = || housekeeping::client_due(&dp, cookie, consumed);
@@ -262,6 +273,7 @@ impl ClientConn {
                     }
                 }
                 () = cut.notified() => self.on_budget_cut(),
+                () = &mut dry, if dry_at.is_some() => self.on_dry_due(),
                 r = input.recv(&a, &mut buf, &due, &caught_up),
                     if client_eof.is_none() && !self.injector_backed_up() => {
                     let n = r?;
@@ -438,6 +450,7 @@ mod counting;
 mod flow;
 mod from_client;
 mod from_endpoint;
+mod grants;
 mod handover;
 mod held;
 mod hold;

@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 
+use super::grants::{credit_room, credit_taken, plan_grants, EndpointWindow};
 use super::kernel::ConnKernel;
-use super::windows::{credit_room, credit_taken, endpoint_grant, req_notify_after};
+use super::windows::req_notify_after;
 use super::ClientConn;
 use crate::ebpf::abi::{STREAM_CLIENT_END, STREAM_SERVER_END};
 use crate::h2::frame;
@@ -111,44 +112,69 @@ impl ClientConn {
         }
     }
 
-    /// Grants each endpoint response window up to its share of what the
-    /// client's connection window has left. Endpoints start with 65,535
-    /// bytes each whatever the client granted, so the sum can exceed the
-    /// client's window; the kernel then diverts the overflow to the agent
-    /// (and back once the agent has sent it on) instead of sending the
-    /// client more than it allowed.
+    /// Grants each endpoint response window as the client's connection
+    /// window allows (windows.rs, `plan_grants`). Endpoints start with
+    /// 65,535 bytes each whatever the client granted, so the sum can exceed
+    /// the client's window; the kernel then diverts the overflow to the
+    /// agent (and back once the agent has sent it on) instead of sending
+    /// the client more than it allowed.
     pub(super) fn grant_endpoints(&mut self) {
+        self.grant_pass(false);
+    }
+
+    /// A busy endpoint has had no window for DRY_WAIT (windows.rs): if
+    /// nothing reached the client meanwhile, it gets its share anyway.
+    pub(super) fn on_dry_due(&mut self) {
+        let received = self.kernel.conn().client_recv.load(Ordering::SeqCst);
+        if self
+            .windows
+            .dry
+            .starved(received, tokio::time::Instant::now())
+        {
+            self.grant_pass(true);
+        }
+    }
+
+    fn grant_pass(&mut self, starved: bool) {
         self.settle_credit();
         let c = self.kernel.conn();
         let client_left = c
             .client_limit
             .load(Ordering::SeqCst)
             .saturating_sub(c.client_recv.load(Ordering::SeqCst));
-        // Endpoints with streams share what the client's window has left.
-        let busy =
-            c.up.iter()
-                .filter(|u| u.streams.load(Ordering::Relaxed) > 0)
-                .count()
-                .max(1) as u64;
-        let share = client_left / busy;
-        let mut grants = Vec::new();
-        for (slot, s) in self.slots.iter_mut().enumerate() {
-            let Some(s) = s.as_mut().filter(|s| s.is_open()) else {
+        let mut slots = Vec::new();
+        let mut endpoints = Vec::new();
+        for (slot, s) in self.slots.iter().enumerate() {
+            let Some(s) = s.as_ref().filter(|s| s.is_open()) else {
                 continue;
             };
             let up = &c.up[slot];
-            if up.diverted.load(Ordering::SeqCst) != 0 && !s.caught_up(up) {
-                // Let it run dry so the agent catches up and the divert can end.
+            slots.push(slot);
+            endpoints.push(EndpointWindow {
+                outstanding: s.resp_outstanding(up),
+                busy: up.streams.load(Ordering::Relaxed) > 0,
+                // a divert must run dry so the agent catches up and it can end
+                grantable: up.diverted.load(Ordering::SeqCst) == 0 || s.caught_up(up),
+            });
+        }
+        let plan = plan_grants(client_left, &endpoints, starved);
+        let received = c.client_recv.load(Ordering::SeqCst);
+        (self.windows.dry).pass(plan.dry, received, tokio::time::Instant::now());
+        let mut grants = Vec::new();
+        for (&slot, grant) in slots.iter().zip(plan.grants) {
+            let (Some((inc, notify_after)), Some(s)) = (grant, self.slots[slot].as_mut()) else {
                 continue;
-            }
-            let (inc, notify_after) = endpoint_grant(s.resp_outstanding(up), share);
+            };
+            let up = &c.up[slot];
             up.resp_notify.store(
                 up.resp_data.load(Ordering::SeqCst) + notify_after,
                 Ordering::SeqCst,
             );
             s.granted_resp += inc;
-            s.credit_room_set = credit_room(s.resp_outstanding(up));
-            up.credit_room.store(s.credit_room_set, Ordering::SeqCst);
+            if plan.kernel_credit {
+                s.credit_room_set = credit_room(s.resp_outstanding(up));
+                up.credit_room.store(s.credit_room_set, Ordering::SeqCst);
+            }
             if inc > 0 {
                 grants.push((slot as u32, inc as u32));
             }

@@ -1,8 +1,9 @@
 //! The arithmetic of connection-level flow control (ebpf/README.md R2):
-//! what the client was granted and sent, how much more it gets, and what
-//! each endpoint may send. flow.rs reads the kernel's counters and sends
-//! the WINDOW_UPDATEs these numbers call for.
+//! what the client was granted and sent, and how much more it gets
+//! (grants.rs: what each endpoint may send). flow.rs reads the kernel's
+//! counters and sends the WINDOW_UPDATEs these numbers call for.
 
+use super::grants::DryWatch;
 use crate::h2::frame::DEFAULT_WINDOW;
 
 /// Connection window the agent keeps open for the client's uploads, and
@@ -21,6 +22,8 @@ pub(super) struct ClientWindows {
     granted: u64,
     /// Client DATA bytes the agent received (carried, queued or dropped).
     data_seen: u64,
+    /// A busy endpoint with no window, waiting for the client's (plan_grants).
+    pub dry: DryWatch,
 }
 
 impl Default for ClientWindows {
@@ -30,6 +33,7 @@ impl Default for ClientWindows {
             increments: 0,
             granted: DEFAULT_WINDOW as u64,
             data_seen: 0,
+            dry: DryWatch::default(),
         }
     }
 }
@@ -85,38 +89,6 @@ pub(super) fn req_notify_after(active_upstreams: u64) -> u64 {
     CLIENT_WINDOW / 4 / active_upstreams.max(1)
 }
 
-/// The response window to grant an endpoint that has `outstanding` unused,
-/// given its `share` of the client's window, and how much of its window it
-/// may use before the agent is woken.
-pub(super) fn endpoint_grant(outstanding: u64, share: u64) -> (u64, u64) {
-    let target = ENDPOINT_WINDOW.min(share);
-    let inc = if outstanding >= target / 2 {
-        0
-    } else {
-        (target - outstanding).min(0x7fff_ffff)
-    };
-    // Wake when the endpoint has used half of what it may send. A client
-    // that sends a WINDOW_UPDATE only once half its window is used
-    // (nghttp2: Node, nghttp) can sit just short of that while an
-    // endpoint's share is spent: neither would ever move.
-    let notify_after = ((outstanding + inc) / 2).clamp(1, ENDPOINT_WINDOW / 4);
-    (inc, notify_after)
-}
-
-/// What the client verdict may hand an endpoint of the client's
-/// connection WINDOW_UPDATEs before the agent looks again (ebpf/lib/window.h):
-/// up to ENDPOINT_WINDOW unused, as the agent's own grants.
-pub(super) fn credit_room(outstanding: u64) -> u32 {
-    ENDPOINT_WINDOW.saturating_sub(outstanding) as u32
-}
-
-/// What the kernel took of a room set at `set` that it left at `left`.
-/// The kernel only lowers a room; a `left` above `set` (a room nobody
-/// here set: an adopted generation's) counts as nothing taken.
-pub(super) fn credit_taken(set: u32, left: u32) -> u64 {
-    set.saturating_sub(left) as u64
-}
-
 /// A connection handed to the agent after this one (agent/handover).
 impl ClientWindows {
     pub fn to_state(&self) -> crate::agent::handover::state::WindowsState {
@@ -134,6 +106,7 @@ impl ClientWindows {
             increments: s.increments,
             granted: s.granted,
             data_seen: s.data_seen,
+            dry: DryWatch::default(),
         }
     }
 }
@@ -191,35 +164,6 @@ mod tests {
         assert!(w.set_initial(1 << 20));
         assert_eq!(w.initial(), 1 << 20);
         assert!(!w.set_initial(1 << 20));
-    }
-
-    #[test]
-    fn an_endpoint_is_granted_its_share_once_half_is_used() {
-        // a fresh endpoint (65,535 outstanding) with the whole client window
-        let (inc, notify) = endpoint_grant(65_535, 16 << 20);
-        assert_eq!(inc, ENDPOINT_WINDOW - 65_535);
-        assert_eq!(notify, ENDPOINT_WINDOW / 4, "wakes at most a quarter in");
-        // more than half of its target outstanding: nothing
-        assert_eq!(endpoint_grant(ENDPOINT_WINDOW / 2, 16 << 20).0, 0);
-        // the client's window is nearly spent: the share bounds the grant
-        let (inc, notify) = endpoint_grant(0, 1000);
-        assert_eq!((inc, notify), (1000, 500));
-        // nothing to share: no grant, but it still wakes on its next byte
-        assert_eq!(endpoint_grant(0, 0), (0, 1));
-    }
-
-    #[test]
-    fn the_kernel_may_credit_an_endpoint_up_to_the_agents_own_bound() {
-        assert_eq!(credit_room(0), ENDPOINT_WINDOW as u32);
-        assert_eq!(credit_room(ENDPOINT_WINDOW - 1000), 1000);
-        // already granted past the bound (the initial 65,535 beside a
-        // larger grant): no room, not a wrapped one
-        assert_eq!(credit_room(ENDPOINT_WINDOW + 1), 0);
-        // the kernel took 32 KiB of a 1 MiB room
-        assert_eq!(credit_taken(1 << 20, (1 << 20) - 32_768), 32_768);
-        assert_eq!(credit_taken(1000, 1000), 0);
-        // a room nobody here set (an adopted generation's) is not counted
-        assert_eq!(credit_taken(0, 5000), 0);
     }
 
     #[test]

@@ -3,7 +3,7 @@
  * A client's connection WINDOW_UPDATE, handed to an endpoint by the kernel.
  *
  * Each endpoint has a connection window of its own, which the agent grants
- * as the client's window allows (client/flow.rs). Through the agent alone,
+ * as the client's window allows (client/grants.rs). Through the agent alone,
  * every connection WINDOW_UPDATE of the client was a wake-up of the agent
  * and a WINDOW_UPDATE through the injector before any endpoint could send
  * more. A client on HTTP/2's default 64 KiB windows (h2load -w 16 -W 16,

@@ -198,11 +198,13 @@ fn a_client_window_smaller_than_the_responses_cuts_batches_and_every_byte_arrive
 #[test]
 fn default_windows_reach_the_endpoints_from_the_kernel() {
     let mut bed = TestBed::with_agent(3).expect("test bed with agent");
-    let args = ["-c", "1", "-m", "16", "-n", "480", "-w", "16", "-W", "16"];
+    const REQUESTS: u64 = 480;
+    let n = REQUESTS.to_string();
+    let args = ["-c", "1", "-m", "16", "-n", &n, "-w", "16", "-W", "16"];
     let client = Client::h2load(&args, "/64k");
     let (direct, rotor, _) = direct_and_through_rotor(&mut bed, &client);
     let diag = bed.diagnostics();
-    every_response_whole(&direct, &rotor, 480, &diag);
+    every_response_whole(&direct, &rotor, REQUESTS, &diag);
     let k = |name: &str| rotor.kernel_delta.get(name).copied().unwrap_or(0);
     let bytes = rotor.data_bytes.unwrap_or(0);
     // about one connection WINDOW_UPDATE per 32 KiB read
@@ -222,7 +224,7 @@ fn default_windows_reach_the_endpoints_from_the_kernel() {
         "fewer than a quarter of the client's WINDOW_UPDATEs reached an endpoint from the kernel: {counts}\n{diag}"
     );
     assert!(
-        k("divert") * 4 <= 480,
+        k("divert") * 4 <= REQUESTS,
         "the endpoints' windows outgrew the client's: a divert per fewer than 4 responses: {counts}\n{diag}"
     );
 }

@@ -227,7 +227,7 @@ impl ClientConn {
         if *stopping.borrow() {
             self.go_away();
         }
-        // A busy endpoint left with no window (windows.rs, DryWatch).
+        // A busy endpoint left with no window (grants.rs, DryWatch).
         let dry = tokio::time::sleep(pace::MOST);
         tokio::pin!(dry);
         let mut dry_at = None;

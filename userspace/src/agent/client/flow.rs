@@ -113,7 +113,7 @@ impl ClientConn {
     }
 
     /// Grants each endpoint response window as the client's connection
-    /// window allows (windows.rs, `plan_grants`). Endpoints start with
+    /// window allows (grants.rs, `plan_grants`). Endpoints start with
     /// 65,535 bytes each whatever the client granted, so the sum can exceed
     /// the client's window; the kernel then diverts the overflow to the
     /// agent (and back once the agent has sent it on) instead of sending
@@ -122,7 +122,7 @@ impl ClientConn {
         self.grant_pass(false);
     }
 
-    /// A busy endpoint has had no window for DRY_WAIT (windows.rs): if
+    /// A busy endpoint has had no window for DRY_WAIT (grants.rs): if
     /// nothing reached the client meanwhile, it gets its share anyway.
     pub(super) fn on_dry_due(&mut self) {
         let received = self.kernel.conn().client_recv.load(Ordering::SeqCst);
@@ -138,10 +138,11 @@ impl ClientConn {
     fn grant_pass(&mut self, starved: bool) {
         self.settle_credit();
         let c = self.kernel.conn();
+        let received = c.client_recv.load(Ordering::SeqCst);
         let client_left = c
             .client_limit
             .load(Ordering::SeqCst)
-            .saturating_sub(c.client_recv.load(Ordering::SeqCst));
+            .saturating_sub(received);
         let mut slots = Vec::new();
         let mut endpoints = Vec::new();
         for (slot, s) in self.slots.iter().enumerate() {
@@ -158,7 +159,6 @@ impl ClientConn {
             });
         }
         let plan = plan_grants(client_left, &endpoints, starved);
-        let received = c.client_recv.load(Ordering::SeqCst);
         (self.windows.dry).pass(plan.dry, received, tokio::time::Instant::now());
         let mut grants = Vec::new();
         for (&slot, grant) in slots.iter().zip(plan.grants) {

@@ -9,17 +9,16 @@ use tokio::time::Instant;
 
 use super::windows::ENDPOINT_WINDOW;
 
-/// The response window to grant an endpoint that has `outstanding` unused,
-/// given its `share` of the client's window, and how much of its window it
-/// may use before the agent is woken.
-fn endpoint_grant(outstanding: u64, share: u64) -> (u64, u64) {
+/// The response window an endpoint that has `outstanding` unused would be
+/// granted from its `share` of the client's window: up to the share (at
+/// most ENDPOINT_WINDOW), once less than half of it is left.
+fn endpoint_grant(outstanding: u64, share: u64) -> u64 {
     let target = ENDPOINT_WINDOW.min(share);
-    let inc = if outstanding >= target / 2 {
+    if outstanding >= target / 2 {
         0
     } else {
         (target - outstanding).min(0x7fff_ffff)
-    };
-    (inc, notify_after(outstanding + inc))
+    }
 }
 
 /// How much of its `window` an endpoint may use before the agent is woken:
@@ -109,7 +108,7 @@ pub(super) fn plan_grants(
         if !e.grantable {
             continue;
         }
-        let (want, _) = endpoint_grant(e.outstanding, share);
+        let want = endpoint_grant(e.outstanding, share);
         let committed = busy_held + if e.busy { 0 } else { idle_held };
         let inc = if e.busy && e.outstanding == 0 && starved {
             want
@@ -196,19 +195,21 @@ impl DryWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     #[test]
     fn an_endpoint_is_granted_its_share_once_half_is_used() {
         // a fresh endpoint (65,535 outstanding) with the whole client window
-        let (inc, notify) = endpoint_grant(65_535, 16 << 20);
+        let inc = endpoint_grant(65_535, 16 << 20);
         assert_eq!(inc, ENDPOINT_WINDOW - 65_535);
+        let notify = notify_after(65_535 + inc);
         assert_eq!(notify, ENDPOINT_WINDOW / 4, "wakes at most a quarter in");
         // more than half of its target outstanding: nothing
-        assert_eq!(endpoint_grant(ENDPOINT_WINDOW / 2, 16 << 20).0, 0);
+        assert_eq!(endpoint_grant(ENDPOINT_WINDOW / 2, 16 << 20), 0);
         // the client's window is nearly spent: the share bounds the grant
-        let (inc, notify) = endpoint_grant(0, 1000);
-        assert_eq!((inc, notify), (1000, 500));
+        let inc = endpoint_grant(0, 1000);
+        assert_eq!((inc, notify_after(inc)), (1000, 500));
         // nothing to share: no grant, but it still wakes on its next byte
-        assert_eq!(endpoint_grant(0, 0), (0, 1));
+        assert_eq!((endpoint_grant(0, 0), notify_after(0)), (0, 1));
     }
 
     fn busy(outstanding: u64) -> EndpointWindow {
@@ -307,8 +308,8 @@ mod tests {
     #[test]
     fn large_client_windows_are_shared_as_before() {
         let plan = plan_grants(1 << 30, &[busy(0); 3], false);
-        let (inc, notify) = endpoint_grant(0, (1 << 30) / 3);
-        assert_eq!(plan.grants, vec![Some((inc, notify)); 3]);
+        let inc = endpoint_grant(0, (1 << 30) / 3);
+        assert_eq!(plan.grants, vec![Some((inc, notify_after(inc))); 3]);
         assert_eq!(inc, ENDPOINT_WINDOW);
         assert!(plan.kernel_credit);
     }

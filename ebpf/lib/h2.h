@@ -284,7 +284,7 @@ static __always_inline __s64 batch_room(struct __sk_buff *skb)
  * The length of the batch, or 0 for one frame alone.
  */
 static __always_inline __u32 batch_len(struct __sk_buff *skb, struct parse_state *st, __u32 off,
-				       __u32 avail)
+				       __u32 avail, __u32 first)
 {
 	/* a client's requests, pipelined (no lookup: each parse of A pays it) */
 	if (st->accepted)
@@ -298,7 +298,15 @@ static __always_inline __u32 batch_len(struct __sk_buff *skb, struct parse_state
 	};
 
 	bpf_loop(ROTOR_BATCH_FRAMES, batch_step, &w, 0);
-	if (w.frames < 2)
+	/* Not `w.frames < 2`: before 6.7 the verifier walks a bpf_loop
+	 * callback once, so it took frames for 0 or 1, found the rest of
+	 * this function unreachable and wired the branch to return 0. No
+	 * response ever rode in a batch on 6.1 (balance.rs,
+	 * small_responses_*, in its VM: the walk stopped at the end of the
+	 * bytes 2,746 times and no batch formed), while the same objects
+	 * batched on 6.18. Whether the walk went past the first frame is a
+	 * comparison of two lengths that verifier cannot decide. */
+	if (w.off - off <= first)
 		return 0;
 	st->kind = MSG_FRAME_BATCH;
 	st->batch.frames = w.frames;
@@ -416,7 +424,7 @@ static __always_inline int parse_frames_inner(struct __sk_buff *skb, struct pars
 	/* more than a frame waits: perhaps a batch (a block of several
 	 * frames never starts one) */
 	if (avail >= (__u32)total + 9 && fh.stream != 0 && (__u32)total == 9 + fh.len) {
-		__u32 batch = batch_len(skb, st, off, avail);
+		__u32 batch = batch_len(skb, st, off, avail, total);
 
 		if (batch)
 			return finish_message(st, batch);

@@ -94,6 +94,8 @@ pub struct ClientConn {
     resumed: Vec<(u32, TcpStream, u64, super::endpoint_socket::Resume)>,
     /// What its sockets may take of the per-socket maps (upstream_slots.rs).
     room: crate::ebpf::SocketRoom,
+    /// Its activity, for the endpoints' seats (seat.rs).
+    seat: seat::SeatWatch,
 }
 
 pub use accept::serve;
@@ -150,6 +152,7 @@ impl ClientConn {
             adopted: false,
             resumed: Vec::new(),
             room,
+            seat: seat::SeatWatch::new(now),
         }
     }
 
@@ -232,6 +235,7 @@ impl ClientConn {
         tokio::pin!(dry);
         let mut dry_at = None;
         let dp = self.shared.dp.clone();
+        let seat_asked = self.seat.asked.clone();
         loop {
             let due_dry = self.windows.dry.due();
             if due_dry != dry_at {
@@ -273,6 +277,7 @@ impl ClientConn {
                     }
                 }
                 () = cut.notified() => self.on_budget_cut(),
+                () = seat_asked.notified() => self.review_seats(),
                 () = &mut dry, if dry_at.is_some() => self.on_dry_due(),
                 r = input.recv(&a, &mut buf, &due, &caught_up),
                     if client_eof.is_none() && !self.injector_backed_up() => {
@@ -457,6 +462,7 @@ mod hold;
 mod housekeeping;
 mod kernel;
 mod pick;
+mod seat;
 mod setup;
 mod shutdown;
 mod stream_end;

@@ -27,14 +27,18 @@
 //! past the first `dedicated` to an endpoint pay it.
 
 mod mux;
+mod seats;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use seats::{Promotion, Seats};
 
 pub use mux::MuxCounts;
 
@@ -56,6 +60,11 @@ pub struct UpstreamTicket {
     endpoint: SocketAddr,
     kind: TicketKind,
     pools: Weak<Pools>,
+    id: u64,
+    /// A seat's holder that gave it up for a busy connection (seats.rs).
+    yielded: bool,
+    /// An upstream to the multiplexer that waits for a seat.
+    waiting: bool,
 }
 
 #[derive(Debug)]
@@ -85,6 +94,44 @@ impl UpstreamTicket {
     }
 }
 
+impl UpstreamTicket {
+    /// A seat's holder: whether a busy connection waits for a seat that no
+    /// holder has given up yet (seats.rs).
+    pub fn seat_wanted(&self) -> bool {
+        matches!(self.kind, TicketKind::Dedicated)
+            && !self.yielded
+            && self.with_pool(|e| e.seats.wanted()).unwrap_or(false)
+    }
+
+    /// A seat's idle holder offers it: true when it is to give it up (drain
+    /// its upstream and dial the multiplexer instead).
+    pub fn give_up(&mut self) -> bool {
+        if !matches!(self.kind, TicketKind::Dedicated) || self.yielded {
+            return false;
+        }
+        self.yielded = self.with_pool(|e| e.seats.give_up()).unwrap_or(false);
+        self.yielded
+    }
+
+    /// An upstream to the multiplexer whose connection is no longer busy.
+    pub fn unwant(&mut self) {
+        if std::mem::take(&mut self.waiting) {
+            let id = self.id;
+            self.with_pool(|e| e.seats.unwant(id));
+        }
+    }
+
+    pub fn waits_for_seat(&self) -> bool {
+        self.waiting
+    }
+
+    fn with_pool<R>(&self, f: impl FnOnce(&mut EndpointPool) -> R) -> Option<R> {
+        let pools = self.pools.upgrade()?;
+        let mut endpoints = lock(&pools.endpoints);
+        endpoints.get_mut(&self.endpoint).map(f)
+    }
+}
+
 impl Drop for UpstreamTicket {
     fn drop(&mut self) {
         let Some(pools) = self.pools.upgrade() else {
@@ -95,14 +142,17 @@ impl Drop for UpstreamTicket {
             return;
         };
         match &self.kind {
-            TicketKind::Dedicated => e.dedicated = e.dedicated.saturating_sub(1),
-            TicketKind::Shared { .. } => e.shared_tickets = e.shared_tickets.saturating_sub(1),
+            TicketKind::Dedicated => e.seats.release(self.id, self.yielded),
+            TicketKind::Shared { .. } => {
+                e.shared_tickets = e.shared_tickets.saturating_sub(1);
+                e.seats.unwant(self.id);
+            }
             TicketKind::Inherited => return,
         }
         // A multiplexer with no upstream left stops: its shared connections
         // close with it. The next client connection past the limit starts
         // another.
-        if e.dedicated == 0 && e.shared_tickets == 0 {
+        if e.seats.held() == 0 && e.shared_tickets == 0 {
             endpoints.remove(&self.endpoint);
         }
     }
@@ -110,7 +160,7 @@ impl Drop for UpstreamTicket {
 
 #[derive(Debug, Default)]
 struct EndpointPool {
-    dedicated: usize,
+    seats: Seats,
     shared_tickets: usize,
     mux: Option<Arc<mux::Mux>>,
 }
@@ -128,6 +178,7 @@ pub struct Pools {
     started: AtomicUsize,
     /// Tickets of upstreams handed over to the successor (`park`).
     parked: Mutex<Vec<UpstreamTicket>>,
+    next_ticket: AtomicU64,
 }
 
 /// One endpoint's connections from this node, for status and metrics.
@@ -154,6 +205,7 @@ impl Pools {
             endpoints: Mutex::new(HashMap::new()),
             started: AtomicUsize::new(0),
             parked: Mutex::new(Vec::new()),
+            next_ticket: AtomicU64::new(1),
         })
     }
 
@@ -161,15 +213,40 @@ impl Pools {
         self.limits
     }
 
+    fn new_ticket(
+        self: &Arc<Self>,
+        endpoint: SocketAddr,
+        kind: TicketKind,
+        id: u64,
+    ) -> UpstreamTicket {
+        UpstreamTicket {
+            endpoint,
+            kind,
+            pools: Arc::downgrade(self),
+            id,
+            yielded: false,
+            waiting: false,
+        }
+    }
+
     /// The ticket of a new upstream to `endpoint`: its own connection while
-    /// the endpoint has fewer than `dedicated`, else one to the endpoint's
-    /// multiplexer, started here if it runs not yet (which needs a tokio
-    /// runtime). `shared == 0` turns sharing off: every upstream is its own.
-    pub fn ticket(self: &Arc<Self>, endpoint: SocketAddr) -> std::io::Result<UpstreamTicket> {
+    /// the endpoint has a seat free that no busy connection waits for
+    /// (seats.rs), else one to the endpoint's multiplexer, started here if
+    /// it runs not yet (which needs a tokio runtime). `shared == 0` turns
+    /// sharing off: every upstream is its own. `wake`: how to ask the
+    /// upstream's connection to look whether it can give its seat up.
+    pub fn ticket(
+        self: &Arc<Self>,
+        endpoint: SocketAddr,
+        wake: Option<&Arc<Notify>>,
+    ) -> std::io::Result<UpstreamTicket> {
+        let id = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         let mut endpoints = lock(&self.endpoints);
         let e = endpoints.entry(endpoint).or_default();
-        let kind = if e.dedicated < self.limits.dedicated || self.limits.shared == 0 {
-            e.dedicated += 1;
+        let kind = if self.limits.shared == 0 {
+            e.seats.take_adopted(id, None);
+            TicketKind::Dedicated
+        } else if e.seats.take_fresh(self.limits.dedicated, id, wake) {
             TicketKind::Dedicated
         } else {
             let mux = match &e.mux {
@@ -177,7 +254,7 @@ impl Pools {
                 None => {
                     let m = mux::Mux::start(endpoint, self.limits, self.budget.clone())?;
                     self.started.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(%endpoint, mux = %m.addr(), dedicated = e.dedicated,
+                    tracing::info!(%endpoint, mux = %m.addr(), dedicated = e.seats.held(),
                         shared = self.limits.shared, "upstreams to the endpoint shared from now on");
                     e.mux = Some(m.clone());
                     m
@@ -186,22 +263,46 @@ impl Pools {
             e.shared_tickets += 1;
             TicketKind::Shared { mux }
         };
-        Ok(UpstreamTicket {
-            endpoint,
-            kind,
-            pools: Arc::downgrade(self),
-        })
+        drop(endpoints);
+        Ok(self.new_ticket(endpoint, kind, id))
+    }
+
+    /// `waiting`, an upstream to the multiplexer whose connection is busy,
+    /// asks for a seat: the ticket of its successor when one is free, else
+    /// none, and it waits (the holders are asked to look at its first ask).
+    pub fn promote(
+        self: &Arc<Self>,
+        waiting: &mut UpstreamTicket,
+        wake: Option<&Arc<Notify>>,
+    ) -> Option<UpstreamTicket> {
+        if !matches!(waiting.kind, TicketKind::Shared { .. }) {
+            return None;
+        }
+        let id = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let mut endpoints = lock(&self.endpoints);
+        let e = endpoints.get_mut(&waiting.endpoint)?;
+        match e.seats.promote(self.limits.dedicated, waiting.id, id, wake) {
+            Promotion::Seated => {
+                waiting.waiting = false;
+                drop(endpoints);
+                Some(self.new_ticket(waiting.endpoint, TicketKind::Dedicated, id))
+            }
+            Promotion::Waiting { first } => {
+                waiting.waiting = true;
+                if first {
+                    e.seats.holders().for_each(|h| h.notify_one());
+                }
+                None
+            }
+        }
     }
 
     /// An upstream handed over by the agent before this one: its own
     /// connection to the endpoint, counted even past `dedicated` (it exists).
     pub fn adopted(self: &Arc<Self>, endpoint: SocketAddr) -> UpstreamTicket {
-        lock(&self.endpoints).entry(endpoint).or_default().dedicated += 1;
-        UpstreamTicket {
-            endpoint,
-            kind: TicketKind::Dedicated,
-            pools: Arc::downgrade(self),
-        }
+        let id = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        (lock(&self.endpoints).entry(endpoint).or_default().seats).take_adopted(id, None);
+        self.new_ticket(endpoint, TicketKind::Dedicated, id)
     }
 
     /// An upstream handed over by the agent before this one whose peer is
@@ -212,6 +313,9 @@ impl Pools {
             endpoint,
             kind: TicketKind::Inherited,
             pools: Weak::new(),
+            id: 0,
+            yielded: false,
+            waiting: false,
         }
     }
 
@@ -239,7 +343,7 @@ impl Pools {
         let mut out: Vec<EndpointConnections> = (endpoints.iter())
             .map(|(addr, e)| EndpointConnections {
                 endpoint: addr.to_string(),
-                dedicated: e.dedicated,
+                dedicated: e.seats.held(),
                 via_shared: e.shared_tickets,
                 shared: e.mux.as_ref().map(|m| m.counts()).unwrap_or_default(),
             })
@@ -279,13 +383,13 @@ mod tests {
     async fn past_the_dedicated_limit_upstreams_dial_the_multiplexer() {
         let pools = Pools::new(limits(2, 4), crate::agent::budget::Budget::new(usize::MAX));
         let [be1, be2] = closed_ports();
-        let a = pools.ticket(be1).unwrap();
-        let b = pools.ticket(be1).unwrap();
-        let other = pools.ticket(be2).unwrap();
+        let a = pools.ticket(be1, None).unwrap();
+        let b = pools.ticket(be1, None).unwrap();
+        let other = pools.ticket(be2, None).unwrap();
         assert_eq!((a.dial(), b.dial(), other.dial()), (be1, be1, be2));
         assert!(!a.is_shared() && !other.is_shared());
-        let c = pools.ticket(be1).unwrap();
-        let d = pools.ticket(be1).unwrap();
+        let c = pools.ticket(be1, None).unwrap();
+        let d = pools.ticket(be1, None).unwrap();
         assert!(c.is_shared() && d.is_shared());
         assert_eq!(c.dial(), d.dial(), "one multiplexer per endpoint");
         assert!(c.dial().ip().is_loopback());
@@ -304,21 +408,95 @@ mod tests {
     async fn a_dedicated_upstream_that_ends_frees_its_place() {
         let pools = Pools::new(limits(1, 4), crate::agent::budget::Budget::new(usize::MAX));
         let [be] = closed_ports();
-        let a = pools.ticket(be).unwrap();
-        let b = pools.ticket(be).unwrap();
+        let a = pools.ticket(be, None).unwrap();
+        let b = pools.ticket(be, None).unwrap();
         assert!(b.is_shared());
         drop(a);
-        let c = pools.ticket(be).unwrap();
+        let c = pools.ticket(be, None).unwrap();
         assert!(!c.is_shared(), "the place a's end freed");
         assert_eq!(pools.connections()[0].dedicated, 1);
         assert_eq!(pools.connections()[0].via_shared, 1);
     }
 
     #[tokio::test]
+    async fn a_busy_upstream_on_the_multiplexer_gets_the_seat_an_idle_holder_gives_up() {
+        let pools = Pools::new(limits(1, 4), crate::agent::budget::Budget::new(usize::MAX));
+        let [be] = closed_ports();
+        let (holder_wake, busy_wake) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let mut held = pools.ticket(be, Some(&holder_wake)).unwrap();
+        let mut busy = pools.ticket(be, Some(&busy_wake)).unwrap();
+        assert!(!held.is_shared() && busy.is_shared());
+        assert!(!held.seat_wanted());
+        assert!(
+            pools.promote(&mut held, None).is_none(),
+            "a seat asks for none"
+        );
+        assert!(
+            pools.promote(&mut busy, Some(&busy_wake)).is_none(),
+            "no seat free"
+        );
+        assert!(busy.waits_for_seat());
+        // the holder is asked to look, once
+        tokio::time::timeout(Duration::from_secs(1), holder_wake.notified())
+            .await
+            .expect("the holder is asked");
+        assert!(pools.promote(&mut busy, Some(&busy_wake)).is_none());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), holder_wake.notified())
+                .await
+                .is_err(),
+            "asked again at a later look"
+        );
+        assert!(held.seat_wanted());
+        assert!(held.give_up());
+        assert!(!held.seat_wanted(), "given up already");
+        // the holder's place through the multiplexer, while its upstream drains
+        let replacement = pools.ticket(be, Some(&holder_wake)).unwrap();
+        assert!(replacement.is_shared());
+        drop(held);
+        // a fresh connection does not take the freed seat
+        let fresh = pools.ticket(be, None).unwrap();
+        assert!(fresh.is_shared());
+        let seat = pools
+            .promote(&mut busy, Some(&busy_wake))
+            .expect("the freed seat");
+        assert!(!seat.is_shared() && !busy.waits_for_seat());
+        assert_eq!(seat.dial(), be);
+        assert_eq!(
+            (
+                pools.connections()[0].dedicated,
+                pools.connections()[0].via_shared
+            ),
+            (1, 3)
+        );
+        drop(busy);
+        drop(seat);
+        assert!(!pools.ticket(be, None).unwrap().is_shared(), "free again");
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_with_its_upstream() {
+        let pools = Pools::new(limits(1, 4), crate::agent::budget::Budget::new(usize::MAX));
+        let [be] = closed_ports();
+        let held = pools.ticket(be, None).unwrap();
+        let mut busy = pools.ticket(be, None).unwrap();
+        assert!(pools.promote(&mut busy, None).is_none());
+        assert!(held.seat_wanted());
+        drop(busy);
+        assert!(!held.seat_wanted(), "nobody waits");
+        let mut quiet = pools.ticket(be, None).unwrap();
+        assert!(pools.promote(&mut quiet, None).is_none());
+        quiet.unwant();
+        assert!(!held.seat_wanted());
+        drop(held);
+        assert!(!pools.ticket(be, None).unwrap().is_shared());
+    }
+
+    #[tokio::test]
     async fn the_multiplexer_stops_with_its_last_upstream() {
         let pools = Pools::new(limits(0, 4), crate::agent::budget::Budget::new(usize::MAX));
         let [be] = closed_ports();
-        let a = pools.ticket(be).unwrap();
+        let a = pools.ticket(be, None).unwrap();
         let first = a.dial();
         drop(a);
         assert!(
@@ -338,7 +516,7 @@ mod tests {
             refused,
             "{first} still accepts after its multiplexer stopped"
         );
-        let b = pools.ticket(be).unwrap();
+        let b = pools.ticket(be, None).unwrap();
         assert!(b.is_shared());
         assert_eq!(pools.started(), 2, "a new multiplexer");
     }
@@ -356,7 +534,7 @@ mod tests {
                 held.push(s);
             }
         });
-        let a = pools.ticket(be).unwrap();
+        let a = pools.ticket(be, None).unwrap();
         let at = a.dial();
         let local = tokio::net::TcpStream::connect(at).await.unwrap();
         pools.park(a);
@@ -391,7 +569,7 @@ mod tests {
     async fn no_sharing_when_shared_is_zero() {
         let pools = Pools::new(limits(1, 0), crate::agent::budget::Budget::new(usize::MAX));
         let [be] = closed_ports();
-        let tickets: Vec<_> = (0..5).map(|_| pools.ticket(be).unwrap()).collect();
+        let tickets: Vec<_> = (0..5).map(|_| pools.ticket(be, None).unwrap()).collect();
         assert!(tickets.iter().all(|t| !t.is_shared()));
         assert_eq!(pools.connections()[0].dedicated, 5);
     }

@@ -74,6 +74,9 @@ pub struct Slot {
     /// whether it dials the endpoint or its multiplexer (pool.rs); given
     /// back when the upstream closes.
     pub ticket: Option<UpstreamTicket>,
+    /// The slot whose upstream, through a multiplexer, this one replaces
+    /// once it is up: the connection got a seat (client/seat.rs).
+    pub replaces: Option<u32>,
 }
 
 impl Slot {
@@ -102,6 +105,7 @@ impl Slot {
             to_client: FrameQueue::charged_to(holder.clone()),
             holder,
             ticket: None,
+            replaces: None,
         }
     }
 
@@ -160,6 +164,7 @@ impl Slot {
         }
         self.handback = None;
         self.ticket = None;
+        self.replaces = None;
         if self.state != SlotState::Closed {
             self.closed_at = Some(tokio::time::Instant::now());
         }

@@ -27,6 +27,7 @@ impl ClientConn {
         self.publish_upstreams();
         // a lower limit waits until it fits (stream_limit.rs)
         self.advertise_stream_limit();
+        self.review_seats();
         let now = tokio::time::Instant::now();
         for slot in 0..MAX_UPSTREAMS as u32 {
             let streams = self.kernel.up(slot).streams.load(Ordering::SeqCst);
@@ -78,7 +79,9 @@ impl ClientConn {
                 self.service.endpoints.borrow().len(),
                 self.kernel.conn().last_stream.load(Ordering::Relaxed),
             )
-            && !self.client_watch.waiting();
+            && !self.client_watch.waiting()
+            // a busy connection waits for a seat this one may give up
+            && !self.seat_asked();
         streams_settled && conn_settled
     }
 

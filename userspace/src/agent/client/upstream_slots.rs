@@ -11,11 +11,24 @@ use super::stream_end::{self, Gone, StreamEnd};
 use super::{ClientConn, Slot, SlotState};
 use crate::agent::endpoint_socket;
 use crate::agent::metrics_counts::SIDE_AGENT;
+use crate::agent::pool::UpstreamTicket;
 use crate::ebpf::abi::*;
 use crate::h2::frame::{self, DEFAULT_WINDOW};
 
 impl ClientConn {
     pub(super) fn add_endpoint(&mut self, endpoint: SocketAddr) {
+        self.add_upstream(endpoint, None, None);
+    }
+
+    /// A new upstream to `endpoint`: with `seat`, a dedicated one that
+    /// replaces slot `replaces`, through a multiplexer, once it is up
+    /// (seat.rs); without, with what the pool gives.
+    pub(super) fn add_upstream(
+        &mut self,
+        endpoint: SocketAddr,
+        seat: Option<UpstreamTicket>,
+        replaces: Option<u32>,
+    ) {
         let free = |s: &Option<Slot>| s.as_ref().is_none_or(Slot::is_free);
         // the endpoint's own closed slot first: it carries the failure count
         let own = self
@@ -38,7 +51,10 @@ impl ClientConn {
         }
         // Counted among the node's upstreams to the endpoint; past the
         // dedicated ones it dials the endpoint's multiplexer (pool.rs).
-        let ticket = match self.shared.pools.ticket(endpoint) {
+        let ticket = match seat.map_or_else(
+            || self.shared.pools.ticket(endpoint, Some(&self.seat.asked)),
+            Ok,
+        ) {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(conn = self.id, %endpoint, error = %e, "no multiplexer for the endpoint");
@@ -61,6 +77,7 @@ impl ClientConn {
         let mut fresh = Slot::connecting(endpoint, &self.shares.client, holder);
         fresh.failures = failures;
         fresh.ticket = Some(ticket);
+        fresh.replaces = replaces;
         self.slots[slot] = Some(fresh);
         let tx = self.connect_tx.clone();
         let window = self.windows.initial();
@@ -176,6 +193,20 @@ impl ClientConn {
             self.send_to_upstream(slot, &out);
         }
         self.flush_to_endpoint(slot);
+        // A seat's upstream is up: the one through the multiplexer takes no
+        // new stream and closes once its streams have ended.
+        let replaced = self.slots[slot as usize]
+            .as_mut()
+            .and_then(|s| s.replaces.take());
+        if let Some(old) = replaced {
+            let endpoint = self.slots[slot as usize].as_ref().map(|s| s.endpoint);
+            let same = self.slots[old as usize]
+                .as_ref()
+                .is_some_and(|o| o.state == SlotState::Active && Some(o.endpoint) == endpoint);
+            if same {
+                self.drain_slot(old);
+            }
+        }
         self.on_wake();
         self.publish_upstreams();
         self.advertise_stream_limit();
@@ -219,17 +250,7 @@ impl ClientConn {
                 continue;
             };
             if s.takes_streams() && !endpoints.contains(&s.endpoint) {
-                if s.state == SlotState::Connecting {
-                    s.state = SlotState::Closed;
-                } else {
-                    s.state = SlotState::Draining {
-                        since: tokio::time::Instant::now(),
-                    };
-                }
-                self.kernel
-                    .up(slot as u32)
-                    .state
-                    .store(UP_DRAINING, Ordering::SeqCst);
+                self.drain_slot(slot as u32);
             }
         }
         for ep in endpoints {
@@ -243,6 +264,24 @@ impl ClientConn {
             }
         }
         self.publish_upstreams();
+    }
+
+    /// No new stream goes to the upstream; it closes once idle (on_tick).
+    pub(super) fn drain_slot(&mut self, slot: u32) {
+        let Some(s) = self.slots[slot as usize].as_mut() else {
+            return;
+        };
+        if s.state == SlotState::Connecting {
+            s.state = SlotState::Closed;
+        } else {
+            s.state = SlotState::Draining {
+                since: tokio::time::Instant::now(),
+            };
+        }
+        self.kernel
+            .up(slot)
+            .state
+            .store(UP_DRAINING, Ordering::SeqCst);
     }
 
     pub(super) fn close_slot(&mut self, slot: u32) {

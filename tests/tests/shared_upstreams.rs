@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rotor_testbed::backend::BACKEND_PORT;
-use rotor_testbed::{scaled_secs, uneven_spread, wait_until, Agent, LoadReport, LoadSpec, TestBed};
+use rotor_testbed::process::{Child, Stream};
+use rotor_testbed::{
+    scaled, scaled_secs, uneven_spread, wait_until, Agent, LoadReport, LoadSpec, TestBed,
+};
 use rotor_tests::peers::{
     self, endpoints_on, grpc_client, n, python_script, Grpc, Running, GRPC_PORT,
 };
@@ -129,6 +132,163 @@ fn without_sharing_each_client_connection_holds_its_own() {
     );
     eprintln!("not shared: at most {most:?} connections per backend");
     let _ = bed.agent.take();
+}
+
+/// Streams the endpoints' multiplexers have carried, all endpoints, from
+/// a status document.
+fn multiplexed(status: &serde_json::Value) -> u64 {
+    (status["upstreams"].as_array().cloned().unwrap_or_default())
+        .iter()
+        .map(|u| u["shared"]["streams"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// How long the busy connection runs; the idle ones wait that long and
+/// more before their second round.
+const BUSY: Duration = Duration::from_secs(4);
+const IDLE_CLIENTS: usize = 6;
+
+/// The seats follow the load (userspace/src/agent/pool/seats.rs): six idle
+/// connections that made one round of requests hold both dedicated
+/// upstreams of each endpoint (the first two) or go through its
+/// multiplexer; a busy connection opened after them starts on the
+/// multiplexers, gets seats the idle holders give up, and its streams go
+/// the kernel's way. In the second half of its run the multiplexers carry
+/// under a tenth of its streams (before seats moved, all of them), every
+/// request of both kinds of connection is answered, and no backend ever
+/// holds more than the 2 + 1 connections from the node.
+#[test]
+fn a_busy_connection_gets_the_seats_idle_ones_held() {
+    peers::python_has(&["h2"]).expect("python h2");
+    let mut bed = bed(2, 1);
+    let idle = scaled(BUSY) + scaled(Duration::from_secs(5));
+    let limit = (idle * 3).as_secs_f64().to_string();
+    let idle_s = idle.as_secs_f64().to_string();
+    let args = [
+        "--addr",
+        "10.96.0.10:8080",
+        "--limit",
+        &limit,
+        "--rounds",
+        "2",
+        "--idle",
+        &idle_s,
+        "--gets",
+        "3",
+    ];
+    let mut clients: Vec<Child> = (0..IDLE_CLIENTS)
+        .map(|k| {
+            let cmd = python_script(
+                bed.topo.client_ns(),
+                Some(bed.cgroup.path()),
+                "idle_client.py",
+                &args,
+            );
+            Child::spawn(&format!("idle_client-{k}"), cmd, bed.topo.dir()).expect("idle_client.py")
+        })
+        .collect();
+    for c in &mut clients {
+        c.wait_for_line(Stream::Stdout, "idle 1", scaled(Duration::from_secs(20)))
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", bed.diagnostics()));
+    }
+    let agent = bed.agent.as_ref().expect("agent");
+    let before = multiplexed(&probe::status(agent).expect("status"));
+    assert!(
+        before > 0,
+        "the idle connections past the seats went through the multiplexers"
+    );
+
+    // the multiplexers' count while the busy connection runs, every 100 ms
+    let spec = LoadSpec {
+        connections: 1,
+        streams: 4,
+        requests: None,
+        duration: Some(scaled(BUSY).as_secs_f64()),
+        ..LoadSpec::default()
+    };
+    let (report, most, samples) = {
+        let admin = agent.admin_socket().to_path_buf();
+        let sampler = Sampler::start(admin);
+        let (report, most) = load_counting(&bed, &spec);
+        (report, most, sampler.stop())
+    };
+    let diag = bed.diagnostics();
+    assert!(report.ok > 0 && report.failed == 0, "{report:?}\n{diag}");
+    assert!(
+        most.iter().all(|n| *n <= 3),
+        "connections per backend at most: {most:?} (2 seats + 1 shared)\n{diag}"
+    );
+    // the second half of the run, as the samples saw it
+    let (first, last) = (samples.first().copied(), samples.last().copied());
+    let (Some((t0, _)), Some((t1, end))) = (first, last) else {
+        panic!("no sample of the multiplexers' count\n{diag}");
+    };
+    let mid = t0 + (t1 - t0) / 2;
+    let at_mid = (samples.iter())
+        .find(|(t, _)| *t >= mid)
+        .map_or(end, |(_, c)| *c);
+    let late = end - at_mid;
+    let all = end - before;
+    eprintln!(
+        "busy connection: {} requests; multiplexers carried {all} streams during it, {late} in its second half",
+        report.ok
+    );
+    assert!(
+        late * 20 < report.ok,
+        "the multiplexers carried {late} streams in the second half of a run of {} requests ({all} in all): the busy connection got no seat\n{diag}",
+        report.ok
+    );
+    for (k, mut c) in clients.into_iter().enumerate() {
+        let status = c.wait_timeout(idle * 2).expect("idle_client.py ends");
+        let out = c.output(Stream::Stdout);
+        let report: serde_json::Value = (out.lines().rev())
+            .find(|l| l.starts_with('{'))
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or_else(|| panic!("idle client {k}: no report ({status})\n{out}\n{diag}"));
+        let gets: Vec<_> = (report["rounds"].as_array().cloned().unwrap_or_default())
+            .iter()
+            .flat_map(|r| r["gets"].as_array().cloned().unwrap_or_default())
+            .collect();
+        assert!(
+            report["errors"].as_array().is_some_and(|e| e.is_empty())
+                && gets.len() == 6
+                && gets.iter().all(|g| g["status"] == 200),
+            "idle client {k}, after the busy one took its seat: {report}\n{diag}"
+        );
+    }
+    let _ = bed.agent.take();
+}
+
+/// Reads the multiplexers' count from the agent's status on a thread,
+/// about every 300 ms (a status read without a request takes 200 ms).
+struct Sampler {
+    done: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(Instant, u64)>>,
+}
+
+impl Sampler {
+    fn start(admin: std::path::PathBuf) -> Sampler {
+        let done = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(status) = probe::status_at(&admin) {
+                        seen.push((Instant::now(), multiplexed(&status)));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                seen
+            })
+        };
+        Sampler { done, thread }
+    }
+
+    fn stop(self) -> Vec<(Instant, u64)> {
+        self.done.store(true, Ordering::Relaxed);
+        self.thread.join().expect("sampler")
+    }
 }
 
 /// gRPC's four kinds of call from tonic to Python grpcio servers, every

@@ -91,7 +91,9 @@ struct Args {
     /// streams). Past them, a client connection's upstream to the endpoint
     /// goes to the agent's multiplexer for it, which carries all such
     /// streams over --shared-upstreams connections: at most the sum of the
-    /// two connections from a node to any endpoint.
+    /// two connections from a node to any endpoint. A busy client
+    /// connection on a multiplexer gets one of these from an idle holder,
+    /// which goes through the multiplexer instead.
     #[arg(long, default_value_t = 24, value_name = "N")]
     dedicated_upstreams: usize,
     /// Connections an endpoint's multiplexer opens to it (0: no sharing,

@@ -101,11 +101,16 @@ impl ClientConn {
         let mut gave_up = false;
         for slot in 0..MAX_UPSTREAMS {
             let open = self.kernel.up(slot as u32).streams.load(Ordering::SeqCst);
-            let replacing = self
-                .slots
-                .iter()
-                .flatten()
-                .any(|s| s.replaces == Some(slot as u32));
+            let Some(endpoint) = self.slots[slot].as_ref().map(|s| s.endpoint) else {
+                continue;
+            };
+            // a seat's upstream already on its way, or one that failed to
+            // connect and waits for its backoff (an endpoint that takes no
+            // new connection is not dialled at every look)
+            let replacing = (self.slots.iter().flatten()).any(|o| {
+                o.replaces == Some(slot as u32)
+                    || (o.endpoint == endpoint && o.state == SlotState::Closed && !o.retry_due())
+            });
             let Some(s) = self.slots[slot].as_mut() else {
                 continue;
             };
@@ -118,7 +123,9 @@ impl ClientConn {
                     if let Some(seat) = pools.promote(ticket, Some(&self.seat.asked)) {
                         seated.push((slot as u32, s.endpoint, seat));
                     }
-                } else if !busy {
+                } else if idle {
+                    // not at a look that found fewer streams: the holders
+                    // would be asked again at every such flicker
                     ticket.unwant();
                 }
             } else if idle && quiet && staying && ticket.seat_wanted() && ticket.give_up() {
